@@ -1,0 +1,40 @@
+# make demo / make test / make bench: each installs what it needs first (Debian packages for
+# the PostgreSQL server's PL/Python, a virtualenv for the installer and tests).
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: deps system-deps test unit demo bench lint format clean
+
+deps: system-deps $(STAMP)
+
+system-deps:
+	@sh installer/ensure_system_packages.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV) || { sh installer/ensure_system_packages.sh --venv && python3 -m venv $(VENV); }
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+test: deps
+	$(VENV)/bin/pytest
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit
+
+demo: deps
+	$(PY) -m pldiffix_installer.demo
+
+bench: deps
+	$(PY) -m pldiffix_installer.bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

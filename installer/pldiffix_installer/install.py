@@ -1,0 +1,262 @@
+"""install / uninstall / status over an ordinary connection, each in one transaction."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import pldiffix
+import psycopg
+from psycopg import sql
+
+from pldiffix_installer.modules import server_modules
+from pldiffix_installer.paths import SQL_DIR
+from pldiffix_installer.tables import format_table
+
+MIN_SERVER_VERSION = 140000  # SQL-standard function bodies (BEGIN ATOMIC) need PostgreSQL 14
+ROLES = (
+    "diffix_direct",
+    "diffix_anonymized_trusted",
+    "diffix_anonymized_untrusted",
+    "diffix_admin",
+    "diffix_engine",
+)
+EVENT_TRIGGERS = ("diffix_forget_dropped_objects", "diffix_refuse_exposing_grants")
+
+
+class InstallError(Exception):
+    """A problem the DBA has to fix; the message says how."""
+
+
+@dataclass
+class Progress:
+    out: TextIO = sys.stdout
+    total: int = 0
+    done: int = 0
+
+    def step(self, label: str, action: Callable[[], Any]) -> Any:
+        self.done += 1
+        prefix = f"[{self.done}/{self.total}] {label} ..."
+        print(prefix, end="", flush=True, file=self.out)
+        try:
+            result = action()
+        except Exception:
+            print(" failed", file=self.out, flush=True)
+            raise
+        suffix = f" {result}" if isinstance(result, str) and result else ""
+        print(f" ok{suffix}", file=self.out, flush=True)
+        return result
+
+
+def connect(dsn: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, connect_timeout=10)
+    except psycopg.OperationalError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "no reason given"
+        raise InstallError(f"cannot connect to the database: {reason}") from None
+
+
+def installed_version(conn: psycopg.Connection) -> str | None:
+    exists = conn.execute(
+        "SELECT pg_catalog.to_regclass('diffix.installation') IS NOT NULL"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = conn.execute("SELECT version FROM diffix.installation").fetchone()
+    return row[0] if row else None
+
+
+def _check_server(conn: psycopg.Connection) -> str:
+    version = conn.info.server_version
+    if version < MIN_SERVER_VERSION:
+        raise InstallError(
+            f"PostgreSQL {version // 10000} is too old; pldiffix needs PostgreSQL 14 or newer"
+        )
+    return f"PostgreSQL {version // 10000}.{version % 10000}"
+
+
+def _check_superuser(conn: psycopg.Connection) -> str:
+    user, is_superuser = conn.execute(
+        "SELECT current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if not is_superuser:
+        raise InstallError(
+            f"role {user} is not a superuser; installing PL/Python functions, event triggers and "
+            "roles needs one (connect as postgres or another superuser)"
+        )
+    return user
+
+
+def _check_plpython(conn: psycopg.Connection) -> str:
+    row = conn.execute(
+        "SELECT default_version FROM pg_catalog.pg_available_extensions WHERE name = 'plpython3u'"
+    ).fetchone()
+    if row is None:
+        major = conn.info.server_version // 10000
+        raise InstallError(
+            "PL/Python (plpython3u) is not installed on the database server. "
+            f"On Debian/Ubuntu run: apt-get install postgresql-plpython3-{major} "
+            "(on the server host), then run the installer again"
+        )
+    conn.execute("CREATE EXTENSION IF NOT EXISTS plpython3u")
+    return ""
+
+
+def _run_sql_files(conn: psycopg.Connection, progress: Progress) -> None:
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        progress.step(f"apply {path.name}", lambda p=path: conn.execute(p.read_text()) and "")
+
+
+def _deploy_modules(conn: psycopg.Connection) -> str:
+    modules = server_modules()
+    conn.execute("DELETE FROM diffix.python_modules")
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO diffix.python_modules (module, is_package, source) VALUES (%s, %s, %s)",
+            [(m.name, m.is_package, m.source) for m in modules],
+        )
+    size = sum(len(m.source) for m in modules)
+    return f"({len(modules)} modules, {size // 1024} KiB)"
+
+
+def _initialize_settings(conn: psycopg.Connection) -> str:
+    inserted = conn.execute(
+        "INSERT INTO diffix.database_settings (name, value) VALUES ('salt', %s) "
+        "ON CONFLICT (name) DO NOTHING",
+        (secrets.token_hex(32),),
+    ).rowcount
+    return "(new random salt)" if inserted else "(kept existing salt)"
+
+
+def _verify_python(conn: psycopg.Connection) -> str:
+    try:
+        versions = conn.execute("SELECT diffix._python_versions()").fetchone()[0]
+    except psycopg.Error as error:
+        raise InstallError(
+            f"the server's PL/Python cannot import the deployed code: {error.diag.message_primary}"
+        ) from None
+    return f"(server Python {versions['python']}, sqlglot {versions['sqlglot']})"
+
+
+def _record_version(conn: psycopg.Connection, previous: str | None) -> str:
+    conn.execute(
+        "INSERT INTO diffix.installation (version) VALUES (%s) ON CONFLICT (singleton) "
+        "DO UPDATE SET version = EXCLUDED.version, upgraded_at = pg_catalog.now()",
+        (pldiffix.__version__,),
+    )
+    return f"({previous} -> {pldiffix.__version__})" if previous else f"({pldiffix.__version__})"
+
+
+def install(dsn: str, out: TextIO | None = None) -> None:
+    """Installs or upgrades in place; all or nothing."""
+    out = out or sys.stdout
+    sql_files = sorted(SQL_DIR.glob("*.sql"))
+    progress = Progress(out, total=len(sql_files) + 8)
+    conn = progress.step("connect", lambda: connect(dsn))
+    try:
+        with conn.transaction():
+            progress.step("check server version", lambda: _check_server(conn))
+            progress.step("check superuser", lambda: _check_superuser(conn))
+            conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(8723450912)")
+            previous = installed_version(conn)
+            progress.step("check PL/Python", lambda: _check_plpython(conn))
+            _run_sql_files(conn, progress)
+            progress.step("deploy server-side Python", lambda: _deploy_modules(conn))
+            progress.step("initialize settings", lambda: _initialize_settings(conn))
+            progress.step("verify server-side Python", lambda: _verify_python(conn))
+            progress.step("record version", lambda: _record_version(conn, previous))
+    except psycopg.Error as error:
+        raise InstallError(
+            f"installation rolled back: {error.diag.message_primary or error}"
+        ) from None
+    finally:
+        conn.close()
+    verb = "upgraded" if previous else "installed"
+    print(
+        f"pldiffix {pldiffix.__version__} {verb}; nothing was changed unless all steps succeeded",
+        file=out,
+    )
+
+
+def uninstall(dsn: str, out: TextIO | None = None) -> None:
+    """Removes the diffix schema, its event triggers, and the roles no other database uses."""
+    out = out or sys.stdout
+    conn = connect(dsn)
+    try:
+        with conn.transaction():
+            _check_superuser(conn)
+            if installed_version(conn) is None:
+                print("pldiffix is not installed in this database; nothing to do", file=out)
+                return
+            labeled = conn.execute(
+                "SELECT relid::regclass::text FROM diffix.table_labels"
+            ).fetchall()
+            for (table,) in labeled:
+                conn.execute(
+                    sql.SQL("REVOKE SELECT ON {} FROM diffix_engine").format(sql.SQL(table))
+                )
+            for trigger in EVENT_TRIGGERS:
+                conn.execute(
+                    sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(trigger))
+                )
+            conn.execute("DROP SCHEMA diffix CASCADE")
+            print(f"removed the diffix schema ({len(labeled)} labeled tables unlabeled)", file=out)
+            for role in ROLES:
+                try:
+                    with conn.transaction():
+                        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+                    print(f"dropped role {role}", file=out)
+                except psycopg.errors.DependentObjectsStillExist:
+                    print(f"kept role {role}: another database still uses it", file=out)
+    finally:
+        conn.close()
+    print("pldiffix uninstalled; grants revoked by mark_personal were not restored", file=out)
+
+
+def status(dsn: str, out: TextIO | None = None) -> int:
+    """Prints version, labels, roles, settings and security findings. Returns the number of
+    critical findings."""
+    out = out or sys.stdout
+    conn = connect(dsn)
+    try:
+        version = installed_version(conn)
+        if version is None:
+            print("pldiffix is not installed in this database", file=out)
+            return 0
+        installed_at, upgraded_at = conn.execute(
+            "SELECT installed_at, upgraded_at FROM diffix.installation"
+        ).fetchone()
+        print(
+            f"pldiffix {version} (installed {installed_at:%Y-%m-%d %H:%M}"
+            + (f", upgraded {upgraded_at:%Y-%m-%d %H:%M})" if upgraded_at else ")"),
+            file=out,
+        )
+        sections = [
+            ("Labels", "SELECT objtype, objname, label FROM diffix.show_labels()"),
+            (
+                "Settings",
+                "SELECT name, CASE WHEN name = 'salt' THEN '(hidden)' ELSE setting END AS setting,"
+                " source FROM diffix.show_settings()",
+            ),
+            (
+                "Security findings",
+                "SELECT severity, object, finding, fix FROM diffix.check_security()",
+            ),
+        ]
+        critical = 0
+        for title, query in sections:
+            with conn.cursor() as cur:
+                cur.execute(query)
+                rows = cur.fetchall()
+                headers = [column.name for column in cur.description]
+            print(f"\n{title}:", file=out)
+            print(format_table(headers, rows) if rows else "  (none)", file=out)
+            if title == "Security findings":
+                critical = sum(1 for row in rows if row[0] == "critical")
+        return critical
+    finally:
+        conn.rollback()
+        conn.close()

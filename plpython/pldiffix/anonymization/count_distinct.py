@@ -1,0 +1,198 @@
+"""``count(DISTINCT col)`` and ``count_noise(DISTINCT col)``.
+
+Values backed by enough distinct AIDs in every instance (judged by the noisy low-count threshold
+seeded by that value's AID set) are counted exactly. The remaining low-count values are counted
+with noise: they are dealt to AIDs one at a time — AIDs with the fewest such values go first, each
+taking its largest not yet taken value — so that every value is attributed to exactly one AID.
+The resulting per-AID counts are then flattened and noised like ``count``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+from pldiffix.anonymization._cnum import c_round_to_int
+from pldiffix.anonymization.base import BucketContext
+from pldiffix.anonymization.contributions import (
+    ResultAccumulator,
+    aggregate_contributions,
+    top_contributors,
+)
+from pldiffix.anonymization.hashing import AidKind, AidValue, hash_aid
+from pldiffix.anonymization.noise import is_low_count
+from pldiffix.anonymization.params import AnonymizationParams
+
+# An AID set per instance, or None when SQL only reported that the value has at least
+# ``params.certainly_high_count()`` distinct AIDs in that instance.
+AidSets = list[frozenset[int] | None]
+
+
+@dataclass(frozen=True)
+class DistinctValueInput:
+    """One distinct non-NULL value of the counted column in one bucket.
+
+    ``key`` identifies the value across buckets and orders values as the column's ``ORDER BY``
+    does (a global ``dense_rank()`` is ideal). ``aids[k]`` lists the distinct non-NULL AID values
+    of instance ``k`` on rows with this value (possibly empty), or is ``None`` if that set has at
+    least ``params.certainly_high_count()`` members and was not shipped.
+    """
+
+    key: Hashable
+    aids: Sequence[Sequence[AidValue] | None]
+
+
+@dataclass
+class CountDistinctResult:
+    high_count_values: int
+    low_count_values: int
+    noisy_count: int
+    noise_sd: float
+    not_enough_aid_values: bool
+
+
+def _set_is_high_count(params: AnonymizationParams, aid_set: frozenset[int] | None) -> bool:
+    if aid_set is None:
+        return True
+    if len(aid_set) < params.low_count_min_threshold:
+        return False
+    seed = 0
+    for aid in aid_set:
+        seed ^= aid
+    return not is_low_count(params, len(aid_set), seed)
+
+
+def _deal_values(per_aid: list[tuple[int, list[int]]], value_count: int) -> dict[int, int]:
+    """Attributes each low-count value to one AID; returns the number of values per AID.
+
+    ``per_aid`` holds ``(aid, value indices in ascending value order)`` sorted by (number of
+    values, aid). Each round, every AID in turn takes its largest value not taken yet.
+    """
+    taken: set[int] = set()
+    counts: dict[int, int] = {}
+    remaining = value_count
+    stacks = [(aid, list(values)) for aid, values in per_aid]
+    while remaining > 0:
+        for aid, stack in stacks:
+            if not stack:
+                continue
+            value = stack.pop()
+            while stack and value in taken:
+                value = stack.pop()
+            if value not in taken:
+                taken.add(value)
+                remaining -= 1
+                counts[aid] = counts.get(aid, 0) + 1
+    return counts
+
+
+@dataclass
+class CountDistinctState:
+    """Per distinct value (by key): one AID-hash set per AID instance."""
+
+    instances: int
+    values: dict[Hashable, AidSets] = field(default_factory=dict)
+    noise: bool = False
+
+    @classmethod
+    def from_inputs(
+        cls,
+        kinds: Sequence[AidKind],
+        inputs: Sequence[DistinctValueInput],
+        *,
+        noise: bool = False,
+    ) -> CountDistinctState:
+        state = cls(len(kinds), {}, noise)
+        for item in inputs:
+            if len(item.aids) != len(kinds):
+                raise ValueError("one AID list per AID instance is required")
+            sets: AidSets = [
+                None if aids is None else frozenset(hash_aid(aid, kind) for aid in aids)
+                for kind, aids in zip(kinds, item.aids, strict=True)
+            ]
+            state._add(item.key, sets)
+        return state
+
+    def _add(self, key: Hashable, sets: AidSets) -> None:
+        current = self.values.get(key)
+        if current is None:
+            self.values[key] = list(sets)
+            return
+        for k, theirs in enumerate(sets):
+            mine = current[k]
+            current[k] = None if mine is None or theirs is None else mine | theirs
+
+    def merge(self, other: CountDistinctState) -> None:
+        for key, sets in other.values.items():
+            self._add(key, sets)
+
+    def empty(self) -> CountDistinctState:
+        return CountDistinctState(self.instances, {}, self.noise)
+
+    def calculate(self, ctx: BucketContext) -> CountDistinctResult:
+        params = ctx.params
+        low_count = sorted(
+            (
+                key
+                for key, sets in self.values.items()
+                if not all(_set_is_high_count(params, s) for s in sets)
+            ),
+            key=_sort_key,
+        )
+        high_count_values = len(self.values) - len(low_count)
+        accumulator = ResultAccumulator()
+        for instance in range(self.instances):
+            per_aid: dict[int, list[int]] = {}
+            true_count = 0
+            for index, key in enumerate(low_count):
+                aid_set = self.values[key][instance]
+                assert aid_set is not None  # None only for high-count sets
+                if aid_set:
+                    true_count += 1
+                for aid in aid_set:
+                    per_aid.setdefault(aid, []).append(index)
+            ordered = sorted(per_aid.items(), key=lambda item: (len(item[1]), item[0]))
+            counts = _deal_values(ordered, true_count)
+            contributors = {aid: n for aid, n in counts.items() if n > 0}
+            aid_seed = 0
+            for aid in contributors:
+                aid_seed ^= aid
+            result = aggregate_contributions(
+                params,
+                bucket_seed=ctx.bucket_seed,
+                aid_seed=aid_seed,
+                true_total=true_count,
+                distinct_contributors=len(contributors),
+                unaccounted_for=0,
+                top=top_contributors(contributors.items(), params.top_capacity),
+            )
+            accumulator.add(result)
+            if accumulator.not_enough_aid_values:
+                break
+        noisy_count = high_count_values
+        noise_sd = 0.0
+        if not accumulator.not_enough_aid_values:
+            noisy_count += c_round_to_int(accumulator.noisy_value)
+            noise_sd = accumulator.reported_noise
+        return CountDistinctResult(
+            high_count_values=high_count_values,
+            low_count_values=len(low_count),
+            noisy_count=noisy_count,
+            noise_sd=noise_sd,
+            not_enough_aid_values=accumulator.not_enough_aid_values and high_count_values == 0,
+        )
+
+    def count(self, ctx: BucketContext) -> int:
+        return max(self.calculate(ctx).noisy_count, ctx.min_count)
+
+    def noise_sd(self, ctx: BucketContext) -> float | None:
+        result = self.calculate(ctx)
+        return None if result.not_enough_aid_values else result.noise_sd
+
+    def finalize(self, ctx: BucketContext) -> int | float | None:
+        return self.noise_sd(ctx) if self.noise else self.count(ctx)
+
+
+def _sort_key(key: Hashable) -> tuple[int, object]:
+    # Keys of one column share a type; the tuple only guards against NULL-like sentinels.
+    return (0, key) if key is not None else (1, 0)

@@ -1,0 +1,262 @@
+"""PL/Python entry points. Each SQL function in the diffix schema calls one of these.
+
+This is the only module besides catalog.py that talks to the database; the logic it calls is pure.
+Errors the user can fix are raised with plpy.error so they carry a SQLSTATE, detail and hint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from pldiffix import catalog, results, session, settings
+from pldiffix.levels import AccessLevel, most_restricted
+from pldiffix.statements import QueryError, parse_single_select
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+INSUFFICIENT_PRIVILEGE = "42501"
+INVALID_PARAMETER_VALUE = "22023"
+FEATURE_NOT_SUPPORTED = "0A000"
+
+
+def _reports_errors(function: F) -> F:
+    @functools.wraps(function)
+    def wrapper(plpy: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(plpy, *args, **kwargs)
+        except QueryError as error:
+            extra = {"detail": error.detail(), "hint": error.hint}
+            plpy.error(
+                error.message,
+                sqlstate=FEATURE_NOT_SUPPORTED,
+                **{key: value for key, value in extra.items() if value},
+            )
+        except settings.SettingError as error:
+            plpy.error(str(error), sqlstate=INVALID_PARAMETER_VALUE)
+        except PermissionError as error:
+            plpy.error(str(error), sqlstate=INSUFFICIENT_PRIVILEGE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --- access levels -------------------------------------------------------------------------------
+
+
+@_reports_errors
+def access_level(plpy: Any) -> str:
+    return catalog.effective_level(plpy, catalog.current_role(plpy)).value
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+@_reports_errors
+def show_settings(plpy: Any) -> list[tuple[str, str, str, str]]:
+    role = catalog.current_role(plpy)
+    is_admin = catalog.role_facts(plpy, role).is_admin
+    stored = catalog.database_settings(plpy)
+    overrides = session.overrides(catalog.session_role(plpy))
+    values = catalog.effective_settings(plpy)
+    rows = []
+    for name, spec in settings.SPECS.items():
+        if name in overrides:
+            source = "session"
+        elif name in stored or name == "salt":
+            source = "database"
+        else:
+            source = "default"
+        if spec.secret:
+            shown = "(hidden)" if not is_admin else _stored_salt(plpy)
+        elif name == "session_access_level":
+            shown = catalog.effective_level(plpy, role).value
+        else:
+            shown = settings.format_value(values[name])
+        rows.append((name, shown, source, spec.description))
+    return rows
+
+
+def _stored_salt(plpy: Any) -> str:
+    rows = catalog.query(plpy, "SELECT diffix._salt() AS salt")
+    return rows[0]["salt"] or ""
+
+
+@_reports_errors
+def set_setting(plpy: Any, name: str, raw: str | None) -> str:
+    """diffix.set(name, value): a session value, checked against who may change what."""
+    spec = settings.spec_for(name)
+    role = catalog.current_role(plpy)
+    facts = catalog.role_facts(plpy, role)
+    if not settings.may_change(spec, is_admin=facts.is_admin):
+        raise PermissionError(
+            f"only administrators can change {spec.name}; "
+            "analysts may change compute_suppress_bin, text_label_for_suppress_bin "
+            "and lower session_access_level"
+        )
+    value = settings.parse_value(spec, raw)
+    if spec.name == "session_access_level":
+        values = catalog.effective_settings(plpy)
+        allowed = catalog.role_level(facts, values["default_access_level"])
+        if value.rank < allowed.rank:
+            raise PermissionError(
+                f"cannot raise the session access level to {value.value}: "
+                f"role {role} has access level {allowed.value}"
+            )
+    else:
+        candidate = catalog.effective_settings(plpy) | {spec.name: value}
+        settings.check_consistency(candidate)
+    session.set_override(catalog.session_role(plpy), spec.name, value)
+    return settings.format_value(value)
+
+
+@_reports_errors
+def configure(plpy: Any, name: str, raw: str | None) -> None:
+    """diffix.configure(name, value): the database-wide value. Runs as definer; admins only."""
+    _require_admin(plpy, "change database-wide settings")
+    spec = settings.spec_for(name)
+    if spec.session_only:
+        raise settings.SettingError(
+            f"{spec.name} applies to one session only; use SELECT diffix.set('{spec.name}', ...)"
+        )
+    value = settings.parse_value(spec, raw)
+    stored = catalog.query(plpy, "SELECT name, value FROM diffix.database_settings")
+    candidate = settings.defaults()
+    for row in stored:
+        if row["name"] in settings.SPECS and row["name"] != "salt":
+            candidate[row["name"]] = settings.parse_value(settings.SPECS[row["name"]], row["value"])
+    candidate[spec.name] = value
+    settings.check_consistency(candidate)
+    catalog.query(
+        plpy,
+        "INSERT INTO diffix.database_settings (name, value) VALUES ($1, $2) "
+        "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        ("text", "text"),
+        (spec.name, settings.format_value(value)),
+    )
+
+
+def _require_admin(plpy: Any, action: str) -> str:
+    role = catalog.invoking_role(plpy)
+    if not catalog.role_facts(plpy, role).is_admin:
+        raise PermissionError(f"only superusers and members of diffix_admin can {action}")
+    return role
+
+
+# --- queries -------------------------------------------------------------------------------------
+
+
+@_reports_errors
+def query_json(plpy: Any, sql: str | None) -> str:
+    """diffix.query_json(sql): rows as a jsonb document, anonymized unless the role is direct."""
+    tree = parse_single_select(sql)
+    level = catalog.effective_level(plpy, catalog.current_role(plpy))
+    if level is AccessLevel.DIRECT or not _touches_personal_tables(plpy, tree):
+        return _run_with_own_privileges(plpy, sql, tree)
+    rows = catalog.query(
+        plpy,
+        "SELECT diffix._anonymized_query_json($1, $2)::text AS doc",
+        ("text", "text"),
+        (sql, level.value),
+    )
+    return rows[0]["doc"]
+
+
+@_reports_errors
+def query_rows(plpy: Any, sql: str | None) -> list[list[Any]]:
+    """diffix.query(sql): the rows of query_json, typed by the caller's column definition list."""
+    document = json.loads(query_json(plpy, sql), parse_float=Decimal)
+    return [[_as_sql_input(value) for value in row] for row in document["rows"]]
+
+
+def _as_sql_input(value: Any) -> Any:
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return [_as_sql_input(item) for item in value]
+    return value
+
+
+def _run_with_own_privileges(plpy: Any, sql: str, tree: Any) -> str:
+    result = plpy.execute(sql)
+    names, types = result.colnames(), result.coltypes()
+    if len(set(names)) == len(names):
+        rows = [[row[name] for name in names] for row in result]
+        return results.encode_document(names, types, rows)
+    # PL/Python hands rows over as dicts, which keep one of several equal column names. Run the
+    # parsed query again under row_to_json, which keeps them all, in order.
+    from sqlglot import exp
+
+    wrapped = exp.select("pg_catalog.row_to_json(q)::text AS row").from_(tree.subquery("q"))
+    rows = [results.decode_row_json(row["row"]) for row in plpy.execute(wrapped.sql("postgres"))]
+    return results.encode_document(names, [0] * len(names), rows)
+
+
+def _touches_personal_tables(plpy: Any, tree: Any) -> bool:
+    """Resolves every table the query names (with the caller's search_path) and checks labels."""
+    from sqlglot import exp
+
+    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    values = catalog.effective_settings(plpy)
+    personal = False
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            continue  # a set-returning function in FROM
+        if not table.db and table.name in cte_names:
+            continue
+        name = ".".join(
+            _quote_ident(part) for part in (table.catalog, table.db, table.name) if part
+        )
+        rows = catalog.query(
+            plpy,
+            "SELECT c.oid, n.nspname, l.label FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN diffix.table_labels l ON l.relid = c.oid "
+            "WHERE c.oid = pg_catalog.to_regclass($1)",
+            ("text",),
+            (name,),
+        )
+        if not rows:
+            raise QueryError(
+                f"relation {table.sql(dialect='postgres')} does not exist",
+                hint="check the name and your search_path; SELECT * FROM diffix.show_labels() "
+                "lists labeled tables",
+            )
+        label = rows[0]["label"]
+        if label == "personal":
+            personal = True
+        elif (
+            label is None
+            and rows[0]["nspname"] not in ("pg_catalog", "information_schema")
+            and not values["treat_unmarked_tables_as_public"]
+        ):
+            raise PermissionError(
+                f"table {table.sql(dialect='postgres')} has no anonymization label and "
+                "cannot be queried at an anonymized access level; an administrator can "
+                "label it with diffix.mark_public or diffix.mark_personal"
+            )
+    return personal
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@_reports_errors
+def anonymized_query_json(plpy: Any, sql: str | None, requested_level: str | None) -> str:
+    """The engine's entry point (SECURITY DEFINER, owned by diffix_engine).
+
+    It never returns raw data: the level is the most restricted of what the session's role
+    has, what the caller asked for, and anonymized_trusted.
+    """
+    parse_single_select(sql)
+    level = most_restricted(
+        catalog.effective_level(plpy, catalog.invoking_role(plpy)),
+        AccessLevel.parse(requested_level or AccessLevel.ANONYMIZED_TRUSTED.value),
+        AccessLevel.ANONYMIZED_TRUSTED,
+    )
+    from pldiffix import engine
+
+    return engine.run(plpy, sql, level)

@@ -1,0 +1,145 @@
+-- Access levels. A role's level is its membership in one of the group roles (granted by
+-- diffix.mark_role); unlabeled roles get default_access_level. A session may lower, never raise it.
+
+CREATE OR REPLACE FUNCTION diffix.access_level() RETURNS text
+LANGUAGE plpython3u STABLE
+AS $python$
+import sys
+if "pldiffix.server" not in sys.modules:
+    plpy.execute("SELECT diffix._load_python()")
+from pldiffix import server
+return server.access_level(plpy)
+$python$;
+
+-- The level a role holds through (possibly indirect) membership in a group role, NULL when it
+-- has none. pg_has_role cannot be used: it answers true for superusers whatever they are members of.
+CREATE OR REPLACE FUNCTION diffix._stored_level(role_oid oid) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH RECURSIVE memberships (roleid) AS (
+    SELECT role_oid
+    UNION
+    SELECT m.roleid FROM pg_auth_members m JOIN memberships ms ON m.member = ms.roleid
+  )
+  SELECT CASE WHEN bool_or(r.rolname = 'diffix_anonymized_untrusted') THEN 'anonymized_untrusted'
+              WHEN bool_or(r.rolname = 'diffix_anonymized_trusted') THEN 'anonymized_trusted'
+              WHEN bool_or(r.rolname = 'diffix_direct') THEN 'direct' END
+  FROM memberships ms JOIN pg_roles r ON r.oid = ms.roleid
+$$;
+
+-- Every role whose stored level is anonymized (session lowering aside), with that level.
+CREATE OR REPLACE FUNCTION diffix._anonymized_roles()
+RETURNS TABLE (roleid oid, rolname name, level text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH defaults AS (
+    SELECT COALESCE((SELECT s.value FROM diffix._database_settings() s
+                     WHERE s.name = 'default_access_level'), 'direct') AS level
+  ), levels AS (
+    SELECT r.oid, r.rolname,
+           COALESCE(diffix._stored_level(r.oid), (SELECT level FROM defaults)) AS level
+    FROM pg_roles r
+    WHERE r.rolname !~ '^pg_' AND r.rolname NOT IN ('diffix_engine', 'diffix_admin', 'diffix_direct')
+  )
+  SELECT oid, rolname, level FROM levels WHERE level <> 'direct'
+$$;
+
+-- Removes direct grants on personal tables from roles that are (now) anonymized.
+CREATE OR REPLACE FUNCTION diffix._revoke_exposures() RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  exposure record;
+  revoked integer := 0;
+BEGIN
+  FOR exposure IN
+    SELECT DISTINCT e.relid, e.grantee FROM diffix._personal_table_exposures() e
+    WHERE e.via IN ('table grant', 'column grant')
+  LOOP
+    EXECUTE format('REVOKE SELECT ON %s FROM %s', exposure.relid::regclass,
+                   CASE exposure.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
+                        ELSE quote_ident(exposure.grantee) END);
+    -- column privileges go with the table-level REVOKE
+    revoked := revoked + 1;
+  END LOOP;
+  RETURN revoked;
+END
+$$;
+REVOKE ALL ON FUNCTION diffix._revoke_exposures() FROM PUBLIC;
+
+CREATE OR REPLACE PROCEDURE diffix.mark_role(role_name text, access_level text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  target oid;
+  group_role text;
+  wanted text := lower(trim(access_level));
+  revoked integer;
+BEGIN
+  IF NOT diffix._is_admin(diffix._invoking_role()) THEN
+    RAISE EXCEPTION 'only superusers and members of diffix_admin can mark roles'
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  SELECT oid INTO target FROM pg_roles WHERE rolname = role_name;
+  IF target IS NULL THEN
+    RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+  END IF;
+  IF wanted IS NULL OR wanted NOT IN ('direct', 'anonymized_trusted', 'anonymized_untrusted') THEN
+    RAISE EXCEPTION 'unknown access level "%"', access_level
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'use direct, anonymized_trusted or anonymized_untrusted';
+  END IF;
+  IF role_name ~ '^(diffix_|pg_)' THEN
+    RAISE EXCEPTION 'role "%" is a system role and cannot be marked', role_name
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  FOREACH group_role IN ARRAY ARRAY['diffix_direct', 'diffix_anonymized_trusted',
+                                    'diffix_anonymized_untrusted'] LOOP
+    IF EXISTS (SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+               WHERE g.rolname = group_role AND m.member = target) THEN
+      EXECUTE format('REVOKE %I FROM %I', group_role, role_name);
+    END IF;
+  END LOOP;
+  EXECUTE format('GRANT %I TO %I', 'diffix_' || wanted, role_name);
+  IF wanted <> 'direct' THEN
+    revoked := diffix._revoke_exposures();
+    IF revoked > 0 THEN
+      RAISE NOTICE 'revoked % direct grant(s) on personal tables that anonymized roles held', revoked;
+    END IF;
+    IF (SELECT rolsuper FROM pg_roles WHERE oid = target) THEN
+      RAISE WARNING 'role "%" is a superuser and can still read personal tables directly', role_name
+        USING HINT = 'anonymized access only protects data from roles that are not superusers';
+    END IF;
+  END IF;
+END
+$$;
+
+CREATE OR REPLACE PROCEDURE diffix.unmark_role(role_name text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  target oid;
+  group_role text;
+BEGIN
+  IF NOT diffix._is_admin(diffix._invoking_role()) THEN
+    RAISE EXCEPTION 'only superusers and members of diffix_admin can unmark roles'
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  SELECT oid INTO target FROM pg_roles WHERE rolname = role_name;
+  IF target IS NULL THEN
+    RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+  END IF;
+  FOREACH group_role IN ARRAY ARRAY['diffix_direct', 'diffix_anonymized_trusted',
+                                    'diffix_anonymized_untrusted'] LOOP
+    IF EXISTS (SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+               WHERE g.rolname = group_role AND m.member = target) THEN
+      EXECUTE format('REVOKE %I FROM %I', group_role, role_name);
+    END IF;
+  END LOOP;
+END
+$$;

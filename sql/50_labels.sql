@@ -1,0 +1,255 @@
+-- Table and column labels (pg_diffix's admin API). The public procedures run with the caller's
+-- rights only to resolve names with the caller's search_path; the work happens in definer-rights
+-- functions that take OIDs and check that the caller is an administrator.
+
+CREATE OR REPLACE FUNCTION diffix._require_admin(action text) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT diffix._is_admin(diffix._invoking_role()) THEN
+    RAISE EXCEPTION 'only superusers and members of diffix_admin can %', action
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+END
+$$;
+
+-- Resolves a table name as the caller sees it, with a clear error when it does not exist.
+CREATE OR REPLACE FUNCTION diffix._resolve_table(table_name text) RETURNS oid
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  relid oid;
+BEGIN
+  IF table_name IS NULL THEN
+    RAISE EXCEPTION 'table name must not be NULL' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  relid := pg_catalog.to_regclass(table_name);
+  IF relid IS NULL THEN
+    RAISE EXCEPTION 'table "%" does not exist', table_name
+      USING ERRCODE = 'undefined_table',
+            HINT = 'check the name; schema-qualify it if it is not on your search_path';
+  END IF;
+  RETURN relid;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION diffix._column_attnum(relid oid, column_name text) RETURNS int2
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  found int2;
+BEGIN
+  SELECT a.attnum INTO found FROM pg_attribute a
+  WHERE a.attrelid = relid AND a.attname = column_name AND a.attnum > 0 AND NOT a.attisdropped;
+  IF found IS NULL THEN
+    RAISE EXCEPTION 'column "%" does not exist in table %', column_name, relid::regclass
+      USING ERRCODE = 'undefined_column';
+  END IF;
+  RETURN found;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION diffix._check_labelable(relid oid, label text) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  kind "char";
+  schema_name name;
+BEGIN
+  SELECT c.relkind, n.nspname INTO kind, schema_name
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = relid;
+  IF schema_name IN ('pg_catalog', 'information_schema', 'diffix') OR schema_name ~ '^pg_' THEN
+    RAISE EXCEPTION '% is a system table and cannot be labeled', relid::regclass
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF label = 'personal' THEN
+    IF kind NOT IN ('r', 'm') THEN
+      RAISE EXCEPTION '% is not a plain table or materialized view and cannot be marked personal',
+        relid::regclass USING ERRCODE = 'wrong_object_type',
+        HINT = 'mark the underlying table personal instead';
+    END IF;
+    IF EXISTS (SELECT FROM pg_inherits WHERE inhrelid = relid OR inhparent = relid) THEN
+      RAISE EXCEPTION '% uses table inheritance, which anonymization does not support',
+        relid::regclass USING ERRCODE = 'feature_not_supported';
+    END IF;
+  ELSIF kind NOT IN ('r', 'p', 'm', 'v', 'f') THEN
+    RAISE EXCEPTION '% is not a table or view', relid::regclass USING ERRCODE = 'wrong_object_type';
+  END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION diffix._mark_personal(relid oid, aid_columns text[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  aid_column text;
+  aid_attnum int2;
+  attnums int2[] := '{}';
+  aid_type oid;
+BEGIN
+  PERFORM diffix._require_admin('label tables');
+  PERFORM diffix._check_labelable(relid, 'personal');
+  IF aid_columns IS NULL OR cardinality(aid_columns) = 0 THEN
+    RAISE EXCEPTION 'a personal table needs at least one AID column'
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'CALL diffix.mark_personal(''table'', ''aid_column'', ...)';
+  END IF;
+  FOREACH aid_column IN ARRAY aid_columns LOOP
+    aid_attnum := diffix._column_attnum(relid, aid_column);
+    IF aid_attnum = ANY (attnums) THEN
+      RAISE EXCEPTION 'column "%" is listed twice', aid_column USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT a.atttypid INTO aid_type FROM pg_attribute a
+    WHERE a.attrelid = relid AND a.attnum = aid_attnum;
+    IF aid_type NOT IN ('int4'::regtype, 'int8'::regtype, 'text'::regtype, 'varchar'::regtype) THEN
+      RAISE EXCEPTION 'column "%" has type %, which cannot be an AID', aid_column, aid_type::regtype
+        USING ERRCODE = 'datatype_mismatch',
+              HINT = 'AID columns must be integer, bigint, text or varchar';
+    END IF;
+    attnums := attnums || aid_attnum;
+  END LOOP;
+
+  INSERT INTO diffix.table_labels (relid, label) VALUES (relid, 'personal')
+  ON CONFLICT ON CONSTRAINT table_labels_pkey DO UPDATE SET label = 'personal';
+  DELETE FROM diffix.column_labels c
+  WHERE c.relid = _mark_personal.relid AND (c.label = 'aid' OR c.attnum = ANY (attnums));
+  INSERT INTO diffix.column_labels (relid, attnum, label)
+  SELECT _mark_personal.relid, unnest(attnums), 'aid';
+
+  -- Anonymized roles read personal tables only through the engine.
+  EXECUTE format('REVOKE SELECT ON %s FROM PUBLIC, diffix_anonymized_trusted, diffix_anonymized_untrusted',
+                 relid::regclass);
+  PERFORM diffix._revoke_exposures();
+  EXECUTE format('GRANT SELECT ON %s TO diffix_engine', relid::regclass);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION diffix._mark_public(relid oid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM diffix._require_admin('label tables');
+  PERFORM diffix._check_labelable(relid, 'public');
+  INSERT INTO diffix.table_labels (relid, label) VALUES (relid, 'public')
+  ON CONFLICT ON CONSTRAINT table_labels_pkey DO UPDATE SET label = 'public';
+  DELETE FROM diffix.column_labels c WHERE c.relid = _mark_public.relid;
+  -- The engine joins public tables into anonymizing queries (after checking the analyst may read them).
+  EXECUTE format('GRANT SELECT ON %s TO diffix_engine', relid::regclass);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION diffix._unmark_table(relid oid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM diffix._require_admin('label tables');
+  IF NOT EXISTS (SELECT FROM diffix.table_labels l WHERE l.relid = _unmark_table.relid) THEN
+    RAISE EXCEPTION 'table % has no label', relid::regclass USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  DELETE FROM diffix.table_labels l WHERE l.relid = _unmark_table.relid;
+  EXECUTE format('REVOKE SELECT ON %s FROM diffix_engine', relid::regclass);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION diffix._set_filterable(relid oid, column_name text, filterable boolean)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  column_attnum int2;
+BEGIN
+  PERFORM diffix._require_admin('label columns');
+  column_attnum := diffix._column_attnum(relid, column_name);
+  IF NOT EXISTS (SELECT FROM diffix.table_labels l
+                 WHERE l.relid = _set_filterable.relid AND l.label = 'personal') THEN
+    RAISE EXCEPTION 'table % is not marked personal', relid::regclass
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'filtering restrictions apply to personal tables; mark it with diffix.mark_personal first';
+  END IF;
+  IF EXISTS (SELECT FROM diffix.column_labels c WHERE c.relid = _set_filterable.relid
+             AND c.attnum = column_attnum AND c.label = 'aid') THEN
+    RAISE EXCEPTION 'column "%" is an AID column', column_name
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'AID columns can never be filtered on; no label is needed';
+  END IF;
+  IF filterable THEN
+    DELETE FROM diffix.column_labels c
+    WHERE c.relid = _set_filterable.relid AND c.attnum = column_attnum;
+  ELSE
+    INSERT INTO diffix.column_labels (relid, attnum, label)
+    VALUES (relid, column_attnum, 'not_filterable')
+    ON CONFLICT ON CONSTRAINT column_labels_pkey DO NOTHING;
+  END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION diffix._mark_personal(oid, text[]), diffix._mark_public(oid),
+  diffix._unmark_table(oid), diffix._set_filterable(oid, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._mark_personal(oid, text[]), diffix._mark_public(oid),
+  diffix._unmark_table(oid), diffix._set_filterable(oid, text, boolean) TO PUBLIC;
+
+CREATE OR REPLACE PROCEDURE diffix.mark_personal(table_name text, VARIADIC aid_columns text[])
+LANGUAGE sql
+BEGIN ATOMIC
+  SELECT diffix._mark_personal(diffix._resolve_table(table_name), aid_columns);
+END;
+
+-- Without AID columns the variadic form would not match at all; say what is missing instead.
+CREATE OR REPLACE PROCEDURE diffix.mark_personal(table_name text)
+LANGUAGE sql
+BEGIN ATOMIC
+  SELECT diffix._mark_personal(diffix._resolve_table(table_name), '{}'::text[]);
+END;
+
+CREATE OR REPLACE PROCEDURE diffix.mark_public(table_name text)
+LANGUAGE sql
+BEGIN ATOMIC
+  SELECT diffix._mark_public(diffix._resolve_table(table_name));
+END;
+
+CREATE OR REPLACE PROCEDURE diffix.unmark_table(table_name text)
+LANGUAGE sql
+BEGIN ATOMIC
+  SELECT diffix._unmark_table(diffix._resolve_table(table_name));
+END;
+
+CREATE OR REPLACE PROCEDURE diffix.mark_not_filterable(table_name text, column_name text)
+LANGUAGE sql
+BEGIN ATOMIC
+  SELECT diffix._set_filterable(diffix._resolve_table(table_name), column_name, false);
+END;
+
+CREATE OR REPLACE PROCEDURE diffix.mark_filterable(table_name text, column_name text)
+LANGUAGE sql
+BEGIN ATOMIC
+  SELECT diffix._set_filterable(diffix._resolve_table(table_name), column_name, true);
+END;
+
+CREATE OR REPLACE FUNCTION diffix.show_labels()
+RETURNS TABLE (objtype text, objname text, label text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT objtype, objname, label FROM (
+    SELECT 1 AS sort, 'table' AS objtype, l.relid::regclass::text AS objname, l.label
+    FROM diffix.table_labels l
+    UNION ALL
+    SELECT 2, 'column', c.relid::regclass::text || '.' || quote_ident(a.attname), c.label
+    FROM diffix.column_labels c
+    JOIN pg_attribute a ON a.attrelid = c.relid AND a.attnum = c.attnum
+    UNION ALL
+    SELECT 3, 'role', quote_ident(r.rolname), substr(g.rolname, 8)
+    FROM pg_auth_members m
+    JOIN pg_roles g ON g.oid = m.roleid
+    JOIN pg_roles r ON r.oid = m.member
+    WHERE g.rolname IN ('diffix_direct', 'diffix_anonymized_trusted', 'diffix_anonymized_untrusted')
+  ) labels
+  ORDER BY sort, objname, label
+$$;

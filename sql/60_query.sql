@@ -1,0 +1,56 @@
+-- Entry points for analysts. Invoker rights: a direct-level role's query runs with its own
+-- privileges; a query that touches personal tables at an anonymized level is handed to the
+-- engine function below, the only place that reads personal tables on an analyst's behalf.
+-- STABLE makes PostgreSQL refuse any data-modifying statement inside them.
+
+CREATE OR REPLACE FUNCTION diffix._query_json(sql text) RETURNS jsonb
+LANGUAGE plpython3u STABLE
+SET datestyle = 'ISO, MDY'
+AS $python$
+import sys
+if "pldiffix.server" not in sys.modules:
+    plpy.execute("SELECT diffix._load_python()")
+from pldiffix import server
+return server.query_json(plpy, sql)
+$python$;
+
+CREATE OR REPLACE FUNCTION diffix.query(sql text) RETURNS SETOF record
+LANGUAGE plpython3u STABLE
+SET datestyle = 'ISO, MDY'
+AS $python$
+import sys
+if "pldiffix.server" not in sys.modules:
+    plpy.execute("SELECT diffix._load_python()")
+from pldiffix import server
+return server.query_rows(plpy, sql)
+$python$;
+
+CREATE OR REPLACE FUNCTION diffix._anonymized_query_json(sql text, requested_level text)
+RETURNS jsonb
+LANGUAGE plpython3u STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, MDY'
+AS $python$
+import sys
+if "pldiffix.server" not in sys.modules:
+    plpy.execute("SELECT diffix._load_python()")
+from pldiffix import server
+return server.anonymized_query_json(plpy, sql, requested_level)
+$python$;
+ALTER FUNCTION diffix._anonymized_query_json(text, text) OWNER TO diffix_engine;
+REVOKE ALL ON FUNCTION diffix._anonymized_query_json(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._anonymized_query_json(text, text) TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION diffix.query_json(sql text) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  message text; detail text; hint text;
+BEGIN
+  RETURN diffix._query_json(sql);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                          hint = PG_EXCEPTION_HINT;
+  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+END
+$$;

@@ -1,0 +1,105 @@
+-- Guards that keep the security model true after installation, and the report of what is left.
+
+-- Labels follow their tables: dropping a table or column removes its labels.
+CREATE OR REPLACE FUNCTION diffix._forget_dropped_objects() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  DELETE FROM diffix.table_labels l
+  USING pg_event_trigger_dropped_objects() d
+  WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND l.relid = d.objid;
+  DELETE FROM diffix.column_labels c
+  USING pg_event_trigger_dropped_objects() d
+  WHERE d.classid = 'pg_class'::regclass AND d.objsubid > 0
+    AND c.relid = d.objid AND c.attnum = d.objsubid;
+END
+$$;
+
+-- A GRANT (or ALTER TABLE ... OWNER TO) that would let an anonymized role or PUBLIC read a
+-- personal table directly is refused: the whole command is rolled back.
+CREATE OR REPLACE FUNCTION diffix._refuse_exposing_grants() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  exposure record;
+BEGIN
+  SELECT * INTO exposure FROM diffix._personal_table_exposures() LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION '% refused: personal table % would be readable by % (%) outside anonymization',
+      tg_tag, exposure.table_name, exposure.grantee, exposure.via
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'anonymized roles query personal tables through diffix.query_json; to give a role '
+                   'raw access, first CALL diffix.mark_role(role, ''direct'')';
+  END IF;
+END
+$$;
+
+DROP EVENT TRIGGER IF EXISTS diffix_forget_dropped_objects;
+CREATE EVENT TRIGGER diffix_forget_dropped_objects ON sql_drop
+  EXECUTE FUNCTION diffix._forget_dropped_objects();
+
+DROP EVENT TRIGGER IF EXISTS diffix_refuse_exposing_grants;
+CREATE EVENT TRIGGER diffix_refuse_exposing_grants ON ddl_command_end
+  WHEN TAG IN ('GRANT', 'ALTER TABLE', 'ALTER MATERIALIZED VIEW')
+  EXECUTE FUNCTION diffix._refuse_exposing_grants();
+
+-- Every remaining path from an anonymized role to personal data, and other configuration risks.
+CREATE OR REPLACE FUNCTION diffix.check_security()
+RETURNS TABLE (severity text, object text, finding text, fix text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH personal AS (
+    SELECT c.oid FROM diffix.table_labels l JOIN pg_class c ON c.oid = l.relid
+    WHERE l.label = 'personal'
+  ), anonymized AS (
+    SELECT a.roleid, a.rolname, a.level, r.rolsuper, r.rolbypassrls, r.rolcanlogin
+    FROM diffix._anonymized_roles() a JOIN pg_roles r ON r.oid = a.roleid
+  )
+  SELECT 'critical', e.table_name, format('%s can read it directly (%s)', e.grantee, e.via),
+         CASE e.via WHEN 'ownership' THEN format('ALTER TABLE %s OWNER TO a direct role', e.table_name)
+              ELSE format('REVOKE SELECT ON %s FROM %s', e.table_name, e.grantee) END
+  FROM diffix._personal_table_exposures() e
+  UNION ALL
+  SELECT 'critical', p.oid::regclass::text,
+         format('%s (%s) can read it through role membership', a.rolname, a.level),
+         format('find the role %s inherits SELECT from and revoke the grant or the membership',
+                a.rolname)
+  FROM personal p CROSS JOIN anonymized a
+  WHERE NOT a.rolsuper AND a.rolname !~ '^diffix_'
+    AND (has_table_privilege(a.roleid, p.oid, 'SELECT')
+         OR has_any_column_privilege(a.roleid, p.oid, 'SELECT'))
+    AND NOT EXISTS (SELECT FROM diffix._personal_table_exposures() e
+                    WHERE e.relid = p.oid AND e.grantee IN (a.rolname::text, 'PUBLIC'))
+  UNION ALL
+  SELECT 'critical', quote_ident(a.rolname), format('superuser with access level %s', a.level),
+         'superusers bypass every privilege check; use a non-superuser role for analysts'
+  FROM anonymized a WHERE a.rolsuper
+  UNION ALL
+  SELECT 'warning', quote_ident(a.rolname), format('BYPASSRLS with access level %s', a.level),
+         format('ALTER ROLE %I NOBYPASSRLS', a.rolname)
+  FROM anonymized a WHERE a.rolbypassrls AND NOT a.rolsuper
+  UNION ALL
+  SELECT 'critical', 'diffix_engine', 'the engine role has attributes beyond a plain NOLOGIN role',
+         'ALTER ROLE diffix_engine NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS'
+  FROM pg_roles r WHERE r.rolname = 'diffix_engine'
+    AND (r.rolcanlogin OR r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolbypassrls)
+  UNION ALL
+  SELECT 'critical', quote_ident(m.rolname), 'member of diffix_engine: can read every personal table',
+         format('REVOKE diffix_engine FROM %I', m.rolname)
+  FROM pg_auth_members am JOIN pg_roles e ON e.oid = am.roleid AND e.rolname = 'diffix_engine'
+  JOIN pg_roles m ON m.oid = am.member
+  UNION ALL
+  SELECT 'critical', p.oid::regprocedure::text, 'SECURITY DEFINER function without a pinned search_path',
+         'reinstall pldiffix'
+  FROM pg_proc p WHERE p.pronamespace = 'diffix'::regnamespace AND p.prosecdef
+    AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')
+  UNION ALL
+  SELECT 'info', quote_ident(r.rolname), 'can log in but has no access level label; gets the default',
+         format('CALL diffix.mark_role(%L, ''anonymized_untrusted'') or ''direct''', r.rolname)
+  FROM pg_roles r
+  WHERE r.rolcanlogin AND NOT r.rolsuper AND r.rolname !~ '^(pg_|diffix_)'
+    AND diffix._stored_level(r.oid) IS NULL
+$$;
