@@ -70,13 +70,34 @@ END
 $$;
 REVOKE ALL ON FUNCTION diffix._revoke_exposures() FROM PUBLIC;
 
+-- Removes the role from every access-level group it is a direct member of.
+CREATE OR REPLACE FUNCTION diffix._leave_level_groups(target oid) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  membership record;
+BEGIN
+  FOR membership IN
+    SELECT g.rolname AS group_role, r.rolname AS member_role
+    FROM pg_auth_members m
+    JOIN pg_roles g ON g.oid = m.roleid
+    JOIN pg_roles r ON r.oid = m.member
+    WHERE m.member = target
+      AND g.rolname IN ('diffix_direct', 'diffix_anonymized_trusted', 'diffix_anonymized_untrusted')
+  LOOP
+    EXECUTE format('REVOKE %I FROM %I', membership.group_role, membership.member_role);
+  END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION diffix._leave_level_groups(oid) FROM PUBLIC;
+
 CREATE OR REPLACE PROCEDURE diffix.mark_role(role_name text, access_level text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   target oid;
-  group_role text;
   wanted text := lower(trim(access_level));
   revoked integer;
 BEGIN
@@ -97,13 +118,7 @@ BEGIN
     RAISE EXCEPTION 'role "%" is a system role and cannot be marked', role_name
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  FOREACH group_role IN ARRAY ARRAY['diffix_direct', 'diffix_anonymized_trusted',
-                                    'diffix_anonymized_untrusted'] LOOP
-    IF EXISTS (SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-               WHERE g.rolname = group_role AND m.member = target) THEN
-      EXECUTE format('REVOKE %I FROM %I', group_role, role_name);
-    END IF;
-  END LOOP;
+  PERFORM diffix._leave_level_groups(target);
   EXECUTE format('GRANT %I TO %I', 'diffix_' || wanted, role_name);
   IF wanted <> 'direct' THEN
     revoked := diffix._revoke_exposures();
@@ -124,7 +139,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   target oid;
-  group_role text;
 BEGIN
   IF NOT diffix._is_admin(diffix._invoking_role()) THEN
     RAISE EXCEPTION 'only superusers and members of diffix_admin can unmark roles'
@@ -134,12 +148,6 @@ BEGIN
   IF target IS NULL THEN
     RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
   END IF;
-  FOREACH group_role IN ARRAY ARRAY['diffix_direct', 'diffix_anonymized_trusted',
-                                    'diffix_anonymized_untrusted'] LOOP
-    IF EXISTS (SELECT FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-               WHERE g.rolname = group_role AND m.member = target) THEN
-      EXECUTE format('REVOKE %I FROM %I', group_role, role_name);
-    END IF;
-  END LOOP;
+  PERFORM diffix._leave_level_groups(target);
 END
 $$;

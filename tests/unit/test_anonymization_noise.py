@@ -12,7 +12,6 @@ from pldiffix.anonymization.hashing import hash_string
 from pldiffix.anonymization.noise import (
     layered_noise,
     low_count_threshold,
-    money_round,
     normal,
     prepare_seed,
     round_reported_noise_sd,
@@ -20,6 +19,7 @@ from pldiffix.anonymization.noise import (
     uniform_int,
 )
 from pldiffix.anonymization.params import AnonymizationParams
+from pldiffix.money import money_round
 
 
 def test_c_round_goes_away_from_zero() -> None:

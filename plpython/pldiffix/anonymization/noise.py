@@ -17,6 +17,7 @@ from functools import lru_cache
 from pldiffix.anonymization._cnum import UINT32_MASK, UINT64_MASK, c_max
 from pldiffix.anonymization.hashing import hash_string
 from pldiffix.anonymization.params import AnonymizationParams
+from pldiffix.money import money_round
 
 _MAX_UINT32 = 4294967295.0
 
@@ -74,23 +75,6 @@ def low_count_threshold(params: AnonymizationParams, aid_seed: int) -> float:
 
 def is_low_count(params: AnonymizationParams, aid_count: int, aid_seed: int) -> bool:
     return aid_count < low_count_threshold(params, aid_seed)
-
-
-def money_round(x: float) -> float:
-    """Rounds a positive number to 1, 2 or 5 times a power of ten; tiny values become 0."""
-    if x < 1e-10:
-        return 0.0
-    tens = math.pow(10.0, math.floor(math.log10(x)))
-    scaled = x / tens
-    if scaled < 1.5:
-        step = 1.0
-    elif scaled < 3.5:
-        step = 2.0
-    elif scaled < 7.5:
-        step = 5.0
-    else:
-        step = 10.0
-    return tens * step
 
 
 def round_reported_noise_sd(noise_sd: float) -> float:

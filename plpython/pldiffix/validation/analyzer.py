@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from ..money import is_money_rounded
 from ..query_model import (
     Aggregate,
     AggregateKind,
@@ -53,7 +54,6 @@ from .pgtypes import (
     classify_cast,
     datatype_name,
     format_number,
-    is_money_rounded,
     literal_number,
     literal_type,
     money_neighbours,

@@ -238,31 +238,6 @@ def literal_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-_MONEY_MIN = 1e-10
-_MONEY_DELTA = 1e-10 / 100
-
-
-def _money_round(x: float) -> float:
-    if x < _MONEY_MIN:
-        return 0.0
-    tens = 10.0 ** math.floor(math.log10(x))
-    scaled = x / tens
-    if scaled < 1.5:
-        step = 1.0
-    elif scaled < 3.5:
-        step = 2.0
-    elif scaled < 7.5:
-        step = 5.0
-    else:
-        step = 10.0
-    return tens * step
-
-
-def is_money_rounded(x: float) -> bool:
-    """Whether x is 1, 2 or 5 times a power of ten (... 0.1, 0.2, 0.5, 1, 2, 5, 10, ...)."""
-    return abs(x - _money_round(x)) < _MONEY_DELTA
-
-
 def money_neighbours(x: float) -> tuple[float, float]:
     """The money-style values just below and above x, for hints."""
     if x <= 0:
