@@ -14,8 +14,12 @@ CREATE TABLE IF NOT EXISTS diffix.installation (
 -- Table labels, keyed by OID so that renames keep working.
 CREATE TABLE IF NOT EXISTS diffix.table_labels (
   relid oid PRIMARY KEY,
-  label text NOT NULL CHECK (label IN ('personal', 'public'))
+  label text NOT NULL CHECK (label IN ('personal', 'public', 'perturbed'))
 );
+-- 'perturbed' (cell-key or Laplace tables, sql/90_tbe.sql) came later: widen older installs.
+ALTER TABLE diffix.table_labels DROP CONSTRAINT IF EXISTS table_labels_label_check;
+ALTER TABLE diffix.table_labels ADD CONSTRAINT table_labels_label_check
+  CHECK (label IN ('personal', 'public', 'perturbed'));
 
 -- Column labels: AID columns of personal tables and columns untrusted users cannot filter on.
 CREATE TABLE IF NOT EXISTS diffix.column_labels (

@@ -1,4 +1,5 @@
--- Direct grants through which an anonymized role could read a personal table without the engine.
+-- Direct grants through which an anonymized role could read a personal table without the engine
+-- (personal tables and perturbed ones, which hold personal records too).
 -- Grants to the table owner and to superusers are left to diffix.check_security(), which reports
 -- every path; the event trigger refuses commands that would add one of these.
 CREATE OR REPLACE FUNCTION diffix._personal_table_exposures()
@@ -8,7 +9,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
   WITH personal AS (
     SELECT c.oid, c.relacl, c.relowner FROM diffix.table_labels l
-    JOIN pg_class c ON c.oid = l.relid WHERE l.label = 'personal'
+    JOIN pg_class c ON c.oid = l.relid WHERE l.label IN ('personal', 'perturbed')
   ), anonymized AS (
     SELECT a.roleid FROM diffix._anonymized_roles() a
     JOIN pg_roles r ON r.oid = a.roleid WHERE NOT r.rolsuper

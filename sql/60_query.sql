@@ -2,10 +2,11 @@
 -- privileges; a query that touches personal tables at an anonymized level is handed to the
 -- engine function below, the only place that reads personal tables on an analyst's behalf.
 -- STABLE makes PostgreSQL refuse any data-modifying statement inside them.
+-- No DateStyle is pinned: the session's DateStyle governs casts inside the query, and results
+-- are rendered with row_to_json (ISO 8601 dates and timestamps) whatever it is.
 
 CREATE OR REPLACE FUNCTION diffix._query_json(sql text) RETURNS jsonb
 LANGUAGE plpython3u STABLE
-SET datestyle = 'ISO, MDY'
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:
@@ -16,7 +17,6 @@ $python$;
 
 CREATE OR REPLACE FUNCTION diffix.query(sql text) RETURNS SETOF record
 LANGUAGE plpython3u STABLE
-SET datestyle = 'ISO, MDY'
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:
@@ -25,21 +25,27 @@ from pldiffix import server
 return server.query_rows(plpy, sql)
 $python$;
 
-CREATE OR REPLACE FUNCTION diffix._anonymized_query_json(sql text, requested_level text)
+-- The engine. It validates the query again at the invoking role's level, with the caller's
+-- search path (only schemas that role may use), checks every object it executes on the role's
+-- behalf and returns {"query": ...}: the statement with each anonymizing part replaced by its
+-- anonymized rows, which the invoker-rights entry point then runs with the caller's privileges.
+-- Older versions took (sql, requested_level); the installer upgrades in place, so drop that one.
+DROP FUNCTION IF EXISTS diffix._anonymized_query_json(text, text);
+CREATE OR REPLACE FUNCTION diffix._anonymized_query_json(
+  sql text, requested_level text, search_path text[] DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET datestyle = 'ISO, MDY'
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:
     plpy.execute("SELECT diffix._load_python()")
 from pldiffix import server
-return server.anonymized_query_json(plpy, sql, requested_level)
+return server.anonymized_query_json(plpy, sql, requested_level, search_path)
 $python$;
-ALTER FUNCTION diffix._anonymized_query_json(text, text) OWNER TO diffix_engine;
-REVOKE ALL ON FUNCTION diffix._anonymized_query_json(text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION diffix._anonymized_query_json(text, text) TO PUBLIC;
+ALTER FUNCTION diffix._anonymized_query_json(text, text, text[]) OWNER TO diffix_engine;
+REVOKE ALL ON FUNCTION diffix._anonymized_query_json(text, text, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._anonymized_query_json(text, text, text[]) TO PUBLIC;
 
 CREATE OR REPLACE FUNCTION diffix.query_json(sql text) RETURNS jsonb
 LANGUAGE plpgsql STABLE

@@ -53,7 +53,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
   WITH personal AS (
     SELECT c.oid FROM diffix.table_labels l JOIN pg_class c ON c.oid = l.relid
-    WHERE l.label = 'personal'
+    WHERE l.label IN ('personal', 'perturbed')
   ), anonymized AS (
     SELECT a.roleid, a.rolname, a.level, r.rolsuper, r.rolbypassrls, r.rolcanlogin
     FROM diffix._anonymized_roles() a JOIN pg_roles r ON r.oid = a.roleid

@@ -6,18 +6,22 @@ import argparse
 import os
 import sys
 
-from pldiffix_installer import install
+from pldiffix_installer import install, perturb
 
 
-def main(argv: list[str] | None = None) -> int:
+def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pldiffix", description="Install and inspect pldiffix in a PostgreSQL database."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    parsers = {}
     for name, help_text in [
         ("install", "install, or upgrade in place keeping labels, settings and roles"),
         ("uninstall", "remove pldiffix from the database"),
         ("status", "show version, labels, roles, settings and security findings"),
+        ("tbe-configure", "validate a TBE configuration and its CSV files, then apply it"),
+        ("tbe-keys", "add a column of random record keys in [0, bigN) to a table"),
+        ("laplace-configure", "validate a Laplace configuration, then apply it"),
     ]:
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
@@ -25,6 +29,28 @@ def main(argv: list[str] | None = None) -> int:
             default=os.environ.get("PLDIFFIX_DSN"),
             help="libpq connection string of a superuser (default: $PLDIFFIX_DSN)",
         )
+        parsers[name] = command
+    for name in ("tbe-configure", "tbe-keys", "laplace-configure"):
+        parsers[name].add_argument("--table", required=True, help="the table, as in SQL")
+    for name in ("tbe-configure", "laplace-configure"):
+        parsers[name].add_argument(
+            "--config",
+            required=True,
+            help="the seed's JSON: the dataset document, transform_definitions or parameters",
+        )
+    parsers["tbe-configure"].add_argument(
+        "--path",
+        help="directory of the CSV files (default: the config's `path`, relative to its file)",
+    )
+    parsers["tbe-keys"].add_argument("--column", required=True, help="the new column's name")
+    parsers["tbe-keys"].add_argument(
+        "--big-n", type=int, help="bigN (default: from the table's stored TBE configuration)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
     args = parser.parse_args(argv)
     if not args.dsn:
         parser.error("--dsn is required (or set PLDIFFIX_DSN)")
@@ -33,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
             install.install(args.dsn)
         elif args.command == "uninstall":
             install.uninstall(args.dsn)
+        elif args.command == "tbe-configure":
+            perturb.configure_tbe(args.dsn, args.table, args.config, args.path)
+        elif args.command == "tbe-keys":
+            perturb.tbe_keys(args.dsn, args.table, args.column, args.big_n)
+        elif args.command == "laplace-configure":
+            perturb.configure_laplace(args.dsn, args.table, args.config)
         else:
             critical = install.status(args.dsn)
             return 1 if critical else 0

@@ -9,8 +9,9 @@ import sys
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from pldiffix_installer import install
+from pldiffix_installer import install, perturb
 from pldiffix_installer.cluster import EmbeddedCluster
+from pldiffix_installer.paths import REPO_ROOT
 from pldiffix_installer.tables import format_table
 
 DATA = """
@@ -50,11 +51,61 @@ QUERIES = [
     ("Accounts per kind", "SELECT kind, count(*) FROM accounts GROUP BY kind ORDER BY kind"),
     ("Branches (public table)", "SELECT city, country FROM branches ORDER BY id"),
     (
-        "Transactions per month",
-        "SELECT date_trunc('month', day)::date AS month, count(*) "
+        "Transactions per amount band (noisy counts and sums)",
+        "SELECT diffix.floor_by(amount, 1000) AS band, count(*), sum(amount) "
         "FROM transactions GROUP BY 1 ORDER BY 1 LIMIT 4",
     ),
+    (
+        "Small groups: the analyst sees them pooled in the suppress bin (NULL label)",
+        "SELECT birth_year, count(*) FROM accounts WHERE branch_id = 2 AND kind = 'savings' "
+        "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
+    ),
+    (
+        "Post-processing over anonymized counts, joined with a public table",
+        "SELECT b.city, a.n FROM (SELECT branch_id, count(*) AS n FROM accounts GROUP BY 1) a "
+        "JOIN branches b ON b.id = a.branch_id ORDER BY b.city",
+    ),
+    (
+        "Asking for individual rows: each is its own bucket, so only the suppress bin remains",
+        "SELECT owner, birth_year FROM accounts LIMIT 3",
+    ),
 ]
+
+
+# Dwellings for the cell-key (TBE) perturbation example: values fit examples/tbe/.
+DWELLINGS = """
+CREATE TABLE dwellings (unit_id int PRIMARY KEY, bedrooms int, dwelling text, pet text,
+                        amount numeric(8, 2));
+INSERT INTO dwellings
+  SELECT i, CASE WHEN i % 17 = 0 THEN NULL ELSE (hashint4(i) & 2147483647) % 6 END,
+         (ARRAY['001', '002', '003', '999'])[1 + (hashint4(i + 1) & 2147483647) % 4],
+         (ARRAY['dog', 'cat', 'fish', NULL])[1 + (hashint4(i + 2) & 2147483647) % 4],
+         ((hashint4(i + 3) & 2147483647) % 12000) / 100.0 - 5
+  FROM generate_series(1, 300) i;
+GRANT SELECT ON dwellings TO teller;
+"""
+TBE_QUERY = (
+    "SELECT pet, count(*), sum(amount), avg(amount) FROM dwellings "
+    "WHERE dwelling IN ('001', '999') GROUP BY pet ORDER BY pet"
+)
+
+
+def _tbe_demo(bank_dsn: str, teller: psycopg.Connection, analyst: psycopg.Connection) -> None:
+    config_path = REPO_ROOT / "examples" / "tbe" / "dataset.json"
+    with psycopg.connect(bank_dsn) as conn:
+        conn.execute(DWELLINGS)
+        big_n = perturb.load_tbe_config(config_path).big_n
+        perturb.add_record_keys(conn, "dwellings", "record_key", big_n, out=io.StringIO())
+    perturb.configure_tbe(bank_dsn, "dwellings", config_path, out=io.StringIO())
+    print("\n== Cell-key (TBE) perturbation: dwellings configured with examples/tbe/")
+    print(f"   {TBE_QUERY}")
+    print("-- teller (direct):")
+    print(_show(teller, TBE_QUERY))
+    print("-- analyst (anonymized_untrusted, perturbed):")
+    print(_show(analyst, TBE_QUERY))
+    sql = "SELECT record_key FROM dwellings GROUP BY 1"
+    print(f"\n== The analyst asking for the record keys\n   {sql}")
+    print(_show(analyst, sql))
 
 
 def _show(conn: psycopg.Connection, sql: str) -> str:
@@ -98,6 +149,7 @@ def run(dsn: str) -> None:
             print(_show(teller, sql))
             print("-- analyst (anonymized_untrusted):")
             print(_show(analyst, sql))
+        _tbe_demo(bank_dsn, teller, analyst)
         print("\n== Security findings (SELECT * FROM diffix.check_security())")
         with psycopg.connect(bank_dsn) as conn:
             rows = conn.execute(

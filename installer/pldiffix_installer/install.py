@@ -122,6 +122,12 @@ def _deploy_modules(conn: psycopg.Connection) -> str:
     return f"({len(modules)} modules, {size // 1024} KiB)"
 
 
+def _compile_modules(conn: psycopg.Connection) -> str:
+    """Bytecode compiled by the server's Python, so that sessions need not compile sources."""
+    compiled = conn.execute("SELECT diffix._compile_python()").fetchone()[0]
+    return f"({compiled} modules)"
+
+
 def _initialize_settings(conn: psycopg.Connection) -> str:
     inserted = conn.execute(
         "INSERT INTO diffix.database_settings (name, value) VALUES ('salt', %s) "
@@ -154,7 +160,7 @@ def install(dsn: str, out: TextIO | None = None) -> None:
     """Installs or upgrades in place; all or nothing."""
     out = out or sys.stdout
     sql_files = sorted(SQL_DIR.glob("*.sql"))
-    progress = Progress(out, total=len(sql_files) + 8)
+    progress = Progress(out, total=len(sql_files) + 9)
     conn = progress.step("connect", lambda: connect(dsn))
     try:
         with conn.transaction():
@@ -165,6 +171,7 @@ def install(dsn: str, out: TextIO | None = None) -> None:
             progress.step("check PL/Python", lambda: _check_plpython(conn))
             _run_sql_files(conn, progress)
             progress.step("deploy server-side Python", lambda: _deploy_modules(conn))
+            progress.step("compile server-side Python", lambda: _compile_modules(conn))
             progress.step("initialize settings", lambda: _initialize_settings(conn))
             progress.step("verify server-side Python", lambda: _verify_python(conn))
             progress.step("record version", lambda: _record_version(conn, previous))

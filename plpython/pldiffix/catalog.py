@@ -6,11 +6,13 @@ invoker-rights ones do not, and a user's own objects must not shadow ours.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pldiffix import session, settings
 from pldiffix.levels import AccessLevel, most_restricted
+from pldiffix.query_model import ColumnInfo, FunctionInfo, RelationInfo, RelationKind
 
 _plans: dict[str, Any] = {}
 
@@ -102,3 +104,123 @@ def effective_level(plpy: Any, role: str) -> AccessLevel:
     if isinstance(requested, AccessLevel):
         level = most_restricted(level, requested)
     return level
+
+
+# --- the validator's catalog, live ---------------------------------------------------------------
+
+_RELATION = """
+SELECT c.oid, c.relkind, c.relrowsecurity,
+       c.relhassubclass OR c.relispartition
+         OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid) AS inheritance,
+       l.label
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN diffix.table_labels l ON l.relid = c.oid
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+"""
+
+_COLUMNS = """
+SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+       tn.nspname AS type_schema,
+       pg_catalog.array_agg(cl.label) FILTER (WHERE cl.label IS NOT NULL) AS labels
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+LEFT JOIN diffix.column_labels cl ON cl.relid = a.attrelid AND cl.attnum = a.attnum
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+GROUP BY a.attnum, a.attname, a.atttypid, a.atttypmod, tn.nspname
+ORDER BY a.attnum
+"""
+
+_FUNCTION = """
+SELECT p.prokind, p.proretset FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = $1 AND p.proname = $2
+ORDER BY p.oid LIMIT 1
+"""
+
+_FUNCTION_KINDS = {"f": "function", "a": "aggregate", "w": "window", "p": "procedure"}
+
+
+@dataclass(frozen=True)
+class RelationDetails:
+    """What the engine's security checks need beyond the validator's RelationInfo."""
+
+    oid: int
+    relkind: str
+    row_security: bool
+    column_type_schemas: tuple[str, ...]
+
+
+class LiveCatalog:
+    """The `query_model.Catalog` protocol over plpy (labels from diffix.table_labels/column_labels).
+
+    `search_path` is given by the caller: the session's `current_schemas(false)`, or in the engine
+    the caller's schemas filtered to those the invoking role may use. Relations labeled
+    'perturbed' (cell-key tables) count as unlabeled here: the anonymizing engine never reads them.
+    """
+
+    def __init__(self, plpy: Any, search_path: Sequence[str]) -> None:
+        self._plpy = plpy
+        self.search_path = tuple(search_path)
+        self._relations: dict[tuple[str, str], RelationInfo | None] = {}
+        self.details: dict[tuple[str, str], RelationDetails] = {}
+
+    def get_relation(self, schema: str, name: str) -> RelationInfo | None:
+        key = (schema, name)
+        if key not in self._relations:
+            self._relations[key] = self._load_relation(schema, name)
+        return self._relations[key]
+
+    def _load_relation(self, schema: str, name: str) -> RelationInfo | None:
+        rows = query(self._plpy, _RELATION, ("name", "name"), (schema, name))
+        if not rows:
+            return None
+        row = rows[0]
+        kind = {
+            "personal": RelationKind.PERSONAL,
+            "public": RelationKind.PUBLIC,
+        }.get(row["label"] or "", RelationKind.UNLABELED)
+        columns = query(self._plpy, _COLUMNS, ("oid",), (row["oid"],))
+        infos = tuple(
+            ColumnInfo(
+                c["attname"],
+                c["type"],
+                is_aid="aid" in (c["labels"] or []),
+                not_filterable="not_filterable" in (c["labels"] or []),
+            )
+            for c in columns
+        )
+        self.details[(schema, name)] = RelationDetails(
+            int(row["oid"]),
+            row["relkind"],
+            bool(row["relrowsecurity"]),
+            tuple(c["type_schema"] for c in columns),
+        )
+        return RelationInfo(schema, name, kind, infos, inheritance=bool(row["inheritance"]))
+
+    def get_function(self, schema: str, name: str) -> FunctionInfo | None:
+        rows = query(self._plpy, _FUNCTION, ("name", "name"), (schema, name))
+        if not rows:
+            return None
+        kind = _FUNCTION_KINDS.get(rows[0]["prokind"], "function")
+        return FunctionInfo(schema, name, kind, bool(rows[0]["proretset"]))  # type: ignore[arg-type]
+
+
+def current_schemas(plpy: Any) -> list[str]:
+    """The session's effective search path without implicit schemas."""
+    rows = query(plpy, "SELECT pg_catalog.current_schemas(false)::text[] AS s")
+    return list(rows[0]["s"] or [])
+
+
+def usable_schemas(plpy: Any, role: str, schemas: Sequence[str]) -> list[str]:
+    """`schemas` in order, keeping only existing ones `role` has USAGE on."""
+    rows = query(
+        plpy,
+        "SELECT s.name FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS s(name, i) "
+        "JOIN pg_catalog.pg_namespace n ON n.nspname = s.name "
+        "WHERE pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') ORDER BY s.i",
+        ("text[]", "name"),
+        (list(schemas), role),
+    )
+    return [row["name"] for row in rows]

@@ -1,15 +1,504 @@
-"""Anonymizing queries over personal tables (validate, rewrite, execute, anonymize)."""
+"""Anonymizing queries over personal tables: validate, check, rewrite, execute, anonymize.
+
+`run` executes inside `diffix._anonymized_query_json` (SECURITY DEFINER, owner diffix_engine).
+It trusts nothing from its caller: it validates the SQL again at the invoking role's level and
+with the caller's search path restricted to schemas that role may use, checks every object the
+engine will execute on the role's behalf, runs only SQL generated from the validated model, and
+returns the *post-processing query*: the analyst's statement in which every anonymizing SELECT is
+replaced by a SELECT over its anonymized rows (typed literals), and every other read of a personal
+table by an empty relation. The invoker-rights entry point runs that query with the analyst's own
+privileges, so anything around the anonymizing parts (the analyst's functions, views, public
+tables) never runs as the engine.
+"""
 
 from __future__ import annotations
 
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+from sqlglot import exp
+
+from pldiffix import catalog, rewrite
+from pldiffix.anonymization import (
+    AidKind,
+    AnonymizationParams,
+    AvgState,
+    Bucket,
+    CountDistinctState,
+    CountHistogramState,
+    CountState,
+    DistinctValueInput,
+    HistogramEntryInput,
+    LowCountState,
+    QueryContext,
+    SummandType,
+    SumState,
+    anonymize_buckets,
+    label_material,
+    sql_seed,
+)
+from pldiffix.anonymization.contributions import ContributionTracker
+from pldiffix.anonymization.hashing import hash_aid, hash_string
 from pldiffix.levels import AccessLevel
+from pldiffix.query_model import AnonymizingQuery, ColumnRef, RelationKind, ValidatedQuery
+from pldiffix.rewrite import SqlType, quote
 from pldiffix.statements import QueryError
+from pldiffix.validation import validate
+from pldiffix.validation.pgtypes import normalize_type
+
+FETCH_SIZE = 500
+ENGINE_SCHEMAS = frozenset({"pg_catalog", "diffix"})
+# Volatile functions that cannot observe or change anything an analyst could abuse.
+HARMLESS_VOLATILE = frozenset({"random", "clock_timestamp", "timeofday"})
 
 
-def run(plpy: Any, sql: str, level: AccessLevel) -> str:
-    raise QueryError(
-        "anonymizing queries over personal tables are not available in this version",
-        hint="query public tables, or ask an administrator for direct access",
+def run(plpy: Any, sql: str, level: AccessLevel, search_path: Sequence[str] | None) -> str:
+    """The post-processing query (see the module docstring) as SQL text."""
+    role = catalog.invoking_role(plpy)
+    schemas = catalog.usable_schemas(
+        plpy, role, search_path if search_path is not None else ["public"]
     )
+    values = catalog.effective_settings(plpy, include_salt=True)
+    live = catalog.LiveCatalog(plpy, schemas)
+    validated = validate(
+        sql,
+        live,
+        level,
+        treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
+    )
+    params = AnonymizationParams.from_mapping(values)
+    checks = SecurityChecks(plpy, role, live)
+    nonce = secrets.token_hex(8)
+    replacements: dict[str, str] = {}
+    for index, model in enumerate(validated.anonymizing):
+        checks.check(model)
+        placeholder = f"__pldiffix_rows_{index}_{nonce}"
+        replacements[quote(placeholder)] = _anonymize(plpy, model, params, placeholder, live)
+    _empty_personal_reads(validated, live)
+    text = validated.ast.sql(dialect="postgres")
+    for placeholder, relation in replacements.items():
+        if text.count(placeholder) != 1:
+            raise QueryError("internal error: the anonymized rows could not be placed")
+        text = text.replace(placeholder, relation)
+    return text
+
+
+# --- security ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SecurityChecks:
+    """What must hold before the engine executes an anonymizing query with its own privileges."""
+
+    plpy: Any
+    role: str
+    catalog: catalog.LiveCatalog
+
+    def check(self, model: AnonymizingQuery) -> None:
+        for entry in model.relations:
+            relation = entry.relation
+            details = self.catalog.details.get((relation.schema, relation.name))
+            if details is None:
+                raise PermissionError(f"relation {relation.qualified_name} is not known")
+            self._check_relation(relation.schema, relation.name, relation.kind, details, model)
+        for expression in rewrite.emitted_expressions(model):
+            self._check_expression(expression)
+
+    def _check_relation(
+        self, schema: str, name: str, kind: RelationKind, details: Any, model: AnonymizingQuery
+    ) -> None:
+        shown = f"{schema}.{name}"
+        if details.relkind not in ("r", "p", "m"):
+            raise PermissionError(
+                f"{shown} is a view or foreign table; queries over personal tables can only join "
+                "plain tables"
+            )
+        row = catalog.query(
+            self.plpy,
+            "SELECT pg_catalog.has_schema_privilege($1, n.oid, 'USAGE') AS usage, "
+            "pg_catalog.has_table_privilege($1, $2::oid, 'SELECT') AS can_select "
+            "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = $2::oid",
+            ("name", "oid"),
+            (self.role, details.oid),
+        )[0]
+        if not row["usage"]:
+            raise PermissionError(f"permission denied for schema {schema}")
+        if kind is RelationKind.PERSONAL:
+            return
+        if details.row_security:
+            raise PermissionError(
+                f"{shown} has row-level security and cannot be joined in a query over personal "
+                "tables"
+            )
+        if row["can_select"]:
+            return
+        used = sorted(
+            {
+                c.name
+                for expression in rewrite.emitted_expressions(model)
+                for c in expression.find_all(exp.Column)
+                if c.table in {e.alias for e in model.relations if e.relation.name == name}
+            }
+        )
+        allowed = catalog.query(
+            self.plpy,
+            "SELECT pg_catalog.bool_and(pg_catalog.has_column_privilege($1, $2::oid, c, 'SELECT')) "
+            "AS ok FROM pg_catalog.unnest($3::text[]) AS c",
+            ("name", "oid", "text[]"),
+            (self.role, details.oid, used),
+        )[0]["ok"]
+        if not used or not allowed:
+            raise PermissionError(f"permission denied for table {name}")
+
+    def _check_expression(self, expression: exp.Expression) -> None:
+        for node in expression.walk():
+            if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.USERDEFINED:
+                raise PermissionError(
+                    f"type {node.sql(dialect='postgres')} is not allowed in queries over "
+                    "personal tables; only built-in types are"
+                )
+            if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
+                schema = node.this.name if isinstance(node.this, exp.Identifier) else ""
+                if schema not in ENGINE_SCHEMAS:
+                    raise PermissionError(
+                        f"function {node.sql(dialect='postgres')} is not allowed in queries over "
+                        "personal tables; only built-in and diffix functions are"
+                    )
+                self._check_volatility(schema, node.expression.name)
+            elif isinstance(node, exp.Anonymous) and not isinstance(node.parent, exp.Dot):
+                self._check_volatility("pg_catalog", node.name)
+
+    def _check_volatility(self, schema: str, name: str) -> None:
+        rows = catalog.query(
+            self.plpy,
+            "SELECT pg_catalog.bool_or(p.provolatile = 'v') AS volatile FROM pg_catalog.pg_proc p "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = $1 AND p.proname = $2",
+            ("name", "name"),
+            (schema, name.lower()),
+        )
+        if rows and rows[0]["volatile"] and name.lower() not in HARMLESS_VOLATILE:
+            raise PermissionError(f"volatile function {name} is not allowed")
+
+
+# --- one anonymizing query -----------------------------------------------------------------------
+
+
+def _types_of(plpy: Any, result: Any) -> list[SqlType]:
+    oids, typmods = list(result.coltypes()), list(result.coltypmods())
+    if not oids:
+        return []
+    rows = catalog.query(
+        plpy,
+        "SELECT pg_catalog.format_type(t.oid, m.typmod) AS sql_type, t.typname, t.typcategory "
+        "FROM ROWS FROM (pg_catalog.unnest($1::oid[]), pg_catalog.unnest($2::int4[])) "
+        "WITH ORDINALITY AS m(oid, typmod, i) "
+        "JOIN pg_catalog.pg_type t ON t.oid = m.oid ORDER BY m.i",
+        ("oid[]", "int4[]"),
+        (oids, typmods),
+    )
+    return [
+        SqlType(oid, row["sql_type"], normalize_type(row["typname"]), row["typcategory"])
+        for oid, row in zip(oids, rows, strict=True)
+    ]
+
+
+def _column_type(live: catalog.LiveCatalog, column: ColumnRef) -> str:
+    if column.type:
+        return normalize_type(column.type)
+    relation = live.get_relation(column.relation.schema, column.relation.name)
+    info = relation.column(column.name) if relation else None
+    return normalize_type(info.type) if info else "text"
+
+
+def _qualified_column_type(model: AnonymizingQuery, live: catalog.LiveCatalog) -> Any:
+    by_alias = {e.alias: e for e in model.relations}
+
+    def type_of(column: exp.Column) -> str | None:
+        entry = by_alias.get(column.table)
+        if entry is None:
+            return None
+        relation = live.get_relation(entry.relation.schema, entry.relation.name)
+        info = relation.column(column.name) if relation else None
+        return normalize_type(info.type) if info else None
+
+    return type_of
+
+
+def _constant_texts(plpy: Any, constants: list[tuple[exp.Expression, str]]) -> dict[int, str]:
+    """pg_diffix's canonical text of each constant, rendered by PostgreSQL."""
+    if not constants:
+        return {}
+    selects, hows = [], []
+    for index, (node, typ) in enumerate(constants):
+        literal = node.sql(dialect="postgres")
+        if not isinstance(node, exp.Cast):
+            literal = f"CAST({literal} AS {typ})" if typ != "numeric" else literal
+        expression, how = rewrite.canonical_sql(literal, typ)
+        selects.append(f"{expression} AS c{index}")
+        hows.append(how)
+    row = plpy.execute("SELECT " + ", ".join(selects))[0]
+    return {
+        id(node): label_material(rewrite.canonical_value(row[f"c{index}"], hows[index]))
+        for index, (node, _) in enumerate(constants)
+    }
+
+
+@dataclass
+class _SuppressBinFlag:
+    """is_suppress_bin(*): false in every bucket; the suppress bin row sets it."""
+
+    def merge(self, other: _SuppressBinFlag) -> None:
+        return None
+
+    def empty(self) -> _SuppressBinFlag:
+        return _SuppressBinFlag()
+
+    def finalize(self, ctx: Any) -> bool:
+        return False
+
+
+def _result_type(kind: str, summand: SummandType | None) -> str:
+    if kind in ("count_star", "count", "count_distinct"):
+        return "bigint"
+    if "_noise" in kind:
+        return "double precision"
+    if kind == "count_histogram":
+        return "bigint[]"
+    if kind == "is_suppress_bin":
+        return "boolean"
+    assert summand is not None
+    if kind == "sum":
+        return {
+            "int8": "bigint",
+            "numeric": "numeric",
+            "float4": "real",
+            "float8": "double precision",
+        }[summand.result_type]
+    # avg
+    if summand in (SummandType.FLOAT4, SummandType.FLOAT8):
+        return "double precision"
+    return "numeric"
+
+
+def _anonymize(
+    plpy: Any,
+    model: AnonymizingQuery,
+    params: AnonymizationParams,
+    placeholder: str,
+    live: catalog.LiveCatalog,
+) -> str:
+    labels = _types_of(plpy, plpy.execute(rewrite.label_types_sql(model))) if model.groups else []
+    aid_types = [_column_type(live, aid) for aid in model.aid_columns]
+    kinds = [AidKind.from_type_name(t) for t in aid_types]
+    query = rewrite.bucket_query(
+        model, labels, aid_types, lambda c: _column_type(live, c), model.implicit_grouping
+    )
+
+    plan = rewrite.seed_plan(model, _qualified_column_type(model, live))
+    constants = _constant_texts(plpy, plan.constants())
+    materials = [rewrite.join_material(m, constants) for m in plan.materials]
+    context = QueryContext(
+        sql_seed=sql_seed(materials),
+        text_labels=tuple(t.is_text for t in labels),
+        base_label_hashes=frozenset(
+            hash_string(constants[id(node)]) for node, _ in plan.base_labels
+        ),
+        low_count_filter=model.low_count_filter,
+    )
+
+    buckets: list[Bucket] = []
+    cursor = plpy.cursor(query.sql)
+    while True:
+        batch = cursor.fetch(FETCH_SIZE)
+        if not batch:
+            break
+        for row in batch:
+            buckets.append(_bucket(row, query, kinds, labels))
+
+    output = anonymize_buckets(buckets, context, params)
+
+    label_names = [f"__pldiffix_l{k}" for k in range(len(labels))]
+    aggregate_names = [f"__pldiffix_a{j}" for j in range(len(query.inputs))]
+    names = ["__i", *label_names, *aggregate_names]
+    types = ["integer", *(t.sql_type for t in labels)] + [
+        _result_type(item.kind, item.summand) for item in query.inputs
+    ]
+    rows: list[list[str | None]] = []
+    for index, out in enumerate(output):
+        values = list(out.values)
+        for position, item in enumerate(query.inputs):
+            if item.kind == "is_suppress_bin":
+                values[position] = out.is_suppress_bin
+        rows.append([str(index), *out.labels, *(rewrite.value_text(v) for v in values)])
+    repeat = aggregate_names[-1] if model.implicit_grouping else None
+    relation = rewrite.rows_relation(names, types, rows, repeat)
+    rewrite.replace_by_rows(model, placeholder, label_names, aggregate_names)
+    return relation
+
+
+def _json(value: Any) -> list[Any]:
+    """A jsonb array (PL/Python passes jsonb as text)."""
+    if value is None:
+        return []
+    return json.loads(value) if isinstance(value, str) else list(value)
+
+
+def _numbers(values: list[Any], integer: bool) -> list[Any]:
+    """Per-AID contributions as Python numbers (only numeric arrays arrive as Decimal)."""
+    first = next((v for v in values if v is not None), None)
+    if not isinstance(first, Decimal):
+        return values
+    return [_number(v, integer) for v in values]
+
+
+def _tracker(
+    hashes: list[int], values: list[Any], unaccounted: Any, total: Any
+) -> ContributionTracker:
+    """A contribution tracker from aligned arrays of distinct AIDs (None: not a contributor)."""
+    if len(hashes) != len(values):
+        raise QueryError("internal error: AID and contribution arrays differ in length")
+    contributions = {h: v for h, v in zip(hashes, values, strict=True) if v is not None}
+    tracker = ContributionTracker(contributions, unaccounted)
+    tracker.total = sum(contributions.values()) if total is None else total
+    return tracker
+
+
+def _number(value: Any, integer: bool) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return int(value) if integer else float(value)
+    return value
+
+
+def _bucket(
+    row: Any, query: rewrite.BucketQuery, kinds: list[AidKind], labels: list[SqlType]
+) -> Bucket:
+    """One bucket row of `query.sql` as a Bucket. Each AID is hashed once per instance."""
+    n = len(kinds)
+    label_texts = tuple(row[f"t{k}"] for k in range(len(labels)))
+    label_hashes = []
+    for k, typ in enumerate(labels):
+        how = rewrite.canonical_sql("", typ)[1]
+        value = rewrite.canonical_value(row[f"h{k}"], how)
+        label_hashes.append(hash_string(label_material(value)))
+    aids = [list(row[f"a{k}"] or []) for k in range(n)]
+    hashes = [[hash_aid(a, kind) for a in aids[k]] for k, kind in enumerate(kinds)]
+
+    def trackers(
+        prefix: str, j: int | None, integer: bool = True, total: str | None = None
+    ) -> list[ContributionTracker]:
+        out = []
+        for k in range(n):
+            if prefix == "n":
+                values, unaccounted = row[f"an{k}"], row[f"un{k}"]
+            else:
+                values, unaccounted = row[f"a{prefix}{j}_{k}"], row[f"u{prefix}{j}_{k}"]
+            exact_total = _number(row[f"{total}{j}_{k}"], False) or 0.0 if total else None
+            out.append(
+                _tracker(
+                    hashes[k],
+                    _numbers(values or [], integer),
+                    _number(unaccounted, integer) or 0,
+                    exact_total,
+                )
+            )
+        return out
+
+    def sum_state(j: int, summand: SummandType, noise: bool) -> SumState:
+        exact = j in query.float_sums
+        integer = summand.is_integer
+        return SumState(
+            summand,
+            trackers("sp", j, integer, "tp" if exact else None),
+            trackers("sn", j, integer, "tn" if exact else None),
+            noise,
+        )
+
+    aggregates: list[Any] = []
+    for item in query.inputs:
+        kind = item.kind
+        noise = "_noise" in kind
+        if kind in ("count_star", "count_noise_star"):
+            aggregates.append(CountState(trackers("n", None), noise))
+        elif kind in ("count", "count_noise"):
+            aggregates.append(CountState(trackers("c", item.value), noise))
+        elif kind in ("sum", "sum_noise", "avg", "avg_noise"):
+            assert item.summand is not None and item.value is not None
+            summand = item.summand
+            if kind.startswith("avg") and summand is SummandType.NUMERIC:
+                summand = SummandType.FLOAT8  # summed as float8 anyway; pg_diffix refuses it
+            state = sum_state(item.value, summand, noise)
+            if kind.startswith("avg"):
+                count = CountState(trackers("c", item.value))
+                aggregates.append(AvgState(state, count, noise=noise))
+            else:
+                aggregates.append(state)
+        elif kind in ("count_distinct", "count_distinct_noise"):
+            entries = _json(row[f"dv{item.distinct}"])
+            inputs = [DistinctValueInput(e[0], [list(a or []) for a in e[1:]]) for e in entries]
+            aggregates.append(CountDistinctState.from_inputs(kinds, inputs, noise=noise))
+        elif kind == "count_histogram":
+            entries = _json(row[f"hv{item.histogram}"])
+            histogram = [
+                HistogramEntryInput(e[0], int(e[1]), [list(a or []) for a in e[2:]])
+                for e in entries
+            ]
+            assert item.counted_instance is not None
+            aggregates.append(
+                CountHistogramState.from_inputs(
+                    kinds, item.counted_instance, item.bin_size, histogram
+                )
+            )
+        elif kind == "is_suppress_bin":
+            aggregates.append(_SuppressBinFlag())
+        else:
+            raise QueryError(f"internal error: unknown aggregate {kind}")
+    return Bucket(
+        labels=label_texts,
+        aggregates=aggregates,
+        low_count_state=LowCountState([set(h) for h in hashes]),
+        label_hashes=tuple(label_hashes),
+    )
+
+
+# --- other reads of personal tables --------------------------------------------------------------
+
+
+def _empty_personal_reads(validated: ValidatedQuery, live: catalog.LiveCatalog) -> None:
+    """Replaces personal tables outside anonymizing queries (e.g. under WHERE FALSE) by empty
+    relations with the same columns, so the query never reads them."""
+    ctes = {cte.alias_or_name for cte in validated.ast.find_all(exp.CTE)}
+    path = list(live.search_path)
+    path = path if "pg_catalog" in path else ["pg_catalog", *path]
+    for table in list(validated.ast.find_all(exp.Table)):
+        if not isinstance(table.this, exp.Identifier):
+            continue
+        name = table.name
+        if table.db:
+            candidates = [table.db]
+        elif name in ctes:
+            continue
+        else:
+            candidates = path
+        info = None
+        for schema in candidates:
+            info = live.get_relation(schema, name)
+            if info is not None:
+                break
+        if info is None or info.kind is not RelationKind.PERSONAL:
+            continue
+        columns = ", ".join(f"CAST(NULL AS {c.type}) AS {quote(c.name)}" for c in info.columns)
+        empty = exp.maybe_parse(f"(SELECT {columns} WHERE FALSE)", dialect="postgres")
+        alias = table.alias or name
+        subquery = exp.Subquery(
+            this=empty.this if isinstance(empty, exp.Subquery) else empty,
+            alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)),
+        )
+        table.replace(subquery)

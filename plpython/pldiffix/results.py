@@ -1,8 +1,8 @@
 """Turns query results into the jsonb document returned by diffix.query_json.
 
 The document is built as JSON text so that numeric values keep their exact decimal digits when
-PostgreSQL parses it into jsonb. Date/time values arrive as text in ISO DateStyle (the entry
-points pin it) and are rewritten to ISO 8601.
+PostgreSQL parses it into jsonb. Rows rendered by row_to_json already carry ISO 8601 dates;
+date/time values passed as PostgreSQL text in ISO DateStyle are rewritten to ISO 8601 here.
 """
 
 from __future__ import annotations

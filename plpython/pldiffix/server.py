@@ -13,8 +13,10 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from pldiffix import catalog, results, session, settings
+from pldiffix.anonymization.seeds import SeedMaterialTooLong
 from pldiffix.levels import AccessLevel, most_restricted
 from pldiffix.statements import QueryError, parse_single_select
+from pldiffix.validation.errors import ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,8 +41,21 @@ def _reports_errors(function: F) -> F:
             plpy.error(str(error), sqlstate=INVALID_PARAMETER_VALUE)
         except PermissionError as error:
             plpy.error(str(error), sqlstate=INSUFFICIENT_PRIVILEGE)
+        except ValidationError as error:
+            extra = {"detail": _validation_detail(error), "hint": error.hint}
+            plpy.error(
+                error.message,
+                sqlstate=error.sqlstate,
+                **{key: value for key, value in extra.items() if value},
+            )
+        except SeedMaterialTooLong as error:
+            plpy.error(str(error), sqlstate="42622")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _validation_detail(error: ValidationError) -> str | None:
+    return f"offending expression: {error.fragment}" if error.fragment else None
 
 
 # --- access levels -------------------------------------------------------------------------------
@@ -152,16 +167,38 @@ def _require_admin(plpy: Any, action: str) -> str:
 def query_json(plpy: Any, sql: str | None) -> str:
     """diffix.query_json(sql): rows as a jsonb document, anonymized unless the role is direct."""
     tree = parse_single_select(sql)
+    assert sql is not None
     level = catalog.effective_level(plpy, catalog.current_role(plpy))
-    if level is AccessLevel.DIRECT or not _touches_personal_tables(plpy, tree):
-        return _run_with_own_privileges(plpy, sql, tree)
+    if level is AccessLevel.DIRECT:
+        return _run_with_own_privileges(plpy, tree)
+    # TBE / Laplace tables have their own engine (tbe_engine.py).
+    from pldiffix import tbe_engine
+
+    document = tbe_engine.dispatch(plpy, sql, tree, level)
+    if document is not None:
+        return document
+    from pldiffix.query_model import RelationKind
+    from pldiffix.validation import validate
+
+    schemas = catalog.current_schemas(plpy)
+    values = catalog.effective_settings(plpy)
+    validated = validate(
+        sql,
+        catalog.LiveCatalog(plpy, schemas),
+        level,
+        treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
+    )
+    if not any(r.kind is RelationKind.PERSONAL for r in validated.relations):
+        return _run_with_own_privileges(plpy, tree)
+    # The engine returns the statement with its anonymizing parts replaced by their anonymized
+    # rows; everything else in it runs here, with the caller's own privileges.
     rows = catalog.query(
         plpy,
-        "SELECT diffix._anonymized_query_json($1, $2)::text AS doc",
-        ("text", "text"),
-        (sql, level.value),
+        "SELECT diffix._anonymized_query_json($1, $2, $3) ->> 'query' AS q",
+        ("text", "text", "text[]"),
+        (sql, level.value, schemas),
     )
-    return rows[0]["doc"]
+    return _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]))
 
 
 @_reports_errors
@@ -179,79 +216,46 @@ def _as_sql_input(value: Any) -> Any:
     return value
 
 
-def _run_with_own_privileges(plpy: Any, sql: str, tree: Any) -> str:
-    result = plpy.execute(sql)
-    names, types = result.colnames(), result.coltypes()
-    if len(set(names)) == len(names):
-        rows = [[row[name] for name in names] for row in result]
-        return results.encode_document(names, types, rows)
-    # PL/Python hands rows over as dicts, which keep one of several equal column names. Run the
-    # parsed query again under row_to_json, which keeps them all, in order.
-    from sqlglot import exp
+def _run_with_own_privileges(plpy: Any, tree: Any) -> str:
+    """Runs one parsed SELECT as the caller and encodes its rows.
 
-    wrapped = exp.select("pg_catalog.row_to_json(q)::text AS row").from_(tree.subquery("q"))
-    rows = [results.decode_row_json(row["row"]) for row in plpy.execute(wrapped.sql("postgres"))]
+    The statement executed is generated from the parsed tree, never pasted from the text. Rows
+    are rendered by row_to_json, which keeps repeated column names and writes dates and
+    timestamps in ISO 8601 whatever the session's DateStyle (which still governs casts to text
+    inside the query).
+    """
+    names = plpy.execute(_wrapped(tree, _COLUMN_NAMES)).colnames() or []
+    result = plpy.execute(_wrapped(tree, _ROWS_AS_JSON))
+    rows = [results.decode_row_json(row["row"]) for row in result]
     return results.encode_document(names, [0] * len(names), rows)
 
 
-def _touches_personal_tables(plpy: Any, tree: Any) -> bool:
-    """Resolves every table the query names (with the caller's search_path) and checks labels."""
+_COLUMN_NAMES = "SELECT * FROM (SELECT 1) AS q LIMIT 0"
+_ROWS_AS_JSON = "SELECT pg_catalog.row_to_json(q)::text AS row FROM (SELECT 1) AS q"
+
+
+def _wrapped(tree: Any, template: str) -> str:
+    """One of the fixed templates above with the parsed query as its subquery `q`."""
+    import sqlglot
     from sqlglot import exp
 
-    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-    values = catalog.effective_settings(plpy)
-    personal = False
-    for table in tree.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            continue  # a set-returning function in FROM
-        if not table.db and table.name in cte_names:
-            continue
-        name = ".".join(
-            _quote_ident(part) for part in (table.catalog, table.db, table.name) if part
-        )
-        rows = catalog.query(
-            plpy,
-            "SELECT c.oid, n.nspname, l.label FROM pg_catalog.pg_class c "
-            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "LEFT JOIN diffix.table_labels l ON l.relid = c.oid "
-            "WHERE c.oid = pg_catalog.to_regclass($1)",
-            ("text",),
-            (name,),
-        )
-        if not rows:
-            raise QueryError(
-                f"relation {table.sql(dialect='postgres')} does not exist",
-                hint="check the name and your search_path; SELECT * FROM diffix.show_labels() "
-                "lists labeled tables",
-            )
-        label = rows[0]["label"]
-        if label == "personal":
-            personal = True
-        elif (
-            label is None
-            and rows[0]["nspname"] not in ("pg_catalog", "information_schema")
-            and not values["treat_unmarked_tables_as_public"]
-        ):
-            raise PermissionError(
-                f"table {table.sql(dialect='postgres')} has no anonymization label and "
-                "cannot be queried at an anonymized access level; an administrator can "
-                "label it with diffix.mark_public or diffix.mark_personal"
-            )
-    return personal
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    wrapper = sqlglot.parse_one(template, read="postgres")
+    wrapper.find(exp.Subquery).set("this", tree.copy())
+    return wrapper.sql(dialect="postgres")
 
 
 @_reports_errors
-def anonymized_query_json(plpy: Any, sql: str | None, requested_level: str | None) -> str:
+def anonymized_query_json(
+    plpy: Any, sql: str | None, requested_level: str | None, schemas: list[str] | None = None
+) -> str:
     """The engine's entry point (SECURITY DEFINER, owned by diffix_engine).
 
     It never returns raw data: the level is the most restricted of what the session's role
-    has, what the caller asked for, and anonymized_trusted.
+    has, what the caller asked for, and anonymized_trusted. It returns {"query": sql}: the
+    statement with every anonymizing part replaced by its anonymized rows (see engine.py).
     """
     parse_single_select(sql)
+    assert sql is not None
     level = most_restricted(
         catalog.effective_level(plpy, catalog.invoking_role(plpy)),
         AccessLevel.parse(requested_level or AccessLevel.ANONYMIZED_TRUSTED.value),
@@ -259,4 +263,4 @@ def anonymized_query_json(plpy: Any, sql: str | None, requested_level: str | Non
     )
     from pldiffix import engine
 
-    return engine.run(plpy, sql, level)
+    return json.dumps({"query": engine.run(plpy, sql, level, schemas)})

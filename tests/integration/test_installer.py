@@ -64,10 +64,10 @@ def test_uninstall_removes_everything_and_is_idempotent(empty_db):
     assert empty_db.execute(
         "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'diffix%'"
     ) == [(0,)]
-    assert (
-        empty_db.execute("SELECT has_table_privilege('diffix_engine', 't', 'SELECT')") == [(False,)]
-        or "dropped role diffix_engine" in out.getvalue()
-    )
+    if "dropped role diffix_engine" not in out.getvalue():  # another database still uses it
+        assert empty_db.execute("SELECT has_table_privilege('diffix_engine', 't', 'SELECT')") == [
+            (False,)
+        ]
     again = io.StringIO()
     install.uninstall(empty_db.dsn(), out=again)
     assert "not installed" in again.getvalue()

@@ -1,0 +1,721 @@
+"""An anonymizing query as SQL that does the per-row work in PostgreSQL.
+
+For one `AnonymizingQuery` the engine runs `BucketQuery.sql`: it groups the rows per bucket and,
+for every AID instance, per AID value (GROUPING SETS), then once more per bucket, and returns one
+row per bucket holding the compact arrays of docs/engine.md ("Input shapes"). Python then only
+sees one row per bucket.
+
+Everything emitted here comes from the validated model: schema-qualified relations from the
+catalog, column references qualified by the validator, sqlglot-generated generalizations and
+literals, and names of our own. No text of the analyst's query is pasted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlglot import exp
+
+from pldiffix.anonymization import SummandType
+from pldiffix.query_model import AnonymizingQuery, ColumnRef, FromItem, Join, RangeEntry
+from pldiffix.validation.pgtypes import normalize_type
+
+NUMERIC_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric"})
+TEXT_LABEL_TYPES = frozenset({"text", "varchar", "bpchar", "cstring"})
+
+# Our own column names; prefixed so that they cannot clash with an analyst's output names.
+BUCKETS_ALIAS = "__pldiffix_b"
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql(node: exp.Expression) -> str:
+    return node.sql(dialect="postgres")
+
+
+def string_literal(text: str) -> str:
+    """An escape-string literal, read the same whatever standard_conforming_strings says."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class SqlType:
+    """A result type as the catalog knows it."""
+
+    oid: int
+    sql_type: str  # format_type(), usable in CAST
+    name: str  # normalized type name (int4, timestamptz, ...)
+    category: str  # pg_type.typcategory
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.name in NUMERIC_TYPES
+
+    @property
+    def is_datetime(self) -> bool:
+        return self.category == "D"
+
+    @property
+    def is_text(self) -> bool:
+        return self.name in TEXT_LABEL_TYPES
+
+
+# --- FROM / WHERE --------------------------------------------------------------------------------
+
+
+def from_sql(item: FromItem) -> str:
+    if isinstance(item, RangeEntry):
+        relation = item.relation
+        return f"{quote(relation.schema)}.{quote(relation.name)} AS {quote(item.alias)}"
+    assert isinstance(item, Join)
+    left, right = from_sql(item.left), from_sql(item.right)
+    kind = {"inner": "INNER", "left": "LEFT", "right": "RIGHT", "full": "FULL"}[item.kind]
+    if not item.conditions:
+        if item.kind == "inner":
+            return f"({left} CROSS JOIN {right})"
+        return f"({left} {kind} JOIN {right} ON TRUE)"
+    condition = " AND ".join(
+        f"{sql(c.left.to_sql())} OPERATOR(pg_catalog.=) {sql(c.right.to_sql())}"
+        for c in item.conditions
+    )
+    return f"({left} {kind} JOIN {right} ON {condition})"
+
+
+def where_sql(model: AnonymizingQuery) -> str:
+    if not model.filters:
+        return "TRUE"
+    return " AND ".join(f"({sql(f.subject.expression)}) = ({sql(f.value)})" for f in model.filters)
+
+
+def emitted_expressions(model: AnonymizingQuery) -> list[exp.Expression]:
+    """Every analyst-derived expression the engine executes, for the security checks."""
+    out: list[exp.Expression] = [g.expression for g in model.groups]
+    for f in model.filters:
+        out.extend((f.subject.expression, f.value))
+    for item in _join_conditions(model.from_tree):
+        out.extend((item.left.to_sql(), item.right.to_sql()))
+    out.extend(a.column.to_sql() for a in model.aggregates if a.column is not None)
+    return out
+
+
+def _join_conditions(item: FromItem) -> list[Any]:
+    if isinstance(item, RangeEntry):
+        return []
+    return [*_join_conditions(item.left), *_join_conditions(item.right), *item.conditions]
+
+
+# --- canonical texts (seed material) -------------------------------------------------------------
+
+
+def canonical_sql(expression: str, typ: SqlType | str) -> tuple[str, str]:
+    """SQL whose value Python turns into pg_diffix's seed text, and how (see `canonical_text`)."""
+    name = typ.name if isinstance(typ, SqlType) else typ
+    datetime = typ.is_datetime if isinstance(typ, SqlType) else name in _DATETIME
+    if name in NUMERIC_TYPES:
+        return f"({expression})::pg_catalog.float8", "number"
+    if name == "timestamptz":
+        return f"pg_catalog.to_json(({expression}) AT TIME ZONE 'UTC') #>> '{{}}'", "utc"
+    if datetime:
+        return f"pg_catalog.to_json({expression}) #>> '{{}}'", "text"
+    if name == "bool":
+        return f"({expression})::pg_catalog.bool", "bool"
+    return f"({expression})::pg_catalog.text", "text"
+
+
+_DATETIME = frozenset({"date", "time", "timetz", "timestamp", "timestamptz"})
+
+
+def canonical_value(value: Any, how: str) -> Any:
+    """The Python value `label_material` must see for a value fetched with `canonical_sql`."""
+    if value is None:
+        return None
+    if how == "utc" and value not in ("infinity", "-infinity"):
+        return value + "+00:00"
+    return value
+
+
+# --- seed material -------------------------------------------------------------------------------
+
+_FUNCTION_NAMES: dict[type, str] = {
+    exp.Substring: "substring",
+    exp.Round: "round",
+    exp.Ceil: "ceil",
+    exp.Floor: "floor",
+    exp.WidthBucket: "width_bucket",
+    exp.Trunc: "trunc",
+    exp.Upper: "upper",
+    exp.Lower: "lower",
+    exp.Left: "left",
+    exp.Right: "right",
+    exp.Length: "length",
+}
+_DECIMAL_TYPES = frozenset({"float4", "float8", "numeric"})
+_INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
+
+
+@dataclass
+class MaterialPiece:
+    """A piece of seed material: fixed text, or a constant PostgreSQL must render."""
+
+    text: str | None = None
+    separator: str = ","
+    constant: exp.Expression | None = None
+    constant_type: str | None = None
+
+
+@dataclass
+class SeedPlan:
+    """The bucket expressions' seed materials and the base-label constants of one query."""
+
+    materials: list[list[MaterialPiece]] = field(default_factory=list)
+    base_labels: list[tuple[exp.Expression, str]] = field(default_factory=list)
+
+    def constants(self) -> list[tuple[exp.Expression, str]]:
+        out = [
+            (p.constant, p.constant_type or "text")
+            for m in self.materials
+            for p in m
+            if p.constant is not None
+        ]
+        return out + self.base_labels
+
+
+def _literal_type(node: exp.Expression, context_type: str | None) -> str:
+    """The type PostgreSQL gives a constant: its cast, a number, or the context's type."""
+    if isinstance(node, exp.Cast):
+        to = node.args.get("to")
+        return normalize_type(to.sql(dialect="postgres")) if to is not None else "text"
+    if isinstance(node, exp.Literal) and not node.is_string:
+        return "numeric"
+    if isinstance(node, exp.Neg):
+        return "numeric"
+    if isinstance(node, exp.Boolean):
+        return "bool"
+    return context_type or "text"
+
+
+def _is_constant(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Paren):
+        return _is_constant(node.this)
+    if isinstance(node, exp.Cast):
+        return _is_constant(node.this)
+    if isinstance(node, exp.Neg):
+        return _is_constant(node.this)
+    return isinstance(node, exp.Literal | exp.Null | exp.Boolean)
+
+
+def _unwrap_casts(node: exp.Expression) -> exp.Expression:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return node
+
+
+def seed_material(
+    node: exp.Expression,
+    relation_of_alias: dict[str, str],
+    type_of: Any,
+) -> list[MaterialPiece]:
+    """Pre-order walk as pg_diffix does: function names, `relation.column`, constants.
+
+    `type_of(column)` gives the normalized type of a qualified column (for casts).
+    """
+    pieces: list[MaterialPiece] = []
+
+    def expression_type(item: exp.Expression) -> str | None:
+        item = _unwrap_casts(item)
+        if isinstance(item, exp.Column):
+            return type_of(item)
+        if isinstance(item, exp.Cast):
+            return _literal_type(item, None)
+        if isinstance(item, exp.Extract):
+            return "numeric"
+        if isinstance(item, exp.Round | exp.Floor | exp.Ceil | exp.Trunc):
+            return expression_type(item.this)
+        return None
+
+    def visit(item: exp.Expression) -> None:
+        if isinstance(item, exp.Paren | exp.Alias):
+            visit(item.this)
+            return
+        if _is_constant(item):
+            pieces.append(MaterialPiece(constant=item, constant_type=_literal_type(item, None)))
+            return
+        if isinstance(item, exp.Column):
+            table = item.table
+            pieces.append(MaterialPiece(text=relation_of_alias.get(table, table)))
+            pieces.append(MaterialPiece(text=item.name, separator="."))
+            return
+        if isinstance(item, exp.Cast):
+            target = _literal_type(item, None)
+            source = expression_type(item.this)
+            inner = _unwrap_casts(item.this)
+            if (
+                target in _INTEGER_TYPES
+                and source in _DECIMAL_TYPES
+                and not isinstance(inner, exp.Extract)
+            ):
+                pieces.append(MaterialPiece(text=target))
+            visit(item.this)
+            return
+        if isinstance(item, exp.Dot) and isinstance(item.expression, exp.Anonymous):
+            visit(item.expression)
+            return
+        if isinstance(item, exp.Anonymous):
+            name = item.name.lower()
+            pieces.append(MaterialPiece(text="extract" if name == "date_part" else name))
+            for arg in item.expressions:
+                visit(arg)
+            return
+        if isinstance(item, exp.Extract):
+            pieces.append(MaterialPiece(text="extract"))
+            pieces.append(MaterialPiece(text=item.this.name.lower()))
+            visit(item.expression)
+            return
+        if isinstance(item, exp.TimestampTrunc | exp.DateTrunc):
+            pieces.append(MaterialPiece(text="date_trunc"))
+            unit = item.args.get("unit")
+            pieces.append(MaterialPiece(text=(unit.name if unit is not None else "").lower()))
+            visit(item.this)
+            return
+        if isinstance(item, exp.Func):
+            name = _FUNCTION_NAMES.get(type(item), item.sql_name().lower())
+            pieces.append(MaterialPiece(text=name))
+            for arg in _ordered_args(item):
+                visit(arg)
+            return
+        for child in item.iter_expressions():
+            visit(child)
+
+    visit(node)
+    return pieces
+
+
+def _ordered_args(node: exp.Func) -> list[exp.Expression]:
+    out: list[exp.Expression] = []
+    for key in node.arg_types:
+        value = node.args.get(key)
+        if isinstance(value, exp.Expression):
+            out.append(value)
+        elif isinstance(value, list):
+            out.extend(v for v in value if isinstance(v, exp.Expression))
+    return out
+
+
+def join_material(pieces: Sequence[MaterialPiece], constants: dict[int, str]) -> str:
+    text = ""
+    for piece in pieces:
+        value = constants[id(piece.constant)] if piece.constant is not None else piece.text or ""
+        text = f"{text}{piece.separator}{value}" if text else value
+    return text
+
+
+def seed_plan(model: AnonymizingQuery, type_of: Any) -> SeedPlan:
+    relation_of_alias = {entry.alias: entry.relation.name for entry in model.relations}
+    plan = SeedPlan()
+    for group in model.groups:
+        plan.materials.append(seed_material(group.expression, relation_of_alias, type_of))
+    for item in model.filters:
+        plan.materials.append(seed_material(item.subject.expression, relation_of_alias, type_of))
+        value = item.value
+        while isinstance(value, exp.Paren):
+            value = value.this
+        subject_type = normalize_type(item.subject.type) if item.subject.type else None
+        plan.base_labels.append((value, _literal_type(value, subject_type)))
+    return plan
+
+
+# --- the per-bucket query ------------------------------------------------------------------------
+
+
+@dataclass
+class AggregateInput:
+    """Where the inputs of one anonymizing aggregate are in a bucket row."""
+
+    kind: str
+    value: int | None = None  # index of the aggregated column among the value columns
+    summand: SummandType | None = None
+    distinct: int | None = None  # index among the count-distinct columns
+    histogram: int | None = None  # index among the histograms
+    counted_instance: int | None = None
+    bin_size: int = 1
+
+
+@dataclass
+class BucketQuery:
+    sql: str
+    labels: list[SqlType]
+    aid_types: list[str]
+    inputs: list[AggregateInput]
+    float_sums: list[int]  # value columns whose sums get an exact per-instance total
+
+
+def summand_type(type_name: str) -> SummandType:
+    name = normalize_type(type_name)
+    return SummandType(name) if name in {s.value for s in SummandType} else SummandType.FLOAT8
+
+
+def _label_select(index: int, typ: SqlType) -> list[str]:
+    """Output literal text and hash value of label `index`."""
+    column = quote(f"l{index}")
+    if typ.is_datetime:
+        literal = f"pg_catalog.to_json({column}) #>> '{{}}'"
+    else:
+        literal = f"({column})::pg_catalog.text"
+    hashed, _ = canonical_sql(column, typ)
+    return [f"{literal} AS {quote(f't{index}')}", f"{hashed} AS {quote(f'h{index}')}"]
+
+
+def bucket_query(
+    model: AnonymizingQuery,
+    labels: list[SqlType],
+    aid_types: list[str],
+    column_type: Any,
+    hidden_count: bool,
+) -> BucketQuery:
+    """The SQL that returns one row per bucket (see the module docstring).
+
+    `column_type(ColumnRef)` gives the normalized type of an aggregated column; `hidden_count`
+    adds a count(*) that implicit grouping needs to repeat rows.
+    """
+    aids = model.aid_columns
+    n_aids = len(aids)
+    values: list[exp.Expression] = []
+    value_types: list[str] = []
+    value_index: dict[str, int] = {}
+    distinct: list[int] = []
+    histograms: list[tuple[int, int]] = []
+    inputs: list[AggregateInput] = []
+    sums: set[int] = set()
+    counts: set[int] = set()
+
+    def value_of(column: ColumnRef, argument: exp.Expression | None) -> int:
+        """The aggregated expression: the column, or a cast of it as the analyst wrote."""
+        expression: exp.Expression = column.to_sql()
+        typ = column_type(column)
+        if isinstance(argument, exp.Cast) and argument.find(exp.Column) is not None:
+            expression = argument
+            typ = normalize_type(argument.args["to"].sql(dialect="postgres"))
+        key = sql(expression)
+        if key not in value_index:
+            value_index[key] = len(values)
+            values.append(expression)
+            value_types.append(typ)
+        return value_index[key]
+
+    aggregates = list(model.aggregates)
+    kinds = [a.kind for a in aggregates] + (["count_star"] if hidden_count else [])
+    for position, kind in enumerate(kinds):
+        aggregate = aggregates[position] if position < len(aggregates) else None
+        column = aggregate.column if aggregate is not None else None
+        item = AggregateInput(kind)
+        argument = _argument(aggregate.node) if aggregate is not None else None
+        if kind in ("count", "count_noise", "sum", "sum_noise", "avg", "avg_noise"):
+            assert column is not None
+            item.value = value_of(column, argument)
+            if kind.startswith(("sum", "avg")):
+                item.summand = summand_type(value_types[item.value])
+                sums.add(item.value)
+            if kind.startswith(("count", "avg")):
+                counts.add(item.value)
+        elif kind in ("count_distinct", "count_distinct_noise"):
+            assert column is not None
+            item.value = value_of(column, argument)
+            item.distinct = len(distinct)
+            distinct.append(item.value)
+        elif kind == "count_histogram":
+            assert column is not None and aggregate is not None
+            instance = next(
+                k
+                for k, aid in enumerate(aids)
+                if (aid.alias, aid.name) == (column.alias, column.name)
+            )
+            item.histogram = len(histograms)
+            item.counted_instance = instance
+            item.bin_size = int(aggregate.bin_size or 1)
+            histograms.append((instance, item.bin_size))
+        inputs.append(item)
+
+    float_sums = sorted(
+        j
+        for j in sums
+        if summand_type(value_types[j])
+        in (SummandType.FLOAT4, SummandType.FLOAT8, SummandType.NUMERIC)
+    )
+
+    # base: one row per input row
+    base: list[str] = []
+    for k, group in enumerate(model.groups):
+        base.append(f"{sql(group.expression)} AS {quote(f'l{k}')}")
+    for k, aid in enumerate(aids):
+        base.append(f"{sql(aid.to_sql())} AS {quote(f'i{k}')}")
+    for j, value in enumerate(values):
+        expression = sql(value)
+        if j in sums and value_types[j] == "numeric":
+            expression = f"({expression})::pg_catalog.float8"
+        base.append(f"{expression} AS {quote(f'v{j}')}")
+    for d, j in enumerate(distinct):
+        expression = sql(values[j])
+        base.append(
+            f"CASE WHEN {expression} IS NOT NULL THEN pg_catalog.dense_rank() OVER "
+            f"(ORDER BY {expression}) END AS {quote(f'r{d}')}"
+        )
+    live = " OR ".join(f"{quote(f'i{k}')} IS NOT NULL" for k in range(n_aids))
+    base_sql = f"SELECT {', '.join(base)} FROM {from_sql(model.from_tree)} WHERE {where_sql(model)}"
+
+    labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
+    grouping_cols = [quote(f"i{k}") for k in range(n_aids)] + [
+        quote(f"r{d}") for d in range(len(distinct))
+    ]
+    width = len(grouping_cols)
+    full = (1 << width) - 1
+
+    def mask(position: int) -> int:
+        return full ^ (1 << (width - 1 - position))
+
+    sets = [[*labels_cols, quote(f"i{k}")] for k in range(n_aids)]
+    if float_sums:
+        sets.append(list(labels_cols))  # exact per-instance totals of float sums
+    sets.extend([*labels_cols, quote(f"r{d}")] for d in range(len(distinct)))
+
+    per_aid: list[str] = [*labels_cols, *grouping_cols]
+    per_aid.append(f"GROUPING({', '.join(grouping_cols)}) AS gs")
+    per_aid.append("pg_catalog.count(*) FILTER (WHERE live) AS n")
+    for j in sorted(counts):
+        v = quote(f"v{j}")
+        per_aid.append(f"pg_catalog.count({v}) FILTER (WHERE live) AS {quote(f'c{j}')}")
+    for j in sorted(sums):
+        v = quote(f"v{j}")
+        per_aid.append(f"pg_catalog.sum({v}) FILTER (WHERE live AND {v} >= 0) AS {quote(f'sp{j}')}")
+        per_aid.append(
+            f"pg_catalog.sum(-{v}) FILTER (WHERE live AND {v} <= 0) AS {quote(f'sn{j}')}"
+        )
+    for j in float_sums:
+        v = quote(f"v{j}")
+        for k in range(n_aids):
+            i = quote(f"i{k}")
+            per_aid.append(
+                f"pg_catalog.sum({v}) FILTER (WHERE {v} >= 0 AND {i} IS NOT NULL) "
+                f"AS {quote(f'tp{j}_{k}')}"
+            )
+            per_aid.append(
+                f"pg_catalog.sum(-{v}) FILTER (WHERE {v} <= 0 AND {i} IS NOT NULL) "
+                f"AS {quote(f'tn{j}_{k}')}"
+            )
+    for d in range(len(distinct)):
+        for k in range(n_aids):
+            i = quote(f"i{k}")
+            per_aid.append(
+                f"pg_catalog.array_agg(DISTINCT {i}) FILTER (WHERE {i} IS NOT NULL) "
+                f"AS {quote(f'da{d}_{k}')}"
+            )
+    for h, (counted, _) in enumerate(histograms):
+        for k in range(n_aids):
+            if k == counted:
+                continue
+            i = quote(f"i{k}")
+            per_aid.append(
+                f"pg_catalog.array_agg(DISTINCT {i}) FILTER (WHERE {i} IS NOT NULL) "
+                f"AS {quote(f'ha{h}_{k}')}"
+            )
+    grouping_sets = ", ".join("(" + ", ".join(s) + ")" for s in sets)
+    per_aid_sql = (
+        f"SELECT {', '.join(per_aid)} FROM (SELECT *, ({live}) AS live FROM ({base_sql}) base) "
+        f"rows GROUP BY GROUPING SETS ({grouping_sets})"
+    )
+
+    # The arrays of one instance are aligned without ORDER BY: the aggregates of one Agg node see
+    # the same input rows in the same order, and they share the same FILTER.
+    outer: list[str] = []
+    for k, typ in enumerate(labels):
+        outer.extend(_label_select(k, typ))
+    for k in range(n_aids):
+        i = quote(f"i{k}")
+        present = f"gs = {mask(k)} AND {i} IS NOT NULL"
+        absent = f"gs = {mask(k)} AND {i} IS NULL"
+        outer.append(f"pg_catalog.array_agg({i}) FILTER (WHERE {present}) AS a{k}")
+        outer.append(f"pg_catalog.array_agg(n) FILTER (WHERE {present}) AS an{k}")
+        outer.append(f"pg_catalog.sum(n) FILTER (WHERE {absent}) AS un{k}")
+        for j in sorted(counts):
+            c = quote(f"c{j}")
+            outer.append(f"pg_catalog.array_agg({c}) FILTER (WHERE {present}) AS ac{j}_{k}")
+            outer.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS uc{j}_{k}")
+        for j in sorted(sums):
+            for leg in ("sp", "sn"):
+                c = quote(f"{leg}{j}")
+                outer.append(f"pg_catalog.array_agg({c}) FILTER (WHERE {present}) AS a{leg}{j}_{k}")
+                outer.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS u{leg}{j}_{k}")
+        for j in float_sums:
+            for leg in ("tp", "tn"):
+                outer.append(
+                    f"pg_catalog.max({quote(f'{leg}{j}_{k}')}) FILTER (WHERE gs = {full}) "
+                    f"AS {leg}{j}_{k}"
+                )
+    for d in range(len(distinct)):
+        r = quote(f"r{d}")
+        parts = ", ".join([r] + [quote(f"da{d}_{k}") for k in range(n_aids)])
+        outer.append(
+            f"pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array({parts})) "
+            f"FILTER (WHERE gs = {mask(n_aids + d)} AND {r} IS NOT NULL) AS dv{d}"
+        )
+    for h, (counted, _) in enumerate(histograms):
+        i = quote(f"i{counted}")
+        parts = [i, "n"] + [
+            f"pg_catalog.to_jsonb(ARRAY[{i}])" if k == counted else quote(f"ha{h}_{k}")
+            for k in range(n_aids)
+        ]
+        outer.append(
+            f"pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array({', '.join(parts)})) "
+            f"FILTER (WHERE gs = {mask(counted)} AND {i} IS NOT NULL) AS hv{h}"
+        )
+    group_by = f" GROUP BY {', '.join(labels_cols)}" if labels_cols else ""
+    bucket_sql = f"SELECT {', '.join(outer)} FROM ({per_aid_sql}) per_aid{group_by}"
+    return BucketQuery(bucket_sql, labels, aid_types, inputs, float_sums)
+
+
+def _argument(node: exp.Expression) -> exp.Expression | None:
+    """The argument of an aggregate call (`count(DISTINCT x)` gives x)."""
+    inner = node.expression if isinstance(node, exp.Dot) else node
+    argument = (
+        inner.this
+        if not isinstance(inner, exp.Anonymous)
+        else (inner.expressions[0] if inner.expressions else None)
+    )
+    if isinstance(argument, exp.Distinct):
+        argument = argument.expressions[0] if argument.expressions else None
+    while isinstance(argument, exp.Paren):
+        argument = argument.this
+    return argument if isinstance(argument, exp.Expression) else None
+
+
+def label_types_sql(model: AnonymizingQuery) -> str:
+    """A query that reads no row and tells the label types (via the result's column types)."""
+    if not model.groups:
+        return "SELECT"
+    columns = ", ".join(
+        f"{sql(g.expression)} AS {quote(f'l{k}')}" for k, g in enumerate(model.groups)
+    )
+    return f"SELECT {columns} FROM {from_sql(model.from_tree)} WHERE FALSE"
+
+
+# --- anonymized rows as a relation ---------------------------------------------------------------
+
+
+def value_text(value: Any) -> str | None:
+    """Text input for a Python value of an aggregate result."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        return repr(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "{" + ",".join(value_text(v) or "NULL" for v in value) + "}"
+    return str(value)
+
+
+def typed_literal(text: str | None, sql_type: str) -> str:
+    if text is None:
+        return f"CAST(NULL AS {sql_type})"
+    return f"CAST({string_literal(text)} AS {sql_type})"
+
+
+def rows_relation(
+    column_names: Sequence[str],
+    column_types: Sequence[str],
+    rows: Sequence[Sequence[str | None]],
+    repeat_column: str | None,
+) -> str:
+    """`(SELECT ...)`: the rows as typed literals, optionally each repeated by a count column."""
+    names = ", ".join(quote(n) for n in column_names)
+    if rows:
+        values = ", ".join(
+            "("
+            + ", ".join(typed_literal(v, t) for v, t in zip(row, column_types, strict=True))
+            + ")"
+            for row in rows
+        )
+        source = f"(VALUES {values}) AS v({names})"
+    else:
+        empty = ", ".join(
+            f"{typed_literal(None, t)} AS {quote(n)}"
+            for n, t in zip(column_names, column_types, strict=True)
+        )
+        source = f"(SELECT {empty} WHERE FALSE) AS v"
+    if repeat_column is None:
+        return f"(SELECT * FROM {source})"
+    return (
+        f"(SELECT v.* FROM {source} CROSS JOIN LATERAL "
+        f"pg_catalog.generate_series(1, v.{quote(repeat_column)}) AS repeat(n))"
+    )
+
+
+def replace_by_rows(
+    model: AnonymizingQuery, placeholder: str, label_names: list[str], aggregate_names: list[str]
+) -> None:
+    """Turns `model.node` in place into a SELECT over the anonymized rows.
+
+    Aggregates become columns, grouping expressions become label columns; the output list keeps
+    its names; HAVING becomes WHERE; ORDER BY gets the emit order (suppress bin first) as its
+    last key; LIMIT/OFFSET/DISTINCT stay.
+    """
+    node = model.node
+
+    def column(name: str) -> exp.Column:
+        return exp.column(name, table=BUCKETS_ALIAS, quoted=True)
+
+    for aggregate, name in zip(model.aggregates, aggregate_names, strict=False):
+        aggregate.node.replace(column(name))
+
+    groups = [(g.expression, label_names[k]) for k, g in enumerate(model.groups)]
+
+    def substitute(item: exp.Expression) -> exp.Expression:
+        for expression, name in groups:
+            if item == expression:
+                return column(name)
+        return item
+
+    outputs = []
+    for index, item in enumerate(node.expressions):
+        inner = item.this if isinstance(item, exp.Alias) else item
+        output = model.outputs[index] if index < len(model.outputs) else None
+        if output is not None and output.group_index is not None:
+            new = column(label_names[output.group_index])
+        else:
+            new = inner.transform(substitute, copy=False)
+        name = output.name if output is not None else item.alias_or_name
+        outputs.append(exp.alias_(new, name, quoted=True))
+    node.set("expressions", outputs)
+    having = node.args.get("having")
+    node.set("having", None)
+    node.set("group", None)
+    node.set("joins", None)
+    node.set("where", None)
+    if having is not None:
+        node.set("where", exp.Where(this=having.this.transform(substitute, copy=False)))
+    node.set(
+        "from_",
+        exp.From(
+            this=exp.Table(
+                this=exp.to_identifier(placeholder, quoted=True),
+                alias=exp.TableAlias(this=exp.to_identifier(BUCKETS_ALIAS, quoted=True)),
+            )
+        ),
+    )
+    order = node.args.get("order")
+    keys = []
+    if order is not None:
+        keys = [k.transform(substitute, copy=False) for k in order.expressions]
+    if not node.args.get("distinct") and not isinstance(node.parent, exp.SetOperation):
+        keys.append(exp.Ordered(this=column("__i")))
+    node.set("order", exp.Order(expressions=keys) if keys else None)

@@ -1,0 +1,504 @@
+"""Perturbed tables: diffix.mark_tbe / mark_laplace, the SQL functions, the query path, the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+from pldiffix import laplace, tbe
+from pldiffix_installer import cli
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tbe"
+CONFIG = tbe.load_config_from_directory(EXAMPLES / "dataset.json")
+UNSCOPED = tbe.parse_config(
+    {k: v for k, v in CONFIG.to_parameters().items() if k != "primitive_scope_key_declarations"}
+)
+ADDITIVE = tbe.parse_config(CONFIG.to_parameters() | {"use_additive_scope_perturbation": True})
+LAPLACE = {"scale": 2, "key": "test-key"}
+
+
+def _records(count: int = 40) -> list[dict]:
+    rng = random.Random(5)
+    rows = []
+    for i in range(count):
+        rows.append(
+            {
+                "unit_id": i + 1,
+                "bedrooms": rng.choice([0, 1, 2, 2, 3, 3, 4, None]),
+                "dwelling": rng.choice(["001", "002", "003", "999"]),
+                "pet": rng.choice(["dog", "cat", "cat", "fish", None]),
+                "amount": Decimal(rng.randrange(-500, 15000)) / 100,
+                "record_key": rng.randrange(CONFIG.big_n),
+            }
+        )
+    return rows
+
+
+RECORDS = _records()
+
+
+def _create(db, name: str = "dwellings", records: list[dict] = RECORDS) -> None:
+    db.admin.execute(
+        f"CREATE TABLE {name} (unit_id int, bedrooms int, dwelling text, pet text, "
+        "amount numeric(8, 2), record_key bigint)"
+    )
+    with db.admin.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO {name} VALUES (%(unit_id)s, %(bedrooms)s, %(dwelling)s, %(pet)s, "
+            "%(amount)s, %(record_key)s)",
+            records,
+        )
+    db.admin.execute(f"GRANT SELECT ON {name} TO PUBLIC")
+
+
+def _mark(db, config: tbe.TbeConfig = CONFIG, table: str = "dwellings") -> None:
+    db.admin.execute(
+        "CALL diffix.mark_tbe(%s, %s::jsonb)", (table, json.dumps(config.to_parameters()))
+    )
+
+
+@pytest.fixture
+def dwellings(db):
+    _create(db)
+    _mark(db)
+    return db
+
+
+@pytest.fixture
+def analyst(dwellings):
+    return dwellings.as_role(dwellings.create_role("anonymized_untrusted"))
+
+
+def query(conn, sql: str) -> list[list]:
+    return conn.execute("SELECT diffix.query_json(%s)", (sql,)).fetchone()[0]["rows"]
+
+
+def dec(value) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _label(field: str, value) -> str:
+    return CONFIG.scope_keys.range_label(field, value)
+
+
+def expected(
+    config: tbe.TbeConfig,
+    where: dict,
+    group: list[str],
+    sums: tuple[str, ...] = (),
+    records: list[dict] = RECORDS,
+) -> dict[tuple, tbe.CellOutput]:
+    """Per group: the pure core's answer (tbe.summarize_records + tbe.perturb_cell)."""
+
+    def label(field: str, record: dict):
+        value = record[field]
+        if field in ("bedrooms", "amount"):
+            return _label(field.upper(), value)
+        return value
+
+    selected = [r for r in records if all(label(f, r) in vs for f, vs in where.items())]
+    cells: dict[tuple, list[dict]] = {}
+    for record in selected:
+        cells.setdefault(tuple(label(f, record) for f in group), []).append(record)
+    if not group and not cells:
+        cells[()] = []
+    out = {}
+    for key, rows in cells.items():
+        cell = tbe.summarize_records(rows, config, sums)
+        sk = None
+        if config.scoped:
+            scope = tbe.row_scope(
+                {f.upper(): [None if v is None else v for v in vs] for f, vs in where.items()},
+                {f.upper(): v for f, v in zip(group, key, strict=True)},
+            )
+            sk = config.scope_keys.scope_key(scope)
+        out[key] = tbe.perturb_cell(config, cell, scope_key=sk)
+    return out
+
+
+# --- queries -------------------------------------------------------------------------------------
+
+
+def test_grouped_counts_sums_and_means_equal_the_pure_core(analyst):
+    rows = query(
+        analyst,
+        "SELECT pet, count(*), sum(amount), avg(amount) FROM dwellings GROUP BY pet ORDER BY 1",
+    )
+    want = expected(CONFIG, {}, ["pet"], ("amount",))
+    assert len(rows) == len(want)
+    for pet, count, total, mean in rows:
+        cell = want[(pet,)]
+        assert count == cell.count
+        assert dec(total) == cell.sums["amount"]
+        assert Decimal(str(mean)) == pytest.approx(cell.means["amount"])
+
+
+def test_ranges_and_where_scopes_equal_the_pure_core(analyst):
+    rows = query(
+        analyst,
+        "SELECT diffix.tbe_range(bedrooms) AS b, count(*), sum(amount) FROM dwellings "
+        "WHERE pet IN ('cat', 'dog') AND dwelling IN ('001', '999') GROUP BY 1",
+    )
+    want = expected(
+        CONFIG, {"pet": ["cat", "dog"], "dwelling": ["001", "999"]}, ["bedrooms"], ("amount",)
+    )
+    assert {r[0]: r[1] for r in rows} == {k[0]: v.count for k, v in want.items()}
+    assert {r[0]: dec(r[2]) for r in rows} == {k[0]: v.sums["amount"] for k, v in want.items()}
+
+
+def test_the_same_cell_gets_the_same_answer_in_different_queries(analyst):
+    alone = query(analyst, "SELECT count(*), sum(amount) FROM dwellings WHERE pet = 'cat'")
+    grouped = query(analyst, "SELECT pet, count(*), sum(amount) FROM dwellings GROUP BY pet")
+    narrowed = query(
+        analyst,
+        "SELECT count(*), pet, sum(amount) FROM dwellings WHERE pet IN ('cat', 'dog') "
+        "GROUP BY pet ORDER BY count(*) DESC",
+    )
+    cat = [r[1:] for r in grouped if r[0] == "cat"]
+    assert alone == cat
+    assert [[r[0], r[2]] for r in narrowed if r[1] == "cat"] == cat
+    assert alone == query(analyst, "SELECT count(*), sum(amount) FROM dwellings WHERE pet = 'cat'")
+
+
+def test_grand_total_is_unchanged_by_scope_keys_but_not_in_the_additive_variant(db):
+    _create(db, "scoped")
+    _create(db, "unscoped")
+    _create(db, "additive")
+    _mark(db, CONFIG, "scoped")
+    _mark(db, UNSCOPED, "unscoped")
+    _mark(db, ADDITIVE, "additive")
+    conn = db.as_role(db.create_role("anonymized_trusted"))
+    totals = {
+        t: query(conn, f"SELECT count(*), sum(amount) FROM {t}")[0]
+        for t in ("scoped", "unscoped", "additive")
+    }
+    assert totals["scoped"] == totals["unscoped"]
+    cell = tbe.summarize_records(RECORDS, CONFIG, ("amount",))
+    assert totals["unscoped"][0] == tbe.perturb_cell(UNSCOPED, cell).count
+    assert totals["additive"][0] == tbe.perturb_cell(ADDITIVE, cell, scope_key=1).count
+    # a scope listing every declared value of a field is the grand total's scope
+    everything = query(
+        conn, "SELECT count(*) FROM scoped WHERE dwelling IN ('001', '002', '003', '999')"
+    )
+    assert everything[0][0] == totals["scoped"][0]
+
+
+def test_numeric_fields_filter_by_declared_ranges(analyst):
+    by_range = query(
+        analyst,
+        "SELECT count(*) FROM dwellings WHERE diffix.tbe_range(amount) IN ('<0', '0-19.99')",
+    )
+    want = expected(CONFIG, {"amount": ["<0", "0-19.99"]}, [])
+    assert by_range == [[want[()].count]]
+    two = query(analyst, "SELECT count(*) FROM dwellings WHERE bedrooms = 2")
+    assert two == query(
+        analyst, "SELECT count(*) FROM dwellings WHERE diffix.tbe_range(bedrooms) = '2'"
+    )
+    assert two == [[expected(CONFIG, {"bedrooms": ["2"]}, [])[()].count]]
+    nulls = query(analyst, "SELECT count(*) FROM dwellings WHERE pet IS NULL")
+    assert nulls == [[expected(CONFIG, {"pet": [None]}, [])[()].count]]
+
+
+def test_empty_results_and_order_limit(analyst):
+    present = {(r["pet"], r["dwelling"]) for r in RECORDS}
+    pet, dwelling = next(
+        (p, d)
+        for p in ("dog", "cat", "fish")
+        for d in ("001", "002", "003", "999")
+        if (p, d) not in present
+    )
+    where = f"WHERE pet = '{pet}' AND dwelling = '{dwelling}'"
+    assert query(analyst, f"SELECT count(*), sum(amount) FROM dwellings {where}") == [[0, None]]
+    assert query(analyst, f"SELECT pet, count(*) FROM dwellings {where} GROUP BY pet") == []
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="'emu' is not a declared value"):
+        query(analyst, "SELECT count(*) FROM dwellings WHERE pet = 'emu'")
+    rows = query(
+        analyst,
+        "SELECT dwelling, count(*) AS n FROM dwellings GROUP BY 1 ORDER BY n DESC, 1 LIMIT 2",
+    )
+    full = query(analyst, "SELECT dwelling, count(*) AS n FROM dwellings GROUP BY 1")
+    assert rows == sorted(full, key=lambda r: (-r[1], r[0]))[:2]
+
+
+def test_laplace_answers_equal_the_pure_core(db):
+    _create(db, "noisy")
+    db.admin.execute("CALL diffix.mark_laplace('noisy', %s::jsonb)", (json.dumps(LAPLACE),))
+    conn = db.as_role(db.create_role("anonymized_untrusted"))
+    rows = query(
+        conn,
+        "SELECT pet, count(*), sum(amount) FROM noisy WHERE dwelling IN ('001', '002') "
+        "GROUP BY pet",
+    )
+    config = laplace.parse_config(LAPLACE)
+    for pet, count, total in rows:
+        cell = [r for r in RECORDS if r["pet"] == pet and r["dwelling"] in ("001", "002")]
+        want = laplace.perturb_cell(
+            config,
+            "public.noisy",
+            [("dwelling", "001"), ("dwelling", "002"), ("pet", pet)],
+            len(cell),
+            {"amount": sum(r["amount"] for r in cell)},
+        )
+        assert count == want.count
+        assert float(total) == pytest.approx(float(want.sums["amount"]))
+    again = query(conn, "SELECT count(*) FROM noisy WHERE pet = 'cat'")
+    assert again == query(conn, "SELECT count(*) FROM noisy WHERE pet = 'cat'")
+
+
+def test_direct_roles_see_raw_data(dwellings):
+    direct = dwellings.create_role("direct")
+    dwellings.admin.execute(f'GRANT SELECT ON dwellings TO "{direct}"')  # allowed: direct
+    conn = dwellings.as_role(direct)
+    [[count, total]] = query(conn, "SELECT count(*), sum(amount) FROM dwellings")
+    assert (count, dec(total)) == (len(RECORDS), sum(r["amount"] for r in RECORDS))
+    assert query(conn, "SELECT max(record_key) FROM dwellings") == [
+        [max(r["record_key"] for r in RECORDS)]
+    ]
+
+
+# --- rejections ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT record_key FROM dwellings GROUP BY 1", "record key"),
+        ("SELECT count(*) FROM dwellings WHERE record_key = 5", "record key"),
+        ("SELECT sum(record_key) FROM dwellings", "record key"),
+        ("SELECT sum(unit_id) FROM dwellings", "tiebreaker"),
+        ("SELECT * FROM dwellings", "only grouping columns"),
+        ("SELECT bedrooms, count(*) FROM dwellings GROUP BY 1", "declared ranges"),
+        ("SELECT count(*) FROM dwellings WHERE amount = 5", "declared ranges"),
+        ("SELECT count(*) FROM dwellings WHERE amount > 5", "only column = constant"),
+        ("SELECT count(*) FROM dwellings WHERE pet = 'cat' OR pet = 'dog'", "only column"),
+        ("SELECT count(*) FROM dwellings WHERE pet = 'cat' AND pet = 'dog'", "restricted twice"),
+        ("SELECT count(pet) FROM dwellings", "only count(*)"),
+        ("SELECT max(amount) FROM dwellings", "max is not supported"),
+        ("SELECT pet, count(*) FROM dwellings", "GROUP BY"),
+        ("SELECT d.pet FROM dwellings d JOIN dwellings e ON true GROUP BY 1", "joins"),
+        ("SELECT count(*) FROM (SELECT * FROM dwellings) x", "exactly one table"),
+        ("SELECT DISTINCT pet FROM dwellings", "DISTINCT"),
+        (
+            "SELECT count(*) FROM dwellings WHERE diffix.tbe_range(amount) = '0-20'",
+            "not a declared",
+        ),
+        ("SELECT diffix.tbe_range(pet) FROM dwellings GROUP BY 1", "numeric fields"),
+        ("SELECT count(*) FROM dwellings HAVING count(*) > 1", "HAVING"),
+    ],
+)
+def test_unsupported_queries_are_rejected_with_clear_errors(analyst, sql, message):
+    with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
+        query(analyst, sql)
+    assert message in error.value.diag.message_primary
+    assert error.value.diag.message_hint
+
+
+def test_analysts_cannot_read_the_table_or_its_keys_directly(analyst):
+    for attack in [
+        "SELECT record_key FROM dwellings",
+        "SELECT count(*) FROM dwellings",
+        "COPY dwellings TO STDOUT",
+    ]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            analyst.execute(attack)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        analyst.execute("SELECT * FROM diffix.perturbation_configs")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="p-matrix"):
+        analyst.execute("SELECT diffix.tbe_perturb(3, 5, 'dwellings')")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        analyst.execute("SELECT * FROM diffix.show_perturbations()")
+
+
+@pytest.mark.parametrize(
+    "grant",
+    [
+        "GRANT SELECT ON dwellings TO PUBLIC",
+        "GRANT SELECT (record_key) ON dwellings TO diffix_anonymized_untrusted",
+        "GRANT SELECT ON dwellings TO diffix_anonymized_trusted",
+    ],
+)
+def test_grants_exposing_a_perturbed_table_are_refused(dwellings, grant):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"public\.dwellings"):
+        dwellings.admin.execute(grant)
+
+
+def test_check_security_reports_exposures_of_perturbed_tables(dwellings):
+    analyst = dwellings.create_role("anonymized_untrusted")
+    group = dwellings.create_role(login=False)
+    dwellings.admin.execute(f'GRANT SELECT ON dwellings TO "{group}"')
+    dwellings.admin.execute(f'GRANT "{group}" TO "{analyst}"')
+    findings = dwellings.execute("SELECT severity, object FROM diffix.check_security()")
+    assert ("critical", "public.dwellings") in findings
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+def _state(db) -> list:
+    return [
+        db.execute("SELECT relid::regclass::text, label FROM diffix.table_labels ORDER BY 1"),
+        db.execute("SELECT relid::regclass::text, method FROM diffix.perturbation_configs"),
+        db.execute("SELECT has_table_privilege('diffix_engine', 'dwellings', 'SELECT')"),
+        db.execute("SELECT has_table_privilege('public', 'dwellings', 'SELECT')"),
+    ]
+
+
+def _params(**changes):
+    params = CONFIG.to_parameters() | changes
+    return {k: v for k, v in params.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("procedure", "config", "message"),
+    [
+        ("mark_tbe", {"bigN": 5}, "missing parameter 'record_key_name'"),
+        ("mark_tbe", _params(bigN=0), "bigN must be a positive integer"),
+        ("mark_tbe", _params(smallN=3), "p_matrix: 8 rows, expected smallN=3"),
+        ("mark_tbe", _params(typo=1), "unknown parameter(s): typo"),
+        ("mark_tbe", _params(p_filename="pmatrix1"), "either p_filename or p_matrix"),
+        ("mark_tbe", _params(record_key_name="nosuch"), "'nosuch' is not a column"),
+        ("mark_tbe", _params(record_key_name="pet"), "must be an integer type"),
+        ("mark_tbe", _params(value_tiebreaker_name="record_key"), "cannot also be"),
+        ("mark_tbe", _params(bigN=1000, primitive_scope_key_declarations=None), "outside [0"),
+        (
+            "mark_tbe",
+            _params(
+                primitive_scope_key_declarations=[
+                    r
+                    for r in CONFIG.to_parameters()["primitive_scope_key_declarations"]
+                    if r[0] != "PET"
+                ]
+                + [["PET", "dog", 0], ["PET", "", 1]]
+            ),
+            "no primitive scope key for 'cat', 'fish'",
+        ),
+        (
+            "mark_tbe",
+            _params(
+                primitive_scope_key_declarations=[
+                    r
+                    for r in CONFIG.to_parameters()["primitive_scope_key_declarations"]
+                    if r[0] != "AMOUNT"
+                ]
+                + [["AMOUNT", "0-19.99", 0], ["AMOUNT", "<0", 1]]
+            ),
+            "in no declared range",
+        ),
+        (
+            "mark_tbe",
+            _params(primitive_scope_key_declarations=[["COLOUR", "red", 1]]),
+            "'COLOUR' is not a column",
+        ),
+        ("mark_laplace", {"scale": 0, "key": "k"}, "scale must be a finite number > 0"),
+        ("mark_laplace", {"scale": 1}, "missing parameter 'key'"),
+        ("mark_laplace", {"scale": 1, "key": "k", "x": 1}, "unknown parameter(s): x"),
+    ],
+)
+def test_bad_configurations_are_rejected_and_change_nothing(db, procedure, config, message):
+    _create(db)
+    db.admin.execute("CALL diffix.mark_public('dwellings')")
+    before = _state(db)
+    with pytest.raises(psycopg.Error) as error:
+        db.admin.execute(f"CALL diffix.{procedure}('dwellings', %s::jsonb)", (json.dumps(config),))
+    assert message in error.value.diag.message_primary
+    assert not error.value.diag.message_primary.startswith("plpy")
+    assert _state(db) == before
+
+
+def test_mark_tbe_needs_an_admin_and_an_existing_table(dwellings):
+    analyst = dwellings.as_role(dwellings.create_role("direct"))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only superusers"):
+        analyst.execute("CALL diffix.mark_laplace('dwellings', %s::jsonb)", (json.dumps(LAPLACE),))
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        dwellings.admin.execute("CALL diffix.mark_laplace('nosuch', '{}')")
+
+
+def test_marking_labels_and_unmarking_clears_the_configuration(dwellings):
+    assert ("table", "public.dwellings", "perturbed") in dwellings.execute(
+        "SELECT * FROM diffix.show_labels()"
+    )
+    [(name, method, summary, _)] = dwellings.execute("SELECT * FROM diffix.show_perturbations()")
+    assert (name, method) == ("public.dwellings", "tbe")
+    assert "bigN 1766976779" in summary and "scope keys on" in summary
+    dwellings.admin.execute("CALL diffix.mark_personal('dwellings', 'unit_id')")
+    assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(0,)]
+    _mark(dwellings)
+    dwellings.admin.execute("CALL diffix.unmark_table('dwellings')")
+    assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(0,)]
+    assert dwellings.execute(
+        "SELECT has_table_privilege('diffix_engine', 'dwellings', 'SELECT')"
+    ) == [(False,)]
+    _mark(dwellings)
+    dwellings.admin.execute("DROP TABLE dwellings")
+    assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(0,)]
+
+
+# --- SQL functions -------------------------------------------------------------------------------
+
+
+def test_cell_key_perturb_and_range_functions(dwellings):
+    direct = dwellings.as_role(dwellings.create_role("direct"))
+    keys = [r["record_key"] for r in RECORDS]
+    ck = direct.execute(
+        "SELECT diffix.tbe_cell_key(k, %s) FROM unnest(%s::bigint[]) k", (CONFIG.big_n, keys)
+    ).fetchone()[0]
+    assert ck == sum(keys) % CONFIG.big_n
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="outside"):
+        direct.execute("SELECT diffix.tbe_cell_key(k, 10) FROM (VALUES (10::bigint)) v(k)")
+    perturbed = direct.execute("SELECT diffix.tbe_perturb(5, %s, 'dwellings')", (ck,)).fetchone()
+    assert perturbed[0] == tbe.perturbed_count(5, tbe.count_perturbation(CONFIG, ck, 5, 1))
+    assert direct.execute(
+        "SELECT diffix.tbe_range(3, 'BEDROOMS', 'dwellings'), "
+        "diffix.tbe_range(39.99::float8, 'AMOUNT', 'dwellings')"
+    ).fetchone() == ("3", "20-39.99")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="in no declared range"):
+        direct.execute("SELECT diffix.tbe_range(100.005, 'AMOUNT', 'dwellings')")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="only works inside"):
+        direct.execute("SELECT diffix.tbe_range(3)")
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def test_cli_adds_record_keys_and_configures(db, tmp_path, capsys):
+    records = [dict(r, record_key=None) for r in RECORDS]
+    _create(db, "homes", records)
+    db.admin.execute("ALTER TABLE homes DROP COLUMN record_key")
+    dsn = db.dsn()
+    assert cli.main(["tbe-keys", "--dsn", dsn, "--table", "homes", "--column", "rk"]) == 2
+    assert "pass --big-n" in capsys.readouterr().err
+    args = ["tbe-keys", "--dsn", dsn, "--table", "homes", "--column", "rk"]
+    assert cli.main([*args, "--big-n", str(CONFIG.big_n)]) == 0
+    assert "added record keys to 40 rows" in capsys.readouterr().out
+    assert cli.main([*args, "--big-n", "7"]) == 2
+    assert 'column "rk" already exists' in capsys.readouterr().err
+    lo, hi, nulls, distinct = db.execute(
+        "SELECT min(rk), max(rk), count(*) FILTER (WHERE rk IS NULL), count(DISTINCT rk) FROM homes"
+    )[0]
+    assert 0 <= lo <= hi < CONFIG.big_n and nulls == 0 and distinct == 40
+
+    config = json.loads((EXAMPLES / "dataset.json").read_text())
+    config["transform_definitions"]["tbe_perturb"]["parameters"]["record_key_name"] = "rk"
+    path = tmp_path / "homes.json"
+    path.write_text(json.dumps(config))
+    configure = ["tbe-configure", "--dsn", dsn, "--table", "homes", "--config", str(path)]
+    assert cli.main(configure) == 2
+    assert "pmatrix1.csv does not exist" in capsys.readouterr().err  # CSVs are elsewhere
+    assert cli.main([*configure, "--path", str(EXAMPLES)]) == 0
+    assert "homes is configured for TBE" in capsys.readouterr().out
+    assert db.execute("SELECT method FROM diffix.perturbation_configs") == [("tbe",)]
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert cli.main(["tbe-configure", "--dsn", dsn, "--table", "homes", "--config", str(bad)]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+    assert cli.main([*configure[:4], "nosuch", *configure[5:], "--path", str(EXAMPLES)]) == 2
+    assert 'table "nosuch" does not exist' in capsys.readouterr().err
+
+    laplace_config = ["laplace-configure", "--dsn", dsn, "--table", "homes"]
+    assert cli.main([*laplace_config, "--config", str(EXAMPLES / "laplace.json")]) == 0
+    assert db.execute("SELECT method FROM diffix.perturbation_configs") == [("laplace",)]

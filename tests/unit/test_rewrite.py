@@ -1,0 +1,160 @@
+"""The rewriter: seed material, the per-bucket SQL, and anonymized rows as a relation."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from pldiffix import engine, rewrite
+from pldiffix.validation import validate
+from test_validation import CATALOG, TRUSTED
+
+TYPES = {
+    ("test_customers", "discount"): "float4",
+    ("test_customers", "id"): "int4",
+    ("test_customers", "city"): "text",
+    ("test_datetime", "ts"): "timestamp",
+    ("test_patients", "age"): "int4",
+}
+
+
+def _model(sql: str):
+    return validate(sql, CATALOG, TRUSTED).anonymizing[0]
+
+
+def _materials(sql: str) -> list[str]:
+    model = _model(sql)
+    relation_of = {e.alias: e.relation.name for e in model.relations}
+
+    def type_of(column):
+        return TYPES.get((relation_of.get(column.table), column.name))
+
+    plan = rewrite.seed_plan(model, type_of)
+    # constants rendered as pg_diffix would (numbers via float8, strings as they are)
+    texts = {}
+    for node, _ in plan.constants():
+        texts[id(node)] = (
+            str(node.this)
+            if node.is_string
+            else rewrite.value_text(float(node.this)).removesuffix(".0")
+        )
+    return [rewrite.join_material(m, texts) for m in plan.materials]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT city, count(*) FROM test_customers GROUP BY 1", ["test_customers.city"]),
+        (
+            "SELECT substring(city, 1, 2), count(*) FROM test_customers GROUP BY 1",
+            ["substring,test_customers.city,1,2"],
+        ),
+        (
+            "SELECT diffix.floor_by(age, 30), count(*) FROM test_patients GROUP BY 1",
+            ["floor_by,test_patients.age,30"],
+        ),
+        (
+            "SELECT count(*) FROM test_datetime WHERE date_trunc('year', ts) = '2012-01-01'",
+            ["date_trunc,year,test_datetime.ts"],
+        ),
+        (
+            "SELECT cast(extract(minute from ts) as integer), count(*) FROM test_datetime "
+            "GROUP BY 1",
+            ["extract,minute,test_datetime.ts"],
+        ),
+        (
+            "SELECT cast(discount as integer), count(*) FROM test_customers c GROUP BY 1",
+            ["int4,test_customers.discount"],
+        ),
+    ],
+)
+def test_seed_material_follows_pg_diffix(sql: str, expected: list[str]) -> None:
+    assert _materials(sql) == expected
+
+
+def test_bucket_query_groups_per_aid_and_bucket_and_qualifies_relations() -> None:
+    model = _model(
+        "SELECT c.city, count(*), sum(c.discount), count(DISTINCT p.pid) "
+        "FROM test_customers c JOIN test_purchases p ON c.id = p.cid GROUP BY 1"
+    )
+    labels = [rewrite.SqlType(25, "text", "text", "S")]
+    query = rewrite.bucket_query(
+        model,
+        labels,
+        ["int4", "int4"],
+        lambda c: TYPES.get((c.relation.name, c.name), "int4"),
+        hidden_count=False,
+    )
+    assert '"public"."test_customers" AS "c"' in query.sql
+    assert "GROUPING SETS" in query.sql
+    assert query.sql.count("array_agg(DISTINCT") == 2  # count distinct: one per AID instance
+    assert [i.kind for i in query.inputs] == ["count_star", "sum", "count_distinct"]
+    assert query.inputs[1].summand.value == "float4"
+    assert query.float_sums == [query.inputs[1].value]
+
+
+def test_anonymized_rows_replace_the_anonymizing_select() -> None:
+    result = validate(
+        "SELECT upper(x.city), x.n FROM (SELECT city, count(*) AS n FROM test_customers "
+        "GROUP BY city HAVING count(*) > 1 ORDER BY 2) x",
+        CATALOG,
+        TRUSTED,
+    )
+    model = result.anonymizing[0]
+    rewrite.replace_by_rows(model, "ph", ["l0"], ["a0", "a1"])
+    text = result.ast.sql(dialect="postgres")
+    assert "test_customers" not in text
+    assert '"__pldiffix_b"."l0" AS "city"' in text
+    assert '"__pldiffix_b"."a0" AS "n"' in text
+    assert 'WHERE "__pldiffix_b"."a1" > 1' in text
+    assert 'ORDER BY 2, "__pldiffix_b"."__i"' in text
+
+
+def test_rows_relation_and_values() -> None:
+    relation = rewrite.rows_relation(
+        ["__i", "l0", "a0"], ["integer", "text", "bigint"], [["0", "O'Brien\\", "5"]], "a0"
+    )
+    assert "E'O''Brien\\\\'" in relation
+    assert 'generate_series(1, v."a0")' in relation
+    empty = rewrite.rows_relation(["__i"], ["integer"], [], None)
+    assert "WHERE FALSE" in empty
+    assert rewrite.value_text(1.5) == "1.5"
+    assert rewrite.value_text(float("nan")) == "NaN"
+    assert rewrite.value_text(Decimal("2.50")) == "2.50"
+    assert rewrite.value_text([[None, 3], [1, 4]]) == "{{NULL,3},{1,4}}"
+    assert rewrite.value_text(True) == "true"
+
+
+class _FakePlpy:
+    """Answers the volatility lookup: `volatile` names are volatile."""
+
+    def __init__(self, volatile: set[str]) -> None:
+        self.volatile = volatile
+
+    def prepare(self, sql, types):
+        return sql
+
+    def execute(self, plan, args):
+        return [{"volatile": args[1] in self.volatile}]
+
+
+@pytest.mark.parametrize(
+    ("expression", "refused"),
+    [
+        ("diffix.floor_by(c.x, 1)", False),
+        ("upper(c.city)", False),
+        ("sandbox.f(c.x)", True),
+        ("CAST(c.x AS sandbox.t)", True),
+        ("setseed(c.x)", True),
+    ],
+)
+def test_engine_refuses_foreign_functions_types_and_volatile_calls(expression, refused) -> None:
+    import sqlglot
+
+    checks = engine.SecurityChecks(_FakePlpy({"setseed"}), "analyst", None)  # type: ignore[arg-type]
+    node = sqlglot.parse_one(expression, read="postgres")
+    if refused:
+        with pytest.raises(PermissionError):
+            checks._check_expression(node)
+    else:
+        checks._check_expression(node)
