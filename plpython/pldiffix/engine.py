@@ -42,7 +42,8 @@ from pldiffix.anonymization import (
     sql_seed,
 )
 from pldiffix.anonymization.contributions import ContributionTracker
-from pldiffix.anonymization.hashing import hash_aid, hash_string
+from pldiffix.anonymization.count_distinct import DistinctAidsState
+from pldiffix.anonymization.hashing import hash_aids, hash_string
 from pldiffix.levels import AccessLevel
 from pldiffix.query_model import AnonymizingQuery, ColumnRef, RelationKind, ValidatedQuery
 from pldiffix.rewrite import SqlType, quote
@@ -297,7 +298,12 @@ def _anonymize(
     aid_types = [_column_type(live, aid) for aid in model.aid_columns]
     kinds = [AidKind.from_type_name(t) for t in aid_types]
     query = rewrite.bucket_query(
-        model, labels, aid_types, lambda c: _column_type(live, c), model.implicit_grouping
+        model,
+        labels,
+        aid_types,
+        lambda c: _column_type(live, c),
+        model.implicit_grouping,
+        distinct_aid_shortcut=params.low_count_min_threshold >= 2,
     )
 
     plan = rewrite.seed_plan(model, _qualified_column_type(model, live))
@@ -363,7 +369,10 @@ def _tracker(
     """A contribution tracker from aligned arrays of distinct AIDs (None: not a contributor)."""
     if len(hashes) != len(values):
         raise QueryError("internal error: AID and contribution arrays differ in length")
-    contributions = {h: v for h, v in zip(hashes, values, strict=True) if v is not None}
+    if None in values:
+        contributions = {h: v for h, v in zip(hashes, values, strict=True) if v is not None}
+    else:
+        contributions = dict(zip(hashes, values, strict=True))
     tracker = ContributionTracker(contributions, unaccounted)
     tracker.total = sum(contributions.values()) if total is None else total
     return tracker
@@ -389,7 +398,7 @@ def _bucket(
         value = rewrite.canonical_value(row[f"h{k}"], how)
         label_hashes.append(hash_string(label_material(value)))
     aids = [list(row[f"a{k}"] or []) for k in range(n)]
-    hashes = [[hash_aid(a, kind) for a in aids[k]] for k, kind in enumerate(kinds)]
+    hashes = [hash_aids(aids[k], kind) for k, kind in enumerate(kinds)]
 
     def trackers(
         prefix: str, j: int | None, integer: bool = True, total: str | None = None
@@ -440,6 +449,8 @@ def _bucket(
                 aggregates.append(AvgState(state, count, noise=noise))
             else:
                 aggregates.append(state)
+        elif kind in ("count_distinct", "count_distinct_noise") and item.distinct_aids:
+            aggregates.append(DistinctAidsState(set(hashes[0]), noise=noise))
         elif kind in ("count_distinct", "count_distinct_noise"):
             entries = _json(row[f"dv{item.distinct}"])
             inputs = [DistinctValueInput(e[0], [list(a or []) for a in e[1:]]) for e in entries]

@@ -343,6 +343,8 @@ class AggregateInput:
     histogram: int | None = None  # index among the histograms
     counted_instance: int | None = None
     bin_size: int = 1
+    # count(DISTINCT aid) over the only AID instance: the bucket's AIDs are the distinct values
+    distinct_aids: bool = False
 
 
 @dataclass
@@ -376,11 +378,14 @@ def bucket_query(
     aid_types: list[str],
     column_type: Any,
     hidden_count: bool,
+    distinct_aid_shortcut: bool = False,
 ) -> BucketQuery:
     """The SQL that returns one row per bucket (see the module docstring).
 
     `column_type(ColumnRef)` gives the normalized type of an aggregated column; `hidden_count`
-    adds a count(*) that implicit grouping needs to repeat rows.
+    adds a count(*) that implicit grouping needs to repeat rows. With `distinct_aid_shortcut`
+    (the caller checked that a single AID is always a low-count set), `count(DISTINCT aid)` over
+    the only AID instance ships nothing of its own: its values are the bucket's AIDs (`a0`).
     """
     aids = model.aid_columns
     n_aids = len(aids)
@@ -422,6 +427,14 @@ def bucket_query(
                 sums.add(item.value)
             if kind.startswith(("count", "avg")):
                 counts.add(item.value)
+        elif kind in ("count_distinct", "count_distinct_noise") and (
+            distinct_aid_shortcut
+            and n_aids == 1
+            and column is not None
+            and (column.alias, column.name) == (aids[0].alias, aids[0].name)
+            and not isinstance(argument, exp.Cast)
+        ):
+            item.distinct_aids = True
         elif kind in ("count_distinct", "count_distinct_noise"):
             assert column is not None
             item.value = value_of(column, argument)
@@ -482,8 +495,10 @@ def bucket_query(
         sets.append(list(labels_cols))  # exact per-instance totals of float sums
     sets.extend([*labels_cols, quote(f"r{d}")] for d in range(len(distinct)))
 
+    # A single grouping set is a plain GROUP BY (cheaper: no grouping-sets machinery), gs = 0.
+    single_set = len(sets) == 1
     per_aid: list[str] = [*labels_cols, *grouping_cols]
-    per_aid.append(f"GROUPING({', '.join(grouping_cols)}) AS gs")
+    per_aid.append("0 AS gs" if single_set else f"GROUPING({', '.join(grouping_cols)}) AS gs")
     per_aid.append("pg_catalog.count(*) FILTER (WHERE live) AS n")
     for j in sorted(counts):
         v = quote(f"v{j}")
@@ -522,10 +537,13 @@ def bucket_query(
                 f"pg_catalog.array_agg(DISTINCT {i}) FILTER (WHERE {i} IS NOT NULL) "
                 f"AS {quote(f'ha{h}_{k}')}"
             )
-    grouping_sets = ", ".join("(" + ", ".join(s) + ")" for s in sets)
+    if single_set:
+        group_by_sql = ", ".join(sets[0])
+    else:
+        group_by_sql = "GROUPING SETS (" + ", ".join("(" + ", ".join(s) + ")" for s in sets) + ")"
     per_aid_sql = (
         f"SELECT {', '.join(per_aid)} FROM (SELECT *, ({live}) AS live FROM ({base_sql}) base) "
-        f"rows GROUP BY GROUPING SETS ({grouping_sets})"
+        f"rows GROUP BY {group_by_sql}"
     )
 
     # The arrays of one instance are aligned without ORDER BY: the aggregates of one Agg node see
@@ -630,6 +648,18 @@ def typed_literal(text: str | None, sql_type: str) -> str:
     return f"CAST({string_literal(text)} AS {sql_type})"
 
 
+def array_literal(texts: Sequence[str | None]) -> str:
+    """A one-dimensional array's text input: every element quoted, NULL for None."""
+    return (
+        "{"
+        + ",".join(
+            "NULL" if t is None else '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for t in texts
+        )
+        + "}"
+    )
+
+
 def rows_relation(
     column_names: Sequence[str],
     column_types: Sequence[str],
@@ -638,7 +668,15 @@ def rows_relation(
 ) -> str:
     """`(SELECT ...)`: the rows as typed literals, optionally each repeated by a count column."""
     names = ", ".join(quote(n) for n in column_names)
-    if rows:
+    if rows and not any(t.endswith("]") for t in column_types):
+        # One array literal per column: a few tokens for the caller to parse, however many rows.
+        columns = ", ".join(
+            f"pg_catalog.unnest(CAST({string_literal(array_literal([r[c] for r in rows]))} "
+            f"AS {t}[]))"
+            for c, t in enumerate(column_types)
+        )
+        source = f"ROWS FROM ({columns}) AS v({names})"
+    elif rows:
         values = ", ".join(
             "("
             + ", ".join(typed_literal(v, t) for v, t in zip(row, column_types, strict=True))

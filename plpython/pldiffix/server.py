@@ -224,24 +224,21 @@ def _run_with_own_privileges(plpy: Any, tree: Any) -> str:
     timestamps in ISO 8601 whatever the session's DateStyle (which still governs casts to text
     inside the query).
     """
-    names = plpy.execute(_wrapped(tree, _COLUMN_NAMES)).colnames() or []
-    result = plpy.execute(_wrapped(tree, _ROWS_AS_JSON))
+    statement = tree.sql(dialect="postgres")  # generated once, wrapped twice
+    names = plpy.execute(_wrapped(statement, _COLUMN_NAMES)).colnames() or []
+    result = plpy.execute(_wrapped(statement, _ROWS_AS_JSON))
     rows = [results.decode_row_json(row["row"]) for row in result]
     return results.encode_document(names, [0] * len(names), rows)
 
 
-_COLUMN_NAMES = "SELECT * FROM (SELECT 1) AS q LIMIT 0"
-_ROWS_AS_JSON = "SELECT pg_catalog.row_to_json(q)::text AS row FROM (SELECT 1) AS q"
+_COLUMN_NAMES = "SELECT * FROM ({}) AS q LIMIT 0"
+_ROWS_AS_JSON = "SELECT CAST(pg_catalog.row_to_json(q) AS TEXT) AS row FROM ({}) AS q"
 
 
-def _wrapped(tree: Any, template: str) -> str:
-    """One of the fixed templates above with the parsed query as its subquery `q`."""
-    import sqlglot
-    from sqlglot import exp
-
-    wrapper = sqlglot.parse_one(template, read="postgres")
-    wrapper.find(exp.Subquery).set("this", tree.copy())
-    return wrapper.sql(dialect="postgres")
+def _wrapped(statement: str, template: str) -> str:
+    """One of the fixed templates above with `statement` (generated from a parsed tree, one
+    SELECT) as its subquery `q`."""
+    return template.format(statement)
 
 
 @_reports_errors

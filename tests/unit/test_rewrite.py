@@ -112,10 +112,16 @@ def test_anonymized_rows_replace_the_anonymizing_select() -> None:
 
 def test_rows_relation_and_values() -> None:
     relation = rewrite.rows_relation(
-        ["__i", "l0", "a0"], ["integer", "text", "bigint"], [["0", "O'Brien\\", "5"]], "a0"
+        ["__i", "l0", "a0"], ["integer", "bigint[]", "bigint"], [["0", "{1}", "5"]], "a0"
     )
-    assert "E'O''Brien\\\\'" in relation
+    assert "CAST(E'{1}' AS bigint[])" in relation
     assert 'generate_series(1, v."a0")' in relation
+    columnar = rewrite.rows_relation(
+        ["__i", "l0"], ["integer", "text"], [["0", "O'Brien\\"], ["1", None]], None
+    )
+    assert 'ROWS FROM (pg_catalog.unnest(CAST(E\'{"0","1"}\' AS integer[]))' in columnar
+    assert "CAST(E'{\"O''Brien\\\\\\\\\",NULL}' AS text[])" in columnar
+    assert rewrite.array_literal(['a"b', "", None]) == '{"a\\"b","",NULL}'
     empty = rewrite.rows_relation(["__i"], ["integer"], [], None)
     assert "WHERE FALSE" in empty
     assert rewrite.value_text(1.5) == "1.5"
@@ -158,3 +164,35 @@ def test_engine_refuses_foreign_functions_types_and_volatile_calls(expression, r
             checks._check_expression(node)
     else:
         checks._check_expression(node)
+
+
+def _bucket_query(sql: str, aid_types: list[str], shortcut: bool = True) -> rewrite.BucketQuery:
+    model = _model(sql)
+    labels = [rewrite.SqlType(25, "text", "text", "S")] * len(model.groups)
+    return rewrite.bucket_query(
+        model,
+        labels,
+        aid_types,
+        lambda c: TYPES.get((c.relation.name, c.name), "int4"),
+        hidden_count=False,
+        distinct_aid_shortcut=shortcut,
+    )
+
+
+def test_single_grouping_set_is_a_plain_group_by() -> None:
+    query = _bucket_query("SELECT city, count(*) FROM test_customers GROUP BY 1", ["int4"])
+    assert "GROUPING" not in query.sql
+    assert 'GROUP BY "l0", "i0")' in query.sql
+    assert "0 AS gs" in query.sql
+
+
+def test_count_distinct_of_the_only_aid_ships_nothing_of_its_own() -> None:
+    sql = "SELECT city, count(DISTINCT id) FROM test_customers GROUP BY 1"
+    query = _bucket_query(sql, ["int4"])
+    assert [(i.kind, i.distinct_aids) for i in query.inputs] == [("count_distinct", True)]
+    assert "dense_rank" not in query.sql and "GROUPING" not in query.sql
+    general = _bucket_query(sql, ["int4"], shortcut=False)
+    assert not general.inputs[0].distinct_aids
+    assert "dense_rank" in general.sql and "GROUPING SETS" in general.sql
+    other = _bucket_query("SELECT count(DISTINCT city) FROM test_customers", ["int4"])
+    assert not other.inputs[0].distinct_aids

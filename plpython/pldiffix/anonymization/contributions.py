@@ -14,8 +14,10 @@ seed and the XOR of all contributing AID hashes.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -76,13 +78,11 @@ class ContributionTracker:
 
     @property
     def aid_seed(self) -> int:
-        seed = 0
-        for aid in self.contributions:
-            seed ^= aid
-        return seed
+        return functools.reduce(operator.xor, self.contributions, 0)
 
     def top_contributors(self, capacity: int) -> list[tuple[Number, int]]:
-        return top_contributors(self.contributions.items(), capacity)
+        contributions = self.contributions
+        return heapq.nlargest(capacity, zip(contributions.values(), contributions, strict=True))
 
     def result(self, params: AnonymizationParams, bucket_seed: int) -> SummableResult:
         return aggregate_contributions(

@@ -9,6 +9,7 @@ The resulting per-AID counts are then flattened and noised like ``count``.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from pldiffix.anonymization.contributions import (
     aggregate_contributions,
     top_contributors,
 )
-from pldiffix.anonymization.hashing import AidKind, AidValue, hash_aid
+from pldiffix.anonymization.hashing import AidKind, AidValue, hash_aids
 from pldiffix.anonymization.noise import is_low_count
 from pldiffix.anonymization.params import AnonymizationParams
 
@@ -107,7 +108,7 @@ class CountDistinctState:
             if len(item.aids) != len(kinds):
                 raise ValueError("one AID list per AID instance is required")
             sets: AidSets = [
-                None if aids is None else frozenset(hash_aid(aid, kind) for aid in aids)
+                None if aids is None else frozenset(hash_aids(aids, kind))
                 for kind, aids in zip(kinds, item.aids, strict=True)
             ]
             state._add(item.key, sets)
@@ -180,6 +181,70 @@ class CountDistinctState:
             noisy_count=noisy_count,
             noise_sd=noise_sd,
             not_enough_aid_values=accumulator.not_enough_aid_values and high_count_values == 0,
+        )
+
+    def count(self, ctx: BucketContext) -> int:
+        return max(self.calculate(ctx).noisy_count, ctx.min_count)
+
+    def noise_sd(self, ctx: BucketContext) -> float | None:
+        result = self.calculate(ctx)
+        return None if result.not_enough_aid_values else result.noise_sd
+
+    def finalize(self, ctx: BucketContext) -> int | float | None:
+        return self.noise_sd(ctx) if self.noise else self.count(ctx)
+
+
+@dataclass
+class DistinctAidsState:
+    """``count(DISTINCT aid)`` over the only AID instance, when a single AID is always low-count.
+
+    Each distinct value is then an AID whose AID set is just itself: every value is low-count
+    (one member is below ``low_count_min_threshold`` >= 2) and the dealing gives each AID its
+    own value. The result is therefore ``CountDistinctState``'s with no high-count values and a
+    contribution of 1 per AID; this state keeps only the AID hashes (merges are set unions, as
+    the values of ``CountDistinctState`` are).
+    """
+
+    hashes: set[int] = field(default_factory=set)
+    noise: bool = False
+
+    def merge(self, other: DistinctAidsState) -> None:
+        self.hashes |= other.hashes
+
+    def empty(self) -> DistinctAidsState:
+        return DistinctAidsState(set(), self.noise)
+
+    def calculate(self, ctx: BucketContext) -> CountDistinctResult:
+        params = ctx.params
+        if params.low_count_min_threshold < 2:
+            raise ValueError("DistinctAidsState needs low_count_min_threshold >= 2")
+        count = len(self.hashes)
+        aid_seed = 0
+        for aid in self.hashes:
+            aid_seed ^= aid
+        top = [(1, aid) for aid in heapq.nlargest(params.top_capacity, self.hashes)]
+        result = aggregate_contributions(
+            params,
+            bucket_seed=ctx.bucket_seed,
+            aid_seed=aid_seed,
+            true_total=count,
+            distinct_contributors=count,
+            unaccounted_for=0,
+            top=top,
+        )
+        accumulator = ResultAccumulator()
+        accumulator.add(result)
+        noisy_count = 0
+        noise_sd = 0.0
+        if not accumulator.not_enough_aid_values:
+            noisy_count = c_round_to_int(accumulator.noisy_value)
+            noise_sd = accumulator.reported_noise
+        return CountDistinctResult(
+            high_count_values=0,
+            low_count_values=count,
+            noisy_count=noisy_count,
+            noise_sd=noise_sd,
+            not_enough_aid_values=accumulator.not_enough_aid_values,
         )
 
     def count(self, ctx: BucketContext) -> int:

@@ -6,10 +6,12 @@ meets the same threshold regardless of how the bucket is labelled.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pldiffix.anonymization.hashing import AidKind, AidValue, hash_aid
+from pldiffix.anonymization.hashing import AidKind, AidValue, hash_aids
 from pldiffix.anonymization.noise import is_low_count
 from pldiffix.anonymization.params import AnonymizationParams
 
@@ -27,9 +29,7 @@ class LowCountState:
         """``aids[k]``: the distinct non-NULL AID values of instance ``k`` in the bucket."""
         if len(kinds) != len(aids):
             raise ValueError("one AID list per AID instance is required")
-        return cls(
-            [{hash_aid(a, kind) for a in values} for kind, values in zip(kinds, aids, strict=True)]
-        )
+        return cls([set(hash_aids(values, kind)) for kind, values in zip(kinds, aids, strict=True)])
 
     def merge(self, other: LowCountState) -> None:
         for mine, theirs in zip(self.aid_sets, other.aid_sets, strict=True):
@@ -41,8 +41,6 @@ class LowCountState:
     def is_low_count(self, params: AnonymizationParams) -> bool:
         low = False
         for aid_set in self.aid_sets:
-            seed = 0
-            for aid in aid_set:
-                seed ^= aid
+            seed = functools.reduce(operator.xor, aid_set, 0)
             low = low or is_low_count(params, len(aid_set), seed)
         return low
