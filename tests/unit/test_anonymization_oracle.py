@@ -10,8 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from pldiffix.anonymization import AidKind, AnonymizationParams, SummandType
-from test_anonymization_fixtures import (
+from bucket_replay import (
     avg_col,
     count_col,
     count_distinct,
@@ -20,6 +19,7 @@ from test_anonymization_fixtures import (
     run_query,
     sum_col,
 )
+from pldiffix.anonymization import AidKind, AnonymizationParams, SummandType
 
 ORDERS = [
     {

@@ -1,6 +1,6 @@
 """pg_diffix's own regression figures (test/expected/*.out), replayed through the Python core.
 
-Rows go through the stand-in for the SQL grouping in test_anonymization_fixtures; the expected
+Rows go through the stand-in for the SQL grouping in bucket_replay; the expected
 numbers are copied from pg_diffix's expected outputs (salt 'diffix').
 """
 
@@ -10,8 +10,7 @@ import math
 from decimal import Decimal
 
 import pytest
-from pldiffix.anonymization import AidKind, AnonymizationParams, SummandType
-from test_anonymization_fixtures import (
+from bucket_replay import (
     CUSTOMER_AIDS,
     CUSTOMERS,
     NOISY,
@@ -27,6 +26,7 @@ from test_anonymization_fixtures import (
     run_query,
     sum_col,
 )
+from pldiffix.anonymization import AidKind, AnonymizationParams, SummandType
 
 CITY = [lambda r: r["city"]]
 CITY_SEED = ["test_customers.city"]
