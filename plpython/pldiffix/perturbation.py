@@ -7,53 +7,19 @@ identifiers read from the catalog (quoted) and parameters.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pldiffix import catalog, laplace, tbe
+from pldiffix.errors import UserError, reports_errors
 from pldiffix.levels import AccessLevel
-from pldiffix.statements import QueryError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 METHODS = ("tbe", "laplace")
 _INTEGER_TYPES = ("int2", "int4", "int8")
-
-
-class PerturbationError(Exception):
-    """A problem the caller can fix; carries a SQLSTATE and a hint."""
-
-    def __init__(self, message: str, sqlstate: str = "22023", hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.sqlstate = sqlstate
-        self.hint = hint
-
-
-def reports_errors(function: F) -> F:
-    """Turn the errors users can fix into plpy.error with a SQLSTATE, detail and hint."""
-
-    @functools.wraps(function)
-    def wrapper(plpy: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(plpy, *args, **kwargs)
-        except QueryError as error:
-            extra = {"detail": error.detail(), "hint": error.hint}
-            plpy.error(error.message, sqlstate="0A000", **{k: v for k, v in extra.items() if v})
-        except PerturbationError as error:
-            extra = {"hint": error.hint} if error.hint else {}
-            plpy.error(error.message, sqlstate=error.sqlstate, **extra)
-        except (tbe.TbeConfigError, laplace.LaplaceConfigError) as error:
-            plpy.error(f"invalid configuration: {error}", sqlstate="22023")
-        except (tbe.TbeInputError, laplace.LaplaceInputError) as error:
-            plpy.error(str(error), sqlstate="22023")
-        except PermissionError as error:
-            plpy.error(str(error), sqlstate="42501")
-
-    return wrapper  # type: ignore[return-value]
 
 
 def quote_ident(name: str) -> str:
@@ -120,7 +86,7 @@ WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
 def _table_facts(plpy: Any, relid: int) -> Any:
     rows = catalog.query(plpy, _TABLE, ("oid",), (relid,))
     if not rows:
-        raise PerturbationError(f"table with OID {relid} does not exist", "42P01")
+        raise UserError(f"table with OID {relid} does not exist", "42P01")
     return rows[0]
 
 
@@ -141,7 +107,7 @@ def _find_column(columns: dict[str, Column], name: str, what: str, table: str) -
     matches = [c for c in columns.values() if c.name.casefold() == name.casefold()]
     if len(matches) == 1:
         return matches[0]
-    raise PerturbationError(
+    raise UserError(
         f"{what} {name!r} is not a column of table {table}",
         "42703",
         hint="columns: " + ", ".join(columns),
@@ -163,7 +129,7 @@ def load(plpy: Any, relid: int) -> PerturbedTable:
         (relid,),
     )
     if not rows:
-        raise PerturbationError(
+        raise UserError(
             f"table {_table_facts(plpy, relid)['sql_name']} has no TBE or Laplace configuration",
             hint="an administrator configures it with CALL diffix.mark_tbe(...) or "
             "diffix.mark_laplace(...)",
@@ -204,21 +170,21 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
     if not catalog.role_facts(plpy, role).is_admin:
         raise PermissionError("only superusers and members of diffix_admin can label tables")
     if method not in METHODS:
-        raise PerturbationError(f"unknown perturbation method {method!r}")
+        raise UserError(f"unknown perturbation method {method!r}")
     facts = _table_facts(plpy, relid)
     name = facts["sql_name"]
     if facts["nspname"] in ("pg_catalog", "information_schema", "diffix") or facts[
         "nspname"
     ].startswith("pg_"):
-        raise PerturbationError(f"{name} is a system table and cannot be labeled")
+        raise UserError(f"{name} is a system table and cannot be labeled")
     if facts["relkind"] not in ("r", "m"):
-        raise PerturbationError(
+        raise UserError(
             f"{name} is not a plain table or materialized view and cannot be perturbed", "42809"
         )
     if facts["inherits"]:
-        raise PerturbationError(f"{name} uses table inheritance, which is not supported", "0A000")
+        raise UserError(f"{name} uses table inheritance, which is not supported", "0A000")
     if config_text is None:
-        raise PerturbationError("the configuration must not be NULL")
+        raise UserError("the configuration must not be NULL")
     config = _parse(method, config_text)
     columns = _columns(plpy, relid)
     if isinstance(config, tbe.TbeConfig):
@@ -261,27 +227,27 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
 def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: tbe.TbeConfig) -> None:
     key = _find_column(columns, config.record_key_name, "record_key_name", name)
     if key.type_name not in _INTEGER_TYPES:
-        raise PerturbationError(
+        raise UserError(
             f"record key column {key.name!r} has type {key.type_sql}; it must be an integer type",
             "42804",
             hint="pldiffix tbe-keys adds a bigint record key column",
         )
     tiebreaker = _find_column(columns, config.value_tiebreaker_name, "value_tiebreaker_name", name)
     if tiebreaker.name == key.name:
-        raise PerturbationError("the record key column cannot also be the value tiebreaker")
+        raise UserError("the record key column cannot also be the value tiebreaker")
     stats = plpy.execute(
         f"SELECT pg_catalog.count(*) FILTER (WHERE {key.sql} IS NULL) AS nulls, "
         f"pg_catalog.min({key.sql}) AS lo, pg_catalog.max({key.sql}) AS hi FROM {name}"
     )[0]
     if stats["nulls"]:
-        raise PerturbationError(
+        raise UserError(
             f"record key column {key.name!r} has {stats['nulls']} NULL value(s); every record "
             "needs a key"
         )
     for bound in ("lo", "hi"):
         value = stats[bound]
         if value is not None and not 0 <= value < config.big_n:
-            raise PerturbationError(
+            raise UserError(
                 f"record key column {key.name!r} holds {value}, outside [0, bigN={config.big_n})",
                 hint="record keys must be drawn uniformly from [0, bigN); pldiffix tbe-keys "
                 "adds such a column",
@@ -292,7 +258,7 @@ def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: tbe.Tbe
     for declared in config.scope_keys.fields:
         column = _find_column(columns, declared, "declared field", name)
         if column.name in (key.name, tiebreaker.name):
-            raise PerturbationError(
+            raise UserError(
                 f"declared field {declared!r} is the record key or the tiebreaker column"
             )
         if column.numeric:
@@ -303,7 +269,7 @@ def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: tbe.Tbe
             )
             if outside.nrows():
                 shown = ", ".join("NULL" if r["v"] is None else str(r["v"]) for r in outside[:5])
-                raise PerturbationError(
+                raise UserError(
                     f"incomplete scope key declarations: field {declared!r}: value(s) {shown}"
                     f"{' and more' if outside.nrows() > 5 else ''} in no declared range",
                     hint="declare a range (or the NULL sentinel, an empty value name) for "
@@ -336,7 +302,7 @@ def _tbe_table(plpy: Any, relid: int | str) -> PerturbedTable:
         )[0]["oid"]
     table = load(plpy, relid)
     if table.tbe_config is None:
-        raise PerturbationError(f"table {table.sql_name} is configured for Laplace noise, not TBE")
+        raise UserError(f"table {table.sql_name} is configured for Laplace noise, not TBE")
     return table
 
 
@@ -356,7 +322,7 @@ def perturb_count(
     if config.scoped:
         sk = 1 if scope_key is None else tbe.validate_record_key(scope_key, config.big_n)
     elif scope_key is not None:
-        raise PerturbationError("the table has no scope key declarations: pass no scope key")
+        raise UserError("the table has no scope key declarations: pass no scope key")
     else:
         sk = None
     return tbe.perturbed_count(n, tbe.count_perturbation(config, key, n, sk))
@@ -372,5 +338,5 @@ def range_label(
     config = _tbe_table(plpy, relid).tbe_config
     assert config is not None
     if config.scope_keys is None:
-        raise PerturbationError("the table has no scope key declarations, so no declared ranges")
+        raise UserError("the table has no scope key declarations, so no declared ranges")
     return config.scope_keys.range_label(field_name, value)

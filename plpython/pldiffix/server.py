@@ -6,62 +6,19 @@ Errors the user can fix are raised with plpy.error so they carry a SQLSTATE, det
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from pldiffix import catalog, results, session, settings
-from pldiffix.anonymization.seeds import SeedMaterialTooLong
+from pldiffix.errors import reports_errors
 from pldiffix.levels import AccessLevel, most_restricted
-from pldiffix.statements import QueryError, parse_single_select
-from pldiffix.validation.errors import ValidationError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-INSUFFICIENT_PRIVILEGE = "42501"
-INVALID_PARAMETER_VALUE = "22023"
-FEATURE_NOT_SUPPORTED = "0A000"
-
-
-def _reports_errors(function: F) -> F:
-    @functools.wraps(function)
-    def wrapper(plpy: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(plpy, *args, **kwargs)
-        except QueryError as error:
-            extra = {"detail": error.detail(), "hint": error.hint}
-            plpy.error(
-                error.message,
-                sqlstate=FEATURE_NOT_SUPPORTED,
-                **{key: value for key, value in extra.items() if value},
-            )
-        except settings.SettingError as error:
-            plpy.error(str(error), sqlstate=INVALID_PARAMETER_VALUE)
-        except PermissionError as error:
-            plpy.error(str(error), sqlstate=INSUFFICIENT_PRIVILEGE)
-        except ValidationError as error:
-            extra = {"detail": _validation_detail(error), "hint": error.hint}
-            plpy.error(
-                error.message,
-                sqlstate=error.sqlstate,
-                **{key: value for key, value in extra.items() if value},
-            )
-        except SeedMaterialTooLong as error:
-            plpy.error(str(error), sqlstate="42622")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _validation_detail(error: ValidationError) -> str | None:
-    return f"offending expression: {error.fragment}" if error.fragment else None
-
+from pldiffix.statements import parse_single_select
 
 # --- access levels -------------------------------------------------------------------------------
 
 
-@_reports_errors
+@reports_errors
 def access_level(plpy: Any) -> str:
     return catalog.effective_level(plpy, catalog.current_role(plpy)).value
 
@@ -69,7 +26,7 @@ def access_level(plpy: Any) -> str:
 # --- settings ------------------------------------------------------------------------------------
 
 
-@_reports_errors
+@reports_errors
 def show_settings(plpy: Any) -> list[tuple[str, str, str, str]]:
     role = catalog.current_role(plpy)
     is_admin = catalog.role_facts(plpy, role).is_admin
@@ -99,7 +56,7 @@ def _stored_salt(plpy: Any) -> str:
     return rows[0]["salt"] or ""
 
 
-@_reports_errors
+@reports_errors
 def set_setting(plpy: Any, name: str, raw: str | None) -> str:
     """diffix.set(name, value): a session value, checked against who may change what."""
     spec = settings.spec_for(name)
@@ -127,7 +84,7 @@ def set_setting(plpy: Any, name: str, raw: str | None) -> str:
     return settings.format_value(value)
 
 
-@_reports_errors
+@reports_errors
 def configure(plpy: Any, name: str, raw: str | None) -> None:
     """diffix.configure(name, value): the database-wide value. Runs as definer; admins only."""
     _require_admin(plpy, "change database-wide settings")
@@ -163,7 +120,7 @@ def _require_admin(plpy: Any, action: str) -> str:
 # --- queries -------------------------------------------------------------------------------------
 
 
-@_reports_errors
+@reports_errors
 def query_json(plpy: Any, sql: str | None) -> str:
     """diffix.query_json(sql): rows as a jsonb document, anonymized unless the role is direct."""
     tree = parse_single_select(sql)
@@ -201,7 +158,7 @@ def query_json(plpy: Any, sql: str | None) -> str:
     return _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]))
 
 
-@_reports_errors
+@reports_errors
 def query_rows(plpy: Any, sql: str | None) -> list[list[Any]]:
     """diffix.query(sql): the rows of query_json, typed by the caller's column definition list."""
     document = json.loads(query_json(plpy, sql), parse_float=Decimal)
@@ -241,7 +198,7 @@ def _wrapped(statement: str, template: str) -> str:
     return template.format(statement)
 
 
-@_reports_errors
+@reports_errors
 def anonymized_query_json(
     plpy: Any, sql: str | None, requested_level: str | None, schemas: list[str] | None = None
 ) -> str:

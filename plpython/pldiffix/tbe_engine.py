@@ -25,8 +25,9 @@ from typing import Any
 from sqlglot import exp
 
 from pldiffix import catalog, laplace, results, tbe
+from pldiffix.errors import reports_errors
 from pldiffix.levels import AccessLevel
-from pldiffix.perturbation import Column, PerturbedTable, load, reports_errors
+from pldiffix.perturbation import Column, PerturbedTable, load
 from pldiffix.statements import QueryError, parse_single_select
 
 _TEXT_OID = 25
