@@ -25,10 +25,12 @@ AS $$
 DECLARE
   exposure record;
 BEGIN
-  SELECT * INTO exposure FROM diffix._personal_table_exposures() LIMIT 1;
+  SELECT e.*, l.label INTO exposure
+  FROM diffix._personal_table_exposures() e JOIN diffix.table_labels l ON l.relid = e.relid
+  LIMIT 1;
   IF FOUND THEN
-    RAISE EXCEPTION '% refused: personal table % would be readable by % (%) outside anonymization',
-      tg_tag, exposure.table_name, exposure.grantee, exposure.via
+    RAISE EXCEPTION '% refused: % table % would be readable by % (%) outside anonymization',
+      tg_tag, exposure.label, exposure.table_name, exposure.grantee, exposure.via
       USING ERRCODE = 'insufficient_privilege',
             HINT = 'anonymized roles query personal tables through diffix.query_json; to give a role '
                    'raw access, first CALL diffix.mark_role(role, ''direct'')';

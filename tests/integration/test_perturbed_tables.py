@@ -322,7 +322,9 @@ def test_analysts_cannot_read_the_table_or_its_keys_directly(analyst):
     ],
 )
 def test_grants_exposing_a_perturbed_table_are_refused(dwellings, grant):
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"public\.dwellings"):
+    with pytest.raises(
+        psycopg.errors.InsufficientPrivilege, match=r"refused: perturbed table public\.dwellings"
+    ):
         dwellings.admin.execute(grant)
 
 
