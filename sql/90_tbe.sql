@@ -47,14 +47,15 @@ $python$;
 REVOKE ALL ON FUNCTION diffix._mark_perturbed(oid, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION diffix._mark_perturbed(oid, text, jsonb) TO PUBLIC;
 
--- The public procedures re-raise errors without PL/Python's "plpy.Error: " prefix.
-CREATE OR REPLACE PROCEDURE diffix.mark_tbe(table_name text, config jsonb)
+-- Configures a table and reports the summary; errors are re-raised without PL/Python's
+-- "plpy.Error: " prefix.
+CREATE OR REPLACE PROCEDURE diffix._mark_perturbed_table(table_name text, method text, config jsonb)
 LANGUAGE plpgsql
 AS $$
 DECLARE
   message text; detail text; hint text; summary text;
 BEGIN
-  summary := diffix._mark_perturbed(diffix._resolve_table(table_name), 'tbe', config);
+  summary := diffix._mark_perturbed(diffix._resolve_table(table_name), method, config);
   RAISE NOTICE '%', summary;
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
@@ -63,18 +64,19 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+CREATE OR REPLACE PROCEDURE diffix.mark_tbe(table_name text, config jsonb)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  CALL diffix._mark_perturbed_table(table_name, 'tbe', config);
+END
+$$;
+
 CREATE OR REPLACE PROCEDURE diffix.mark_laplace(table_name text, config jsonb)
 LANGUAGE plpgsql
 AS $$
-DECLARE
-  message text; detail text; hint text; summary text;
 BEGIN
-  summary := diffix._mark_perturbed(diffix._resolve_table(table_name), 'laplace', config);
-  RAISE NOTICE '%', summary;
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+  CALL diffix._mark_perturbed_table(table_name, 'laplace', config);
 END
 $$;
 

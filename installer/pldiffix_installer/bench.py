@@ -600,6 +600,13 @@ def _clone(dsn: str, name: str) -> None:
         )
 
 
+# The same labels in both systems: both offer pg_diffix's admin procedures.
+LABELS = (
+    "CALL diffix.mark_personal('customers', 'id'); CALL diffix.mark_personal('tx', 'cid'); "
+    "CALL diffix.mark_public('cities');"
+)
+
+
 def setup_pldiffix(dsn: str) -> None:
     """pldiffix with its labels, a direct role and an anonymized_trusted role."""
     _clone(dsn, DB_PLDIFFIX)
@@ -607,9 +614,7 @@ def setup_pldiffix(dsn: str) -> None:
     with _connect(dsn, DB_PLDIFFIX) as conn:
         conn.execute(
             f"""
-            CALL diffix.mark_personal('customers', 'id');
-            CALL diffix.mark_personal('tx', 'cid');
-            CALL diffix.mark_public('cities');
+            {LABELS}
             CREATE ROLE {ROLE_DIRECT} LOGIN;
             CREATE ROLE {ROLE_ANONYMIZED} LOGIN;
             CALL diffix.mark_role('{ROLE_DIRECT}', 'direct');
@@ -645,9 +650,7 @@ def setup_pg_diffix(dsn: str) -> None:
     with _connect(dsn, DB_PG_DIFFIX) as conn:  # a new session loads the library
         conn.execute(
             f"""
-            CALL diffix.mark_personal('customers', 'id');
-            CALL diffix.mark_personal('tx', 'cid');
-            CALL diffix.mark_public('cities');
+            {LABELS}
             CREATE ROLE {ROLE_PG_DIFFIX} LOGIN;
             GRANT SELECT ON customers, tx, cities TO {ROLE_PG_DIFFIX};
             CALL diffix.mark_role('{ROLE_PG_DIFFIX}', 'anonymized_trusted');

@@ -53,10 +53,6 @@ class SqlType:
     category: str  # pg_type.typcategory
 
     @property
-    def is_numeric(self) -> bool:
-        return self.name in NUMERIC_TYPES
-
-    @property
     def is_datetime(self) -> bool:
         return self.category == "D"
 

@@ -28,8 +28,5 @@ def set_override(session_user: str, name: str, value: Any) -> None:
     _overrides[name] = value
 
 
-def reset(name: str | None = None) -> None:
-    if name is None:
-        _overrides.clear()
-    else:
-        _overrides.pop(name, None)
+def reset() -> None:
+    _overrides.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +90,3 @@ class OutputRow:
 def evaluate_low_count(buckets: Iterable[Bucket], params: AnonymizationParams) -> None:
     for bucket in buckets:
         bucket.low_count = bucket.evaluate_low_count(params)
-
-
-def visible(buckets: Sequence[Bucket]) -> list[Bucket]:
-    return [b for b in buckets if not b.low_count and not b.merged]

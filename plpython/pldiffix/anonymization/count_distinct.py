@@ -87,8 +87,27 @@ def _deal_values(per_aid: list[tuple[int, list[int]]], value_count: int) -> dict
     return counts
 
 
+class _DistinctFinalization:
+    """Turns a state's ``calculate`` result into count(DISTINCT ...) or its noise."""
+
+    noise: bool
+
+    def calculate(self, ctx: BucketContext) -> CountDistinctResult:
+        raise NotImplementedError
+
+    def count(self, ctx: BucketContext) -> int:
+        return max(self.calculate(ctx).noisy_count, ctx.min_count)
+
+    def noise_sd(self, ctx: BucketContext) -> float | None:
+        result = self.calculate(ctx)
+        return None if result.not_enough_aid_values else result.noise_sd
+
+    def finalize(self, ctx: BucketContext) -> int | float | None:
+        return self.noise_sd(ctx) if self.noise else self.count(ctx)
+
+
 @dataclass
-class CountDistinctState:
+class CountDistinctState(_DistinctFinalization):
     """Per distinct value (by key): one AID-hash set per AID instance."""
 
     instances: int
@@ -183,19 +202,9 @@ class CountDistinctState:
             not_enough_aid_values=accumulator.not_enough_aid_values and high_count_values == 0,
         )
 
-    def count(self, ctx: BucketContext) -> int:
-        return max(self.calculate(ctx).noisy_count, ctx.min_count)
-
-    def noise_sd(self, ctx: BucketContext) -> float | None:
-        result = self.calculate(ctx)
-        return None if result.not_enough_aid_values else result.noise_sd
-
-    def finalize(self, ctx: BucketContext) -> int | float | None:
-        return self.noise_sd(ctx) if self.noise else self.count(ctx)
-
 
 @dataclass
-class DistinctAidsState:
+class DistinctAidsState(_DistinctFinalization):
     """``count(DISTINCT aid)`` over the only AID instance, when a single AID is always low-count.
 
     Each distinct value is then an AID whose AID set is just itself: every value is low-count
@@ -246,16 +255,6 @@ class DistinctAidsState:
             noise_sd=noise_sd,
             not_enough_aid_values=accumulator.not_enough_aid_values,
         )
-
-    def count(self, ctx: BucketContext) -> int:
-        return max(self.calculate(ctx).noisy_count, ctx.min_count)
-
-    def noise_sd(self, ctx: BucketContext) -> float | None:
-        result = self.calculate(ctx)
-        return None if result.not_enough_aid_values else result.noise_sd
-
-    def finalize(self, ctx: BucketContext) -> int | float | None:
-        return self.noise_sd(ctx) if self.noise else self.count(ctx)
 
 
 def _sort_key(key: Hashable) -> tuple[int, object]:
