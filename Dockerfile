@@ -2,7 +2,7 @@
 FROM postgres:15-bookworm
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends postgresql-plpython3-15 python3-venv \
+ && apt-get install -y --no-install-recommends postgresql-plpython3-15 python3-numpy python3-venv \
  && rm -rf /var/lib/apt/lists/*
 
 COPY pyproject.toml README.md /opt/pldiffix/

@@ -97,7 +97,10 @@ import json, sys
 plpy.execute("SELECT diffix._load_python()")
 import pldiffix, sqlglot
 from pldiffix import server  # noqa: imports every module the entry points need
+from pldiffix.anonymization import bulk
+numpy = sys.modules.get("numpy")
 return json.dumps({"python": sys.version.split()[0], "pldiffix": pldiffix.__version__,
-                   "sqlglot": sqlglot.__version__})
+                   "sqlglot": sqlglot.__version__, "kernel": bulk.KERNEL.name,
+                   "numpy": numpy.__version__ if numpy is not None else None})
 $python$;
 REVOKE ALL ON FUNCTION diffix._python_versions() FROM PUBLIC;

@@ -144,7 +144,13 @@ def _verify_python(conn: psycopg.Connection) -> str:
         raise InstallError(
             f"the server's PL/Python cannot import the deployed code: {error.diag.message_primary}"
         ) from None
-    return f"(server Python {versions['python']}, sqlglot {versions['sqlglot']})"
+    found = f"server Python {versions['python']}, sqlglot {versions['sqlglot']}"
+    if versions.get("numpy"):
+        return f"({found}, numpy {versions['numpy']})"
+    return (
+        f"({found}; no numpy: per-AID work runs in pure Python, several times slower; "
+        "install it for the server's Python, e.g. apt-get install python3-numpy)"
+    )
 
 
 def _record_version(conn: psycopg.Connection, previous: str | None) -> str:

@@ -38,12 +38,15 @@ from pldiffix.anonymization import (
     SummandType,
     SumState,
     anonymize_buckets,
+    bulk,
     label_material,
     sql_seed,
 )
-from pldiffix.anonymization.contributions import ContributionTracker
+from pldiffix.anonymization.contributions import ContributionTracker, SummarizedTracker
 from pldiffix.anonymization.count_distinct import DistinctAidsState
 from pldiffix.anonymization.hashing import hash_aids, hash_string
+from pldiffix.anonymization.led import MAX_LABELS_WITHOUT_LED
+from pldiffix.anonymization.low_count import LowCountSummary
 from pldiffix.levels import AccessLevel
 from pldiffix.query_model import AnonymizingQuery, ColumnRef, RelationKind, ValidatedQuery
 from pldiffix.rewrite import SqlType, quote
@@ -51,7 +54,8 @@ from pldiffix.statements import QueryError
 from pldiffix.validation import validate
 from pldiffix.validation.pgtypes import normalize_type
 
-FETCH_SIZE = 500
+FETCH_SIZE = 500  # bucket rows per fetch, at most
+MAX_AIDS_PER_FETCH = 1 << 18  # per-AID values held at once, unless a single row has more
 ENGINE_SCHEMAS = frozenset({"pg_catalog", "diffix"})
 # Volatile functions that cannot observe or change anything an analyst could abuse.
 HARMLESS_VOLATILE = frozenset({"random", "clock_timestamp", "timeofday"})
@@ -318,14 +322,25 @@ def _anonymize(
         low_count_filter=model.low_count_filter,
     )
 
+    reader = _BucketReader(
+        query,
+        kinds,
+        labels,
+        params,
+        summarize=not model.low_count_filter or len(labels) <= MAX_LABELS_WITHOUT_LED,
+    )
     buckets: list[Bucket] = []
     cursor = plpy.cursor(query.sql)
-    while True:
-        batch = cursor.fetch(FETCH_SIZE)
-        if not batch:
-            break
+    batch_size = 1
+    while batch := cursor.fetch(batch_size):
+        carried = 0
         for row in batch:
-            buckets.append(_bucket(row, query, kinds, labels))
+            bucket, aids = reader.bucket(row)
+            buckets.append(bucket)
+            carried += aids
+        # Rows can carry a whole bucket's AIDs: fetch about MAX_AIDS_PER_FETCH at a time.
+        per_row = max(carried // len(batch), 1)
+        batch_size = max(1, min(FETCH_SIZE, MAX_AIDS_PER_FETCH // per_row))
 
     output = anonymize_buckets(buckets, context, params)
 
@@ -386,97 +401,164 @@ def _number(value: Any, integer: bool) -> Any:
     return value
 
 
-def _bucket(
-    row: Any, query: rewrite.BucketQuery, kinds: list[AidKind], labels: list[SqlType]
-) -> Bucket:
-    """One bucket row of `query.sql` as a Bucket. Each AID is hashed once per instance."""
-    n = len(kinds)
-    label_texts = tuple(row[f"t{k}"] for k in range(len(labels)))
-    label_hashes = []
-    for k, typ in enumerate(labels):
-        how = rewrite.canonical_sql("", typ)[1]
-        value = rewrite.canonical_value(row[f"h{k}"], how)
-        label_hashes.append(hash_string(label_material(value)))
-    aids = [list(row[f"a{k}"] or []) for k in range(n)]
-    hashes = [hash_aids(aids[k], kind) for k, kind in enumerate(kinds)]
+Tracker = ContributionTracker | SummarizedTracker
 
-    def trackers(
-        prefix: str, j: int | None, integer: bool = True, total: str | None = None
-    ) -> list[ContributionTracker]:
-        out = []
-        for k in range(n):
-            if prefix == "n":
-                values, unaccounted = row[f"an{k}"], row[f"un{k}"]
+
+@dataclass
+class _BucketReader:
+    """Turns rows of `query.sql` into Buckets.
+
+    With `summarize` (the query has no LED), a bucket in which every AID instance has at least
+    `certainly_high_count` AIDs can never be merged into another one; its per-AID columns are
+    reduced to summaries (`bulk.ContributionSummary`) as the row arrives, so Python keeps a few
+    numbers per bucket instead of every AID. Other buckets keep per-AID dictionaries.
+    """
+
+    query: rewrite.BucketQuery
+    kinds: list[AidKind]
+    labels: list[SqlType]
+    params: AnonymizationParams
+    summarize: bool
+    kernel: Any = bulk.KERNEL
+
+    def per_aid(self, row: Any, name: str) -> Any:
+        """A per-AID column: decoded if packed, else the array as PL/Python gives it."""
+        fmt = self.query.packed.get(name)
+        if fmt is None:
+            return list(row[name] or [])
+        return self.kernel.decode(row[name], fmt)
+
+    def bucket(self, row: Any) -> tuple[Bucket, int]:
+        """The bucket of one row, and how many AID values the row carried."""
+        kernel, params = self.kernel, self.params
+        n = len(self.kinds)
+        label_hashes = []
+        for k, typ in enumerate(self.labels):
+            how = rewrite.canonical_sql("", typ)[1]
+            value = rewrite.canonical_value(row[f"h{k}"], how)
+            label_hashes.append(hash_string(label_material(value)))
+        hashes: list[Any] = []
+        for k, kind in enumerate(self.kinds):
+            aids = self.per_aid(row, f"a{k}")
+            if f"a{k}" in self.query.packed:
+                hashes.append(kernel.hash_ints(aids, kind))
             else:
-                values, unaccounted = row[f"a{prefix}{j}_{k}"], row[f"u{prefix}{j}_{k}"]
-            exact_total = _number(row[f"{total}{j}_{k}"], False) or 0.0 if total else None
-            out.append(
-                _tracker(
-                    hashes[k],
-                    _numbers(values or [], integer),
-                    _number(unaccounted, integer) or 0,
-                    exact_total,
+                hashes.append(kernel.from_hashes(hash_aids(aids, kind)))
+        sizes = [len(h) for h in hashes]
+        compact = self.summarize and all(size >= params.certainly_high_count() for size in sizes)
+        # (distinct AIDs, XOR seed) per instance; None if two AIDs share a hash (then the
+        # per-AID dictionaries merge them, as pg_diffix's hash tables do).
+        counted = [kernel.aid_set(h) for h in hashes] if compact else []
+        compact = compact and all(c is not None for c in counted)
+        hash_lists: dict[int, list[int]] = {}
+
+        def hash_list(k: int) -> list[int]:
+            if k not in hash_lists:
+                hash_lists[k] = kernel.tolist(hashes[k])
+            return hash_lists[k]
+
+        def tracker(k: int, name: str, unaccounted: Any, total: Any, integer: bool) -> Tracker:
+            values = self.per_aid(row, name)
+            presence = row.get(f"p{name}") if name in self.query.packed else None
+            present = kernel.presence(presence)
+            if compact and name in self.query.packed:
+                summary = kernel.summarize(
+                    hashes[k], values, present, params.top_capacity, total, distinct=True
                 )
+                if summary is not None:
+                    return SummarizedTracker(summary, unaccounted)
+            listed = kernel.tolist(values) if name in self.query.packed else values
+            if present is not None:
+                listed = [v if keep else None for v, keep in zip(listed, present, strict=True)]
+            return _tracker(hash_list(k), _numbers(listed, integer), unaccounted, total)
+
+        def trackers(
+            prefix: str, j: int | None, integer: bool = True, total: str | None = None
+        ) -> list[Tracker]:
+            out = []
+            for k in range(n):
+                if prefix == "n":
+                    name, unaccounted = f"an{k}", row[f"un{k}"]
+                else:
+                    name, unaccounted = f"a{prefix}{j}_{k}", row[f"u{prefix}{j}_{k}"]
+                exact_total = _number(row[f"{total}{j}_{k}"], False) or 0.0 if total else None
+                out.append(
+                    tracker(k, name, _number(unaccounted, integer) or 0, exact_total, integer)
+                )
+            return out
+
+        def sum_state(j: int, summand: SummandType, noise: bool) -> SumState:
+            exact = j in self.query.float_sums
+            integer = summand.is_integer
+            return SumState(
+                summand,
+                trackers("sp", j, integer, "tp" if exact else None),
+                trackers("sn", j, integer, "tn" if exact else None),
+                noise,
             )
-        return out
 
-    def sum_state(j: int, summand: SummandType, noise: bool) -> SumState:
-        exact = j in query.float_sums
-        integer = summand.is_integer
-        return SumState(
-            summand,
-            trackers("sp", j, integer, "tp" if exact else None),
-            trackers("sn", j, integer, "tn" if exact else None),
-            noise,
-        )
-
-    aggregates: list[Any] = []
-    for item in query.inputs:
-        kind = item.kind
-        noise = "_noise" in kind
-        if kind in ("count_star", "count_noise_star"):
-            aggregates.append(CountState(trackers("n", None), noise))
-        elif kind in ("count", "count_noise"):
-            aggregates.append(CountState(trackers("c", item.value), noise))
-        elif kind in ("sum", "sum_noise", "avg", "avg_noise"):
-            assert item.summand is not None and item.value is not None
-            summand = item.summand
-            if kind.startswith("avg") and summand is SummandType.NUMERIC:
-                summand = SummandType.FLOAT8  # summed as float8 anyway; pg_diffix refuses it
-            state = sum_state(item.value, summand, noise)
-            if kind.startswith("avg"):
-                count = CountState(trackers("c", item.value))
-                aggregates.append(AvgState(state, count, noise=noise))
+        aggregates: list[Any] = []
+        for item in self.query.inputs:
+            kind = item.kind
+            noise = "_noise" in kind
+            if kind in ("count_star", "count_noise_star"):
+                aggregates.append(CountState(trackers("n", None), noise))
+            elif kind in ("count", "count_noise"):
+                aggregates.append(CountState(trackers("c", item.value), noise))
+            elif kind in ("sum", "sum_noise", "avg", "avg_noise"):
+                assert item.summand is not None and item.value is not None
+                summand = item.summand
+                if kind.startswith("avg") and summand is SummandType.NUMERIC:
+                    summand = SummandType.FLOAT8  # summed as float8 anyway; pg_diffix refuses it
+                state = sum_state(item.value, summand, noise)
+                if kind.startswith("avg"):
+                    count = CountState(trackers("c", item.value))
+                    aggregates.append(AvgState(state, count, noise=noise))
+                else:
+                    aggregates.append(state)
+            elif kind in ("count_distinct", "count_distinct_noise") and item.distinct_aids:
+                summary = (
+                    kernel.summarize(hashes[0], None, None, params.top_capacity, distinct=True)
+                    if compact
+                    else None
+                )
+                if summary is not None:
+                    aggregates.append(DistinctAidsState(noise=noise, summary=summary))
+                else:
+                    aggregates.append(DistinctAidsState(set(hash_list(0)), noise=noise))
+            elif kind in ("count_distinct", "count_distinct_noise"):
+                entries = _json(row[f"dv{item.distinct}"])
+                inputs = [DistinctValueInput(e[0], [list(a or []) for a in e[1:]]) for e in entries]
+                aggregates.append(CountDistinctState.from_inputs(self.kinds, inputs, noise=noise))
+            elif kind == "count_histogram":
+                entries = _json(row[f"hv{item.histogram}"])
+                histogram = [
+                    HistogramEntryInput(e[0], int(e[1]), [list(a or []) for a in e[2:]])
+                    for e in entries
+                ]
+                assert item.counted_instance is not None
+                aggregates.append(
+                    CountHistogramState.from_inputs(
+                        self.kinds, item.counted_instance, item.bin_size, histogram
+                    )
+                )
+            elif kind == "is_suppress_bin":
+                aggregates.append(_SuppressBinFlag())
             else:
-                aggregates.append(state)
-        elif kind in ("count_distinct", "count_distinct_noise") and item.distinct_aids:
-            aggregates.append(DistinctAidsState(set(hashes[0]), noise=noise))
-        elif kind in ("count_distinct", "count_distinct_noise"):
-            entries = _json(row[f"dv{item.distinct}"])
-            inputs = [DistinctValueInput(e[0], [list(a or []) for a in e[1:]]) for e in entries]
-            aggregates.append(CountDistinctState.from_inputs(kinds, inputs, noise=noise))
-        elif kind == "count_histogram":
-            entries = _json(row[f"hv{item.histogram}"])
-            histogram = [
-                HistogramEntryInput(e[0], int(e[1]), [list(a or []) for a in e[2:]])
-                for e in entries
-            ]
-            assert item.counted_instance is not None
-            aggregates.append(
-                CountHistogramState.from_inputs(
-                    kinds, item.counted_instance, item.bin_size, histogram
-                )
-            )
-        elif kind == "is_suppress_bin":
-            aggregates.append(_SuppressBinFlag())
+                raise QueryError(f"internal error: unknown aggregate {kind}")
+
+        low_count: LowCountState | LowCountSummary
+        if compact:
+            low_count = LowCountSummary([c for c in counted if c is not None])
         else:
-            raise QueryError(f"internal error: unknown aggregate {kind}")
-    return Bucket(
-        labels=label_texts,
-        aggregates=aggregates,
-        low_count_state=LowCountState([set(h) for h in hashes]),
-        label_hashes=tuple(label_hashes),
-    )
+            low_count = LowCountState([set(hash_list(k)) for k in range(n)])
+        bucket = Bucket(
+            labels=tuple(row[f"t{k}"] for k in range(len(self.labels))),
+            aggregates=aggregates,
+            low_count_state=low_count,
+            label_hashes=tuple(label_hashes),
+        )
+        return bucket, sum(sizes)
 
 
 # --- other reads of personal tables --------------------------------------------------------------

@@ -350,6 +350,7 @@ class BucketQuery:
     aid_types: list[str]
     inputs: list[AggregateInput]
     float_sums: list[int]  # value columns whose sums get an exact per-instance total
+    packed: dict[str, str] = field(default_factory=dict)  # per-AID column -> binary format
 
 
 def summand_type(type_name: str) -> SummandType:
@@ -543,25 +544,41 @@ def bucket_query(
     )
 
     # The arrays of one instance are aligned without ORDER BY: the aggregates of one Agg node see
-    # the same input rows in the same order, and they share the same FILTER.
+    # the same input rows in the same order, and they share the same FILTER. Integer AIDs and
+    # int8/float8 contributions are packed (see `_per_aid_array`); a packed column that may be
+    # NULL for some AIDs gets a presence column `p<name>` (one boolsend byte per AID).
     outer: list[str] = []
+    packed: dict[str, str] = {}
+
+    def per_aid(name: str, column: str, fmt: str | None, condition: str, nullable: bool) -> None:
+        outer.append(f"{_per_aid_array(column, fmt, condition, nullable)} AS {name}")
+        if fmt is not None:
+            packed[name] = fmt
+            if nullable:
+                outer.append(
+                    f"pg_catalog.string_agg(pg_catalog.boolsend({column} IS NOT NULL), "
+                    f"''::pg_catalog.bytea) FILTER (WHERE {condition}) AS p{name}"
+                )
+
     for k, typ in enumerate(labels):
         outer.extend(_label_select(k, typ))
     for k in range(n_aids):
         i = quote(f"i{k}")
         present = f"gs = {mask(k)} AND {i} IS NOT NULL"
         absent = f"gs = {mask(k)} AND {i} IS NULL"
-        outer.append(f"pg_catalog.array_agg({i}) FILTER (WHERE {present}) AS a{k}")
-        outer.append(f"pg_catalog.array_agg(n) FILTER (WHERE {present}) AS an{k}")
+        aid_format = normalize_type(aid_types[k]) if k < len(aid_types) else None
+        per_aid(f"a{k}", i, aid_format if aid_format in ("int4", "int8") else None, present, False)
+        per_aid(f"an{k}", "n", "int8", present, False)
         outer.append(f"pg_catalog.sum(n) FILTER (WHERE {absent}) AS un{k}")
         for j in sorted(counts):
             c = quote(f"c{j}")
-            outer.append(f"pg_catalog.array_agg({c}) FILTER (WHERE {present}) AS ac{j}_{k}")
+            per_aid(f"ac{j}_{k}", c, "int8", present, False)
             outer.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS uc{j}_{k}")
         for j in sorted(sums):
+            leg_format = _SUM_FORMATS.get(value_types[j])
             for leg in ("sp", "sn"):
                 c = quote(f"{leg}{j}")
-                outer.append(f"pg_catalog.array_agg({c}) FILTER (WHERE {present}) AS a{leg}{j}_{k}")
+                per_aid(f"a{leg}{j}_{k}", c, leg_format, present, True)
                 outer.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS u{leg}{j}_{k}")
         for j in float_sums:
             for leg in ("tp", "tn"):
@@ -588,7 +605,28 @@ def bucket_query(
         )
     group_by = f" GROUP BY {', '.join(labels_cols)}" if labels_cols else ""
     bucket_sql = f"SELECT {', '.join(outer)} FROM ({per_aid_sql}) per_aid{group_by}"
-    return BucketQuery(bucket_sql, labels, aid_types, inputs, float_sums)
+    return BucketQuery(bucket_sql, labels, aid_types, inputs, float_sums, packed)
+
+
+# Packed format of a per-AID sum, by summand type: sum(int2/int4) is int8, float4 and numeric
+# summands are summed as float8 (numeric is cast before summing); sum(int8) is numeric: an array.
+_SUM_FORMATS = {"int2": "int8", "int4": "int8", "float4": "float8", "float8": "float8",
+                "numeric": "float8"}  # fmt: skip
+_SEND_FUNCTIONS = {"int4": "int4send", "int8": "int8send", "float8": "float8send"}
+
+
+def _per_aid_array(column: str, fmt: str | None, condition: str, nullable: bool) -> str:
+    """One value per AID of the bucket: an array, or with `fmt` the values' binary send format
+    concatenated into one bytea (Python reads it in one piece, `anonymization.bulk`)."""
+    if fmt is None:
+        return f"pg_catalog.array_agg({column}) FILTER (WHERE {condition})"
+    value = f"({column})::pg_catalog.{fmt}"
+    if nullable:
+        value = f"COALESCE({value}, 0)"
+    return (
+        f"pg_catalog.string_agg(pg_catalog.{_SEND_FUNCTIONS[fmt]}({value}), ''::pg_catalog.bytea) "
+        f"FILTER (WHERE {condition})"
+    )
 
 
 def _argument(node: exp.Expression) -> exp.Expression | None:

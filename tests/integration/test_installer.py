@@ -18,6 +18,7 @@ def test_install_reports_every_step_and_records_version(empty_db):
     install.install(empty_db.dsn(), out=out)
     text = out.getvalue()
     assert "[1/" in text and "verify server-side Python ... ok" in text
+    assert ", numpy " in text  # make test installs python3-numpy: the vectorized engine
     assert "installed; nothing was changed unless all steps succeeded" in text
     assert empty_db.execute("SELECT version FROM diffix.installation") == [("0.1.0",)]
     assert (
@@ -157,3 +158,14 @@ def test_cli_reports_errors_without_a_traceback(capsys):
     code = cli.main(["install", "--dsn", "host=/nonexistent-socket-dir port=1 user=x dbname=x"])
     assert code == 2
     assert capsys.readouterr().err.startswith("pldiffix install: cannot connect")
+
+
+@pytest.mark.parametrize(
+    ("numpy", "expected"),
+    [("1.24.2", ", numpy 1.24.2)"), (None, "apt-get install python3-numpy")],
+)
+def test_install_tells_whether_the_engine_is_vectorized(numpy, expected):
+    versions = {"python": "3.11.2", "sqlglot": "30.30.0", "numpy": numpy}
+    result = SimpleNamespace(fetchone=lambda: [versions])
+    conn = SimpleNamespace(execute=lambda sql: result)
+    assert expected in install._verify_python(conn)

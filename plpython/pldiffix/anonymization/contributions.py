@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pldiffix.anonymization._cnum import c_max
+from pldiffix.anonymization.bulk import ContributionSummary
 from pldiffix.anonymization.noise import layered_noise, round_reported_noise_sd, uniform_int
 from pldiffix.anonymization.params import AnonymizationParams
 
@@ -93,6 +94,41 @@ class ContributionTracker:
             distinct_contributors=len(self.contributions),
             unaccounted_for=self.unaccounted_for,
             top=self.top_contributors(params.top_capacity),
+        )
+
+
+@dataclass
+class SummarizedTracker:
+    """A tracker reduced to its summary (``bulk.summarize``), for a bucket that is never merged.
+
+    The engine summarizes only buckets that are certainly high-count in a query without LED, so
+    nothing is ever added to them; merging raises rather than giving a wrong answer.
+    """
+
+    summary: ContributionSummary
+    unaccounted_for: Number = 0
+
+    @property
+    def total(self) -> Number:
+        return self.summary.total
+
+    @property
+    def aid_seed(self) -> int:
+        return self.summary.aid_seed
+
+    def merge(self, other: object) -> None:
+        raise ValueError("summarized contributions cannot be merged")
+
+    def result(self, params: AnonymizationParams, bucket_seed: int) -> SummableResult:
+        summary = self.summary
+        return aggregate_contributions(
+            params,
+            bucket_seed=bucket_seed,
+            aid_seed=summary.aid_seed,
+            true_total=summary.total,
+            distinct_contributors=summary.contributors,
+            unaccounted_for=self.unaccounted_for,
+            top=summary.top[: params.top_capacity],
         )
 
 

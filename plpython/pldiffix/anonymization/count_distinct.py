@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from pldiffix.anonymization._cnum import c_round_to_int
 from pldiffix.anonymization.base import BucketContext
+from pldiffix.anonymization.bulk import ContributionSummary
 from pldiffix.anonymization.contributions import (
     ResultAccumulator,
     aggregate_contributions,
@@ -216,8 +217,12 @@ class DistinctAidsState(_DistinctFinalization):
 
     hashes: set[int] = field(default_factory=set)
     noise: bool = False
+    # Instead of the hashes: their summary (``bulk``), for a bucket that is never merged.
+    summary: ContributionSummary | None = None
 
     def merge(self, other: DistinctAidsState) -> None:
+        if self.summary is not None or other.summary is not None:
+            raise ValueError("a summarized count(DISTINCT) state cannot be merged")
         self.hashes |= other.hashes
 
     def empty(self) -> DistinctAidsState:
@@ -227,11 +232,15 @@ class DistinctAidsState(_DistinctFinalization):
         params = ctx.params
         if params.low_count_min_threshold < 2:
             raise ValueError("DistinctAidsState needs low_count_min_threshold >= 2")
-        count = len(self.hashes)
-        aid_seed = 0
-        for aid in self.hashes:
-            aid_seed ^= aid
-        top = [(1, aid) for aid in heapq.nlargest(params.top_capacity, self.hashes)]
+        if self.summary is not None:
+            count, aid_seed = self.summary.contributors, self.summary.aid_seed
+            top = self.summary.top[: params.top_capacity]
+        else:
+            count = len(self.hashes)
+            aid_seed = 0
+            for aid in self.hashes:
+                aid_seed ^= aid
+            top = [(1, aid) for aid in heapq.nlargest(params.top_capacity, self.hashes)]
         result = aggregate_contributions(
             params,
             bucket_seed=ctx.bucket_seed,

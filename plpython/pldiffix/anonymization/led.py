@@ -15,6 +15,7 @@ from typing import Any
 from pldiffix.anonymization.buckets import Bucket
 from pldiffix.anonymization.params import AnonymizationParams
 
+MAX_LABELS_WITHOUT_LED = 2  # LED needs more grouping labels than this
 _SIBLING_CAP = 3  # only "alone", "one sibling" and "several" matter
 
 
@@ -27,7 +28,7 @@ def apply_led(buckets: Sequence[Bucket], num_labels: int, params: AnonymizationP
 
     ``low_count`` must already be evaluated for every bucket.
     """
-    if num_labels <= 2:
+    if num_labels <= MAX_LABELS_WITHOUT_LED:
         return 0
     groups: list[dict[tuple[Any, ...], list[Bucket]]] = [{} for _ in range(num_labels)]
     for bucket in buckets:

@@ -44,3 +44,22 @@ class LowCountState:
             seed = functools.reduce(operator.xor, aid_set, 0)
             low = low or is_low_count(params, len(aid_set), seed)
         return low
+
+
+@dataclass
+class LowCountSummary:
+    """``LowCountState`` reduced to ``(distinct AIDs, XOR seed)`` per instance; never merged."""
+
+    counts: list[tuple[int, int]] = field(default_factory=list)
+
+    def merge(self, other: object) -> None:
+        raise ValueError("a summarized low-count state cannot be merged")
+
+    def empty(self) -> LowCountState:
+        return LowCountState([set() for _ in self.counts])
+
+    def is_low_count(self, params: AnonymizationParams) -> bool:
+        low = False
+        for count, seed in self.counts:
+            low = low or is_low_count(params, count, seed)
+        return low

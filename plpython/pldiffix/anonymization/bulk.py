@@ -1,0 +1,250 @@
+"""Per-AID arrays in bulk: decoding the bucket query's binary arrays, hashing, summarizing.
+
+The bucket query ships a bucket's integer AIDs and numeric per-AID contributions as binary
+strings (PostgreSQL's send format: big-endian int4, int8 or float8, concatenated), which reach
+Python as one ``bytes`` object instead of a list of a million Python objects. Two kernels turn
+them into what flattening needs:
+
+- ``NumpyKernel`` (numpy, e.g. Debian's python3-numpy, importable by the server's Python): FNV-1a
+  over whole arrays with wrapping uint64 arithmetic, XOR seeds by reduction, top contributors by
+  partitioning;
+- ``PythonKernel``: the same results in pure Python (table-driven hashing, ``heapq``).
+
+``KERNEL`` is the numpy one when numpy can be imported. Both give identical results
+(tests/unit/test_bulk.py runs every case through both).
+
+A *summary* is all that ``aggregate_contributions`` reads from one AID instance: how many AIDs
+contribute, the XOR of their hashes, the total, and the largest ``(contribution, hash)`` pairs.
+Summarizing refuses (returns None) when two AIDs share a hash or a contribution is NaN, so that
+the caller keeps the exact per-AID dictionary semantics in those cases.
+"""
+
+from __future__ import annotations
+
+import array
+import functools
+import heapq
+import operator
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pldiffix.anonymization.hashing import FNV_OFFSET_BASIS, FNV_PRIME, AidKind, hash_aids
+
+try:
+    import numpy as _np
+except ImportError:  # pragma: no cover - depends on the server's Python
+    _np = None
+
+Number = int | float
+
+# Binary formats of the bucket query's packed columns and their widths in bytes.
+FORMATS = {"int4": 4, "int8": 8, "float8": 8}
+_ARRAY_CODES = {"int4": "i", "int8": "q", "float8": "d"}
+_NUMPY_TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}
+
+
+@dataclass(frozen=True)
+class ContributionSummary:
+    """One AID instance reduced to what flattening and noise read (see the module docstring)."""
+
+    contributors: int
+    aid_seed: int
+    total: Number
+    top: list[tuple[Number, int]]  # largest first, by contribution then by hash
+
+
+class PythonKernel:
+    """The reference kernel: standard library only."""
+
+    name = "python"
+
+    def decode(self, data: bytes | None, fmt: str) -> list[Any]:
+        if not data:
+            return []
+        values = array.array(_ARRAY_CODES[fmt])
+        if array.array(_ARRAY_CODES[fmt]).itemsize != FORMATS[fmt]:  # pragma: no cover
+            raise RuntimeError(f"no native {FORMATS[fmt]}-byte array type for {fmt}")
+        values.frombytes(data)
+        if sys.byteorder == "little":
+            values.byteswap()
+        return values.tolist()
+
+    def presence(self, data: bytes | None) -> list[bool] | None:
+        return None if data is None else [octet != 0 for octet in data]
+
+    def hash_ints(self, values: Sequence[int], kind: AidKind) -> list[int]:
+        return hash_aids(values, kind)
+
+    def from_hashes(self, hashes: list[int]) -> list[int]:
+        return hashes
+
+    def tolist(self, values: Sequence[Any]) -> list[Any]:
+        return list(values)
+
+    def aid_set(self, hashes: Sequence[int]) -> tuple[int, int] | None:
+        """``(count, XOR seed)`` of distinct hashes, None if two AIDs share a hash."""
+        distinct = len(set(hashes))
+        if distinct != len(hashes):
+            return None
+        return distinct, _xor(hashes)
+
+    def summarize(
+        self,
+        hashes: Sequence[int],
+        values: Sequence[Number] | None,
+        present: Sequence[bool] | None,
+        capacity: int,
+        total: Number | None = None,
+        distinct: bool = False,
+    ) -> ContributionSummary | None:
+        """``values=None`` means a contribution of 1 per AID; ``present`` masks non-contributors.
+        ``distinct``: the caller already checked that the hashes are distinct (``aid_set``)."""
+        if present is not None:
+            hashes = [h for h, keep in zip(hashes, present, strict=True) if keep]
+            if values is not None:
+                values = [v for v, keep in zip(values, present, strict=True) if keep]
+        if values is None:
+            values = [1] * len(hashes)
+        if any(v != v for v in values):  # NaN
+            return None
+        counted = (len(hashes), _xor(hashes)) if distinct else self.aid_set(hashes)
+        if counted is None:
+            return None
+        contributors, seed = counted
+        top = heapq.nlargest(capacity, zip(values, hashes, strict=True))
+        return ContributionSummary(contributors, seed, sum(values) if total is None else total, top)
+
+
+class NumpyKernel:
+    """Vectorized kernel; same results as ``PythonKernel``."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        if _np is None:
+            raise RuntimeError("numpy is not importable")
+        np = _np
+        self._prime = np.uint64(FNV_PRIME)
+        self._basis = np.uint64(FNV_OFFSET_BASIS)
+        self._prime_4 = np.uint64(pow(FNV_PRIME, 4, 1 << 64))
+
+    def decode(self, data: bytes | None, fmt: str) -> Any:
+        np = _np
+        if not data:
+            return np.empty(0, dtype=_NUMPY_TYPES[fmt][1:])
+        return np.frombuffer(data, dtype=_NUMPY_TYPES[fmt]).astype(_NUMPY_TYPES[fmt][1:])
+
+    def presence(self, data: bytes | None) -> Any:
+        np = _np
+        return None if data is None else np.frombuffer(data, dtype=np.uint8) != 0
+
+    def hash_ints(self, values: Any, kind: AidKind) -> Any:
+        """FNV-1a of each value's 8 little-endian bytes; int4 values zero-extended first."""
+        np = _np
+        values = np.asarray(values)
+        words = values.astype(np.uint32).astype(np.uint64) if kind is AidKind.INT4 else None
+        if words is None:
+            words = values.astype(np.int64).view(np.uint64)
+        state = np.full(words.shape, self._basis, dtype=np.uint64)
+        # The four high bytes of an int4 are zero: XOR with them changes nothing, so their four
+        # multiplications are one by P^4.
+        data_bytes = 4 if kind is AidKind.INT4 else 8
+        for shift in range(0, 8 * data_bytes, 8):
+            state ^= (words >> np.uint64(shift)) & np.uint64(0xFF)
+            state *= self._prime
+        if data_bytes == 4:
+            state *= self._prime_4
+        return state
+
+    def from_hashes(self, hashes: list[int]) -> Any:
+        return _np.array(hashes, dtype=_np.uint64)
+
+    def tolist(self, values: Any) -> list[Any]:
+        return values.tolist()
+
+    def aid_set(self, hashes: Any) -> tuple[int, int] | None:
+        np = _np
+        if len(hashes) == 0:
+            return 0, 0
+        ordered = np.sort(hashes)
+        if bool((ordered[1:] == ordered[:-1]).any()):
+            return None
+        return len(hashes), int(np.bitwise_xor.reduce(hashes))
+
+    def summarize(
+        self,
+        hashes: Any,
+        values: Any,
+        present: Any,
+        capacity: int,
+        total: Number | None = None,
+        distinct: bool = False,
+    ) -> ContributionSummary | None:
+        np = _np
+        if present is not None:
+            hashes = hashes[present]
+            if values is not None:
+                values = values[present]
+        if values is None:
+            values = np.ones(len(hashes), dtype=np.int64)
+        is_float = values.dtype.kind == "f"
+        if is_float and bool(np.isnan(values).any()):
+            return None
+        if distinct:
+            counted = (len(hashes), int(np.bitwise_xor.reduce(hashes)) if len(hashes) else 0)
+        else:
+            counted = self.aid_set(hashes)
+        if counted is None:
+            return None
+        contributors, seed = counted
+        if total is None:
+            total = self._total(values)
+        top = self._top(hashes, values, min(capacity, len(hashes)))
+        return ContributionSummary(contributors, seed, total, top)
+
+    @staticmethod
+    def _total(values: Any) -> Number:
+        """What the per-AID path adds up: Python's left-to-right float addition, exact ints."""
+        np = _np
+        if values.dtype.kind == "f" or len(values) == 0:
+            return sum(values.tolist())
+        largest = max(abs(int(values.min())), abs(int(values.max())))
+        if largest * len(values) < 1 << 63:
+            return int(values.sum(dtype=np.int64))
+        return sum(values.tolist())
+
+    @staticmethod
+    def _top(hashes: Any, values: Any, k: int) -> list[tuple[Number, int]]:
+        """The ``k`` largest ``(value, hash)`` pairs, largest first."""
+        np = _np
+        n = len(values)
+        if k <= 0:
+            return []
+        if k < n:
+            kth = np.partition(values, n - k)[n - k]
+            above = np.flatnonzero(values > kth)
+            tied = np.flatnonzero(values == kth)
+            wanted = k - len(above)
+            if wanted < len(tied):
+                tied_hashes = hashes[tied]
+                keep = np.argpartition(tied_hashes, len(tied) - wanted)[len(tied) - wanted :]
+                tied = tied[keep]
+            chosen = np.concatenate([above, tied])
+        else:
+            chosen = np.arange(n)
+        order = np.lexsort((hashes[chosen], values[chosen]))[::-1]
+        picked = chosen[order]
+        return list(zip(values[picked].tolist(), hashes[picked].tolist(), strict=True))
+
+
+def _xor(hashes: Sequence[int]) -> int:
+    return functools.reduce(operator.xor, hashes, 0)
+
+
+def default_kernel() -> PythonKernel | NumpyKernel:
+    return NumpyKernel() if _np is not None else PythonKernel()
+
+
+KERNEL = default_kernel()

@@ -1,0 +1,153 @@
+"""Bulk per-AID arrays: both kernels decode, hash and summarize exactly like the per-AID code."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from pldiffix.anonymization import AidKind, AnonymizationParams, BucketContext, CountState
+from pldiffix.anonymization.bulk import NumpyKernel, PythonKernel
+from pldiffix.anonymization.contributions import ContributionTracker, SummarizedTracker
+from pldiffix.anonymization.count_distinct import DistinctAidsState
+from pldiffix.anonymization.hashing import hash_aid
+from pldiffix.anonymization.low_count import LowCountState, LowCountSummary
+
+KERNELS = [PythonKernel(), NumpyKernel()]
+PACK = {"int4": ">i", "int8": ">q", "float8": ">d"}
+PARAMS = AnonymizationParams(salt="bulk")
+
+
+def packed(values: list, fmt: str) -> bytes:
+    return b"".join(struct.pack(PACK[fmt], v) for v in values)
+
+
+@pytest.fixture(params=KERNELS, ids=lambda k: k.name)
+def kernel(request):
+    return request.param
+
+
+@pytest.mark.parametrize(
+    ("fmt", "values"),
+    [
+        ("int4", [0, 1, -1, 2**31 - 1, -(2**31), 65536, 12345678]),
+        ("int8", [0, -1, 2**63 - 1, -(2**63), 2**32, 5]),
+        ("float8", [0.0, -0.0, 1.5, -2.25, 1e300, float("inf")]),
+    ],
+)
+def test_decode_reads_postgresql_send_format(kernel, fmt, values) -> None:
+    assert kernel.tolist(kernel.decode(packed(values, fmt), fmt)) == values
+    assert kernel.tolist(kernel.decode(None, fmt)) == []
+
+
+@pytest.mark.parametrize("kind", [AidKind.INT4, AidKind.INT8])
+def test_hashes_equal_the_per_value_hash(kernel, kind) -> None:
+    rng = random.Random(7)
+    bits = 32 if kind is AidKind.INT4 else 64
+    values = [0, 1, -1, 255, 256, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1]
+    values += [rng.randrange(-(2 ** (bits - 1)), 2 ** (bits - 1)) for _ in range(2000)]
+    fmt = kind.value
+    hashes = kernel.hash_ints(kernel.decode(packed(values, fmt), fmt), kind)
+    assert kernel.tolist(hashes) == [hash_aid(v, kind) for v in values]
+
+
+def _random_case(rng: random.Random, floats: bool):
+    n = rng.randrange(0, 60)
+    hashes = list(dict.fromkeys(hash_aid(rng.randrange(10**6), AidKind.INT4) for _ in range(n)))
+    choices = [0.0, -0.0, 0.5, 1.5, 2.25, 7.0] if floats else [0, 1, 2, 3, 5, 40]
+    values = [rng.choice(choices) for _ in hashes]
+    present = [rng.random() < 0.8 for _ in hashes] if rng.random() < 0.5 else None
+    return hashes, values, present
+
+
+@pytest.mark.parametrize("floats", [False, True])
+def test_summaries_flatten_and_noise_like_the_per_aid_tracker(kernel, floats) -> None:
+    rng = random.Random(11 if floats else 12)
+    fmt = "float8" if floats else "int8"
+    for _ in range(400):
+        hashes, values, present = _random_case(rng, floats)
+        unaccounted = rng.choice([0, 3])
+        summary = kernel.summarize(
+            kernel.from_hashes(hashes),
+            kernel.decode(packed(values, fmt), fmt),
+            None if present is None else kernel.presence(bytes(present)),
+            PARAMS.top_capacity,
+        )
+        kept = [
+            (h, v) for i, (h, v) in enumerate(zip(hashes, values, strict=True))
+            if present is None or present[i]
+        ]  # fmt: skip
+        full = ContributionTracker(dict(kept), unaccounted, sum(v for _, v in kept))
+        compact = SummarizedTracker(summary, unaccounted)
+        assert summary.contributors == len(kept)
+        assert compact.aid_seed == full.aid_seed
+        for seed in (0, 99):
+            assert compact.result(PARAMS, seed) == full.result(PARAMS, seed)
+
+
+def test_both_kernels_give_the_same_summary() -> None:
+    rng = random.Random(5)
+    python, vector = KERNELS
+    for _ in range(300):
+        floats = rng.random() < 0.5
+        fmt = "float8" if floats else "int8"
+        hashes, values, present = _random_case(rng, floats)
+        data = packed(values, fmt)
+        mask = None if present is None else bytes(present)
+        capacity = rng.randrange(1, 9)
+        assert python.summarize(
+            python.from_hashes(hashes), python.decode(data, fmt), python.presence(mask), capacity
+        ) == vector.summarize(
+            vector.from_hashes(hashes), vector.decode(data, fmt), vector.presence(mask), capacity
+        )
+
+
+def test_an_exact_total_replaces_the_sum_of_contributions(kernel) -> None:
+    summary = kernel.summarize(
+        kernel.from_hashes([3, 5]), kernel.decode(packed([0.1, 0.2], "float8"), "float8"), None, 6,
+        total=0.30000000000000004,
+    )  # fmt: skip
+    assert summary.total == 0.30000000000000004
+
+
+def test_colliding_hashes_and_nan_are_left_to_the_per_aid_path(kernel) -> None:
+    ints = kernel.decode(packed([1, 2], "int8"), "int8")
+    assert kernel.summarize(kernel.from_hashes([9, 9]), ints, None, 6) is None
+    assert kernel.aid_set(kernel.from_hashes([9, 9])) is None
+    nan = kernel.decode(packed([1.0, float("nan")], "float8"), "float8")
+    assert kernel.summarize(kernel.from_hashes([1, 2]), nan, None, 6) is None
+
+
+def test_unit_contributions_when_no_values(kernel) -> None:
+    hashes = [hash_aid(v, AidKind.INT4) for v in range(30)]
+    summary = kernel.summarize(kernel.from_hashes(hashes), None, None, 6)
+    assert summary.contributors == 30 and summary.total == 30
+    assert summary.top == [(1, h) for h in sorted(hashes, reverse=True)[:6]]
+    ctx = BucketContext(PARAMS, 17)
+    assert DistinctAidsState(summary=summary).finalize(ctx) == DistinctAidsState(
+        set(hashes)
+    ).finalize(ctx)
+
+
+def test_summarized_states_refuse_merges_and_agree_on_low_count(kernel) -> None:
+    hashes = [hash_aid(v, AidKind.INT4) for v in range(1, 8)]
+    counted = kernel.aid_set(kernel.from_hashes(hashes))
+    assert LowCountSummary([counted]).is_low_count(PARAMS) == LowCountState(
+        [set(hashes)]
+    ).is_low_count(PARAMS)
+    summary = kernel.summarize(kernel.from_hashes(hashes), None, None, 6)
+    state = CountState([SummarizedTracker(summary)])
+    with pytest.raises(ValueError, match="cannot be merged"):
+        state.merge(CountState([ContributionTracker()]))
+    with pytest.raises(ValueError, match="cannot be merged"):
+        LowCountSummary([counted]).merge(LowCountState([set()]))
+    with pytest.raises(ValueError, match="cannot be merged"):
+        DistinctAidsState(summary=summary).merge(DistinctAidsState())
+
+
+def test_certainly_high_count_buckets_are_never_low_count() -> None:
+    rng = random.Random(3)
+    for params in (PARAMS, AnonymizationParams(salt="x", low_count_layer_sd=3.0)):
+        bound = params.certainly_high_count()
+        for _ in range(2000):
+            assert not LowCountSummary([(bound, rng.getrandbits(64))]).is_low_count(params)
