@@ -459,8 +459,7 @@ class _BucketReader:
 
         def tracker(k: int, name: str, unaccounted: Any, total: Any, integer: bool) -> Tracker:
             values = self.per_aid(row, name)
-            presence = row.get(f"p{name}") if name in self.query.packed else None
-            present = kernel.presence(presence)
+            present = kernel.non_negative(values) if name in self.query.packed else None
             if compact and name in self.query.packed:
                 summary = kernel.summarize(
                     hashes[k], values, present, params.top_capacity, total, distinct=True

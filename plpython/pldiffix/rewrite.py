@@ -545,8 +545,7 @@ def bucket_query(
 
     # The arrays of one instance are aligned without ORDER BY: the aggregates of one Agg node see
     # the same input rows in the same order, and they share the same FILTER. Integer AIDs and
-    # int8/float8 contributions are packed (see `_per_aid_array`); a packed column that may be
-    # NULL for some AIDs gets a presence column `p<name>` (one boolsend byte per AID).
+    # int8/float8 contributions are packed (see `_per_aid_array`).
     outer: list[str] = []
     packed: dict[str, str] = {}
 
@@ -554,11 +553,6 @@ def bucket_query(
         outer.append(f"{_per_aid_array(column, fmt, condition, nullable)} AS {name}")
         if fmt is not None:
             packed[name] = fmt
-            if nullable:
-                outer.append(
-                    f"pg_catalog.string_agg(pg_catalog.boolsend({column} IS NOT NULL), "
-                    f"''::pg_catalog.bytea) FILTER (WHERE {condition}) AS p{name}"
-                )
 
     for k, typ in enumerate(labels):
         outer.extend(_label_select(k, typ))
@@ -617,12 +611,15 @@ _SEND_FUNCTIONS = {"int4": "int4send", "int8": "int8send", "float8": "float8send
 
 def _per_aid_array(column: str, fmt: str | None, condition: str, nullable: bool) -> str:
     """One value per AID of the bucket: an array, or with `fmt` the values' binary send format
-    concatenated into one bytea (Python reads it in one piece, `anonymization.bulk`)."""
+    concatenated into one bytea (Python reads it in one piece, `anonymization.bulk`).
+
+    Packed columns have no NULL: a nullable one (a sum leg, a magnitude, never below zero) packs
+    NULL as -1, which `bulk` reads back as "not a contributor"."""
     if fmt is None:
         return f"pg_catalog.array_agg({column}) FILTER (WHERE {condition})"
     value = f"({column})::pg_catalog.{fmt}"
     if nullable:
-        value = f"COALESCE({value}, 0)"
+        value = f"COALESCE({value}, -1)"
     return (
         f"pg_catalog.string_agg(pg_catalog.{_SEND_FUNCTIONS[fmt]}({value}), ''::pg_catalog.bytea) "
         f"FILTER (WHERE {condition})"

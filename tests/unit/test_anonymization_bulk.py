@@ -51,6 +51,19 @@ def test_hashes_equal_the_per_value_hash(kernel, kind) -> None:
     assert kernel.tolist(hashes) == [hash_aid(v, kind) for v in values]
 
 
+def with_absent(values: list, present: list[bool] | None) -> list:
+    """Values as the bucket query packs a nullable column: -1 for "not a contributor"."""
+    if present is None:
+        return values
+    return [v if keep else type(v)(-1) for v, keep in zip(values, present, strict=True)]
+
+
+def test_negative_packed_values_mark_non_contributors(kernel) -> None:
+    decoded = kernel.decode(packed([-1.0, -0.0, float("nan"), 2.5], "float8"), "float8")
+    assert kernel.tolist(kernel.non_negative(decoded)) == [False, True, True, True]
+    assert kernel.non_negative(kernel.decode(packed([0, 3], "int8"), "int8")) is None
+
+
 def _random_case(rng: random.Random, floats: bool):
     n = rng.randrange(0, 60)
     hashes = list(dict.fromkeys(hash_aid(rng.randrange(10**6), AidKind.INT4) for _ in range(n)))
@@ -67,11 +80,9 @@ def test_summaries_flatten_and_noise_like_the_per_aid_tracker(kernel, floats) ->
     for _ in range(400):
         hashes, values, present = _random_case(rng, floats)
         unaccounted = rng.choice([0, 3])
+        decoded = kernel.decode(packed(with_absent(values, present), fmt), fmt)
         summary = kernel.summarize(
-            kernel.from_hashes(hashes),
-            kernel.decode(packed(values, fmt), fmt),
-            None if present is None else kernel.presence(bytes(present)),
-            PARAMS.top_capacity,
+            kernel.from_hashes(hashes), decoded, kernel.non_negative(decoded), PARAMS.top_capacity
         )
         kept = [
             (h, v) for i, (h, v) in enumerate(zip(hashes, values, strict=True))
@@ -92,14 +103,17 @@ def test_both_kernels_give_the_same_summary() -> None:
         floats = rng.random() < 0.5
         fmt = "float8" if floats else "int8"
         hashes, values, present = _random_case(rng, floats)
-        data = packed(values, fmt)
-        mask = None if present is None else bytes(present)
+        data = packed(with_absent(values, present), fmt)
         capacity = rng.randrange(1, 9)
-        assert python.summarize(
-            python.from_hashes(hashes), python.decode(data, fmt), python.presence(mask), capacity
-        ) == vector.summarize(
-            vector.from_hashes(hashes), vector.decode(data, fmt), vector.presence(mask), capacity
-        )
+        results = []
+        for kernel in (python, vector):
+            decoded = kernel.decode(data, fmt)
+            results.append(
+                kernel.summarize(
+                    kernel.from_hashes(hashes), decoded, kernel.non_negative(decoded), capacity
+                )
+            )
+        assert results[0] == results[1]
 
 
 def test_an_exact_total_replaces_the_sum_of_contributions(kernel) -> None:

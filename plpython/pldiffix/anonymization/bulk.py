@@ -71,8 +71,11 @@ class PythonKernel:
             values.byteswap()
         return values.tolist()
 
-    def presence(self, data: bytes | None) -> list[bool] | None:
-        return None if data is None else [octet != 0 for octet in data]
+    def non_negative(self, values: Sequence[Number]) -> list[bool] | None:
+        """Which values are contributions: packed NULLs are -1 (NaN and -0.0 are values)."""
+        if not any(v < 0 for v in values):
+            return None
+        return [not v < 0 for v in values]
 
     def hash_ints(self, values: Sequence[int], kind: AidKind) -> list[int]:
         return hash_aids(values, kind)
@@ -99,7 +102,8 @@ class PythonKernel:
         total: Number | None = None,
         distinct: bool = False,
     ) -> ContributionSummary | None:
-        """``values=None`` means a contribution of 1 per AID; ``present`` masks non-contributors.
+        """``values=None`` means a contribution of 1 per AID; ``present`` (from ``non_negative``,
+        or None) masks non-contributors.
         ``distinct``: the caller already checked that the hashes are distinct (``aid_set``)."""
         if present is not None:
             hashes = [h for h, keep in zip(hashes, present, strict=True) if keep]
@@ -136,9 +140,9 @@ class NumpyKernel:
             return np.empty(0, dtype=_NUMPY_TYPES[fmt][1:])
         return np.frombuffer(data, dtype=_NUMPY_TYPES[fmt]).astype(_NUMPY_TYPES[fmt][1:])
 
-    def presence(self, data: bytes | None) -> Any:
-        np = _np
-        return None if data is None else np.frombuffer(data, dtype=np.uint8) != 0
+    def non_negative(self, values: Any) -> Any:
+        absent = values < 0
+        return None if not bool(absent.any()) else ~absent
 
     def hash_ints(self, values: Any, kind: AidKind) -> Any:
         """FNV-1a of each value's 8 little-endian bytes; int4 values zero-extended first."""
