@@ -110,6 +110,9 @@ def effective_level(plpy: Any, role: str) -> AccessLevel:
 
 _RELATION = """
 SELECT c.oid, c.relkind, c.relrowsecurity,
+       CASE WHEN c.relkind NOT IN ('r', 'm') THEN NULL
+            WHEN c.reltuples >= 0 THEN c.reltuples::float8
+            ELSE pg_catalog.pg_relation_size(c.oid) / 32.0 END AS estimated_rows,
        c.relhassubclass OR c.relispartition
          OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid) AS inheritance,
        l.label
@@ -150,6 +153,8 @@ class RelationDetails:
     relkind: str
     row_security: bool
     column_type_schemas: tuple[str, ...]
+    # The planner's row count (ANALYZE), else a bound from the size on disk; None if unknown
+    estimated_rows: float | None = None
 
 
 class LiveCatalog:
@@ -196,6 +201,7 @@ class LiveCatalog:
             row["relkind"],
             bool(row["relrowsecurity"]),
             tuple(c["type_schema"] for c in columns),
+            None if row["estimated_rows"] is None else float(row["estimated_rows"]),
         )
         return RelationInfo(schema, name, kind, infos, inheritance=bool(row["inheritance"]))
 

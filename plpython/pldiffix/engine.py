@@ -55,6 +55,8 @@ from pldiffix.validation import validate
 from pldiffix.validation.pgtypes import normalize_type
 
 FETCH_SIZE = 500  # bucket rows per fetch, at most
+GROUPED = "grouped"  # a per-AID column the reader derived from rows
+ROW_MODE_BYTES = 256 << 20  # packed rows of one bucket Python may hold (numpy needs ~3x that)
 MAX_AIDS_PER_FETCH = 1 << 18  # per-AID values held at once, unless a single row has more
 ENGINE_SCHEMAS = frozenset({"pg_catalog", "diffix"})
 # Volatile functions that cannot observe or change anything an analyst could abuse.
@@ -308,6 +310,7 @@ def _anonymize(
         lambda c: _column_type(live, c),
         model.implicit_grouping,
         distinct_aid_shortcut=params.low_count_min_threshold >= 2,
+        max_row_bytes=_max_row_bytes(model, live),
     )
 
     plan = rewrite.seed_plan(model, _qualified_column_type(model, live))
@@ -361,6 +364,19 @@ def _anonymize(
     relation = rewrite.rows_relation(names, types, rows, repeat)
     rewrite.replace_by_rows(model, placeholder, label_names, aggregate_names)
     return relation
+
+
+def _max_row_bytes(model: AnonymizingQuery, live: catalog.LiveCatalog) -> float:
+    """How many bytes per row a bucket may carry to Python (`rewrite._row_query`): grouping
+    rows per AID in Python beats PostgreSQL's hash aggregate only when vectorized, and a bucket
+    holds at most all rows of its relation, which must fit `ROW_MODE_BYTES`."""
+    if bulk.KERNEL.name != "numpy" or len(model.relations) != 1:
+        return 0.0
+    relation = model.relations[0].relation
+    details = live.details.get((relation.schema, relation.name))
+    if details is None or details.estimated_rows is None:
+        return 0.0
+    return ROW_MODE_BYTES / max(details.estimated_rows, 1.0)
 
 
 def _json(value: Any) -> list[Any]:
@@ -421,16 +437,45 @@ class _BucketReader:
     summarize: bool
     kernel: Any = bulk.KERNEL
 
-    def per_aid(self, row: Any, name: str) -> Any:
-        """A per-AID column: decoded if packed, else the array as PL/Python gives it."""
-        fmt = self.query.packed.get(name)
+    def per_aid(self, row: Any, name: str, packed: dict[str, str]) -> Any:
+        """A per-AID column: decoded if packed, as grouped if derived from rows (`grouped`),
+        else the array as PL/Python gives it."""
+        fmt = packed.get(name)
         if fmt is None:
             return list(row[name] or [])
+        if fmt == GROUPED:
+            return row[name]
         return self.kernel.decode(row[name], fmt)
 
+    def grouped(self, row: Any) -> tuple[dict[str, Any], int]:
+        """A row of `rewrite._row_query` (the bucket's rows) as the per-AID columns of the
+        per-AID form, grouped by the kernel; and how many rows it carried."""
+        kernel, packed = self.kernel, self.query.packed
+        aids = kernel.decode(row["a0"], packed["a0"])
+        columns = sorted(int(name[2:]) for name in packed if name.startswith("rn"))
+        not_null = {j: kernel.decode(row[f"rn{j}"], "bool") for j in columns}
+        values = {
+            j: kernel.decode(row[f"rv{j}"], packed[f"rv{j}"]) for j in columns if f"rv{j}" in packed
+        }
+        per_aid = kernel.group_rows(aids, not_null, values)
+        out = {name: row[name] for name in row if name[0] in "th"}
+        out.update(a0=per_aid.aids, an0=per_aid.rows, un0=0)
+        for j in columns:
+            out[f"ac{j}_0"], out[f"uc{j}_0"] = per_aid.non_null[j], 0
+            if j in values:
+                out[f"asp{j}_0"], out[f"usp{j}_0"] = per_aid.positive[j], 0
+                out[f"asn{j}_0"], out[f"usn{j}_0"] = per_aid.negative[j], 0
+                out[f"tp{j}_0"], out[f"tn{j}_0"] = per_aid.totals.get(j, (0.0, 0.0))
+        return out, len(aids)
+
     def bucket(self, row: Any) -> tuple[Bucket, int]:
-        """The bucket of one row, and how many AID values the row carried."""
+        """The bucket of one row, and how many AID values (or rows) the row carried."""
         kernel, params = self.kernel, self.params
+        carried = None
+        packed = self.query.packed
+        if self.query.rows:
+            row, carried = self.grouped(row)
+            packed = {name: GROUPED for name in row if name[0] == "a"}
         n = len(self.kinds)
         label_hashes = []
         for k, typ in enumerate(self.labels):
@@ -439,8 +484,8 @@ class _BucketReader:
             label_hashes.append(hash_string(label_material(value)))
         hashes: list[Any] = []
         for k, kind in enumerate(self.kinds):
-            aids = self.per_aid(row, f"a{k}")
-            if f"a{k}" in self.query.packed:
+            aids = self.per_aid(row, f"a{k}", packed)
+            if f"a{k}" in packed:
                 hashes.append(kernel.hash_ints(aids, kind))
             else:
                 hashes.append(kernel.from_hashes(hash_aids(aids, kind)))
@@ -458,15 +503,15 @@ class _BucketReader:
             return hash_lists[k]
 
         def tracker(k: int, name: str, unaccounted: Any, total: Any, integer: bool) -> Tracker:
-            values = self.per_aid(row, name)
-            present = kernel.non_negative(values) if name in self.query.packed else None
-            if compact and name in self.query.packed:
+            values = self.per_aid(row, name, packed)
+            present = kernel.non_negative(values) if name in packed else None
+            if compact and name in packed:
                 summary = kernel.summarize(
                     hashes[k], values, present, params.top_capacity, total, distinct=True
                 )
                 if summary is not None:
                     return SummarizedTracker(summary, unaccounted)
-            listed = kernel.tolist(values) if name in self.query.packed else values
+            listed = kernel.tolist(values) if name in packed else values
             if present is not None:
                 listed = [v if keep else None for v, keep in zip(listed, present, strict=True)]
             return _tracker(hash_list(k), _numbers(listed, integer), unaccounted, total)
@@ -557,7 +602,7 @@ class _BucketReader:
             low_count_state=low_count,
             label_hashes=tuple(label_hashes),
         )
-        return bucket, sum(sizes)
+        return bucket, sum(sizes) if carried is None else carried
 
 
 # --- other reads of personal tables --------------------------------------------------------------

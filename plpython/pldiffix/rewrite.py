@@ -351,6 +351,7 @@ class BucketQuery:
     inputs: list[AggregateInput]
     float_sums: list[int]  # value columns whose sums get an exact per-instance total
     packed: dict[str, str] = field(default_factory=dict)  # per-AID column -> binary format
+    rows: bool = False  # packed columns hold rows, not AIDs (`_row_query`)
 
 
 def summand_type(type_name: str) -> SummandType:
@@ -376,6 +377,7 @@ def bucket_query(
     column_type: Any,
     hidden_count: bool,
     distinct_aid_shortcut: bool = False,
+    max_row_bytes: float = 0.0,
 ) -> BucketQuery:
     """The SQL that returns one row per bucket (see the module docstring).
 
@@ -383,6 +385,8 @@ def bucket_query(
     adds a count(*) that implicit grouping needs to repeat rows. With `distinct_aid_shortcut`
     (the caller checked that a single AID is always a low-count set), `count(DISTINCT aid)` over
     the only AID instance ships nothing of its own: its values are the bucket's AIDs (`a0`).
+    Queries that allow it ship rows instead of per-AID values (`_row_query`) when a row packs
+    into at most `max_row_bytes` (the caller's memory budget divided by the relation's rows).
     """
     aids = model.aid_columns
     n_aids = len(aids)
@@ -476,6 +480,21 @@ def bucket_query(
         )
     live = " OR ".join(f"{quote(f'i{k}')} IS NOT NULL" for k in range(n_aids))
     base_sql = f"SELECT {', '.join(base)} FROM {from_sql(model.from_tree)} WHERE {where_sql(model)}"
+    aid_format = normalize_type(aid_types[0]) if len(aid_types) == 1 else None
+    row_bytes = (4 if aid_format == "int4" else 8) + len(counts | sums) + 8 * len(sums)
+    if (
+        row_bytes <= max_row_bytes
+        and n_aids == 1
+        and isinstance(model.from_tree, RangeEntry)
+        and aid_format in ("int4", "int8")
+        and not distinct
+        and not histograms
+        and all(value_types[j] in _ROW_SUMMANDS for j in sums)
+    ):
+        row_sums = {j: _ROW_SUMMANDS[value_types[j]] for j in sums}
+        return _row_query(
+            model, labels, aid_types, inputs, base_sql, aid_format, counts, row_sums, float_sums
+        )
 
     labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
     grouping_cols = [quote(f"i{k}") for k in range(n_aids)] + [
@@ -624,6 +643,53 @@ def _per_aid_array(column: str, fmt: str | None, condition: str, nullable: bool)
         f"pg_catalog.string_agg(pg_catalog.{_SEND_FUNCTIONS[fmt]}({value}), ''::pg_catalog.bytea) "
         f"FILTER (WHERE {condition})"
     )
+
+
+# Summand types whose rows `_row_query` can ship, and how: per-AID sums of int2/int4 are exact in
+# int8; float8 (and numeric, summed as float8 as always) is added in row order (`bulk`). Not
+# float4: PostgreSQL sums it in float4 arithmetic. Not int8: its sums are numeric.
+_ROW_SUMMANDS = {"int2": "int8", "int4": "int8", "float8": "float8", "numeric": "float8"}
+
+
+def _row_query(
+    model: AnonymizingQuery,
+    labels: list[SqlType],
+    aid_types: list[str],
+    inputs: list[AggregateInput],
+    base_sql: str,
+    aid_format: str,
+    counts: set[int],
+    sums: dict[int, str],
+    float_sums: list[int],
+) -> BucketQuery:
+    """One row per bucket carrying its *rows*, packed: the AID of each row with a non-NULL AID
+    (`a0`), and per aggregated column whether it is NULL (`rn<j>`) and, for sums, its value
+    (`rv<j>`). Python groups them per AID (`bulk` kernels' `group`), which replaces PostgreSQL's
+    `GROUP BY bucket, aid` hash aggregate, the costliest step of the per-AID form.
+
+    Only for one AID instance over one relation with integer AIDs, and counts and sums whose
+    per-AID values Python computes exactly as PostgreSQL would (`sums`: column -> format).
+    """
+    outer: list[str] = []
+    for k, typ in enumerate(labels):
+        outer.extend(_label_select(k, typ))
+    present = '"i0" IS NOT NULL'
+    outer.append(f"{_per_aid_array(quote('i0'), aid_format, present, False)} AS a0")
+    packed = {"a0": aid_format}
+    for j in sorted(counts | set(sums)):
+        v = quote(f"v{j}")
+        outer.append(
+            f"pg_catalog.string_agg(pg_catalog.boolsend({v} IS NOT NULL), ''::pg_catalog.bytea) "
+            f"FILTER (WHERE {present}) AS rn{j}"
+        )
+        packed[f"rn{j}"] = "bool"
+        if j in sums:
+            outer.append(f"{_per_aid_array(f'COALESCE({v}, 0)', sums[j], present, False)} AS rv{j}")
+            packed[f"rv{j}"] = sums[j]
+    labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
+    group_by = f" GROUP BY {', '.join(labels_cols)}" if labels_cols else ""
+    bucket_sql = f"SELECT {', '.join(outer)} FROM ({base_sql}) base{group_by}"
+    return BucketQuery(bucket_sql, labels, aid_types, inputs, float_sums, packed, rows=True)
 
 
 def _argument(node: exp.Expression) -> exp.Expression | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import random
 import struct
 
@@ -165,3 +167,79 @@ def test_certainly_high_count_buckets_are_never_low_count() -> None:
         bound = params.certainly_high_count()
         for _ in range(2000):
             assert not LowCountSummary([(bound, rng.getrandbits(64))]).is_low_count(params)
+
+
+def _rows_reference(aids, not_null, values):
+    """Per AID, as PostgreSQL's GROUP BY bucket, aid would compute it (row order kept)."""
+    per: dict[int, list[int]] = {}
+    for position, aid in enumerate(aids):
+        per.setdefault(aid, []).append(position)
+    out = {}
+    for aid, rows in per.items():
+        legs = {}
+        for column, mask in not_null.items():
+            kept = [p for p in rows if mask[p]]
+            entry = [len(kept)]
+            if column in values:
+                v = values[column]
+                positive = [v[p] for p in kept if not v[p] < 0]
+                negative = [-v[p] for p in kept if v[p] <= 0]
+                for leg in (positive, negative):
+                    total = 0
+                    for x in leg:
+                        total = total + x
+                    entry.append(total if leg else -1)
+            legs[column] = entry
+        out[aid] = (len(rows), legs)
+    return out
+
+
+@pytest.mark.parametrize("floats", [False, True])
+def test_grouping_rows_per_aid_gives_what_sql_grouping_gives(kernel, floats) -> None:
+    rng = random.Random(21 if floats else 22)
+    fmt = "float8" if floats else "int8"
+    for _ in range(150):
+        n = rng.randrange(0, 300)
+        aids = [rng.randrange(-5, 40) for _ in range(n)]
+        if rng.random() < 0.2:
+            aids += [7] * rng.randrange(60, 200)  # a group longer than the stepwise fold
+            n = len(aids)
+        choices = [0.1, 0.2, 0.7, -0.3, 1e16, -0.0, 0.0, 3.0] if floats else [0, 5, -3, 12]
+        raw = [rng.choice(choices) for _ in range(n)]
+        nulls = [rng.random() < 0.2 for _ in range(n)]
+        decoded_aids = kernel.decode(packed(aids, "int4"), "int4")
+        mask = kernel.decode(bytes(0 if null else 1 for null in nulls), "bool")
+        zeroed = [0 if z else v for v, z in zip(raw, nulls, strict=True)]
+        vals = kernel.decode(packed(zeroed, fmt), fmt)
+        grouped = kernel.group_rows(decoded_aids, {3: mask, 4: mask}, {3: vals})
+        got = {}
+        aid_list = kernel.tolist(grouped.aids)
+        for i, aid in enumerate(aid_list):
+            legs = {
+                3: [kernel.tolist(grouped.non_null[3])[i], kernel.tolist(grouped.positive[3])[i],
+                    kernel.tolist(grouped.negative[3])[i]],
+                4: [kernel.tolist(grouped.non_null[4])[i]],
+            }  # fmt: skip
+            got[aid] = (kernel.tolist(grouped.rows)[i], legs)
+        reference = _rows_reference(
+            aids, {3: [not z for z in nulls], 4: [not z for z in nulls]},
+            {3: zeroed},
+        )  # fmt: skip
+        assert got == reference  # floats compared exactly: same additions in the same order
+        if floats and n:
+            kept = [v for v, z in zip(raw, nulls, strict=True) if not z]
+            positive = [v for v in kept if not v < 0]
+            negative = [-v for v in kept if v <= 0]
+            expected = tuple(
+                functools.reduce(operator.add, leg, 0.0) for leg in (positive, negative)
+            )
+            assert grouped.totals[3] == expected
+
+
+def test_grouping_without_value_columns_counts_rows(kernel) -> None:
+    aids = kernel.decode(packed([5, 3, 5, 5, 9], "int4"), "int4")
+    grouped = kernel.group_rows(aids, {}, {})
+    rows = zip(kernel.tolist(grouped.aids), kernel.tolist(grouped.rows), strict=True)
+    assert dict(rows) == {5: 3, 3: 1, 9: 1}
+    empty = kernel.group_rows(kernel.decode(None, "int4"), {0: kernel.decode(None, "bool")}, {})
+    assert kernel.tolist(empty.aids) == [] and kernel.tolist(empty.non_null[0]) == []

@@ -166,7 +166,9 @@ def test_engine_refuses_foreign_functions_types_and_volatile_calls(expression, r
         checks._check_expression(node)
 
 
-def _bucket_query(sql: str, aid_types: list[str], shortcut: bool = True) -> rewrite.BucketQuery:
+def _bucket_query(
+    sql: str, aid_types: list[str], shortcut: bool = True, max_row_bytes: float = 0.0
+) -> rewrite.BucketQuery:
     model = _model(sql)
     labels = [rewrite.SqlType(25, "text", "text", "S")] * len(model.groups)
     return rewrite.bucket_query(
@@ -176,7 +178,41 @@ def _bucket_query(sql: str, aid_types: list[str], shortcut: bool = True) -> rewr
         lambda c: TYPES.get((c.relation.name, c.name), "int4"),
         hidden_count=False,
         distinct_aid_shortcut=shortcut,
+        max_row_bytes=max_row_bytes,
     )
+
+
+@pytest.mark.parametrize(
+    ("sql", "aid_types", "rows"),
+    [
+        ("SELECT city, count(*), count(DISTINCT id) FROM test_customers GROUP BY 1", ["int4"], 1),
+        ("SELECT count(city), sum(id), avg(id) FROM test_customers", ["int8"], True),
+        ("SELECT city, count(*) FROM test_customers GROUP BY 1", ["text"], False),
+        ("SELECT city, sum(discount) FROM test_customers GROUP BY 1", ["int4"], False),  # float4
+        ("SELECT count(DISTINCT city) FROM test_customers", ["int4"], False),
+        (
+            "SELECT c.city, count(*) FROM test_customers c "
+            "JOIN test_purchases p ON c.id = p.cid GROUP BY 1",
+            ["int4", "int4"],
+            False,
+        ),
+    ],
+)
+def test_bucket_rows_are_shipped_only_when_python_can_group_them_exactly(
+    sql: str, aid_types: list[str], rows: int
+) -> None:
+    query = _bucket_query(sql, aid_types, max_row_bytes=64)
+    assert query.rows is bool(rows)
+    assert ('GROUP BY "l0", "i0"' in query.sql or "GROUPING SETS" in query.sql) is not rows
+    assert not _bucket_query(sql, aid_types).rows
+
+
+def test_bucket_rows_pack_aids_null_flags_and_values() -> None:
+    sql = "SELECT city, sum(id) FROM test_customers GROUP BY 1"
+    query = _bucket_query(sql, ["int4"], max_row_bytes=13)  # 4 (AID) + 1 (NULL flag) + 8
+    assert query.packed == {"a0": "int4", "rn0": "bool", "rv0": "int8"}
+    assert not _bucket_query(sql, ["int4"], max_row_bytes=12.9).rows  # over the memory budget
+    assert "pg_catalog.int4send" in query.sql and "pg_catalog.boolsend" in query.sql
 
 
 def test_single_grouping_set_is_a_plain_group_by() -> None:

@@ -27,7 +27,7 @@ import heapq
 import operator
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pldiffix.anonymization.hashing import FNV_OFFSET_BASIS, FNV_PRIME, AidKind, hash_aids
@@ -40,9 +40,9 @@ except ImportError:  # pragma: no cover - depends on the server's Python
 Number = int | float
 
 # Binary formats of the bucket query's packed columns and their widths in bytes.
-FORMATS = {"int4": 4, "int8": 8, "float8": 8}
-_ARRAY_CODES = {"int4": "i", "int8": "q", "float8": "d"}
-_NUMPY_TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}
+FORMATS = {"int4": 4, "int8": 8, "float8": 8, "bool": 1}
+_ARRAY_CODES = {"int4": "i", "int8": "q", "float8": "d", "bool": "B"}
+_NUMPY_TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8", "bool": "|u1"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,29 @@ class ContributionSummary:
     aid_seed: int
     total: Number
     top: list[tuple[Number, int]]  # largest first, by contribution then by hash
+
+
+@dataclass
+class PerAid:
+    """Rows of one bucket grouped per AID (``group_rows``); arrays aligned with ``aids``."""
+
+    aids: Any
+    rows: Any  # rows per AID
+    non_null: dict[int, Any]  # column -> non-NULL values per AID
+    positive: dict[int, Any]  # column -> sum of its values >= 0 per AID, -1 if it has none
+    negative: dict[int, Any]  # column -> sum of -value over values <= 0 per AID, -1 if none
+    # float column -> (sum of values >= 0, sum of -value over values <= 0) over all rows
+    totals: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+
+# What PostgreSQL's sum() does, for the legs of sum(col): add in row order, starting from 0 (so a
+# float -0.0 alone sums to 0.0), NaN counting as >= 0 (it sorts above every number there).
+def _leg_masks(values: Any, not_null: Any, negative: bool) -> Any:
+    return not_null & ((values <= 0) if negative else ~(values < 0))
+
+
+def _fold(values: Sequence[Number]) -> Number:
+    return functools.reduce(operator.add, values, 0)
 
 
 class PythonKernel:
@@ -67,9 +90,41 @@ class PythonKernel:
         if array.array(_ARRAY_CODES[fmt]).itemsize != FORMATS[fmt]:  # pragma: no cover
             raise RuntimeError(f"no native {FORMATS[fmt]}-byte array type for {fmt}")
         values.frombytes(data)
+        if fmt == "bool":
+            return [octet != 0 for octet in values]
         if sys.byteorder == "little":
             values.byteswap()
         return values.tolist()
+
+    def group_rows(
+        self, aids: Sequence[int], not_null: dict[int, Any], values: dict[int, Any]
+    ) -> PerAid:
+        """Per AID: its rows, and per column its non-NULL values and the sums of both signs.
+        ``values`` (integers, 0 where NULL) are given for summed columns only."""
+        positions: dict[int, list[int]] = {}
+        for position, aid in enumerate(aids):
+            positions.setdefault(aid, []).append(position)
+        groups = list(positions.values())
+        out = PerAid(list(positions), [len(g) for g in groups], {}, {}, {})
+        for column, mask in not_null.items():
+            out.non_null[column] = [sum(1 for p in g if mask[p]) for g in groups]
+            if column not in values:
+                continue
+            column_values = values[column]
+            positive = [bool(mask[p] and not column_values[p] < 0) for p in range(len(aids))]
+            negative = [bool(mask[p] and column_values[p] <= 0) for p in range(len(aids))]
+            for target, chosen, sign in ((out.positive, positive, 1), (out.negative, negative, -1)):
+                legs = []
+                for g in groups:
+                    kept = [sign * column_values[p] for p in g if chosen[p]]
+                    legs.append(_fold(kept) if kept else -1)
+                target[column] = legs
+            if any(isinstance(v, float) for v in column_values):
+                out.totals[column] = (
+                    _fold([v for v, keep in zip(column_values, positive, strict=True) if keep]),
+                    _fold([-v for v, keep in zip(column_values, negative, strict=True) if keep]),
+                )
+        return out
 
     def non_negative(self, values: Sequence[Number]) -> list[bool] | None:
         """Which values are contributions: packed NULLs are -1 (NaN and -0.0 are values)."""
@@ -136,9 +191,53 @@ class NumpyKernel:
 
     def decode(self, data: bytes | None, fmt: str) -> Any:
         np = _np
+        native = bool if fmt == "bool" else _NUMPY_TYPES[fmt][1:]
         if not data:
-            return np.empty(0, dtype=_NUMPY_TYPES[fmt][1:])
-        return np.frombuffer(data, dtype=_NUMPY_TYPES[fmt]).astype(_NUMPY_TYPES[fmt][1:])
+            return np.empty(0, dtype=native)
+        return np.frombuffer(data, dtype=_NUMPY_TYPES[fmt]).astype(native)
+
+    def group_rows(self, aids: Any, not_null: dict[int, Any], values: dict[int, Any]) -> PerAid:
+        np = _np
+        n = len(aids)
+        if not not_null or n == 0:
+            unique, counts = np.unique(aids, return_counts=True)
+            out = PerAid(unique, counts.astype(np.int64), {}, {}, {})
+            empty = np.empty(0, dtype=np.int64)
+            for column in not_null:
+                out.non_null[column] = empty
+                if column in values:
+                    out.positive[column] = out.negative[column] = empty
+            return out
+        order = np.argsort(aids, kind="stable")
+        ordered = aids[order]
+        first = np.empty(n, dtype=bool)
+        first[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        lengths = np.diff(np.append(starts, n))
+        out = PerAid(ordered[starts], lengths, {}, {}, {})
+        for column, mask in not_null.items():
+            out.non_null[column] = np.add.reduceat(mask[order].astype(np.int64), starts)
+            if column not in values:
+                continue
+            column_values = values[column]
+            is_float = column_values.dtype.kind == "f"
+            for target, negative in ((out.positive, False), (out.negative, True)):
+                chosen = _leg_masks(column_values, mask, negative)
+                leg = np.where(chosen, -column_values if negative else column_values, 0)
+                if is_float:
+                    sums = _sequential_sums(leg[order], starts, lengths)
+                else:
+                    sums = np.add.reduceat(leg[order], starts)
+                present = np.logical_or.reduceat(chosen[order], starts)
+                target[column] = np.where(present, sums, -1)
+                if is_float:
+                    # in row order; adding 0.0 for the rows left out changes no sum that
+                    # starts from +0.0
+                    total = float(np.add.accumulate(np.concatenate(([0.0], leg)))[-1])
+                    before = out.totals.get(column, (0.0, 0.0))
+                    out.totals[column] = (before[0], total) if negative else (total, before[1])
+        return out
 
     def non_negative(self, values: Any) -> Any:
         absent = values < 0
@@ -241,6 +340,27 @@ class NumpyKernel:
         order = np.lexsort((hashes[chosen], values[chosen]))[::-1]
         picked = chosen[order]
         return list(zip(values[picked].tolist(), hashes[picked].tolist(), strict=True))
+
+
+_FOLD_STEPS = 64  # longer groups are added up one by one in Python
+
+
+def _sequential_sums(ordered: Any, starts: Any, lengths: Any) -> Any:
+    """Per group (``ordered[starts[g]:starts[g] + lengths[g]]``), the left-to-right float sum
+    from +0.0, bit-identical to PostgreSQL's sum(float8). numpy's own reductions add pairwise,
+    which rounds differently, so the groups advance together one element per step."""
+    np = _np
+    sums = np.zeros(len(starts), dtype=np.float64)
+    short = lengths <= _FOLD_STEPS
+    for step in range(int(lengths[short].max()) if short.any() else 0):
+        live = np.flatnonzero(short & (lengths > step))
+        sums[live] += ordered[starts[live] + step]
+    for group in np.flatnonzero(~short):
+        start = int(starts[group])
+        sums[group] = functools.reduce(
+            operator.add, ordered[start : start + int(lengths[group])].tolist(), 0.0
+        )
+    return sums
 
 
 def _xor(hashes: Sequence[int]) -> int:
