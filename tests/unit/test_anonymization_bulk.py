@@ -236,10 +236,20 @@ def test_grouping_rows_per_aid_gives_what_sql_grouping_gives(kernel, floats) -> 
             assert grouped.totals[3] == expected
 
 
-def test_grouping_without_value_columns_counts_rows(kernel) -> None:
-    aids = kernel.decode(packed([5, 3, 5, 5, 9], "int4"), "int4")
+@pytest.mark.parametrize(
+    "values",
+    [[5, 3, 5, 5, 9], [10**9, -(10**9), 10**9, 7], [-(2**31), 2**31 - 1, -(2**31)]],
+    ids=["dense", "sparse", "extremes"],
+)
+def test_grouping_without_value_columns_counts_rows(kernel, values) -> None:
+    aids = kernel.decode(packed(values, "int4"), "int4")
     grouped = kernel.group_rows(aids, {}, {})
     rows = zip(kernel.tolist(grouped.aids), kernel.tolist(grouped.rows), strict=True)
-    assert dict(rows) == {5: 3, 3: 1, 9: 1}
+    assert dict(rows) == {v: values.count(v) for v in values}
+    hashes = kernel.tolist(kernel.hash_ints(grouped.aids, AidKind.INT4))
+    assert sorted(hashes) == sorted(hash_aid(v, AidKind.INT4) for v in set(values))
+
+
+def test_grouping_empty_buckets(kernel) -> None:
     empty = kernel.group_rows(kernel.decode(None, "int4"), {0: kernel.decode(None, "bool")}, {})
     assert kernel.tolist(empty.aids) == [] and kernel.tolist(empty.non_null[0]) == []

@@ -200,8 +200,8 @@ class NumpyKernel:
         np = _np
         n = len(aids)
         if not not_null or n == 0:
-            unique, counts = np.unique(aids, return_counts=True)
-            out = PerAid(unique, counts.astype(np.int64), {}, {}, {})
+            unique, counts = self._count_rows(aids)
+            out = PerAid(unique, counts, {}, {}, {})
             empty = np.empty(0, dtype=np.int64)
             for column in not_null:
                 out.non_null[column] = empty
@@ -306,6 +306,21 @@ class NumpyKernel:
             total = self._total(values)
         top = self._top(hashes, values, min(capacity, len(hashes)))
         return ContributionSummary(contributors, seed, total, top)
+
+    @staticmethod
+    def _count_rows(aids: Any) -> tuple[Any, Any]:
+        """Distinct AIDs (ascending) and their row counts. AIDs within a range a few times the
+        row count (e.g. serial ids) are counted with ``bincount`` in linear time, others sorted."""
+        np = _np
+        n = len(aids)
+        if n:
+            low, high = int(aids.min()), int(aids.max())
+            if high - low <= 4 * n + 1024:
+                counts = np.bincount(aids.astype(np.int64) - low)
+                present = np.flatnonzero(counts)
+                return present + low, counts[present].astype(np.int64)
+        unique, counts = np.unique(aids, return_counts=True)
+        return unique, counts.astype(np.int64)
 
     @staticmethod
     def _total(values: Any) -> Number:
