@@ -148,7 +148,7 @@ def _verify_python(conn: psycopg.Connection) -> str:
     if versions.get("numpy"):
         return f"({found}, numpy {versions['numpy']})"
     return (
-        f"({found}; no numpy: per-AID work runs in pure Python, several times slower; "
+        f"({found}; no numpy: per-AID work runs in pure Python, 3-5x slower; "
         "install it for the server's Python, e.g. apt-get install python3-numpy)"
     )
 
