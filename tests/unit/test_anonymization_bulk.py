@@ -157,6 +157,8 @@ def test_summarized_states_refuse_merges_and_agree_on_low_count(kernel) -> None:
         state.merge(CountState([ContributionTracker()]))
     with pytest.raises(ValueError, match="cannot be merged"):
         LowCountSummary([counted]).merge(LowCountState([set()]))
+    with pytest.raises(ValueError, match="never seeds the suppress bin"):
+        LowCountSummary([counted]).empty()
     with pytest.raises(ValueError, match="cannot be merged"):
         DistinctAidsState(summary=summary).merge(DistinctAidsState())
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pldiffix.anonymization.base import AnonymizingAggregate, BucketContext
-from pldiffix.anonymization.low_count import LowCountState
+from pldiffix.anonymization.low_count import LowCountState, LowCountSummary
 from pldiffix.anonymization.params import AnonymizationParams
 from pldiffix.anonymization.seeds import bucket_seed, label_hash
 
@@ -44,7 +44,7 @@ class Bucket:
 
     labels: tuple[Any, ...]
     aggregates: list[AnonymizingAggregate]
-    low_count_state: LowCountState | None = None
+    low_count_state: LowCountState | LowCountSummary | None = None
     label_hashes: tuple[int, ...] | None = None
     low_count: bool = False
     merged: bool = False

@@ -56,7 +56,7 @@ class LowCountSummary:
         raise ValueError("a summarized low-count state cannot be merged")
 
     def empty(self) -> LowCountState:
-        return LowCountState([set() for _ in self.counts])
+        raise ValueError("a summarized bucket is high-count and never seeds the suppress bin")
 
     def is_low_count(self, params: AnonymizationParams) -> bool:
         low = False
