@@ -56,7 +56,12 @@ from pldiffix.validation.pgtypes import normalize_type
 
 FETCH_SIZE = 500  # bucket rows per fetch, at most
 GROUPED = "grouped"  # a per-AID column the reader derived from rows
-ROW_MODE_BYTES = 256 << 20  # packed rows of one bucket Python may hold (numpy needs ~3x that)
+# Packed rows of one relation the rows form may ship. The backend's hash aggregate holds all of
+# them until it ends, a global query hands all of them to Python at once (numpy's working copies
+# add ~2x), and one packed column must stay under PostgreSQL's 1 GB datum limit (at most 8 of
+# a row's 13+ bytes are one column). The per-AID form it falls back to holds one hash entry
+# (~100 bytes) per bucket and AID instead.
+ROW_MODE_BYTES = 512 << 20
 MAX_AIDS_PER_FETCH = 1 << 18  # per-AID values held at once, unless a single row has more
 ENGINE_SCHEMAS = frozenset({"pg_catalog", "diffix"})
 # Volatile functions that cannot observe or change anything an analyst could abuse.
