@@ -11,7 +11,7 @@ them into what flattening needs:
 - ``PythonKernel``: the same results in pure Python (table-driven hashing, ``heapq``).
 
 ``KERNEL`` is the numpy one when numpy can be imported. Both give identical results
-(tests/unit/test_bulk.py runs every case through both).
+(tests/unit/test_anonymization_bulk.py runs every case through both).
 
 A *summary* is all that ``aggregate_contributions`` reads from one AID instance: how many AIDs
 contribute, the XOR of their hashes, the total, and the largest ``(contribution, hash)`` pairs.
@@ -87,7 +87,7 @@ class PythonKernel:
         if not data:
             return []
         values = array.array(_ARRAY_CODES[fmt])
-        if array.array(_ARRAY_CODES[fmt]).itemsize != FORMATS[fmt]:  # pragma: no cover
+        if values.itemsize != FORMATS[fmt]:  # pragma: no cover
             raise RuntimeError(f"no native {FORMATS[fmt]}-byte array type for {fmt}")
         values.frombytes(data)
         if fmt == "bool":
@@ -222,21 +222,21 @@ class NumpyKernel:
                 continue
             column_values = values[column]
             is_float = column_values.dtype.kind == "f"
+            totals = []
             for target, negative in ((out.positive, False), (out.negative, True)):
                 chosen = _leg_masks(column_values, mask, negative)
                 leg = np.where(chosen, -column_values if negative else column_values, 0)
                 if is_float:
                     sums = _sequential_sums(leg[order], starts, lengths)
+                    # in row order; adding 0.0 for the rows left out changes no sum that
+                    # starts from +0.0
+                    totals.append(float(np.add.accumulate(np.concatenate(([0.0], leg)))[-1]))
                 else:
                     sums = np.add.reduceat(leg[order], starts)
                 present = np.logical_or.reduceat(chosen[order], starts)
                 target[column] = np.where(present, sums, -1)
-                if is_float:
-                    # in row order; adding 0.0 for the rows left out changes no sum that
-                    # starts from +0.0
-                    total = float(np.add.accumulate(np.concatenate(([0.0], leg)))[-1])
-                    before = out.totals.get(column, (0.0, 0.0))
-                    out.totals[column] = (before[0], total) if negative else (total, before[1])
+            if is_float:
+                out.totals[column] = (totals[0], totals[1])
         return out
 
     def non_negative(self, values: Any) -> Any:
@@ -247,8 +247,9 @@ class NumpyKernel:
         """FNV-1a of each value's 8 little-endian bytes; int4 values zero-extended first."""
         np = _np
         values = np.asarray(values)
-        words = values.astype(np.uint32).astype(np.uint64) if kind is AidKind.INT4 else None
-        if words is None:
+        if kind is AidKind.INT4:
+            words = values.astype(np.uint32).astype(np.uint64)
+        else:
             words = values.astype(np.int64).view(np.uint64)
         state = np.full(words.shape, self._basis, dtype=np.uint64)
         # The four high bytes of an int4 are zero: XOR with them changes nothing, so their four
@@ -274,7 +275,11 @@ class NumpyKernel:
         ordered = np.sort(hashes)
         if bool((ordered[1:] == ordered[:-1]).any()):
             return None
-        return len(hashes), int(np.bitwise_xor.reduce(hashes))
+        return len(hashes), self._xor(hashes)
+
+    @staticmethod
+    def _xor(hashes: Any) -> int:
+        return int(_np.bitwise_xor.reduce(hashes)) if len(hashes) else 0
 
     def summarize(
         self,
@@ -295,10 +300,7 @@ class NumpyKernel:
         is_float = values.dtype.kind == "f"
         if is_float and bool(np.isnan(values).any()):
             return None
-        if distinct:
-            counted = (len(hashes), int(np.bitwise_xor.reduce(hashes)) if len(hashes) else 0)
-        else:
-            counted = self.aid_set(hashes)
+        counted = (len(hashes), self._xor(hashes)) if distinct else self.aid_set(hashes)
         if counted is None:
             return None
         contributors, seed = counted
