@@ -13,9 +13,11 @@ tables) never runs as the engine.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -40,6 +42,7 @@ from pldiffix.anonymization import (
     anonymize_buckets,
     bulk,
     label_material,
+    partitions,
     sql_seed,
 )
 from pldiffix.anonymization.contributions import ContributionTracker, SummarizedTracker
@@ -63,6 +66,7 @@ GROUPED = "grouped"  # a per-AID column the reader derived from rows
 # (~100 bytes) per bucket and AID instead.
 ROW_MODE_BYTES = 512 << 20
 MAX_AIDS_PER_FETCH = 1 << 18  # per-AID values held at once, unless a single row has more
+MAX_PASSES = 1024  # a pass scans the whole relation; beyond this the budget gives way
 ENGINE_SCHEMAS = frozenset({"pg_catalog", "diffix"})
 # Volatile functions that cannot observe or change anything an analyst could abuse.
 HARMLESS_VOLATILE = frozenset({"random", "clock_timestamp", "timeofday"})
@@ -89,7 +93,9 @@ def run(plpy: Any, sql: str, level: AccessLevel, search_path: Sequence[str] | No
     for index, model in enumerate(validated.anonymizing):
         checks.check(model)
         placeholder = f"__pldiffix_rows_{index}_{nonce}"
-        replacements[quote(placeholder)] = _anonymize(plpy, model, params, placeholder, live)
+        replacements[quote(placeholder)] = _anonymize(
+            plpy, model, params, placeholder, live, int(values["max_pass_mb"]) << 20
+        )
     _empty_personal_reads(validated, live)
     text = validated.ast.sql(dialect="postgres")
     for placeholder, relation in replacements.items():
@@ -304,19 +310,25 @@ def _anonymize(
     params: AnonymizationParams,
     placeholder: str,
     live: catalog.LiveCatalog,
+    pass_budget: int,
 ) -> str:
+    """The anonymized rows of `model` as a relation (SQL text); `pass_budget` bounds the bytes
+    one pass collects (`_pass_count`)."""
     labels = _types_of(plpy, plpy.execute(rewrite.label_types_sql(model))) if model.groups else []
     aid_types = [_column_type(live, aid) for aid in model.aid_columns]
     kinds = [AidKind.from_type_name(t) for t in aid_types]
-    query = rewrite.bucket_query(
+    estimated_rows = _estimated_rows(model, live)
+    make_query = functools.partial(
+        rewrite.bucket_query,
         model,
         labels,
         aid_types,
         lambda c: _column_type(live, c),
         model.implicit_grouping,
         distinct_aid_shortcut=params.low_count_min_threshold >= 2,
-        max_row_bytes=_max_row_bytes(model, live),
+        max_row_bytes=_max_row_bytes(model, labels, kinds, estimated_rows),
     )
+    query = make_query()
 
     plan = rewrite.seed_plan(model, _qualified_column_type(model, live))
     constants = _constant_texts(plpy, plan.constants())
@@ -337,18 +349,15 @@ def _anonymize(
         params,
         summarize=not model.low_count_filter or len(labels) <= MAX_LABELS_WITHOUT_LED,
     )
-    buckets: list[Bucket] = []
-    cursor = plpy.cursor(query.sql)
-    batch_size = 1
-    while batch := cursor.fetch(batch_size):
-        carried = 0
-        for row in batch:
-            bucket, aids = reader.bucket(row)
-            buckets.append(bucket)
-            carried += aids
-        # Rows can carry a whole bucket's AIDs: fetch about MAX_AIDS_PER_FETCH at a time.
-        per_row = max(carried // len(batch), 1)
-        batch_size = max(1, min(FETCH_SIZE, MAX_AIDS_PER_FETCH // per_row))
+    passes = _pass_count(query, labels, estimated_rows, pass_budget)
+    buckets: list[Bucket] | None = None
+    if passes > 1:
+        try:
+            buckets = _read_in_passes(plpy, reader, make_query, passes)
+        except partitions.PartsDisagree:
+            buckets = None  # read once more, in one pass
+    if buckets is None:
+        buckets = [bucket for bucket, _ in _read(plpy, reader, query.sql)]
 
     output = anonymize_buckets(buckets, context, params)
 
@@ -371,17 +380,83 @@ def _anonymize(
     return relation
 
 
-def _max_row_bytes(model: AnonymizingQuery, live: catalog.LiveCatalog) -> float:
-    """How many bytes per row a bucket may carry to Python (`rewrite._row_query`): grouping
-    rows per AID in Python beats PostgreSQL's hash aggregate only when vectorized, and a bucket
-    holds at most all rows of its relation, which must fit `ROW_MODE_BYTES`."""
-    if bulk.KERNEL.name != "numpy" or len(model.relations) != 1:
-        return 0.0
-    relation = model.relations[0].relation
+def _estimated_rows(model: AnonymizingQuery, live: catalog.LiveCatalog) -> float | None:
+    """The planner's row estimate of the relation holding the first AID (None: unknown)."""
+    if not model.aid_columns:
+        return None
+    relation = model.aid_columns[0].relation
     details = live.details.get((relation.schema, relation.name))
-    if details is None or details.estimated_rows is None:
+    return None if details is None else details.estimated_rows
+
+
+def _splittable(labels: list[SqlType], kinds: list[AidKind]) -> bool:
+    """Whether a query with these labels and AIDs may be read in passes (docs/engine.md,
+    "Passes"): one int4 AID instance, labels a bucket key can hash."""
+    return kinds == [AidKind.INT4] and all(t.name in rewrite.KEYABLE_LABEL_TYPES for t in labels)
+
+
+def _max_row_bytes(
+    model: AnonymizingQuery,
+    labels: list[SqlType],
+    kinds: list[AidKind],
+    estimated_rows: float | None,
+) -> float:
+    """How many bytes per row a bucket may carry to Python (`rewrite._row_query`): grouping
+    rows per AID in Python beats PostgreSQL's hash aggregate only when vectorized. A query that
+    can be split into passes may always; otherwise a bucket holds at most all rows of its
+    relation, which must fit `ROW_MODE_BYTES`."""
+    if bulk.KERNEL.name != "numpy" or len(model.relations) != 1 or estimated_rows is None:
         return 0.0
-    return ROW_MODE_BYTES / max(details.estimated_rows, 1.0)
+    if _splittable(labels, kinds):
+        return math.inf
+    return ROW_MODE_BYTES / max(estimated_rows, 1.0)
+
+
+def _pass_count(
+    query: rewrite.BucketQuery,
+    labels: list[SqlType],
+    estimated_rows: float | None,
+    budget: int,
+) -> int:
+    """Passes needed to keep what one pass collects under `budget` bytes (at most MAX_PASSES)."""
+    kinds = [AidKind.from_type_name(t) for t in query.aid_types]
+    if not query.partitionable or estimated_rows is None or not _splittable(labels, kinds):
+        return 1
+    return max(1, min(math.ceil(estimated_rows * query.bytes_per_row / budget), MAX_PASSES))
+
+
+def _read(plpy: Any, reader: _BucketReader, sql: str) -> Iterator[tuple[Bucket, int]]:
+    """The buckets of one bucket query with their keys (`k`, 0 without one), fetched about
+    `MAX_AIDS_PER_FETCH` AIDs (or packed rows) at a time."""
+    cursor = plpy.cursor(sql)
+    batch_size = 1
+    while batch := cursor.fetch(batch_size):
+        carried = 0
+        for row in batch:
+            bucket, aids = reader.bucket(row)
+            carried += aids
+            yield bucket, row.get("k", 0)
+        per_row = max(carried // len(batch), 1)
+        batch_size = max(1, min(FETCH_SIZE, MAX_AIDS_PER_FETCH // per_row))
+
+
+def _read_in_passes(plpy: Any, reader: _BucketReader, make_query: Any, passes: int) -> list[Bucket]:
+    """The buckets of a query read in `passes` passes over disjoint AID partitions, each bucket's
+    parts combined (`anonymization.partitions`). Raises `PartsDisagree` when they cannot be.
+
+    The engine's function is STABLE, so every pass reads the calling statement's snapshot: the
+    partitions are those of one state of the data even while other sessions write."""
+    buckets: dict[int, Bucket] = {}
+    capacity = reader.params.top_capacity
+    for index in range(passes):
+        query = make_query(partition=rewrite.Partition(index, passes))
+        reader.query = query
+        for bucket, key in _read(plpy, reader, query.sql):
+            if key in buckets:
+                partitions.combine(buckets[key], bucket, capacity)
+            else:
+                buckets[key] = bucket
+    return list(buckets.values())
 
 
 def _json(value: Any) -> list[Any]:

@@ -352,6 +352,30 @@ class BucketQuery:
     float_sums: list[int]  # value columns whose sums get an exact per-instance total
     packed: dict[str, str] = field(default_factory=dict)  # per-AID column -> binary format
     rows: bool = False  # packed columns hold rows, not AIDs (`_row_query`)
+    # What the query collects per input row at most: packed rows, or one per-AID entry each.
+    bytes_per_row: int = 0
+    # One AID instance and only aggregates whose parts combine (`anonymization.partitions`): the
+    # query can be read in passes over disjoint AID partitions (`Partition`).
+    partitionable: bool = False
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Pass `index` of `count` over disjoint AID partitions: the rows whose int4 AID hashes
+    (`hashint4`, PostgreSQL's own) to `index` modulo `count`. Rows without an AID count toward no
+    aggregate (one AID instance) but still make their bucket exist; they go to pass 0."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 2 or not 0 <= self.index < self.count:
+            raise ValueError(f"invalid partition {self.index} of {self.count}")
+
+    def predicate(self, aid: str) -> str:
+        hashed = f"(pg_catalog.hashint4({aid}) & 2147483647)"
+        chosen = f"{hashed} OPERATOR(pg_catalog.%) {self.count} = {self.index}"
+        return f"({aid} IS NULL OR {chosen})" if self.index == 0 else chosen
 
 
 def summand_type(type_name: str) -> SummandType:
@@ -370,6 +394,23 @@ def _label_select(index: int, typ: SqlType) -> list[str]:
     return [f"{literal} AS {quote(f't{index}')}", f"{hashed} AS {quote(f'h{index}')}"]
 
 
+# Label types a bucket key (`_key_select`) can hash: built-in types with hash support.
+KEYABLE_LABEL_TYPES = frozenset(
+    {"int2", "int4", "int8", "float4", "float8", "numeric", "text", "varchar", "bpchar", "bool",
+     "date", "time", "timestamp", "timestamptz", "interval"}
+)  # fmt: skip
+
+
+def _key_select(model: AnonymizingQuery) -> str:
+    """`k`: a bucket's identity across passes. Labels that group together hash alike even when
+    their texts differ (0 and -0, 1.0 and 1.00); the engine checks that the parts of a bucket
+    agree on the label texts it reports."""
+    labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
+    if not labels_cols:
+        return "0::pg_catalog.int8 AS k"
+    return f"pg_catalog.hash_record_extended(ROW({', '.join(labels_cols)}), 0) AS k"
+
+
 def bucket_query(
     model: AnonymizingQuery,
     labels: list[SqlType],
@@ -378,6 +419,7 @@ def bucket_query(
     hidden_count: bool,
     distinct_aid_shortcut: bool = False,
     max_row_bytes: float = 0.0,
+    partition: Partition | None = None,
 ) -> BucketQuery:
     """The SQL that returns one row per bucket (see the module docstring).
 
@@ -387,6 +429,7 @@ def bucket_query(
     the only AID instance ships nothing of its own: its values are the bucket's AIDs (`a0`).
     Queries that allow it ship rows instead of per-AID values (`_row_query`) when a row packs
     into at most `max_row_bytes` (the caller's memory budget divided by the relation's rows).
+    With `partition`, only that pass's rows are read (`BucketQuery.partitionable` must hold).
     """
     aids = model.aid_columns
     n_aids = len(aids)
@@ -479,7 +522,18 @@ def bucket_query(
             f"(ORDER BY {expression}) END AS {quote(f'r{d}')}"
         )
     live = " OR ".join(f"{quote(f'i{k}')} IS NOT NULL" for k in range(n_aids))
-    base_sql = f"SELECT {', '.join(base)} FROM {from_sql(model.from_tree)} WHERE {where_sql(model)}"
+    # Passes split int4 AIDs only: FNV-1a never gives two of them one hash (see
+    # `anonymization.partitions`), so no AID is counted twice across passes.
+    partitionable = (
+        n_aids == 1 and normalize_type(aid_types[0]) == "int4" and not distinct and not histograms
+    )
+    where = where_sql(model)
+    if partition is not None:
+        if not partitionable:
+            raise ValueError("this query cannot be read in passes")
+        where = f"({where}) AND {partition.predicate(sql(aids[0].to_sql()))}"
+    base_sql = f"SELECT {', '.join(base)} FROM {from_sql(model.from_tree)} WHERE {where}"
+    keys = [_key_select(model)] if partition is not None else []
     aid_format = normalize_type(aid_types[0]) if len(aid_types) == 1 else None
     row_bytes = (4 if aid_format == "int4" else 8) + len(counts | sums) + 8 * len(sums)
     if (
@@ -492,8 +546,17 @@ def bucket_query(
         and all(value_types[j] in _ROW_SUMMANDS for j in sums)
     ):
         row_sums = {j: _ROW_SUMMANDS[value_types[j]] for j in sums}
-        return _row_query(
-            model, labels, aid_types, inputs, base_sql, aid_format, counts, row_sums, float_sums
+        bucket_sql, packed = _row_query(model, labels, base_sql, aid_format, counts, row_sums, keys)
+        return BucketQuery(
+            bucket_sql,
+            labels,
+            aid_types,
+            inputs,
+            float_sums,
+            packed,
+            rows=True,
+            bytes_per_row=row_bytes,
+            partitionable=partitionable,
         )
 
     labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
@@ -529,14 +592,10 @@ def bucket_query(
         v = quote(f"v{j}")
         for k in range(n_aids):
             i = quote(f"i{k}")
-            per_aid.append(
-                f"pg_catalog.sum({v}) FILTER (WHERE {v} >= 0 AND {i} IS NOT NULL) "
-                f"AS {quote(f'tp{j}_{k}')}"
-            )
-            per_aid.append(
-                f"pg_catalog.sum(-{v}) FILTER (WHERE {v} <= 0 AND {i} IS NOT NULL) "
-                f"AS {quote(f'tn{j}_{k}')}"
-            )
+            positive = _row_order_sum(v, f"{v} >= 0 AND {i} IS NOT NULL")
+            negative = _row_order_sum(f"-{v}", f"{v} <= 0 AND {i} IS NOT NULL")
+            per_aid.append(f"{positive} AS {quote(f'tp{j}_{k}')}")
+            per_aid.append(f"{negative} AS {quote(f'tn{j}_{k}')}")
     for d in range(len(distinct)):
         for k in range(n_aids):
             i = quote(f"i{k}")
@@ -565,7 +624,7 @@ def bucket_query(
     # The arrays of one instance are aligned without ORDER BY: the aggregates of one Agg node see
     # the same input rows in the same order, and they share the same FILTER. Integer AIDs and
     # int8/float8 contributions are packed (see `_per_aid_array`).
-    outer: list[str] = []
+    outer: list[str] = list(keys)
     packed: dict[str, str] = {}
 
     def per_aid(name: str, column: str, fmt: str | None, condition: str, nullable: bool) -> None:
@@ -618,7 +677,26 @@ def bucket_query(
         )
     group_by = f" GROUP BY {', '.join(labels_cols)}" if labels_cols else ""
     bucket_sql = f"SELECT {', '.join(outer)} FROM ({per_aid_sql}) per_aid{group_by}"
-    return BucketQuery(bucket_sql, labels, aid_types, inputs, float_sums, packed)
+    # Per input row at most one per-AID entry per instance: the AID and 8 bytes per value.
+    entry_bytes = 8 * (1 + len(counts) + 2 * len(sums)) + sum(
+        4 if normalize_type(t) == "int4" else 8 for t in aid_types
+    )
+    return BucketQuery(
+        bucket_sql,
+        labels,
+        aid_types,
+        inputs,
+        float_sums,
+        packed,
+        bytes_per_row=entry_bytes,
+        partitionable=partitionable,
+    )
+
+
+def _row_order_sum(value: str, condition: str) -> str:
+    """A float sum over the rows meeting `condition`, added in scan order from +0.0 as pg_diffix
+    adds it (PostgreSQL's sum() starts from the first value: a lone -0.0 would stay -0.0)."""
+    return f"(pg_catalog.sum({value}) FILTER (WHERE {condition}) + 0::pg_catalog.float8)"
 
 
 # Packed format of a per-AID sum, by summand type: sum(int2/int4) is int8, float4 and numeric
@@ -654,23 +732,22 @@ _ROW_SUMMANDS = {"int2": "int8", "int4": "int8", "float8": "float8", "numeric": 
 def _row_query(
     model: AnonymizingQuery,
     labels: list[SqlType],
-    aid_types: list[str],
-    inputs: list[AggregateInput],
     base_sql: str,
     aid_format: str,
     counts: set[int],
     sums: dict[int, str],
-    float_sums: list[int],
-) -> BucketQuery:
-    """One row per bucket carrying its *rows*, packed: the AID of each row with a non-NULL AID
-    (`a0`), and per aggregated column whether it is NULL (`rn<j>`) and, for sums, its value
-    (`rv<j>`). Python groups them per AID (`bulk` kernels' `group`), which replaces PostgreSQL's
-    `GROUP BY bucket, aid` hash aggregate, the costliest step of the per-AID form.
+    keys: list[str],
+) -> tuple[str, dict[str, str]]:
+    """SQL returning one row per bucket carrying its *rows*, packed, and the packed formats:
+    the AID of each row with a non-NULL AID (`a0`), and per aggregated column whether it is NULL
+    (`rn<j>`) and, for sums, its value (`rv<j>`). Python groups them per AID (`bulk` kernels'
+    `group`), which replaces PostgreSQL's `GROUP BY bucket, aid` hash aggregate, the costliest
+    step of the per-AID form. `keys`: the bucket key (`_key_select`) when read in passes.
 
     Only for one AID instance over one relation with integer AIDs, and counts and sums whose
     per-AID values Python computes exactly as PostgreSQL would (`sums`: column -> format).
     """
-    outer: list[str] = []
+    outer: list[str] = list(keys)
     for k, typ in enumerate(labels):
         outer.extend(_label_select(k, typ))
     present = '"i0" IS NOT NULL'
@@ -689,7 +766,7 @@ def _row_query(
     labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
     group_by = f" GROUP BY {', '.join(labels_cols)}" if labels_cols else ""
     bucket_sql = f"SELECT {', '.join(outer)} FROM ({base_sql}) base{group_by}"
-    return BucketQuery(bucket_sql, labels, aid_types, inputs, float_sums, packed, rows=True)
+    return bucket_sql, packed
 
 
 def _argument(node: exp.Expression) -> exp.Expression | None:

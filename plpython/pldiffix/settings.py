@@ -144,6 +144,15 @@ SPECS: dict[str, SettingSpec] = {
             "Whether unlabeled tables are readable and treated as public.",
         ),
         SettingSpec(
+            "max_pass_mb",
+            "int",
+            "256",
+            "Most data (MiB, estimated from table statistics) one pass of an anonymizing query "
+            "collects; larger queries over one int4 AID are read in passes over AID partitions.",
+            minimum=1,
+            maximum=512,
+        ),
+        SettingSpec(
             "strict",
             "bool",
             "true",

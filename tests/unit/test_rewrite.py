@@ -167,7 +167,11 @@ def test_engine_refuses_foreign_functions_types_and_volatile_calls(expression, r
 
 
 def _bucket_query(
-    sql: str, aid_types: list[str], shortcut: bool = True, max_row_bytes: float = 0.0
+    sql: str,
+    aid_types: list[str],
+    shortcut: bool = True,
+    max_row_bytes: float = 0.0,
+    partition: rewrite.Partition | None = None,
 ) -> rewrite.BucketQuery:
     model = _model(sql)
     labels = [rewrite.SqlType(25, "text", "text", "S")] * len(model.groups)
@@ -179,6 +183,7 @@ def _bucket_query(
         hidden_count=False,
         distinct_aid_shortcut=shortcut,
         max_row_bytes=max_row_bytes,
+        partition=partition,
     )
 
 
@@ -232,3 +237,61 @@ def test_count_distinct_of_the_only_aid_ships_nothing_of_its_own() -> None:
     assert "dense_rank" in general.sql and "GROUPING SETS" in general.sql
     other = _bucket_query("SELECT count(DISTINCT city) FROM test_customers", ["int4"])
     assert not other.inputs[0].distinct_aids
+
+
+@pytest.mark.parametrize(
+    ("sql", "aid_types", "partitionable"),
+    [
+        ("SELECT city, count(*), count(DISTINCT id), avg(id) FROM test_customers GROUP BY 1",
+         ["int4"], True),
+        ("SELECT city, count(*) FROM test_customers GROUP BY 1", ["int8"], False),
+        ("SELECT city, count(*) FROM test_customers GROUP BY 1", ["text"], False),
+        ("SELECT count(DISTINCT city) FROM test_customers", ["int4"], False),
+        ("SELECT diffix.count_histogram(id) FROM test_customers", ["int4"], False),
+        ("SELECT c.city, count(*) FROM test_customers c "
+         "JOIN test_purchases p ON c.id = p.cid GROUP BY 1", ["int4", "int4"], False),
+    ],
+)  # fmt: skip
+def test_only_one_int4_aid_with_combinable_aggregates_is_read_in_passes(
+    sql: str, aid_types: list[str], partitionable: bool
+) -> None:
+    for max_row_bytes in (0.0, 64.0):  # both forms
+        assert _bucket_query(sql, aid_types, max_row_bytes=max_row_bytes).partitionable is (
+            partitionable
+        )
+    if not partitionable:
+        with pytest.raises(ValueError, match="passes"):
+            _bucket_query(sql, aid_types, partition=rewrite.Partition(1, 3))
+
+
+@pytest.mark.parametrize("max_row_bytes", [0.0, 64.0])
+def test_a_pass_reads_its_partition_and_keys_its_buckets(max_row_bytes: float) -> None:
+    sql = "SELECT city, count(*), sum(id) FROM test_customers GROUP BY 1"
+    whole = _bucket_query(sql, ["int4"], max_row_bytes=max_row_bytes)
+    first = _bucket_query(
+        sql, ["int4"], max_row_bytes=max_row_bytes, partition=rewrite.Partition(0, 3)
+    )
+    other = _bucket_query(
+        sql, ["int4"], max_row_bytes=max_row_bytes, partition=rewrite.Partition(2, 3)
+    )
+    hashed = '(pg_catalog.hashint4("test_customers"."id") & 2147483647) OPERATOR(pg_catalog.%) 3'
+    assert f"{hashed} = 2" in other.sql and f"{hashed} = 0" in first.sql
+    assert '("test_customers"."id" IS NULL OR ' in first.sql  # rows without an AID: pass 0
+    assert "IS NULL OR" not in other.sql
+    assert "hashint4" not in whole.sql and " AS k" not in whole.sql
+    key = 'pg_catalog.hash_record_extended(ROW("l0"), 0) AS k'
+    assert key in first.sql and key in other.sql
+    assert first.packed == whole.packed and first.rows == whole.rows
+
+
+def test_partition_numbers_are_checked() -> None:
+    for index, count in ((0, 1), (3, 3), (-1, 2)):
+        with pytest.raises(ValueError, match="invalid partition"):
+            rewrite.Partition(index, count)
+
+
+def test_bytes_per_row_is_what_one_input_row_can_add() -> None:
+    sql = "SELECT city, count(*), count(id), sum(id) FROM test_customers GROUP BY 1"
+    assert _bucket_query(sql, ["int4"], max_row_bytes=64).bytes_per_row == 4 + 1 + 8
+    # per-AID form: the AID, its rows, per counted column a count, per summed column two legs
+    assert _bucket_query(sql, ["int4"]).bytes_per_row == 4 + 8 * (1 + 1 + 2)
