@@ -410,6 +410,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="override a server setting of the throwaway cluster (repeatable)",
     )
     parser.add_argument(
+        "--pldiffix-setting",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pldiffix setting (diffix.configure), e.g. max_pass_mb=64 (repeatable)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=1800, help="statement timeout in seconds per run"
     )
     parser.add_argument("--no-pg-diffix", action="store_true", help="skip pg_diffix")
@@ -607,8 +615,9 @@ LABELS = (
 )
 
 
-def setup_pldiffix(dsn: str) -> None:
-    """pldiffix with its labels, a direct role and an anonymized_trusted role."""
+def setup_pldiffix(dsn: str, configure: Sequence[tuple[str, str]] = ()) -> None:
+    """pldiffix with its labels, a direct role, an anonymized_trusted role and the settings
+    `configure` (name, value)."""
     _clone(dsn, DB_PLDIFFIX)
     install.install(make_conninfo(dsn, dbname=DB_PLDIFFIX), out=io.StringIO())
     with _connect(dsn, DB_PLDIFFIX) as conn:
@@ -623,6 +632,8 @@ def setup_pldiffix(dsn: str) -> None:
             GRANT SELECT ON cities TO {ROLE_ANONYMIZED};
             """
         )
+        for name, value in configure:
+            conn.execute("CALL diffix.configure(%s, %s)", (name, value))
 
 
 def pg_diffix_available(dsn: str) -> str | None:
@@ -664,7 +675,7 @@ def run_scale(
     _drop_everything(dsn)
     print(f"== building {format_rows(customers)} customers, {format_rows(3 * customers)} tx ...")
     build_seconds = build_data(dsn, customers)
-    setup_pldiffix(dsn)
+    setup_pldiffix(dsn, args.pldiffix_setting)
     note = pg_diffix_reason
     if note is None:
         try:
@@ -706,6 +717,7 @@ def _meta(dsn: str, settings: dict[str, str], args: argparse.Namespace) -> dict[
             "platform": platform.platform(),
         },
         "settings": settings,
+        "pldiffix_settings": dict(args.pldiffix_setting),
     }
     with contextlib.suppress(psycopg.Error), _connect(dsn, "postgres") as conn:
         meta["server_version"] = conn.execute("SHOW server_version").fetchone()[0]

@@ -352,10 +352,12 @@ def _anonymize(
     passes = _pass_count(query, labels, estimated_rows, pass_budget)
     buckets: list[Bucket] | None = None
     if passes > 1:
+        plpy.debug(f"pldiffix: reading the query in {passes} passes")
         try:
             buckets = _read_in_passes(plpy, reader, make_query, passes)
-        except partitions.PartsDisagree:
-            buckets = None  # read once more, in one pass
+        except partitions.PartsDisagree as error:
+            plpy.debug(f"pldiffix: reading the query again in one pass: {error}")
+            reader.query, buckets = query, None
     if buckets is None:
         buckets = [bucket for bucket, _ in _read(plpy, reader, query.sql)]
 

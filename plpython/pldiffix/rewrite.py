@@ -404,11 +404,11 @@ KEYABLE_LABEL_TYPES = frozenset(
 def _key_select(model: AnonymizingQuery) -> str:
     """`k`: a bucket's identity across passes. Labels that group together hash alike even when
     their texts differ (0 and -0, 1.0 and 1.00); the engine checks that the parts of a bucket
-    agree on the label texts it reports."""
-    labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
-    if not labels_cols:
+    agree on the label texts it reports. A record hashes NULL like a float 0, hence the flags."""
+    fields = [f"{quote(f'l{k}')}, {quote(f'l{k}')} IS NULL" for k in range(len(model.groups))]
+    if not fields:
         return "0::pg_catalog.int8 AS k"
-    return f"pg_catalog.hash_record_extended(ROW({', '.join(labels_cols)}), 0) AS k"
+    return f"pg_catalog.hash_record_extended(ROW({', '.join(fields)}), 0) AS k"
 
 
 def bucket_query(

@@ -22,6 +22,8 @@ def test_bench_runs_end_to_end_on_a_tiny_scale(server_dsn, tmp_path, capsys):
         "--sessions",
         "1",
         "--no-pg-diffix",
+        "--pldiffix-setting",
+        "max_pass_mb=1",
     ]
     assert bench.main([*argv, "--json", str(report)]) == 0
     out = capsys.readouterr().out
@@ -32,6 +34,7 @@ def test_bench_runs_end_to_end_on_a_tiny_scale(server_dsn, tmp_path, capsys):
 
     doc = json.loads(report.read_text())
     assert doc["repeat"] == 1 and doc["server_version"]
+    assert doc["pldiffix_settings"] == {"max_pass_mb": "1"}
     [scale] = doc["scales"]
     assert scale["customers"] == 2000 and scale["transactions"] == 6000
     assert [q["sql"] for q in scale["queries"]] == [q.sql for q in bench.QUERIES]

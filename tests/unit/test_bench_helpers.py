@@ -159,9 +159,12 @@ def test_parse_args_defaults_and_overrides(tmp_path):
             str(tmp_path / "r.json"),
             "--setting",
             "work_mem=64MB",
+            "--pldiffix-setting",
+            "max_pass_mb=64",
         ]
     )
     assert args.scales == [2000] and args.repeat == 1 and args.setting == [("work_mem", "64MB")]
+    assert args.pldiffix_setting == [("max_pass_mb", "64")]
     assert bench.parse_args(["--rows", "5k", "--scale", "1M,10M"]).scales == [
         1_000_000,
         10_000_000,
@@ -169,7 +172,14 @@ def test_parse_args_defaults_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv", [["--rows", "lots"], ["--repeat", "0"], ["--scale", ","], ["--setting", "novalue"]]
+    "argv",
+    [
+        ["--rows", "lots"],
+        ["--repeat", "0"],
+        ["--scale", ","],
+        ["--setting", "novalue"],
+        ["--pldiffix-setting", "novalue"],
+    ],
 )
 def test_parse_args_rejects(argv, capsys):
     with pytest.raises(SystemExit):
