@@ -126,9 +126,11 @@ def test_show_settings_lists_every_setting_with_pg_diffix_defaults(db):
         "default_access_level",
         "session_access_level",
         "treat_unmarked_tables_as_public",
+        "max_pass_mb",
         "strict",
     }
     assert shown["low_count_min_threshold"] == ("3", "default")
+    assert shown["max_pass_mb"] == ("256", "default")
     assert shown["top_count_max"] == ("4", "default")
     assert shown["compute_suppress_bin"] == ("true", "default")
     assert len(shown["salt"][0]) == 64  # admins see the random salt generated at install
