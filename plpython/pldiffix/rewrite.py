@@ -534,6 +534,15 @@ def bucket_query(
         where = f"({where}) AND {partition.predicate(sql(aids[0].to_sql()))}"
     base_sql = f"SELECT {', '.join(base)} FROM {from_sql(model.from_tree)} WHERE {where}"
     keys = [_key_select(model)] if partition is not None else []
+
+    def finish(
+        bucket_sql: str, packed: dict[str, str], bytes_per_row: int, rows: bool = False
+    ) -> BucketQuery:
+        return BucketQuery(
+            bucket_sql, labels, aid_types, inputs, float_sums, packed, rows, bytes_per_row,
+            partitionable,
+        )  # fmt: skip
+
     aid_format = normalize_type(aid_types[0]) if len(aid_types) == 1 else None
     row_bytes = (4 if aid_format == "int4" else 8) + len(counts | sums) + 8 * len(sums)
     if (
@@ -547,17 +556,7 @@ def bucket_query(
     ):
         row_sums = {j: _ROW_SUMMANDS[value_types[j]] for j in sums}
         bucket_sql, packed = _row_query(model, labels, base_sql, aid_format, counts, row_sums, keys)
-        return BucketQuery(
-            bucket_sql,
-            labels,
-            aid_types,
-            inputs,
-            float_sums,
-            packed,
-            rows=True,
-            bytes_per_row=row_bytes,
-            partitionable=partitionable,
-        )
+        return finish(bucket_sql, packed, row_bytes, rows=True)
 
     labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
     grouping_cols = [quote(f"i{k}") for k in range(n_aids)] + [
@@ -681,16 +680,7 @@ def bucket_query(
     entry_bytes = 8 * (1 + len(counts) + 2 * len(sums)) + sum(
         4 if normalize_type(t) == "int4" else 8 for t in aid_types
     )
-    return BucketQuery(
-        bucket_sql,
-        labels,
-        aid_types,
-        inputs,
-        float_sums,
-        packed,
-        bytes_per_row=entry_bytes,
-        partitionable=partitionable,
-    )
+    return finish(bucket_sql, packed, entry_bytes)
 
 
 def _row_order_sum(value: str, condition: str) -> str:
