@@ -318,6 +318,7 @@ def _anonymize(
     aid_types = [_column_type(live, aid) for aid in model.aid_columns]
     kinds = [AidKind.from_type_name(t) for t in aid_types]
     estimated_rows = _estimated_rows(model, live)
+    splittable = _splittable(labels, kinds)
     make_query = functools.partial(
         rewrite.bucket_query,
         model,
@@ -326,7 +327,7 @@ def _anonymize(
         lambda c: _column_type(live, c),
         model.implicit_grouping,
         distinct_aid_shortcut=params.low_count_min_threshold >= 2,
-        max_row_bytes=_max_row_bytes(model, labels, kinds, estimated_rows),
+        max_row_bytes=_max_row_bytes(model, splittable, estimated_rows),
     )
     query = make_query()
 
@@ -349,7 +350,7 @@ def _anonymize(
         params,
         summarize=not model.low_count_filter or len(labels) <= MAX_LABELS_WITHOUT_LED,
     )
-    passes = _pass_count(query, labels, estimated_rows, pass_budget)
+    passes = _pass_count(query, splittable, estimated_rows, pass_budget)
     buckets: list[Bucket] | None = None
     if passes > 1:
         plpy.debug(f"pldiffix: reading the query in {passes} passes")
@@ -398,10 +399,7 @@ def _splittable(labels: list[SqlType], kinds: list[AidKind]) -> bool:
 
 
 def _max_row_bytes(
-    model: AnonymizingQuery,
-    labels: list[SqlType],
-    kinds: list[AidKind],
-    estimated_rows: float | None,
+    model: AnonymizingQuery, splittable: bool, estimated_rows: float | None
 ) -> float:
     """How many bytes per row a bucket may carry to Python (`rewrite._row_query`): grouping
     rows per AID in Python beats PostgreSQL's hash aggregate only when vectorized. A query that
@@ -409,20 +407,16 @@ def _max_row_bytes(
     relation, which must fit `ROW_MODE_BYTES`."""
     if bulk.KERNEL.name != "numpy" or len(model.relations) != 1 or estimated_rows is None:
         return 0.0
-    if _splittable(labels, kinds):
+    if splittable:
         return math.inf
     return ROW_MODE_BYTES / max(estimated_rows, 1.0)
 
 
 def _pass_count(
-    query: rewrite.BucketQuery,
-    labels: list[SqlType],
-    estimated_rows: float | None,
-    budget: int,
+    query: rewrite.BucketQuery, splittable: bool, estimated_rows: float | None, budget: int
 ) -> int:
     """Passes needed to keep what one pass collects under `budget` bytes (at most MAX_PASSES)."""
-    kinds = [AidKind.from_type_name(t) for t in query.aid_types]
-    if not query.partitionable or estimated_rows is None or not _splittable(labels, kinds):
+    if not (splittable and query.partitionable) or estimated_rows is None:
         return 1
     return max(1, min(math.ceil(estimated_rows * query.bytes_per_row / budget), MAX_PASSES))
 
