@@ -533,6 +533,12 @@ def bucket_query(
             raise ValueError("this query cannot be read in passes")
         where = f"({where}) AND {partition.predicate(sql(aids[0].to_sql()))}"
     base_sql = f"SELECT {', '.join(base)} FROM {from_sql(model.from_tree)} WHERE {where}"
+    if any(value_types[j] == "numeric" or not isinstance(values[j], exp.Column) for j in sums):
+        # Each summand is referenced several times above (its NULL test, both legs, totals), and
+        # PostgreSQL inlines a flattened subquery's expressions into every reference: a numeric
+        # cast (numeric_out + strtod) would run that many times per row. OFFSET 0 keeps the
+        # subquery, which computes each value once; the scan order, hence float sums, is the same.
+        base_sql += " OFFSET 0"
     keys = [_key_select(model)] if partition is not None else []
 
     def finish(

@@ -295,3 +295,20 @@ def test_bytes_per_row_is_what_one_input_row_can_add() -> None:
     assert _bucket_query(sql, ["int4"], max_row_bytes=64).bytes_per_row == 4 + 1 + 8
     # per-AID form: the AID, its rows, per counted column a count, per summed column two legs
     assert _bucket_query(sql, ["int4"]).bytes_per_row == 4 + 8 * (1 + 1 + 2)
+
+
+@pytest.mark.parametrize("max_row_bytes", [0.0, 64.0])
+@pytest.mark.parametrize(
+    ("sql", "fenced"),
+    [
+        ("SELECT city, sum(discount::numeric) FROM test_customers GROUP BY 1", True),
+        ("SELECT city, avg(id::int8) FROM test_customers GROUP BY 1", True),
+        ("SELECT city, sum(id), count(discount::numeric) FROM test_customers GROUP BY 1", False),
+    ],
+)
+def test_a_computed_summand_is_computed_once_per_row(
+    sql: str, fenced: bool, max_row_bytes: float
+) -> None:
+    query = _bucket_query(sql, ["int4"], max_row_bytes=max_row_bytes)
+    # the rows subquery stays a subquery (OFFSET 0) only where inlining it would repeat work
+    assert ("WHERE TRUE OFFSET 0) base" in query.sql) is fenced
