@@ -528,12 +528,12 @@ class _BucketReader:
         per-AID form, grouped by the kernel; and how many rows it carried."""
         kernel, packed = self.kernel, self.query.packed
         aids = kernel.decode(row["a0"], packed["a0"])
-        columns = sorted(int(name[2:]) for name in packed if name.startswith("rn"))
-        not_null = {j: kernel.decode(row[f"rn{j}"], "bool") for j in columns}
+        columns = sorted(int(name[2:]) for name in packed if name.startswith("na"))
+        nulls = {j: kernel.decode(row[f"na{j}"], packed[f"na{j}"]) for j in columns}
         values = {
             j: kernel.decode(row[f"rv{j}"], packed[f"rv{j}"]) for j in columns if f"rv{j}" in packed
         }
-        per_aid = kernel.group_rows(aids, not_null, values)
+        per_aid = kernel.group_rows(aids, nulls, values)
         out = {name: row[name] for name in row if name[0] in "th"}
         out.update(a0=per_aid.aids, an0=per_aid.rows, un0=0)
         for j in columns:

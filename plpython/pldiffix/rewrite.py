@@ -550,7 +550,8 @@ def bucket_query(
         )  # fmt: skip
 
     aid_format = normalize_type(aid_types[0]) if len(aid_types) == 1 else None
-    row_bytes = (4 if aid_format == "int4" else 8) + len(counts | sums) + 8 * len(sums)
+    # at most: its AID, once more per column it is NULL in, and 8 bytes per summed value
+    row_bytes = (4 if aid_format == "int4" else 8) * (1 + len(counts | sums)) + 8 * len(sums)
     if (
         row_bytes <= max_row_bytes
         and n_aids == 1
@@ -735,8 +736,9 @@ def _row_query(
     keys: list[str],
 ) -> tuple[str, dict[str, str]]:
     """SQL returning one row per bucket carrying its *rows*, packed, and the packed formats:
-    the AID of each row with a non-NULL AID (`a0`), and per aggregated column whether it is NULL
-    (`rn<j>`) and, for sums, its value (`rv<j>`). Python groups them per AID (`bulk` kernels'
+    the AID of each row with a non-NULL AID (`a0`), and per aggregated column the AIDs of its
+    NULL rows (`na<j>`, usually none: cheaper than a flag per row) and, for sums, its value
+    (`rv<j>`, 0 where NULL). Python groups them per AID (`bulk` kernels'
     `group`), which replaces PostgreSQL's `GROUP BY bucket, aid` hash aggregate, the costliest
     step of the per-AID form. `keys`: the bucket key (`_key_select`) when read in passes.
 
@@ -751,11 +753,9 @@ def _row_query(
     packed = {"a0": aid_format}
     for j in sorted(counts | set(sums)):
         v = quote(f"v{j}")
-        outer.append(
-            f"pg_catalog.string_agg(pg_catalog.boolsend({v} IS NOT NULL), ''::pg_catalog.bytea) "
-            f"FILTER (WHERE {present}) AS rn{j}"
-        )
-        packed[f"rn{j}"] = "bool"
+        null_rows = f"{present} AND {v} IS NULL"
+        outer.append(f"{_per_aid_array(quote('i0'), aid_format, null_rows, False)} AS na{j}")
+        packed[f"na{j}"] = aid_format
         if j in sums:
             outer.append(f"{_per_aid_array(f'COALESCE({v}, 0)', sums[j], present, False)} AS rv{j}")
             packed[f"rv{j}"] = sums[j]

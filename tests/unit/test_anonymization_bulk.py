@@ -210,10 +210,12 @@ def test_grouping_rows_per_aid_gives_what_sql_grouping_gives(kernel, floats) -> 
         raw = [rng.choice(choices) for _ in range(n)]
         nulls = [rng.random() < 0.2 for _ in range(n)]
         decoded_aids = kernel.decode(packed(aids, "int4"), "int4")
-        mask = kernel.decode(bytes(0 if null else 1 for null in nulls), "bool")
+        null_aids = [aid for aid, z in zip(aids, nulls, strict=True) if z]
+        rng.shuffle(null_aids)  # their order carries nothing
+        null_aids = kernel.decode(packed(null_aids, "int4"), "int4")
         zeroed = [0 if z else v for v, z in zip(raw, nulls, strict=True)]
         vals = kernel.decode(packed(zeroed, fmt), fmt)
-        grouped = kernel.group_rows(decoded_aids, {3: mask, 4: mask}, {3: vals})
+        grouped = kernel.group_rows(decoded_aids, {3: null_aids, 4: null_aids}, {3: vals})
         got = {}
         aid_list = kernel.tolist(grouped.aids)
         for i, aid in enumerate(aid_list):
@@ -228,6 +230,9 @@ def test_grouping_rows_per_aid_gives_what_sql_grouping_gives(kernel, floats) -> 
             {3: zeroed},
         )  # fmt: skip
         assert got == reference  # floats compared exactly: same additions in the same order
+        counted = kernel.group_rows(decoded_aids, {4: null_aids}, {})  # nothing summed
+        non_null = zip(kernel.tolist(counted.aids), kernel.tolist(counted.non_null[4]), strict=True)
+        assert dict(non_null) == {aid: legs[4][0] for aid, (_, legs) in reference.items()}
         if floats and n:
             kept = [v for v, z in zip(raw, nulls, strict=True) if not z]
             positive = [v for v in kept if not v < 0]
@@ -253,5 +258,7 @@ def test_grouping_without_value_columns_counts_rows(kernel, values) -> None:
 
 
 def test_grouping_empty_buckets(kernel) -> None:
-    empty = kernel.group_rows(kernel.decode(None, "int4"), {0: kernel.decode(None, "bool")}, {})
+    nothing = kernel.decode(None, "int4")
+    empty = kernel.group_rows(nothing, {0: nothing, 1: nothing}, {1: kernel.decode(None, "int8")})
     assert kernel.tolist(empty.aids) == [] and kernel.tolist(empty.non_null[0]) == []
+    assert kernel.tolist(empty.positive[1]) == kernel.tolist(empty.negative[1]) == []

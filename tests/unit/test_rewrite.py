@@ -212,12 +212,16 @@ def test_bucket_rows_are_shipped_only_when_python_can_group_them_exactly(
     assert not _bucket_query(sql, aid_types).rows
 
 
-def test_bucket_rows_pack_aids_null_flags_and_values() -> None:
+def test_bucket_rows_pack_aids_the_aids_of_null_rows_and_values() -> None:
     sql = "SELECT city, sum(id) FROM test_customers GROUP BY 1"
-    query = _bucket_query(sql, ["int4"], max_row_bytes=13)  # 4 (AID) + 1 (NULL flag) + 8
-    assert query.packed == {"a0": "int4", "rn0": "bool", "rv0": "int8"}
-    assert not _bucket_query(sql, ["int4"], max_row_bytes=12.9).rows  # over the memory budget
-    assert "pg_catalog.int4send" in query.sql and "pg_catalog.boolsend" in query.sql
+    # at most 4 (AID) + 4 (the AID again if the value is NULL) + 8 (the value)
+    query = _bucket_query(sql, ["int4"], max_row_bytes=16)
+    assert query.packed == {"a0": "int4", "na0": "int4", "rv0": "int8"}
+    assert not _bucket_query(sql, ["int4"], max_row_bytes=15.9).rows  # over the memory budget
+    assert (
+        'pg_catalog.string_agg(pg_catalog.int4send(("i0")::pg_catalog.int4), '
+        '\'\'::pg_catalog.bytea) FILTER (WHERE "i0" IS NOT NULL AND "v0" IS NULL) AS na0'
+    ) in query.sql
 
 
 def test_single_grouping_set_is_a_plain_group_by() -> None:
@@ -292,7 +296,7 @@ def test_partition_numbers_are_checked() -> None:
 
 def test_bytes_per_row_is_what_one_input_row_can_add() -> None:
     sql = "SELECT city, count(*), count(id), sum(id) FROM test_customers GROUP BY 1"
-    assert _bucket_query(sql, ["int4"], max_row_bytes=64).bytes_per_row == 4 + 1 + 8
+    assert _bucket_query(sql, ["int4"], max_row_bytes=64).bytes_per_row == 4 + 4 + 8
     # per-AID form: the AID, its rows, per counted column a count, per summed column two legs
     assert _bucket_query(sql, ["int4"]).bytes_per_row == 4 + 8 * (1 + 1 + 2)
 

@@ -22,6 +22,7 @@ the caller keeps the exact per-AID dictionary semantics in those cases.
 from __future__ import annotations
 
 import array
+import collections
 import functools
 import heapq
 import operator
@@ -40,9 +41,9 @@ except ImportError:  # pragma: no cover - depends on the server's Python
 Number = int | float
 
 # Binary formats of the bucket query's packed columns and their widths in bytes.
-FORMATS = {"int4": 4, "int8": 8, "float8": 8, "bool": 1}
-_ARRAY_CODES = {"int4": "i", "int8": "q", "float8": "d", "bool": "B"}
-_NUMPY_TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8", "bool": "|u1"}
+FORMATS = {"int4": 4, "int8": 8, "float8": 8}
+_ARRAY_CODES = {"int4": "i", "int8": "q", "float8": "d"}
+_NUMPY_TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class PerAid:
 
     aids: Any
     rows: Any  # rows per AID
-    non_null: dict[int, Any]  # column -> non-NULL values per AID
+    non_null: dict[int, Any]  # column -> non-NULL values per AID (rows minus NULL rows)
     positive: dict[int, Any]  # column -> sum of its values >= 0 per AID, -1 if it has none
     negative: dict[int, Any]  # column -> sum of -value over values <= 0 per AID, -1 if none
     # float column -> (sum of values >= 0, sum of -value over values <= 0) over all rows
@@ -69,9 +70,15 @@ class PerAid:
 
 
 # What PostgreSQL's sum() does, for the legs of sum(col): add in row order, starting from 0 (so a
-# float -0.0 alone sums to 0.0), NaN counting as >= 0 (it sorts above every number there).
-def _leg_masks(values: Any, not_null: Any, negative: bool) -> Any:
-    return not_null & ((values <= 0) if negative else ~(values < 0))
+# float -0.0 alone sums to 0.0), NaN counting as >= 0 (it sorts above every number there). NULL
+# rows arrive as 0: they fall in both legs, change no sum (one that starts from +0.0 stays put
+# under +-0.0) and are taken off the leg's row count, so an AID with only NULLs contributes nothing.
+def _in_leg(value: Number, negative: bool) -> bool:
+    return value <= 0 if negative else not value < 0
+
+
+def _leg_mask(values: Any, negative: bool) -> Any:
+    return (values <= 0) if negative else ~(values < 0)
 
 
 def _fold(values: Sequence[Number]) -> Number:
@@ -90,39 +97,39 @@ class PythonKernel:
         if values.itemsize != FORMATS[fmt]:  # pragma: no cover
             raise RuntimeError(f"no native {FORMATS[fmt]}-byte array type for {fmt}")
         values.frombytes(data)
-        if fmt == "bool":
-            return [octet != 0 for octet in values]
         if sys.byteorder == "little":
             values.byteswap()
         return values.tolist()
 
     def group_rows(
-        self, aids: Sequence[int], not_null: dict[int, Any], values: dict[int, Any]
+        self, aids: Sequence[int], nulls: dict[int, Any], values: dict[int, Any]
     ) -> PerAid:
         """Per AID: its rows, and per column its non-NULL values and the sums of both signs.
-        ``values`` (integers, 0 where NULL) are given for summed columns only."""
+        ``nulls``: per column, the AIDs of its NULL rows (any order); ``values`` (per row, 0
+        where NULL) are given for summed columns only."""
         positions: dict[int, list[int]] = {}
         for position, aid in enumerate(aids):
             positions.setdefault(aid, []).append(position)
         groups = list(positions.values())
         out = PerAid(list(positions), [len(g) for g in groups], {}, {}, {})
-        for column, mask in not_null.items():
-            out.non_null[column] = [sum(1 for p in g if mask[p]) for g in groups]
+        for column, null_aids in nulls.items():
+            null_rows = collections.Counter(null_aids)
+            absent = [null_rows[aid] for aid in positions]
+            out.non_null[column] = [len(g) - a for g, a in zip(groups, absent, strict=True)]
             if column not in values:
                 continue
             column_values = values[column]
-            positive = [bool(mask[p] and not column_values[p] < 0) for p in range(len(aids))]
-            negative = [bool(mask[p] and column_values[p] <= 0) for p in range(len(aids))]
-            for target, chosen, sign in ((out.positive, positive, 1), (out.negative, negative, -1)):
+            for target, negative in ((out.positive, False), (out.negative, True)):
                 legs = []
-                for g in groups:
-                    kept = [sign * column_values[p] for p in g if chosen[p]]
-                    legs.append(_fold(kept) if kept else -1)
+                for g, a in zip(groups, absent, strict=True):
+                    kept = [column_values[p] for p in g if _in_leg(column_values[p], negative)]
+                    kept = [-v for v in kept] if negative else kept
+                    legs.append(_fold(kept) if len(kept) > a else -1)
                 target[column] = legs
             if any(isinstance(v, float) for v in column_values):
                 out.totals[column] = (
-                    _fold([v for v, keep in zip(column_values, positive, strict=True) if keep]),
-                    _fold([-v for v, keep in zip(column_values, negative, strict=True) if keep]),
+                    _fold([v for v in column_values if _in_leg(v, False)]),
+                    _fold([-v for v in column_values if _in_leg(v, True)]),
                 )
         return out
 
@@ -191,50 +198,50 @@ class NumpyKernel:
 
     def decode(self, data: bytes | None, fmt: str) -> Any:
         np = _np
-        native = bool if fmt == "bool" else _NUMPY_TYPES[fmt][1:]
+        native = _NUMPY_TYPES[fmt][1:]
         if not data:
             return np.empty(0, dtype=native)
         return np.frombuffer(data, dtype=_NUMPY_TYPES[fmt]).astype(native)
 
-    def group_rows(self, aids: Any, not_null: dict[int, Any], values: dict[int, Any]) -> PerAid:
+    def group_rows(self, aids: Any, nulls: dict[int, Any], values: dict[int, Any]) -> PerAid:
         np = _np
         n = len(aids)
-        if not not_null or n == 0:
-            unique, counts = self._count_rows(aids)
-            out = PerAid(unique, counts, {}, {}, {})
-            empty = np.empty(0, dtype=np.int64)
-            for column in not_null:
-                out.non_null[column] = empty
-                if column in values:
-                    out.positive[column] = out.negative[column] = empty
-            return out
-        order = np.argsort(aids, kind="stable")
-        ordered = aids[order]
-        first = np.empty(n, dtype=bool)
-        first[0] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-        starts = np.flatnonzero(first)
-        lengths = np.diff(np.append(starts, n))
-        out = PerAid(ordered[starts], lengths, {}, {}, {})
-        for column, mask in not_null.items():
-            out.non_null[column] = np.add.reduceat(mask[order].astype(np.int64), starts)
+        if not values or n == 0:  # nothing to add up in row order: counting is enough
+            unique, rows = self._count_rows(aids)
+            order = starts = None
+        else:
+            order = np.argsort(aids, kind="stable")
+            ordered = aids[order]
+            first = np.empty(n, dtype=bool)
+            first[0] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+            starts = np.flatnonzero(first)
+            unique, rows = ordered[starts], np.diff(np.append(starts, n))
+        out = PerAid(unique, rows, {}, {}, {})
+        for column, null_aids in nulls.items():
+            # every NULL row's AID is among the bucket's AIDs (both columns share the filter)
+            absent = np.bincount(np.searchsorted(unique, null_aids), minlength=len(unique))
+            out.non_null[column] = rows - absent
             if column not in values:
+                continue
+            if order is None:  # no rows
+                out.positive[column] = out.negative[column] = rows
                 continue
             column_values = values[column]
             is_float = column_values.dtype.kind == "f"
             totals = []
             for target, negative in ((out.positive, False), (out.negative, True)):
-                chosen = _leg_masks(column_values, mask, negative)
+                chosen = _leg_mask(column_values, negative)
                 leg = np.where(chosen, -column_values if negative else column_values, 0)
                 if is_float:
-                    sums = _sequential_sums(leg[order], starts, lengths)
+                    sums = _sequential_sums(leg[order], starts, rows)
                     # in row order; adding 0.0 for the rows left out changes no sum that
                     # starts from +0.0
                     totals.append(float(np.add.accumulate(np.concatenate(([0.0], leg)))[-1]))
                 else:
                     sums = np.add.reduceat(leg[order], starts)
-                present = np.logical_or.reduceat(chosen[order], starts)
-                target[column] = np.where(present, sums, -1)
+                counted = np.add.reduceat(chosen[order].astype(np.int64), starts)
+                target[column] = np.where(counted > absent, sums, -1)
             if is_float:
                 out.totals[column] = (totals[0], totals[1])
         return out
