@@ -8,7 +8,7 @@ import random
 import struct
 
 import pytest
-from pldiffix.anonymization import AidKind, AnonymizationParams, BucketContext, CountState
+from pldiffix.anonymization import AidKind, AnonymizationParams, BucketContext, CountState, bulk
 from pldiffix.anonymization.bulk import NumpyKernel, PythonKernel
 from pldiffix.anonymization.contributions import ContributionTracker, SummarizedTracker
 from pldiffix.anonymization.count_distinct import DistinctAidsState
@@ -248,7 +248,11 @@ def test_grouping_rows_per_aid_gives_what_sql_grouping_gives(kernel, floats) -> 
     [[5, 3, 5, 5, 9], [10**9, -(10**9), 10**9, 7], [-(2**31), 2**31 - 1, -(2**31)]],
     ids=["dense", "sparse", "extremes"],
 )
-def test_grouping_without_value_columns_counts_rows(kernel, values) -> None:
+@pytest.mark.parametrize("count_slice", [1 << 20, 2])  # how many AIDs numpy counts at a time
+def test_grouping_without_value_columns_counts_rows(
+    kernel, values, count_slice, monkeypatch
+) -> None:
+    monkeypatch.setattr(bulk, "_COUNT_SLICE", count_slice)
     aids = kernel.decode(packed(values, "int4"), "int4")
     grouped = kernel.group_rows(aids, {}, {})
     rows = zip(kernel.tolist(grouped.aids), kernel.tolist(grouped.rows), strict=True)

@@ -325,9 +325,14 @@ class NumpyKernel:
         if n:
             low, high = int(aids.min()), int(aids.max())
             if high - low <= 4 * n + 1024:
-                counts = np.bincount(aids.astype(np.int64) - low)
+                # a slice at a time: bincount wants int64, a copy of all AIDs would be 8 bytes each
+                counts = np.zeros(high - low + 1, dtype=np.int64)
+                for start in range(0, n, _COUNT_SLICE):
+                    offsets = aids[start : start + _COUNT_SLICE].astype(np.int64)
+                    offsets -= low
+                    counts += np.bincount(offsets, minlength=len(counts))
                 present = np.flatnonzero(counts)
-                return present + low, counts[present].astype(np.int64)
+                return present + low, counts[present]
         unique, counts = np.unique(aids, return_counts=True)
         return unique, counts.astype(np.int64)
 
@@ -366,6 +371,7 @@ class NumpyKernel:
         return list(zip(values[picked].tolist(), hashes[picked].tolist(), strict=True))
 
 
+_COUNT_SLICE = 1 << 20  # AIDs counted at a time (`_count_rows`)
 _FOLD_STEPS = 64  # longer groups are added up one by one in Python
 
 
