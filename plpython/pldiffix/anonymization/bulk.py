@@ -73,12 +73,9 @@ class PerAid:
 # float -0.0 alone sums to 0.0), NaN counting as >= 0 (it sorts above every number there). NULL
 # rows arrive as 0: they fall in both legs, change no sum (one that starts from +0.0 stays put
 # under +-0.0) and are taken off the leg's row count, so an AID with only NULLs contributes nothing.
-def _in_leg(value: Number, negative: bool) -> bool:
-    return value <= 0 if negative else not value < 0
-
-
-def _leg_mask(values: Any, negative: bool) -> Any:
-    return (values <= 0) if negative else ~(values < 0)
+# One test for a value (Python kernel) and for a numpy array: "not v < 0" is "v >= 0 or NaN".
+def _in_leg(values: Any, negative: bool) -> Any:
+    return (values <= 0) if negative else (values >= 0) | (values != values)
 
 
 def _fold(values: Sequence[Number]) -> Number:
@@ -121,9 +118,10 @@ class PythonKernel:
             column_values = values[column]
             for target, negative in ((out.positive, False), (out.negative, True)):
                 legs = []
+                sign = -1 if negative else 1
                 for g, a in zip(groups, absent, strict=True):
-                    kept = [column_values[p] for p in g if _in_leg(column_values[p], negative)]
-                    kept = [-v for v in kept] if negative else kept
+                    row_values = (column_values[p] for p in g)
+                    kept = [sign * v for v in row_values if _in_leg(v, negative)]
                     legs.append(_fold(kept) if len(kept) > a else -1)
                 target[column] = legs
             if any(isinstance(v, float) for v in column_values):
@@ -231,7 +229,7 @@ class NumpyKernel:
             is_float = column_values.dtype.kind == "f"
             totals = []
             for target, negative in ((out.positive, False), (out.negative, True)):
-                chosen = _leg_mask(column_values, negative)
+                chosen = _in_leg(column_values, negative)
                 leg = np.where(chosen, -column_values if negative else column_values, 0)
                 if is_float:
                     sums = _sequential_sums(leg[order], starts, rows)
