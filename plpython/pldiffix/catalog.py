@@ -113,6 +113,8 @@ SELECT c.oid, c.relkind, c.relrowsecurity,
        CASE WHEN c.relkind NOT IN ('r', 'm') THEN NULL
             WHEN c.reltuples >= 0 THEN c.reltuples::float8
             ELSE pg_catalog.pg_relation_size(c.oid) / 32.0 END AS estimated_rows,
+       CASE WHEN c.relkind = 'r' THEN pg_catalog.pg_relation_size(c.oid)
+            / pg_catalog.current_setting('block_size')::pg_catalog.int8 END AS blocks,
        c.relhassubclass OR c.relispartition
          OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid) AS inheritance,
        l.label
@@ -155,6 +157,7 @@ class RelationDetails:
     column_type_schemas: tuple[str, ...]
     # The planner's row count (ANALYZE), else a bound from the size on disk; None if unknown
     estimated_rows: float | None = None
+    blocks: int | None = None  # heap blocks of a plain table (main fork), None for other kinds
 
 
 class LiveCatalog:
@@ -202,6 +205,7 @@ class LiveCatalog:
             bool(row["relrowsecurity"]),
             tuple(c["type_schema"] for c in columns),
             None if row["estimated_rows"] is None else float(row["estimated_rows"]),
+            None if row["blocks"] is None else int(row["blocks"]),
         )
         return RelationInfo(schema, name, kind, infos, inheritance=bool(row["inheritance"]))
 

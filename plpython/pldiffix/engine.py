@@ -45,13 +45,20 @@ from pldiffix.anonymization import (
     partitions,
     sql_seed,
 )
+from pldiffix.anonymization.bucket_rows import BucketRows
 from pldiffix.anonymization.contributions import ContributionTracker, SummarizedTracker
 from pldiffix.anonymization.count_distinct import DistinctAidsState
 from pldiffix.anonymization.hashing import hash_aids, hash_string
 from pldiffix.anonymization.led import MAX_LABELS_WITHOUT_LED
 from pldiffix.anonymization.low_count import LowCountSummary
 from pldiffix.levels import AccessLevel
-from pldiffix.query_model import AnonymizingQuery, ColumnRef, RelationKind, ValidatedQuery
+from pldiffix.query_model import (
+    AnonymizingQuery,
+    ColumnRef,
+    RangeEntry,
+    RelationKind,
+    ValidatedQuery,
+)
 from pldiffix.rewrite import SqlType, quote
 from pldiffix.statements import QueryError
 from pldiffix.validation import validate
@@ -67,6 +74,11 @@ GROUPED = "grouped"  # a per-AID column the reader derived from rows
 ROW_MODE_BYTES = 512 << 20
 MAX_AIDS_PER_FETCH = 1 << 18  # per-AID values held at once, unless a single row has more
 MAX_PASSES = 1024  # a pass scans the whole relation; beyond this the budget gives way
+# A row range collects at most this share of the pass budget: the backend holds a range's packed
+# rows about four times over (aggregate state, result, fetched tuple, Python's copy), Python the
+# rows of all ranges once, decoded (`BucketRows`).
+RANGE_SHARE = 16
+MAX_RANGES = 4096  # a range is one statement (a few ms); beyond this ranges grow instead
 ENGINE_SCHEMAS = frozenset({"pg_catalog", "diffix"})
 # Volatile functions that cannot observe or change anything an analyst could abuse.
 HARMLESS_VOLATILE = frozenset({"random", "clock_timestamp", "timeofday"})
@@ -351,13 +363,14 @@ def _anonymize(
         summarize=not model.low_count_filter or len(labels) <= MAX_LABELS_WITHOUT_LED,
     )
     passes = _pass_count(query, splittable, estimated_rows, pass_budget)
+    ranges = _row_ranges(query, labels, live, model, estimated_rows, passes, pass_budget)
     buckets: list[Bucket] | None = None
-    if passes > 1:
-        plpy.debug(f"pldiffix: reading the query in {passes} passes")
+    if passes > 1 or ranges:
+        plpy.debug(f"pldiffix: reading the query in {passes} passes of {len(ranges) or 1} row ranges")
         try:
-            buckets = _read_in_passes(plpy, reader, make_query, passes)
+            buckets = _read_in_parts(plpy, reader, make_query, passes, ranges)
         except partitions.PartsDisagree as error:
-            plpy.debug(f"pldiffix: reading the query again in one pass: {error}")
+            plpy.debug(f"pldiffix: reading the query again at once: {error}")
             reader.query, buckets = query, None
     if buckets is None:
         buckets = [bucket for bucket, _ in _read(plpy, reader, query.sql)]
@@ -421,33 +434,114 @@ def _pass_count(
     return max(1, min(math.ceil(estimated_rows * query.bytes_per_row / budget), MAX_PASSES))
 
 
+def _row_ranges(
+    query: rewrite.BucketQuery,
+    labels: list[SqlType],
+    live: catalog.LiveCatalog,
+    model: AnonymizingQuery,
+    estimated_rows: float | None,
+    passes: int,
+    pass_budget: int,
+) -> list[rewrite.RowRange]:
+    """The row ranges each pass reads (docs/engine.md, "Row ranges"), so that the rows one range
+    collects stay under `pass_budget / RANGE_SHARE` bytes; none when one range would do or the
+    query cannot be read in ranges: it must ship rows of a plain table, and its buckets need a
+    key (`rewrite._key_select`)."""
+    if not query.rows or estimated_rows is None or not isinstance(model.from_tree, RangeEntry):
+        return []
+    if not all(t.name in rewrite.KEYABLE_LABEL_TYPES for t in labels):
+        return []
+    relation = model.from_tree.relation
+    details = live.details.get((relation.schema, relation.name))
+    if details is None or not details.blocks:
+        return []
+    per_pass = estimated_rows * query.bytes_per_row / passes
+    count = min(math.ceil(per_pass * RANGE_SHARE / pass_budget), MAX_RANGES)
+    return rewrite.row_ranges(details.blocks, count) if count > 1 else []
+
+
+class _Fetcher:
+    """A cursor over `sql` fetching about `MAX_AIDS_PER_FETCH` AIDs (or packed rows) at a time:
+    the caller reports what each batch carried (`carried`)."""
+
+    def __init__(self, plpy: Any, sql: str) -> None:
+        self._cursor = plpy.cursor(sql)
+        self._batch_size = 1
+
+    def batches(self) -> Iterator[list[Any]]:
+        while batch := self._cursor.fetch(self._batch_size):
+            yield batch
+
+    def carried(self, rows: int, values: int) -> None:
+        per_row = max(values // max(rows, 1), 1)
+        self._batch_size = max(1, min(FETCH_SIZE, MAX_AIDS_PER_FETCH // per_row))
+
+
 def _read(plpy: Any, reader: _BucketReader, sql: str) -> Iterator[tuple[Bucket, int]]:
-    """The buckets of one bucket query with their keys (`k`, 0 without one), fetched about
-    `MAX_AIDS_PER_FETCH` AIDs (or packed rows) at a time."""
-    cursor = plpy.cursor(sql)
-    batch_size = 1
-    while batch := cursor.fetch(batch_size):
+    """The buckets of one bucket query with their keys (`k`, 0 without one)."""
+    fetcher = _Fetcher(plpy, sql)
+    for batch in fetcher.batches():
         carried = 0
         for row in batch:
-            bucket, aids = reader.bucket(row)
-            carried += aids
+            bucket, values = reader.bucket(row)
+            carried += values
             yield bucket, row.get("k", 0)
-        per_row = max(carried // len(batch), 1)
-        batch_size = max(1, min(FETCH_SIZE, MAX_AIDS_PER_FETCH // per_row))
+        fetcher.carried(len(batch), carried)
 
 
-def _read_in_passes(plpy: Any, reader: _BucketReader, make_query: Any, passes: int) -> list[Bucket]:
-    """The buckets of a query read in `passes` passes over disjoint AID partitions, each bucket's
-    parts combined (`anonymization.partitions`). Raises `PartsDisagree` when they cannot be.
+def _read_ranges(
+    plpy: Any,
+    reader: _BucketReader,
+    make_query: Any,
+    partition: rewrite.Partition | None,
+    ranges: list[rewrite.RowRange],
+) -> Iterator[tuple[Bucket, int]]:
+    """The buckets of one pass read range by range: each bucket's rows are gathered over the
+    ranges (`BucketRows`) and grouped per AID once the last range is read. Raises
+    `PartsDisagree` if two ranges show one bucket key with different labels (a key collision)."""
+    gathered: dict[int, tuple[Any, BucketRows]] = {}
+    labels = reader.labels
+    for row_range in ranges:
+        reader.query = make_query(partition=partition, row_range=row_range)
+        summed = any(name.startswith("rv") for name in reader.query.packed)
+        fetcher = _Fetcher(plpy, reader.query.sql)
+        for batch in fetcher.batches():
+            carried = 0
+            for row in batch:
+                key = row["k"]
+                if key not in gathered:  # the labels as the first range shows them
+                    shown = {name: row[name] for name in row if name[0] in "th"}
+                    gathered[key] = (shown, BucketRows(reader.kernel, summed))
+                elif any(row[f"h{i}"] != gathered[key][0][f"h{i}"] for i in range(len(labels))):
+                    raise partitions.PartsDisagree("two buckets share a key")
+                aids, nulls, values = reader.decoded_rows(row)
+                gathered[key][1].add(aids, nulls, values)
+                carried += len(aids)
+            fetcher.carried(len(batch), carried)
+    for key in list(gathered):
+        shown, rows = gathered.pop(key)
+        yield reader.bucket(shown, rows.per_aid())[0], key
 
-    The engine's function is STABLE, so every pass reads the calling statement's snapshot: the
-    partitions are those of one state of the data even while other sessions write."""
+
+def _read_in_parts(
+    plpy: Any, reader: _BucketReader, make_query: Any, passes: int, ranges: list[rewrite.RowRange]
+) -> list[Bucket]:
+    """The buckets of a query read in `passes` passes over disjoint AID partitions, each read
+    whole or in `ranges`; each bucket's parts from different passes combined
+    (`anonymization.partitions`). Raises `PartsDisagree` when they cannot be.
+
+    The engine's function is STABLE, so every pass and range reads the calling statement's
+    snapshot: the parts are those of one state of the data even while other sessions write."""
     buckets: dict[int, Bucket] = {}
     capacity = reader.params.top_capacity
     for index in range(passes):
-        query = make_query(partition=rewrite.Partition(index, passes))
-        reader.query = query
-        for bucket, key in _read(plpy, reader, query.sql):
+        partition = rewrite.Partition(index, passes) if passes > 1 else None
+        if ranges:
+            read = _read_ranges(plpy, reader, make_query, partition, ranges)
+        else:
+            reader.query = make_query(partition=partition)
+            read = _read(plpy, reader, reader.query.sql)
+        for bucket, key in read:
             if key in buckets:
                 partitions.combine(buckets[key], bucket, capacity)
             else:
@@ -523,9 +617,9 @@ class _BucketReader:
             return row[name]
         return self.kernel.decode(row[name], fmt)
 
-    def grouped(self, row: Any) -> tuple[dict[str, Any], int]:
-        """A row of `rewrite._row_query` (the bucket's rows) as the per-AID columns of the
-        per-AID form, grouped by the kernel; and how many rows it carried."""
+    def decoded_rows(self, row: Any) -> tuple[Any, dict[int, Any], dict[int, Any]]:
+        """A row of `rewrite._row_query` (the bucket's rows) decoded: the AIDs of its rows, and
+        per aggregated column the AIDs of its NULL rows and, if summed, its values."""
         kernel, packed = self.kernel, self.query.packed
         aids = kernel.decode(row["a0"], packed["a0"])
         columns = sorted(int(name[2:]) for name in packed if name.startswith("na"))
@@ -533,24 +627,33 @@ class _BucketReader:
         values = {
             j: kernel.decode(row[f"rv{j}"], packed[f"rv{j}"]) for j in columns if f"rv{j}" in packed
         }
-        per_aid = kernel.group_rows(aids, nulls, values)
+        return aids, nulls, values
+
+    @staticmethod
+    def grouped(row: Any, per_aid: bulk.PerAid) -> dict[str, Any]:
+        """A bucket's rows grouped per AID as the per-AID columns of the per-AID form."""
         out = {name: row[name] for name in row if name[0] in "th"}
         out.update(a0=per_aid.aids, an0=per_aid.rows, un0=0)
-        for j in columns:
-            out[f"ac{j}_0"], out[f"uc{j}_0"] = per_aid.non_null[j], 0
-            if j in values:
+        for j, non_null in per_aid.non_null.items():
+            out[f"ac{j}_0"], out[f"uc{j}_0"] = non_null, 0
+            if j in per_aid.positive:
                 out[f"asp{j}_0"], out[f"usp{j}_0"] = per_aid.positive[j], 0
                 out[f"asn{j}_0"], out[f"usn{j}_0"] = per_aid.negative[j], 0
                 out[f"tp{j}_0"], out[f"tn{j}_0"] = per_aid.totals.get(j, (0.0, 0.0))
-        return out, len(aids)
+        return out
 
-    def bucket(self, row: Any) -> tuple[Bucket, int]:
-        """The bucket of one row, and how many AID values (or rows) the row carried."""
+    def bucket(self, row: Any, per_aid: bulk.PerAid | None = None) -> tuple[Bucket, int]:
+        """The bucket of one row, and how many AID values (or rows) the row carried. A query
+        that ships rows has them grouped per AID here, unless `per_aid` gives them grouped
+        (gathered over row ranges; then `row` only gives the labels)."""
         kernel, params = self.kernel, self.params
         carried = None
         packed = self.query.packed
         if self.query.rows:
-            row, carried = self.grouped(row)
+            if per_aid is None:
+                aids, nulls, values = self.decoded_rows(row)
+                per_aid, carried = kernel.group_rows(aids, nulls, values), len(aids)
+            row = self.grouped(row, per_aid)
             packed = {name: GROUPED for name in row if name[0] == "a"}
         n = len(self.kinds)
         label_hashes = []

@@ -378,6 +378,39 @@ class Partition:
         return f"({aid} IS NULL OR {chosen})" if self.index == 0 else chosen
 
 
+@dataclass(frozen=True)
+class RowRange:
+    """The rows of the only relation that lie in heap blocks `first` up to `end` (exclusive;
+    None: to the last block). Consecutive ranges read one after the other see the rows in the
+    order of a sequential scan, each exactly once: all statements of the engine's (STABLE)
+    function share one snapshot, under which no visible row moves."""
+
+    first: int
+    end: int | None
+
+    def __post_init__(self) -> None:
+        if self.first < 0 or (self.end is not None and self.end <= self.first):
+            raise ValueError(f"invalid row range {self.first}..{self.end}")
+
+    def predicate(self, alias: str) -> str:
+        ctid = f"{quote(alias)}.ctid"
+        bounds = [f"{ctid} >= '({self.first},0)'::pg_catalog.tid"] if self.first else []
+        if self.end is not None:
+            bounds.append(f"{ctid} < '({self.end},0)'::pg_catalog.tid")
+        return " AND ".join(bounds) or "TRUE"
+
+
+def row_ranges(blocks: int, count: int) -> list[RowRange]:
+    """`count` ranges of about equal numbers of `blocks` covering the whole relation; the last is
+    open-ended, so blocks added since `blocks` was measured are read too."""
+    count = max(1, min(count, blocks))
+    bounds = [blocks * index // count for index in range(count)]
+    return [
+        RowRange(first, bounds[index + 1] if index + 1 < count else None)
+        for index, first in enumerate(bounds)
+    ]
+
+
 def summand_type(type_name: str) -> SummandType:
     name = normalize_type(type_name)
     return SummandType(name) if name in {s.value for s in SummandType} else SummandType.FLOAT8
@@ -420,6 +453,7 @@ def bucket_query(
     distinct_aid_shortcut: bool = False,
     max_row_bytes: float = 0.0,
     partition: Partition | None = None,
+    row_range: RowRange | None = None,
 ) -> BucketQuery:
     """The SQL that returns one row per bucket (see the module docstring).
 
@@ -429,7 +463,9 @@ def bucket_query(
     the only AID instance ships nothing of its own: its values are the bucket's AIDs (`a0`).
     Queries that allow it ship rows instead of per-AID values (`_row_query`) when a row packs
     into at most `max_row_bytes` (the caller's memory budget divided by the relation's rows).
-    With `partition`, only that pass's rows are read (`BucketQuery.partitionable` must hold).
+    With `partition`, only that pass's rows are read (`BucketQuery.partitionable` must hold);
+    with `row_range`, only the rows in that range (the query must ship rows). Either adds the
+    bucket key `k` (`_key_select`).
     """
     aids = model.aid_columns
     n_aids = len(aids)
@@ -532,6 +568,10 @@ def bucket_query(
         if not partitionable:
             raise ValueError("this query cannot be read in passes")
         where = f"({where}) AND {partition.predicate(sql(aids[0].to_sql()))}"
+    if row_range is not None:
+        if not isinstance(model.from_tree, RangeEntry):
+            raise ValueError("only a query over one relation can be read in row ranges")
+        where = f"({where}) AND {row_range.predicate(model.from_tree.alias)}"
     base_sql = f"SELECT {', '.join(base)} FROM {from_sql(model.from_tree)} WHERE {where}"
     if any(value_types[j] == "numeric" or not isinstance(values[j], exp.Column) for j in sums):
         # Each summand is referenced several times above (its NULL test, both legs, totals), and
@@ -539,7 +579,7 @@ def bucket_query(
         # cast (numeric_out + strtod) would run that many times per row. OFFSET 0 keeps the
         # subquery, which computes each value once; the scan order, hence float sums, is the same.
         base_sql += " OFFSET 0"
-    keys = [_key_select(model)] if partition is not None else []
+    keys = [_key_select(model)] if partition is not None or row_range is not None else []
 
     def finish(
         bucket_sql: str, packed: dict[str, str], bytes_per_row: int, rows: bool = False
@@ -564,6 +604,8 @@ def bucket_query(
         row_sums = {j: _ROW_SUMMANDS[value_types[j]] for j in sums}
         bucket_sql, packed = _row_query(model, labels, base_sql, aid_format, counts, row_sums, keys)
         return finish(bucket_sql, packed, row_bytes, rows=True)
+    if row_range is not None:
+        raise ValueError("only a query that ships rows can be read in row ranges")
 
     labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
     grouping_cols = [quote(f"i{k}") for k in range(n_aids)] + [

@@ -266,3 +266,46 @@ def test_grouping_empty_buckets(kernel) -> None:
     empty = kernel.group_rows(nothing, {0: nothing, 1: nothing}, {1: kernel.decode(None, "int8")})
     assert kernel.tolist(empty.aids) == [] and kernel.tolist(empty.non_null[0]) == []
     assert kernel.tolist(empty.positive[1]) == kernel.tolist(empty.negative[1]) == []
+
+
+def _counts(kernel, counted) -> dict[int, int]:
+    return dict(zip(kernel.tolist(counted[0]), kernel.tolist(counted[1]), strict=True))
+
+
+@pytest.mark.parametrize("spread", [50, 10**9], ids=["dense", "sparse"])
+def test_counted_rows_merge_into_the_counts_of_all_rows(kernel, spread) -> None:
+    rng = random.Random(spread)
+    for _ in range(40):
+        parts = [
+            [rng.randrange(-spread, spread) for _ in range(rng.randrange(0, 200))]
+            for _ in range(rng.randrange(1, 5))
+        ]
+        if spread > 50 and rng.random() < 0.5:
+            parts.append(list(parts[0]))  # the same AIDs again
+        merged = kernel.count_rows(kernel.decode(packed(parts[0], "int4"), "int4"))
+        for part in parts[1:]:
+            counted = kernel.count_rows(kernel.decode(packed(part, "int4"), "int4"))
+            merged = kernel.merge_counts(merged, counted)
+        every = [aid for part in parts for aid in part]
+        assert _counts(kernel, merged) == {aid: every.count(aid) for aid in set(every)}
+        if kernel.name == "numpy":  # ascending: group_counts looks AIDs up by bisection
+            assert kernel.tolist(merged[0]) == sorted(set(every))
+
+
+def test_grouping_counted_rows_gives_what_grouping_the_rows_gives(kernel) -> None:
+    rng = random.Random(5)
+    for _ in range(60):
+        aids = [rng.randrange(0, 30) for _ in range(rng.randrange(0, 150))]
+        null_aids = [aid for aid in aids if rng.random() < 0.3]
+        decoded = kernel.decode(packed(aids, "int4"), "int4")
+        decoded_nulls = kernel.decode(packed(null_aids, "int4"), "int4")
+        rows = kernel.group_rows(decoded, {2: decoded_nulls}, {})
+        counted = kernel.group_counts(
+            kernel.count_rows(decoded), {2: kernel.count_rows(decoded_nulls)}
+        )
+        for grouped in (rows, counted):
+            non_null = dict(
+                zip(kernel.tolist(grouped.aids), kernel.tolist(grouped.non_null[2]), strict=True)
+            )
+            assert non_null == {a: aids.count(a) - null_aids.count(a) for a in set(aids)}
+            assert sorted(kernel.tolist(grouped.rows)) == sorted(aids.count(a) for a in set(aids))

@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the server's Python
     _np = None
 
 Number = int | float
+Counts = tuple[Any, Any]  # distinct AIDs and how many rows each has (kernel's array type)
 
 # Binary formats of the bucket query's packed columns and their widths in bytes.
 FORMATS = {"int4": 4, "int8": 8, "float8": 8}
@@ -131,6 +132,30 @@ class PythonKernel:
                 )
         return out
 
+    def count_rows(self, aids: Sequence[int]) -> Counts:
+        """Distinct AIDs (in order of appearance) and their row counts."""
+        counted = collections.Counter(aids)
+        return list(counted), list(counted.values())
+
+    def merge_counts(self, first: Counts, second: Counts) -> Counts:
+        merged = dict(zip(*first, strict=True))
+        for aid, rows in zip(*second, strict=True):
+            merged[aid] = merged.get(aid, 0) + rows
+        return list(merged), list(merged.values())
+
+    def group_counts(self, rows: Counts, nulls: dict[int, Counts]) -> PerAid:
+        """``group_rows`` of a bucket with nothing summed, from its counted rows (``count_rows``)
+        and, per column, its counted NULL rows."""
+        aids, counts = rows
+        out = PerAid(list(aids), list(counts), {}, {}, {})
+        for column, (null_aids, null_counts) in nulls.items():
+            absent = dict(zip(null_aids, null_counts, strict=True))
+            out.non_null[column] = [n - absent.get(a, 0) for a, n in zip(aids, counts, strict=True)]
+        return out
+
+    def concat(self, chunks: Sequence[Sequence[Any]]) -> list[Any]:
+        return [value for chunk in chunks for value in chunk]
+
     def non_negative(self, values: Sequence[Number]) -> list[bool] | None:
         """Which values are contributions: packed NULLs are -1 (NaN and -0.0 are values)."""
         if not any(v < 0 for v in values):
@@ -205,25 +230,25 @@ class NumpyKernel:
         np = _np
         n = len(aids)
         if not values or n == 0:  # nothing to add up in row order: counting is enough
-            unique, rows = self._count_rows(aids)
-            order = starts = None
-        else:
-            order = np.argsort(aids, kind="stable")
-            ordered = aids[order]
-            first = np.empty(n, dtype=bool)
-            first[0] = True
-            np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-            starts = np.flatnonzero(first)
-            unique, rows = ordered[starts], np.diff(np.append(starts, n))
+            out = self.group_counts(
+                self.count_rows(aids), {j: self.count_rows(a) for j, a in nulls.items()}
+            )
+            for column in values:  # no rows
+                out.positive[column] = out.negative[column] = out.rows
+            return out
+        order = np.argsort(aids, kind="stable")
+        ordered = aids[order]
+        first = np.empty(n, dtype=bool)
+        first[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        unique, rows = ordered[starts], np.diff(np.append(starts, n))
         out = PerAid(unique, rows, {}, {}, {})
         for column, null_aids in nulls.items():
             # every NULL row's AID is among the bucket's AIDs (both columns share the filter)
             absent = np.bincount(np.searchsorted(unique, null_aids), minlength=len(unique))
             out.non_null[column] = rows - absent
             if column not in values:
-                continue
-            if order is None:  # no rows
-                out.positive[column] = out.negative[column] = rows
                 continue
             column_values = values[column]
             is_float = column_values.dtype.kind == "f"
@@ -314,15 +339,15 @@ class NumpyKernel:
         top = self._top(hashes, values, min(capacity, len(hashes)))
         return ContributionSummary(contributors, seed, total, top)
 
-    @staticmethod
-    def _count_rows(aids: Any) -> tuple[Any, Any]:
-        """Distinct AIDs (ascending) and their row counts. AIDs within a range a few times the
-        row count (e.g. serial ids) are counted with ``bincount`` in linear time, others sorted."""
+    def count_rows(self, aids: Any) -> Counts:
+        """Distinct AIDs (ascending, int64) and their row counts. AIDs within a range a few times
+        the row count (e.g. serial ids) are counted with ``bincount`` in linear time, others
+        sorted."""
         np = _np
         n = len(aids)
         if n:
             low, high = int(aids.min()), int(aids.max())
-            if high - low <= 4 * n + 1024:
+            if _dense(low, high, n):
                 # a slice at a time: bincount wants int64, a copy of all AIDs would be 8 bytes each
                 counts = np.zeros(high - low + 1, dtype=np.int64)
                 for start in range(0, n, _COUNT_SLICE):
@@ -332,7 +357,39 @@ class NumpyKernel:
                 present = np.flatnonzero(counts)
                 return present + low, counts[present]
         unique, counts = np.unique(aids, return_counts=True)
-        return unique, counts.astype(np.int64)
+        return unique.astype(np.int64), counts.astype(np.int64)
+
+    def merge_counts(self, first: Counts, second: Counts) -> Counts:
+        np = _np
+        if not len(first[0]) or not len(second[0]):
+            return second if not len(first[0]) else first
+        aids = np.concatenate([first[0], second[0]])
+        counts = np.concatenate([first[1], second[1]])
+        low = min(int(first[0][0]), int(second[0][0]))
+        high = max(int(first[0][-1]), int(second[0][-1]))
+        if _dense(low, high, len(aids)):
+            dense = np.zeros(high - low + 1, dtype=np.int64)
+            for part_aids, part_counts in (first, second):  # each part's AIDs are distinct
+                dense[part_aids - low] += part_counts
+            present = np.flatnonzero(dense)
+            return present + low, dense[present]
+        unique, inverse = np.unique(aids, return_inverse=True)
+        # float64 weights add row counts exactly (far below 2**53)
+        return unique, np.bincount(inverse, weights=counts).astype(np.int64)
+
+    def group_counts(self, rows: Counts, nulls: dict[int, Counts]) -> PerAid:
+        np = _np
+        aids, counts = rows
+        out = PerAid(aids, counts, {}, {}, {})
+        for column, (null_aids, null_counts) in nulls.items():
+            absent = np.zeros(len(aids), dtype=np.int64)
+            # every NULL row's AID is among the bucket's AIDs (both columns share the filter)
+            absent[np.searchsorted(aids, null_aids)] = null_counts
+            out.non_null[column] = counts - absent
+        return out
+
+    def concat(self, chunks: Sequence[Any]) -> Any:
+        return _np.concatenate(chunks)
 
     @staticmethod
     def _total(values: Any) -> Number:
@@ -369,7 +426,14 @@ class NumpyKernel:
         return list(zip(values[picked].tolist(), hashes[picked].tolist(), strict=True))
 
 
-_COUNT_SLICE = 1 << 20  # AIDs counted at a time (`_count_rows`)
+_COUNT_SLICE = 1 << 20  # AIDs counted at a time (`count_rows`)
+
+
+def _dense(low: int, high: int, n: int) -> bool:
+    """Whether n AIDs spread over [low, high] are counted in an array spanning the range."""
+    return high - low <= 4 * n + 1024
+
+
 _FOLD_STEPS = 64  # longer groups are added up one by one in Python
 
 

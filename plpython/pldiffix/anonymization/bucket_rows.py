@@ -1,0 +1,84 @@
+"""A bucket's rows gathered over several row ranges (docs/engine.md, "Row ranges").
+
+When the engine reads a relation in ranges of blocks, each range's bucket query ships the rows of
+that range only, so a bucket arrives once per range with some of its rows. ``BucketRows`` keeps
+them until the last range, then groups them per AID as if they had arrived at once: every range
+is read in block order, one after the other, so the concatenated rows are in scan order and float
+sums add up exactly as in a single read.
+
+A bucket with nothing summed needs only rows per AID, so its rows are counted as they come
+(``compact``): a million rows of AIDs that repeat shrink to one entry per AID. Counting stops when
+it no longer halves what is kept (AIDs that rarely repeat, e.g. one row per customer), because an
+entry per AID (16 bytes) is larger than the rows it counts (4 or 8 bytes each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pldiffix.anonymization.bulk import Counts, PerAid
+
+COMPACT_ROWS = 1 << 20  # rows held uncounted before a count-only bucket counts them
+
+
+@dataclass
+class BucketRows:
+    """The rows of one bucket so far (see the module docstring). ``summed``: whether the bucket
+    query ships values (``rv`` columns); ``nulls`` and ``values`` of ``add`` are keyed by column as
+    in ``bulk.group_rows``."""
+
+    kernel: Any
+    summed: bool
+    rows: int = 0
+    _aids: list[Any] = field(default_factory=list)
+    _nulls: dict[int, list[Any]] = field(default_factory=dict)
+    _values: dict[int, list[Any]] = field(default_factory=dict)
+    _counted: Counts | None = None
+    _counted_nulls: dict[int, Counts] = field(default_factory=dict)
+    _uncounted: int = 0
+    _counting: bool = True
+
+    def add(self, aids: Any, nulls: dict[int, Any], values: dict[int, Any]) -> None:
+        """One range's rows of the bucket, decoded (``bulk`` kernels' ``decode``)."""
+        self.rows += len(aids)
+        self._uncounted += len(aids)
+        self._aids.append(aids)
+        for column, null_aids in nulls.items():
+            self._nulls.setdefault(column, []).append(null_aids)
+        for column, column_values in values.items():
+            self._values.setdefault(column, []).append(column_values)
+        if not self.summed and self._counting and self._uncounted >= COMPACT_ROWS:
+            kept = self._uncounted + (len(self._counted[0]) if self._counted else 0)
+            self._count()
+            assert self._counted is not None
+            self._counting = 2 * len(self._counted[0]) <= kept
+
+    def _count(self) -> None:
+        kernel = self.kernel
+        counted = kernel.count_rows(kernel.concat(self._aids))
+        if self._counted is not None:
+            counted = kernel.merge_counts(self._counted, counted)
+        self._counted = counted
+        for column, chunks in self._nulls.items():
+            null_rows = kernel.count_rows(kernel.concat(chunks))
+            if column in self._counted_nulls:
+                null_rows = kernel.merge_counts(self._counted_nulls[column], null_rows)
+            self._counted_nulls[column] = null_rows
+            chunks.clear()
+        self._aids.clear()
+        self._uncounted = 0
+
+    def per_aid(self) -> PerAid:
+        """All rows so far grouped per AID (``bulk`` kernels' ``group_rows``)."""
+        kernel = self.kernel
+        if self.summed:
+            return kernel.group_rows(
+                kernel.concat(self._aids),
+                {j: kernel.concat(chunks) for j, chunks in self._nulls.items()},
+                {j: kernel.concat(chunks) for j, chunks in self._values.items()},
+            )
+        if self._aids:  # some rows arrived since the last count (every bucket has one range)
+            self._count()
+        assert self._counted is not None
+        return kernel.group_counts(self._counted, self._counted_nulls)
