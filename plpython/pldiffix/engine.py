@@ -366,7 +366,9 @@ def _anonymize(
     ranges = _row_ranges(query, labels, live, model, estimated_rows, passes, pass_budget)
     buckets: list[Bucket] | None = None
     if passes > 1 or ranges:
-        plpy.debug(f"pldiffix: reading the query in {passes} passes of {len(ranges) or 1} row ranges")
+        plpy.debug(
+            f"pldiffix: reading the query in {passes} passes of {len(ranges) or 1} row ranges"
+        )
         try:
             buckets = _read_in_parts(plpy, reader, make_query, passes, ranges)
         except partitions.PartsDisagree as error:

@@ -85,7 +85,8 @@ def test_counting_stops_when_aids_do_not_repeat(kernel, monkeypatch) -> None:
         repeating.add(_decode(kernel, [1, 2] * 5, "int4"), {}, {})
         distinct.add(_decode(kernel, list(range(start, start + 10)), "int4"), {}, {})
     assert repeating._counting and not repeating._aids  # counted as the rows came
-    assert not distinct._counting and len(distinct._aids) == 9  # kept after the first count
+    assert not distinct._counting and len(distinct._aids) == 10  # the one count was dropped
+    assert distinct._counted is None
     for gathered, expected in (
         (repeating, {1: 50, 2: 50}),
         (distinct, dict.fromkeys(range(100), 1)),

@@ -7,9 +7,10 @@ is read in block order, one after the other, so the concatenated rows are in sca
 sums add up exactly as in a single read.
 
 A bucket with nothing summed needs only rows per AID, so its rows are counted as they come
-(``compact``): a million rows of AIDs that repeat shrink to one entry per AID. Counting stops when
-it no longer halves what is kept (AIDs that rarely repeat, e.g. one row per customer), because an
-entry per AID (16 bytes) is larger than the rows it counts (4 or 8 bytes each).
+(``COMPACT_ROWS`` at a time): a million rows of AIDs that repeat shrink to one entry per AID.
+When a count would not halve what is kept (AIDs that rarely repeat, e.g. one row per customer),
+it is dropped and the bucket keeps its rows from then on, because an entry per AID (16 bytes) is
+larger than the rows it counts (4 or 8 bytes each).
 """
 
 from __future__ import annotations
@@ -49,16 +50,19 @@ class BucketRows:
         for column, column_values in values.items():
             self._values.setdefault(column, []).append(column_values)
         if not self.summed and self._counting and self._uncounted >= COMPACT_ROWS:
-            kept = self._uncounted + (len(self._counted[0]) if self._counted else 0)
-            self._count()
-            assert self._counted is not None
-            self._counting = 2 * len(self._counted[0]) <= kept
+            self._counting = self._count(unless_larger_than=self._uncounted // 2)
 
-    def _count(self) -> None:
+    def _count(self, unless_larger_than: int | None = None) -> bool:
+        """Counts the rows kept so far, unless the AIDs counted would exceed the given number
+        (then nothing changes). Returns whether it counted."""
         kernel = self.kernel
         counted = kernel.count_rows(kernel.concat(self._aids))
         if self._counted is not None:
             counted = kernel.merge_counts(self._counted, counted)
+            if unless_larger_than is not None:
+                unless_larger_than += len(self._counted[0])
+        if unless_larger_than is not None and len(counted[0]) > unless_larger_than:
+            return False
         self._counted = counted
         for column, chunks in self._nulls.items():
             null_rows = kernel.count_rows(kernel.concat(chunks))
@@ -68,6 +72,7 @@ class BucketRows:
             chunks.clear()
         self._aids.clear()
         self._uncounted = 0
+        return True
 
     def per_aid(self) -> PerAid:
         """All rows so far grouped per AID (``bulk`` kernels' ``group_rows``)."""
