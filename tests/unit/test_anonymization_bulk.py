@@ -273,7 +273,7 @@ def _counts(kernel, counted) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("spread", [50, 10**9], ids=["dense", "sparse"])
-def test_counted_rows_merge_into_the_counts_of_all_rows(kernel, spread) -> None:
+def test_rows_counted_into_earlier_counts_give_the_counts_of_all_rows(kernel, spread) -> None:
     rng = random.Random(spread)
     for _ in range(40):
         parts = [
@@ -284,8 +284,7 @@ def test_counted_rows_merge_into_the_counts_of_all_rows(kernel, spread) -> None:
             parts.append(list(parts[0]))  # the same AIDs again
         merged = kernel.count_rows(kernel.decode(packed(parts[0], "int4"), "int4"))
         for part in parts[1:]:
-            counted = kernel.count_rows(kernel.decode(packed(part, "int4"), "int4"))
-            merged = kernel.merge_counts(merged, counted)
+            merged = kernel.count_rows(kernel.decode(packed(part, "int4"), "int4"), into=merged)
         every = [aid for part in parts for aid in part]
         assert _counts(kernel, merged) == {aid: every.count(aid) for aid in set(every)}
         if kernel.name == "numpy":  # ascending: group_counts looks AIDs up by bisection

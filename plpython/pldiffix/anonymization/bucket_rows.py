@@ -56,19 +56,15 @@ class BucketRows:
         """Counts the rows kept so far, unless the AIDs counted would exceed the given number
         (then nothing changes). Returns whether it counted."""
         kernel = self.kernel
-        counted = kernel.count_rows(kernel.concat(self._aids))
-        if self._counted is not None:
-            counted = kernel.merge_counts(self._counted, counted)
-            if unless_larger_than is not None:
-                unless_larger_than += len(self._counted[0])
-        if unless_larger_than is not None and len(counted[0]) > unless_larger_than:
-            return False
+        counted = kernel.count_rows(kernel.concat(self._aids), into=self._counted)
+        if unless_larger_than is not None:
+            unless_larger_than += len(self._counted[0]) if self._counted else 0
+            if len(counted[0]) > unless_larger_than:
+                return False
         self._counted = counted
         for column, chunks in self._nulls.items():
-            null_rows = kernel.count_rows(kernel.concat(chunks))
-            if column in self._counted_nulls:
-                null_rows = kernel.merge_counts(self._counted_nulls[column], null_rows)
-            self._counted_nulls[column] = null_rows
+            counted_nulls = self._counted_nulls.get(column)
+            self._counted_nulls[column] = kernel.count_rows(kernel.concat(chunks), counted_nulls)
             chunks.clear()
         self._aids.clear()
         self._uncounted = 0

@@ -132,16 +132,12 @@ class PythonKernel:
                 )
         return out
 
-    def count_rows(self, aids: Sequence[int]) -> Counts:
-        """Distinct AIDs (in order of appearance) and their row counts."""
-        counted = collections.Counter(aids)
+    def count_rows(self, aids: Sequence[int], into: Counts | None = None) -> Counts:
+        """Distinct AIDs (in order of appearance) and their row counts, added to those of
+        ``into`` (earlier rows, counted) if given."""
+        counted = collections.Counter(dict(zip(*into, strict=True)) if into else {})
+        counted.update(aids)
         return list(counted), list(counted.values())
-
-    def merge_counts(self, first: Counts, second: Counts) -> Counts:
-        merged = dict(zip(*first, strict=True))
-        for aid, rows in zip(*second, strict=True):
-            merged[aid] = merged.get(aid, 0) + rows
-        return list(merged), list(merged.values())
 
     def group_counts(self, rows: Counts, nulls: dict[int, Counts]) -> PerAid:
         """``group_rows`` of a bucket with nothing summed, from its counted rows (``count_rows``)
@@ -339,43 +335,38 @@ class NumpyKernel:
         top = self._top(hashes, values, min(capacity, len(hashes)))
         return ContributionSummary(contributors, seed, total, top)
 
-    def count_rows(self, aids: Any) -> Counts:
-        """Distinct AIDs (ascending, int64) and their row counts. AIDs within a range a few times
-        the row count (e.g. serial ids) are counted with ``bincount`` in linear time, others
-        sorted."""
+    def count_rows(self, aids: Any, into: Counts | None = None) -> Counts:
+        """Distinct AIDs (ascending, int64) and their row counts, added to those of ``into``.
+        AIDs within a range a few times their number (e.g. serial ids) are counted with
+        ``bincount`` in linear time, others sorted."""
         np = _np
         n = len(aids)
-        if n:
-            low, high = int(aids.min()), int(aids.max())
-            if _dense(low, high, n):
-                # a slice at a time: bincount wants int64, a copy of all AIDs would be 8 bytes each
-                counts = np.zeros(high - low + 1, dtype=np.int64)
-                for start in range(0, n, _COUNT_SLICE):
-                    offsets = aids[start : start + _COUNT_SLICE].astype(np.int64)
-                    offsets -= low
-                    counts += np.bincount(offsets, minlength=len(counts))
-                present = np.flatnonzero(counts)
-                return present + low, counts[present]
+        ends = [int(aids.min()), int(aids.max())] if n else []
+        if into is not None and len(into[0]):
+            ends += [int(into[0][0]), int(into[0][-1])]
+            n += len(into[0])
+        if ends and _dense(min(ends), max(ends), n):
+            low = min(ends)
+            counts = np.zeros(max(ends) - low + 1, dtype=np.int64)
+            if into is not None and len(into[0]):
+                counts[into[0] - low] = into[1]  # distinct AIDs: one count each
+            # a slice at a time: bincount wants int64, a copy of all AIDs would be 8 bytes each
+            for start in range(0, len(aids), _COUNT_SLICE):
+                offsets = aids[start : start + _COUNT_SLICE].astype(np.int64)
+                offsets -= low
+                counts += np.bincount(offsets, minlength=len(counts))
+            present = np.flatnonzero(counts)
+            rows = counts[present]
+            present += low
+            return present, rows
         unique, counts = np.unique(aids, return_counts=True)
-        return unique.astype(np.int64), counts.astype(np.int64)
-
-    def merge_counts(self, first: Counts, second: Counts) -> Counts:
-        np = _np
-        if not len(first[0]) or not len(second[0]):
-            return second if not len(first[0]) else first
-        aids = np.concatenate([first[0], second[0]])
-        counts = np.concatenate([first[1], second[1]])
-        low = min(int(first[0][0]), int(second[0][0]))
-        high = max(int(first[0][-1]), int(second[0][-1]))
-        if _dense(low, high, len(aids)):
-            dense = np.zeros(high - low + 1, dtype=np.int64)
-            for part_aids, part_counts in (first, second):  # each part's AIDs are distinct
-                dense[part_aids - low] += part_counts
-            present = np.flatnonzero(dense)
-            return present + low, dense[present]
-        unique, inverse = np.unique(aids, return_inverse=True)
+        unique, counts = unique.astype(np.int64), counts.astype(np.int64)
+        if into is None or not len(into[0]):
+            return unique, counts
+        unique, inverse = np.unique(np.concatenate([into[0], unique]), return_inverse=True)
         # float64 weights add row counts exactly (far below 2**53)
-        return unique, np.bincount(inverse, weights=counts).astype(np.int64)
+        weights = np.concatenate([into[1], counts])
+        return unique, np.bincount(inverse, weights=weights).astype(np.int64)
 
     def group_counts(self, rows: Counts, nulls: dict[int, Counts]) -> PerAid:
         np = _np
@@ -389,7 +380,7 @@ class NumpyKernel:
         return out
 
     def concat(self, chunks: Sequence[Any]) -> Any:
-        return _np.concatenate(chunks)
+        return chunks[0] if len(chunks) == 1 else _np.concatenate(chunks)
 
     @staticmethod
     def _total(values: Any) -> Number:
