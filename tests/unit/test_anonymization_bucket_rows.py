@@ -94,3 +94,15 @@ def test_counting_stops_when_aids_do_not_repeat(kernel, monkeypatch) -> None:
         grouped = gathered.per_aid()
         rows = zip(kernel.tolist(grouped.aids), kernel.tolist(grouped.rows), strict=True)
         assert dict(rows) == expected
+
+
+def test_aids_counted_only_by_sorting_are_counted_once_at_the_end(kernel, monkeypatch) -> None:
+    monkeypatch.setattr(bucket_rows, "COMPACT_ROWS", 10)
+    gathered = BucketRows(kernel, summed=False)
+    for _ in range(5):
+        gathered.add(_decode(kernel, [0, 10**9] * 5, "int4"), {}, {})
+    # numpy would sort AIDs this far apart, Python's Counter does not
+    assert gathered._counting is (kernel.name == "python")
+    grouped = gathered.per_aid()
+    rows = zip(kernel.tolist(grouped.aids), kernel.tolist(grouped.rows), strict=True)
+    assert dict(rows) == {0: 25, 10**9: 25}

@@ -10,7 +10,9 @@ A bucket with nothing summed needs only rows per AID, so its rows are counted as
 (``COMPACT_ROWS`` at a time): a million rows of AIDs that repeat shrink to one entry per AID.
 When a count would not halve what is kept (AIDs that rarely repeat, e.g. one row per customer),
 it is dropped and the bucket keeps its rows from then on, because an entry per AID (16 bytes) is
-larger than the rows it counts (4 or 8 bytes each).
+larger than the rows it counts (4 or 8 bytes each). So is a count that would need a sort (numpy
+counts AIDs spread over more than a few times their number by sorting them): the bucket is then
+counted once, at the end, as a single read would.
 """
 
 from __future__ import annotations
@@ -53,18 +55,24 @@ class BucketRows:
             self._counting = self._count(unless_larger_than=self._uncounted // 2)
 
     def _count(self, unless_larger_than: int | None = None) -> bool:
-        """Counts the rows kept so far, unless the AIDs counted would exceed the given number
-        (then nothing changes). Returns whether it counted."""
+        """Counts the rows kept so far; given a bound, only in linear time (the kernel's
+        ``count_rows`` without sorting) and unless the AIDs counted would exceed it. Returns
+        whether it counted (if not, nothing changed)."""
         kernel = self.kernel
-        counted = kernel.count_rows(kernel.concat(self._aids), into=self._counted)
+        aids = kernel.concat(self._aids)
+        counted = kernel.count_rows(aids, self._counted, sort=unless_larger_than is None)
+        if counted is None:
+            return False
         if unless_larger_than is not None:
             unless_larger_than += len(self._counted[0]) if self._counted else 0
             if len(counted[0]) > unless_larger_than:
                 return False
         self._counted = counted
         for column, chunks in self._nulls.items():
-            counted_nulls = self._counted_nulls.get(column)
-            self._counted_nulls[column] = kernel.count_rows(kernel.concat(chunks), counted_nulls)
+            null_aids = kernel.concat(chunks)
+            counted_nulls = kernel.count_rows(null_aids, self._counted_nulls.get(column))
+            assert counted_nulls is not None  # sorting was allowed
+            self._counted_nulls[column] = counted_nulls
             chunks.clear()
         self._aids.clear()
         self._uncounted = 0

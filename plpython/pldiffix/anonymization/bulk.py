@@ -132,9 +132,11 @@ class PythonKernel:
                 )
         return out
 
-    def count_rows(self, aids: Sequence[int], into: Counts | None = None) -> Counts:
+    def count_rows(
+        self, aids: Sequence[int], into: Counts | None = None, sort: bool = True
+    ) -> Counts | None:
         """Distinct AIDs (in order of appearance) and their row counts, added to those of
-        ``into`` (earlier rows, counted) if given."""
+        ``into`` (earlier rows, counted) if given. Always linear time (``sort`` is moot)."""
         counted = collections.Counter(dict(zip(*into, strict=True)) if into else {})
         counted.update(aids)
         return list(counted), list(counted.values())
@@ -227,7 +229,8 @@ class NumpyKernel:
         n = len(aids)
         if not values or n == 0:  # nothing to add up in row order: counting is enough
             out = self.group_counts(
-                self.count_rows(aids), {j: self.count_rows(a) for j, a in nulls.items()}
+                _counted(self.count_rows(aids)),
+                {j: _counted(self.count_rows(a)) for j, a in nulls.items()},
             )
             for column in values:  # no rows
                 out.positive[column] = out.negative[column] = out.rows
@@ -335,10 +338,10 @@ class NumpyKernel:
         top = self._top(hashes, values, min(capacity, len(hashes)))
         return ContributionSummary(contributors, seed, total, top)
 
-    def count_rows(self, aids: Any, into: Counts | None = None) -> Counts:
+    def count_rows(self, aids: Any, into: Counts | None = None, sort: bool = True) -> Counts | None:
         """Distinct AIDs (ascending, int64) and their row counts, added to those of ``into``.
         AIDs within a range a few times their number (e.g. serial ids) are counted with
-        ``bincount`` in linear time, others sorted."""
+        ``bincount`` in linear time, others sorted; None instead of sorting unless ``sort``."""
         np = _np
         n = len(aids)
         ends = [int(aids.min()), int(aids.max())] if n else []
@@ -359,6 +362,8 @@ class NumpyKernel:
             rows = counts[present]
             present += low
             return present, rows
+        if not sort:
+            return None
         unique, counts = np.unique(aids, return_counts=True)
         unique, counts = unique.astype(np.int64), counts.astype(np.int64)
         if into is None or not len(into[0]):
@@ -418,6 +423,11 @@ class NumpyKernel:
 
 
 _COUNT_SLICE = 1 << 20  # AIDs counted at a time (`count_rows`)
+
+
+def _counted(counts: Counts | None) -> Counts:
+    assert counts is not None  # sorting was allowed
+    return counts
 
 
 def _dense(low: int, high: int, n: int) -> bool:
