@@ -5,6 +5,7 @@ their rows are added partition by partition."""
 from __future__ import annotations
 
 import pytest
+from engine_reads import read_reported
 
 SALT = "passes"
 ROWS = 400_000  # 1.6 MB of packed AIDs for count(*): 2 passes at max_pass_mb = 1
@@ -45,21 +46,11 @@ def shop(db):
 
 
 def _answer(conn, sql: str, fallback: bool = False) -> tuple[list, int]:
-    """The rows (sorted: passes return buckets in another order) and the number of passes the
-    engine reports (at DEBUG2) having read the query in; `fallback`: that it then read the query
-    again in one pass."""
-    reported: list[str] = []
-    conn.add_notice_handler(lambda diagnostic: reported.append(diagnostic.message_primary or ""))
-    conn.execute("SET client_min_messages = debug2")
-    try:
-        rows = conn.execute("SELECT diffix.query_json(%s)", (sql,)).fetchone()[0]["rows"]
-    finally:
-        conn.execute("RESET client_min_messages")
-    passes = [m for m in reported if m.startswith("pldiffix: reading the query in")]
-    again = any(m.startswith("pldiffix: reading the query again") for m in reported)
-    assert len(passes) <= 1 and again is fallback, reported
-    count = int(passes[0].split()[5]) if passes else 1  # "... in <passes> passes of <r> ranges"
-    return sorted(rows, key=repr), count
+    """The rows and the number of passes the engine read the query in; `fallback`: that it then
+    read the query again in one pass."""
+    read = read_reported(conn, sql)
+    assert read.again is fallback
+    return read.rows, read.passes
 
 
 def _same(got: list, expected: list) -> None:

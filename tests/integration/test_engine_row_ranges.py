@@ -5,9 +5,8 @@ last bits)."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
+from engine_reads import read_reported
 
 ROWS = 200_000
 
@@ -40,19 +39,10 @@ def shop(db):
 
 
 def _answer(conn, sql: str) -> tuple[list, int]:
-    """The rows and the number of row ranges the engine reports (at DEBUG2) reading."""
-    reported: list[str] = []
-    conn.add_notice_handler(lambda diagnostic: reported.append(diagnostic.message_primary or ""))
-    conn.execute("SET client_min_messages = debug2")
-    try:
-        rows = conn.execute("SELECT diffix.query_json(%s)", (sql,)).fetchone()[0]["rows"]
-    finally:
-        conn.execute("RESET client_min_messages")
-    assert not any("again" in m for m in reported), reported
-    parts = [re.search(r"in (\d+) passes of (\d+) row ranges", m) for m in reported]
-    found = [m for m in parts if m]
-    assert len(found) <= 1 and all(m.group(1) == "1" for m in found), reported
-    return sorted(rows, key=repr), int(found[0].group(2)) if found else 1
+    """The rows and the number of row ranges the engine read the query in (in one pass)."""
+    read = read_reported(conn, sql)
+    assert read.passes == 1 and not read.again
+    return read.rows, read.ranges
 
 
 def _both(db, conn, sql: str) -> tuple[list, list]:
