@@ -8,12 +8,12 @@ sums add up exactly as in a single read.
 
 A bucket with nothing summed needs only rows per AID, so its rows are counted as they come
 (``COMPACT_ROWS`` at a time): a million rows of AIDs that repeat shrink to one entry per AID.
-When a count would not shrink what is kept by a quarter (AIDs that rarely repeat, e.g. one row
-per customer), it is dropped and the bucket keeps its rows from then on, because an entry per AID
-(16 bytes) is larger than a row (4 or 8 bytes). The first million rows of AIDs that repeat 15
-times over the whole table already shrink by a third, and the counts stop growing once every AID
-has been seen; AIDs with only two to four rows each can be counted at a loss (16 bytes per AID
-against 4 per row of an int4 AID). So is a count that would need a sort (numpy
+When a count would not shrink what is kept by a tenth (AIDs that rarely repeat, e.g. one row per
+customer), it is dropped and the bucket keeps its rows from then on, because an entry per AID
+(16 bytes) is larger than a row (4 or 8 bytes). The first million of 30M rows over 2M AIDs
+already shrink by a fifth, and the counts stop growing once every AID has been seen; AIDs with
+only two to four rows each, when their rows lie close together, can be counted at a loss (16
+bytes per AID against 4 per row of an int4 AID). So is a count that would need a sort (numpy
 counts AIDs spread over more than a few times their number by sorting them): the bucket is then
 counted once, at the end, as a single read would.
 """
@@ -55,7 +55,7 @@ class BucketRows:
         for column, column_values in values.items():
             self._values.setdefault(column, []).append(column_values)
         if not self.summed and self._counting and self._uncounted >= COMPACT_ROWS:
-            self._counting = self._count(unless_larger_than=self._uncounted * 3 // 4)
+            self._counting = self._count(unless_larger_than=self._uncounted * 9 // 10)
 
     def _count(self, unless_larger_than: int | None = None) -> bool:
         """Counts the rows kept so far; given a bound (on the AIDs the new rows may add), only in
