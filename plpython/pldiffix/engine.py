@@ -66,11 +66,11 @@ from pldiffix.validation.pgtypes import normalize_type
 
 FETCH_SIZE = 500  # bucket rows per fetch, at most
 GROUPED = "grouped"  # a per-AID column the reader derived from rows
-# Packed rows of one relation the rows form may ship. The backend's hash aggregate holds all of
-# them until it ends, a global query hands all of them to Python at once (numpy's working copies
-# add ~2x), and one packed column must stay under PostgreSQL's 1 GB datum limit (one column packs
-# at most 8 bytes per row). The per-AID form it falls back to holds one hash entry
-# (~100 bytes) per bucket and AID instead.
+# Packed rows of one relation the rows form may ship when the query cannot be split into passes.
+# Unless read in row ranges, the backend's hash aggregate holds all of them until it ends and one
+# packed column must stay under PostgreSQL's 1 GB datum limit (one column packs at most 8 bytes
+# per row); either way Python ends up with all of them (numpy's working copies add ~2x). The
+# per-AID form it falls back to holds one hash entry (~100 bytes) per bucket and AID instead.
 ROW_MODE_BYTES = 512 << 20
 MAX_AIDS_PER_FETCH = 1 << 18  # per-AID values held at once, unless a single row has more
 MAX_PASSES = 1024  # a pass scans the whole relation; beyond this the budget gives way
