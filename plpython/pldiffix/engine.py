@@ -673,8 +673,12 @@ class _BucketReader:
         sizes = [len(h) for h in hashes]
         compact = self.summarize and all(size >= params.certainly_high_count() for size in sizes)
         # (distinct AIDs, XOR seed) per instance; None if two AIDs share a hash (then the
-        # per-AID dictionaries merge them, as pg_diffix's hash tables do).
-        counted = [kernel.aid_set(h) for h in hashes] if compact else []
+        # per-AID dictionaries merge them, as pg_diffix's hash tables do). Packed int4 AIDs are
+        # distinct values, and FNV-1a is injective on int4, so their hashes are not checked.
+        counted = [
+            kernel.aid_set(h, distinct=kind is AidKind.INT4 and f"a{k}" in packed)
+            for k, (h, kind) in enumerate(zip(hashes, self.kinds, strict=True))
+        ] if compact else []  # fmt: skip
         compact = compact and all(c is not None for c in counted)
         hash_lists: dict[int, list[int]] = {}
 

@@ -134,6 +134,16 @@ def test_colliding_hashes_and_nan_are_left_to_the_per_aid_path(kernel) -> None:
     assert kernel.summarize(kernel.from_hashes([1, 2]), nan, None, 6) is None
 
 
+def test_distinct_hashes_are_counted_with_or_without_the_check(kernel) -> None:
+    rng = random.Random(3)
+    for size in (0, 1, 5000):
+        aids = rng.sample(range(-(2**31), 2**31), size)
+        hashes = kernel.hash_ints(kernel.decode(packed(aids, "int4"), "int4"), AidKind.INT4)
+        checked = kernel.aid_set(hashes)
+        assert checked == kernel.aid_set(hashes, distinct=True)
+        assert checked == (size, functools.reduce(operator.xor, kernel.tolist(hashes), 0))
+
+
 def test_unit_contributions_when_no_values(kernel) -> None:
     hashes = [hash_aid(v, AidKind.INT4) for v in range(30)]
     summary = kernel.summarize(kernel.from_hashes(hashes), None, None, 6)

@@ -169,12 +169,13 @@ class PythonKernel:
     def tolist(self, values: Sequence[Any]) -> list[Any]:
         return list(values)
 
-    def aid_set(self, hashes: Sequence[int]) -> tuple[int, int] | None:
-        """``(count, XOR seed)`` of distinct hashes, None if two AIDs share a hash."""
-        distinct = len(set(hashes))
-        if distinct != len(hashes):
+    def aid_set(self, hashes: Sequence[int], distinct: bool = False) -> tuple[int, int] | None:
+        """``(count, XOR seed)`` of distinct hashes, None if two AIDs share a hash.
+        ``distinct``: the caller knows they are (distinct int4 AIDs, on which FNV-1a is
+        injective), so they are not checked."""
+        if not distinct and len(set(hashes)) != len(hashes):
             return None
-        return distinct, _xor(hashes)
+        return len(hashes), _xor(hashes)
 
     def summarize(
         self,
@@ -297,13 +298,12 @@ class NumpyKernel:
     def tolist(self, values: Any) -> list[Any]:
         return values.tolist()
 
-    def aid_set(self, hashes: Any) -> tuple[int, int] | None:
+    def aid_set(self, hashes: Any, distinct: bool = False) -> tuple[int, int] | None:
         np = _np
-        if len(hashes) == 0:
-            return 0, 0
-        ordered = np.sort(hashes)
-        if bool((ordered[1:] == ordered[:-1]).any()):
-            return None
+        if not distinct and len(hashes):
+            ordered = np.sort(hashes)
+            if bool((ordered[1:] == ordered[:-1]).any()):
+                return None
         return len(hashes), self._xor(hashes)
 
     @staticmethod
