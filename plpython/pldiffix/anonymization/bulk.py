@@ -443,11 +443,14 @@ def _sequential_sums(ordered: Any, starts: Any, lengths: Any) -> Any:
     from +0.0, bit-identical to PostgreSQL's sum(float8). numpy's own reductions add pairwise,
     which rounds differently, so the groups advance together one element per step."""
     np = _np
-    sums = np.zeros(len(starts), dtype=np.float64)
     short = lengths <= _FOLD_STEPS
-    for step in range(int(lengths[short].max()) if short.any() else 0):
-        live = np.flatnonzero(short & (lengths > step))
+    sums = ordered[starts] + 0.0  # every group has a first value; +0.0 turns a -0.0 into 0.0
+    live = np.flatnonzero(short & (lengths > 1))  # the groups with a value at `step`
+    step = 1
+    while len(live):
         sums[live] += ordered[starts[live] + step]
+        step += 1
+        live = live[lengths[live] > step]
     for group in np.flatnonzero(~short):
         start = int(starts[group])
         sums[group] = functools.reduce(
