@@ -16,7 +16,8 @@ them into what flattening needs:
 A *summary* is all that ``aggregate_contributions`` reads from one AID instance: how many AIDs
 contribute, the XOR of their hashes, the total, and the largest ``(contribution, hash)`` pairs.
 Summarizing refuses (returns None) when two AIDs share a hash or a contribution is NaN, so that
-the caller keeps the exact per-AID dictionary semantics in those cases.
+the caller keeps the exact per-AID dictionary semantics in those cases (distinct int4 AIDs never
+share one: ``aid_set(..., distinct=True)``).
 """
 
 from __future__ import annotations
