@@ -410,7 +410,12 @@ def _estimated_rows(model: AnonymizingQuery, live: catalog.LiveCatalog) -> float
 def _splittable(labels: list[SqlType], kinds: list[AidKind]) -> bool:
     """Whether a query with these labels and AIDs may be read in passes (docs/engine.md,
     "Passes"): one int4 AID instance, labels a bucket key can hash."""
-    return kinds == [AidKind.INT4] and all(t.name in rewrite.KEYABLE_LABEL_TYPES for t in labels)
+    return kinds == [AidKind.INT4] and _keyable(labels)
+
+
+def _keyable(labels: list[SqlType]) -> bool:
+    """Whether buckets with these labels get a key across reads (`rewrite._key_select`)."""
+    return all(t.name in rewrite.KEYABLE_LABEL_TYPES for t in labels)
 
 
 def _max_row_bytes(
@@ -451,7 +456,7 @@ def _row_ranges(
     key (`rewrite._key_select`)."""
     if not query.rows or estimated_rows is None or not isinstance(model.from_tree, RangeEntry):
         return []
-    if not all(t.name in rewrite.KEYABLE_LABEL_TYPES for t in labels):
+    if not _keyable(labels):
         return []
     relation = model.from_tree.relation
     details = live.details.get((relation.schema, relation.name))

@@ -198,7 +198,7 @@ class PythonKernel:
             values = [1] * len(hashes)
         if any(v != v for v in values):  # NaN
             return None
-        counted = (len(hashes), _xor(hashes)) if distinct else self.aid_set(hashes)
+        counted = self.aid_set(hashes, distinct)
         if counted is None:
             return None
         contributors, seed = counted
@@ -330,7 +330,7 @@ class NumpyKernel:
         is_float = values.dtype.kind == "f"
         if is_float and bool(np.isnan(values).any()):
             return None
-        counted = (len(hashes), self._xor(hashes)) if distinct else self.aid_set(hashes)
+        counted = self.aid_set(hashes, distinct)
         if counted is None:
             return None
         contributors, seed = counted
