@@ -63,24 +63,26 @@ def _same(got: list, expected: list) -> None:
                 assert value == wanted
 
 
-@pytest.mark.parametrize("sql", QUERIES)
-def test_passes_give_the_answers_of_one_pass(shop, sql) -> None:
+def _whole_and_split(shop, sql: str, fallback: bool = False) -> tuple[list, int, list, int]:
+    """The answer and passes at the largest budget (512 MiB), then at the smallest (1 MiB)."""
     db, conn = shop
     db.admin.execute("CALL diffix.configure('max_pass_mb', '512')")
     whole, one = _answer(conn, sql)
     db.admin.execute("CALL diffix.configure('max_pass_mb', '1')")
-    split, passes = _answer(conn, sql)
+    split, passes = _answer(conn, sql, fallback)
+    return whole, one, split, passes
+
+
+@pytest.mark.parametrize("sql", QUERIES)
+def test_passes_give_the_answers_of_one_pass(shop, sql) -> None:
+    whole, one, split, passes = _whole_and_split(shop, sql)
     assert one == 1 and passes > 1
     _same(split, whole)
 
 
 def test_labels_printed_differently_by_the_parts_read_the_query_again(shop) -> None:
-    db, conn = shop
     sql = "SELECT one, count(*) FROM shop GROUP BY one"  # 1.0 in one pass, 1.00 in the other
-    db.admin.execute("CALL diffix.configure('max_pass_mb', '512')")
-    whole, _ = _answer(conn, sql)
-    db.admin.execute("CALL diffix.configure('max_pass_mb', '1')")
-    again, _ = _answer(conn, sql, fallback=True)
+    whole, _, again, _ = _whole_and_split(shop, sql, fallback=True)
     assert again == whole and len(whole) == 1
 
 
@@ -103,11 +105,7 @@ def test_the_number_of_passes_follows_the_budget(shop) -> None:
     ],
 )
 def test_queries_whose_parts_do_not_combine_take_one_pass(shop, sql) -> None:
-    db, conn = shop
-    db.admin.execute("CALL diffix.configure('max_pass_mb', '512')")
-    whole, _ = _answer(conn, sql)
-    db.admin.execute("CALL diffix.configure('max_pass_mb', '1')")
-    split, passes = _answer(conn, sql)
+    whole, _, split, passes = _whole_and_split(shop, sql)
     assert passes == 1
     assert split == whole
 
