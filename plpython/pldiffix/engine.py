@@ -13,6 +13,7 @@ tables) never runs as the engine.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -45,7 +46,7 @@ from pldiffix.anonymization import (
     partitions,
     sql_seed,
 )
-from pldiffix.anonymization.bucket_rows import BucketRows
+from pldiffix.anonymization.bucket_rows import KeptRows
 from pldiffix.anonymization.contributions import ContributionTracker, SummarizedTracker
 from pldiffix.anonymization.count_distinct import DistinctAidsState
 from pldiffix.anonymization.hashing import hash_aids, hash_string
@@ -362,15 +363,21 @@ def _anonymize(
         params,
         summarize=not model.low_count_filter or len(labels) <= MAX_LABELS_WITHOUT_LED,
     )
-    passes = _pass_count(query, splittable, estimated_rows, pass_budget)
-    ranges = _row_ranges(query, labels, live, model, estimated_rows, passes, pass_budget)
+    ranges = _row_ranges(query, labels, live, model, estimated_rows, pass_budget)
+    # A query read in ranges needs no passes: its rows spill to disk instead (`RowSpill`).
+    passes = 1 if ranges else _pass_count(query, splittable, estimated_rows, pass_budget)
+    spill = (
+        _Spill(pass_budget // RANGE_SHARE, (estimated_rows or 0.0) * query.bytes_per_row)
+        if ranges and splittable and query.partitionable
+        else None
+    )
     buckets: list[Bucket] | None = None
     if passes > 1 or ranges:
         plpy.debug(
             f"pldiffix: reading the query in {passes} passes of {len(ranges) or 1} row ranges"
         )
         try:
-            buckets = _read_in_parts(plpy, reader, make_query, passes, ranges)
+            buckets = _read_in_parts(plpy, reader, make_query, passes, ranges, spill)
         except partitions.PartsDisagree as error:
             plpy.debug(f"pldiffix: reading the query again at once: {error}")
             reader.query, buckets = query, None
@@ -447,10 +454,9 @@ def _row_ranges(
     live: catalog.LiveCatalog,
     model: AnonymizingQuery,
     estimated_rows: float | None,
-    passes: int,
     pass_budget: int,
 ) -> list[rewrite.RowRange]:
-    """The row ranges each pass reads (docs/engine.md, "Row ranges"), so that the rows one range
+    """The row ranges a query reads (docs/engine.md, "Row ranges"), so that the rows one range
     collects stay under `pass_budget / RANGE_SHARE` bytes; none when one range would do or the
     query cannot be read in ranges: it must ship rows of a plain table, and its buckets need a
     key (`rewrite._key_select`)."""
@@ -462,8 +468,9 @@ def _row_ranges(
     details = live.details.get((relation.schema, relation.name))
     if details is None or not details.blocks:
         return []
-    per_pass = estimated_rows * query.bytes_per_row / passes
-    count = min(math.ceil(per_pass * RANGE_SHARE / pass_budget), MAX_RANGES)
+    count = min(
+        math.ceil(estimated_rows * query.bytes_per_row * RANGE_SHARE / pass_budget), MAX_RANGES
+    )
     return rewrite.row_ranges(details.blocks, count) if count > 1 else []
 
 
@@ -496,46 +503,90 @@ def _read(plpy: Any, reader: _BucketReader, sql: str) -> Iterator[tuple[Bucket, 
         fetcher.carried(len(batch), carried)
 
 
+@dataclass(frozen=True)
+class _Spill:
+    """How a query read in row ranges spills its rows (`anonymization.spill`): the bytes it
+    keeps in memory, and its estimate of all rows' bytes."""
+
+    budget: int
+    expected_bytes: float
+
+
+def _gatherer(kernel: Any, summed: bool, spill: _Spill | None) -> KeptRows | Any:
+    """What keeps a query's rows over its row ranges: memory, or `RowSpill` given `spill`."""
+    if spill is None:
+        return KeptRows(kernel, summed)
+    from pldiffix.anonymization.spill import RowSpill  # numpy only, as are row ranges
+
+    return RowSpill(kernel, summed, spill.budget, spill.expected_bytes)
+
+
 def _read_ranges(
     plpy: Any,
     reader: _BucketReader,
     make_query: Any,
     partition: rewrite.Partition | None,
     ranges: list[rewrite.RowRange],
+    spill: _Spill | None,
 ) -> Iterator[tuple[Bucket, int]]:
     """The buckets of one pass read range by range: each bucket's rows are gathered over the
-    ranges (`BucketRows`) and grouped per AID once the last range is read. Raises
-    `PartsDisagree` if two ranges show one bucket key with different labels (a key collision)."""
-    gathered: dict[int, tuple[Any, BucketRows]] = {}
-    labels = reader.labels
-    for row_range in ranges:
-        reader.query = make_query(partition=partition, row_range=row_range)
-        summed = any(name.startswith("rv") for name in reader.query.packed)
-        fetcher = _Fetcher(plpy, reader.query.sql)
-        for batch in fetcher.batches():
-            carried = 0
-            for row in batch:
-                key = row["k"]
-                if key not in gathered:  # the labels as the first range shows them
-                    shown = {name: row[name] for name in row if name[0] in "th"}
-                    gathered[key] = (shown, BucketRows(reader.kernel, summed))
-                elif any(row[f"h{i}"] != gathered[key][0][f"h{i}"] for i in range(len(labels))):
-                    raise partitions.PartsDisagree("two buckets share a key")
-                aids, nulls, values = reader.decoded_rows(row)
-                gathered[key][1].add(aids, nulls, values)
-                carried += len(aids)
-            fetcher.carried(len(batch), carried)
-    for key in list(gathered):
-        shown, rows = gathered.pop(key)
-        yield reader.bucket(shown, rows.per_aid())[0], key
+    ranges (in memory, or spilled by AID partition given `spill`) and grouped per AID once the
+    last range is read; the parts of a spilled bucket are combined (`partitions.combine`).
+    Buckets come in the order they were first seen. Raises `PartsDisagree` if two ranges show
+    one bucket key with different labels (a key collision), or parts cannot be combined."""
+    summed = any(name.startswith("rv") for name in reader.query.packed)
+    gathered = _gatherer(reader.kernel, summed, spill)
+    with contextlib.closing(gathered):  # a spill's files, even if reading fails
+        slots: dict[int, int] = {}  # bucket key -> slot, in first-seen order
+        shown: list[dict[str, Any]] = []  # per slot, the labels as the first range shows them
+        labels = reader.labels
+        for index, row_range in enumerate(ranges):
+            reader.query = make_query(partition=partition, row_range=row_range)
+            fetcher = _Fetcher(plpy, reader.query.sql)
+            for batch in fetcher.batches():
+                carried = 0
+                for row in batch:
+                    key = row["k"]
+                    slot = slots.get(key)
+                    if slot is None:
+                        slot = slots[key] = len(shown)
+                        shown.append({name: row[name] for name in row if name[0] in "th"})
+                    elif any(row[f"h{i}"] != shown[slot][f"h{i}"] for i in range(len(labels))):
+                        raise partitions.PartsDisagree("two buckets share a key")
+                    aids, nulls, values = reader.decoded_rows(row)
+                    gathered.add(slot, aids, nulls, values)
+                    carried += len(aids)
+                fetcher.carried(len(batch), carried)
+            gathered.range_read((index + 1) / len(ranges))
+        buckets: dict[int, Bucket] = {}
+        capacity = reader.params.top_capacity
+        for part in gathered.parts():
+            for slot in list(part):
+                bucket = reader.bucket(shown[slot], part.pop(slot).per_aid())[0]
+                if slot in buckets:
+                    partitions.combine(buckets[slot], bucket, capacity)
+                else:
+                    buckets[slot] = bucket
+        if gathered.partitions:
+            plpy.debug(
+                f"pldiffix: spilled the rows to disk in {gathered.partitions} AID partitions"
+            )
+    keys = list(slots)
+    for slot in sorted(buckets):
+        yield buckets[slot], keys[slot]
 
 
 def _read_in_parts(
-    plpy: Any, reader: _BucketReader, make_query: Any, passes: int, ranges: list[rewrite.RowRange]
+    plpy: Any,
+    reader: _BucketReader,
+    make_query: Any,
+    passes: int,
+    ranges: list[rewrite.RowRange],
+    spill: _Spill | None,
 ) -> list[Bucket]:
     """The buckets of a query read in `passes` passes over disjoint AID partitions, each read
-    whole or in `ranges`; each bucket's parts from different passes combined
-    (`anonymization.partitions`). Raises `PartsDisagree` when they cannot be.
+    whole or in `ranges` (spilling given `spill`); each bucket's parts from different passes
+    combined (`anonymization.partitions`). Raises `PartsDisagree` when they cannot be.
 
     The engine's function is STABLE, so every pass and range reads the calling statement's
     snapshot: the parts are those of one state of the data even while other sessions write."""
@@ -544,7 +595,7 @@ def _read_in_parts(
     for index in range(passes):
         partition = rewrite.Partition(index, passes) if passes > 1 else None
         if ranges:
-            read = _read_ranges(plpy, reader, make_query, partition, ranges)
+            read = _read_ranges(plpy, reader, make_query, partition, ranges, spill)
         else:
             reader.query = make_query(partition=partition)
             read = _read(plpy, reader, reader.query.sql)

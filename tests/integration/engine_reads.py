@@ -1,10 +1,12 @@
-"""How the engine read a query, as it reports it at DEBUG2 (shared by the passes and row-range
-tests)."""
+"""How the engine read a query, as it reports it at DEBUG2, and answers compared (shared by the
+passes and row-range tests)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import pytest
 
 
 @dataclass
@@ -13,6 +15,7 @@ class Read:
     passes: int
     ranges: int  # per pass
     again: bool  # the parts disagreed and the query was read again at once
+    spilled: int  # AID partitions its rows were spilled into (0: none)
 
 
 def read_reported(conn, sql: str) -> Read:
@@ -29,4 +32,20 @@ def read_reported(conn, sql: str) -> Read:
     assert len(found) <= 1, reported
     passes, ranges = (int(found[0].group(1)), int(found[0].group(2))) if found else (1, 1)
     again = any(m.startswith("pldiffix: reading the query again") for m in reported)
-    return Read(sorted(rows, key=repr), passes, ranges, again)
+    spills = [re.fullmatch(r"pldiffix: spilled the rows to disk in (\d+) AID partitions", m)
+              for m in reported]  # fmt: skip
+    spilled = [int(m.group(1)) for m in spills if m]
+    assert len(spilled) <= 1, reported
+    return Read(sorted(rows, key=repr), passes, ranges, again, sum(spilled))
+
+
+def same_answer(got: list, expected: list) -> None:
+    """Equal rows, except that floats with a fraction may differ in their last bits: a read in
+    parts adds the parts' float totals in another order."""
+    assert len(got) == len(expected)
+    for row, reference in zip(got, expected, strict=True):
+        for value, wanted in zip(row, reference, strict=True):
+            if isinstance(wanted, float) and not float(wanted).is_integer():
+                assert value == pytest.approx(wanted, rel=1e-12)
+            else:
+                assert value == wanted

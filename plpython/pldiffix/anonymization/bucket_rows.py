@@ -20,6 +20,7 @@ counted once, at the end, as a single read would.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,3 +95,31 @@ class BucketRows:
             self._count()
         assert self._counted is not None
         return kernel.group_counts(self._counted, self._counted_nulls)
+
+
+@dataclass
+class KeptRows:
+    """Every bucket's rows of a query read in row ranges, kept in memory (``slot``: the caller's
+    bucket number). ``spill.RowSpill`` has the same interface and spills beyond a budget."""
+
+    kernel: Any
+    summed: bool
+    _rows: dict[int, BucketRows] = field(default_factory=dict)
+
+    def add(self, slot: int, aids: Any, nulls: dict[int, Any], values: dict[int, Any]) -> None:
+        rows = self._rows.get(slot)
+        if rows is None:
+            rows = self._rows[slot] = BucketRows(self.kernel, self.summed)
+        rows.add(aids, nulls, values)
+
+    partitions = 0  # never spilled
+
+    def range_read(self, fraction: float) -> None:
+        """Nothing to do between ranges: the rows stay in memory."""
+
+    def parts(self) -> Iterator[dict[int, BucketRows]]:
+        """All buckets' rows, in one part."""
+        yield self._rows
+
+    def close(self) -> None:
+        self._rows.clear()

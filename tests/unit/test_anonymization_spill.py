@@ -1,0 +1,108 @@
+"""Rows spilled by AID partition (`RowSpill`) group per AID exactly as rows kept in memory."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from pldiffix.anonymization.bucket_rows import KeptRows
+from pldiffix.anonymization.bulk import NumpyKernel
+from pldiffix.anonymization.spill import MAX_PARTITIONS, RowSpill, partition_bits, partition_of
+
+KERNEL = NumpyKernel()
+
+
+def _ranges(rng: random.Random, slots: int, summed: bool) -> list[list[tuple]]:
+    """Ranges of (slot, AIDs, NULL rows' AIDs, values) as `add` takes them."""
+    out = []
+    for _ in range(rng.randrange(1, 6)):
+        adds = []
+        for slot in rng.sample(range(slots), rng.randrange(1, slots + 1)):
+            n = rng.choice([0, 1, 5, 300])
+            aids = np.array([rng.randrange(0, rng.choice([4, 50, 10**9])) for _ in range(n)], "i4")
+            nulls = {2: aids[[i for i in range(n) if rng.random() < 0.2]]}
+            values = {2: np.array([rng.choice([0.1, -0.3, 1e16, 7.0]) for _ in range(n)])}
+            adds.append((slot, aids, nulls, values if summed else {}))
+        out.append(adds)
+    return out
+
+
+def _read(gatherer, ranges: list[list[tuple]]) -> list[dict[int, dict]]:
+    """Per part, each slot's rows per AID: (rows, non-NULL rows, positive and negative sums)."""
+    for index, adds in enumerate(ranges):
+        for slot, aids, nulls, values in adds:
+            gatherer.add(slot, aids, nulls, values)
+        gatherer.range_read((index + 1) / len(ranges))
+    parts = []
+    for part in gatherer.parts():
+        grouped = {}
+        for slot, rows in part.items():
+            per_aid = rows.per_aid()
+            columns = [per_aid.rows, per_aid.non_null[2]]
+            columns += [per_aid.positive[2], per_aid.negative[2]] if per_aid.positive else []
+            grouped[slot] = {
+                int(aid): tuple(c[i].item() for c in columns) for i, aid in enumerate(per_aid.aids)
+            }
+        parts.append(grouped)
+    return parts
+
+
+@pytest.mark.parametrize("summed", [False, True])
+def test_spilled_rows_group_per_aid_as_rows_kept_in_memory(summed) -> None:
+    rng = random.Random(7 + summed)
+    for _ in range(40):
+        ranges = _ranges(rng, rng.randrange(1, 6), summed)
+        (kept,) = _read(KeptRows(KERNEL, summed), ranges)
+        spill = RowSpill(KERNEL, summed, budget=rng.choice([0, 100, 2000]), expected_bytes=0)
+        parts = _read(spill, ranges)
+        if spill.partitions == 0:  # the budget held: one part, in memory
+            assert parts == [kept]
+            continue
+        assert len(parts) == spill.partitions >= 2
+        assert set().union(*parts) == set(kept)  # every bucket, at least once
+        for slot, expected in kept.items():
+            pieces = [part[slot] for part in parts if slot in part]
+            merged = {aid: row for piece in pieces for aid, row in piece.items()}
+            assert sum(len(piece) for piece in pieces) == len(merged)  # an AID in one part
+            assert merged == expected  # floats too: an AID's rows keep their order
+
+
+def test_a_bucket_without_rows_comes_once_and_empty() -> None:
+    spill = RowSpill(KERNEL, True, budget=1000, expected_bytes=0)  # 1200 bytes come
+    empty = np.empty(0, "i4")
+    spill.add(0, np.arange(100, dtype="i4"), {1: empty}, {1: np.ones(100)})
+    spill.add(1, empty, {1: empty}, {1: np.empty(0)})
+    spill.range_read(1.0)
+    parts = list(spill.parts())
+    assert spill.partitions == 2
+    assert [len(part[1].per_aid().aids) for part in parts if 1 in part] == [0]
+    assert sum(len(part[0].per_aid().aids) for part in parts if 0 in part) == 100
+
+
+def test_the_partitions_follow_the_rows_expected_or_projected() -> None:
+    aids = np.arange(1000, dtype="i4")  # 4000 bytes
+    spill = RowSpill(KERNEL, False, budget=1000, expected_bytes=0)
+    spill.add(0, aids, {}, {})
+    spill.range_read(0.5)  # 8000 bytes projected
+    assert spill.partitions == 8
+    spill = RowSpill(KERNEL, False, budget=1000, expected_bytes=30_000)
+    spill.add(0, aids, {}, {})
+    spill.range_read(0.5)
+    assert spill.partitions == 32
+    assert sum(len(part[0].per_aid().aids) for part in spill.parts()) == 1000
+
+
+def test_partition_bits_round_up_to_a_power_of_two_within_bounds() -> None:
+    assert [partition_bits(size, 100) for size in (0, 100, 201, 400, 401)] == [1, 1, 2, 2, 3]
+    assert 1 << partition_bits(1e12, 1) == MAX_PARTITIONS
+
+
+@pytest.mark.parametrize("stride", [1, 256, 4096])
+def test_partitions_spread_aids_with_a_common_stride_evenly(stride) -> None:
+    aids = np.arange(0, 1 << 16, dtype=np.int64) * stride
+    aids = aids[aids < 1 << 31].astype("i4")
+    counts = np.bincount(partition_of(aids, 4), minlength=16)
+    assert counts.min() >= 0.9 * len(aids) / 16
+    again = partition_of(aids[::-1], 4)[::-1]  # a function of the AID alone
+    assert (again == partition_of(aids, 4)).all()
