@@ -76,9 +76,11 @@ ROW_MODE_BYTES = 512 << 20
 MAX_AIDS_PER_FETCH = 1 << 18  # per-AID values held at once, unless a single row has more
 MAX_PASSES = 1024  # a pass scans the whole relation; beyond this the budget gives way
 # A row range collects at most this share of the pass budget: the backend holds a range's packed
-# rows about four times over (aggregate state, result, fetched tuple, Python's copy), Python the
-# rows of all ranges once, decoded (`BucketRows`).
-RANGE_SHARE = 16
+# rows about four times over (aggregate state, result, fetched tuple, Python's copy).
+RANGE_SHARE = 32
+# Rows of earlier ranges Python keeps, decoded, before it spills them to disk (`RowSpill`), as a
+# share of the pass budget; a query that cannot spill keeps them all (`KeptRows`).
+KEEP_SHARE = 16
 MAX_RANGES = 4096  # a range is one statement (a few ms); beyond this ranges grow instead
 ENGINE_SCHEMAS = frozenset({"pg_catalog", "diffix"})
 # Volatile functions that cannot observe or change anything an analyst could abuse.
@@ -367,7 +369,7 @@ def _anonymize(
     # A query read in ranges needs no passes: its rows spill to disk instead (`RowSpill`).
     passes = 1 if ranges else _pass_count(query, splittable, estimated_rows, pass_budget)
     spill = (
-        _Spill(pass_budget // RANGE_SHARE, (estimated_rows or 0.0) * query.bytes_per_row)
+        _Spill(pass_budget // KEEP_SHARE, (estimated_rows or 0.0) * query.bytes_per_row)
         if ranges and splittable and query.partitionable
         else None
     )

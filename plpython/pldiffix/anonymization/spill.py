@@ -28,6 +28,7 @@ import numpy as np
 from pldiffix.anonymization.bucket_rows import BucketRows
 
 MAX_PARTITIONS = 256  # partition numbers stay uint8, which numpy sorts stably by radix
+SLICE_ROWS = 1 << 20  # rows split at a time: the split's working arrays stay a few MiB
 # Fibonacci hashing (2^32 / golden ratio): serial AIDs, or AIDs that share a stride, spread
 # evenly over a power-of-two number of partitions, which their low bits would not.
 _SPREAD = np.uint32(0x9E3779B1)
@@ -39,8 +40,10 @@ def partition_of(aids: Any, bits: int) -> Any:
     """Each AID's partition among ``2**bits`` (uint8), a function of the AID alone."""
     if bits == 0:
         return np.zeros(len(aids), dtype=np.uint8)
-    mixed = aids.astype(np.uint32) * _SPREAD  # wraps modulo 2^32
-    return (mixed >> np.uint32(32 - bits)).astype(np.uint8)
+    mixed = aids.astype(np.uint32)
+    mixed *= _SPREAD  # wraps modulo 2^32
+    mixed >>= np.uint32(32 - bits)
+    return mixed.astype(np.uint8)
 
 
 def partition_bits(expected_bytes: float, budget: int) -> int:
@@ -52,11 +55,12 @@ def partition_bits(expected_bytes: float, budget: int) -> int:
 
 @dataclass
 class _Chunk:
-    """One bucket's rows of one flush in one partition's file."""
+    """Rows of one bucket in one partition's file: AIDs and their values (``null_column`` None),
+    or the AIDs of one column's NULL rows."""
 
     slot: int
-    aids: int
-    nulls: tuple[int, ...]  # NULL rows per null column (``RowSpill.null_columns`` order)
+    null_column: int | None
+    rows: int
 
 
 @dataclass
@@ -116,39 +120,31 @@ class RowSpill:
         self._flush()
 
     def _flush(self) -> None:
-        assert self._bits is not None
         for slot in list(self._kept):  # each bucket's rows freed once written
-            pieces = self._kept.pop(slot)
-            aids = _concat([p[0] for p in pieces])
-            order, bounds = self._split(aids)
-            aids = aids[order]
-            values = [_concat([p[2][j] for p in pieces])[order] for j in sorted(pieces[0][2])]
-            nulls = []  # per null column, its AIDs by partition and the partitions' bounds
-            for j in sorted(pieces[0][1]):
-                null_aids = _concat([p[1][j] for p in pieces])
-                null_order, null_bounds = self._split(null_aids)
-                nulls.append((null_aids[null_order], null_bounds))
-            for part, file in enumerate(self._files):
-                first, end = int(bounds[part]), int(bounds[part + 1])
-                if first == end:  # so none of its NULL rows either: they are rows of its AIDs
-                    continue
-                _write(file, aids[first:end])
-                for null_aids, null_bounds in nulls:
-                    _write(file, null_aids[null_bounds[part] : null_bounds[part + 1]])
-                for column in values:
-                    _write(file, column[first:end])
-                counts = tuple(int(b[part + 1] - b[part]) for _, b in nulls)
-                self._chunks[part].append(_Chunk(slot, end - first, counts))
+            for aids, nulls, values in self._kept.pop(slot):
+                for start in range(0, len(aids), SLICE_ROWS):
+                    end = start + SLICE_ROWS
+                    aligned = [values[j][start:end] for j in sorted(values)]
+                    self._write(slot, None, aids[start:end], aligned)
+                for j in sorted(nulls):
+                    for start in range(0, len(nulls[j]), SLICE_ROWS):
+                        self._write(slot, j, nulls[j][start : start + SLICE_ROWS], [])
         self.kept_bytes = 0
 
-    def _split(self, aids: Any) -> tuple[Any, Any]:
-        """The order that groups ``aids`` by partition (stable) and each partition's bounds."""
-        assert self._bits is not None
-        parts = partition_of(aids, self._bits)
+    def _write(self, slot: int, null_column: int | None, aids: Any, aligned: list[Any]) -> None:
+        """Appends AIDs (and values aligned with them) to the files of their partitions."""
+        parts = partition_of(aids, self._bits or 0)
         order = np.argsort(parts, kind="stable")
-        bounds = np.zeros((1 << self._bits) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(parts, minlength=1 << self._bits), out=bounds[1:])
-        return order, bounds
+        bounds = np.zeros(len(self._files) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(parts, minlength=len(self._files)), out=bounds[1:])
+        aids = aids[order]
+        aligned = [column[order] for column in aligned]
+        for part, file in enumerate(self._files):
+            first, end = int(bounds[part]), int(bounds[part + 1])
+            if first < end:
+                for column in (aids, *aligned):
+                    file.write(memoryview(column[first:end]).cast("B"))
+                self._chunks[part].append(_Chunk(slot, null_column, end - first))
 
     def parts(self) -> Iterator[dict[int, BucketRows]]:
         """The rows per bucket (by slot): everything at once if nothing was spilled, else one
@@ -161,38 +157,41 @@ class RowSpill:
         self._flush()
         assert self._types is not None
         aid_type, null_types, value_types = self._types
-        nulls_order, values_order = sorted(null_types), sorted(value_types)
         spilled = {chunk.slot for chunks in self._chunks for chunk in chunks}
-        try:
-            for part, (file, chunks) in enumerate(zip(self._files, self._chunks, strict=True)):
-                file.seek(0)
-                pieces: dict[int, list[Rows]] = {}
-                for chunk in chunks:
-                    aids = _read(file, aid_type, chunk.aids)
-                    nulls = {
-                        j: _read(file, null_types[j], n)
-                        for j, n in zip(nulls_order, chunk.nulls, strict=True)
-                    }
-                    values = {j: _read(file, value_types[j], chunk.aids) for j in values_order}
-                    pieces.setdefault(chunk.slot, []).append((aids, nulls, values))
-                file.close()  # frees its disk space
-                if part == 0:  # buckets whose rows have no AID in any partition
-                    for slot in self._seen - spilled:
-                        pieces[slot] = [
-                            (
-                                np.empty(0, dtype=aid_type),
-                                {j: np.empty(0, dtype=t) for j, t in null_types.items()},
-                                {j: np.empty(0, dtype=t) for j, t in value_types.items()},
-                            )
-                        ]
-                yield {slot: self._gathered(p) for slot, p in pieces.items()}
-        finally:
-            self.close()
+        for part, (file, chunks) in enumerate(zip(self._files, self._chunks, strict=True)):
+            file.seek(0)
+            pieces: dict[int, list[Rows]] = {}
+            for chunk in chunks:
+                aids = _read(file, aid_type, chunk.rows)
+                nulls = {j: np.empty(0, dtype=t) for j, t in null_types.items()}
+                if chunk.null_column is None:
+                    values = {j: _read(file, t, chunk.rows) for j, t in sorted(value_types.items())}
+                else:
+                    nulls[chunk.null_column], aids = aids, np.empty(0, dtype=aid_type)
+                    values = {j: np.empty(0, dtype=t) for j, t in value_types.items()}
+                pieces.setdefault(chunk.slot, []).append((aids, nulls, values))
+            file.close()  # frees its disk space
+            if part == 0:  # buckets whose rows have no AID in any partition
+                for slot in self._seen - spilled:
+                    pieces[slot] = [
+                        (
+                            np.empty(0, dtype=aid_type),
+                            {j: np.empty(0, dtype=t) for j, t in null_types.items()},
+                            {j: np.empty(0, dtype=t) for j, t in value_types.items()},
+                        )
+                    ]
+            yield {slot: self._gathered(p) for slot, p in pieces.items()}
+        self.close()
 
     def _gathered(self, pieces: list[Rows]) -> BucketRows:
+        """A bucket's rows from its pieces, joined: grouping them joins them anyway."""
         rows = BucketRows(self.kernel, self.summed)
-        for aids, nulls, values in pieces:
-            rows.add(aids, nulls, values)
+        first_nulls, first_values = pieces[0][1], pieces[0][2]
+        rows.add(
+            _concat([p[0] for p in pieces]),
+            {j: _concat([p[1][j] for p in pieces]) for j in first_nulls},
+            {j: _concat([p[2][j] for p in pieces]) for j in first_values},
+        )
         return rows
 
     def close(self) -> None:
@@ -204,10 +203,6 @@ class RowSpill:
 
 def _concat(arrays: list[Any]) -> Any:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-
-
-def _write(file: IO[bytes], array: Any) -> None:
-    file.write(memoryview(array).cast("B"))
 
 
 def _read(file: IO[bytes], dtype: Any, count: int) -> Any:
