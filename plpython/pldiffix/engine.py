@@ -77,10 +77,10 @@ MAX_AIDS_PER_FETCH = 1 << 18  # per-AID values held at once, unless a single row
 MAX_PASSES = 1024  # a pass scans the whole relation; beyond this the budget gives way
 # A row range collects at most this share of the pass budget: the backend holds a range's packed
 # rows about four times over (aggregate state, result, fetched tuple, Python's copy).
-RANGE_SHARE = 32
+RANGE_SHARE = 64
 # Rows of earlier ranges Python keeps, decoded, before it spills them to disk (`RowSpill`), as a
 # share of the pass budget; a query that cannot spill keeps them all (`KeptRows`).
-KEEP_SHARE = 16
+KEEP_SHARE = 32
 MAX_RANGES = 4096  # a range is one statement (a few ms); beyond this ranges grow instead
 ENGINE_SCHEMAS = frozenset({"pg_catalog", "diffix"})
 # Volatile functions that cannot observe or change anything an analyst could abuse.
@@ -487,6 +487,7 @@ class _Fetcher:
     def batches(self) -> Iterator[list[Any]]:
         while batch := self._cursor.fetch(self._batch_size):
             yield batch
+        self._cursor.close()  # frees the executor's memory (the aggregate's states) at once
 
     def carried(self, rows: int, values: int) -> None:
         per_row = max(values // max(rows, 1), 1)

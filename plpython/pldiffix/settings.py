@@ -147,8 +147,8 @@ SPECS: dict[str, SettingSpec] = {
             "max_pass_mb",
             "int",
             "256",
-            "Most data (MiB, estimated from table statistics) one pass of an anonymizing query "
-            "collects; larger queries over one int4 AID are read in passes over AID partitions.",
+            "Memory budget (MiB) of one anonymizing query: large tables are read in ranges of "
+            "blocks, and rows beyond it spill to disk or are read in passes over AID partitions.",
             minimum=1,
             maximum=512,
         ),

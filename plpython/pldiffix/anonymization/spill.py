@@ -75,7 +75,6 @@ class RowSpill:
     summed: bool
     budget: int
     expected_bytes: float
-    directory: str | None = None
     kept_bytes: int = 0
     _kept: dict[int, list[Rows]] = field(default_factory=dict)
     _seen: set[int] = field(default_factory=set)
@@ -113,7 +112,7 @@ class RowSpill:
             projected = self.kept_bytes / fraction if fraction > 0 else self.expected_bytes
             self._bits = partition_bits(max(self.expected_bytes, projected), self.budget)
             self._files = [
-                self._open.enter_context(tempfile.TemporaryFile(dir=self.directory))  # noqa: SIM115
+                self._open.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
                 for _ in range(1 << self._bits)
             ]
             self._chunks = [[] for _ in range(1 << self._bits)]
@@ -121,7 +120,10 @@ class RowSpill:
 
     def _flush(self) -> None:
         for slot in list(self._kept):  # each bucket's rows freed once written
-            for aids, nulls, values in self._kept.pop(slot):
+            pieces = self._kept.pop(slot)
+            if len(pieces) > 1 and sum(len(p[0]) for p in pieces) <= SLICE_ROWS:
+                pieces = [_joined(pieces)]  # one write instead of one per range
+            for aids, nulls, values in pieces:
                 for start in range(0, len(aids), SLICE_ROWS):
                     end = start + SLICE_ROWS
                     aligned = [values[j][start:end] for j in sorted(values)]
@@ -186,12 +188,7 @@ class RowSpill:
     def _gathered(self, pieces: list[Rows]) -> BucketRows:
         """A bucket's rows from its pieces, joined: grouping them joins them anyway."""
         rows = BucketRows(self.kernel, self.summed)
-        first_nulls, first_values = pieces[0][1], pieces[0][2]
-        rows.add(
-            _concat([p[0] for p in pieces]),
-            {j: _concat([p[1][j] for p in pieces]) for j in first_nulls},
-            {j: _concat([p[2][j] for p in pieces]) for j in first_values},
-        )
+        rows.add(*_joined(pieces))
         return rows
 
     def close(self) -> None:
@@ -199,6 +196,15 @@ class RowSpill:
         self._open.close()
         self._files = []
         self._kept.clear()
+
+
+def _joined(pieces: list[Rows]) -> Rows:
+    """Pieces of a bucket's rows as one, in order."""
+    return (
+        _concat([p[0] for p in pieces]),
+        {j: _concat([p[1][j] for p in pieces]) for j in pieces[0][1]},
+        {j: _concat([p[2][j] for p in pieces]) for j in pieces[0][2]},
+    )
 
 
 def _concat(arrays: list[Any]) -> Any:
