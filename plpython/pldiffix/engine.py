@@ -46,7 +46,7 @@ from pldiffix.anonymization import (
     partitions,
     sql_seed,
 )
-from pldiffix.anonymization.bucket_rows import KeptRows
+from pldiffix.anonymization.bucket_rows import KeptRows, RowGatherer
 from pldiffix.anonymization.contributions import ContributionTracker, SummarizedTracker
 from pldiffix.anonymization.count_distinct import DistinctAidsState
 from pldiffix.anonymization.hashing import hash_aids, hash_string
@@ -515,7 +515,7 @@ class _Spill:
     expected_bytes: float
 
 
-def _gatherer(kernel: Any, summed: bool, spill: _Spill | None) -> KeptRows | Any:
+def _gatherer(kernel: Any, summed: bool, spill: _Spill | None) -> RowGatherer:
     """What keeps a query's rows over its row ranges: memory, or `RowSpill` given `spill`."""
     if spill is None:
         return KeptRows(kernel, summed)
@@ -528,11 +528,10 @@ def _read_ranges(
     plpy: Any,
     reader: _BucketReader,
     make_query: Any,
-    partition: rewrite.Partition | None,
     ranges: list[rewrite.RowRange],
     spill: _Spill | None,
-) -> Iterator[tuple[Bucket, int]]:
-    """The buckets of one pass read range by range: each bucket's rows are gathered over the
+) -> list[Bucket]:
+    """The buckets of a query read range by range: each bucket's rows are gathered over the
     ranges (in memory, or spilled by AID partition given `spill`) and grouped per AID once the
     last range is read; the parts of a spilled bucket are combined (`partitions.combine`).
     Buckets come in the order they were first seen. Raises `PartsDisagree` if two ranges show
@@ -544,7 +543,7 @@ def _read_ranges(
         shown: list[dict[str, Any]] = []  # per slot, the labels as the first range shows them
         labels = reader.labels
         for index, row_range in enumerate(ranges):
-            reader.query = make_query(partition=partition, row_range=row_range)
+            reader.query = make_query(row_range=row_range)
             fetcher = _Fetcher(plpy, reader.query.sql)
             for batch in fetcher.batches():
                 carried = 0
@@ -574,9 +573,7 @@ def _read_ranges(
             plpy.debug(
                 f"pldiffix: spilled the rows to disk in {gathered.partitions} AID partitions"
             )
-    keys = list(slots)
-    for slot in sorted(buckets):
-        yield buckets[slot], keys[slot]
+    return [buckets[slot] for slot in sorted(buckets)]
 
 
 def _read_in_parts(
@@ -587,22 +584,19 @@ def _read_in_parts(
     ranges: list[rewrite.RowRange],
     spill: _Spill | None,
 ) -> list[Bucket]:
-    """The buckets of a query read in `passes` passes over disjoint AID partitions, each read
-    whole or in `ranges` (spilling given `spill`); each bucket's parts from different passes
-    combined (`anonymization.partitions`). Raises `PartsDisagree` when they cannot be.
+    """The buckets of a query read in `ranges` (spilling given `spill`), or else in `passes`
+    passes over disjoint AID partitions, each bucket's parts from different passes combined
+    (`anonymization.partitions`). Raises `PartsDisagree` when they cannot be.
 
     The engine's function is STABLE, so every pass and range reads the calling statement's
     snapshot: the parts are those of one state of the data even while other sessions write."""
+    if ranges:
+        return _read_ranges(plpy, reader, make_query, ranges, spill)
     buckets: dict[int, Bucket] = {}
     capacity = reader.params.top_capacity
     for index in range(passes):
-        partition = rewrite.Partition(index, passes) if passes > 1 else None
-        if ranges:
-            read = _read_ranges(plpy, reader, make_query, partition, ranges, spill)
-        else:
-            reader.query = make_query(partition=partition)
-            read = _read(plpy, reader, reader.query.sql)
-        for bucket, key in read:
+        reader.query = make_query(partition=rewrite.Partition(index, passes))
+        for bucket, key in _read(plpy, reader, reader.query.sql):
             if key in buckets:
                 partitions.combine(buckets[key], bucket, capacity)
             else:

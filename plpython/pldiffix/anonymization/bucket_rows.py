@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pldiffix.anonymization.bulk import Counts, PerAid
 
@@ -97,6 +97,32 @@ class BucketRows:
         return kernel.group_counts(self._counted, self._counted_nulls)
 
 
+class RowGatherer(Protocol):
+    """What keeps every bucket's rows over a query's row ranges (``slot``: the caller's bucket
+    number): ``KeptRows`` or ``spill.RowSpill``."""
+
+    @property
+    def partitions(self) -> int:
+        """AID partitions the rows were spilled into (0: kept in memory)."""
+        ...
+
+    def add(self, slot: int, aids: Any, nulls: dict[int, Any], values: dict[int, Any]) -> None:
+        """One range's rows of a bucket, decoded (``bulk`` kernels' ``decode``)."""
+        ...
+
+    def range_read(self, fraction: float) -> None:
+        """Called after each range with the share of the relation read so far."""
+        ...
+
+    def parts(self) -> Iterator[dict[int, BucketRows]]:
+        """The rows per bucket, in one part or several over disjoint AIDs."""
+        ...
+
+    def close(self) -> None:
+        """Frees what is kept."""
+        ...
+
+
 @dataclass
 class KeptRows:
     """Every bucket's rows of a query read in row ranges, kept in memory (``slot``: the caller's
@@ -112,7 +138,9 @@ class KeptRows:
             rows = self._rows[slot] = BucketRows(self.kernel, self.summed)
         rows.add(aids, nulls, values)
 
-    partitions = 0  # never spilled
+    @property
+    def partitions(self) -> int:
+        return 0  # never spilled
 
     def range_read(self, fraction: float) -> None:
         """Nothing to do between ranges: the rows stay in memory."""
