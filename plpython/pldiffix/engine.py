@@ -569,10 +569,8 @@ def _read_ranges(
                     partitions.combine(buckets[slot], bucket, capacity)
                 else:
                     buckets[slot] = bucket
-        if gathered.partitions:
-            plpy.debug(
-                f"pldiffix: spilled the rows to disk in {gathered.partitions} AID partitions"
-            )
+        if spilled := gathered.spilled_partitions:
+            plpy.debug(f"pldiffix: spilled the rows to disk in {spilled} AID partitions")
     return [buckets[slot] for slot in sorted(buckets)]
 
 

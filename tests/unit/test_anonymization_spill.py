@@ -56,10 +56,10 @@ def test_spilled_rows_group_per_aid_as_rows_kept_in_memory(summed) -> None:
         (kept,) = _read(KeptRows(KERNEL, summed), ranges)
         spill = RowSpill(KERNEL, summed, budget=rng.choice([0, 100, 2000]), expected_bytes=0)
         parts = _read(spill, ranges)
-        if spill.partitions == 0:  # the budget held: one part, in memory
+        if spill.spilled_partitions == 0:  # the budget held: one part, in memory
             assert parts == [kept]
             continue
-        assert len(parts) == spill.partitions >= 2
+        assert len(parts) == spill.spilled_partitions >= 2
         assert set().union(*parts) == set(kept)  # every bucket, at least once
         for slot, expected in kept.items():
             pieces = [part[slot] for part in parts if slot in part]
@@ -75,7 +75,7 @@ def test_a_bucket_without_rows_comes_once_and_empty() -> None:
     spill.add(1, empty, {1: empty}, {1: np.empty(0)})
     spill.range_read(1.0)
     parts = list(spill.parts())
-    assert spill.partitions == 2
+    assert spill.spilled_partitions == 2
     assert [len(part[1].per_aid().aids) for part in parts if 1 in part] == [0]
     assert sum(len(part[0].per_aid().aids) for part in parts if 0 in part) == 100
 
@@ -85,11 +85,11 @@ def test_the_partitions_follow_the_rows_expected_or_projected() -> None:
     spill = RowSpill(KERNEL, False, budget=1000, expected_bytes=0)
     spill.add(0, aids, {}, {})
     spill.range_read(0.5)  # 8000 bytes projected
-    assert spill.partitions == 8
+    assert spill.spilled_partitions == 8
     spill = RowSpill(KERNEL, False, budget=1000, expected_bytes=30_000)
     spill.add(0, aids, {}, {})
     spill.range_read(0.5)
-    assert spill.partitions == 32
+    assert spill.spilled_partitions == 32
     assert sum(len(part[0].per_aid().aids) for part in spill.parts()) == 1000
 
 

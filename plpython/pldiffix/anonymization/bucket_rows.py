@@ -102,7 +102,7 @@ class RowGatherer(Protocol):
     number): ``KeptRows`` or ``spill.RowSpill``."""
 
     @property
-    def partitions(self) -> int:
+    def spilled_partitions(self) -> int:
         """AID partitions the rows were spilled into (0: kept in memory)."""
         ...
 
@@ -139,7 +139,7 @@ class KeptRows:
         rows.add(aids, nulls, values)
 
     @property
-    def partitions(self) -> int:
+    def spilled_partitions(self) -> int:
         return 0  # never spilled
 
     def range_read(self, fraction: float) -> None:

@@ -53,7 +53,7 @@ def partition_bits(expected_bytes: float, budget: int) -> int:
     return min((wanted - 1).bit_length(), MAX_PARTITIONS.bit_length() - 1)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)  # one per bucket, flush and partition: keep it small
 class _Chunk:
     """Rows of one bucket in one partition's file: AIDs and their values (``null_column`` None),
     or the AIDs of one column's NULL rows."""
@@ -85,7 +85,7 @@ class RowSpill:
     _types: tuple[Any, dict[int, Any], dict[int, Any]] | None = None
 
     @property
-    def partitions(self) -> int:
+    def spilled_partitions(self) -> int:
         """How many partitions the rows were spilled into (0: none yet)."""
         return 0 if self._bits is None else 1 << self._bits
 
