@@ -53,14 +53,19 @@ def partition_bits(expected_bytes: float, budget: int) -> int:
     return min((wanted - 1).bit_length(), MAX_PARTITIONS.bit_length() - 1)
 
 
-@dataclass(frozen=True, slots=True)  # one per bucket, flush and partition: keep it small
-class _Chunk:
-    """Rows of one bucket in one partition's file: AIDs and their values (``null_column`` None),
-    or the AIDs of one column's NULL rows."""
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """One flush's rows of every bucket in one partition's file: AIDs and their values
+    (``null_column`` None), or the AIDs of one column's NULL rows. On disk: each bucket's slot
+    (uint32) and row count (int64), one segment per bucket, then the columns."""
 
-    slot: int
     null_column: int | None
+    segments: int
     rows: int
+
+
+# Per partition and record kind (``_Record.null_column``): slots, row counts, column pieces.
+_Pending = list[dict[int | None, tuple[list[int], list[int], list[list[Any]]]]]
 
 
 @dataclass
@@ -69,7 +74,8 @@ class RowSpill:
     ``budget`` bytes and spilled by AID partition beyond it (see the module docstring).
     ``kernel`` (numpy) and ``summed`` are ``BucketRows``'; ``expected_bytes`` is the caller's
     estimate of all rows, which sets the number of partitions unless the rows read so far
-    project more."""
+    project more. What it keeps besides the rows grows with flushes times partitions (one small
+    record each), not with buckets."""
 
     kernel: Any
     summed: bool
@@ -77,11 +83,12 @@ class RowSpill:
     expected_bytes: float
     kept_bytes: int = 0
     _kept: dict[int, list[Rows]] = field(default_factory=dict)
-    _seen: set[int] = field(default_factory=set)
+    _seen: set[int] = field(default_factory=set)  # slots added
+    _spilled: set[int] = field(default_factory=set)  # slots with rows in some partition
     _bits: int | None = None  # set by the first flush
     _open: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _files: list[IO[bytes]] = field(default_factory=list)
-    _chunks: list[list[_Chunk]] = field(default_factory=list)
+    _records: list[list[_Record]] = field(default_factory=list)
     _types: tuple[Any, dict[int, Any], dict[int, Any]] | None = None
 
     @property
@@ -115,38 +122,49 @@ class RowSpill:
                 self._open.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
                 for _ in range(1 << self._bits)
             ]
-            self._chunks = [[] for _ in range(1 << self._bits)]
+            self._records = [[] for _ in range(1 << self._bits)]
         self._flush()
 
     def _flush(self) -> None:
-        for slot in list(self._kept):  # each bucket's rows freed once written
+        pending: _Pending = [{} for _ in self._files]
+        for slot in list(self._kept):  # each bucket's rows freed once split
             pieces = self._kept.pop(slot)
             if len(pieces) > 1 and sum(len(p[0]) for p in pieces) <= SLICE_ROWS:
-                pieces = [_joined(pieces)]  # one write instead of one per range
+                pieces = [_joined(pieces)]  # one split instead of one per range
             for aids, nulls, values in pieces:
                 for start in range(0, len(aids), SLICE_ROWS):
                     end = start + SLICE_ROWS
-                    aligned = [values[j][start:end] for j in sorted(values)]
-                    self._write(slot, None, aids[start:end], aligned)
+                    columns = [aids[start:end], *(values[j][start:end] for j in sorted(values))]
+                    self._split(pending, slot, None, columns)
                 for j in sorted(nulls):
                     for start in range(0, len(nulls[j]), SLICE_ROWS):
-                        self._write(slot, j, nulls[j][start : start + SLICE_ROWS], [])
+                        self._split(pending, slot, j, [nulls[j][start : start + SLICE_ROWS]])
+        for file, records, kinds in zip(self._files, self._records, pending, strict=True):
+            for kind, (slots, counts, columns) in kinds.items():
+                _write(file, np.array(slots, dtype=np.uint32))
+                _write(file, np.array(counts, dtype=np.int64))
+                for column in columns:
+                    for piece in column:
+                        _write(file, piece)
+                records.append(_Record(kind, len(slots), sum(counts)))
         self.kept_bytes = 0
 
-    def _write(self, slot: int, null_column: int | None, aids: Any, aligned: list[Any]) -> None:
-        """Appends AIDs (and values aligned with them) to the files of their partitions."""
-        parts = partition_of(aids, self._bits or 0)
+    def _split(self, pending: _Pending, slot: int, kind: int | None, columns: list[Any]) -> None:
+        """Adds a bucket's columns, aligned with its AIDs (the first), to `pending` by the AIDs'
+        partitions, each partition's rows in their order."""
+        parts = partition_of(columns[0], self._bits or 0)
         order = np.argsort(parts, kind="stable")
         bounds = np.zeros(len(self._files) + 1, dtype=np.int64)
         np.cumsum(np.bincount(parts, minlength=len(self._files)), out=bounds[1:])
-        aids = aids[order]
-        aligned = [column[order] for column in aligned]
-        for part, file in enumerate(self._files):
+        ordered = [column[order] for column in columns]
+        for part in np.flatnonzero(np.diff(bounds)).tolist():
             first, end = int(bounds[part]), int(bounds[part + 1])
-            if first < end:
-                for column in (aids, *aligned):
-                    file.write(memoryview(column[first:end]).cast("B"))
-                self._chunks[part].append(_Chunk(slot, null_column, end - first))
+            slots, counts, stored = pending[part].setdefault(kind, ([], [], [[] for _ in columns]))
+            slots.append(slot)
+            counts.append(end - first)
+            for kept, column in zip(stored, ordered, strict=True):
+                kept.append(column[first:end])
+        self._spilled.add(slot)
 
     def parts(self) -> Iterator[dict[int, BucketRows]]:
         """The rows per bucket (by slot): everything at once if nothing was spilled, else one
@@ -159,29 +177,37 @@ class RowSpill:
         self._flush()
         assert self._types is not None
         aid_type, null_types, value_types = self._types
-        spilled = {chunk.slot for chunks in self._chunks for chunk in chunks}
-        for part, (file, chunks) in enumerate(zip(self._files, self._chunks, strict=True)):
+        no_aids = np.empty(0, dtype=aid_type)
+        no_nulls = {j: np.empty(0, dtype=t) for j, t in null_types.items()}
+        no_values = {j: np.empty(0, dtype=t) for j, t in value_types.items()}
+        for part, (file, records) in enumerate(zip(self._files, self._records, strict=True)):
             file.seek(0)
             pieces: dict[int, list[Rows]] = {}
-            for chunk in chunks:
-                aids = _read(file, aid_type, chunk.rows)
-                nulls = {j: np.empty(0, dtype=t) for j, t in null_types.items()}
-                if chunk.null_column is None:
-                    values = {j: _read(file, t, chunk.rows) for j, t in sorted(value_types.items())}
+            for record in records:
+                slots = _read(file, np.dtype(np.uint32), record.segments).tolist()
+                ends = np.cumsum(_read(file, np.dtype(np.int64), record.segments)).tolist()
+                column = record.null_column
+                if column is None:
+                    aids = _read(file, aid_type, record.rows)
+                    values = {
+                        j: _read(file, t, record.rows) for j, t in sorted(value_types.items())
+                    }
                 else:
-                    nulls[chunk.null_column], aids = aids, np.empty(0, dtype=aid_type)
-                    values = {j: np.empty(0, dtype=t) for j, t in value_types.items()}
-                pieces.setdefault(chunk.slot, []).append((aids, nulls, values))
+                    null_aids = _read(file, null_types[column], record.rows)
+                for slot, first, end in zip(slots, [0, *ends], ends, strict=False):
+                    if column is None:
+                        piece = (
+                            aids[first:end],
+                            no_nulls,
+                            {j: v[first:end] for j, v in values.items()},
+                        )
+                    else:
+                        piece = (no_aids, {**no_nulls, column: null_aids[first:end]}, no_values)
+                    pieces.setdefault(slot, []).append(piece)
             file.close()  # frees its disk space
             if part == 0:  # buckets whose rows have no AID in any partition
-                for slot in self._seen - spilled:
-                    pieces[slot] = [
-                        (
-                            np.empty(0, dtype=aid_type),
-                            {j: np.empty(0, dtype=t) for j, t in null_types.items()},
-                            {j: np.empty(0, dtype=t) for j, t in value_types.items()},
-                        )
-                    ]
+                for slot in self._seen - self._spilled:
+                    pieces[slot] = [(no_aids, no_nulls, no_values)]
             yield {slot: self._gathered(p) for slot, p in pieces.items()}
         self.close()
 
@@ -209,6 +235,10 @@ def _joined(pieces: list[Rows]) -> Rows:
 
 def _concat(arrays: list[Any]) -> Any:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _write(file: IO[bytes], array: Any) -> None:
+    file.write(memoryview(array).cast("B"))
 
 
 def _read(file: IO[bytes], dtype: Any, count: int) -> Any:
