@@ -282,8 +282,12 @@ def _counts(kernel, counted) -> dict[int, int]:
     return dict(zip(kernel.tolist(counted[0]), kernel.tolist(counted[1]), strict=True))
 
 
+@pytest.mark.parametrize("window", [1 << 20, 7], ids=["one-window", "windows"])
 @pytest.mark.parametrize("spread", [50, 10**9], ids=["dense", "sparse"])
-def test_rows_counted_into_earlier_counts_give_the_counts_of_all_rows(kernel, spread) -> None:
+def test_rows_counted_into_earlier_counts_give_the_counts_of_all_rows(
+    kernel, spread, window, monkeypatch
+) -> None:
+    monkeypatch.setattr(bulk, "_COUNT_WINDOW", window)  # dense AIDs: bincount a window at a time
     rng = random.Random(spread)
     for _ in range(40):
         parts = [

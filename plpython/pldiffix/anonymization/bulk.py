@@ -350,19 +350,11 @@ class NumpyKernel:
             ends += [int(into[0][0]), int(into[0][-1])]
             n += len(into[0])
         if ends and _dense(min(ends), max(ends), n):
-            low = min(ends)
-            counts = np.zeros(max(ends) - low + 1, dtype=np.int64)
-            if into is not None and len(into[0]):
-                counts[into[0] - low] = into[1]  # distinct AIDs: one count each
-            # a slice at a time: bincount wants int64, a copy of all AIDs would be 8 bytes each
-            for start in range(0, len(aids), _COUNT_SLICE):
-                offsets = aids[start : start + _COUNT_SLICE].astype(np.int64)
-                offsets -= low
-                counts += np.bincount(offsets, minlength=len(counts))
-            present = np.flatnonzero(counts)
-            rows = counts[present]
-            present += low
-            return present, rows
+            found = [
+                self._count_window(aids, into, low, min(low + _COUNT_WINDOW, max(ends) + 1))
+                for low in range(min(ends), max(ends) + 1, _COUNT_WINDOW)
+            ]
+            return self.concat([f[0] for f in found]), self.concat([f[1] for f in found])
         if not sort:
             return None
         unique, counts = np.unique(aids, return_counts=True)
@@ -373,6 +365,27 @@ class NumpyKernel:
         # float64 weights add row counts exactly (far below 2**53)
         weights = np.concatenate([into[1], counts])
         return unique, np.bincount(inverse, weights=weights).astype(np.int64)
+
+    @staticmethod
+    def _count_window(aids: Any, into: Counts | None, low: int, end: int) -> Counts:
+        """``count_rows`` by ``bincount`` for the AIDs in [low, end), so that the counts take
+        8 bytes per value of a window, not of the whole AID range."""
+        np = _np
+        counts = np.zeros(end - low, dtype=np.int64)
+        if into is not None and len(into[0]):
+            inside = slice(*np.searchsorted(into[0], [low, end]))  # ascending AIDs
+            counts[into[0][inside] - low] = into[1][inside]  # distinct AIDs: one count each
+        # a slice at a time: bincount wants int64, a copy of all AIDs would be 8 bytes each
+        for start in range(0, len(aids), _COUNT_SLICE):
+            offsets = aids[start : start + _COUNT_SLICE].astype(np.int64)
+            if low > int(offsets.min(initial=low)) or end <= int(offsets.max(initial=low)):
+                offsets = offsets[(offsets >= low) & (offsets < end)]
+            offsets -= low
+            counts += np.bincount(offsets, minlength=len(counts))
+        present = np.flatnonzero(counts)
+        rows = counts[present]
+        present += low
+        return present, rows
 
     def group_counts(self, rows: Counts, nulls: dict[int, Counts]) -> PerAid:
         np = _np
@@ -424,6 +437,9 @@ class NumpyKernel:
 
 
 _COUNT_SLICE = 1 << 20  # AIDs counted at a time (`count_rows`)
+# AID values one ``bincount`` spans at most (8 MiB of counts); wider ranges are counted a window at
+# a time, each pass over the AIDs cheap next to counting them
+_COUNT_WINDOW = 1 << 20
 
 
 def _counted(counts: Counts | None) -> Counts:
