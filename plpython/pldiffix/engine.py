@@ -14,6 +14,7 @@ tables) never runs as the engine.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -52,6 +53,7 @@ from pldiffix.anonymization.count_distinct import DistinctAidsState
 from pldiffix.anonymization.hashing import hash_aids, hash_string
 from pldiffix.anonymization.led import MAX_LABELS_WITHOUT_LED
 from pldiffix.anonymization.low_count import LowCountSummary
+from pldiffix.errors import UserError
 from pldiffix.levels import AccessLevel
 from pldiffix.query_model import (
     AnonymizingQuery,
@@ -537,7 +539,33 @@ def _read_ranges(
     Buckets come in the order they were first seen. Raises `PartsDisagree` if two ranges show
     one bucket key with different labels (a key collision), or parts cannot be combined."""
     summed = any(name.startswith("rv") for name in reader.query.packed)
-    gathered = _gatherer(reader.kernel, summed, spill)
+    try:
+        return _gather_ranges(
+            plpy, reader, make_query, ranges, _gatherer(reader.kernel, summed, spill)
+        )
+    except OSError as error:  # only the spill's files do I/O here
+        raise spill_failure(error) from error
+
+
+def spill_failure(error: OSError) -> UserError:
+    """What an analyst is told when a query's rows could not be spilled to disk."""
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return UserError(
+        f"the query's rows could not be spilled to disk: {error.strerror or error}",
+        sqlstate="53100" if full else "58030",  # disk_full, io_error
+        hint="free space in the server's temporary directory (TMPDIR, else /tmp), or ask an "
+        "admin to raise max_pass_mb so that more rows stay in memory",
+    )
+
+
+def _gather_ranges(
+    plpy: Any,
+    reader: _BucketReader,
+    make_query: Any,
+    ranges: list[rewrite.RowRange],
+    gathered: RowGatherer,
+) -> list[Bucket]:
+    """`_read_ranges`, the rows kept by `gathered`."""
     with contextlib.closing(gathered):  # a spill's files, even if reading fails
         slots: dict[int, int] = {}  # bucket key -> slot, in first-seen order
         shown: list[dict[str, Any]] = []  # per slot, the labels as the first range shows them

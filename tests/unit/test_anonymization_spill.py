@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import random
 
 import numpy as np
 import pytest
+from pldiffix import engine
 from pldiffix.anonymization.bucket_rows import KeptRows
 from pldiffix.anonymization.bulk import NumpyKernel
 from pldiffix.anonymization.spill import MAX_PARTITIONS, RowSpill, partition_bits, partition_of
@@ -106,3 +108,13 @@ def test_partitions_spread_aids_with_a_common_stride_evenly(stride) -> None:
     assert counts.min() >= 0.9 * len(aids) / 16
     again = partition_of(aids[::-1], 4)[::-1]  # a function of the AID alone
     assert (again == partition_of(aids, 4)).all()
+
+
+@pytest.mark.parametrize(
+    ("code", "sqlstate"), [(errno.ENOSPC, "53100"), (errno.EDQUOT, "53100"), (errno.EIO, "58030")]
+)
+def test_a_failed_spill_is_reported_with_its_cause_and_a_way_out(code, sqlstate) -> None:
+    failure = engine.spill_failure(OSError(code, "the disk says no"))
+    assert failure.sqlstate == sqlstate
+    assert failure.message == "the query's rows could not be spilled to disk: the disk says no"
+    assert failure.hint is not None and "max_pass_mb" in failure.hint and "TMPDIR" in failure.hint
