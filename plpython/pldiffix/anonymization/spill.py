@@ -130,7 +130,7 @@ class RowSpill:
         for slot in list(self._kept):  # each bucket's rows freed once split
             pieces = self._kept.pop(slot)
             if len(pieces) > 1 and sum(len(p[0]) for p in pieces) <= SLICE_ROWS:
-                pieces = [_joined(pieces)]  # one split instead of one per range
+                pieces = [_joined(self.kernel, pieces)]  # one split instead of one per range
             for aids, nulls, values in pieces:
                 for start in range(0, len(aids), SLICE_ROWS):
                     end = start + SLICE_ROWS
@@ -214,7 +214,7 @@ class RowSpill:
     def _gathered(self, pieces: list[Rows]) -> BucketRows:
         """A bucket's rows from its pieces, joined: grouping them joins them anyway."""
         rows = BucketRows(self.kernel, self.summed)
-        rows.add(*_joined(pieces))
+        rows.add(*_joined(self.kernel, pieces))
         return rows
 
     def close(self) -> None:
@@ -224,17 +224,13 @@ class RowSpill:
         self._kept.clear()
 
 
-def _joined(pieces: list[Rows]) -> Rows:
+def _joined(kernel: Any, pieces: list[Rows]) -> Rows:
     """Pieces of a bucket's rows as one, in order."""
     return (
-        _concat([p[0] for p in pieces]),
-        {j: _concat([p[1][j] for p in pieces]) for j in pieces[0][1]},
-        {j: _concat([p[2][j] for p in pieces]) for j in pieces[0][2]},
+        kernel.concat([p[0] for p in pieces]),
+        {j: kernel.concat([p[1][j] for p in pieces]) for j in pieces[0][1]},
+        {j: kernel.concat([p[2][j] for p in pieces]) for j in pieces[0][2]},
     )
-
-
-def _concat(arrays: list[Any]) -> Any:
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _write(file: IO[bytes], array: Any) -> None:
