@@ -25,6 +25,17 @@ from pldiffix import server
 return server.query_rows(plpy, sql)
 $python$;
 
+-- The flat in-memory form of an array (ArrayType: header, then the elements in the server's
+-- byte order) as bytea. The engine packs per-AID values with array_agg and reads them through
+-- this (anonymization/bulk.py decodes and checks the header): array_agg costs ~1/3 less per row
+-- than string_agg of a send function, which allocates a bytea per value. byteasend returns a
+-- detoasted, flattened copy of any varlena argument, so every array is safe to pass.
+CREATE OR REPLACE FUNCTION diffix._array_bytes(anyarray) RETURNS bytea
+LANGUAGE internal IMMUTABLE STRICT PARALLEL SAFE
+AS 'byteasend';
+REVOKE ALL ON FUNCTION diffix._array_bytes(anyarray) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._array_bytes(anyarray) TO diffix_engine;
+
 -- The engine. It validates the query again at the invoking role's level, with the caller's
 -- search path (only schemas that role may use), checks every object it executes on the role's
 -- behalf and returns {"query": ...}: the statement with each anonymizing part replaced by its

@@ -742,12 +742,11 @@ def _row_order_sum(value: str, condition: str) -> str:
 # summands are summed as float8 (numeric is cast before summing); sum(int8) is numeric: an array.
 _SUM_FORMATS = {"int2": "int8", "int4": "int8", "float4": "float8", "float8": "float8",
                 "numeric": "float8"}  # fmt: skip
-_SEND_FUNCTIONS = {"int4": "int4send", "int8": "int8send", "float8": "float8send"}
 
 
 def _per_aid_array(column: str, fmt: str | None, condition: str, nullable: bool) -> str:
-    """One value per AID of the bucket: an array, or with `fmt` the values' binary send format
-    concatenated into one bytea (Python reads it in one piece, `anonymization.bulk`).
+    """One value per AID of the bucket: an array, or with `fmt` the array's flat bytes
+    (`diffix._array_bytes`), which Python reads in one piece (`anonymization.bulk`).
 
     Packed columns have no NULL: a nullable one (a sum leg, a magnitude, never below zero) packs
     NULL as -1, which `bulk` reads back as "not a contributor"."""
@@ -756,10 +755,7 @@ def _per_aid_array(column: str, fmt: str | None, condition: str, nullable: bool)
     value = f"({column})::pg_catalog.{fmt}"
     if nullable:
         value = f"COALESCE({value}, -1)"
-    return (
-        f"pg_catalog.string_agg(pg_catalog.{_SEND_FUNCTIONS[fmt]}({value}), ''::pg_catalog.bytea) "
-        f"FILTER (WHERE {condition})"
-    )
+    return f"diffix._array_bytes(pg_catalog.array_agg({value}) FILTER (WHERE {condition}))"
 
 
 # Summand types whose rows `_row_query` can ship, and how: per-AID sums of int2/int4 are exact in

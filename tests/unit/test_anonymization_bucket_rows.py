@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import itertools
 import random
-import struct
 
 import pytest
+from packed_arrays import packed
 from pldiffix.anonymization import bucket_rows
 from pldiffix.anonymization.bucket_rows import BucketRows
 from pldiffix.anonymization.bulk import NumpyKernel, PerAid, PythonKernel
-
-PACK = {"int4": ">i", "float8": ">d"}
 
 
 @pytest.fixture(params=[PythonKernel(), NumpyKernel()], ids=lambda k: k.name)
@@ -20,7 +18,7 @@ def kernel(request):
 
 
 def _decode(kernel, values: list, fmt: str):
-    return kernel.decode(b"".join(struct.pack(PACK[fmt], v) for v in values), fmt)
+    return kernel.decode(packed(values, fmt), fmt)
 
 
 def _per_aid(kernel, grouped: PerAid) -> dict:

@@ -8,6 +8,7 @@ import random
 import struct
 
 import pytest
+from packed_arrays import packed
 from pldiffix.anonymization import AidKind, AnonymizationParams, BucketContext, CountState, bulk
 from pldiffix.anonymization.bulk import NumpyKernel, PythonKernel
 from pldiffix.anonymization.contributions import ContributionTracker, SummarizedTracker
@@ -16,12 +17,7 @@ from pldiffix.anonymization.hashing import hash_aid
 from pldiffix.anonymization.low_count import LowCountState, LowCountSummary
 
 KERNELS = [PythonKernel(), NumpyKernel()]
-PACK = {"int4": ">i", "int8": ">q", "float8": ">d"}
 PARAMS = AnonymizationParams(salt="bulk")
-
-
-def packed(values: list, fmt: str) -> bytes:
-    return b"".join(struct.pack(PACK[fmt], v) for v in values)
 
 
 @pytest.fixture(params=KERNELS, ids=lambda k: k.name)
@@ -37,9 +33,30 @@ def kernel(request):
         ("float8", [0.0, -0.0, 1.5, -2.25, 1e300, float("inf")]),
     ],
 )
-def test_decode_reads_postgresql_send_format(kernel, fmt, values) -> None:
+def test_decode_reads_the_arrays_the_server_packs(kernel, fmt, values) -> None:
     assert kernel.tolist(kernel.decode(packed(values, fmt), fmt)) == values
     assert kernel.tolist(kernel.decode(None, fmt)) == []
+
+
+def _header(ndim: int = 1, dataoffset: int = 0, oid: int = 23, length: int = 2) -> bytes:
+    return struct.pack("=iiIii", ndim, dataoffset, oid, length, 1)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _header(dataoffset=28) + b"\x03\x00\x00\x00" + struct.pack("=2i", 1, 2),  # NULL bitmap
+        _header(oid=20) + struct.pack("=2i", 1, 2),  # int8 elements read as int4
+        _header(ndim=2) + struct.pack("=2i", 1, 2),  # more dimensions
+        _header() + struct.pack("=i", 1),  # fewer elements than the header says
+        _header() + struct.pack("=3i", 1, 2, 3),  # more
+        struct.pack("=2i", 1, 2),  # no header: the send format of old versions
+    ],
+    ids=["nulls", "element-type", "two-dimensions", "short", "long", "headerless"],
+)
+def test_decode_refuses_what_the_bucket_query_never_packs(kernel, data) -> None:
+    with pytest.raises(RuntimeError, match="not a one-dimensional int4 array without NULLs"):
+        kernel.decode(data, "int4")
 
 
 @pytest.mark.parametrize("kind", [AidKind.INT4, AidKind.INT8])

@@ -221,8 +221,8 @@ def test_bucket_rows_pack_aids_the_aids_of_null_rows_and_values() -> None:
     assert query.packed == {"a0": "int4", "na0": "int4", "rv0": "int8"}
     assert not _bucket_query(sql, ["int4"], max_row_bytes=15.9).rows  # over the memory budget
     assert (
-        'pg_catalog.string_agg(pg_catalog.int4send(("i0")::pg_catalog.int4), '
-        '\'\'::pg_catalog.bytea) FILTER (WHERE "i0" IS NOT NULL AND "v0" IS NULL) AS na0'
+        'diffix._array_bytes(pg_catalog.array_agg(("i0")::pg_catalog.int4) '
+        'FILTER (WHERE "i0" IS NOT NULL AND "v0" IS NULL)) AS na0'
     ) in query.sql
 
 

@@ -1,9 +1,10 @@
 """Per-AID arrays in bulk: decoding the bucket query's binary arrays, hashing, summarizing.
 
 The bucket query ships a bucket's integer AIDs and numeric per-AID contributions as binary
-strings (PostgreSQL's send format: big-endian int4, int8 or float8, concatenated), which reach
-Python as one ``bytes`` object instead of a list of a million Python objects. Two kernels turn
-them into what flattening needs:
+strings (an int4, int8 or float8 array's flat in-memory form, ``diffix._array_bytes``), which
+reach Python as one ``bytes`` object instead of a list of a million Python objects. PL/Python runs
+in the server's process, so the elements are already in this Python's byte order. Two kernels
+turn them into what flattening needs:
 
 - ``NumpyKernel`` (numpy, e.g. Debian's python3-numpy, importable by the server's Python): FNV-1a
   over whole arrays with wrapping uint64 arithmetic, XOR seeds by reduction, top contributors by
@@ -27,7 +28,7 @@ import collections
 import functools
 import heapq
 import operator
-import sys
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,10 +43,31 @@ except ImportError:  # pragma: no cover - depends on the server's Python
 Number = int | float
 Counts = tuple[Any, Any]  # distinct AIDs and how many rows each has (kernel's array type)
 
-# Binary formats of the bucket query's packed columns and their widths in bytes.
+# Binary formats of the bucket query's packed columns: element widths in bytes and type OIDs.
 FORMATS = {"int4": 4, "int8": 8, "float8": 8}
+_ELEMENT_OIDS = {"int4": 23, "int8": 20, "float8": 701}
 _ARRAY_CODES = {"int4": "i", "int8": "q", "float8": "d"}
-_NUMPY_TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}
+_NUMPY_TYPES = {"int4": "=i4", "int8": "=i8", "float8": "=f8"}
+# A one-dimensional array without NULLs, after the 4-byte length word: ndim, dataoffset (0: no
+# NULL bitmap), element type, length, lower bound; the elements follow, MAXALIGNed (24 bytes
+# from the length word, 20 here, whether MAXALIGN is 4 or 8).
+_ARRAY_HEADER = struct.Struct("=iiIii")
+_ARRAY_DATA_OFFSET = 20
+
+
+def array_elements(data: bytes, fmt: str) -> tuple[int, int]:
+    """Where the elements of a packed column start in ``data`` and how many there are; checks
+    that it is what the bucket query packs, a one-dimensional ``fmt`` array without NULLs."""
+    if len(data) >= _ARRAY_DATA_OFFSET:
+        ndim, null_bitmap, element_oid, length, _ = _ARRAY_HEADER.unpack_from(data)
+        if (
+            ndim == 1
+            and null_bitmap == 0
+            and element_oid == _ELEMENT_OIDS[fmt]
+            and len(data) == _ARRAY_DATA_OFFSET + length * FORMATS[fmt]
+        ):
+            return _ARRAY_DATA_OFFSET, length
+    raise RuntimeError(f"a packed column is not a one-dimensional {fmt} array without NULLs")
 
 
 @dataclass(frozen=True)
@@ -92,12 +114,11 @@ class PythonKernel:
     def decode(self, data: bytes | None, fmt: str) -> list[Any]:
         if not data:
             return []
+        start, _ = array_elements(data, fmt)
         values = array.array(_ARRAY_CODES[fmt])
         if values.itemsize != FORMATS[fmt]:  # pragma: no cover
             raise RuntimeError(f"no native {FORMATS[fmt]}-byte array type for {fmt}")
-        values.frombytes(data)
-        if sys.byteorder == "little":
-            values.byteswap()
+        values.frombytes(memoryview(data)[start:])
         return values.tolist()
 
     def group_rows(
@@ -221,10 +242,11 @@ class NumpyKernel:
 
     def decode(self, data: bytes | None, fmt: str) -> Any:
         np = _np
-        native = _NUMPY_TYPES[fmt][1:]
         if not data:
-            return np.empty(0, dtype=native)
-        return np.frombuffer(data, dtype=_NUMPY_TYPES[fmt]).astype(native)
+            return np.empty(0, dtype=_NUMPY_TYPES[fmt])
+        start, length = array_elements(data, fmt)
+        # a read-only view of ``data``: nothing downstream writes into a decoded column
+        return np.frombuffer(data, dtype=_NUMPY_TYPES[fmt], count=length, offset=start)
 
     def group_rows(self, aids: Any, nulls: dict[int, Any], values: dict[int, Any]) -> PerAid:
         np = _np
