@@ -598,7 +598,10 @@ def _gather_ranges(
                 else:
                     buckets[slot] = bucket
         if spilled := gathered.spilled_partitions:
-            plpy.debug(f"pldiffix: spilled the rows to disk in {spilled} AID partitions")
+            plpy.debug(
+                f"pldiffix: spilled the rows to disk in {spilled} AID partitions "
+                f"({gathered.partitioning})"
+            )
     return [buckets[slot] for slot in sorted(buckets)]
 
 

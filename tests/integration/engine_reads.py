@@ -16,6 +16,7 @@ class Read:
     ranges: int  # per pass
     again: bool  # the parts disagreed and the query was read again at once
     spilled: int  # AID partitions its rows were spilled into (0: none)
+    partitioning: str  # how ("blocks of N AIDs", "hashed AIDs"); "" if not spilled
 
 
 def read_reported(conn, sql: str) -> Read:
@@ -32,11 +33,14 @@ def read_reported(conn, sql: str) -> Read:
     assert len(found) <= 1, reported
     passes, ranges = (int(found[0].group(1)), int(found[0].group(2))) if found else (1, 1)
     again = any(m.startswith("pldiffix: reading the query again") for m in reported)
-    spills = [re.fullmatch(r"pldiffix: spilled the rows to disk in (\d+) AID partitions", m)
-              for m in reported]  # fmt: skip
-    spilled = [int(m.group(1)) for m in spills if m]
+    spill = r"pldiffix: spilled the rows to disk in (\d+) AID partitions \((.+)\)"
+    spills = [re.fullmatch(spill, m) for m in reported]
+    spilled = [m for m in spills if m]
     assert len(spilled) <= 1, reported
-    return Read(sorted(rows, key=repr), passes, ranges, again, sum(spilled))
+    if not spilled:
+        return Read(sorted(rows, key=repr), passes, ranges, again, 0, "")
+    count, partitioning = int(spilled[0].group(1)), spilled[0].group(2)
+    return Read(sorted(rows, key=repr), passes, ranges, again, count, partitioning)
 
 
 def same_answer(got: list, expected: list) -> None:

@@ -10,7 +10,14 @@ import pytest
 from pldiffix import engine
 from pldiffix.anonymization.bucket_rows import KeptRows
 from pldiffix.anonymization.bulk import NumpyKernel
-from pldiffix.anonymization.spill import MAX_PARTITIONS, RowSpill, partition_bits, partition_of
+from pldiffix.anonymization.spill import (
+    MAX_PARTITIONS,
+    AidBlocks,
+    RowSpill,
+    aid_blocks,
+    partition_bits,
+    partition_of,
+)
 
 KERNEL = NumpyKernel()
 
@@ -108,6 +115,57 @@ def test_partitions_spread_aids_with_a_common_stride_evenly(stride) -> None:
     assert counts.min() >= 0.9 * len(aids) / 16
     again = partition_of(aids[::-1], 4)[::-1]  # a function of the AID alone
     assert (again == partition_of(aids, 4)).all()
+
+
+@pytest.mark.parametrize("blocks", [AidBlocks(4, 0), AidBlocks(3, 10), AidBlocks(1, 30)])
+def test_aid_blocks_narrow_a_partitions_aids_in_order_and_back(blocks) -> None:
+    rng = np.random.default_rng(3)
+    aids = np.concatenate(
+        [rng.integers(-(2**31), 2**31, 5000), np.arange(-3000, 3000), [-(2**31), 2**31 - 1]]
+    ).astype("i4")
+    aids = np.unique(aids)  # ascending
+    parts = blocks.partition(aids)
+    for part in range(1 << blocks.bits):
+        mine = aids[parts == part]
+        keys = blocks.key(mine)
+        assert keys.dtype == mine.dtype and (np.diff(keys) > 0).all()  # distinct, in order
+        assert (blocks.aid(keys.astype(np.int64), part) == mine).all()
+    consecutive = blocks.key(aids[(aids >= 0) & (aids < 1 << 16)])
+    assert np.ptp(consecutive) < 2 * (1 << 16) >> blocks.bits  # a partition's AIDs, narrowed
+
+
+def test_blocks_are_chosen_for_aids_that_fill_their_range_and_spread() -> None:
+    serial = [np.arange(1, 100_001, dtype="i4"), np.arange(500, 900, dtype="i4")]
+    blocks = aid_blocks(serial, 3)
+    assert blocks == AidBlocks(3, 7)  # 100,000 AIDs / (64 blocks * 8 partitions): 128 wide
+    repeated = [np.repeat(np.arange(1000, 1100, dtype="i4"), 50)]  # few AIDs, many rows each
+    assert aid_blocks(repeated, 2) == AidBlocks(2, 0)
+    assert aid_blocks([np.arange(0, 10**6, 97, dtype="i4")], 3) is None  # sparse: hashed
+    assert aid_blocks([np.arange(0, 100_000, 2, dtype="i4")], 3) is not None  # half: dense
+    assert aid_blocks([np.arange(0, 10_000, 2, dtype="i4")], 3) == AidBlocks(3, 4)
+    # multiples of 8 over a range that makes blocks of 2: all in 2 partitions of 8, so hashed
+    assert aid_blocks([np.arange(0, 1600, 8, dtype="i4")], 3) is None
+    assert aid_blocks([np.empty(0, "i4")], 3) is None and aid_blocks(serial, 0) is None
+
+
+def test_a_spill_of_serial_aids_uses_blocks_and_groups_as_kept_rows() -> None:
+    rng = np.random.default_rng(5)
+    ranges = [rng.integers(1, 20_001, 30_000).astype("i4") for _ in range(4)]
+    spill = RowSpill(KERNEL, False, budget=100_000, expected_bytes=0)
+    kept = KeptRows(KERNEL, False)
+    for index, aids in enumerate(ranges):
+        for gatherer in (spill, kept):
+            gatherer.add(0, aids, {1: aids[aids % 7 == 0]}, {})
+            gatherer.range_read((index + 1) / len(ranges))
+    assert spill.spilled_partitions == 8 and spill.partitioning == "blocks of 32 AIDs"
+    (whole,) = [part[0].per_aid() for part in kept.parts()]
+    pieces = [part[0].per_aid() for part in spill.parts()]
+    aids = np.concatenate([p.aids for p in pieces])
+    order = np.argsort(aids)
+    assert (aids[order] == whole.aids).all()
+    assert (np.concatenate([p.rows for p in pieces])[order] == whole.rows).all()
+    non_null = np.concatenate([p.non_null[1] for p in pieces])[order]
+    assert (non_null == whole.non_null[1]).all()
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ counted once, at the end, as a single read would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +37,8 @@ class BucketRows:
 
     kernel: Any
     summed: bool
+    # maps the AIDs as added back to the AIDs (a spill's narrowed AIDs, ``spill.AidBlocks``)
+    aids_of: Callable[[Any], Any] | None = None
     rows: int = 0
     _aids: list[Any] = field(default_factory=list)
     _nulls: dict[int, list[Any]] = field(default_factory=dict)
@@ -86,15 +88,19 @@ class BucketRows:
         """All rows so far grouped per AID (``bulk`` kernels' ``group_rows``)."""
         kernel = self.kernel
         if self.summed:
-            return kernel.group_rows(
+            grouped = kernel.group_rows(
                 kernel.concat(self._aids),
                 {j: kernel.concat(chunks) for j, chunks in self._nulls.items()},
                 {j: kernel.concat(chunks) for j, chunks in self._values.items()},
             )
-        if self._aids:  # some rows arrived since the last count (every bucket has one range)
-            self._count()
-        assert self._counted is not None
-        return kernel.group_counts(self._counted, self._counted_nulls)
+        else:
+            if self._aids:  # rows arrived since the last count (every bucket has one range)
+                self._count()
+            assert self._counted is not None
+            grouped = kernel.group_counts(self._counted, self._counted_nulls)
+        if self.aids_of is not None:
+            grouped.aids = self.aids_of(grouped.aids)
+        return grouped
 
 
 class RowGatherer(Protocol):
@@ -104,6 +110,11 @@ class RowGatherer(Protocol):
     @property
     def spilled_partitions(self) -> int:
         """AID partitions the rows were spilled into (0: kept in memory)."""
+        ...
+
+    @property
+    def partitioning(self) -> str:
+        """How the AIDs were partitioned, for the engine's debug log."""
         ...
 
     def add(self, slot: int, aids: Any, nulls: dict[int, Any], values: dict[int, Any]) -> None:
@@ -141,6 +152,10 @@ class KeptRows:
     @property
     def spilled_partitions(self) -> int:
         return 0  # never spilled
+
+    @property
+    def partitioning(self) -> str:
+        return "none"
 
     def range_read(self, fraction: float) -> None:
         """Nothing to do between ranges: the rows stay in memory."""

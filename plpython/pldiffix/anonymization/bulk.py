@@ -371,7 +371,7 @@ class NumpyKernel:
         if into is not None and len(into[0]):
             ends += [int(into[0][0]), int(into[0][-1])]
             n += len(into[0])
-        if ends and _dense(min(ends), max(ends), n):
+        if ends and dense(min(ends), max(ends), n):
             found = [
                 self._count_window(aids, into, low, min(low + _COUNT_WINDOW, max(ends) + 1))
                 for low in range(min(ends), max(ends) + 1, _COUNT_WINDOW)
@@ -469,7 +469,7 @@ def _counted(counts: Counts | None) -> Counts:
     return counts
 
 
-def _dense(low: int, high: int, n: int) -> bool:
+def dense(low: int, high: int, n: int) -> bool:
     """Whether n AIDs spread over [low, high] are counted in an array spanning the range."""
     return high - low <= 4 * n + 1024
 

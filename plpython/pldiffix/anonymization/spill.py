@@ -9,6 +9,15 @@ partition at a time. An AID's rows all fall into one partition, in scan order, s
 groups per AID exactly as a single read would; the engine then combines a bucket's parts as it
 does the parts of passes (``partitions.combine``), without scanning the table again.
 
+Two partitionings, chosen when the spill starts from the rows kept so far:
+
+- ``AidBlocks``, when those AIDs fill their range (serial ids) and blocks spread them evenly:
+  blocks of consecutive AIDs dealt to the partitions in turn. A partition's AIDs then map to a
+  range a partition-count times narrower (``AidBlocks.key``), so counting its rows needs a small
+  ``bincount`` instead of one that spans every AID of the table (numpy counts dense AIDs in
+  windows of a million values, one pass over the rows per window).
+- Fibonacci hashing of the AID (``partition_of``) otherwise.
+
 Only for the numpy kernel (the rows form, and so row ranges, need it) and for queries the engine
 may split into passes: one int4 AID, whose FNV-1a hashes no two AIDs of different partitions
 share.
@@ -21,11 +30,13 @@ import math
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO, Any
 
 import numpy as np
 
 from pldiffix.anonymization.bucket_rows import BucketRows
+from pldiffix.anonymization.bulk import dense
 
 MAX_PARTITIONS = 256  # partition numbers stay uint8, which numpy sorts stably by radix
 SLICE_ROWS = 1 << 20  # rows split at a time: the split's working arrays stay a few MiB
@@ -44,6 +55,61 @@ def partition_of(aids: Any, bits: int) -> Any:
     mixed *= _SPREAD  # wraps modulo 2^32
     mixed >>= np.uint32(32 - bits)
     return mixed.astype(np.uint8)
+
+
+# Blocks per partition among the AIDs kept when the spill starts, at least: enough for the blocks to
+# spread evenly, small enough for a partition's AIDs to stay in a narrow range.
+BLOCKS_PER_PARTITION = 64
+# How much larger than hashing's largest partition block partitioning's may be, among the rows
+# kept when the spill starts; beyond it, hashing is used. Comparing with hashing on the same rows
+# discounts the spread that chance alone gives a small sample.
+MAX_IMBALANCE = 1.5
+
+
+@dataclass(frozen=True)
+class AidBlocks:
+    """AIDs partitioned by blocks of ``2**shift`` consecutive values, dealt in turn to ``2**bits``
+    partitions: bits ``shift`` to ``shift + bits`` of an AID name its partition. Within one
+    partition, dropping those bits (``key``) maps AIDs to a range ``2**bits`` times narrower,
+    keeping their order; ``aid`` maps back."""
+
+    bits: int
+    shift: int
+
+    def partition(self, aids: Any) -> Any:
+        return ((aids >> self.shift) & ((1 << self.bits) - 1)).astype(np.uint8)
+
+    def key(self, aids: Any) -> Any:
+        """The partition's AIDs, narrowed (no larger in magnitude: the AIDs' dtype holds them)."""
+        keys = aids >> (self.shift + self.bits)
+        keys <<= self.shift
+        keys |= aids & ((1 << self.shift) - 1)
+        return keys
+
+    def aid(self, keys: Any, partition: int) -> Any:
+        low = keys & ((1 << self.shift) - 1)
+        high = (keys >> self.shift) << (self.shift + self.bits)
+        return high | (partition << self.shift) | low
+
+
+def aid_blocks(kept_aids: list[Any], bits: int) -> AidBlocks | None:
+    """Block partitioning for ``2**bits`` partitions if the AIDs kept when the spill starts fill
+    their range (``bulk.dense``) and their blocks spread them about as evenly as hashing does;
+    None: hash them instead. Blocks are as wide as leaves ``BLOCKS_PER_PARTITION`` of them per
+    partition in that range (a power of two). Rows read later may lie elsewhere; their blocks are
+    dealt in turn all the same."""
+    rows = sum(len(a) for a in kept_aids)
+    if bits == 0 or rows == 0:
+        return None
+    low = min(int(a.min()) for a in kept_aids if len(a))
+    high = max(int(a.max()) for a in kept_aids if len(a))
+    if not dense(low, high, rows):
+        return None
+    blocks_wide = (high - low + 1) // (BLOCKS_PER_PARTITION << bits)
+    blocks = AidBlocks(bits, max(0, blocks_wide.bit_length() - 1))
+    by_blocks = sum(np.bincount(blocks.partition(a), minlength=1 << bits) for a in kept_aids)
+    hashed = sum(np.bincount(partition_of(a, bits), minlength=1 << bits) for a in kept_aids)
+    return blocks if by_blocks.max() <= MAX_IMBALANCE * hashed.max() else None
 
 
 def partition_bits(expected_bytes: float, budget: int) -> int:
@@ -86,6 +152,7 @@ class RowSpill:
     _seen: set[int] = field(default_factory=set)  # slots added
     _spilled: set[int] = field(default_factory=set)  # slots with rows in some partition
     _bits: int | None = None  # set by the first flush
+    _blocks: AidBlocks | None = None  # the first flush's choice: blocks, else hashing
     _open: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _files: list[IO[bytes]] = field(default_factory=list)
     _records: list[list[_Record]] = field(default_factory=list)
@@ -95,6 +162,13 @@ class RowSpill:
     def spilled_partitions(self) -> int:
         """How many partitions the rows were spilled into (0: none yet)."""
         return 0 if self._bits is None else 1 << self._bits
+
+    @property
+    def partitioning(self) -> str:
+        """How AIDs were partitioned, for the engine's debug log."""
+        if self._blocks is not None:
+            return f"blocks of {1 << self._blocks.shift} AIDs"
+        return "hashed AIDs"
 
     def add(self, slot: int, aids: Any, nulls: dict[int, Any], values: dict[int, Any]) -> None:
         """One range's rows of a bucket, decoded; every call of a query gives the same columns."""
@@ -118,6 +192,8 @@ class RowSpill:
         if self._bits is None:
             projected = self.kept_bytes / fraction if fraction > 0 else self.expected_bytes
             self._bits = partition_bits(max(self.expected_bytes, projected), self.budget)
+            kept_aids = [aids for pieces in self._kept.values() for aids, _, _ in pieces]
+            self._blocks = aid_blocks(kept_aids, self._bits)
             self._files = [
                 self._open.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
                 for _ in range(1 << self._bits)
@@ -152,7 +228,10 @@ class RowSpill:
     def _split(self, pending: _Pending, slot: int, kind: int | None, columns: list[Any]) -> None:
         """Adds a bucket's columns, aligned with its AIDs (the first), to `pending` by the AIDs'
         partitions, each partition's rows in their order."""
-        parts = partition_of(columns[0], self._bits or 0)
+        if self._blocks is not None:
+            parts = self._blocks.partition(columns[0])
+        else:
+            parts = partition_of(columns[0], self._bits or 0)
         order = np.argsort(parts, kind="stable")
         bounds = np.zeros(len(self._files) + 1, dtype=np.int64)
         np.cumsum(np.bincount(parts, minlength=len(self._files)), out=bounds[1:])
@@ -208,13 +287,20 @@ class RowSpill:
             if part == 0:  # buckets whose rows have no AID in any partition
                 for slot in self._seen - self._spilled:
                     pieces[slot] = [(no_aids, no_nulls, no_values)]
-            yield {slot: self._gathered(p) for slot, p in pieces.items()}
+            yield {slot: self._gathered(p, part) for slot, p in pieces.items()}
         self.close()
 
-    def _gathered(self, pieces: list[Rows]) -> BucketRows:
-        """A bucket's rows from its pieces, joined: grouping them joins them anyway."""
-        rows = BucketRows(self.kernel, self.summed)
-        rows.add(*_joined(self.kernel, pieces))
+    def _gathered(self, pieces: list[Rows], part: int | None = None) -> BucketRows:
+        """A bucket's rows from its pieces, joined: grouping them joins them anyway. Rows of a
+        partition of AID blocks are grouped by their narrowed AIDs (``AidBlocks.key``)."""
+        aids, nulls, values = _joined(self.kernel, pieces)
+        blocks = self._blocks
+        if blocks is None or part is None:
+            rows = BucketRows(self.kernel, self.summed)
+            rows.add(aids, nulls, values)
+            return rows
+        rows = BucketRows(self.kernel, self.summed, aids_of=partial(blocks.aid, partition=part))
+        rows.add(blocks.key(aids), {j: blocks.key(a) for j, a in nulls.items()}, values)
         return rows
 
     def close(self) -> None:
