@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import psycopg
 import pytest
 
@@ -130,6 +132,19 @@ def test_every_security_definer_function_pins_its_search_path(db):
         "SELECT count(*) FROM pg_proc WHERE pronamespace = 'diffix'::regnamespace AND prosecdef"
     )[0][0]
     assert definers >= 8
+
+
+def test_only_the_engine_may_read_arrays_as_bytes(bank, analyst):
+    """diffix._array_bytes (LANGUAGE internal) is the engine's, not a general-purpose function."""
+    grantees = bank.execute(
+        "SELECT r.rolname FROM pg_roles r WHERE has_function_privilege(r.oid, "
+        "'diffix._array_bytes(anyarray)', 'EXECUTE') AND NOT r.rolsuper ORDER BY 1"
+    )
+    assert grantees == [("diffix_engine",)]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        bank.as_role(analyst).execute("SELECT diffix._array_bytes(ARRAY[1, 2])")
+    flat = bank.execute("SELECT diffix._array_bytes(ARRAY[7, -1]::int4[])")[0][0]
+    assert flat[-8:] == struct.pack("=2i", 7, -1)  # the elements, in the server's byte order
 
 
 def test_analyst_objects_cannot_hijack_definer_functions(bank, analyst):

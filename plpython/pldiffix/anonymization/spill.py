@@ -11,11 +11,11 @@ does the parts of passes (``partitions.combine``), without scanning the table ag
 
 Two partitionings, chosen when the spill starts from the rows kept so far:
 
-- ``AidBlocks``, when those AIDs fill their range (serial ids) and blocks spread them evenly:
-  blocks of consecutive AIDs dealt to the partitions in turn. A partition's AIDs then map to a
-  range a partition-count times narrower (``AidBlocks.key``), so counting its rows needs a small
-  ``bincount`` instead of one that spans every AID of the table (numpy counts dense AIDs in
-  windows of a million values, one pass over the rows per window).
+- ``AidBlocks``, when those AIDs fill their range (serial ids) and blocks spread them about as
+  evenly as hashing does: blocks of consecutive AIDs dealt to the partitions in turn. A
+  partition's AIDs then map to a range a partition-count times narrower (``AidBlocks.key``), so
+  counting its rows needs a small ``bincount`` instead of one that spans every AID of the table
+  (numpy counts dense AIDs in windows of a million values, one pass over the rows per window).
 - Fibonacci hashing of the AID (``partition_of``) otherwise.
 
 Only for the numpy kernel (the rows form, and so row ranges, need it) and for queries the engine
