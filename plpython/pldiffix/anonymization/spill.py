@@ -67,6 +67,20 @@ MAX_IMBALANCE = 1.5
 
 
 @dataclass(frozen=True)
+class HashedAids:
+    """AIDs partitioned by their Fibonacci hash (``partition_of``) into ``2**bits`` partitions."""
+
+    bits: int
+
+    def partition(self, aids: Any) -> Any:
+        return partition_of(aids, self.bits)
+
+    @property
+    def description(self) -> str:
+        return "hashed AIDs"
+
+
+@dataclass(frozen=True)
 class AidBlocks:
     """AIDs partitioned by blocks of ``2**shift`` consecutive values, dealt in turn to ``2**bits``
     partitions: bits ``shift`` to ``shift + bits`` of an AID name its partition. Within one
@@ -78,6 +92,10 @@ class AidBlocks:
 
     def partition(self, aids: Any) -> Any:
         return ((aids >> self.shift) & ((1 << self.bits) - 1)).astype(np.uint8)
+
+    @property
+    def description(self) -> str:
+        return f"blocks of {1 << self.shift} AIDs"
 
     def key(self, aids: Any) -> Any:
         """The partition's AIDs, narrowed (no larger in magnitude: the AIDs' dtype holds them)."""
@@ -151,8 +169,7 @@ class RowSpill:
     _kept: dict[int, list[Rows]] = field(default_factory=dict)
     _seen: set[int] = field(default_factory=set)  # slots added
     _spilled: set[int] = field(default_factory=set)  # slots with rows in some partition
-    _bits: int | None = None  # set by the first flush
-    _blocks: AidBlocks | None = None  # the first flush's choice: blocks, else hashing
+    _partitioning: AidBlocks | HashedAids | None = None  # chosen by the first flush
     _open: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _files: list[IO[bytes]] = field(default_factory=list)
     _records: list[list[_Record]] = field(default_factory=list)
@@ -161,14 +178,12 @@ class RowSpill:
     @property
     def spilled_partitions(self) -> int:
         """How many partitions the rows were spilled into (0: none yet)."""
-        return 0 if self._bits is None else 1 << self._bits
+        return 0 if self._partitioning is None else 1 << self._partitioning.bits
 
     @property
     def partitioning(self) -> str:
         """How AIDs were partitioned, for the engine's debug log."""
-        if self._blocks is not None:
-            return f"blocks of {1 << self._blocks.shift} AIDs"
-        return "hashed AIDs"
+        return "none" if self._partitioning is None else self._partitioning.description
 
     def add(self, slot: int, aids: Any, nulls: dict[int, Any], values: dict[int, Any]) -> None:
         """One range's rows of a bucket, decoded; every call of a query gives the same columns."""
@@ -189,16 +204,16 @@ class RowSpill:
         kept once it exceeds the budget."""
         if self.kept_bytes <= self.budget:
             return
-        if self._bits is None:
+        if self._partitioning is None:
             projected = self.kept_bytes / fraction if fraction > 0 else self.expected_bytes
-            self._bits = partition_bits(max(self.expected_bytes, projected), self.budget)
+            bits = partition_bits(max(self.expected_bytes, projected), self.budget)
             kept_aids = [aids for pieces in self._kept.values() for aids, _, _ in pieces]
-            self._blocks = aid_blocks(kept_aids, self._bits)
+            self._partitioning = aid_blocks(kept_aids, bits) or HashedAids(bits)
             self._files = [
                 self._open.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
-                for _ in range(1 << self._bits)
+                for _ in range(1 << bits)
             ]
-            self._records = [[] for _ in range(1 << self._bits)]
+            self._records = [[] for _ in range(1 << bits)]
         self._flush()
 
     def _flush(self) -> None:
@@ -228,10 +243,8 @@ class RowSpill:
     def _split(self, pending: _Pending, slot: int, kind: int | None, columns: list[Any]) -> None:
         """Adds a bucket's columns, aligned with its AIDs (the first), to `pending` by the AIDs'
         partitions, each partition's rows in their order."""
-        if self._blocks is not None:
-            parts = self._blocks.partition(columns[0])
-        else:
-            parts = partition_of(columns[0], self._bits or 0)
+        assert self._partitioning is not None  # set before the first flush
+        parts = self._partitioning.partition(columns[0])
         order = np.argsort(parts, kind="stable")
         bounds = np.zeros(len(self._files) + 1, dtype=np.int64)
         np.cumsum(np.bincount(parts, minlength=len(self._files)), out=bounds[1:])
@@ -249,7 +262,7 @@ class RowSpill:
         """The rows per bucket (by slot): everything at once if nothing was spilled, else one
         partition at a time. Every slot added appears in at least one part, with no rows if it
         never had any."""
-        if self._bits is None:
+        if self._partitioning is None:
             yield {slot: self._gathered(pieces) for slot, pieces in self._kept.items()}
             self._kept.clear()
             return
@@ -294,8 +307,8 @@ class RowSpill:
         """A bucket's rows from its pieces, joined: grouping them joins them anyway. Rows of a
         partition of AID blocks are grouped by their narrowed AIDs (``AidBlocks.key``)."""
         aids, nulls, values = _joined(self.kernel, pieces)
-        blocks = self._blocks
-        if blocks is None or part is None:
+        blocks = self._partitioning
+        if not isinstance(blocks, AidBlocks) or part is None:
             rows = BucketRows(self.kernel, self.summed)
             rows.add(aids, nulls, values)
             return rows
