@@ -23,10 +23,10 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
 
 demo: deps
-	$(PY) -m pldiffix_installer.demo
+	$(PY) -m pldiffix_tools.demo
 
 bench: deps
-	$(PY) -m pldiffix_installer.bench $(BENCH_ARGS)
+	$(PY) -m pldiffix_tools.bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from pldiffix_installer import install
-from pldiffix_installer.cluster import EmbeddedCluster
+from pldiffix_tools.cluster import EmbeddedCluster
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 

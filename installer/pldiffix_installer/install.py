@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from pldiffix_installer.modules import server_modules
-from pldiffix_installer.paths import SQL_DIR
+from pldiffix_installer.paths import sql_files
 from pldiffix_installer.tables import format_table
 
 MIN_SERVER_VERSION = 140000  # SQL-standard function bodies (BEGIN ATOMIC) need PostgreSQL 14
@@ -106,8 +106,11 @@ def _check_plpython(conn: psycopg.Connection) -> str:
 
 
 def _run_sql_files(conn: psycopg.Connection, progress: Progress) -> None:
-    for path in sorted(SQL_DIR.glob("*.sql")):
-        progress.step(f"apply {path.name}", lambda p=path: conn.execute(p.read_text()) and "")
+    for path in sql_files():
+        progress.step(
+            f"apply {path.parent.name}/{path.name}",
+            lambda p=path: conn.execute(p.read_text()) and "",
+        )
 
 
 def _deploy_modules(conn: psycopg.Connection) -> str:
@@ -165,8 +168,8 @@ def _record_version(conn: psycopg.Connection, previous: str | None) -> str:
 def install(dsn: str, out: TextIO | None = None) -> None:
     """Installs or upgrades in place; all or nothing."""
     out = out or sys.stdout
-    sql_files = sorted(SQL_DIR.glob("*.sql"))
-    progress = Progress(out, total=len(sql_files) + 9)
+    files = sql_files()
+    progress = Progress(out, total=len(files) + 9)
     conn = progress.step("connect", lambda: connect(dsn))
     try:
         with conn.transaction():

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg
-from pldiffix import laplace, tbe
+from pldiffix.cellkey import laplace, tbe
 from psycopg import sql
 
 from pldiffix_installer.install import InstallError, Progress, connect

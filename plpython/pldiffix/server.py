@@ -10,10 +10,10 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from pldiffix import catalog, results, session, settings
-from pldiffix.errors import reports_errors
-from pldiffix.levels import AccessLevel, most_restricted
-from pldiffix.statements import parse_single_select
+from pldiffix.core import catalog, results, session, settings
+from pldiffix.core.errors import reports_errors
+from pldiffix.core.levels import AccessLevel, most_restricted
+from pldiffix.core.statements import parse_single_select
 
 # --- access levels -------------------------------------------------------------------------------
 
@@ -128,14 +128,14 @@ def query_json(plpy: Any, sql: str | None) -> str:
     level = catalog.effective_level(plpy, catalog.current_role(plpy))
     if level is AccessLevel.DIRECT:
         return _run_with_own_privileges(plpy, tree)
-    # TBE / Laplace tables have their own engine (tbe_engine.py).
-    from pldiffix import tbe_engine
+    # TBE / Laplace tables have their own engine (cellkey/engine.py).
+    from pldiffix.cellkey import engine as cellkey_engine
 
-    document = tbe_engine.dispatch(plpy, sql, tree, level)
+    document = cellkey_engine.dispatch(plpy, sql, tree, level)
     if document is not None:
         return document
-    from pldiffix.query_model import RelationKind
-    from pldiffix.validation import validate
+    from pldiffix.core.relations import RelationKind
+    from pldiffix.diffix.validation import validate
 
     schemas = catalog.current_schemas(plpy)
     values = catalog.effective_settings(plpy)
@@ -215,6 +215,6 @@ def anonymized_query_json(
         AccessLevel.parse(requested_level or AccessLevel.ANONYMIZED_TRUSTED.value),
         AccessLevel.ANONYMIZED_TRUSTED,
     )
-    from pldiffix import engine
+    from pldiffix.diffix import engine
 
     return json.dumps({"query": engine.run(plpy, sql, level, schemas)})

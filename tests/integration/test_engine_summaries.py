@@ -21,7 +21,7 @@ from bucket_replay import (
     run_query,
     sum_col,
 )
-from pldiffix.anonymization import AidKind, AnonymizationParams, SummandType
+from pldiffix.diffix.anonymization import AidKind, AnonymizationParams, SummandType
 
 SALT = "summaries"
 # 61 AIDs in each of 3 groups; AID 7 contributes far more than the others (flattening), some

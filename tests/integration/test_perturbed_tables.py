@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pldiffix import laplace, tbe
+from pldiffix.cellkey import laplace, tbe
 from pldiffix_installer import cli
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tbe"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pldiffix.anonymization import (
+from pldiffix.diffix.anonymization import (
     AidContributions,
     AidKind,
     AnonymizationParams,
@@ -28,8 +28,8 @@ from pldiffix.anonymization import (
     anonymize_buckets,
     sql_seed,
 )
-from pldiffix.anonymization.base import AnonymizingAggregate, BucketContext
-from pldiffix.anonymization.seeds import base_label_hashes
+from pldiffix.diffix.anonymization.base import AnonymizingAggregate, BucketContext
+from pldiffix.diffix.anonymization.seeds import base_label_hashes
 
 Row = dict[str, Any]
 Aids = Sequence[tuple[str, AidKind]]  # (column, kind) per AID instance

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from pldiffix.anonymization import (
+from pldiffix.diffix.anonymization import (
     AidContributions,
     AidKind,
     AnonymizationParams,
@@ -21,8 +21,8 @@ from pldiffix.anonymization import (
     SummandType,
     SumState,
 )
-from pldiffix.anonymization.contributions import ContributionTracker
-from pldiffix.anonymization.numeric import float8_to_numeric, numeric_div
+from pldiffix.diffix.anonymization.contributions import ContributionTracker
+from pldiffix.diffix.anonymization.numeric import float8_to_numeric, numeric_div
 
 INT4 = [AidKind.INT4]
 # One outlier, three top contributors, no noise: flattening is fully determined.

@@ -7,9 +7,9 @@ import random
 
 import pytest
 from packed_arrays import packed
-from pldiffix.anonymization import bucket_rows
-from pldiffix.anonymization.bucket_rows import BucketRows
-from pldiffix.anonymization.bulk import NumpyKernel, PerAid, PythonKernel
+from pldiffix.diffix.anonymization import bucket_rows
+from pldiffix.diffix.anonymization.bucket_rows import BucketRows
+from pldiffix.diffix.anonymization.bulk import NumpyKernel, PerAid, PythonKernel
 
 
 @pytest.fixture(params=[PythonKernel(), NumpyKernel()], ids=lambda k: k.name)

@@ -9,12 +9,18 @@ import struct
 
 import pytest
 from packed_arrays import packed
-from pldiffix.anonymization import AidKind, AnonymizationParams, BucketContext, CountState, bulk
-from pldiffix.anonymization.bulk import NumpyKernel, PythonKernel
-from pldiffix.anonymization.contributions import ContributionTracker, SummarizedTracker
-from pldiffix.anonymization.count_distinct import DistinctAidsState
-from pldiffix.anonymization.hashing import hash_aid
-from pldiffix.anonymization.low_count import LowCountState, LowCountSummary
+from pldiffix.diffix.anonymization import (
+    AidKind,
+    AnonymizationParams,
+    BucketContext,
+    CountState,
+    bulk,
+)
+from pldiffix.diffix.anonymization.bulk import NumpyKernel, PythonKernel
+from pldiffix.diffix.anonymization.contributions import ContributionTracker, SummarizedTracker
+from pldiffix.diffix.anonymization.count_distinct import DistinctAidsState
+from pldiffix.diffix.anonymization.hashing import hash_aid
+from pldiffix.diffix.anonymization.low_count import LowCountState, LowCountSummary
 
 KERNELS = [PythonKernel(), NumpyKernel()]
 PARAMS = AnonymizationParams(salt="bulk")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from pldiffix.anonymization import (
+from pldiffix.diffix.anonymization import (
     AidKind,
     AnonymizationParams,
     BucketContext,
@@ -13,8 +13,8 @@ from pldiffix.anonymization import (
     DistinctValueInput,
     fnv1a_64,
 )
-from pldiffix.anonymization.count_distinct import DistinctAidsState
-from pldiffix.anonymization.hashing import hash_aid, hash_aids
+from pldiffix.diffix.anonymization.count_distinct import DistinctAidsState
+from pldiffix.diffix.anonymization.hashing import hash_aid, hash_aids
 
 EDGE_INTS = [0, 1, -1, 2, 255, 256, 65535, 65536, 1 << 24, (1 << 31) - 1, -(1 << 31), 12345678]
 

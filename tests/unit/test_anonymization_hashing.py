@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pldiffix.anonymization.hashing import (
+from pldiffix.diffix.anonymization.hashing import (
     AidKind,
     fnv1a_64,
     hash_aid,

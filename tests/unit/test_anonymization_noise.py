@@ -7,9 +7,9 @@ import math
 import statistics
 
 import pytest
-from pldiffix.anonymization._cnum import c_div, c_max, c_round, to_int32
-from pldiffix.anonymization.hashing import hash_string
-from pldiffix.anonymization.noise import (
+from pldiffix.diffix.anonymization._cnum import c_div, c_max, c_round, to_int32
+from pldiffix.diffix.anonymization.hashing import hash_string
+from pldiffix.diffix.anonymization.noise import (
     layered_noise,
     low_count_threshold,
     normal,
@@ -18,8 +18,8 @@ from pldiffix.anonymization.noise import (
     salted_seed,
     uniform_int,
 )
-from pldiffix.anonymization.params import AnonymizationParams
-from pldiffix.money import money_round
+from pldiffix.diffix.anonymization.params import AnonymizationParams
+from pldiffix.diffix.money import money_round
 
 
 def test_c_round_goes_away_from_zero() -> None:

@@ -10,20 +10,26 @@ import random
 
 import numpy as np
 import pytest
-from pldiffix.anonymization import AidKind, AnonymizationParams, Bucket, BucketContext, CountState
-from pldiffix.anonymization.bulk import PythonKernel
-from pldiffix.anonymization.contributions import ContributionTracker, SummarizedTracker
-from pldiffix.anonymization.count_distinct import DistinctAidsState
-from pldiffix.anonymization.hashing import FNV_OFFSET_BASIS, FNV_PRIME, fnv1a_64, hash_aid
-from pldiffix.anonymization.low_count import LowCountState, LowCountSummary
-from pldiffix.anonymization.partitions import (
+from pldiffix.diffix.anonymization import (
+    AidKind,
+    AnonymizationParams,
+    Bucket,
+    BucketContext,
+    CountState,
+)
+from pldiffix.diffix.anonymization.bulk import PythonKernel
+from pldiffix.diffix.anonymization.contributions import ContributionTracker, SummarizedTracker
+from pldiffix.diffix.anonymization.count_distinct import DistinctAidsState
+from pldiffix.diffix.anonymization.hashing import FNV_OFFSET_BASIS, FNV_PRIME, fnv1a_64, hash_aid
+from pldiffix.diffix.anonymization.low_count import LowCountState, LowCountSummary
+from pldiffix.diffix.anonymization.partitions import (
     PartsDisagree,
     combine,
     combine_trackers,
     merge_summaries,
     summary_of,
 )
-from pldiffix.anonymization.sum import AvgState, SummandType, SumState
+from pldiffix.diffix.anonymization.sum import AvgState, SummandType, SumState
 
 PARAMS = AnonymizationParams(salt="passes")
 CAPACITY = PARAMS.top_capacity

@@ -26,7 +26,7 @@ from bucket_replay import (
     run_query,
     sum_col,
 )
-from pldiffix.anonymization import AidKind, AnonymizationParams, SummandType
+from pldiffix.diffix.anonymization import AidKind, AnonymizationParams, SummandType
 
 CITY = [lambda r: r["city"]]
 CITY_SEED = ["test_customers.city"]

@@ -6,8 +6,8 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from pldiffix.anonymization.hashing import hash_string
-from pldiffix.anonymization.seeds import (
+from pldiffix.diffix.anonymization.hashing import hash_string
+from pldiffix.diffix.anonymization.seeds import (
     SeedMaterial,
     SeedMaterialTooLong,
     bucket_seed,

@@ -7,10 +7,10 @@ import random
 
 import numpy as np
 import pytest
-from pldiffix import engine
-from pldiffix.anonymization.bucket_rows import KeptRows
-from pldiffix.anonymization.bulk import NumpyKernel
-from pldiffix.anonymization.spill import (
+from pldiffix.diffix import engine
+from pldiffix.diffix.anonymization.bucket_rows import KeptRows
+from pldiffix.diffix.anonymization.bulk import NumpyKernel
+from pldiffix.diffix.anonymization.spill import (
     MAX_PARTITIONS,
     AidBlocks,
     RowSpill,

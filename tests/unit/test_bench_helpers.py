@@ -6,8 +6,8 @@ import json
 import math
 
 import pytest
-from pldiffix_installer import bench
-from pldiffix_installer.bench import FirstCall, Measurement, QueryResult, ScaleResult
+from pldiffix_tools import bench
+from pldiffix_tools.bench import FirstCall, Measurement, QueryResult, ScaleResult
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from pldiffix import results, session, settings
-from pldiffix.levels import AccessLevel, most_restricted
-from pldiffix.statements import QueryError, parse_single_select
+from pldiffix.core import results, session, settings
+from pldiffix.core.levels import AccessLevel, most_restricted
+from pldiffix.core.statements import QueryError, parse_single_select
 from pldiffix_installer.modules import server_modules
 from pldiffix_installer.tables import format_table
 

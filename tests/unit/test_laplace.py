@@ -12,8 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from pldiffix import laplace
-from pldiffix.laplace import LaplaceConfig, LaplaceConfigError, LaplaceInputError
+from pldiffix.cellkey import laplace
+from pldiffix.cellkey.laplace import LaplaceConfig, LaplaceConfigError, LaplaceInputError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tbe"
 CONFIG = LaplaceConfig(scale=1, key="secret100")

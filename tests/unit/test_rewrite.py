@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from pldiffix import engine, rewrite
-from pldiffix.validation import validate
+from pldiffix.diffix import engine, rewrite
+from pldiffix.diffix.validation import validate
 from test_validation import CATALOG, TRUSTED
 
 TYPES = {

@@ -10,8 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from pldiffix import tbe
-from pldiffix.tbe import (
+from pldiffix.cellkey import tbe
+from pldiffix.cellkey.tbe import (
     CellInput,
     ScopeKeyDeclarations,
     SumInput,

@@ -12,8 +12,14 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from pldiffix.query_model import ColumnInfo, FunctionInfo, RelationInfo, RelationKind, StaticCatalog
-from pldiffix.validation import ValidatedQuery, ValidationError, validate
+from pldiffix.core.relations import (
+    ColumnInfo,
+    FunctionInfo,
+    RelationInfo,
+    RelationKind,
+    StaticCatalog,
+)
+from pldiffix.diffix.validation import ValidatedQuery, ValidationError, validate
 
 TRUSTED = "anonymized_trusted"
 UNTRUSTED = "anonymized_untrusted"

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import pytest
-from pldiffix.levels import AccessLevel
-from pldiffix.query_model import Join, RangeEntry, RelationKind
-from pldiffix.validation import ValidationError, validate
+from pldiffix.core.levels import AccessLevel
+from pldiffix.core.relations import RelationKind
+from pldiffix.diffix.query_model import Join, RangeEntry
+from pldiffix.diffix.validation import ValidationError, validate
 from sqlglot import exp
 from test_validation import CATALOG, TRUSTED, UNTRUSTED, check, make_catalog, reject
 

@@ -1,0 +1,75 @@
+"""``count(*)``, ``count(col)`` and their ``count_noise`` variants.
+
+Each AID instance gets a contribution tracker: for ``count(*)`` the rows per AID value, for
+``count(col)`` the non-NULL values per AID value (an AID whose rows are all NULL still counts as a
+contributor with zero). The flattened, noised result of the instance with the largest flattening
+is reported, rounded, and never below ``low_count_min_threshold`` (0 for global aggregates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pldiffix.diffix.anonymization._cnum import c_round_to_int
+from pldiffix.diffix.anonymization.base import AidContributions, BucketContext
+from pldiffix.diffix.anonymization.contributions import ContributionTracker, ResultAccumulator
+from pldiffix.diffix.anonymization.hashing import AidKind
+
+
+def accumulate(trackers: Sequence[ContributionTracker], ctx: BucketContext) -> ResultAccumulator:
+    """Combines the instances in order, stopping at the first one without enough AIDs."""
+    accumulator = ResultAccumulator()
+    for tracker in trackers:
+        accumulator.add(tracker.result(ctx.params, ctx.bucket_seed))
+        if accumulator.not_enough_aid_values:
+            break
+    return accumulator
+
+
+@dataclass
+class CountState:
+    """Anonymizing count; ``noise=True`` reports the rounded noise SD instead (float or None)."""
+
+    trackers: list[ContributionTracker] = field(default_factory=list)
+    noise: bool = False
+
+    @classmethod
+    def from_inputs(
+        cls,
+        kinds: Sequence[AidKind],
+        inputs: Sequence[AidContributions],
+        *,
+        noise: bool = False,
+    ) -> CountState:
+        if len(kinds) != len(inputs):
+            raise ValueError("one AidContributions per AID instance is required")
+        trackers = [
+            ContributionTracker.from_hashes(
+                item.hashed(kind), item.values, item.unaccounted_for, item.total
+            )
+            for kind, item in zip(kinds, inputs, strict=True)
+        ]
+        return cls(trackers, noise)
+
+    def merge(self, other: CountState) -> None:
+        for mine, theirs in zip(self.trackers, other.trackers, strict=True):
+            mine.merge(theirs)
+
+    def empty(self) -> CountState:
+        return CountState([ContributionTracker() for _ in self.trackers], self.noise)
+
+    def finalize(self, ctx: BucketContext) -> int | float | None:
+        return self.noise_sd(ctx) if self.noise else self.count(ctx)
+
+    def count(self, ctx: BucketContext) -> int:
+        accumulator = accumulate(self.trackers, ctx)
+        if accumulator.not_enough_aid_values:
+            return ctx.min_count
+        return max(c_round_to_int(accumulator.noisy_value), ctx.min_count)
+
+    def noise_sd(self, ctx: BucketContext) -> float | None:
+        accumulator = accumulate(self.trackers, ctx)
+        if accumulator.not_enough_aid_values:
+            return None
+        return accumulator.reported_noise

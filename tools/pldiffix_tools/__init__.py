@@ -1,0 +1,1 @@
+"""Developer tools: the embedded throwaway cluster, `make demo` and `make bench`."""

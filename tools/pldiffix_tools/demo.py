@@ -1,0 +1,177 @@
+"""`make demo`: a banking data set in a throwaway cluster, seen by a direct user and an analyst."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+
+import psycopg
+from pldiffix_installer import install, perturb
+from pldiffix_installer.paths import REPO_ROOT
+from pldiffix_installer.tables import format_table
+from psycopg.conninfo import make_conninfo
+
+from pldiffix_tools.cluster import EmbeddedCluster
+
+DATA = """
+CREATE TABLE branches (id int PRIMARY KEY, city text, country text);
+INSERT INTO branches VALUES (1, 'Berlin', 'DE'), (2, 'Rome', 'IT'), (3, 'Oslo', 'NO'),
+                            (4, 'Lisbon', 'PT');
+
+CREATE TABLE accounts (id int PRIMARY KEY, branch_id int, owner text, birth_year int, kind text);
+INSERT INTO accounts
+  SELECT i, 1 + (hashint4(i) & 2147483647) % 4,
+         (ARRAY['Ada','Bo','Cy','Di','Ed','Flo','Gus','Hal'])[1 + i % 8] || ' ' || i,
+         1950 + (hashint4(i + 1) & 2147483647) % 55,
+         (ARRAY['checking','savings','business'])[1 + (hashint4(i + 2) & 2147483647) % 3]
+  FROM generate_series(1, 2000) i;
+
+CREATE TABLE transactions (id int, sender int, receiver int, amount numeric(12, 2), day date);
+INSERT INTO transactions
+  SELECT j, 1 + (hashint4(j) & 2147483647) % 2000, 1 + (hashint4(j + 5) & 2147483647) % 2000,
+         ((hashint4(j + 9) & 2147483647) % 500000) / 100.0,
+         DATE '2024-01-01' + (hashint4(j + 11) & 2147483647) % 366
+  FROM generate_series(1, 20000) j;
+
+GRANT SELECT ON branches, accounts, transactions TO PUBLIC;
+CALL diffix.mark_personal('accounts', 'id');
+CALL diffix.mark_personal('transactions', 'sender', 'receiver');
+CALL diffix.mark_not_filterable('accounts', 'owner');
+CALL diffix.mark_public('branches');
+
+CREATE ROLE teller LOGIN;
+CREATE ROLE analyst LOGIN;
+CALL diffix.mark_role('teller', 'direct');
+CALL diffix.mark_role('analyst', 'anonymized_untrusted');
+GRANT SELECT ON accounts, transactions TO teller;
+"""
+
+QUERIES = [
+    ("Accounts per kind", "SELECT kind, count(*) FROM accounts GROUP BY kind ORDER BY kind"),
+    ("Branches (public table)", "SELECT city, country FROM branches ORDER BY id"),
+    (
+        "Transactions per amount band (noisy counts and sums)",
+        "SELECT diffix.floor_by(amount, 1000) AS band, count(*), sum(amount) "
+        "FROM transactions GROUP BY 1 ORDER BY 1 LIMIT 4",
+    ),
+    (
+        "Small groups: the analyst sees them pooled in the suppress bin (NULL label)",
+        "SELECT birth_year, count(*) FROM accounts WHERE branch_id = 2 AND kind = 'savings' "
+        "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
+    ),
+    (
+        "Post-processing over anonymized counts, joined with a public table",
+        "SELECT b.city, a.n FROM (SELECT branch_id, count(*) AS n FROM accounts GROUP BY 1) a "
+        "JOIN branches b ON b.id = a.branch_id ORDER BY b.city",
+    ),
+    (
+        "Asking for individual rows: each is its own bucket, so only the suppress bin remains",
+        "SELECT owner, birth_year FROM accounts LIMIT 3",
+    ),
+]
+
+
+# Dwellings for the cell-key (TBE) perturbation example: values fit examples/tbe/.
+DWELLINGS = """
+CREATE TABLE dwellings (unit_id int PRIMARY KEY, bedrooms int, dwelling text, pet text,
+                        amount numeric(8, 2));
+INSERT INTO dwellings
+  SELECT i, CASE WHEN i % 17 = 0 THEN NULL ELSE (hashint4(i) & 2147483647) % 6 END,
+         (ARRAY['001', '002', '003', '999'])[1 + (hashint4(i + 1) & 2147483647) % 4],
+         (ARRAY['dog', 'cat', 'fish', NULL])[1 + (hashint4(i + 2) & 2147483647) % 4],
+         ((hashint4(i + 3) & 2147483647) % 12000) / 100.0 - 5
+  FROM generate_series(1, 300) i;
+GRANT SELECT ON dwellings TO teller;
+"""
+TBE_QUERY = (
+    "SELECT pet, count(*), sum(amount), avg(amount) FROM dwellings "
+    "WHERE dwelling IN ('001', '999') GROUP BY pet ORDER BY pet"
+)
+
+
+def _tbe_demo(bank_dsn: str, teller: psycopg.Connection, analyst: psycopg.Connection) -> None:
+    config_path = REPO_ROOT / "examples" / "tbe" / "dataset.json"
+    with psycopg.connect(bank_dsn) as conn:
+        conn.execute(DWELLINGS)
+        big_n = perturb.load_tbe_config(config_path).big_n
+        perturb.add_record_keys(conn, "dwellings", "record_key", big_n, out=io.StringIO())
+    perturb.configure_tbe(bank_dsn, "dwellings", config_path, out=io.StringIO())
+    print("\n== Cell-key (TBE) perturbation: dwellings configured with examples/tbe/")
+    print(f"   {TBE_QUERY}")
+    print("-- teller (direct):")
+    print(_show(teller, TBE_QUERY))
+    print("-- analyst (anonymized_untrusted, perturbed):")
+    print(_show(analyst, TBE_QUERY))
+    sql = "SELECT record_key FROM dwellings GROUP BY 1"
+    print(f"\n== The analyst asking for the record keys\n   {sql}")
+    print(_show(analyst, sql))
+
+
+def _show(conn: psycopg.Connection, sql: str) -> str:
+    try:
+        doc = conn.execute("SELECT diffix.query_json(%s)", (sql,)).fetchone()[0]
+    except psycopg.Error as error:
+        hint = f"\n  hint: {error.diag.message_hint}" if error.diag.message_hint else ""
+        conn.rollback()
+        return f"  refused: {error.diag.message_primary}{hint}"
+    return format_table(doc["columns"], doc["rows"])
+
+
+def run(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS bank")
+        admin.execute("DROP ROLE IF EXISTS teller")
+        admin.execute("DROP ROLE IF EXISTS analyst")
+        admin.execute("CREATE DATABASE bank")
+    bank_dsn = make_conninfo(dsn, dbname="bank")
+    print("== Installing pldiffix into database 'bank'")
+    install.install(bank_dsn, out=io.StringIO())
+    with psycopg.connect(bank_dsn, autocommit=True) as conn:
+        conn.execute(DATA)
+        rows = conn.execute("SELECT * FROM diffix.show_labels()").fetchall()
+        print("\n== Labels (SELECT * FROM diffix.show_labels())")
+        print(format_table(["objtype", "objname", "label"], rows))
+    teller = psycopg.connect(make_conninfo(bank_dsn, user="teller"), autocommit=True)
+    analyst = psycopg.connect(make_conninfo(bank_dsn, user="analyst"), autocommit=True)
+    with teller, analyst:
+        for role, conn in (("teller", teller), ("analyst", analyst)):
+            level = conn.execute("SELECT diffix.access_level()").fetchone()[0]
+            print(f"\n{role} has access level {level}")
+        print("\n== The analyst reading a personal table directly")
+        try:
+            analyst.execute("SELECT owner FROM accounts LIMIT 1")
+        except psycopg.errors.InsufficientPrivilege as error:
+            print(f"  refused: {error.diag.message_primary}")
+        for title, sql in QUERIES:
+            print(f"\n== {title}\n   {sql}")
+            print("-- teller (direct):")
+            print(_show(teller, sql))
+            print("-- analyst (anonymized_untrusted):")
+            print(_show(analyst, sql))
+        _tbe_demo(bank_dsn, teller, analyst)
+        print("\n== Security findings (SELECT * FROM diffix.check_security())")
+        with psycopg.connect(bank_dsn) as conn:
+            rows = conn.execute(
+                "SELECT severity, object, finding FROM diffix.check_security()"
+            ).fetchall()
+        print(format_table(["severity", "object", "finding"], rows) if rows else "  none")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="pldiffix demo on a banking data set")
+    parser.add_argument(
+        "--dsn", help="a superuser DSN of an existing server (default: a throwaway cluster)"
+    )
+    args = parser.parse_args(argv)
+    if args.dsn:
+        run(args.dsn)
+        return 0
+    print("== Starting a throwaway PostgreSQL cluster")
+    with EmbeddedCluster() as cluster:
+        run(cluster.dsn)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
