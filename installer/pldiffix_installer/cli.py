@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from pldiffix_installer import install, perturb
+from pldiffix_installer import cellkey, install
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "uninstall":
             install.uninstall(args.dsn)
         elif args.command == "tbe-configure":
-            perturb.configure_tbe(args.dsn, args.table, args.config, args.path)
+            cellkey.configure_tbe(args.dsn, args.table, args.config, args.path)
         elif args.command == "tbe-keys":
-            perturb.tbe_keys(args.dsn, args.table, args.column, args.big_n)
+            cellkey.tbe_keys(args.dsn, args.table, args.column, args.big_n)
         elif args.command == "laplace-configure":
-            perturb.configure_laplace(args.dsn, args.table, args.config)
+            cellkey.configure_laplace(args.dsn, args.table, args.config)
         else:
             critical = install.status(args.dsn)
             return 1 if critical else 0

@@ -7,7 +7,7 @@ import io
 import sys
 
 import psycopg
-from pldiffix_installer import install, perturb
+from pldiffix_installer import cellkey, install
 from pldiffix_installer.paths import REPO_ROOT
 from pldiffix_installer.tables import format_table
 from psycopg.conninfo import make_conninfo
@@ -94,9 +94,9 @@ def _tbe_demo(bank_dsn: str, teller: psycopg.Connection, analyst: psycopg.Connec
     config_path = REPO_ROOT / "examples" / "tbe" / "dataset.json"
     with psycopg.connect(bank_dsn) as conn:
         conn.execute(DWELLINGS)
-        big_n = perturb.load_tbe_config(config_path).big_n
-        perturb.add_record_keys(conn, "dwellings", "record_key", big_n, out=io.StringIO())
-    perturb.configure_tbe(bank_dsn, "dwellings", config_path, out=io.StringIO())
+        big_n = cellkey.load_tbe_config(config_path).big_n
+        cellkey.add_record_keys(conn, "dwellings", "record_key", big_n, out=io.StringIO())
+    cellkey.configure_tbe(bank_dsn, "dwellings", config_path, out=io.StringIO())
     print("\n== Cell-key (TBE) perturbation: dwellings configured with examples/tbe/")
     print(f"   {TBE_QUERY}")
     print("-- teller (direct):")
