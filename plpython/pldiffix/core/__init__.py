@@ -1,0 +1,1 @@
+"""Shared infrastructure: catalog access, access levels, settings, session, errors, results."""

@@ -1,0 +1,1 @@
+"""Diffix: validation, rewriting, in-SQL execution and per-bucket anonymization."""
