@@ -15,10 +15,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from pldiffix_installer import install
-from pldiffix_tools.cluster import EmbeddedCluster
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from pldiffix_installer import install
+from pldiffix_tools.cluster import EmbeddedCluster
 
 
 def _container_dsn() -> Iterator[str]:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg
-from pldiffix.cellkey import laplace, tbe
 from psycopg import sql
 
+from pldiffix.cellkey import laplace, tbe
 from pldiffix_installer.install import InstallError, Progress, connect
 
 _FILE_PARAMETERS = (

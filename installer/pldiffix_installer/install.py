@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-import pldiffix
 import psycopg
 from psycopg import sql
 
+import pldiffix
 from pldiffix_installer.modules import server_modules
 from pldiffix_installer.paths import sql_files
 from pldiffix_installer.tables import format_table
@@ -24,7 +24,11 @@ ROLES = (
     "diffix_admin",
     "diffix_engine",
 )
-EVENT_TRIGGERS = ("diffix_forget_dropped_objects", "diffix_refuse_exposing_grants")
+EVENT_TRIGGERS = (
+    "diffix_forget_dropped_objects",
+    "diffix_note_acls_before_grant",
+    "diffix_refuse_exposing_grants",
+)
 
 
 class InstallError(Exception):

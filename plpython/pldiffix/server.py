@@ -123,17 +123,21 @@ def _require_admin(plpy: Any, action: str) -> str:
 @reports_errors
 def query_json(plpy: Any, sql: str | None) -> str:
     """diffix.query_json(sql): rows as a jsonb document, anonymized unless the role is direct."""
+    return _answer(plpy, sql, with_types=False).document
+
+
+def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
     tree = parse_single_select(sql)
     assert sql is not None
     level = catalog.effective_level(plpy, catalog.current_role(plpy))
     if level is AccessLevel.DIRECT:
-        return _run_with_own_privileges(plpy, tree)
+        return _run_with_own_privileges(plpy, tree, with_types)
     # TBE / Laplace tables have their own engine (cellkey/engine.py).
     from pldiffix.cellkey import engine as cellkey_engine
 
-    document = cellkey_engine.dispatch(plpy, sql, tree, level)
-    if document is not None:
-        return document
+    answer = cellkey_engine.dispatch(plpy, sql, tree, level)
+    if answer is not None:
+        return answer
     from pldiffix.core.relations import RelationKind
     from pldiffix.diffix.validation import validate
 
@@ -146,7 +150,7 @@ def query_json(plpy: Any, sql: str | None) -> str:
         treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
     )
     if not any(r.kind is RelationKind.PERSONAL for r in validated.relations):
-        return _run_with_own_privileges(plpy, tree)
+        return _run_with_own_privileges(plpy, tree, with_types)
     # The engine returns the statement with its anonymizing parts replaced by their anonymized
     # rows; everything else in it runs here, with the caller's own privileges.
     rows = catalog.query(
@@ -155,14 +159,35 @@ def query_json(plpy: Any, sql: str | None) -> str:
         ("text", "text", "text[]"),
         (sql, level.value, schemas),
     )
-    return _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]))
+    return _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types)
+
+
+# diffix.query runs in two steps inside one PL/pgSQL call (sql/core/60_query.sql): prepare_rows
+# answers the query, keeps its rows here and returns the column definition list; stashed_rows
+# hands those rows out. PL/pgSQL can then re-raise errors without PL/Python's prefix.
+_stash: dict[str, Any] = {}
 
 
 @reports_errors
-def query_rows(plpy: Any, sql: str | None) -> list[list[Any]]:
-    """diffix.query(sql): the rows of query_json, typed by the caller's column definition list."""
-    document = json.loads(query_json(plpy, sql), parse_float=Decimal)
-    return [[_as_sql_input(value) for value in row] for row in document["rows"]]
+def prepare_rows(plpy: Any, sql: str | None) -> str:
+    """The column definition list of the query's result; its rows wait for stashed_rows."""
+    _stash.clear()
+    answer = _answer(plpy, sql, with_types=True)
+    document = json.loads(answer.document, parse_float=Decimal)
+    _stash.update(
+        role=catalog.current_role(plpy),
+        rows=[[_as_sql_input(value) for value in row] for row in document["rows"]],
+    )
+    return ", ".join(f"c{i} {typ}" for i, typ in enumerate(answer.column_types, 1))
+
+
+@reports_errors
+def stashed_rows(plpy: Any) -> list[list[Any]]:
+    """The rows prepare_rows kept, once, and only for the role that asked for them."""
+    role, rows = _stash.pop("role", None), _stash.pop("rows", [])
+    if role != catalog.current_role(plpy):
+        return []
+    return rows
 
 
 def _as_sql_input(value: Any) -> Any:
@@ -173,7 +198,7 @@ def _as_sql_input(value: Any) -> Any:
     return value
 
 
-def _run_with_own_privileges(plpy: Any, tree: Any) -> str:
+def _run_with_own_privileges(plpy: Any, tree: Any, with_types: bool) -> results.Answer:
     """Runs one parsed SELECT as the caller and encodes its rows.
 
     The statement executed is generated from the parsed tree, never pasted from the text. Rows
@@ -182,10 +207,23 @@ def _run_with_own_privileges(plpy: Any, tree: Any) -> str:
     inside the query).
     """
     statement = tree.sql(dialect="postgres")  # generated once, wrapped twice
-    names = plpy.execute(_wrapped(statement, _COLUMN_NAMES)).colnames() or []
+    shape = plpy.execute(_wrapped(statement, _COLUMN_NAMES))
+    names = shape.colnames() or []
+    types = _type_names(plpy, shape.coltypes(), shape.coltypmods()) if with_types and names else []
     result = plpy.execute(_wrapped(statement, _ROWS_AS_JSON))
     rows = [results.decode_row_json(row["row"]) for row in result]
-    return results.encode_document(names, [0] * len(names), rows)
+    return results.Answer(results.encode_document(names, [0] * len(names), rows), types)
+
+
+def _type_names(plpy: Any, oids: list[int], typmods: list[int]) -> list[str]:
+    rows = catalog.query(
+        plpy,
+        "SELECT pg_catalog.format_type(t.oid, t.typmod) AS name"
+        " FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS t(oid, typmod, n) ORDER BY t.n",
+        ("oid[]", "int[]"),
+        (oids, typmods),
+    )
+    return [row["name"] for row in rows]
 
 
 _COLUMN_NAMES = "SELECT * FROM ({}) AS q LIMIT 0"

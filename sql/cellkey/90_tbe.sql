@@ -41,8 +41,8 @@ AS $python$
 import sys
 if "pldiffix.cellkey.config" not in sys.modules:
     plpy.execute("SELECT diffix._load_python()")
-from pldiffix.cellkey import config
-return config.mark(plpy, relid, method, config)
+from pldiffix.cellkey import config as cellkey_config
+return cellkey_config.mark(plpy, relid, method, config)
 $python$;
 REVOKE ALL ON FUNCTION diffix._mark_perturbed(oid, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION diffix._mark_perturbed(oid, text, jsonb) TO PUBLIC;
@@ -146,8 +146,8 @@ CREATE OR REPLACE AGGREGATE diffix.tbe_cell_key(bigint, bigint) (
 -- The perturbed count max(0, n + p) of a cell with n records and cell key `key` under the
 -- table's configuration. With scope keys on, pass the scope key (default 1: the grand total's
 -- scope). It reveals the p-matrix, so only administrators and direct-level roles may call it.
-CREATE OR REPLACE FUNCTION diffix.tbe_perturb(n bigint, key bigint, table_name regclass,
-                                              scope_key bigint DEFAULT NULL)
+CREATE OR REPLACE FUNCTION diffix._tbe_perturb(n bigint, key bigint, table_name regclass,
+                                               scope_key bigint)
 RETURNS bigint
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -158,12 +158,31 @@ if "pldiffix.cellkey.config" not in sys.modules:
 from pldiffix.cellkey import config
 return config.perturb_count(plpy, n, key, table_name, scope_key)
 $python$;
-ALTER FUNCTION diffix.tbe_perturb(bigint, bigint, regclass, bigint) OWNER TO diffix_engine;
+ALTER FUNCTION diffix._tbe_perturb(bigint, bigint, regclass, bigint) OWNER TO diffix_engine;
+
+CREATE OR REPLACE FUNCTION diffix.tbe_perturb(n bigint, key bigint, table_name regclass,
+                                              scope_key bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  message text; detail text; hint text;
+BEGIN
+  RETURN diffix._tbe_perturb(n, key, table_name, scope_key);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                          hint = PG_EXCEPTION_HINT;
+  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+END
+$$;
+-- Earlier installs had the PL/Python function under this name, owned by the engine.
+ALTER FUNCTION diffix.tbe_perturb(bigint, bigint, regclass, bigint) OWNER TO CURRENT_USER;
 
 -- The declared range name of a numeric value of a field of a TBE table (NULL: the sentinel '').
 -- Inside diffix.query_json write diffix.tbe_range(column): the engine turns it into this (or an
 -- equivalent CASE expression) for the column's field and the queried table.
-CREATE OR REPLACE FUNCTION diffix.tbe_range(value numeric, field text, table_name regclass)
+CREATE OR REPLACE FUNCTION diffix._tbe_range(value numeric, field text, table_name regclass)
 RETURNS text
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -174,10 +193,28 @@ if "pldiffix.cellkey.config" not in sys.modules:
 from pldiffix.cellkey import config
 return config.range_label(plpy, value, field, table_name)
 $python$;
-ALTER FUNCTION diffix.tbe_range(numeric, text, regclass) OWNER TO diffix_engine;
+ALTER FUNCTION diffix._tbe_range(numeric, text, regclass) OWNER TO diffix_engine;
+
+CREATE OR REPLACE FUNCTION diffix.tbe_range(value numeric, field text, table_name regclass)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  message text; detail text; hint text;
+BEGIN
+  RETURN diffix._tbe_range(value, field, table_name);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                          hint = PG_EXCEPTION_HINT;
+  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+END
+$$;
+-- (earlier installs: the PL/Python function, owned by the engine)
+ALTER FUNCTION diffix.tbe_range(numeric, text, regclass) OWNER TO CURRENT_USER;
 
 -- float4/float8 columns (compared with the float nearest each range bound, as `col <= 39.99`).
-CREATE OR REPLACE FUNCTION diffix.tbe_range(value double precision, field text,
+CREATE OR REPLACE FUNCTION diffix._tbe_range(value double precision, field text,
                                             table_name regclass)
 RETURNS text
 LANGUAGE plpython3u STABLE SECURITY DEFINER
@@ -189,7 +226,25 @@ if "pldiffix.cellkey.config" not in sys.modules:
 from pldiffix.cellkey import config
 return config.range_label(plpy, value, field, table_name)
 $python$;
-ALTER FUNCTION diffix.tbe_range(double precision, text, regclass) OWNER TO diffix_engine;
+ALTER FUNCTION diffix._tbe_range(double precision, text, regclass) OWNER TO diffix_engine;
+
+CREATE OR REPLACE FUNCTION diffix.tbe_range(value double precision, field text, table_name regclass)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  message text; detail text; hint text;
+BEGIN
+  RETURN diffix._tbe_range(value, field, table_name);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                          hint = PG_EXCEPTION_HINT;
+  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+END
+$$;
+-- (earlier installs: the PL/Python function, owned by the engine)
+ALTER FUNCTION diffix.tbe_range(double precision, text, regclass) OWNER TO CURRENT_USER;
 
 CREATE OR REPLACE FUNCTION diffix.tbe_range(value anyelement) RETURNS text
 LANGUAGE plpgsql IMMUTABLE

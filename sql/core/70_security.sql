@@ -16,15 +16,78 @@ BEGIN
 END
 $$;
 
+-- Fingerprint of the privileges on every relation that is not personal or perturbed. Taken before
+-- and after a GRANT, it tells whether the GRANT also opened other tables (see below).
+CREATE OR REPLACE FUNCTION diffix._other_tables_acl_digest() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT md5(COALESCE(string_agg(
+           c.oid::text || ':' || COALESCE(c.relacl::text, '') || ':' ||
+           COALESCE((SELECT string_agg(a.attnum::text || '=' || a.attacl::text, ',' ORDER BY a.attnum)
+                     FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL), ''),
+           ';' ORDER BY c.oid), ''))
+  FROM pg_class c
+  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+    AND c.oid NOT IN (SELECT l.relid FROM diffix.table_labels l
+                      WHERE l.label IN ('personal', 'perturbed'))
+$$;
+
+CREATE OR REPLACE FUNCTION diffix._note_acls_before_grant() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM set_config('pldiffix.acl_digest_before_grant', diffix._other_tables_acl_digest(), true);
+END
+$$;
+
 -- A GRANT (or ALTER TABLE ... OWNER TO) that would let an anonymized role or PUBLIC read a
--- personal table directly is refused: the whole command is rolled back.
+-- personal table directly never takes effect on that table:
+-- * a GRANT that also opened other tables (GRANT ... ON ALL TABLES IN SCHEMA, or a list mixing
+--   personal and other tables) keeps what it gave on the others; SELECT on the personal and
+--   perturbed tables is revoked again and a NOTICE names them;
+-- * any other such command (a GRANT naming only personal tables, a change of owner) is refused:
+--   the whole command is rolled back.
+-- Whether a GRANT opened other tables is told by the privilege fingerprint taken before it, or by
+-- the statement's text naming ALL TABLES IN SCHEMA (re-running such a grant changes nothing on
+-- the other tables). Either way no exposure survives: the choice is only between an error and a
+-- NOTICE.
 CREATE OR REPLACE FUNCTION diffix._refuse_exposing_grants() RETURNS event_trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   exposure record;
+  opened_others boolean;
+  withheld text;
 BEGIN
+  IF NOT EXISTS (SELECT FROM diffix._personal_table_exposures()) THEN
+    RETURN;
+  END IF;
+  opened_others := tg_tag = 'GRANT' AND (
+    current_setting('pldiffix.acl_digest_before_grant', true)
+      IS DISTINCT FROM diffix._other_tables_acl_digest()
+    OR current_query() ~* '\mall\s+tables\s+in\s+schema\M');
+  IF opened_others THEN
+    SELECT string_agg(DISTINCT format('%s table %s', l.label, e.table_name), ', ')
+      INTO withheld
+    FROM diffix._personal_table_exposures() e JOIN diffix.table_labels l ON l.relid = e.relid
+    WHERE e.via IN ('table grant', 'column grant');
+    FOR exposure IN
+      SELECT DISTINCT e.relid, e.grantee FROM diffix._personal_table_exposures() e
+      WHERE e.via IN ('table grant', 'column grant')
+    LOOP
+      -- column privileges go with the table-level REVOKE
+      EXECUTE format('REVOKE SELECT ON %s FROM %s', exposure.relid::regclass,
+                     CASE exposure.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
+                          ELSE quote_ident(exposure.grantee) END);
+    END LOOP;
+    RAISE NOTICE 'GRANT applied except SELECT on %', withheld
+      USING DETAIL = 'anonymized roles read personal and perturbed tables only through pldiffix',
+            HINT = 'to give a role raw access, first CALL diffix.mark_role(role, ''direct'')';
+  END IF;
+  -- What could not be withheld (an owner change, another grantor's grant) refuses the command.
   SELECT e.*, l.label INTO exposure
   FROM diffix._personal_table_exposures() e JOIN diffix.table_labels l ON l.relid = e.relid
   LIMIT 1;
@@ -41,6 +104,11 @@ $$;
 DROP EVENT TRIGGER IF EXISTS diffix_forget_dropped_objects;
 CREATE EVENT TRIGGER diffix_forget_dropped_objects ON sql_drop
   EXECUTE FUNCTION diffix._forget_dropped_objects();
+
+DROP EVENT TRIGGER IF EXISTS diffix_note_acls_before_grant;
+CREATE EVENT TRIGGER diffix_note_acls_before_grant ON ddl_command_start
+  WHEN TAG IN ('GRANT')
+  EXECUTE FUNCTION diffix._note_acls_before_grant();
 
 DROP EVENT TRIGGER IF EXISTS diffix_refuse_exposing_grants;
 CREATE EVENT TRIGGER diffix_refuse_exposing_grants ON ddl_command_end

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from pldiffix_tools import bench
 
 pytestmark = pytest.mark.db

@@ -21,6 +21,7 @@ from bucket_replay import (
     run_query,
     sum_col,
 )
+
 from pldiffix.diffix.anonymization import AidKind, AnonymizationParams, SummandType
 
 SALT = "summaries"

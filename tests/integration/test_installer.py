@@ -6,6 +6,7 @@ import io
 from types import SimpleNamespace
 
 import pytest
+
 from pldiffix_installer import cli, install, modules
 
 

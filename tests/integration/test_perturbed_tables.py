@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from pldiffix.cellkey import laplace, tbe
 from pldiffix_installer import cli
 
@@ -461,6 +462,25 @@ def test_cell_key_perturb_and_range_functions(dwellings):
         direct.execute("SELECT diffix.tbe_range(100.005, 'AMOUNT', 'dwellings')")
     with pytest.raises(psycopg.errors.FeatureNotSupported, match="only works inside"):
         direct.execute("SELECT diffix.tbe_range(3)")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT diffix.tbe_perturb(5, 7, 'pg_class')",
+        "SELECT diffix.tbe_range(3, 'BEDROOMS', 'pg_class')",
+        "SELECT diffix.tbe_range(3.5::float8, 'NO_SUCH_FIELD', 'dwellings')",
+        "SELECT diffix.tbe_range(100.005, 'AMOUNT', 'dwellings')",
+    ],
+)
+def test_cell_key_function_errors_read_like_postgresql_errors(dwellings, call):
+    direct = dwellings.as_role(dwellings.create_role("direct"))
+    with pytest.raises(psycopg.Error) as error:
+        direct.execute(call)
+    diag = error.value.diag
+    assert diag.sqlstate not in (None, "XX000", "38000")
+    assert diag.message_primary
+    assert not diag.message_primary.startswith(("plpy", "spiexceptions", ":"))
 
 
 # --- CLI -----------------------------------------------------------------------------------------

@@ -63,6 +63,56 @@ def test_query_returns_rows_typed_by_the_column_definition_list(bank):
     assert rows == [("Berlin", "DE"), ("Oslo", "NO"), ("Rome", "IT")]
 
 
+def test_query_returns_the_engine_types_of_anonymized_rows(bank):
+    analyst = bank.as_role(bank.create_role("anonymized_untrusted"))
+    rows = analyst.execute(
+        "SELECT * FROM diffix.query('SELECT city, count(*), avg(age) FROM customers "
+        "GROUP BY city ORDER BY city') AS t(city text, n bigint, mean numeric)"
+    ).fetchall()
+    assert [row[0] for row in rows] == ["Berlin", "Oslo", "Rome"]
+    assert all(isinstance(row[1], int) and row[1] > 0 for row in rows)
+
+
+def test_query_errors_read_like_postgresql_errors(bank):
+    analyst = bank.as_role(bank.create_role("anonymized_untrusted"))
+    with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
+        analyst.execute(
+            "SELECT * FROM diffix.query('SELECT age, count(*) FROM customers "
+            "WHERE age > 30 GROUP BY age') AS t(age int, n bigint)"
+        )
+    diag = error.value.diag
+    assert not diag.message_primary.startswith(("plpy", "spiexceptions", ":"))
+    assert diag.message_hint
+
+
+def test_query_with_the_wrong_column_types_says_which_to_declare(bank):
+    with pytest.raises(psycopg.errors.DatatypeMismatch) as error:
+        bank.admin.execute(
+            "SELECT * FROM diffix.query('SELECT name, count(*) FROM cities GROUP BY name') "
+            "AS t(name text, n integer)"
+        )
+    diag = error.value.diag
+    assert diag.message_detail == (
+        "Returned type bigint does not match expected type integer in column 2."
+    )
+    assert diag.message_hint == "declare the columns with the types the query returns: text, bigint"
+
+
+def test_rows_kept_for_one_role_are_not_handed_to_another(bank):
+    direct = bank.create_role("direct")
+    other = bank.create_role()  # no grant on customers
+    bank.admin.execute(f'GRANT SELECT ON customers TO "{direct}"; GRANT "{other}" TO "{direct}"')
+    conn = bank.as_role(direct)
+    columns = conn.execute("SELECT diffix._query_prepare('SELECT id, age FROM customers')")
+    assert columns.fetchone() == ("c1 integer, c2 integer",)
+    conn.execute(f'SET ROLE "{other}"')
+    leaked = conn.execute("SELECT * FROM diffix._query_stashed() AS t(id int, age int)")
+    assert leaked.fetchall() == []
+    conn.execute("RESET ROLE")
+    again = conn.execute("SELECT * FROM diffix._query_stashed() AS t(id int, age int)")
+    assert again.fetchall() == []
+
+
 def test_direct_users_run_with_their_own_privileges(bank):
     direct = bank.create_role("direct")
     bank.admin.execute("REVOKE SELECT ON cities FROM PUBLIC")

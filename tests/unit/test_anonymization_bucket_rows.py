@@ -7,6 +7,7 @@ import random
 
 import pytest
 from packed_arrays import packed
+
 from pldiffix.diffix.anonymization import bucket_rows
 from pldiffix.diffix.anonymization.bucket_rows import BucketRows
 from pldiffix.diffix.anonymization.bulk import NumpyKernel, PerAid, PythonKernel

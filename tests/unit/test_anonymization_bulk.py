@@ -9,6 +9,7 @@ import struct
 
 import pytest
 from packed_arrays import packed
+
 from pldiffix.diffix.anonymization import (
     AidKind,
     AnonymizationParams,

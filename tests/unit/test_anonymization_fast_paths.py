@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from pldiffix.diffix.anonymization import (
     AidKind,
     AnonymizationParams,

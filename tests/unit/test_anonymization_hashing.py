@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pldiffix.diffix.anonymization.hashing import (
     AidKind,
     fnv1a_64,

@@ -7,6 +7,7 @@ import math
 import statistics
 
 import pytest
+
 from pldiffix.diffix.anonymization._cnum import c_div, c_max, c_round, to_int32
 from pldiffix.diffix.anonymization.hashing import hash_string
 from pldiffix.diffix.anonymization.noise import (

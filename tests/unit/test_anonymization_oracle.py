@@ -19,6 +19,7 @@ from bucket_replay import (
     run_query,
     sum_col,
 )
+
 from pldiffix.diffix.anonymization import AidKind, AnonymizationParams, SummandType
 
 ORDERS = [

@@ -10,6 +10,7 @@ import random
 
 import numpy as np
 import pytest
+
 from pldiffix.diffix.anonymization import (
     AidKind,
     AnonymizationParams,

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+
 from pldiffix.diffix.anonymization.hashing import hash_string
 from pldiffix.diffix.anonymization.seeds import (
     SeedMaterial,

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+
 from pldiffix.diffix import engine
 from pldiffix.diffix.anonymization.bucket_rows import KeptRows
 from pldiffix.diffix.anonymization.bulk import NumpyKernel

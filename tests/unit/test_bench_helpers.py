@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+
 from pldiffix_tools import bench
 from pldiffix_tools.bench import FirstCall, Measurement, QueryResult, ScaleResult
 

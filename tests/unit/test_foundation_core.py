@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+
 from pldiffix.core import results, session, settings
 from pldiffix.core.levels import AccessLevel, most_restricted
 from pldiffix.core.statements import QueryError, parse_single_select

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from pldiffix.cellkey import laplace
 from pldiffix.cellkey.laplace import LaplaceConfig, LaplaceConfigError, LaplaceInputError
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from test_validation import CATALOG, TRUSTED
+
 from pldiffix.diffix import engine, rewrite
 from pldiffix.diffix.validation import validate
-from test_validation import CATALOG, TRUSTED
 
 TYPES = {
     ("test_customers", "discount"): "float4",

@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from pldiffix.cellkey import tbe
 from pldiffix.cellkey.tbe import (
     CellInput,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+
 from pldiffix.core.relations import (
     ColumnInfo,
     FunctionInfo,

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from pldiffix_installer import install
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
+from pldiffix_installer import install
 from pldiffix_tools.cluster import EmbeddedCluster
 
 # Server settings for the reference machine (2 cores, 24 GiB RAM). Documented in

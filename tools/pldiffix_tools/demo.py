@@ -7,11 +7,11 @@ import io
 import sys
 
 import psycopg
+from psycopg.conninfo import make_conninfo
+
 from pldiffix_installer import cellkey, install
 from pldiffix_installer.paths import REPO_ROOT
 from pldiffix_installer.tables import format_table
-from psycopg.conninfo import make_conninfo
-
 from pldiffix_tools.cluster import EmbeddedCluster
 
 DATA = """

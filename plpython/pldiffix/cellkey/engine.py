@@ -17,10 +17,13 @@ cell with tbe.perturb_cell or laplace.perturb_cell, then sorts and limits.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+from sqlglot import exp
 
 from pldiffix.cellkey import laplace, tbe
 from pldiffix.cellkey.config import Column, PerturbedTable, load
@@ -28,7 +31,6 @@ from pldiffix.core import catalog, results
 from pldiffix.core.errors import reports_errors
 from pldiffix.core.levels import AccessLevel
 from pldiffix.core.statements import QueryError, parse_single_select
-from sqlglot import exp
 
 _TEXT_OID = 25
 _ALLOWED_SELECT_ARGS = {
@@ -97,8 +99,10 @@ def perturbed_table_in(plpy: Any, tree: exp.Expression) -> int | None:
     return None
 
 
-def dispatch(plpy: Any, sql: str, tree: exp.Expression, level: AccessLevel) -> str | None:
-    """The document for an anonymized query over a perturbed table, else None (not ours)."""
+def dispatch(
+    plpy: Any, sql: str, tree: exp.Expression, level: AccessLevel
+) -> results.Answer | None:
+    """The answer to an anonymized query over a perturbed table, else None (not ours)."""
     if not level.is_anonymized:
         return None
     relid = perturbed_table_in(plpy, tree)
@@ -106,11 +110,12 @@ def dispatch(plpy: Any, sql: str, tree: exp.Expression, level: AccessLevel) -> s
         return None
     rows = catalog.query(
         plpy,
-        "SELECT diffix._perturbed_query_json($1, $2, $3)::text AS doc",
+        "SELECT (d - 'types')::text AS doc, (d -> 'types')::text AS types"
+        " FROM diffix._perturbed_query_json($1, $2, $3) AS d",
         ("text", "oid", "text"),
         (sql, relid, level.value),
     )
-    return rows[0]["doc"]
+    return results.Answer(rows[0]["doc"], json.loads(rows[0]["types"]))
 
 
 # --- the engine side (SECURITY DEFINER, owned by diffix_engine) --------------------------------
@@ -573,7 +578,19 @@ def _execute(plpy: Any, plan: Plan) -> str:
         else 0
         for item in plan.items
     ]
-    return results.encode_document([item.name for item in plan.items], type_oids, out_rows)
+    return results.encode_document(
+        [item.name for item in plan.items],
+        type_oids,
+        out_rows,
+        column_types=[_output_type(item) for item in plan.items],
+    )
+
+
+def _output_type(item: OutputItem) -> str:
+    """The SQL type of an output column, for diffix.query's column definition list."""
+    if item.group is not None:
+        return "text" if item.group.ranged else item.group.column.type_sql
+    return "bigint" if item.kind == "count" else "numeric"
 
 
 def _where(

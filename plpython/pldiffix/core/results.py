@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -74,20 +75,40 @@ def encode_value(value: Any, type_oid: int = 0) -> str:
 
 
 def encode_document(
-    columns: Sequence[str], type_oids: Sequence[int], rows: Sequence[Sequence[Any]]
+    columns: Sequence[str],
+    type_oids: Sequence[int],
+    rows: Sequence[Sequence[Any]],
+    *,
+    column_types: Sequence[str] | None = None,
 ) -> str:
-    """{"columns": [...], "rows": [[...], ...]} as JSON text."""
+    """{"columns": [...], "rows": [[...], ...]} as JSON text; with column_types (SQL type names)
+    also "types": [...], which the engine passes back to diffix.query but analysts never see."""
     encoded_rows = (
         "[" + ",".join(encode_value(v, oid) for v, oid in zip(row, type_oids, strict=True)) + "]"
         for row in rows
     )
+    types = (
+        ""
+        if column_types is None
+        else ',"types":' + json.dumps(list(column_types), separators=(",", ":"))
+    )
     return (
         '{"columns":'
         + json.dumps(list(columns), ensure_ascii=False, separators=(",", ":"))
+        + types
         + ',"rows":['
         + ",".join(encoded_rows)
         + "]}"
     )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A query's result: the document diffix.query_json returns and each column's SQL type
+    (format_type), from which diffix.query builds its column definition list."""
+
+    document: str
+    column_types: list[str]
 
 
 class _Pairs(list):

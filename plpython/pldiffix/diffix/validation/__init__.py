@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 
 import sqlglot
-from pldiffix.core import errors as sqlstate
-from pldiffix.core.relations import Catalog
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+
+from pldiffix.core import errors as sqlstate
+from pldiffix.core.relations import Catalog
 
 from ..query_model import ValidatedQuery
 from .analyzer import TRUSTED, UNTRUSTED, Analyzer, error_for_statement

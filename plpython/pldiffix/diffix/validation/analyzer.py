@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from sqlglot import exp
+
 from pldiffix.core import errors as sqlstate
 from pldiffix.core.relations import Catalog, FunctionInfo, RelationKind
 from pldiffix.diffix.money import is_money_rounded
-from sqlglot import exp
 
 from ..query_model import (
     Aggregate,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.tokens import Token, TokenType
+
 from pldiffix.core.errors import (
     FEATURE_NOT_SUPPORTED,
     UserError,
 )
-from sqlglot import exp
-from sqlglot.dialects.postgres import Postgres
-from sqlglot.tokens import Token, TokenType
 
 
 class ValidationError(UserError):
