@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: deps
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit

@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS diffix.table_labels (
   relid oid PRIMARY KEY,
   label text NOT NULL CHECK (label IN ('personal', 'public', 'perturbed'))
 );
--- 'perturbed' (cell-key or Laplace tables, sql/90_tbe.sql) came later: widen older installs.
+-- 'perturbed' (cell-key or Laplace tables, sql/cellkey/90_tbe.sql) came later: widen older installs.
 ALTER TABLE diffix.table_labels DROP CONSTRAINT IF EXISTS table_labels_label_check;
 ALTER TABLE diffix.table_labels ADD CONSTRAINT table_labels_label_check
   CHECK (label IN ('personal', 'public', 'perturbed'));

@@ -3,6 +3,10 @@
 Pure Python, standard library only. The SQL side aggregates the records of each output cell into a
 few numbers (see `CellInput`); this module turns those into perturbed values, once per cell.
 Definitions and the project's reading of the algorithm: docs/tbe.md.
+
+Longer than our ~800-line aim: the configuration format (p-table, s-table, scope-key declarations
+and their validation) and the perturbation that reads it change together and are tested together
+(tests/unit/test_tbe.py); splitting them would leave each half unreadable without the other.
 """
 
 from __future__ import annotations
