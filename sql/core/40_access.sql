@@ -69,6 +69,9 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION diffix._revoke_exposures() FROM PUBLIC;
+-- The exposing-grants trigger runs as whoever issued the GRANT (a table owner, say) and withholds
+-- through this; with invoker rights it revokes only what that role may revoke, and only exposures.
+GRANT EXECUTE ON FUNCTION diffix._revoke_exposures() TO PUBLIC;
 
 -- Removes the role from every access-level group it is a direct member of.
 CREATE OR REPLACE FUNCTION diffix._leave_level_groups(target oid) RETURNS void

@@ -74,15 +74,7 @@ BEGIN
       INTO withheld
     FROM diffix._personal_table_exposures() e JOIN diffix.table_labels l ON l.relid = e.relid
     WHERE e.via IN ('table grant', 'column grant');
-    FOR exposure IN
-      SELECT DISTINCT e.relid, e.grantee FROM diffix._personal_table_exposures() e
-      WHERE e.via IN ('table grant', 'column grant')
-    LOOP
-      -- column privileges go with the table-level REVOKE
-      EXECUTE format('REVOKE SELECT ON %s FROM %s', exposure.relid::regclass,
-                     CASE exposure.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
-                          ELSE quote_ident(exposure.grantee) END);
-    END LOOP;
+    PERFORM diffix._revoke_exposures();
     RAISE NOTICE 'GRANT applied except SELECT on %', withheld
       USING DETAIL = 'anonymized roles read personal and perturbed tables only through pldiffix',
             HINT = 'to give a role raw access, first CALL diffix.mark_role(role, ''direct'')';

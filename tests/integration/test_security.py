@@ -96,6 +96,23 @@ def test_a_broad_grant_opens_the_other_tables_and_withholds_personal_ones(bank, 
     assert bank.execute("SELECT * FROM diffix.check_security() WHERE severity = 'critical'") == []
 
 
+def test_a_table_owner_who_is_no_superuser_gets_the_same_withholding(bank, analyst):
+    owner = bank.create_role("direct")
+    bank.admin.execute(f'CREATE SCHEMA shop AUTHORIZATION "{owner}"')
+    conn = bank.as_role(owner)
+    conn.execute("CREATE TABLE shop.orders (uid int, total int); CREATE TABLE shop.items (n int)")
+    conn.execute("INSERT INTO shop.orders VALUES (1, 10); INSERT INTO shop.items VALUES (1)")
+    bank.admin.execute("CALL diffix.mark_personal('shop.orders', 'uid')")
+    conn.execute(f'GRANT USAGE ON SCHEMA shop TO "{analyst}"')
+    conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA shop TO "{analyst}"')
+    reader = bank.as_role(analyst)
+    assert reader.execute("SELECT n FROM shop.items").fetchall() == [(1,)]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        reader.execute("SELECT total FROM shop.orders")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="refused: personal table"):
+        conn.execute(f'GRANT SELECT ON shop.orders TO "{analyst}"')
+
+
 def test_a_broad_grant_still_opens_personal_tables_to_direct_roles(bank):
     direct = bank.create_role("direct")
     bank.admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{direct}"')
