@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from sqlglot import exp
+
 from pldiffix.cellkey import laplace, tbe
 from pldiffix.cellkey.config import Column, PerturbedTable, load
 from pldiffix.core import catalog, results
 from pldiffix.core.errors import reports_errors
 from pldiffix.core.levels import AccessLevel
 from pldiffix.core.statements import QueryError, parse_single_select
-from sqlglot import exp
 
 _TEXT_OID = 25
 _ALLOWED_SELECT_ARGS = {

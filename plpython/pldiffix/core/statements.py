@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlglot
-from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, UserError
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+
+from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, UserError
 
 _QUERY_ROOTS = (exp.Select, exp.SetOperation, exp.Subquery)
 _WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from sqlglot import exp
+
 from pldiffix.core import catalog
 from pldiffix.core.errors import UserError
 from pldiffix.core.levels import AccessLevel
@@ -60,7 +62,6 @@ from pldiffix.diffix.query_model import AnonymizingQuery, ColumnRef, RangeEntry,
 from pldiffix.diffix.rewrite import SqlType, quote
 from pldiffix.diffix.validation import validate
 from pldiffix.diffix.validation.pgtypes import normalize_type
-from sqlglot import exp
 
 FETCH_SIZE = 500  # bucket rows per fetch, at most
 GROUPED = "grouped"  # a per-AID column the reader derived from rows

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pldiffix.core.relations import RelationKind
 from sqlglot import exp
+
+from pldiffix.core.relations import RelationKind
 
 # --------------------------------------------------------------------------------------------------
 # Validated query model

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from sqlglot import exp
+
 from pldiffix.diffix.anonymization import SummandType
 from pldiffix.diffix.query_model import AnonymizingQuery, ColumnRef, FromItem, Join, RangeEntry
 from pldiffix.diffix.validation.pgtypes import normalize_type
-from sqlglot import exp
 
 NUMERIC_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric"})
 TEXT_LABEL_TYPES = frozenset({"text", "varchar", "bpchar", "cstring"})

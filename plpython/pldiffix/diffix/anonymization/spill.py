@@ -34,6 +34,7 @@ from functools import partial
 from typing import IO, Any
 
 import numpy as np
+
 from pldiffix.diffix.anonymization.bucket_rows import BucketRows
 from pldiffix.diffix.anonymization.bulk import dense
 

@@ -13,14 +13,21 @@ from __future__ import annotations
 import logging
 
 import sqlglot
-from pldiffix.core import errors as sqlstate
-from pldiffix.core.relations import Catalog
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from pldiffix.core import errors as sqlstate
+from pldiffix.core.relations import Catalog
+
 from ..query_model import ValidatedQuery
-from .analyzer import TRUSTED, UNTRUSTED, Analyzer, error_for_statement
-from .errors import ValidationError, attach_source, error_at, error_rendered
+from .analyzer import TRUSTED, UNTRUSTED, Analyzer
+from .errors import (
+    ValidationError,
+    attach_source,
+    error_at,
+    error_for_statement,
+    error_rendered,
+)
 from .pgcatalog import catalog_access_allowed
 
 __all__ = ["TRUSTED", "UNTRUSTED", "ValidationError", "parse_statement", "validate"]

@@ -7,13 +7,14 @@ around them (outer queries, CTEs, set operations, sublinks) is post-processing a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+
+from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
 from pldiffix.core.relations import Catalog, FunctionInfo, RelationKind
 from pldiffix.diffix.money import is_money_rounded
-from sqlglot import exp
 
 from ..query_model import (
     Aggregate,
@@ -32,7 +33,7 @@ from ..query_model import (
     RangeEntry,
     RelationRef,
 )
-from .errors import ValidationError, error_at, error_rendered, render
+from .errors import error_at, error_rendered, render
 from .functions import (
     DIFFIX_AGGREGATES,
     PRIMARY_ARG,
@@ -43,6 +44,7 @@ from .functions import (
     builtin_name,
     choose_signature,
     family_display,
+    family_example,
     generalizer_call,
 )
 from .pgtypes import (
@@ -56,8 +58,21 @@ from .pgtypes import (
     literal_type,
     money_neighbours,
     normalize_type,
+    type_display,
 )
 from .scope import Resolved, Scope, Source
+from .syntax import (
+    conjuncts,
+    ident_name,
+    is_literal_constant,
+    literal_value,
+    output_name,
+    strip_parens,
+    unalias,
+    walk_nodes,
+    where_always_false,
+    zip_aliases,
+)
 
 TRUSTED = "anonymized_trusted"
 UNTRUSTED = "anonymized_untrusted"
@@ -79,11 +94,6 @@ AGGREGATES_HINT = (
     "diffix.count_histogram(aid_col[, bin_size]) and diffix.is_suppress_bin(*). Other "
     "aggregates can be computed over anonymized results in an outer query."
 )
-POST_PROCESS_HINT = (
-    "Anonymize first and post-process in an outer query, e.g. "
-    "SELECT ... FROM (SELECT city, count(*) FROM personal_table GROUP BY city) x."
-)
-
 # SQL keywords that look like column references but are functions.
 PSEUDO_COLUMNS = frozenset(
     {
@@ -102,91 +112,6 @@ PSEUDO_COLUMNS = frozenset(
 )
 
 Outputs = tuple[list[tuple[str, str | None]], bool]  # (columns, opaque)
-
-
-def ident_name(node: exp.Expression | str | None) -> str:
-    """An identifier as PostgreSQL folds it: unquoted names in lower case."""
-    if node is None:
-        return ""
-    if isinstance(node, str):
-        return node.lower()
-    if isinstance(node, exp.Identifier):
-        return node.this if node.quoted else node.this.lower()
-    if isinstance(node, exp.Star):
-        return "*"
-    return node.name.lower()
-
-
-def strip_parens(node: exp.Expression) -> exp.Expression:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    return node
-
-
-def is_literal_constant(node: exp.Expression) -> bool:
-    """A token the parser turns into a Const (before any cast is applied)."""
-    node = strip_parens(node)
-    if isinstance(node, exp.Neg):
-        inner = strip_parens(node.this)
-        return isinstance(inner, exp.Literal) and not inner.is_string
-    return isinstance(node, (exp.Literal, exp.Null, exp.Boolean, exp.Var, exp.HexString))
-
-
-def _const_truth(node: exp.Expression) -> bool | str | None:
-    """Evaluate a WHERE clause made of literals: True, False, None (NULL) or "unknown"."""
-    node = strip_parens(node)
-    if isinstance(node, exp.Boolean):
-        return bool(node.this)
-    if isinstance(node, exp.Null):
-        return None
-    if isinstance(node, exp.Not):
-        value = _const_truth(node.this)
-        return value if value in (None, "unknown") else not value
-    if isinstance(node, exp.And):
-        values = [_const_truth(node.this), _const_truth(node.expression)]
-        if False in values:
-            return False
-        if "unknown" in values:
-            return "unknown"
-        return None if None in values else True
-    if isinstance(node, exp.Or):
-        values = [_const_truth(node.this), _const_truth(node.expression)]
-        if True in values:
-            return True
-        if "unknown" in values:
-            return "unknown"
-        return None if None in values else False
-    if isinstance(node, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
-        left, right = strip_parens(node.this), strip_parens(node.expression)
-        if isinstance(left, exp.Null) or isinstance(right, exp.Null):
-            return None
-        a, b = _literal_value(left), _literal_value(right)
-        if a is None or b is None or type(a) is not type(b):
-            return "unknown"
-        ops = {
-            exp.EQ: a == b,
-            exp.NEQ: a != b,
-            exp.GT: a > b,
-            exp.GTE: a >= b,
-            exp.LT: a < b,
-            exp.LTE: a <= b,
-        }
-        return ops[type(node)]
-    return "unknown"
-
-
-def _literal_value(node: exp.Expression) -> float | str | None:
-    if isinstance(node, exp.Literal):
-        return node.this if node.is_string else literal_number(node.this)
-    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-        value = literal_number(node.this.this)
-        return None if value is None else -value
-    return None
-
-
-def where_always_false(select: exp.Select) -> bool:
-    where = select.args.get("where")
-    return where is not None and _const_truth(where.this) in (False, None)
 
 
 @dataclass
@@ -877,7 +802,7 @@ class Analyzer:
                     self.qualify(node)
         names = [output_name(item) for item in select.expressions]
         outputs = tuple(
-            OutputColumn(names[i], _unalias(item), output_groups[i])
+            OutputColumn(names[i], unalias(item), output_groups[i])
             for i, item in enumerate(select.expressions)
         )
         order = select.args.get("order")
@@ -935,7 +860,7 @@ class Analyzer:
         column.set("catalog", None)
 
     def check_unsupported_features(self, select: exp.Select) -> None:
-        for node in _nodes(select.expressions, select.args.get("order")):
+        for node in walk_nodes(select.expressions, select.args.get("order")):
             info = self._srf(node)
             if info is not None:
                 raise error_at(
@@ -965,7 +890,9 @@ class Analyzer:
                     "that read personal tables",
                     "List the grouping columns in a plain GROUP BY and run one query per grouping.",
                 )
-        for node in _nodes(select.expressions, select.args.get("having"), select.args.get("order")):
+        for node in walk_nodes(
+            select.expressions, select.args.get("having"), select.args.get("order")
+        ):
             if isinstance(node, exp.Window):
                 raise error_at(
                     node,
@@ -1007,7 +934,7 @@ class Analyzer:
         if where is None:
             return []
         filters = []
-        for condition in _conjuncts(where.this):
+        for condition in conjuncts(where.this):
             if not isinstance(condition, exp.EQ):
                 raise error_at(
                     condition,
@@ -1049,7 +976,7 @@ class Analyzer:
         results: list[AggResult] = []
         having = select.args.get("having")
         order = select.args.get("order")
-        for node in _nodes(select.expressions, having, order):
+        for node in walk_nodes(select.expressions, having, order):
             if isinstance(node, exp.Filter):
                 raise error_rendered(
                     node,
@@ -1065,7 +992,7 @@ class Analyzer:
                     AGGREGATES_HINT,
                 )
         seen: set[int] = set()
-        for node in _nodes(select.expressions, having, order):
+        for node in walk_nodes(select.expressions, having, order):
             if id(node) in seen:
                 continue
             result = self.check_aggregate(node)
@@ -1176,7 +1103,7 @@ class Analyzer:
         ):
             raise error_at(
                 node,
-                f"{name}() needs a numeric argument, not {_type_display(arg_type)}",
+                f"{name}() needs a numeric argument, not {type_display(arg_type)}",
                 "Count the rows instead (count(col)), or aggregate a numeric column.",
             )
         inner = self.unwrap(arg)
@@ -1248,7 +1175,7 @@ class Analyzer:
             raw = args[1]
             value_node = self.unwrap(raw)
             value_type = self.type_of(value_node)
-            value = _literal_value(strip_parens(value_node))
+            value = literal_value(strip_parens(value_node))
             if isinstance(strip_parens(value_node), exp.Literal) and value_type == UNKNOWN:
                 value = literal_number(strip_parens(value_node).this)
                 value_type = "int8" if value is not None and value == int(value) else None
@@ -1377,7 +1304,7 @@ class Analyzer:
             on = join.args.get("on")
             if on is None:
                 raise error_at(join, "JOIN without a condition", "Add ON a.col = b.col.")
-            for condition in _conjuncts(on):
+            for condition in conjuncts(on):
                 if not isinstance(condition, exp.EQ):
                     raise error_at(
                         condition,
@@ -1418,11 +1345,11 @@ class Analyzer:
             assert group is not None
             for node in group.expressions:
                 index = self.select_item_ref(node, items, aliases, prefer_alias=False)
-                exprs.append(_unalias(items[index]) if index is not None else node)
+                exprs.append(unalias(items[index]) if index is not None else node)
         elif implicit:
             for item in items:
                 if any(isinstance(n, exp.Column) for n in item.walk()):
-                    exprs.append(_unalias(item))
+                    exprs.append(unalias(item))
             order = select.args.get("order")
             for ordered in order.expressions if order is not None else []:
                 node = ordered.this
@@ -1454,7 +1381,7 @@ class Analyzer:
             groups.append(gen)
             canon.append(key)
         for i, item in enumerate(items):
-            key = self.canon(_unalias(item))
+            key = self.canon(unalias(item))
             if key in canon:
                 item_group[i] = canon.index(key)
         return groups, explicit, implicit, item_group
@@ -1509,7 +1436,7 @@ class Analyzer:
                 visit(child)
 
         for item in items:
-            visit(_unalias(item))
+            visit(unalias(item))
         having = select.args.get("having")
         if having is not None:
             visit(having.this)
@@ -1613,7 +1540,7 @@ class Analyzer:
             raise error_at(
                 cast,
                 f"only date/time values can be cast to text in {where} of a query that reads "
-                f"personal tables ({render(cast.this)} is {_type_display(source_type)})",
+                f"personal tables ({render(cast.this)} is {type_display(source_type)})",
                 "Group by the column itself, or generalize numbers with diffix.floor_by(col, K) "
                 "or width_bucket(...).",
             )
@@ -1643,7 +1570,7 @@ class Analyzer:
         arg_types = [self.type_of(a) for a in call.args]
         signature = choose_signature(call.family, arg_types)
         if signature is None:
-            shown = ", ".join(_type_display(t) for t in arg_types)
+            shown = ", ".join(type_display(t) for t in arg_types)
             hint = "Check the argument types and add an explicit cast where needed."
             if call.family == "round" and len(call.args) == 2:
                 hint = (
@@ -1674,7 +1601,7 @@ class Analyzer:
             else:
                 arg_type = self.type_of(call.args[PRIMARY_ARG.get(call.family, 0)])
                 message = (
-                    f"{fname}() on a {_type_display(arg_type)} value cannot be used to generalize"
+                    f"{fname}() on a {type_display(arg_type)} value cannot be used to generalize"
                 )
                 hint = f"{fname} generalizes date, timestamp and timestamptz columns."
             raise error_at(
@@ -1702,7 +1629,7 @@ class Analyzer:
                     raise error_at(
                         arg,
                         f"{position} of {fname}() must be a plain column of the table",
-                        f"Generalize a column directly, e.g. {_example(call.family)}; nested "
+                        f"Generalize a column directly, e.g. {family_example(call.family)}; nested "
                         "functions and computed values are not allowed as its input.",
                     )
                 column_node = strip_parens(inner)  # type: ignore[assignment]
@@ -1710,7 +1637,8 @@ class Analyzer:
                 raise error_at(
                     arg,
                     f"argument {i + 1} of {fname}() must be a constant",
-                    f"Replace {render(arg)} with a literal value, e.g. {_example(call.family)}.",
+                    f"Replace {render(arg)} with a literal value, e.g. "
+                    f"{family_example(call.family)}.",
                 )
         assert column is not None and column_node is not None
         args = [a for i, a in enumerate(call.args) if i != primary]
@@ -1809,7 +1737,7 @@ class Analyzer:
 
     def const_number(self, node: exp.Expression) -> float | None:
         inner = strip_parens(self.unwrap(node))
-        value = _literal_value(inner)
+        value = literal_value(inner)
         if isinstance(value, str):
             return literal_number(value)
         return value
@@ -1928,26 +1856,6 @@ def _star_columns(scope: Scope, table: str | None) -> list[tuple[str, str | None
     return [(n, None) for n in names]
 
 
-def _conjuncts(node: exp.Expression) -> Iterator[exp.Expression]:
-    node = strip_parens(node)
-    if isinstance(node, exp.And):
-        yield from _conjuncts(node.this)
-        yield from _conjuncts(node.expression)
-    else:
-        yield node
-
-
-def _nodes(*parts: object) -> Iterator[exp.Expression]:
-    for part in parts:
-        if part is None:
-            continue
-        if isinstance(part, exp.Expression):
-            yield from part.walk()
-        elif isinstance(part, Iterable):
-            for item in part:
-                yield from _nodes(item)
-
-
 def _anonymizing_clauses(select: exp.Select) -> list[exp.Expression]:
     """Every expression of a SELECT except its FROM items."""
     parts: list[exp.Expression] = list(select.expressions)
@@ -1973,81 +1881,6 @@ def _anonymizing_clauses(select: exp.Select) -> list[exp.Expression]:
     return parts
 
 
-def _unalias(node: exp.Expression) -> exp.Expression:
-    return node.this if isinstance(node, exp.Alias) else node
-
-
-def zip_aliases(select: exp.Select) -> list[tuple[str, bool]]:
-    """(output name, has explicit alias) of each SELECT item."""
-    return [(output_name(item), isinstance(item, exp.Alias)) for item in select.expressions]
-
-
-def output_name(node: exp.Expression) -> str:
-    """The column name PostgreSQL gives to a SELECT item."""
-    if isinstance(node, exp.Alias):
-        return ident_name(node.args.get("alias"))
-    node = strip_parens(node)
-    if isinstance(node, exp.Column):
-        return ident_name(node.this)
-    if isinstance(node, exp.Cast):
-        inner = output_name(node.this)
-        if inner != "?column?":
-            return inner
-        return datatype_name(node.to)[0]
-    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
-        return output_name(node.expression)
-    if isinstance(node, exp.Anonymous):
-        return ident_name(node.args.get("this"))
-    if isinstance(node, exp.Exists):
-        return "exists"
-    if isinstance(node, exp.Case):
-        return "case"
-    if (
-        isinstance(node, exp.Subquery)
-        and isinstance(node.this, exp.Select)
-        and node.this.expressions
-    ):
-        return output_name(node.this.expressions[0])
-    if isinstance(node, exp.Func):
-        return builtin_name(node) or "?column?"
-    return "?column?"
-
-
-def _type_display(typ: str | None) -> str:
-    names = {
-        "int2": "smallint",
-        "int4": "integer",
-        "int8": "bigint",
-        "float4": "real",
-        "float8": "double precision",
-        "bpchar": "character",
-        "varchar": "character varying",
-        "timestamp": "timestamp without time zone",
-        "timestamptz": "timestamp with time zone",
-        "time": "time without time zone",
-        "timetz": "time with time zone",
-        "bool": "boolean",
-    }
-    if typ is None:
-        return "?"
-    return names.get(typ, typ)
-
-
-def _example(family: str) -> str:
-    return {
-        "substring": "substring(col, 1, 3)",
-        "round": "round(col)",
-        "ceil": "ceil(col)",
-        "floor": "floor(col)",
-        "width_bucket": "width_bucket(col, 0, 100, 10)",
-        "date_trunc": "date_trunc('month', col)",
-        "extract": "extract(year FROM col)",
-        "floor_by": "diffix.floor_by(col, 10)",
-        "round_by": "diffix.round_by(col, 10)",
-        "ceil_by": "diffix.ceil_by(col, 10)",
-    }.get(family, "floor(col)")
-
-
 def _columns_hint(source: Source) -> str:
     names = [c for c, _ in source.columns]
     if not names:
@@ -2060,15 +1893,3 @@ def _columns_hint_scope(scope: Scope | None) -> str:
         return "There is no FROM clause to take columns from."
     parts = [f"{s.alias}({', '.join(c for c, _ in s.columns)})" for s in scope.sources if s.columns]
     return "Available columns: " + "; ".join(parts) + "." if parts else "Check the column name."
-
-
-def error_for_statement(statement: exp.Expression) -> ValidationError:
-    kind = statement.key.upper() if statement.key else "this statement"
-    if isinstance(statement, exp.Command):
-        kind = str(statement.this).upper()
-    return ValidationError(
-        f"only a single SELECT statement is allowed, not {kind}",
-        fragment=render(statement)[:200] if render(statement) else None,
-        hint="diffix.query_json accepts one SELECT query (possibly with WITH, UNION and "
-        "subqueries); run other statements through other means.",
-    )

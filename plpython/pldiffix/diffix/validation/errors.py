@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.tokens import Token, TokenType
+
 from pldiffix.core.errors import (
     FEATURE_NOT_SUPPORTED,
     UserError,
 )
-from sqlglot import exp
-from sqlglot.dialects.postgres import Postgres
-from sqlglot.tokens import Token, TokenType
 
 
 class ValidationError(UserError):
@@ -103,6 +104,19 @@ def error_rendered(
     extent in the original text cannot be told from token positions)."""
     return ValidationError(
         message, fragment=render(node), hint=hint, position=position_of(node), sqlstate=sqlstate
+    )
+
+
+def error_for_statement(statement: exp.Expression) -> ValidationError:
+    """The error for a statement that is not a single SELECT."""
+    kind = statement.key.upper() if statement.key else "this statement"
+    if isinstance(statement, exp.Command):
+        kind = str(statement.this).upper()
+    return ValidationError(
+        f"only a single SELECT statement is allowed, not {kind}",
+        fragment=render(statement)[:200] if render(statement) else None,
+        hint="diffix.query_json accepts one SELECT query (possibly with WITH, UNION and "
+        "subqueries); run other statements through other means.",
     )
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind
 from sqlglot import exp
+
+from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind
 
 SourceKind = Literal["relation", "subquery", "cte", "function", "values"]
 
