@@ -20,7 +20,8 @@ from pldiffix.core import errors as sqlstate
 from pldiffix.core.relations import Catalog
 
 from ..query_model import ValidatedQuery
-from .analyzer import TRUSTED, UNTRUSTED, Analyzer
+from .analyzer import Analyzer
+from .context import TRUSTED, UNTRUSTED
 from .errors import (
     ValidationError,
     attach_source,

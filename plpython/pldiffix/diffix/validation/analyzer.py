@@ -8,12 +8,12 @@ around them (outer queries, CTEs, set operations, sublinks) is post-processing a
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
-from pldiffix.core.relations import Catalog, FunctionInfo, RelationKind
+from pldiffix.core.relations import RelationKind
 from pldiffix.diffix.money import is_money_rounded
 
 from ..query_model import (
@@ -33,19 +33,27 @@ from ..query_model import (
     RangeEntry,
     RelationRef,
 )
+from .context import Analysis
 from .errors import error_at, error_rendered, render
+from .expressions import (
+    canon,
+    const_number,
+    generalizer,
+    generalizer_family,
+    is_const,
+    type_of,
+    unwrap,
+)
 from .functions import (
     DIFFIX_AGGREGATES,
     PRIMARY_ARG,
     SRF_NODES,
-    SYNTAX_NOT_FUNCTIONS,
     GeneralizerCall,
     Signature,
     builtin_name,
     choose_signature,
     family_display,
     family_example,
-    generalizer_call,
 )
 from .pgtypes import (
     NUMERIC_TYPES,
@@ -55,7 +63,6 @@ from .pgtypes import (
     datatype_name,
     format_number,
     literal_number,
-    literal_type,
     money_neighbours,
     normalize_type,
     type_display,
@@ -74,8 +81,6 @@ from .syntax import (
     zip_aliases,
 )
 
-TRUSTED = "anonymized_trusted"
-UNTRUSTED = "anonymized_untrusted"
 METADATA_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 
 GENERALIZERS_TRUSTED = (
@@ -150,91 +155,7 @@ class AggResult:
     bin_size: int | None = None
 
 
-@dataclass
-class Analyzer:
-    catalog: Catalog
-    access_level: str
-    treat_unmarked_tables_as_public: bool = False
-    resolved: dict[int, Resolved] = field(default_factory=dict)
-    relations: dict[tuple[str, str], RelationRef] = field(default_factory=dict)
-    functions: dict[tuple[str, str], FunctionRef] = field(default_factory=dict)
-    anonymizing: list[AnonymizingQuery] = field(default_factory=list)
-    catalog_sources: list[Source] = field(default_factory=list)
-    _function_cache: dict[tuple[str | None, str], FunctionInfo | None] = field(default_factory=dict)
-
-    @property
-    def untrusted(self) -> bool:
-        return self.access_level == UNTRUSTED
-
-    # ----------------------------------------------------------------------------------------------
-    # Catalog lookups
-    # ----------------------------------------------------------------------------------------------
-
-    def _path(self) -> list[str]:
-        path = list(self.catalog.search_path)
-        return path if "pg_catalog" in path else ["pg_catalog", *path]
-
-    def lookup_function(self, schema: str | None, name: str) -> FunctionInfo | None:
-        key = (schema, name)
-        if key not in self._function_cache:
-            found = None
-            for candidate in [schema] if schema is not None else self._path():
-                found = self.catalog.get_function(candidate, name)
-                if found is not None:
-                    break
-            self._function_cache[key] = found
-        return self._function_cache[key]
-
-    def function_of(self, node: exp.Expression) -> tuple[str | None, str, bool] | None:
-        """(schema, name, builtin) of a function call node; None when `node` is no call."""
-        if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
-            schema = ident_name(node.this)
-            func = node.expression
-            name = (
-                ident_name(func.this)
-                if isinstance(func, exp.Anonymous)
-                else (builtin_name(func) or "")
-            )
-            return schema, name, False
-        if isinstance(node, exp.Anonymous):
-            name = ident_name(node.args.get("this"))
-            info = self.lookup_function(None, name)
-            return (info.schema if info else None), name, False
-        if isinstance(node, exp.Func) and not isinstance(node, exp.Cast):
-            name = builtin_name(node)
-            if name is None:
-                return None
-            return "pg_catalog", name, True
-        return None
-
-    def note_function(self, node: exp.Expression) -> FunctionInfo | None:
-        """Record a function call; unknown (non built-in) functions are an error."""
-        found = self.function_of(node)
-        if found is None:
-            return None
-        schema, name, builtin = found
-        if builtin:
-            if name not in SYNTAX_NOT_FUNCTIONS:
-                self.functions.setdefault(
-                    (schema or "", name), FunctionRef(schema or "", name, True)
-                )
-            return None
-        info = self.lookup_function(schema, name)
-        if info is None:
-            where = f"{schema}.{name}" if schema else name
-            raise error_at(
-                node,
-                f"function {where}() does not exist",
-                "Check the spelling and the schema of the function"
-                + ("" if schema else " (or qualify it, e.g. diffix.count_noise)")
-                + ".",
-                sqlstate=sqlstate.UNDEFINED_FUNCTION,
-            )
-        self.functions.setdefault(
-            (info.schema, info.name), FunctionRef(info.schema, info.name, False)
-        )
-        return info
-
+class Analyzer(Analysis):
     def resolve_relation(self, table: exp.Table) -> Source:
         name = ident_name(table.this)
         schema = ident_name(table.args.get("db")) if table.args.get("db") else None
@@ -248,7 +169,7 @@ class Analyzer:
         if schema is not None:
             info = self.catalog.get_relation(schema, name)
         else:
-            for candidate in self._path():
+            for candidate in self.search_path():
                 info = self.catalog.get_relation(candidate, name)
                 if info is not None:
                     break
@@ -960,7 +881,7 @@ class Analyzer:
                     "untrusted analysts",
                     f"Group by {column.name} instead of filtering on it.",
                 )
-            if not self.is_const(target):
+            if not is_const(self, target):
                 raise error_at(
                     target,
                     "the right side of an equality in WHERE must be a constant",
@@ -1094,7 +1015,7 @@ class Analyzer:
                 sqlstate=sqlstate.UNDEFINED_FUNCTION,
             )
         arg = args[0]
-        arg_type = self.type_of(arg)
+        arg_type = type_of(self, arg)
         base = name.removeprefix("diffix.")
         if (
             base in ("sum", "avg", "sum_noise", "avg_noise")
@@ -1106,7 +1027,7 @@ class Analyzer:
                 f"{name}() needs a numeric argument, not {type_display(arg_type)}",
                 "Count the rows instead (count(col)), or aggregate a numeric column.",
             )
-        inner = self.unwrap(arg)
+        inner = unwrap(self, arg)
         column = self.column_of(inner)
         if column is not None and column.whole_row:
             raise error_at(
@@ -1173,8 +1094,8 @@ class Analyzer:
         bin_size = 1
         if len(args) == 2:
             raw = args[1]
-            value_node = self.unwrap(raw)
-            value_type = self.type_of(value_node)
+            value_node = unwrap(self, raw)
+            value_type = type_of(self, value_node)
             value = literal_value(strip_parens(value_node))
             if isinstance(strip_parens(value_node), exp.Literal) and value_type == UNKNOWN:
                 value = literal_number(strip_parens(value_node).this)
@@ -1317,7 +1238,7 @@ class Analyzer:
                     ("left", condition.this),
                     ("right", condition.expression),
                 ):
-                    inner = self.unwrap(operand)
+                    inner = unwrap(self, operand)
                     column = self.column_of(inner)
                     if column is None or column.system:
                         raise error_at(
@@ -1359,7 +1280,7 @@ class Analyzer:
                     exprs.append(node)
 
         groups: list[GenResult] = []
-        canon: list[str] = []
+        keys: list[str] = []
         for node in exprs:
             bare = strip_parens(node)
             column = self.column_of(bare)
@@ -1372,18 +1293,18 @@ class Analyzer:
                     f"diffix.floor_by({column.name}, 1000).",
                 )
         for node in exprs:
-            key = self.canon(node)
-            if key in canon:
+            key = canon(self, node)
+            if key in keys:
                 continue
             gen = self.verify_bucket(node, "group")
             if self.untrusted:
                 self.verify_untrusted(node)
             groups.append(gen)
-            canon.append(key)
+            keys.append(key)
         for i, item in enumerate(items):
-            key = self.canon(unalias(item))
-            if key in canon:
-                item_group[i] = canon.index(key)
+            key = canon(self, unalias(item))
+            if key in keys:
+                item_group[i] = keys.index(key)
         return groups, explicit, implicit, item_group
 
     def select_item_ref(
@@ -1415,11 +1336,11 @@ class Analyzer:
         self, select: exp.Select, groups: list[GenResult], aliases: dict[str, int]
     ) -> None:
         """Outside of aggregates, only grouping expressions may be referenced."""
-        group_keys = {self.canon(g.node) for g in groups}
+        group_keys = {canon(self, g.node) for g in groups}
         items = list(select.expressions)
 
         def visit(node: exp.Expression) -> None:
-            if self.canon(node) in group_keys or self.aggregate_identity(node) is not None:
+            if canon(self, node) in group_keys or self.aggregate_identity(node) is not None:
                 return
             if isinstance(node, exp.Column):
                 resolved = self.resolved.get(id(node))
@@ -1463,7 +1384,7 @@ class Analyzer:
                     "Use the ordinary columns of the table.",
                 )
             return GenResult("column", column, node_bare, [], node, column.type)
-        if is_literal_constant(node_bare) or self.is_const(node_bare):
+        if is_literal_constant(node_bare) or is_const(self, node_bare):
             raise error_at(
                 node_bare,
                 f"a constant cannot be used as {where} of a query that reads personal tables",
@@ -1473,7 +1394,7 @@ class Analyzer:
             )
         if isinstance(node_bare, exp.Cast):
             return self.verify_cast(node_bare, node, where)
-        call = self.generalizer(node_bare)
+        call = generalizer(self, node_bare)
         if call is not None:
             return self.verify_generalizer(call, node, where)
         if isinstance(
@@ -1514,14 +1435,14 @@ class Analyzer:
 
     def verify_cast(self, cast: exp.Cast, whole: exp.Expression, where: str) -> GenResult:
         target, typmod = datatype_name(cast.to)
-        source_type = self.type_of(cast.this)
+        source_type = type_of(self, cast.this)
         kind = classify_cast(source_type, target, typmod)
         if kind in (CastKind.NONE, CastKind.RELABEL, CastKind.FUNCTION, CastKind.TO_TEXT):
             inner = self.verify_bucket(cast.this, "group" if "grouping" in where else "filter")
             return GenResult(inner.kind, inner.column, inner.column_node, inner.args, whole, target)
         if kind is CastKind.ROUNDING:
-            inner_node = self.unwrap(cast.this)
-            if self.generalizer_family(inner_node) == "extract":
+            inner_node = unwrap(self, cast.this)
+            if generalizer_family(self, inner_node) == "extract":
                 inner = self.verify_bucket(cast.this, "group" if "grouping" in where else "filter")
                 return GenResult(
                     inner.kind, inner.column, inner.column_node, inner.args, whole, target
@@ -1553,21 +1474,8 @@ class Analyzer:
             "timestamptz.",
         )
 
-    def generalizer(self, node: exp.Expression) -> GeneralizerCall | None:
-        if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Anonymous):
-            call = generalizer_call(node.expression, ident_name(node.this))
-            return None if call is None else GeneralizerCall(call.family, call.args, node)
-        if isinstance(node, exp.Anonymous):
-            found = self.function_of(node)
-            return generalizer_call(node, found[0] if found else None)
-        return generalizer_call(node, None)
-
-    def generalizer_family(self, node: exp.Expression) -> str | None:
-        call = self.generalizer(strip_parens(node))
-        return call.family if call is not None else None
-
     def signature_of(self, call: GeneralizerCall) -> Signature:
-        arg_types = [self.type_of(a) for a in call.args]
+        arg_types = [type_of(self, a) for a in call.args]
         signature = choose_signature(call.family, arg_types)
         if signature is None:
             shown = ", ".join(type_display(t) for t in arg_types)
@@ -1599,7 +1507,7 @@ class Analyzer:
                 message = "substring with a pattern cannot be used to generalize"
                 hint = "Use substring(col, start, length) with integer positions."
             else:
-                arg_type = self.type_of(call.args[PRIMARY_ARG.get(call.family, 0)])
+                arg_type = type_of(self, call.args[PRIMARY_ARG.get(call.family, 0)])
                 message = (
                     f"{fname}() on a {type_display(arg_type)} value cannot be used to generalize"
                 )
@@ -1612,7 +1520,7 @@ class Analyzer:
         column: Resolved | None = None
         for i, arg in enumerate(call.args):
             param = signature.params[i]
-            arg_type = self.type_of(arg)
+            arg_type = type_of(self, arg)
             if i == primary:
                 implicit = classify_cast(arg_type, param)
                 inner = arg
@@ -1622,7 +1530,7 @@ class Analyzer:
                     CastKind.FUNCTION,
                     CastKind.TO_TEXT,
                 ):
-                    inner = self.unwrap(arg)
+                    inner = unwrap(self, arg)
                 column = self.column_of(inner)
                 if column is None or column.system or column.whole_row:
                     position = "the source" if primary else "the first argument"
@@ -1633,7 +1541,7 @@ class Analyzer:
                         "functions and computed values are not allowed as its input.",
                     )
                 column_node = strip_parens(inner)  # type: ignore[assignment]
-            elif not self.is_const(arg):
+            elif not is_const(self, arg):
                 raise error_at(
                     arg,
                     f"argument {i + 1} of {fname}() must be a constant",
@@ -1650,7 +1558,7 @@ class Analyzer:
         bare = strip_parens(node)
         if isinstance(bare, exp.Cast):
             target, typmod = datatype_name(bare.to)
-            kind = classify_cast(self.type_of(bare.this), target, typmod)
+            kind = classify_cast(type_of(self, bare.this), target, typmod)
             if kind in (CastKind.NONE, CastKind.RELABEL, CastKind.TO_TEXT):
                 self.verify_untrusted(bare.this)
                 return
@@ -1661,7 +1569,7 @@ class Analyzer:
                 f"Select the column without the cast and cast the anonymized result in an outer "
                 f"query, or generalize with {GENERALIZERS_UNTRUSTED}.",
             )
-        call = self.generalizer(bare)
+        call = generalizer(self, bare)
         if call is None:
             return
         fname = family_display(call.family)
@@ -1671,7 +1579,7 @@ class Analyzer:
             return
         if rule == "start_1":
             start = call.args[1]
-            value = self.const_number(start)
+            value = const_number(self, start)
             if value != 1:
                 raise error_at(
                     start,
@@ -1681,7 +1589,7 @@ class Analyzer:
             return
         if rule == "money":
             size_node = call.args[1]
-            value = self.const_number(size_node)
+            value = const_number(self, size_node)
             if value is None or not is_money_rounded(value):
                 shown = format_number(value) if value is not None else render(size_node)
                 hint = "Use 1, 2 or 5 times a power of ten (..., 0.1, 0.2, 0.5, 1, 2, 5, 10, ...)."
@@ -1704,95 +1612,6 @@ class Analyzer:
             + (" with a numeric argument" if call.family == "round" else ""),
             f"Untrusted analysts can generalize with {GENERALIZERS_UNTRUSTED}.",
         )
-
-    # -- typing helpers ----------------------------------------------------------------------------
-
-    def column_of(self, node: exp.Expression) -> Resolved | None:
-        node = strip_parens(node)
-        if isinstance(node, exp.Column):
-            return self.resolved.get(id(node))
-        return None
-
-    def unwrap(self, node: exp.Expression) -> exp.Expression:
-        """Strip parentheses and casts pg_diffix looks through."""
-        while True:
-            node = strip_parens(node)
-            if not isinstance(node, exp.Cast):
-                return node
-            target, typmod = datatype_name(node.to)
-            kind = classify_cast(self.type_of(node.this), target, typmod)
-            if kind in (CastKind.NONE, CastKind.RELABEL, CastKind.FUNCTION, CastKind.TO_TEXT) or (
-                kind is CastKind.ROUNDING
-                and self.generalizer_family(self.unwrap(node.this)) == "extract"
-            ):
-                node = node.this
-            else:
-                return node
-
-    def is_const(self, node: exp.Expression) -> bool:
-        inner = self.unwrap(node)
-        if is_literal_constant(inner):
-            return True
-        return isinstance(inner, exp.Interval) and is_literal_constant(inner.this)
-
-    def const_number(self, node: exp.Expression) -> float | None:
-        inner = strip_parens(self.unwrap(node))
-        value = literal_value(inner)
-        if isinstance(value, str):
-            return literal_number(value)
-        return value
-
-    def type_of(self, node: exp.Expression | None) -> str | None:
-        if node is None:
-            return None
-        node = strip_parens(node)
-        if isinstance(node, exp.Column):
-            resolved = self.resolved.get(id(node))
-            return resolved.type if resolved is not None else None
-        if isinstance(node, exp.Literal):
-            return literal_type(node)
-        if isinstance(node, exp.Neg) and isinstance(strip_parens(node.this), exp.Literal):
-            return literal_type(strip_parens(node.this))
-        if isinstance(node, (exp.Null, exp.Var)):
-            return UNKNOWN
-        if isinstance(node, exp.Boolean):
-            return "bool"
-        if isinstance(node, exp.Interval):
-            return "interval"
-        if isinstance(node, exp.Cast):
-            return datatype_name(node.to)[0]
-        if isinstance(node, exp.Count):
-            return "int8"
-        call = self.generalizer(node)
-        if call is not None:
-            signature = choose_signature(call.family, [self.type_of(a) for a in call.args])
-            return signature.result if signature is not None else None
-        return None
-
-    def canon(self, node: exp.Expression) -> str:
-        """A structural key of an expression with columns replaced by their resolution."""
-        node = strip_parens(node)
-        if isinstance(node, exp.Alias):
-            return self.canon(node.this)
-        if isinstance(node, exp.Column):
-            resolved = self.resolved.get(id(node))
-            if resolved is not None:
-                return f"<col {id(resolved.source)}.{resolved.name}>"
-            return f"<name {ident_name(node.this)}>"
-        if isinstance(node, exp.Identifier):
-            return ident_name(node)
-        parts = [type(node).__name__]
-        for key, value in sorted(node.args.items()):
-            if isinstance(value, exp.Expression):
-                parts.append(f"{key}={self.canon(value)}")
-            elif isinstance(value, list):
-                inner = ",".join(
-                    self.canon(v) if isinstance(v, exp.Expression) else repr(v) for v in value
-                )
-                parts.append(f"{key}=[{inner}]")
-            elif value is not None and value is not False:
-                parts.append(f"{key}={str(value).lower()!r}")
-        return "(" + " ".join(parts) + ")"
 
     # -- model -----------------------------------------------------------------------------------
 
