@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
-from pldiffix.core.relations import RelationKind
 from pldiffix.diffix.money import is_money_rounded
 
 from ..query_model import (
@@ -64,8 +63,15 @@ from .pgtypes import (
     format_number,
     literal_number,
     money_neighbours,
-    normalize_type,
     type_display,
+)
+from .resolve import (
+    expand_stars,
+    qualify,
+    rename_columns,
+    resolve_column,
+    resolve_relation,
+    star_columns,
 )
 from .scope import Resolved, Scope, Source
 from .syntax import (
@@ -80,8 +86,6 @@ from .syntax import (
     where_always_false,
     zip_aliases,
 )
-
-METADATA_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 
 GENERALIZERS_TRUSTED = (
     "substring(col, start, length), floor(col), round(col), ceil(col), "
@@ -99,23 +103,6 @@ AGGREGATES_HINT = (
     "diffix.count_histogram(aid_col[, bin_size]) and diffix.is_suppress_bin(*). Other "
     "aggregates can be computed over anonymized results in an outer query."
 )
-# SQL keywords that look like column references but are functions.
-PSEUDO_COLUMNS = frozenset(
-    {
-        "current_user",
-        "session_user",
-        "user",
-        "current_role",
-        "current_catalog",
-        "current_schema",
-        "current_date",
-        "current_time",
-        "current_timestamp",
-        "localtime",
-        "localtimestamp",
-    }
-)
-
 Outputs = tuple[list[tuple[str, str | None]], bool]  # (columns, opaque)
 
 
@@ -156,90 +143,6 @@ class AggResult:
 
 
 class Analyzer(Analysis):
-    def resolve_relation(self, table: exp.Table) -> Source:
-        name = ident_name(table.this)
-        schema = ident_name(table.args.get("db")) if table.args.get("db") else None
-        if table.args.get("catalog"):
-            raise error_at(
-                table,
-                "database-qualified table names are not supported",
-                "Write schema.table or just table.",
-            )
-        info = None
-        if schema is not None:
-            info = self.catalog.get_relation(schema, name)
-        else:
-            for candidate in self.search_path():
-                info = self.catalog.get_relation(candidate, name)
-                if info is not None:
-                    break
-        if info is None:
-            shown = f"{schema}.{name}" if schema else name
-            raise error_at(
-                table,
-                f"relation {shown} does not exist",
-                "Check the name; SELECT * FROM diffix.show_labels() lists the labeled tables.",
-                sqlstate=sqlstate.UNDEFINED_TABLE,
-            )
-        kind = info.kind
-        if kind is RelationKind.UNLABELED:
-            if info.schema in METADATA_SCHEMAS or self.treat_unmarked_tables_as_public:
-                kind = RelationKind.PUBLIC
-            else:
-                raise error_at(
-                    table,
-                    f"table {info.schema}.{info.name} has no anonymization label and cannot be "
-                    "accessed in anonymized access level",
-                    "Ask an administrator to mark it personal or public "
-                    "(diffix.mark_personal / diffix.mark_public).",
-                    sqlstate=sqlstate.INSUFFICIENT_PRIVILEGE,
-                )
-        self.relations.setdefault(
-            (info.schema, info.name), RelationRef(info.schema, info.name, info.kind)
-        )
-        alias_node = table.args.get("alias")
-        alias = ident_name(alias_node.this) if alias_node and alias_node.this else None
-        columns = [(c.name, normalize_type(c.type)) for c in info.columns]
-        columns = self._rename(columns, alias_node, table)
-        source = Source(
-            alias=alias or info.name,
-            kind="relation",
-            columns=columns,
-            node=table,
-            relation=info,
-            effective_kind=kind,
-            aliased=alias is not None,
-        )
-        if info.schema == "pg_catalog":
-            self.catalog_sources.append(source)
-        return source
-
-    @staticmethod
-    def _rename(
-        columns: list[tuple[str, str | None]],
-        alias_node: exp.TableAlias | None,
-        where: exp.Expression,
-    ) -> list[tuple[str, str | None]]:
-        """Apply a column alias list `AS t(a, b)`."""
-        if alias_node is None or not alias_node.args.get("columns"):
-            return columns
-        names = [
-            ident_name(c.this if isinstance(c, exp.ColumnDef) else c) for c in alias_node.columns
-        ]
-        if len(names) > len(columns) and columns:
-            raise error_at(
-                where,
-                f"the alias list names {len(names)} columns but there are only {len(columns)}",
-                "Remove the extra names from the column alias list.",
-            )
-        renamed = list(columns)
-        for i, name in enumerate(names):
-            if i < len(renamed):
-                renamed[i] = (name, renamed[i][1])
-            else:
-                renamed.append((name, None))
-        return renamed
-
     # ----------------------------------------------------------------------------------------------
     # Queries
     # ----------------------------------------------------------------------------------------------
@@ -302,7 +205,7 @@ class Analyzer(Analysis):
                 names = [ident_name(c) for c in (alias_node.columns if alias_node else [])]
                 env[name] = ([(n, None) for n in names], not names)
             columns, opaque = self.analyze_query(body, parent, env)
-            env[name] = (self._rename(columns, alias_node, cte), opaque)
+            env[name] = (rename_columns(columns, alias_node, cte), opaque)
         return env
 
     def analyze_select(
@@ -411,12 +314,12 @@ class Analyzer(Analysis):
                 return Source(
                     alias or name,
                     "cte",
-                    self._rename(columns, alias_node, item),
+                    rename_columns(columns, alias_node, item),
                     item,
                     aliased=alias is not None,
                     opaque=opaque,
                 )
-            return self.resolve_relation(item)
+            return resolve_relation(self, item)
         if isinstance(item, exp.Table):  # a function in FROM
             if item.args.get("db") is not None and isinstance(item.this, exp.Func):
                 self.note_function(
@@ -427,7 +330,7 @@ class Analyzer(Analysis):
             else:
                 self.walk(item.this, scope, ctes)
             fname = ident_name(item.this.this) if isinstance(item.this, exp.Anonymous) else "f"
-            columns = self._rename([], alias_node, item)
+            columns = rename_columns([], alias_node, item)
             return Source(alias or fname, "function", columns, item, opaque=not columns)
         if isinstance(item, exp.Subquery):
             outer = scope.parent
@@ -439,7 +342,7 @@ class Analyzer(Analysis):
                     "a subquery in FROM must have an alias",
                     "Add an alias: FROM (SELECT ...) AS x",
                 )
-            columns = self._rename(outputs[0], alias_node, item)
+            columns = rename_columns(outputs[0], alias_node, item)
             return Source(alias, "subquery", columns, item, aliased=True, opaque=outputs[1])
         if isinstance(item, exp.Lateral):
             inner = item.this
@@ -454,13 +357,13 @@ class Analyzer(Analysis):
                 if lateral_alias and lateral_alias.this
                 else "lateral"
             )
-            columns = self._rename(outputs[0], lateral_alias, item)
+            columns = rename_columns(outputs[0], lateral_alias, item)
             source = Source(name, "subquery", columns, item, aliased=True, opaque=outputs[1])
             source.node.meta["pldiffix_lateral"] = True
             return source
         if isinstance(item, exp.Values):
             outputs = self.analyze_query(item, scope.parent, ctes)
-            columns = self._rename(outputs[0], alias_node, item)
+            columns = rename_columns(outputs[0], alias_node, item)
             return Source(alias or "*VALUES*", "values", columns, item, aliased=alias is not None)
         if isinstance(item, exp.Unnest):
             for arg in item.expressions:
@@ -468,7 +371,7 @@ class Analyzer(Analysis):
             self.functions.setdefault(
                 ("pg_catalog", "unnest"), FunctionRef("pg_catalog", "unnest", True)
             )
-            columns = self._rename([], alias_node, item)
+            columns = rename_columns([], alias_node, item)
             return Source(alias or "unnest", "function", columns, item, opaque=not columns)
         raise error_at(item, "unsupported item in FROM", "Use tables, subqueries or functions.")
 
@@ -491,7 +394,7 @@ class Analyzer(Analysis):
                 self.analyze_query(current, scope, ctes)
                 continue
             if isinstance(current, exp.Column):
-                self.resolve_column(current, scope, output_aliases)
+                resolve_column(self, current, scope, output_aliases)
                 continue
             if isinstance(current, (exp.Parameter, exp.Placeholder)):
                 raise error_rendered(
@@ -511,89 +414,6 @@ class Analyzer(Analysis):
             if isinstance(current, exp.Func):
                 self.note_function(current)
             stack.extend(current.iter_expressions())
-
-    def resolve_column(
-        self, column: exp.Column, scope: Scope | None, output_aliases: frozenset[str] = frozenset()
-    ) -> Resolved | None:
-        if id(column) in self.resolved:
-            return self.resolved[id(column)]
-        if column.args.get("catalog"):
-            raise error_at(
-                column,
-                "database-qualified column references are not supported",
-                "Write table.column or just column.",
-            )
-        name = ident_name(column.this)
-        table = ident_name(column.args.get("table")) if column.args.get("table") else None
-        schema = ident_name(column.args.get("db")) if column.args.get("db") else None
-        level = 0
-        current = scope
-        while current is not None:
-            if table is not None:
-                source = current.find_source(table, schema)
-                if source is not None:
-                    if name == "*":
-                        source.uses_all_columns = True
-                        resolved = Resolved(source, "*", None, level, whole_row=True)
-                        self.resolved[id(column)] = resolved
-                        return resolved
-                    if not source.has_column(name):
-                        raise error_at(
-                            column,
-                            f"column {table}.{name} does not exist",
-                            _columns_hint(source),
-                            sqlstate=sqlstate.UNDEFINED_COLUMN,
-                        )
-                    return self._bind(column, source, name, level)
-            else:
-                candidates = current.candidates(name)
-                if len(candidates) > 1:
-                    raise error_at(
-                        column,
-                        f'column reference "{name}" is ambiguous',
-                        "Qualify it with a table name or alias: "
-                        + " or ".join(f"{s.alias}.{name}" for s in candidates)
-                        + ".",
-                        sqlstate=sqlstate.AMBIGUOUS_COLUMN,
-                    )
-                if candidates:
-                    return self._bind(column, candidates[0], name, level)
-            current = current.parent
-            level += 1
-        if table is None:
-            if name in output_aliases or name in PSEUDO_COLUMNS:
-                return None
-            # a whole-row reference: SELECT t FROM t
-            level = 0
-            current = scope
-            while current is not None:
-                source = current.find_source(name, None)
-                if source is not None:
-                    source.uses_all_columns = True
-                    resolved = Resolved(source, name, None, level, whole_row=True)
-                    self.resolved[id(column)] = resolved
-                    return resolved
-                current = current.parent
-                level += 1
-            raise error_at(
-                column,
-                f'column "{name}" does not exist',
-                _columns_hint_scope(scope),
-                sqlstate=sqlstate.UNDEFINED_COLUMN,
-            )
-        raise error_at(
-            column,
-            f'missing FROM-clause entry for table "{table}"',
-            "Reference tables by the alias given in FROM.",
-            sqlstate=sqlstate.UNDEFINED_TABLE,
-        )
-
-    def _bind(self, column: exp.Column, source: Source, name: str, level: int) -> Resolved:
-        system = source.system_column(name) and not any(c == name for c, _ in source.columns)
-        resolved = Resolved(source, name, source.column_type(name), level, system=system)
-        source.used_columns.add(name)
-        self.resolved[id(column)] = resolved
-        return resolved
 
     # ----------------------------------------------------------------------------------------------
     # Non-anonymizing SELECT
@@ -626,7 +446,7 @@ class Analyzer(Analysis):
         for item in select.expressions:
             if isinstance(item, exp.Star):
                 opaque = opaque or any(s.opaque for s in scope.sources)
-                columns.extend(_star_columns(scope, None))
+                columns.extend(star_columns(scope))
             elif isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
                 table = ident_name(item.args.get("table"))
                 source = scope.find_source(table, None)
@@ -679,7 +499,7 @@ class Analyzer(Analysis):
                         "(SELECT ...) b ON ...",
                     )
 
-        self.expand_stars(select, scope)
+        expand_stars(self, select, scope)
         aliases = {name: i for i, (name, is_alias) in enumerate(zip_aliases(select)) if is_alias}
         alias_set = frozenset(aliases)
         for item in select.expressions:
@@ -720,7 +540,7 @@ class Analyzer(Analysis):
         for clause in clauses:
             for node in clause.walk():
                 if isinstance(node, exp.Column):
-                    self.qualify(node)
+                    qualify(self, node)
         names = [output_name(item) for item in select.expressions]
         outputs = tuple(
             OutputColumn(names[i], unalias(item), output_groups[i])
@@ -752,33 +572,6 @@ class Analyzer(Analysis):
         )
         self.anonymizing.append(model)
         return [(name, None) for name in names], False
-
-    def expand_stars(self, select: exp.Select, scope: Scope) -> None:
-        items: list[exp.Expression] = []
-        changed = False
-        for item in select.expressions:
-            if isinstance(item, exp.Star) or (
-                isinstance(item, exp.Column) and isinstance(item.this, exp.Star)
-            ):
-                changed = True
-                table = None if isinstance(item, exp.Star) else ident_name(item.args.get("table"))
-                for source, name in _star_sources(scope, table, item):
-                    column = exp.column(name, table=source.alias, quoted=True)
-                    self._bind(column, source, name, 0)
-                    items.append(column)
-            else:
-                items.append(item)
-        if changed:
-            select.set("expressions", items)
-
-    def qualify(self, column: exp.Column) -> None:
-        resolved = self.resolved.get(id(column))
-        if resolved is None or resolved.whole_row or resolved.levels_up:
-            return
-        column.set("this", exp.to_identifier(resolved.name, quoted=True))
-        column.set("table", exp.to_identifier(resolved.source.alias, quoted=True))
-        column.set("db", None)
-        column.set("catalog", None)
 
     def check_unsupported_features(self, select: exp.Select) -> None:
         for node in walk_nodes(select.expressions, select.args.get("order")):
@@ -1649,32 +1442,6 @@ def _leaves(tree: FromTree) -> Iterator[Source]:
         yield from _leaves(tree.right)
 
 
-def _star_sources(
-    scope: Scope, table: str | None, where: exp.Expression
-) -> list[tuple[Source, str]]:
-    if table is not None:
-        source = scope.find_source(table, None)
-        if source is None:
-            raise error_at(
-                where,
-                f'missing FROM-clause entry for table "{table}"',
-                "Reference tables by the alias given in FROM.",
-                sqlstate=sqlstate.UNDEFINED_TABLE,
-            )
-        return [(source, name) for name, _ in source.columns]
-    out: list[tuple[Source, str]] = [(source, name) for name, source in scope.merged.items()]
-    for source in scope.sources:
-        out.extend((source, name) for name, _ in source.columns if name not in scope.merged)
-    return out
-
-
-def _star_columns(scope: Scope, table: str | None) -> list[tuple[str, str | None]]:
-    names = [name for name in scope.merged]
-    for source in scope.sources:
-        names.extend(name for name, _ in source.columns if name not in scope.merged)
-    return [(n, None) for n in names]
-
-
 def _anonymizing_clauses(select: exp.Select) -> list[exp.Expression]:
     """Every expression of a SELECT except its FROM items."""
     parts: list[exp.Expression] = list(select.expressions)
@@ -1698,17 +1465,3 @@ def _anonymizing_clauses(select: exp.Select) -> list[exp.Expression]:
                     parts.append(inner.args["on"])
     parts.extend(select.args.get("windows") or [])
     return parts
-
-
-def _columns_hint(source: Source) -> str:
-    names = [c for c, _ in source.columns]
-    if not names:
-        return "Check the column name."
-    return f"Columns of {source.alias}: {', '.join(names)}."
-
-
-def _columns_hint_scope(scope: Scope | None) -> str:
-    if scope is None or not scope.sources:
-        return "There is no FROM clause to take columns from."
-    parts = [f"{s.alias}({', '.join(c for c, _ in s.columns)})" for s in scope.sources if s.columns]
-    return "Available columns: " + "; ".join(parts) + "." if parts else "Check the column name."
