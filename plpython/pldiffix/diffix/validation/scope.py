@@ -9,6 +9,8 @@ from sqlglot import exp
 
 from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind
 
+from ..query_model import ColumnRef, RelationRef
+
 SourceKind = Literal["relation", "subquery", "cte", "function", "values"]
 
 # Columns every table has besides its own.
@@ -111,3 +113,16 @@ class Scope:
         if known:
             return known
         return [s for s in self.sources if s.opaque]
+
+
+def column_ref(resolved: Resolved) -> ColumnRef:
+    """A column of a relation as the query model refers to it."""
+    relation = resolved.source.relation
+    assert relation is not None
+    return ColumnRef(
+        resolved.source.alias,
+        RelationRef(relation.schema, relation.name, relation.kind),
+        resolved.name,
+        resolved.type or "",
+        resolved.is_aid,
+    )
