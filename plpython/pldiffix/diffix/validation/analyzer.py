@@ -7,8 +7,7 @@ around them (outer queries, CTEs, set operations, sublinks) is post-processing a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from sqlglot import exp
 
@@ -18,14 +17,8 @@ from ..query_model import (
     Aggregate,
     AnonymizingQuery,
     Filter,
-    FromItem,
     FunctionRef,
-    Join,
-    JoinCondition,
-    JoinKind,
     OutputColumn,
-    RangeEntry,
-    RelationRef,
 )
 from .aggregates import aggregate_identity, check_aggregates
 from .context import Analysis
@@ -33,8 +26,8 @@ from .errors import error_at, error_rendered, render
 from .expressions import (
     canon,
     is_const,
-    unwrap,
 )
+from .from_clause import check_from
 from .functions import (
     SRF_NODES,
 )
@@ -47,7 +40,7 @@ from .resolve import (
     resolve_relation,
     star_columns,
 )
-from .scope import Resolved, Scope, Source, column_ref
+from .scope import FromJoin, FromLeaf, FromTree, Scope, Source, column_ref, leaves
 from .syntax import (
     conjuncts,
     ident_name,
@@ -60,22 +53,6 @@ from .syntax import (
 )
 
 Outputs = tuple[list[tuple[str, str | None]], bool]  # (columns, opaque)
-
-
-@dataclass
-class FromLeaf:
-    source: Source
-
-
-@dataclass
-class FromJoin:
-    join: exp.Join
-    left: FromLeaf | FromJoin
-    right: FromLeaf | FromJoin
-    comma: bool
-
-
-FromTree = FromLeaf | FromJoin
 
 
 class Analyzer(Analysis):
@@ -187,13 +164,13 @@ class Analyzer(Analysis):
         comma = not any(join.args.get(k) for k in ("kind", "side", "method", "on", "using"))
         using = [ident_name(i) for i in join.args.get("using") or []]
         if join.args.get("method") == "NATURAL":
-            left_names = {c for s in _leaves(left) for c, _ in s.columns}
-            right_names = [c for s in _leaves(right) for c, _ in s.columns]
+            left_names = {c for s in leaves(left) for c, _ in s.columns}
+            right_names = [c for s in leaves(right) for c, _ in s.columns]
             using = [c for c in right_names if c in left_names]
             join.meta["pldiffix_natural_columns"] = using
         for name in using:
-            left_sources = [s for s in _leaves(left) if s.has_column(name)]
-            right_sources = [s for s in _leaves(right) if s.has_column(name)]
+            left_sources = [s for s in leaves(left) if s.has_column(name)]
+            right_sources = [s for s in leaves(right) if s.has_column(name)]
             if not left_sources or not right_sources:
                 raise error_at(
                     join,
@@ -465,7 +442,7 @@ class Analyzer(Analysis):
         self.check_unsupported_features(select)
         filters = self.check_where(select)
         aggregates = check_aggregates(self, select)
-        entries, from_model = self.check_from(tree, scope)
+        entries, from_model = check_from(self, tree)
         groups, explicit, implicit, output_groups = self.check_grouping(
             select, scope, aliases, bool(aggregates)
         )
@@ -624,126 +601,6 @@ class Analyzer(Analysis):
 
     # -- FROM ------------------------------------------------------------------------------------
 
-    def check_from(self, tree: FromTree, scope: Scope) -> tuple[list[RangeEntry], FromItem]:
-        entries: list[RangeEntry] = []
-        by_source: dict[int, RangeEntry] = {}
-        for source in _leaves(tree):
-            node = source.node
-            if source.kind == "subquery":
-                raise error_at(
-                    node,
-                    "a subquery in FROM cannot be combined with personal tables in the same query",
-                    "Anonymize the personal table in a subquery of its own and join the anonymized "
-                    "results: SELECT ... FROM (SELECT ... FROM personal_table GROUP BY ...) a "
-                    "JOIN (...) b ON ...",
-                )
-            if source.kind != "relation" or source.relation is None:
-                what = {"cte": "a WITH query", "function": "a function", "values": "VALUES"}.get(
-                    source.kind, source.kind
-                )
-                raise error_at(
-                    node,
-                    f"{what} in FROM cannot be combined with personal tables in the same query",
-                    "Only tables can be joined in a query that reads personal tables; combine "
-                    "other data with the anonymized result in an outer query.",
-                )
-            relation = source.relation
-            if relation.inheritance:
-                raise error_at(
-                    node,
-                    f"table {relation.schema}.{relation.name} is part of an inheritance or "
-                    "partition tree, which is not supported in anonymizing queries",
-                    "Ask an administrator for a plain table or view.",
-                )
-            if isinstance(node, exp.Table) and node.args.get("sample") is not None:
-                raise error_at(
-                    node.args["sample"],
-                    "TABLESAMPLE is not supported on tables in anonymizing queries",
-                    "Remove TABLESAMPLE.",
-                )
-            personal = source.is_personal
-            aids = relation.aid_columns if personal else ()
-            if personal and not aids:
-                raise error_at(
-                    node,
-                    f"personal table {relation.schema}.{relation.name} has no AID column",
-                    "Ask an administrator to mark its AID column(s) with diffix.mark_personal.",
-                )
-            entry = RangeEntry(
-                source.alias,
-                RelationRef(relation.schema, relation.name, relation.kind),
-                tuple(aids),
-            )
-            entries.append(entry)
-            by_source[id(source)] = entry
-        return entries, self._from_model(tree, by_source)
-
-    def _from_model(self, tree: FromTree, entries: dict[int, RangeEntry]) -> FromItem:
-        if isinstance(tree, FromLeaf):
-            return entries[id(tree.source)]
-        join = tree.join
-        left = self._from_model(tree.left, entries)
-        right = self._from_model(tree.right, entries)
-        if tree.comma or join.args.get("kind") == "CROSS":
-            raise error_at(
-                join.this,
-                "CROSS JOIN and comma-separated FROM lists are not allowed in queries that read "
-                "personal tables",
-                "Join on equal columns instead: FROM a JOIN b ON a.col = b.col.",
-            )
-        side = (join.args.get("side") or "").upper()
-        kind: JoinKind = {"LEFT": "left", "RIGHT": "right", "FULL": "full"}.get(side, "inner")  # type: ignore[assignment]
-        conditions: list[JoinCondition] = []
-        using = join.meta.get("pldiffix_natural_columns")
-        if using is None and join.args.get("using"):
-            using = [ident_name(i) for i in join.args["using"]]
-        if using is not None:
-            if not using:
-                raise error_at(
-                    join.this,
-                    "NATURAL JOIN without common columns is a cross join, which is not allowed in "
-                    "queries that read personal tables",
-                    "Join on equal columns: JOIN ... ON a.col = b.col.",
-                )
-            for name in using:
-                lsrc = next(s for s in _leaves(tree.left) if s.has_column(name))
-                rsrc = next(s for s in _leaves(tree.right) if s.has_column(name))
-                conditions.append(
-                    JoinCondition(
-                        column_ref(Resolved(lsrc, name, lsrc.column_type(name), 0)),
-                        column_ref(Resolved(rsrc, name, rsrc.column_type(name), 0)),
-                    )
-                )
-        else:
-            on = join.args.get("on")
-            if on is None:
-                raise error_at(join, "JOIN without a condition", "Add ON a.col = b.col.")
-            for condition in conjuncts(on):
-                if not isinstance(condition, exp.EQ):
-                    raise error_at(
-                        condition,
-                        "only equalities between columns joined by AND are allowed in the JOIN "
-                        "condition of a query that reads personal tables",
-                        "Write the join condition as a.col = b.col [AND ...].",
-                    )
-                sides = []
-                for side_name, operand in (
-                    ("left", condition.this),
-                    ("right", condition.expression),
-                ):
-                    inner = unwrap(self, operand)
-                    column = self.column_of(inner)
-                    if column is None or column.system:
-                        raise error_at(
-                            operand,
-                            f"the {side_name} side of an equality in a JOIN condition must be a "
-                            "plain column",
-                            "Join on columns directly: a.col = b.col.",
-                        )
-                    sides.append(column_ref(column))
-                conditions.append(JoinCondition(sides[0], sides[1]))
-        return Join(kind, left, right, tuple(conditions))
-
     # -- grouping --------------------------------------------------------------------------------
 
     def check_grouping(
@@ -867,14 +724,6 @@ class Analyzer(Analysis):
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def _leaves(tree: FromTree) -> Iterator[Source]:
-    if isinstance(tree, FromLeaf):
-        yield tree.source
-    else:
-        yield from _leaves(tree.left)
-        yield from _leaves(tree.right)
 
 
 def _anonymizing_clauses(select: exp.Select) -> list[exp.Expression]:

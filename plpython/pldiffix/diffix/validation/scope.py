@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -113,6 +114,35 @@ class Scope:
         if known:
             return known
         return [s for s in self.sources if s.opaque]
+
+
+@dataclass
+class FromLeaf:
+    """A FROM item that is a range variable."""
+
+    source: Source
+
+
+@dataclass
+class FromJoin:
+    """Two FROM items joined (`comma`: a comma-separated FROM list)."""
+
+    join: exp.Join
+    left: FromLeaf | FromJoin
+    right: FromLeaf | FromJoin
+    comma: bool
+
+
+FromTree = FromLeaf | FromJoin
+
+
+def leaves(tree: FromTree) -> Iterator[Source]:
+    """The range variables of a FROM tree, left to right."""
+    if isinstance(tree, FromLeaf):
+        yield tree.source
+    else:
+        yield from leaves(tree.left)
+        yield from leaves(tree.right)
 
 
 def column_ref(resolved: Resolved) -> ColumnRef:
