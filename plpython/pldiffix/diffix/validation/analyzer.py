@@ -7,8 +7,6 @@ around them (outer queries, CTEs, set operations, sublinks) is post-processing a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
@@ -20,18 +18,12 @@ from ..query_model import (
     FunctionRef,
     OutputColumn,
 )
-from .aggregates import aggregate_identity, check_aggregates
+from .aggregates import check_aggregates
+from .clauses import check_grouping, check_post_processing, check_unsupported_features, check_where
 from .context import Analysis
-from .errors import error_at, error_rendered, render
-from .expressions import (
-    canon,
-    is_const,
-)
+from .errors import error_at, error_rendered
 from .from_clause import check_from
-from .functions import (
-    SRF_NODES,
-)
-from .generalizers import GenResult, generalization, verify_bucket, verify_untrusted
+from .generalizers import generalization
 from .resolve import (
     expand_stars,
     qualify,
@@ -42,12 +34,9 @@ from .resolve import (
 )
 from .scope import FromJoin, FromLeaf, FromTree, Scope, Source, column_ref, leaves
 from .syntax import (
-    conjuncts,
     ident_name,
     output_name,
-    strip_parens,
     unalias,
-    walk_nodes,
     where_always_false,
     zip_aliases,
 )
@@ -439,15 +428,15 @@ class Analyzer(Analysis):
                         "outer query.",
                     )
 
-        self.check_unsupported_features(select)
-        filters = self.check_where(select)
+        check_unsupported_features(self, select)
+        filters = check_where(self, select)
         aggregates = check_aggregates(self, select)
         entries, from_model = check_from(self, tree)
-        groups, explicit, implicit, output_groups = self.check_grouping(
-            select, scope, aliases, bool(aggregates)
+        groups, explicit, implicit, output_groups = check_grouping(
+            self, select, aliases, bool(aggregates)
         )
         if not implicit:
-            self.check_post_processing(select, groups, aliases)
+            check_post_processing(self, select, groups, aliases)
 
         # All checks passed: qualify columns and build the model.
         for clause in clauses:
@@ -486,235 +475,13 @@ class Analyzer(Analysis):
         self.anonymizing.append(model)
         return [(name, None) for name in names], False
 
-    def check_unsupported_features(self, select: exp.Select) -> None:
-        for node in walk_nodes(select.expressions, select.args.get("order")):
-            info = self._srf(node)
-            if info is not None:
-                raise error_at(
-                    node,
-                    f"set-returning function {info}() is not allowed in a query that reads "
-                    "personal tables",
-                    "Call it in an outer query over the anonymized result.",
-                )
-        group = select.args.get("group")
-        if group is not None:
-            special = [
-                e
-                for e in group.expressions
-                if isinstance(e, (exp.GroupingSets, exp.Cube, exp.Rollup))
-            ]
-            special += [
-                e for e in group.expressions if isinstance(e, exp.Tuple) and not e.expressions
-            ]
-            for key in ("grouping_sets", "cube", "rollup"):
-                value = group.args.get(key)
-                if value:
-                    special.extend(value if isinstance(value, list) else [value])
-            if special or group.args.get("all") or group.args.get("totals"):
-                raise error_rendered(
-                    special[0] if special else group,
-                    "GROUPING SETS, CUBE, ROLLUP and GROUP BY ALL/() are not supported in queries "
-                    "that read personal tables",
-                    "List the grouping columns in a plain GROUP BY and run one query per grouping.",
-                )
-        for node in walk_nodes(
-            select.expressions, select.args.get("having"), select.args.get("order")
-        ):
-            if isinstance(node, exp.Window):
-                raise error_at(
-                    node,
-                    "window functions are not supported in queries that read personal tables",
-                    "Apply the window function in an outer query over the anonymized result.",
-                )
-        if select.args.get("windows"):
-            raise error_at(
-                select.args["windows"][0],
-                "window definitions are not supported in queries that read personal tables",
-                "Apply window functions in an outer query over the anonymized result.",
-            )
-        distinct = select.args.get("distinct")
-        if distinct is not None:
-            raise error_rendered(
-                distinct,
-                "SELECT DISTINCT is not supported in queries that read personal tables",
-                "Without DISTINCT, selected columns are already grouped into anonymized buckets; "
-                "use GROUP BY (with count(*)) or apply DISTINCT in an outer query.",
-            )
-
-    def _srf(self, node: exp.Expression) -> str | None:
-        if isinstance(node, SRF_NODES):
-            found = self.function_of(node)
-            return found[1] if found else type(node).__name__.lower()
-        if isinstance(node, (exp.Anonymous, exp.Dot)):
-            found = self.function_of(node)
-            if found is None:
-                return None
-            info = self.lookup_function(found[0], found[1])
-            if info is not None and info.returns_set:
-                return info.name
-        return None
-
     # -- WHERE ---------------------------------------------------------------------------------
-
-    def check_where(self, select: exp.Select) -> list[tuple[GenResult, exp.Expression]]:
-        where = select.args.get("where")
-        if where is None:
-            return []
-        filters = []
-        for condition in conjuncts(where.this):
-            if not isinstance(condition, exp.EQ):
-                raise error_at(
-                    condition,
-                    "only equality conditions joined by AND are allowed in the WHERE clause of a "
-                    "query that reads personal tables",
-                    "Write conditions as `column = constant` (the column may be generalized, e.g. "
-                    "substring(city, 1, 1) = 'B'). Other conditions can be applied after "
-                    "anonymization: in HAVING on grouped columns, or in an outer query.",
-                )
-            subject, target = condition.this, condition.expression
-            gen = verify_bucket(self, subject, "filter")
-            column = gen.column
-            if column.is_aid:
-                raise error_at(
-                    gen.column_node,
-                    f"the AID column {column.name} cannot be used in WHERE",
-                    "AID columns identify the protected entities; filter on other columns.",
-                )
-            if self.untrusted and column.not_filterable:
-                raise error_at(
-                    gen.column_node,
-                    f"column {column.name} is marked not_filterable and cannot be used in WHERE by "
-                    "untrusted analysts",
-                    f"Group by {column.name} instead of filtering on it.",
-                )
-            if not is_const(self, target):
-                raise error_at(
-                    target,
-                    "the right side of an equality in WHERE must be a constant",
-                    f"Compare {render(subject)} with a literal value, e.g. "
-                    f"{render(subject)} = 'value'; the (generalized) column goes on the left.",
-                )
-            filters.append((gen, target))
-        return filters
 
     # -- aggregates ------------------------------------------------------------------------------
 
     # -- FROM ------------------------------------------------------------------------------------
 
     # -- grouping --------------------------------------------------------------------------------
-
-    def check_grouping(
-        self, select: exp.Select, scope: Scope, aliases: dict[str, int], has_aggregates: bool
-    ) -> tuple[list[GenResult], bool, bool, list[int | None]]:
-        items = list(select.expressions)
-        group = select.args.get("group")
-        explicit = group is not None and bool(group.expressions)
-        implicit = not explicit and not has_aggregates and select.args.get("having") is None
-        exprs: list[exp.Expression] = []
-        item_group: list[int | None] = [None] * len(items)
-        if explicit:
-            assert group is not None
-            for node in group.expressions:
-                index = self.select_item_ref(node, items, aliases, prefer_alias=False)
-                exprs.append(unalias(items[index]) if index is not None else node)
-        elif implicit:
-            for item in items:
-                if any(isinstance(n, exp.Column) for n in item.walk()):
-                    exprs.append(unalias(item))
-            order = select.args.get("order")
-            for ordered in order.expressions if order is not None else []:
-                node = ordered.this
-                if self.select_item_ref(node, items, aliases, prefer_alias=True) is not None:
-                    continue
-                if any(isinstance(n, exp.Column) for n in node.walk()):
-                    exprs.append(node)
-
-        groups: list[GenResult] = []
-        keys: list[str] = []
-        for node in exprs:
-            bare = strip_parens(node)
-            column = self.column_of(bare)
-            if column is not None and column.is_aid:
-                raise error_at(
-                    bare,
-                    f"selecting or grouping by the AID column {column.name} would suppress every "
-                    "row: each value belongs to a single protected entity",
-                    f"Count it instead (count(DISTINCT {column.name})), or generalize it, e.g. "
-                    f"diffix.floor_by({column.name}, 1000).",
-                )
-        for node in exprs:
-            key = canon(self, node)
-            if key in keys:
-                continue
-            gen = verify_bucket(self, node, "group")
-            if self.untrusted:
-                verify_untrusted(self, node)
-            groups.append(gen)
-            keys.append(key)
-        for i, item in enumerate(items):
-            key = canon(self, unalias(item))
-            if key in keys:
-                item_group[i] = keys.index(key)
-        return groups, explicit, implicit, item_group
-
-    def select_item_ref(
-        self,
-        node: exp.Expression,
-        items: Sequence[exp.Expression],
-        aliases: dict[str, int],
-        prefer_alias: bool,
-    ) -> int | None:
-        """Index of the SELECT item a GROUP BY/ORDER BY entry refers to (position or alias)."""
-        bare = strip_parens(node)
-        if isinstance(bare, exp.Literal) and not bare.is_string and bare.this.isdigit():
-            position = int(bare.this)
-            if not 1 <= position <= len(items):
-                raise error_at(
-                    bare,
-                    f"position {position} is not in the select list",
-                    f"Use a number between 1 and {len(items)}.",
-                    sqlstate=sqlstate.UNDEFINED_COLUMN,
-                )
-            return position - 1
-        if isinstance(bare, exp.Column) and not bare.args.get("table"):
-            name = ident_name(bare.this)
-            if name in aliases and (prefer_alias or self.resolved.get(id(bare)) is None):
-                return aliases[name]
-        return None
-
-    def check_post_processing(
-        self, select: exp.Select, groups: list[GenResult], aliases: dict[str, int]
-    ) -> None:
-        """Outside of aggregates, only grouping expressions may be referenced."""
-        group_keys = {canon(self, g.node) for g in groups}
-        items = list(select.expressions)
-
-        def visit(node: exp.Expression) -> None:
-            if canon(self, node) in group_keys or aggregate_identity(self, node) is not None:
-                return
-            if isinstance(node, exp.Column):
-                resolved = self.resolved.get(id(node))
-                if resolved is None:
-                    return  # an output alias (ORDER BY) or a keyword
-                shown = render(node)
-                raise error_at(
-                    node,
-                    f"column {shown} must appear in GROUP BY or be used in an aggregate",
-                    f"Add {shown} to GROUP BY, or aggregate it (e.g. count({shown})).",
-                    sqlstate=sqlstate.GROUPING_ERROR,
-                )
-            for child in node.iter_expressions():
-                visit(child)
-
-        for item in items:
-            visit(unalias(item))
-        having = select.args.get("having")
-        if having is not None:
-            visit(having.this)
-        order = select.args.get("order")
-        for ordered in order.expressions if order is not None else []:
-            if self.select_item_ref(ordered.this, items, aliases, prefer_alias=True) is None:
-                visit(ordered.this)
 
     # -- generalizations -------------------------------------------------------------------------
 
