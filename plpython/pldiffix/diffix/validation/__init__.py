@@ -20,7 +20,7 @@ from pldiffix.core import errors as sqlstate
 from pldiffix.core.relations import Catalog
 
 from ..query_model import ValidatedQuery
-from .analyzer import Analyzer
+from .analyzer import analyze
 from .context import TRUSTED, UNTRUSTED
 from .errors import (
     ValidationError,
@@ -111,9 +111,10 @@ def _validate(
 ) -> ValidatedQuery:
     statement = parse_statement(sql)
     ast = statement.copy()
-    analyzer = Analyzer(catalog, level, treat_unmarked_tables_as_public)
-    analyzer.analyze_query(ast, None, {})
-    for source in analyzer.catalog_sources:
+    analysis = analyze(
+        ast, catalog, level, treat_unmarked_tables_as_public=treat_unmarked_tables_as_public
+    )
+    for source in analysis.catalog_sources:
         assert source.relation is not None
         columns = None if source.uses_all_columns else sorted(source.used_columns)
         if not catalog_access_allowed(source.relation.name, columns):
@@ -127,8 +128,8 @@ def _validate(
             )
     return ValidatedQuery(
         ast=ast,
-        anonymizing=analyzer.anonymizing,
-        relations=list(analyzer.relations.values()),
-        functions=list(analyzer.functions.values()),
+        anonymizing=analysis.anonymizing,
+        relations=list(analysis.relations.values()),
+        functions=list(analysis.functions.values()),
         access_level=level,
     )
