@@ -16,7 +16,14 @@ from ..query_model import FunctionRef
 from .anonymizing import check_and_model, check_no_outer_references, check_single_level
 from .context import Analysis
 from .errors import error_at, error_rendered
-from .resolve import expand_stars, rename_columns, resolve_column, resolve_relation, star_columns
+from .resolve import (
+    expand_stars,
+    rename_columns,
+    resolve_column,
+    resolve_relation,
+    star_columns,
+    star_source,
+)
 from .scope import FromJoin, FromLeaf, FromTree, Scope, Source, leaves
 from .syntax import ident_name, output_name, where_always_false, zip_aliases
 
@@ -355,15 +362,7 @@ def _select_outputs(select: exp.Select, scope: Scope) -> Outputs:
             opaque = opaque or any(s.opaque for s in scope.sources)
             columns.extend(star_columns(scope))
         elif isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
-            table = ident_name(item.args.get("table"))
-            source = scope.find_source(table, None)
-            if source is None:
-                raise error_at(
-                    item,
-                    f'missing FROM-clause entry for table "{table}"',
-                    "Reference tables by the alias given in FROM.",
-                    sqlstate=sqlstate.UNDEFINED_TABLE,
-                )
+            source = star_source(scope, ident_name(item.args.get("table")), item)
             opaque = opaque or source.opaque
             columns.extend(source.columns)
         else:

@@ -240,18 +240,24 @@ def qualify(analysis: Analysis, column: exp.Column) -> None:
     column.set("catalog", None)
 
 
+def star_source(scope: Scope, table: str, where: exp.Expression) -> Source:
+    """The FROM item `table.*` takes its columns from."""
+    source = scope.find_source(table, None)
+    if source is None:
+        raise error_at(
+            where,
+            f'missing FROM-clause entry for table "{table}"',
+            "Reference tables by the alias given in FROM.",
+            sqlstate=sqlstate.UNDEFINED_TABLE,
+        )
+    return source
+
+
 def _star_sources(
     scope: Scope, table: str | None, where: exp.Expression
 ) -> list[tuple[Source, str]]:
     if table is not None:
-        source = scope.find_source(table, None)
-        if source is None:
-            raise error_at(
-                where,
-                f'missing FROM-clause entry for table "{table}"',
-                "Reference tables by the alias given in FROM.",
-                sqlstate=sqlstate.UNDEFINED_TABLE,
-            )
+        source = star_source(scope, table, where)
         return [(source, name) for name, _ in source.columns]
     out: list[tuple[Source, str]] = [(source, name) for name, source in scope.merged.items()]
     for source in scope.sources:
