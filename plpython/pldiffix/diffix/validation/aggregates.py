@@ -49,6 +49,7 @@ class AggResult:
 
 
 def check_aggregates(analysis: Analysis, select: exp.Select) -> list[AggResult]:
+    """Every aggregate call in the select list, HAVING and ORDER BY, verified."""
     results: list[AggResult] = []
     having = select.args.get("having")
     order = select.args.get("order")

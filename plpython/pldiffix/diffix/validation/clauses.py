@@ -133,6 +133,8 @@ def check_where(analysis: Analysis, select: exp.Select) -> list[tuple[GenResult,
 def check_grouping(
     analysis: Analysis, select: exp.Select, aliases: dict[str, int], has_aggregates: bool
 ) -> tuple[list[GenResult], bool, bool, list[int | None]]:
+    """The grouping expressions, verified, whether grouping is explicit or implicit, and for each
+    SELECT item the index of the grouping expression it is (None: computed from them)."""
     items = list(select.expressions)
     group = select.args.get("group")
     explicit = group is not None and bool(group.expressions)

@@ -26,6 +26,8 @@ UNTRUSTED = "anonymized_untrusted"
 
 @dataclass
 class Analysis:
+    """What the passes over one statement share: the catalog, the level, and what they found."""
+
     catalog: Catalog
     access_level: str
     treat_unmarked_tables_as_public: bool = False

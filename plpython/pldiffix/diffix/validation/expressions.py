@@ -49,6 +49,7 @@ def unwrap(analysis: Analysis, node: exp.Expression) -> exp.Expression:
 
 
 def is_const(analysis: Analysis, node: exp.Expression) -> bool:
+    """A literal (or interval literal), possibly behind casts pg_diffix looks through."""
     inner = unwrap(analysis, node)
     if is_literal_constant(inner):
         return True
@@ -56,6 +57,7 @@ def is_const(analysis: Analysis, node: exp.Expression) -> bool:
 
 
 def const_number(analysis: Analysis, node: exp.Expression) -> float | None:
+    """The number a constant stands for; None when it is no number."""
     inner = strip_parens(unwrap(analysis, node))
     value = literal_value(inner)
     if isinstance(value, str):
@@ -64,6 +66,7 @@ def const_number(analysis: Analysis, node: exp.Expression) -> float | None:
 
 
 def type_of(analysis: Analysis, node: exp.Expression | None) -> str | None:
+    """The typname of an expression, or None when it cannot be told without the server."""
     if node is None:
         return None
     node = strip_parens(node)

@@ -18,6 +18,7 @@ from .syntax import conjuncts, ident_name
 
 
 def check_from(analysis: Analysis, tree: FromTree) -> tuple[list[RangeEntry], FromItem]:
+    """The range entries (one per table) and the join tree of the model."""
     entries: list[RangeEntry] = []
     by_source: dict[int, RangeEntry] = {}
     for source in leaves(tree):

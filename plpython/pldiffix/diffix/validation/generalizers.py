@@ -45,7 +45,6 @@ GENERALIZERS_TRUSTED = (
     "diffix.ceil_by(col, K), and casts between numeric types or from date/time to text"
 )
 
-
 GENERALIZERS_UNTRUSTED = (
     "substring(col, 1, length), floor(col), round(col) and diffix.floor_by(col, K) with K "
     "1, 2 or 5 times a power of ten"
@@ -171,6 +170,7 @@ def _verify_cast(
 
 
 def signature_of(analysis: Analysis, call: GeneralizerCall) -> Signature:
+    """The overload a generalizer call resolves to, as PostgreSQL would choose it."""
     arg_types = [type_of(analysis, a) for a in call.args]
     signature = choose_signature(call.family, arg_types)
     if signature is None:

@@ -19,8 +19,8 @@ from .pgtypes import normalize_type
 from .scope import Resolved, Scope, Source
 from .syntax import ident_name
 
+# Unlabeled relations there are public (they describe the schema, not people).
 METADATA_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
-
 
 # SQL keywords that look like column references but are functions.
 PSEUDO_COLUMNS = frozenset(
@@ -41,6 +41,7 @@ PSEUDO_COLUMNS = frozenset(
 
 
 def resolve_relation(analysis: Analysis, table: exp.Table) -> Source:
+    """The range variable of a table in FROM, looked up in the catalog (search path order)."""
     name = ident_name(table.this)
     schema = ident_name(table.args.get("db")) if table.args.get("db") else None
     if table.args.get("catalog"):
@@ -129,6 +130,8 @@ def resolve_column(
     scope: Scope | None,
     output_aliases: frozenset[str] = frozenset(),
 ) -> Resolved | None:
+    """Bind a column reference to the innermost scope that has it (None: an output alias or a
+    keyword such as current_user)."""
     if id(column) in analysis.resolved:
         return analysis.resolved[id(column)]
     if column.args.get("catalog"):
@@ -158,7 +161,7 @@ def resolve_column(
                         _columns_hint(source),
                         sqlstate=sqlstate.UNDEFINED_COLUMN,
                     )
-                return bind(analysis, column, source, name, level)
+                return _bind(analysis, column, source, name, level)
         else:
             candidates = current.candidates(name)
             if len(candidates) > 1:
@@ -171,7 +174,7 @@ def resolve_column(
                     sqlstate=sqlstate.AMBIGUOUS_COLUMN,
                 )
             if candidates:
-                return bind(analysis, column, candidates[0], name, level)
+                return _bind(analysis, column, candidates[0], name, level)
         current = current.parent
         level += 1
     if table is None:
@@ -203,7 +206,10 @@ def resolve_column(
     )
 
 
-def bind(analysis: Analysis, column: exp.Column, source: Source, name: str, level: int) -> Resolved:
+def _bind(
+    analysis: Analysis, column: exp.Column, source: Source, name: str, level: int
+) -> Resolved:
+    """Record that `column` refers to `name` of `source`, `level` query levels up."""
     system = source.system_column(name) and not any(c == name for c, _ in source.columns)
     resolved = Resolved(source, name, source.column_type(name), level, system=system)
     source.used_columns.add(name)
@@ -212,6 +218,7 @@ def bind(analysis: Analysis, column: exp.Column, source: Source, name: str, leve
 
 
 def expand_stars(analysis: Analysis, select: exp.Select, scope: Scope) -> None:
+    """Replace `*` and `t.*` in the select list by the (resolved) columns they stand for."""
     items: list[exp.Expression] = []
     changed = False
     for item in select.expressions:
@@ -222,7 +229,7 @@ def expand_stars(analysis: Analysis, select: exp.Select, scope: Scope) -> None:
             table = None if isinstance(item, exp.Star) else ident_name(item.args.get("table"))
             for source, name in _star_sources(scope, table, item):
                 column = exp.column(name, table=source.alias, quoted=True)
-                bind(analysis, column, source, name, 0)
+                _bind(analysis, column, source, name, 0)
                 items.append(column)
         else:
             items.append(item)
@@ -231,6 +238,7 @@ def expand_stars(analysis: Analysis, select: exp.Select, scope: Scope) -> None:
 
 
 def qualify(analysis: Analysis, column: exp.Column) -> None:
+    """Rewrite a resolved column of this query level as "alias"."name"."""
     resolved = analysis.resolved.get(id(column))
     if resolved is None or resolved.whole_row or resolved.levels_up:
         return

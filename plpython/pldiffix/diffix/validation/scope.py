@@ -1,4 +1,6 @@
-"""Name resolution: FROM items (range variables), scopes and column references."""
+"""What name resolution produces: range variables (FROM items), scopes, FROM trees and resolved
+columns, and the model reference of a resolved column. The resolving itself is in resolve.py.
+"""
 
 from __future__ import annotations
 
