@@ -20,8 +20,15 @@ from pldiffix.core import errors as sqlstate
 from pldiffix.core.relations import Catalog
 
 from ..query_model import ValidatedQuery
-from .analyzer import TRUSTED, UNTRUSTED, Analyzer, error_for_statement
-from .errors import ValidationError, attach_source, error_at, error_rendered
+from .analyzer import analyze
+from .context import TRUSTED, UNTRUSTED
+from .errors import (
+    ValidationError,
+    attach_source,
+    error_at,
+    error_for_statement,
+    error_rendered,
+)
 from .pgcatalog import catalog_access_allowed
 
 __all__ = ["TRUSTED", "UNTRUSTED", "ValidationError", "parse_statement", "validate"]
@@ -104,9 +111,10 @@ def _validate(
 ) -> ValidatedQuery:
     statement = parse_statement(sql)
     ast = statement.copy()
-    analyzer = Analyzer(catalog, level, treat_unmarked_tables_as_public)
-    analyzer.analyze_query(ast, None, {})
-    for source in analyzer.catalog_sources:
+    analysis = analyze(
+        ast, catalog, level, treat_unmarked_tables_as_public=treat_unmarked_tables_as_public
+    )
+    for source in analysis.catalog_sources:
         assert source.relation is not None
         columns = None if source.uses_all_columns else sorted(source.used_columns)
         if not catalog_access_allowed(source.relation.name, columns):
@@ -120,8 +128,8 @@ def _validate(
             )
     return ValidatedQuery(
         ast=ast,
-        anonymizing=analyzer.anonymizing,
-        relations=list(analyzer.relations.values()),
-        functions=list(analyzer.functions.values()),
+        anonymizing=analysis.anonymizing,
+        relations=list(analysis.relations.values()),
+        functions=list(analysis.functions.values()),
         access_level=level,
     )

@@ -7,2069 +7,364 @@ around them (outer queries, CTEs, set operations, sublinks) is post-processing a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-
 from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
-from pldiffix.core.relations import Catalog, FunctionInfo, RelationKind
-from pldiffix.diffix.money import is_money_rounded
+from pldiffix.core.relations import Catalog
 
-from ..query_model import (
-    Aggregate,
-    AggregateKind,
-    AnonymizingQuery,
-    ColumnRef,
-    Filter,
-    FromItem,
-    FunctionRef,
-    Generalization,
-    GeneralizationKind,
-    Join,
-    JoinCondition,
-    JoinKind,
-    OutputColumn,
-    RangeEntry,
-    RelationRef,
+from ..query_model import FunctionRef
+from .anonymizing import check_and_model, check_no_outer_references, check_single_level
+from .context import Analysis
+from .errors import error_at, error_rendered
+from .resolve import (
+    expand_stars,
+    rename_columns,
+    resolve_column,
+    resolve_relation,
+    star_columns,
+    star_source,
 )
-from .errors import ValidationError, error_at, error_rendered, render
-from .functions import (
-    DIFFIX_AGGREGATES,
-    PRIMARY_ARG,
-    SRF_NODES,
-    SYNTAX_NOT_FUNCTIONS,
-    GeneralizerCall,
-    Signature,
-    builtin_name,
-    choose_signature,
-    family_display,
-    generalizer_call,
-)
-from .pgtypes import (
-    NUMERIC_TYPES,
-    UNKNOWN,
-    CastKind,
-    classify_cast,
-    datatype_name,
-    format_number,
-    literal_number,
-    literal_type,
-    money_neighbours,
-    normalize_type,
-)
-from .scope import Resolved, Scope, Source
-
-TRUSTED = "anonymized_trusted"
-UNTRUSTED = "anonymized_untrusted"
-METADATA_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
-
-GENERALIZERS_TRUSTED = (
-    "substring(col, start, length), floor(col), round(col), ceil(col), "
-    "width_bucket(col, low, high, count), date_trunc('unit', col), extract(field FROM col), "
-    "date_part('field', col), diffix.floor_by(col, K), diffix.round_by(col, K), "
-    "diffix.ceil_by(col, K), and casts between numeric types or from date/time to text"
-)
-GENERALIZERS_UNTRUSTED = (
-    "substring(col, 1, length), floor(col), round(col) and diffix.floor_by(col, K) with K "
-    "1, 2 or 5 times a power of ten"
-)
-AGGREGATES_HINT = (
-    "Supported aggregates: count(*), count(col), count(DISTINCT col), sum(col), avg(col), "
-    "diffix.count_noise(...), diffix.sum_noise(col), diffix.avg_noise(col), "
-    "diffix.count_histogram(aid_col[, bin_size]) and diffix.is_suppress_bin(*). Other "
-    "aggregates can be computed over anonymized results in an outer query."
-)
-POST_PROCESS_HINT = (
-    "Anonymize first and post-process in an outer query, e.g. "
-    "SELECT ... FROM (SELECT city, count(*) FROM personal_table GROUP BY city) x."
-)
-
-# SQL keywords that look like column references but are functions.
-PSEUDO_COLUMNS = frozenset(
-    {
-        "current_user",
-        "session_user",
-        "user",
-        "current_role",
-        "current_catalog",
-        "current_schema",
-        "current_date",
-        "current_time",
-        "current_timestamp",
-        "localtime",
-        "localtimestamp",
-    }
-)
+from .scope import FromJoin, FromLeaf, FromTree, Scope, Source, leaves
+from .syntax import ident_name, output_name, where_always_false, zip_aliases
 
 Outputs = tuple[list[tuple[str, str | None]], bool]  # (columns, opaque)
 
 
-def ident_name(node: exp.Expression | str | None) -> str:
-    """An identifier as PostgreSQL folds it: unquoted names in lower case."""
-    if node is None:
-        return ""
-    if isinstance(node, str):
-        return node.lower()
-    if isinstance(node, exp.Identifier):
-        return node.this if node.quoted else node.this.lower()
-    if isinstance(node, exp.Star):
-        return "*"
-    return node.name.lower()
+def analyze(
+    ast: exp.Query,
+    catalog: Catalog,
+    access_level: str,
+    *,
+    treat_unmarked_tables_as_public: bool = False,
+) -> Analysis:
+    """Resolve and check a whole statement; the result holds what it uses and its models."""
+    analysis = Analysis(catalog, access_level, treat_unmarked_tables_as_public)
+    analyze_query(analysis, ast, None, {})
+    return analysis
 
 
-def strip_parens(node: exp.Expression) -> exp.Expression:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    return node
+def analyze_query(
+    analysis: Analysis, node: exp.Expression, parent: Scope | None, ctes: dict[str, Outputs]
+) -> Outputs:
+    if isinstance(node, exp.Subquery):
+        outputs = analyze_query(analysis, node.this, parent, ctes)
+        _walk_trailing(analysis, node, outputs, parent, ctes)
+        return outputs
+    if isinstance(node, exp.SetOperation):
+        ctes = _with_clause(analysis, node, parent, ctes)
+        outputs = analyze_query(analysis, node.this, parent, ctes)
+        analyze_query(analysis, node.expression, parent, ctes)
+        _walk_trailing(analysis, node, outputs, parent, ctes)
+        return outputs
+    if isinstance(node, exp.Select):
+        return _analyze_select(analysis, node, parent, ctes)
+    if isinstance(node, exp.Values):
+        width = 0
+        for row in node.expressions:
+            walk(analysis, row, parent, ctes)
+            width = max(width, len(row.expressions) if isinstance(row, exp.Tuple) else 1)
+        return [(f"column{i + 1}", None) for i in range(width)], False
+    raise error_at(node, "only SELECT queries are supported", "Write a single SELECT statement.")
 
 
-def is_literal_constant(node: exp.Expression) -> bool:
-    """A token the parser turns into a Const (before any cast is applied)."""
-    node = strip_parens(node)
-    if isinstance(node, exp.Neg):
-        inner = strip_parens(node.this)
-        return isinstance(inner, exp.Literal) and not inner.is_string
-    return isinstance(node, (exp.Literal, exp.Null, exp.Boolean, exp.Var, exp.HexString))
+def _walk_trailing(
+    analysis: Analysis,
+    node: exp.Expression,
+    outputs: Outputs,
+    parent: Scope | None,
+    ctes: dict[str, Outputs],
+) -> None:
+    """ORDER BY / LIMIT attached to a set operation or parenthesized query."""
+    pseudo = Source("", "subquery", outputs[0], node, opaque=outputs[1])
+    scope = Scope([pseudo], parent)
+    for key in ("order", "limit", "offset"):
+        part = node.args.get(key)
+        if part is not None:
+            walk(analysis, part, scope, ctes)
 
 
-def _const_truth(node: exp.Expression) -> bool | str | None:
-    """Evaluate a WHERE clause made of literals: True, False, None (NULL) or "unknown"."""
-    node = strip_parens(node)
-    if isinstance(node, exp.Boolean):
-        return bool(node.this)
-    if isinstance(node, exp.Null):
-        return None
-    if isinstance(node, exp.Not):
-        value = _const_truth(node.this)
-        return value if value in (None, "unknown") else not value
-    if isinstance(node, exp.And):
-        values = [_const_truth(node.this), _const_truth(node.expression)]
-        if False in values:
-            return False
-        if "unknown" in values:
-            return "unknown"
-        return None if None in values else True
-    if isinstance(node, exp.Or):
-        values = [_const_truth(node.this), _const_truth(node.expression)]
-        if True in values:
-            return True
-        if "unknown" in values:
-            return "unknown"
-        return None if None in values else False
-    if isinstance(node, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
-        left, right = strip_parens(node.this), strip_parens(node.expression)
-        if isinstance(left, exp.Null) or isinstance(right, exp.Null):
-            return None
-        a, b = _literal_value(left), _literal_value(right)
-        if a is None or b is None or type(a) is not type(b):
-            return "unknown"
-        ops = {
-            exp.EQ: a == b,
-            exp.NEQ: a != b,
-            exp.GT: a > b,
-            exp.GTE: a >= b,
-            exp.LT: a < b,
-            exp.LTE: a <= b,
-        }
-        return ops[type(node)]
-    return "unknown"
-
-
-def _literal_value(node: exp.Expression) -> float | str | None:
-    if isinstance(node, exp.Literal):
-        return node.this if node.is_string else literal_number(node.this)
-    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-        value = literal_number(node.this.this)
-        return None if value is None else -value
-    return None
-
-
-def where_always_false(select: exp.Select) -> bool:
-    where = select.args.get("where")
-    return where is not None and _const_truth(where.this) in (False, None)
-
-
-@dataclass
-class FromLeaf:
-    source: Source
-
-
-@dataclass
-class FromJoin:
-    join: exp.Join
-    left: FromLeaf | FromJoin
-    right: FromLeaf | FromJoin
-    comma: bool
-
-
-FromTree = FromLeaf | FromJoin
-
-
-@dataclass
-class GenResult:
-    """A verified grouping/filtering expression."""
-
-    kind: GeneralizationKind
-    column: Resolved
-    column_node: exp.Column
-    args: list[exp.Expression]
-    node: exp.Expression
-    type: str | None
-
-
-@dataclass
-class AggResult:
-    kind: AggregateKind
-    node: exp.Expression
-    column: Resolved | None = None
-    bin_size: int | None = None
-
-
-@dataclass
-class Analyzer:
-    catalog: Catalog
-    access_level: str
-    treat_unmarked_tables_as_public: bool = False
-    resolved: dict[int, Resolved] = field(default_factory=dict)
-    relations: dict[tuple[str, str], RelationRef] = field(default_factory=dict)
-    functions: dict[tuple[str, str], FunctionRef] = field(default_factory=dict)
-    anonymizing: list[AnonymizingQuery] = field(default_factory=list)
-    catalog_sources: list[Source] = field(default_factory=list)
-    _function_cache: dict[tuple[str | None, str], FunctionInfo | None] = field(default_factory=dict)
-
-    @property
-    def untrusted(self) -> bool:
-        return self.access_level == UNTRUSTED
-
-    # ----------------------------------------------------------------------------------------------
-    # Catalog lookups
-    # ----------------------------------------------------------------------------------------------
-
-    def _path(self) -> list[str]:
-        path = list(self.catalog.search_path)
-        return path if "pg_catalog" in path else ["pg_catalog", *path]
-
-    def lookup_function(self, schema: str | None, name: str) -> FunctionInfo | None:
-        key = (schema, name)
-        if key not in self._function_cache:
-            found = None
-            for candidate in [schema] if schema is not None else self._path():
-                found = self.catalog.get_function(candidate, name)
-                if found is not None:
-                    break
-            self._function_cache[key] = found
-        return self._function_cache[key]
-
-    def function_of(self, node: exp.Expression) -> tuple[str | None, str, bool] | None:
-        """(schema, name, builtin) of a function call node; None when `node` is no call."""
-        if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
-            schema = ident_name(node.this)
-            func = node.expression
-            name = (
-                ident_name(func.this)
-                if isinstance(func, exp.Anonymous)
-                else (builtin_name(func) or "")
-            )
-            return schema, name, False
-        if isinstance(node, exp.Anonymous):
-            name = ident_name(node.args.get("this"))
-            info = self.lookup_function(None, name)
-            return (info.schema if info else None), name, False
-        if isinstance(node, exp.Func) and not isinstance(node, exp.Cast):
-            name = builtin_name(node)
-            if name is None:
-                return None
-            return "pg_catalog", name, True
-        return None
-
-    def note_function(self, node: exp.Expression) -> FunctionInfo | None:
-        """Record a function call; unknown (non built-in) functions are an error."""
-        found = self.function_of(node)
-        if found is None:
-            return None
-        schema, name, builtin = found
-        if builtin:
-            if name not in SYNTAX_NOT_FUNCTIONS:
-                self.functions.setdefault(
-                    (schema or "", name), FunctionRef(schema or "", name, True)
-                )
-            return None
-        info = self.lookup_function(schema, name)
-        if info is None:
-            where = f"{schema}.{name}" if schema else name
+def _with_clause(
+    analysis: Analysis, node: exp.Expression, parent: Scope | None, ctes: dict[str, Outputs]
+) -> dict[str, Outputs]:
+    with_ = node.args.get("with_")
+    if with_ is None:
+        return ctes
+    env = dict(ctes)
+    recursive = bool(with_.args.get("recursive"))
+    for cte in with_.expressions:
+        name = ident_name(cte.alias_or_name)
+        body = cte.this
+        if not isinstance(body, exp.Query):
             raise error_at(
-                node,
-                f"function {where}() does not exist",
-                "Check the spelling and the schema of the function"
-                + ("" if schema else " (or qualify it, e.g. diffix.count_noise)")
-                + ".",
-                sqlstate=sqlstate.UNDEFINED_FUNCTION,
+                body,
+                "only SELECT is allowed inside WITH",
+                "Data-modifying statements are not allowed; use a SELECT in the CTE.",
             )
-        self.functions.setdefault(
-            (info.schema, info.name), FunctionRef(info.schema, info.name, False)
-        )
-        return info
+        alias_node = cte.args.get("alias")
+        if recursive:
+            names = [ident_name(c) for c in (alias_node.columns if alias_node else [])]
+            env[name] = ([(n, None) for n in names], not names)
+        columns, opaque = analyze_query(analysis, body, parent, env)
+        env[name] = (rename_columns(columns, alias_node, cte), opaque)
+    return env
 
-    def resolve_relation(self, table: exp.Table) -> Source:
-        name = ident_name(table.this)
-        schema = ident_name(table.args.get("db")) if table.args.get("db") else None
-        if table.args.get("catalog"):
-            raise error_at(
-                table,
-                "database-qualified table names are not supported",
-                "Write schema.table or just table.",
-            )
-        info = None
-        if schema is not None:
-            info = self.catalog.get_relation(schema, name)
-        else:
-            for candidate in self._path():
-                info = self.catalog.get_relation(candidate, name)
-                if info is not None:
-                    break
-        if info is None:
-            shown = f"{schema}.{name}" if schema else name
-            raise error_at(
-                table,
-                f"relation {shown} does not exist",
-                "Check the name; SELECT * FROM diffix.show_labels() lists the labeled tables.",
-                sqlstate=sqlstate.UNDEFINED_TABLE,
-            )
-        kind = info.kind
-        if kind is RelationKind.UNLABELED:
-            if info.schema in METADATA_SCHEMAS or self.treat_unmarked_tables_as_public:
-                kind = RelationKind.PUBLIC
-            else:
-                raise error_at(
-                    table,
-                    f"table {info.schema}.{info.name} has no anonymization label and cannot be "
-                    "accessed in anonymized access level",
-                    "Ask an administrator to mark it personal or public "
-                    "(diffix.mark_personal / diffix.mark_public).",
-                    sqlstate=sqlstate.INSUFFICIENT_PRIVILEGE,
-                )
-        self.relations.setdefault(
-            (info.schema, info.name), RelationRef(info.schema, info.name, info.kind)
-        )
-        alias_node = table.args.get("alias")
-        alias = ident_name(alias_node.this) if alias_node and alias_node.this else None
-        columns = [(c.name, normalize_type(c.type)) for c in info.columns]
-        columns = self._rename(columns, alias_node, table)
-        source = Source(
-            alias=alias or info.name,
-            kind="relation",
-            columns=columns,
-            node=table,
-            relation=info,
-            effective_kind=kind,
-            aliased=alias is not None,
-        )
-        if info.schema == "pg_catalog":
-            self.catalog_sources.append(source)
-        return source
 
-    @staticmethod
-    def _rename(
-        columns: list[tuple[str, str | None]],
-        alias_node: exp.TableAlias | None,
-        where: exp.Expression,
-    ) -> list[tuple[str, str | None]]:
-        """Apply a column alias list `AS t(a, b)`."""
-        if alias_node is None or not alias_node.args.get("columns"):
-            return columns
-        names = [
-            ident_name(c.this if isinstance(c, exp.ColumnDef) else c) for c in alias_node.columns
-        ]
-        if len(names) > len(columns) and columns:
-            raise error_at(
-                where,
-                f"the alias list names {len(names)} columns but there are only {len(columns)}",
-                "Remove the extra names from the column alias list.",
-            )
-        renamed = list(columns)
-        for i, name in enumerate(names):
-            if i < len(renamed):
-                renamed[i] = (name, renamed[i][1])
-            else:
-                renamed.append((name, None))
-        return renamed
-
-    # ----------------------------------------------------------------------------------------------
-    # Queries
-    # ----------------------------------------------------------------------------------------------
-
-    def analyze_query(
-        self, node: exp.Expression, parent: Scope | None, ctes: dict[str, Outputs]
-    ) -> Outputs:
-        if isinstance(node, exp.Subquery):
-            outputs = self.analyze_query(node.this, parent, ctes)
-            self._walk_trailing(node, outputs, parent, ctes)
-            return outputs
-        if isinstance(node, exp.SetOperation):
-            ctes = self.with_clause(node, parent, ctes)
-            outputs = self.analyze_query(node.this, parent, ctes)
-            self.analyze_query(node.expression, parent, ctes)
-            self._walk_trailing(node, outputs, parent, ctes)
-            return outputs
-        if isinstance(node, exp.Select):
-            return self.analyze_select(node, parent, ctes)
-        if isinstance(node, exp.Values):
-            width = 0
-            for row in node.expressions:
-                self.walk(row, parent, ctes)
-                width = max(width, len(row.expressions) if isinstance(row, exp.Tuple) else 1)
-            return [(f"column{i + 1}", None) for i in range(width)], False
+def _analyze_select(
+    analysis: Analysis, select: exp.Select, parent: Scope | None, ctes: dict[str, Outputs]
+) -> Outputs:
+    if select.args.get("into") is not None:
         raise error_at(
-            node, "only SELECT queries are supported", "Write a single SELECT statement."
+            select.args["into"],
+            "SELECT INTO is not allowed",
+            "Remove the INTO clause; query results are returned, not stored.",
         )
+    has_with = select.args.get("with_") is not None
+    ctes = _with_clause(analysis, select, parent, ctes)
+    scope = Scope([], parent)
+    tree = _build_from(analysis, select, scope, ctes)
+    anonymizing = any(s.is_personal for s in scope.sources) and not where_always_false(select)
+    if anonymizing:
+        assert tree is not None
+        return _anonymizing_select(analysis, select, scope, tree, has_with)
+    return _plain_select(analysis, select, scope, ctes)
 
-    def _walk_trailing(
-        self, node: exp.Expression, outputs: Outputs, parent: Scope | None, ctes: dict[str, Outputs]
-    ) -> None:
-        """ORDER BY / LIMIT attached to a set operation or parenthesized query."""
-        pseudo = Source("", "subquery", outputs[0], node, opaque=outputs[1])
-        scope = Scope([pseudo], parent)
-        for key in ("order", "limit", "offset"):
-            part = node.args.get(key)
-            if part is not None:
-                self.walk(part, scope, ctes)
 
-    def with_clause(
-        self, node: exp.Expression, parent: Scope | None, ctes: dict[str, Outputs]
-    ) -> dict[str, Outputs]:
-        with_ = node.args.get("with_")
-        if with_ is None:
-            return ctes
-        env = dict(ctes)
-        recursive = bool(with_.args.get("recursive"))
-        for cte in with_.expressions:
-            name = ident_name(cte.alias_or_name)
-            body = cte.this
-            if not isinstance(body, exp.Query):
-                raise error_at(
-                    body,
-                    "only SELECT is allowed inside WITH",
-                    "Data-modifying statements are not allowed; use a SELECT in the CTE.",
-                )
-            alias_node = cte.args.get("alias")
-            if recursive:
-                names = [ident_name(c) for c in (alias_node.columns if alias_node else [])]
-                env[name] = ([(n, None) for n in names], not names)
-            columns, opaque = self.analyze_query(body, parent, env)
-            env[name] = (self._rename(columns, alias_node, cte), opaque)
-        return env
+def _build_from(
+    analysis: Analysis, select: exp.Select, scope: Scope, ctes: dict[str, Outputs]
+) -> FromTree | None:
+    from_ = select.args.get("from_")
+    if from_ is None:
+        if select.args.get("joins"):
+            raise error_at(select, "JOIN without FROM", "Add a FROM clause.")
+        return None
+    tree = _from_item(analysis, from_.this, scope, ctes)
+    for join in select.args.get("joins") or []:
+        tree = _join_item(analysis, tree, join, scope, ctes)
+    return tree
 
-    def analyze_select(
-        self, select: exp.Select, parent: Scope | None, ctes: dict[str, Outputs]
-    ) -> Outputs:
-        if select.args.get("into") is not None:
+
+def _join_item(
+    analysis: Analysis, left: FromTree, join: exp.Join, scope: Scope, ctes: dict[str, Outputs]
+) -> FromTree:
+    right = _from_item(analysis, join.this, scope, ctes)
+    comma = not any(join.args.get(k) for k in ("kind", "side", "method", "on", "using"))
+    using = [ident_name(i) for i in join.args.get("using") or []]
+    if join.args.get("method") == "NATURAL":
+        left_names = {c for s in leaves(left) for c, _ in s.columns}
+        right_names = [c for s in leaves(right) for c, _ in s.columns]
+        using = [c for c in right_names if c in left_names]
+        join.meta["pldiffix_natural_columns"] = using
+    for name in using:
+        left_sources = [s for s in leaves(left) if s.has_column(name)]
+        right_sources = [s for s in leaves(right) if s.has_column(name)]
+        if not left_sources or not right_sources:
             raise error_at(
-                select.args["into"],
-                "SELECT INTO is not allowed",
-                "Remove the INTO clause; query results are returned, not stored.",
-            )
-        has_with = select.args.get("with_") is not None
-        ctes = self.with_clause(select, parent, ctes)
-        scope = Scope([], parent)
-        tree = self.build_from(select, scope, ctes)
-        anonymizing = any(s.is_personal for s in scope.sources) and not where_always_false(select)
-        if anonymizing:
-            assert tree is not None
-            return self.anonymizing_select(select, scope, tree, has_with)
-        return self.plain_select(select, scope, ctes)
-
-    # ----------------------------------------------------------------------------------------------
-    # FROM
-    # ----------------------------------------------------------------------------------------------
-
-    def build_from(
-        self, select: exp.Select, scope: Scope, ctes: dict[str, Outputs]
-    ) -> FromTree | None:
-        from_ = select.args.get("from_")
-        if from_ is None:
-            if select.args.get("joins"):
-                raise error_at(select, "JOIN without FROM", "Add a FROM clause.")
-            return None
-        tree = self.from_item(from_.this, scope, ctes)
-        for join in select.args.get("joins") or []:
-            tree = self.join_item(tree, join, scope, ctes)
-        return tree
-
-    def join_item(
-        self, left: FromTree, join: exp.Join, scope: Scope, ctes: dict[str, Outputs]
-    ) -> FromTree:
-        right = self.from_item(join.this, scope, ctes)
-        comma = not any(join.args.get(k) for k in ("kind", "side", "method", "on", "using"))
-        using = [ident_name(i) for i in join.args.get("using") or []]
-        if join.args.get("method") == "NATURAL":
-            left_names = {c for s in _leaves(left) for c, _ in s.columns}
-            right_names = [c for s in _leaves(right) for c, _ in s.columns]
-            using = [c for c in right_names if c in left_names]
-            join.meta["pldiffix_natural_columns"] = using
-        for name in using:
-            left_sources = [s for s in _leaves(left) if s.has_column(name)]
-            right_sources = [s for s in _leaves(right) if s.has_column(name)]
-            if not left_sources or not right_sources:
-                raise error_at(
-                    join,
-                    f'column "{name}" specified in USING does not exist on both sides of the join',
-                    "USING columns must exist in both joined tables.",
-                    sqlstate=sqlstate.UNDEFINED_COLUMN,
-                )
-            side = join.args.get("side")
-            scope.merged[name] = right_sources[0] if side == "RIGHT" else left_sources[0]
-        on = join.args.get("on")
-        if on is not None:
-            self.walk(on, scope, ctes)
-        return FromJoin(join, left, right, comma)
-
-    def from_item(self, item: exp.Expression, scope: Scope, ctes: dict[str, Outputs]) -> FromTree:
-        if (
-            isinstance(item, exp.Subquery)
-            and isinstance(item.this, exp.Table)
-            and item.this.args.get("joins")
-        ):
-            # A parenthesized join: (a JOIN b ON ...)
-            inner = item.this
-            tree = self.from_item(inner, scope, ctes)
-            for join in inner.args["joins"]:
-                tree = self.join_item(tree, join, scope, ctes)
-            return tree
-        source = self.make_source(item, scope, ctes)
-        for existing in scope.sources:
-            if existing.alias == source.alias and not (
-                existing.relation is not None
-                and source.relation is not None
-                and not existing.aliased
-                and not source.aliased
-                and existing.relation.schema != source.relation.schema
-            ):
-                raise error_at(
-                    item,
-                    f'table name "{source.alias}" is specified more than once',
-                    "Give each occurrence its own alias, e.g. FROM t AS t1 JOIN t AS t2 ON ...",
-                    sqlstate=sqlstate.DUPLICATE_ALIAS,
-                )
-        scope.sources.append(source)
-        return FromLeaf(source)
-
-    def make_source(self, item: exp.Expression, scope: Scope, ctes: dict[str, Outputs]) -> Source:
-        alias_node = (
-            item.args.get("alias") if isinstance(item.args.get("alias"), exp.TableAlias) else None
-        )
-        alias = ident_name(alias_node.this) if alias_node is not None and alias_node.this else None
-        if isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier):
-            name = ident_name(item.this)
-            if not item.args.get("db") and name in ctes:
-                columns, opaque = ctes[name]
-                return Source(
-                    alias or name,
-                    "cte",
-                    self._rename(columns, alias_node, item),
-                    item,
-                    aliased=alias is not None,
-                    opaque=opaque,
-                )
-            return self.resolve_relation(item)
-        if isinstance(item, exp.Table):  # a function in FROM
-            if item.args.get("db") is not None and isinstance(item.this, exp.Func):
-                self.note_function(
-                    exp.Dot(this=item.args["db"].copy(), expression=item.this.copy())
-                )
-                for arg in item.this.iter_expressions():
-                    self.walk(arg, scope, ctes)
-            else:
-                self.walk(item.this, scope, ctes)
-            fname = ident_name(item.this.this) if isinstance(item.this, exp.Anonymous) else "f"
-            columns = self._rename([], alias_node, item)
-            return Source(alias or fname, "function", columns, item, opaque=not columns)
-        if isinstance(item, exp.Subquery):
-            outer = scope.parent
-            outputs = self.analyze_query(item.this, outer, ctes)
-            self._walk_trailing(item, outputs, outer, ctes)
-            if alias is None:
-                raise error_at(
-                    item,
-                    "a subquery in FROM must have an alias",
-                    "Add an alias: FROM (SELECT ...) AS x",
-                )
-            columns = self._rename(outputs[0], alias_node, item)
-            return Source(alias, "subquery", columns, item, aliased=True, opaque=outputs[1])
-        if isinstance(item, exp.Lateral):
-            inner = item.this
-            if isinstance(inner, exp.Subquery):
-                outputs = self.analyze_query(inner.this, scope, ctes)
-            else:
-                self.walk(inner, scope, ctes)
-                outputs = ([], True)
-            lateral_alias = item.args.get("alias")
-            name = (
-                ident_name(lateral_alias.this)
-                if lateral_alias and lateral_alias.this
-                else "lateral"
-            )
-            columns = self._rename(outputs[0], lateral_alias, item)
-            source = Source(name, "subquery", columns, item, aliased=True, opaque=outputs[1])
-            source.node.meta["pldiffix_lateral"] = True
-            return source
-        if isinstance(item, exp.Values):
-            outputs = self.analyze_query(item, scope.parent, ctes)
-            columns = self._rename(outputs[0], alias_node, item)
-            return Source(alias or "*VALUES*", "values", columns, item, aliased=alias is not None)
-        if isinstance(item, exp.Unnest):
-            for arg in item.expressions:
-                self.walk(arg, scope, ctes)
-            self.functions.setdefault(
-                ("pg_catalog", "unnest"), FunctionRef("pg_catalog", "unnest", True)
-            )
-            columns = self._rename([], alias_node, item)
-            return Source(alias or "unnest", "function", columns, item, opaque=not columns)
-        raise error_at(item, "unsupported item in FROM", "Use tables, subqueries or functions.")
-
-    # ----------------------------------------------------------------------------------------------
-    # Expressions
-    # ----------------------------------------------------------------------------------------------
-
-    def walk(
-        self,
-        node: exp.Expression,
-        scope: Scope | None,
-        ctes: dict[str, Outputs],
-        output_aliases: frozenset[str] = frozenset(),
-    ) -> None:
-        """Resolve columns, record functions and analyze nested queries in an expression."""
-        stack: list[exp.Expression] = [node]
-        while stack:
-            current = stack.pop()
-            if isinstance(current, (exp.Query, exp.Subquery)):
-                self.analyze_query(current, scope, ctes)
-                continue
-            if isinstance(current, exp.Column):
-                self.resolve_column(current, scope, output_aliases)
-                continue
-            if isinstance(current, (exp.Parameter, exp.Placeholder)):
-                raise error_rendered(
-                    current,
-                    "query parameters are not supported",
-                    "Write the value into the query as a literal.",
-                    sqlstate=sqlstate.INVALID_PARAMETER,
-                )
-            if isinstance(current, (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Command)):
-                raise error_at(
-                    current, "only SELECT queries are supported", "Remove the statement."
-                )
-            if isinstance(current, exp.Dot) and isinstance(current.expression, exp.Func):
-                self.note_function(current)
-                stack.extend(current.expression.iter_expressions())
-                continue
-            if isinstance(current, exp.Func):
-                self.note_function(current)
-            stack.extend(current.iter_expressions())
-
-    def resolve_column(
-        self, column: exp.Column, scope: Scope | None, output_aliases: frozenset[str] = frozenset()
-    ) -> Resolved | None:
-        if id(column) in self.resolved:
-            return self.resolved[id(column)]
-        if column.args.get("catalog"):
-            raise error_at(
-                column,
-                "database-qualified column references are not supported",
-                "Write table.column or just column.",
-            )
-        name = ident_name(column.this)
-        table = ident_name(column.args.get("table")) if column.args.get("table") else None
-        schema = ident_name(column.args.get("db")) if column.args.get("db") else None
-        level = 0
-        current = scope
-        while current is not None:
-            if table is not None:
-                source = current.find_source(table, schema)
-                if source is not None:
-                    if name == "*":
-                        source.uses_all_columns = True
-                        resolved = Resolved(source, "*", None, level, whole_row=True)
-                        self.resolved[id(column)] = resolved
-                        return resolved
-                    if not source.has_column(name):
-                        raise error_at(
-                            column,
-                            f"column {table}.{name} does not exist",
-                            _columns_hint(source),
-                            sqlstate=sqlstate.UNDEFINED_COLUMN,
-                        )
-                    return self._bind(column, source, name, level)
-            else:
-                candidates = current.candidates(name)
-                if len(candidates) > 1:
-                    raise error_at(
-                        column,
-                        f'column reference "{name}" is ambiguous',
-                        "Qualify it with a table name or alias: "
-                        + " or ".join(f"{s.alias}.{name}" for s in candidates)
-                        + ".",
-                        sqlstate=sqlstate.AMBIGUOUS_COLUMN,
-                    )
-                if candidates:
-                    return self._bind(column, candidates[0], name, level)
-            current = current.parent
-            level += 1
-        if table is None:
-            if name in output_aliases or name in PSEUDO_COLUMNS:
-                return None
-            # a whole-row reference: SELECT t FROM t
-            level = 0
-            current = scope
-            while current is not None:
-                source = current.find_source(name, None)
-                if source is not None:
-                    source.uses_all_columns = True
-                    resolved = Resolved(source, name, None, level, whole_row=True)
-                    self.resolved[id(column)] = resolved
-                    return resolved
-                current = current.parent
-                level += 1
-            raise error_at(
-                column,
-                f'column "{name}" does not exist',
-                _columns_hint_scope(scope),
+                join,
+                f'column "{name}" specified in USING does not exist on both sides of the join',
+                "USING columns must exist in both joined tables.",
                 sqlstate=sqlstate.UNDEFINED_COLUMN,
             )
-        raise error_at(
-            column,
-            f'missing FROM-clause entry for table "{table}"',
-            "Reference tables by the alias given in FROM.",
-            sqlstate=sqlstate.UNDEFINED_TABLE,
-        )
+        side = join.args.get("side")
+        scope.merged[name] = right_sources[0] if side == "RIGHT" else left_sources[0]
+    on = join.args.get("on")
+    if on is not None:
+        walk(analysis, on, scope, ctes)
+    return FromJoin(join, left, right, comma)
 
-    def _bind(self, column: exp.Column, source: Source, name: str, level: int) -> Resolved:
-        system = source.system_column(name) and not any(c == name for c, _ in source.columns)
-        resolved = Resolved(source, name, source.column_type(name), level, system=system)
-        source.used_columns.add(name)
-        self.resolved[id(column)] = resolved
-        return resolved
 
-    # ----------------------------------------------------------------------------------------------
-    # Non-anonymizing SELECT
-    # ----------------------------------------------------------------------------------------------
-
-    def plain_select(self, select: exp.Select, scope: Scope, ctes: dict[str, Outputs]) -> Outputs:
-        outputs, opaque = self.select_outputs(select, scope)
-        aliases = frozenset(name for name, item in zip_aliases(select) if item)
-        for item in select.expressions:
-            if isinstance(item, exp.Star):
-                for source in scope.sources:
-                    source.uses_all_columns = True
-                continue
-            self.walk(item, scope, ctes)
-        for key in ("where", "having", "qualify", "limit", "offset", "distinct"):
-            part = select.args.get(key)
-            if part is not None:
-                self.walk(part, scope, ctes)
-        for key in ("group", "order"):
-            part = select.args.get(key)
-            if part is not None:
-                self.walk(part, scope, ctes, aliases)
-        for window in select.args.get("windows") or []:
-            self.walk(window, scope, ctes)
-        return outputs, opaque
-
-    def select_outputs(self, select: exp.Select, scope: Scope) -> Outputs:
-        columns: list[tuple[str, str | None]] = []
-        opaque = False
-        for item in select.expressions:
-            if isinstance(item, exp.Star):
-                opaque = opaque or any(s.opaque for s in scope.sources)
-                columns.extend(_star_columns(scope, None))
-            elif isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
-                table = ident_name(item.args.get("table"))
-                source = scope.find_source(table, None)
-                if source is None:
-                    raise error_at(
-                        item,
-                        f'missing FROM-clause entry for table "{table}"',
-                        "Reference tables by the alias given in FROM.",
-                        sqlstate=sqlstate.UNDEFINED_TABLE,
-                    )
-                opaque = opaque or source.opaque
-                columns.extend(source.columns)
-            else:
-                columns.append((output_name(item), None))
-        return columns, opaque
-
-    # ----------------------------------------------------------------------------------------------
-    # Anonymizing SELECT
-    # ----------------------------------------------------------------------------------------------
-
-    def anonymizing_select(
-        self, select: exp.Select, scope: Scope, tree: FromTree, has_with: bool
-    ) -> Outputs:
-        personal = [s for s in scope.sources if s.is_personal]
-        tables = ", ".join(f"{s.relation.schema}.{s.relation.name}" for s in personal if s.relation)
-        if has_with:
-            raise error_at(
-                select.args["with_"],
-                f"WITH cannot be attached to a query that reads personal tables ({tables})",
-                "Put the query on personal tables inside the CTE and post-process outside: "
-                "WITH c AS (SELECT city, count(*) FROM personal_table GROUP BY city) "
-                "SELECT ... FROM c.",
-            )
-        if select.args.get("locks"):
-            raise error_at(
-                select.args["locks"][0],
-                "FOR UPDATE/SHARE is not allowed in a query that reads personal tables",
-                "Remove the locking clause.",
-            )
-        clauses = _anonymizing_clauses(select)
-        for clause in clauses:
-            for node in clause.walk():
-                if isinstance(node, (exp.Query, exp.Subquery)):
-                    raise error_rendered(
-                        node,
-                        "subqueries are not allowed inside a query that reads personal tables "
-                        f"({tables})",
-                        "Anonymize each part in its own subquery and combine the anonymized "
-                        "results in an outer query, e.g. SELECT ... FROM (SELECT ...) a JOIN "
-                        "(SELECT ...) b ON ...",
-                    )
-
-        self.expand_stars(select, scope)
-        aliases = {name: i for i, (name, is_alias) in enumerate(zip_aliases(select)) if is_alias}
-        alias_set = frozenset(aliases)
-        for item in select.expressions:
-            self.walk(item, scope, {})
-        for key in ("where", "having", "qualify", "limit", "offset", "distinct"):
-            part = select.args.get(key)
-            if part is not None:
-                self.walk(part, scope, {})
-        for key in ("group", "order"):
-            part = select.args.get(key)
-            if part is not None:
-                self.walk(part, scope, {}, alias_set)
-        for window in select.args.get("windows") or []:
-            self.walk(window, scope, {})
-        for clause in clauses:
-            for node in clause.walk():
-                resolved = self.resolved.get(id(node)) if isinstance(node, exp.Column) else None
-                if resolved is not None and resolved.levels_up > 0:
-                    raise error_at(
-                        node,
-                        "a query that reads personal tables cannot reference columns of an outer "
-                        "query",
-                        "Anonymize the subquery on its own and join the anonymized results in the "
-                        "outer query.",
-                    )
-
-        self.check_unsupported_features(select)
-        filters = self.check_where(select)
-        aggregates = self.check_aggregates(select)
-        entries, from_model = self.check_from(tree, scope)
-        groups, explicit, implicit, output_groups = self.check_grouping(
-            select, scope, aliases, bool(aggregates)
-        )
-        if not implicit:
-            self.check_post_processing(select, groups, aliases)
-
-        # All checks passed: qualify columns and build the model.
-        for clause in clauses:
-            for node in clause.walk():
-                if isinstance(node, exp.Column):
-                    self.qualify(node)
-        names = [output_name(item) for item in select.expressions]
-        outputs = tuple(
-            OutputColumn(names[i], _unalias(item), output_groups[i])
-            for i, item in enumerate(select.expressions)
-        )
-        order = select.args.get("order")
-        model = AnonymizingQuery(
-            node=select,
-            relations=tuple(entries),
-            from_tree=from_model,
-            filters=tuple(Filter(self.generalization(g), value.copy()) for g, value in filters),
-            groups=tuple(self.generalization(g) for g in groups),
-            implicit_grouping=implicit,
-            explicit_grouping=explicit,
-            aggregates=tuple(
-                Aggregate(
-                    a.kind,
-                    self.column_ref(a.column) if a.column is not None else None,
-                    a.node,
-                    a.bin_size,
-                )
-                for a in aggregates
-            ),
-            outputs=outputs,
-            having=select.args["having"].this if select.args.get("having") else None,
-            order_by=order,
-            limit=select.args["limit"].expression if select.args.get("limit") else None,
-            offset=select.args["offset"].expression if select.args.get("offset") else None,
-        )
-        self.anonymizing.append(model)
-        return [(name, None) for name in names], False
-
-    def expand_stars(self, select: exp.Select, scope: Scope) -> None:
-        items: list[exp.Expression] = []
-        changed = False
-        for item in select.expressions:
-            if isinstance(item, exp.Star) or (
-                isinstance(item, exp.Column) and isinstance(item.this, exp.Star)
-            ):
-                changed = True
-                table = None if isinstance(item, exp.Star) else ident_name(item.args.get("table"))
-                for source, name in _star_sources(scope, table, item):
-                    column = exp.column(name, table=source.alias, quoted=True)
-                    self._bind(column, source, name, 0)
-                    items.append(column)
-            else:
-                items.append(item)
-        if changed:
-            select.set("expressions", items)
-
-    def qualify(self, column: exp.Column) -> None:
-        resolved = self.resolved.get(id(column))
-        if resolved is None or resolved.whole_row or resolved.levels_up:
-            return
-        column.set("this", exp.to_identifier(resolved.name, quoted=True))
-        column.set("table", exp.to_identifier(resolved.source.alias, quoted=True))
-        column.set("db", None)
-        column.set("catalog", None)
-
-    def check_unsupported_features(self, select: exp.Select) -> None:
-        for node in _nodes(select.expressions, select.args.get("order")):
-            info = self._srf(node)
-            if info is not None:
-                raise error_at(
-                    node,
-                    f"set-returning function {info}() is not allowed in a query that reads "
-                    "personal tables",
-                    "Call it in an outer query over the anonymized result.",
-                )
-        group = select.args.get("group")
-        if group is not None:
-            special = [
-                e
-                for e in group.expressions
-                if isinstance(e, (exp.GroupingSets, exp.Cube, exp.Rollup))
-            ]
-            special += [
-                e for e in group.expressions if isinstance(e, exp.Tuple) and not e.expressions
-            ]
-            for key in ("grouping_sets", "cube", "rollup"):
-                value = group.args.get(key)
-                if value:
-                    special.extend(value if isinstance(value, list) else [value])
-            if special or group.args.get("all") or group.args.get("totals"):
-                raise error_rendered(
-                    special[0] if special else group,
-                    "GROUPING SETS, CUBE, ROLLUP and GROUP BY ALL/() are not supported in queries "
-                    "that read personal tables",
-                    "List the grouping columns in a plain GROUP BY and run one query per grouping.",
-                )
-        for node in _nodes(select.expressions, select.args.get("having"), select.args.get("order")):
-            if isinstance(node, exp.Window):
-                raise error_at(
-                    node,
-                    "window functions are not supported in queries that read personal tables",
-                    "Apply the window function in an outer query over the anonymized result.",
-                )
-        if select.args.get("windows"):
-            raise error_at(
-                select.args["windows"][0],
-                "window definitions are not supported in queries that read personal tables",
-                "Apply window functions in an outer query over the anonymized result.",
-            )
-        distinct = select.args.get("distinct")
-        if distinct is not None:
-            raise error_rendered(
-                distinct,
-                "SELECT DISTINCT is not supported in queries that read personal tables",
-                "Without DISTINCT, selected columns are already grouped into anonymized buckets; "
-                "use GROUP BY (with count(*)) or apply DISTINCT in an outer query.",
-            )
-
-    def _srf(self, node: exp.Expression) -> str | None:
-        if isinstance(node, SRF_NODES):
-            found = self.function_of(node)
-            return found[1] if found else type(node).__name__.lower()
-        if isinstance(node, (exp.Anonymous, exp.Dot)):
-            found = self.function_of(node)
-            if found is None:
-                return None
-            info = self.lookup_function(found[0], found[1])
-            if info is not None and info.returns_set:
-                return info.name
-        return None
-
-    # -- WHERE ---------------------------------------------------------------------------------
-
-    def check_where(self, select: exp.Select) -> list[tuple[GenResult, exp.Expression]]:
-        where = select.args.get("where")
-        if where is None:
-            return []
-        filters = []
-        for condition in _conjuncts(where.this):
-            if not isinstance(condition, exp.EQ):
-                raise error_at(
-                    condition,
-                    "only equality conditions joined by AND are allowed in the WHERE clause of a "
-                    "query that reads personal tables",
-                    "Write conditions as `column = constant` (the column may be generalized, e.g. "
-                    "substring(city, 1, 1) = 'B'). Other conditions can be applied after "
-                    "anonymization: in HAVING on grouped columns, or in an outer query.",
-                )
-            subject, target = condition.this, condition.expression
-            gen = self.verify_bucket(subject, "filter")
-            column = gen.column
-            if column.is_aid:
-                raise error_at(
-                    gen.column_node,
-                    f"the AID column {column.name} cannot be used in WHERE",
-                    "AID columns identify the protected entities; filter on other columns.",
-                )
-            if self.untrusted and column.not_filterable:
-                raise error_at(
-                    gen.column_node,
-                    f"column {column.name} is marked not_filterable and cannot be used in WHERE by "
-                    "untrusted analysts",
-                    f"Group by {column.name} instead of filtering on it.",
-                )
-            if not self.is_const(target):
-                raise error_at(
-                    target,
-                    "the right side of an equality in WHERE must be a constant",
-                    f"Compare {render(subject)} with a literal value, e.g. "
-                    f"{render(subject)} = 'value'; the (generalized) column goes on the left.",
-                )
-            filters.append((gen, target))
-        return filters
-
-    # -- aggregates ------------------------------------------------------------------------------
-
-    def check_aggregates(self, select: exp.Select) -> list[AggResult]:
-        results: list[AggResult] = []
-        having = select.args.get("having")
-        order = select.args.get("order")
-        for node in _nodes(select.expressions, having, order):
-            if isinstance(node, exp.Filter):
-                raise error_rendered(
-                    node,
-                    "FILTER clauses are not supported in aggregates of queries that read personal "
-                    "tables",
-                    "Filter rows with a WHERE equality, or aggregate per group with GROUP BY.",
-                )
-            if isinstance(node, exp.WithinGroup):
-                raise error_rendered(
-                    node,
-                    "ordered-set aggregates (WITHIN GROUP) are not supported in queries that read "
-                    "personal tables",
-                    AGGREGATES_HINT,
-                )
-        seen: set[int] = set()
-        for node in _nodes(select.expressions, having, order):
-            if id(node) in seen:
-                continue
-            result = self.check_aggregate(node)
-            if result is not None:
-                results.append(result)
-                for sub in node.walk():
-                    seen.add(id(sub))
-        return results
-
-    def aggregate_identity(self, node: exp.Expression) -> tuple[str, list[exp.Expression]] | None:
-        """("sum", args) when `node` is an aggregate call, with "diffix." names for ours."""
-        if isinstance(node, exp.Count):
-            return "count", [node.this] if node.this is not None else []
-        if isinstance(node, exp.Sum):
-            return "sum", [node.this]
-        if isinstance(node, exp.Avg):
-            return "avg", [node.this]
-        if isinstance(node, exp.Window):
-            return None
-        if isinstance(node, exp.AggFunc):
-            return (builtin_name(node) or type(node).__name__.lower()), list(
-                node.iter_expressions()
-            )
-        if isinstance(node, (exp.Anonymous, exp.Dot)):
-            found = self.function_of(node)
-            if found is None:
-                return None
-            info = self.lookup_function(found[0], found[1])
-            if info is None:
-                return None
-            func = node.expression if isinstance(node, exp.Dot) else node
-            args = list(func.expressions) if isinstance(func, exp.Anonymous) else []
-            if info.schema == "diffix" and info.name in DIFFIX_AGGREGATES:
-                return f"diffix.{info.name}", args
-            if info.kind == "aggregate":
-                return f"{info.schema}.{info.name}", args
-        return None
-
-    def check_aggregate(self, node: exp.Expression) -> AggResult | None:
-        identity = self.aggregate_identity(node)
-        if identity is None:
-            return None
-        name, args = identity
-        distinct = False
-        if len(args) == 1 and isinstance(args[0], exp.Distinct):
-            distinct = True
-            inner = args[0].expressions
-            args = list(inner)
-        if len(args) == 1 and isinstance(args[0], exp.Order):
-            raise error_rendered(
-                node,
-                "ORDER BY inside an aggregate is not supported in queries that read personal "
-                "tables",
-                "Remove the ORDER BY from the aggregate call.",
-            )
-        star = len(args) == 1 and isinstance(args[0], exp.Star)
-        if name not in ("count", "sum", "avg") and not name.startswith("diffix."):
-            raise error_at(
-                node,
-                f"{name}() is not supported in queries that read personal tables",
-                AGGREGATES_HINT,
-            )
-        if name.startswith("diffix.") and name not in (
-            "diffix.count_noise",
-            "diffix.sum_noise",
-            "diffix.avg_noise",
-            "diffix.count_histogram",
-            "diffix.is_suppress_bin",
-        ):
-            raise error_at(node, f"{name}() is not an aggregate", AGGREGATES_HINT)
-        if name == "diffix.is_suppress_bin":
-            if not star:
-                raise error_at(
-                    node,
-                    "diffix.is_suppress_bin takes `*` as its argument",
-                    "Write diffix.is_suppress_bin(*).",
-                )
-            return AggResult("is_suppress_bin", node)
-        if name == "diffix.count_histogram":
-            return self.check_count_histogram(node, args, distinct)
-        if distinct and name not in ("count", "diffix.count_noise"):
-            raise error_at(
-                node,
-                f"DISTINCT is not supported in {name}()",
-                "Only count(DISTINCT col) and diffix.count_noise(DISTINCT col) accept DISTINCT; "
-                f"remove it from {name}().",
-            )
-        if star:
-            if name == "count":
-                return AggResult("count_star", node)
-            if name == "diffix.count_noise":
-                return AggResult("count_noise_star", node)
-            raise error_at(node, f"{name}(*) does not exist", f"Pass a column: {name}(col).")
-        if len(args) != 1:
-            raise error_at(
-                node,
-                f"{name}() takes exactly one argument",
-                f"Write {name}(col).",
-                sqlstate=sqlstate.UNDEFINED_FUNCTION,
-            )
-        arg = args[0]
-        arg_type = self.type_of(arg)
-        base = name.removeprefix("diffix.")
-        if (
-            base in ("sum", "avg", "sum_noise", "avg_noise")
-            and arg_type is not None
-            and arg_type not in NUMERIC_TYPES
+def _from_item(
+    analysis: Analysis, item: exp.Expression, scope: Scope, ctes: dict[str, Outputs]
+) -> FromTree:
+    if (
+        isinstance(item, exp.Subquery)
+        and isinstance(item.this, exp.Table)
+        and item.this.args.get("joins")
+    ):
+        # A parenthesized join: (a JOIN b ON ...)
+        inner = item.this
+        tree = _from_item(analysis, inner, scope, ctes)
+        for join in inner.args["joins"]:
+            tree = _join_item(analysis, tree, join, scope, ctes)
+        return tree
+    source = _make_source(analysis, item, scope, ctes)
+    for existing in scope.sources:
+        if existing.alias == source.alias and not (
+            existing.relation is not None
+            and source.relation is not None
+            and not existing.aliased
+            and not source.aliased
+            and existing.relation.schema != source.relation.schema
         ):
             raise error_at(
-                node,
-                f"{name}() needs a numeric argument, not {_type_display(arg_type)}",
-                "Count the rows instead (count(col)), or aggregate a numeric column.",
+                item,
+                f'table name "{source.alias}" is specified more than once',
+                "Give each occurrence its own alias, e.g. FROM t AS t1 JOIN t AS t2 ON ...",
+                sqlstate=sqlstate.DUPLICATE_ALIAS,
             )
-        inner = self.unwrap(arg)
-        column = self.column_of(inner)
-        if column is not None and column.whole_row:
-            raise error_at(
-                arg,
-                f"a whole-row reference cannot be aggregated by {name}() in a query that reads "
-                "personal tables",
-                f"Use {name}(*) or {name}(column)."
-                if name.startswith("count") or "count" in name
-                else f"Use {name}(column).",
-            )
-        if column is None:
-            raise error_at(
-                arg,
-                f"the argument of {name}() must be a plain column",
-                f"Aggregate the column and compute with the result instead, e.g. {name}(col) + 5 "
-                f"rather than {name}(col + 5), or compute in an outer query.",
-            )
-        if column.system:
-            raise error_at(
-                inner,
-                f"system column {column.name} cannot be used in a query that reads personal tables",
-                "Use the columns of the table.",
-            )
-        kinds: dict[tuple[str, bool], AggregateKind] = {
-            ("count", False): "count",
-            ("count", True): "count_distinct",
-            ("sum", False): "sum",
-            ("avg", False): "avg",
-            ("count_noise", False): "count_noise",
-            ("count_noise", True): "count_distinct_noise",
-            ("sum_noise", False): "sum_noise",
-            ("avg_noise", False): "avg_noise",
-        }
-        return AggResult(kinds[(base, distinct)], node, column)
+    scope.sources.append(source)
+    return FromLeaf(source)
 
-    def check_count_histogram(
-        self, node: exp.Expression, args: list[exp.Expression], distinct: bool
-    ) -> AggResult:
-        if distinct:
-            raise error_at(
-                node,
-                "DISTINCT is not supported in diffix.count_histogram()",
-                "Write diffix.count_histogram(aid_column).",
-            )
-        if not args or len(args) > 2:
-            raise error_at(
-                node,
-                "diffix.count_histogram takes an AID column and an optional bin size",
-                "Write diffix.count_histogram(aid_column) or "
-                "diffix.count_histogram(aid_column, 5).",
-                sqlstate=sqlstate.UNDEFINED_FUNCTION,
-            )
-        target = strip_parens(args[0])
-        column = self.column_of(target)
-        if column is None or not column.is_aid:
-            aids = ", ".join(self._aids_in_scope(column)) if column else ""
-            raise error_at(
-                args[0],
-                "the first argument of diffix.count_histogram must be an AID column",
-                "Pass the column that identifies the protected entities"
-                + (f" ({aids})" if aids else "")
-                + ".",
-            )
-        bin_size = 1
-        if len(args) == 2:
-            raw = args[1]
-            value_node = self.unwrap(raw)
-            value_type = self.type_of(value_node)
-            value = _literal_value(strip_parens(value_node))
-            if isinstance(strip_parens(value_node), exp.Literal) and value_type == UNKNOWN:
-                value = literal_number(strip_parens(value_node).this)
-                value_type = "int8" if value is not None and value == int(value) else None
-            if value_type not in ("int4", "int8") or not isinstance(value, float):
-                raise error_at(
-                    raw,
-                    "the bin size of diffix.count_histogram must be a constant integer",
-                    "Write an integer literal, e.g. diffix.count_histogram(aid_column, 5).",
-                )
-            if value < 1 or value > 2**63 - 1:
-                raise error_at(
-                    raw,
-                    "the bin size of diffix.count_histogram must be at least 1",
-                    "Use a positive bin size.",
-                )
-            if self.untrusted and not is_money_rounded(value):
-                below, above = money_neighbours(value)
-                raise error_at(
-                    raw,
-                    f"untrusted analysts must use a bin size of 1, 2 or 5 times a power of ten, "
-                    f"not {format_number(value)}",
-                    f"Use {format_number(below)} or {format_number(above)}.",
-                )
-            bin_size = int(value)
-        return AggResult("count_histogram", node, column, bin_size)
 
-    def _aids_in_scope(self, column: Resolved) -> list[str]:
-        source = column.source
-        if source.relation is None:
-            return []
-        return [f"{source.alias}.{a}" for a in source.relation.aid_columns]
-
-    # -- FROM ------------------------------------------------------------------------------------
-
-    def check_from(self, tree: FromTree, scope: Scope) -> tuple[list[RangeEntry], FromItem]:
-        entries: list[RangeEntry] = []
-        by_source: dict[int, RangeEntry] = {}
-        for source in _leaves(tree):
-            node = source.node
-            if source.kind == "subquery":
-                raise error_at(
-                    node,
-                    "a subquery in FROM cannot be combined with personal tables in the same query",
-                    "Anonymize the personal table in a subquery of its own and join the anonymized "
-                    "results: SELECT ... FROM (SELECT ... FROM personal_table GROUP BY ...) a "
-                    "JOIN (...) b ON ...",
-                )
-            if source.kind != "relation" or source.relation is None:
-                what = {"cte": "a WITH query", "function": "a function", "values": "VALUES"}.get(
-                    source.kind, source.kind
-                )
-                raise error_at(
-                    node,
-                    f"{what} in FROM cannot be combined with personal tables in the same query",
-                    "Only tables can be joined in a query that reads personal tables; combine "
-                    "other data with the anonymized result in an outer query.",
-                )
-            relation = source.relation
-            if relation.inheritance:
-                raise error_at(
-                    node,
-                    f"table {relation.schema}.{relation.name} is part of an inheritance or "
-                    "partition tree, which is not supported in anonymizing queries",
-                    "Ask an administrator for a plain table or view.",
-                )
-            if isinstance(node, exp.Table) and node.args.get("sample") is not None:
-                raise error_at(
-                    node.args["sample"],
-                    "TABLESAMPLE is not supported on tables in anonymizing queries",
-                    "Remove TABLESAMPLE.",
-                )
-            personal = source.is_personal
-            aids = relation.aid_columns if personal else ()
-            if personal and not aids:
-                raise error_at(
-                    node,
-                    f"personal table {relation.schema}.{relation.name} has no AID column",
-                    "Ask an administrator to mark its AID column(s) with diffix.mark_personal.",
-                )
-            entry = RangeEntry(
-                source.alias,
-                RelationRef(relation.schema, relation.name, relation.kind),
-                tuple(aids),
+def _make_source(
+    analysis: Analysis, item: exp.Expression, scope: Scope, ctes: dict[str, Outputs]
+) -> Source:
+    alias_node = (
+        item.args.get("alias") if isinstance(item.args.get("alias"), exp.TableAlias) else None
+    )
+    alias = ident_name(alias_node.this) if alias_node is not None and alias_node.this else None
+    if isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier):
+        name = ident_name(item.this)
+        if not item.args.get("db") and name in ctes:
+            columns, opaque = ctes[name]
+            return Source(
+                alias or name,
+                "cte",
+                rename_columns(columns, alias_node, item),
+                item,
+                aliased=alias is not None,
+                opaque=opaque,
             )
-            entries.append(entry)
-            by_source[id(source)] = entry
-        return entries, self._from_model(tree, by_source)
-
-    def _from_model(self, tree: FromTree, entries: dict[int, RangeEntry]) -> FromItem:
-        if isinstance(tree, FromLeaf):
-            return entries[id(tree.source)]
-        join = tree.join
-        left = self._from_model(tree.left, entries)
-        right = self._from_model(tree.right, entries)
-        if tree.comma or join.args.get("kind") == "CROSS":
-            raise error_at(
-                join.this,
-                "CROSS JOIN and comma-separated FROM lists are not allowed in queries that read "
-                "personal tables",
-                "Join on equal columns instead: FROM a JOIN b ON a.col = b.col.",
+        return resolve_relation(analysis, item)
+    if isinstance(item, exp.Table):  # a function in FROM
+        if item.args.get("db") is not None and isinstance(item.this, exp.Func):
+            analysis.note_function(
+                exp.Dot(this=item.args["db"].copy(), expression=item.this.copy())
             )
-        side = (join.args.get("side") or "").upper()
-        kind: JoinKind = {"LEFT": "left", "RIGHT": "right", "FULL": "full"}.get(side, "inner")  # type: ignore[assignment]
-        conditions: list[JoinCondition] = []
-        using = join.meta.get("pldiffix_natural_columns")
-        if using is None and join.args.get("using"):
-            using = [ident_name(i) for i in join.args["using"]]
-        if using is not None:
-            if not using:
-                raise error_at(
-                    join.this,
-                    "NATURAL JOIN without common columns is a cross join, which is not allowed in "
-                    "queries that read personal tables",
-                    "Join on equal columns: JOIN ... ON a.col = b.col.",
-                )
-            for name in using:
-                lsrc = next(s for s in _leaves(tree.left) if s.has_column(name))
-                rsrc = next(s for s in _leaves(tree.right) if s.has_column(name))
-                conditions.append(
-                    JoinCondition(
-                        self.column_ref(Resolved(lsrc, name, lsrc.column_type(name), 0)),
-                        self.column_ref(Resolved(rsrc, name, rsrc.column_type(name), 0)),
-                    )
-                )
+            for arg in item.this.iter_expressions():
+                walk(analysis, arg, scope, ctes)
         else:
-            on = join.args.get("on")
-            if on is None:
-                raise error_at(join, "JOIN without a condition", "Add ON a.col = b.col.")
-            for condition in _conjuncts(on):
-                if not isinstance(condition, exp.EQ):
-                    raise error_at(
-                        condition,
-                        "only equalities between columns joined by AND are allowed in the JOIN "
-                        "condition of a query that reads personal tables",
-                        "Write the join condition as a.col = b.col [AND ...].",
-                    )
-                sides = []
-                for side_name, operand in (
-                    ("left", condition.this),
-                    ("right", condition.expression),
-                ):
-                    inner = self.unwrap(operand)
-                    column = self.column_of(inner)
-                    if column is None or column.system:
-                        raise error_at(
-                            operand,
-                            f"the {side_name} side of an equality in a JOIN condition must be a "
-                            "plain column",
-                            "Join on columns directly: a.col = b.col.",
-                        )
-                    sides.append(self.column_ref(column))
-                conditions.append(JoinCondition(sides[0], sides[1]))
-        return Join(kind, left, right, tuple(conditions))
-
-    # -- grouping --------------------------------------------------------------------------------
-
-    def check_grouping(
-        self, select: exp.Select, scope: Scope, aliases: dict[str, int], has_aggregates: bool
-    ) -> tuple[list[GenResult], bool, bool, list[int | None]]:
-        items = list(select.expressions)
-        group = select.args.get("group")
-        explicit = group is not None and bool(group.expressions)
-        implicit = not explicit and not has_aggregates and select.args.get("having") is None
-        exprs: list[exp.Expression] = []
-        item_group: list[int | None] = [None] * len(items)
-        if explicit:
-            assert group is not None
-            for node in group.expressions:
-                index = self.select_item_ref(node, items, aliases, prefer_alias=False)
-                exprs.append(_unalias(items[index]) if index is not None else node)
-        elif implicit:
-            for item in items:
-                if any(isinstance(n, exp.Column) for n in item.walk()):
-                    exprs.append(_unalias(item))
-            order = select.args.get("order")
-            for ordered in order.expressions if order is not None else []:
-                node = ordered.this
-                if self.select_item_ref(node, items, aliases, prefer_alias=True) is not None:
-                    continue
-                if any(isinstance(n, exp.Column) for n in node.walk()):
-                    exprs.append(node)
-
-        groups: list[GenResult] = []
-        canon: list[str] = []
-        for node in exprs:
-            bare = strip_parens(node)
-            column = self.column_of(bare)
-            if column is not None and column.is_aid:
-                raise error_at(
-                    bare,
-                    f"selecting or grouping by the AID column {column.name} would suppress every "
-                    "row: each value belongs to a single protected entity",
-                    f"Count it instead (count(DISTINCT {column.name})), or generalize it, e.g. "
-                    f"diffix.floor_by({column.name}, 1000).",
-                )
-        for node in exprs:
-            key = self.canon(node)
-            if key in canon:
-                continue
-            gen = self.verify_bucket(node, "group")
-            if self.untrusted:
-                self.verify_untrusted(node)
-            groups.append(gen)
-            canon.append(key)
-        for i, item in enumerate(items):
-            key = self.canon(_unalias(item))
-            if key in canon:
-                item_group[i] = canon.index(key)
-        return groups, explicit, implicit, item_group
-
-    def select_item_ref(
-        self,
-        node: exp.Expression,
-        items: Sequence[exp.Expression],
-        aliases: dict[str, int],
-        prefer_alias: bool,
-    ) -> int | None:
-        """Index of the SELECT item a GROUP BY/ORDER BY entry refers to (position or alias)."""
-        bare = strip_parens(node)
-        if isinstance(bare, exp.Literal) and not bare.is_string and bare.this.isdigit():
-            position = int(bare.this)
-            if not 1 <= position <= len(items):
-                raise error_at(
-                    bare,
-                    f"position {position} is not in the select list",
-                    f"Use a number between 1 and {len(items)}.",
-                    sqlstate=sqlstate.UNDEFINED_COLUMN,
-                )
-            return position - 1
-        if isinstance(bare, exp.Column) and not bare.args.get("table"):
-            name = ident_name(bare.this)
-            if name in aliases and (prefer_alias or self.resolved.get(id(bare)) is None):
-                return aliases[name]
-        return None
-
-    def check_post_processing(
-        self, select: exp.Select, groups: list[GenResult], aliases: dict[str, int]
-    ) -> None:
-        """Outside of aggregates, only grouping expressions may be referenced."""
-        group_keys = {self.canon(g.node) for g in groups}
-        items = list(select.expressions)
-
-        def visit(node: exp.Expression) -> None:
-            if self.canon(node) in group_keys or self.aggregate_identity(node) is not None:
-                return
-            if isinstance(node, exp.Column):
-                resolved = self.resolved.get(id(node))
-                if resolved is None:
-                    return  # an output alias (ORDER BY) or a keyword
-                shown = render(node)
-                raise error_at(
-                    node,
-                    f"column {shown} must appear in GROUP BY or be used in an aggregate",
-                    f"Add {shown} to GROUP BY, or aggregate it (e.g. count({shown})).",
-                    sqlstate=sqlstate.GROUPING_ERROR,
-                )
-            for child in node.iter_expressions():
-                visit(child)
-
-        for item in items:
-            visit(_unalias(item))
-        having = select.args.get("having")
-        if having is not None:
-            visit(having.this)
-        order = select.args.get("order")
-        for ordered in order.expressions if order is not None else []:
-            if self.select_item_ref(ordered.this, items, aliases, prefer_alias=True) is None:
-                visit(ordered.this)
-
-    # -- generalizations -------------------------------------------------------------------------
-
-    def verify_bucket(self, node: exp.Expression, context: str) -> GenResult:
-        """Check a grouping (or WHERE) expression: a column, possibly generalized."""
-        where = "a grouping expression" if context == "group" else "a WHERE condition"
-        node_bare = strip_parens(node)
-        if isinstance(node_bare, exp.Column):
-            column = self.column_of(node_bare)
-            if column is None:
-                raise error_at(node_bare, "unsupported column reference", "Use a table column.")
-            if column.system or column.whole_row:
-                raise error_at(
-                    node_bare,
-                    f"{'system column ' if column.system else 'whole-row reference '}{column.name} "
-                    "cannot be used in a query that reads personal tables",
-                    "Use the ordinary columns of the table.",
-                )
-            return GenResult("column", column, node_bare, [], node, column.type)
-        if is_literal_constant(node_bare) or self.is_const(node_bare):
+            walk(analysis, item.this, scope, ctes)
+        fname = ident_name(item.this.this) if isinstance(item.this, exp.Anonymous) else "f"
+        columns = rename_columns([], alias_node, item)
+        return Source(alias or fname, "function", columns, item, opaque=not columns)
+    if isinstance(item, exp.Subquery):
+        outer = scope.parent
+        outputs = analyze_query(analysis, item.this, outer, ctes)
+        _walk_trailing(analysis, item, outputs, outer, ctes)
+        if alias is None:
             raise error_at(
-                node_bare,
-                f"a constant cannot be used as {where} of a query that reads personal tables",
-                "Remove it from GROUP BY; a constant can still be selected without grouping by it."
-                if context == "group"
-                else "Put a (generalized) column on the left side of `=`.",
+                item,
+                "a subquery in FROM must have an alias",
+                "Add an alias: FROM (SELECT ...) AS x",
             )
-        if isinstance(node_bare, exp.Cast):
-            return self.verify_cast(node_bare, node, where)
-        call = self.generalizer(node_bare)
-        if call is not None:
-            return self.verify_generalizer(call, node, where)
-        if isinstance(
-            node_bare, (exp.Coalesce, exp.Nullif, exp.Greatest, exp.Least, exp.Case, exp.If)
-        ):
-            kind = builtin_name(node_bare) or "this"
-            raise error_at(
-                node_bare,
-                f"{kind.upper()} cannot be used as {where} of a query that reads personal tables",
-                f"Use the bare column, or one of: {GENERALIZERS_TRUSTED}. Apply {kind.upper()} "
-                "to the anonymized result in an outer query.",
-            )
-        function = self.function_of(node_bare)
-        if function is not None:
-            fname = function[1]
-            raise error_at(
-                node_bare,
-                f"{fname}() cannot be used as {where} of a query that reads personal tables",
-                f"Group by the column and apply {fname}() to the grouped value (for example "
-                f"SELECT {fname}(col), count(*) ... GROUP BY col), or use one of: "
-                f"{GENERALIZERS_TRUSTED}.",
-            )
-        if isinstance(node_bare, (exp.Binary, exp.Unary)) and not isinstance(
-            node_bare, (exp.Connector, exp.Not)
-        ):
-            raise error_at(
-                node_bare,
-                f"operators cannot be used in {where} of a query that reads personal tables",
-                "Group by the column and apply the operator to the grouped value, e.g. "
-                "SELECT city || 'x', count(*) ... GROUP BY city; for numeric ranges use "
-                "diffix.floor_by(col, K).",
-            )
-        raise error_at(
-            node_bare,
-            f"this expression cannot be used as {where} of a query that reads personal tables",
-            f"Use the bare column or one of: {GENERALIZERS_TRUSTED}.",
+        columns = rename_columns(outputs[0], alias_node, item)
+        return Source(alias, "subquery", columns, item, aliased=True, opaque=outputs[1])
+    if isinstance(item, exp.Lateral):
+        inner = item.this
+        if isinstance(inner, exp.Subquery):
+            outputs = analyze_query(analysis, inner.this, scope, ctes)
+        else:
+            walk(analysis, inner, scope, ctes)
+            outputs = ([], True)
+        lateral_alias = item.args.get("alias")
+        name = ident_name(lateral_alias.this) if lateral_alias and lateral_alias.this else "lateral"
+        columns = rename_columns(outputs[0], lateral_alias, item)
+        source = Source(name, "subquery", columns, item, aliased=True, opaque=outputs[1])
+        source.node.meta["pldiffix_lateral"] = True
+        return source
+    if isinstance(item, exp.Values):
+        outputs = analyze_query(analysis, item, scope.parent, ctes)
+        columns = rename_columns(outputs[0], alias_node, item)
+        return Source(alias or "*VALUES*", "values", columns, item, aliased=alias is not None)
+    if isinstance(item, exp.Unnest):
+        for arg in item.expressions:
+            walk(analysis, arg, scope, ctes)
+        analysis.functions.setdefault(
+            ("pg_catalog", "unnest"), FunctionRef("pg_catalog", "unnest", True)
         )
-
-    def verify_cast(self, cast: exp.Cast, whole: exp.Expression, where: str) -> GenResult:
-        target, typmod = datatype_name(cast.to)
-        source_type = self.type_of(cast.this)
-        kind = classify_cast(source_type, target, typmod)
-        if kind in (CastKind.NONE, CastKind.RELABEL, CastKind.FUNCTION, CastKind.TO_TEXT):
-            inner = self.verify_bucket(cast.this, "group" if "grouping" in where else "filter")
-            return GenResult(inner.kind, inner.column, inner.column_node, inner.args, whole, target)
-        if kind is CastKind.ROUNDING:
-            inner_node = self.unwrap(cast.this)
-            if self.generalizer_family(inner_node) == "extract":
-                inner = self.verify_bucket(cast.this, "group" if "grouping" in where else "filter")
-                return GenResult(
-                    inner.kind, inner.column, inner.column_node, inner.args, whole, target
-                )
-            column = self.column_of(inner_node)
-            if column is None or column.system:
-                raise error_at(
-                    cast,
-                    f"a cast to {cast.to.sql(dialect='postgres')} rounds its input, which must be "
-                    "a plain column",
-                    "Apply a single generalization directly to a column, e.g. CAST(col AS integer) "
-                    "or floor(col).",
-                )
-            return GenResult("integer_cast", column, inner_node, [], whole, target)
-        if kind is CastKind.NOT_TO_TEXT:
-            raise error_at(
-                cast,
-                f"only date/time values can be cast to text in {where} of a query that reads "
-                f"personal tables ({render(cast.this)} is {_type_display(source_type)})",
-                "Group by the column itself, or generalize numbers with diffix.floor_by(col, K) "
-                "or width_bucket(...).",
-            )
-        raise error_at(
-            cast,
-            f"casting {source_type or 'this value'} to {cast.to.sql(dialect='postgres')} is not "
-            f"allowed in {where} of a query that reads personal tables",
-            "Allowed casts: between smallint/integer/bigint/real/double precision/numeric "
-            "(without precision), from date/time types to text or varchar, and from date to "
-            "timestamptz.",
-        )
-
-    def generalizer(self, node: exp.Expression) -> GeneralizerCall | None:
-        if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Anonymous):
-            call = generalizer_call(node.expression, ident_name(node.this))
-            return None if call is None else GeneralizerCall(call.family, call.args, node)
-        if isinstance(node, exp.Anonymous):
-            found = self.function_of(node)
-            return generalizer_call(node, found[0] if found else None)
-        return generalizer_call(node, None)
-
-    def generalizer_family(self, node: exp.Expression) -> str | None:
-        call = self.generalizer(strip_parens(node))
-        return call.family if call is not None else None
-
-    def signature_of(self, call: GeneralizerCall) -> Signature:
-        arg_types = [self.type_of(a) for a in call.args]
-        signature = choose_signature(call.family, arg_types)
-        if signature is None:
-            shown = ", ".join(_type_display(t) for t in arg_types)
-            hint = "Check the argument types and add an explicit cast where needed."
-            if call.family == "round" and len(call.args) == 2:
-                hint = (
-                    "round(value, digits) needs a numeric value: write round(col::numeric, digits)."
-                )
-            elif call.family in ("date_trunc", "extract"):
-                hint = f"{call.family} works on date, timestamp and timestamptz columns."
-            raise error_at(
-                call.node,
-                f"function {family_display(call.family)}({shown}) does not exist",
-                hint,
-                sqlstate=sqlstate.UNDEFINED_FUNCTION,
-            )
-        return signature
-
-    def verify_generalizer(
-        self, call: GeneralizerCall, whole: exp.Expression, where: str
-    ) -> GenResult:
-        fname = family_display(call.family)
-        signature = self.signature_of(call)
-        if not signature.allowed:
-            if call.family == "date_trunc" and len(call.args) == 3:
-                message = "date_trunc with a time zone cannot be used to generalize"
-                hint = "Write date_trunc('unit', col) without the time zone argument."
-            elif call.family == "substring":
-                message = "substring with a pattern cannot be used to generalize"
-                hint = "Use substring(col, start, length) with integer positions."
-            else:
-                arg_type = self.type_of(call.args[PRIMARY_ARG.get(call.family, 0)])
-                message = (
-                    f"{fname}() on a {_type_display(arg_type)} value cannot be used to generalize"
-                )
-                hint = f"{fname} generalizes date, timestamp and timestamptz columns."
-            raise error_at(
-                call.node, f"{message} in {where} of a query that reads personal tables", hint
-            )
-        primary = PRIMARY_ARG.get(call.family, 0)
-        column_node: exp.Column | None = None
-        column: Resolved | None = None
-        for i, arg in enumerate(call.args):
-            param = signature.params[i]
-            arg_type = self.type_of(arg)
-            if i == primary:
-                implicit = classify_cast(arg_type, param)
-                inner = arg
-                if implicit in (
-                    CastKind.NONE,
-                    CastKind.RELABEL,
-                    CastKind.FUNCTION,
-                    CastKind.TO_TEXT,
-                ):
-                    inner = self.unwrap(arg)
-                column = self.column_of(inner)
-                if column is None or column.system or column.whole_row:
-                    position = "the source" if primary else "the first argument"
-                    raise error_at(
-                        arg,
-                        f"{position} of {fname}() must be a plain column of the table",
-                        f"Generalize a column directly, e.g. {_example(call.family)}; nested "
-                        "functions and computed values are not allowed as its input.",
-                    )
-                column_node = strip_parens(inner)  # type: ignore[assignment]
-            elif not self.is_const(arg):
-                raise error_at(
-                    arg,
-                    f"argument {i + 1} of {fname}() must be a constant",
-                    f"Replace {render(arg)} with a literal value, e.g. {_example(call.family)}.",
-                )
-        assert column is not None and column_node is not None
-        args = [a for i, a in enumerate(call.args) if i != primary]
-        kind: GeneralizationKind = call.family  # type: ignore[assignment]
-        return GenResult(kind, column, column_node, args, whole, signature.result)
-
-    def verify_untrusted(self, node: exp.Expression) -> None:
-        """Extra restrictions on grouping expressions for untrusted analysts."""
-        bare = strip_parens(node)
-        if isinstance(bare, exp.Cast):
-            target, typmod = datatype_name(bare.to)
-            kind = classify_cast(self.type_of(bare.this), target, typmod)
-            if kind in (CastKind.NONE, CastKind.RELABEL, CastKind.TO_TEXT):
-                self.verify_untrusted(bare.this)
-                return
-            raise error_at(
-                bare,
-                f"casting to {bare.to.sql(dialect='postgres')} in a grouping expression is not "
-                "allowed for untrusted analysts",
-                f"Select the column without the cast and cast the anonymized result in an outer "
-                f"query, or generalize with {GENERALIZERS_UNTRUSTED}.",
-            )
-        call = self.generalizer(bare)
-        if call is None:
-            return
-        fname = family_display(call.family)
-        signature = self.signature_of(call)
-        rule = signature.untrusted
-        if rule == "ok":
-            return
-        if rule == "start_1":
-            start = call.args[1]
-            value = self.const_number(start)
-            if value != 1:
-                raise error_at(
-                    start,
-                    "untrusted analysts can only use substring starting at position 1",
-                    f"Write substring({render(call.args[0])}, 1, n).",
-                )
-            return
-        if rule == "money":
-            size_node = call.args[1]
-            value = self.const_number(size_node)
-            if value is None or not is_money_rounded(value):
-                shown = format_number(value) if value is not None else render(size_node)
-                hint = "Use 1, 2 or 5 times a power of ten (..., 0.1, 0.2, 0.5, 1, 2, 5, 10, ...)."
-                if value is not None and value > 0:
-                    below, above = money_neighbours(value)
-                    hint = (
-                        f"Use {format_number(below)} or {format_number(above)} (bin sizes must "
-                        "be 1, 2 or 5 times a power of ten)."
-                    )
-                raise error_at(
-                    size_node,
-                    f"untrusted analysts must use a bin size of 1, 2 or 5 times a power of ten in "
-                    f"{fname}(), not {shown}",
-                    hint,
-                )
-            return
-        raise error_at(
-            call.node,
-            f"{fname}() is not allowed for untrusted analysts"
-            + (" with a numeric argument" if call.family == "round" else ""),
-            f"Untrusted analysts can generalize with {GENERALIZERS_UNTRUSTED}.",
-        )
-
-    # -- typing helpers ----------------------------------------------------------------------------
-
-    def column_of(self, node: exp.Expression) -> Resolved | None:
-        node = strip_parens(node)
-        if isinstance(node, exp.Column):
-            return self.resolved.get(id(node))
-        return None
-
-    def unwrap(self, node: exp.Expression) -> exp.Expression:
-        """Strip parentheses and casts pg_diffix looks through."""
-        while True:
-            node = strip_parens(node)
-            if not isinstance(node, exp.Cast):
-                return node
-            target, typmod = datatype_name(node.to)
-            kind = classify_cast(self.type_of(node.this), target, typmod)
-            if kind in (CastKind.NONE, CastKind.RELABEL, CastKind.FUNCTION, CastKind.TO_TEXT) or (
-                kind is CastKind.ROUNDING
-                and self.generalizer_family(self.unwrap(node.this)) == "extract"
-            ):
-                node = node.this
-            else:
-                return node
-
-    def is_const(self, node: exp.Expression) -> bool:
-        inner = self.unwrap(node)
-        if is_literal_constant(inner):
-            return True
-        return isinstance(inner, exp.Interval) and is_literal_constant(inner.this)
-
-    def const_number(self, node: exp.Expression) -> float | None:
-        inner = strip_parens(self.unwrap(node))
-        value = _literal_value(inner)
-        if isinstance(value, str):
-            return literal_number(value)
-        return value
-
-    def type_of(self, node: exp.Expression | None) -> str | None:
-        if node is None:
-            return None
-        node = strip_parens(node)
-        if isinstance(node, exp.Column):
-            resolved = self.resolved.get(id(node))
-            return resolved.type if resolved is not None else None
-        if isinstance(node, exp.Literal):
-            return literal_type(node)
-        if isinstance(node, exp.Neg) and isinstance(strip_parens(node.this), exp.Literal):
-            return literal_type(strip_parens(node.this))
-        if isinstance(node, (exp.Null, exp.Var)):
-            return UNKNOWN
-        if isinstance(node, exp.Boolean):
-            return "bool"
-        if isinstance(node, exp.Interval):
-            return "interval"
-        if isinstance(node, exp.Cast):
-            return datatype_name(node.to)[0]
-        if isinstance(node, exp.Count):
-            return "int8"
-        call = self.generalizer(node)
-        if call is not None:
-            signature = choose_signature(call.family, [self.type_of(a) for a in call.args])
-            return signature.result if signature is not None else None
-        return None
-
-    def canon(self, node: exp.Expression) -> str:
-        """A structural key of an expression with columns replaced by their resolution."""
-        node = strip_parens(node)
-        if isinstance(node, exp.Alias):
-            return self.canon(node.this)
-        if isinstance(node, exp.Column):
-            resolved = self.resolved.get(id(node))
-            if resolved is not None:
-                return f"<col {id(resolved.source)}.{resolved.name}>"
-            return f"<name {ident_name(node.this)}>"
-        if isinstance(node, exp.Identifier):
-            return ident_name(node)
-        parts = [type(node).__name__]
-        for key, value in sorted(node.args.items()):
-            if isinstance(value, exp.Expression):
-                parts.append(f"{key}={self.canon(value)}")
-            elif isinstance(value, list):
-                inner = ",".join(
-                    self.canon(v) if isinstance(v, exp.Expression) else repr(v) for v in value
-                )
-                parts.append(f"{key}=[{inner}]")
-            elif value is not None and value is not False:
-                parts.append(f"{key}={str(value).lower()!r}")
-        return "(" + " ".join(parts) + ")"
-
-    # -- model -----------------------------------------------------------------------------------
-
-    def column_ref(self, resolved: Resolved) -> ColumnRef:
-        relation = resolved.source.relation
-        assert relation is not None
-        return ColumnRef(
-            resolved.source.alias,
-            RelationRef(relation.schema, relation.name, relation.kind),
-            resolved.name,
-            resolved.type or "",
-            resolved.is_aid,
-        )
-
-    def generalization(self, gen: GenResult) -> Generalization:
-        return Generalization(
-            gen.kind,
-            self.column_ref(gen.column),
-            tuple(a.copy() for a in gen.args),
-            strip_parens(gen.node).copy(),
-            gen.type,
-        )
+        columns = rename_columns([], alias_node, item)
+        return Source(alias or "unnest", "function", columns, item, opaque=not columns)
+    raise error_at(item, "unsupported item in FROM", "Use tables, subqueries or functions.")
 
 
-# --------------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------------
-
-
-def _leaves(tree: FromTree) -> Iterator[Source]:
-    if isinstance(tree, FromLeaf):
-        yield tree.source
-    else:
-        yield from _leaves(tree.left)
-        yield from _leaves(tree.right)
-
-
-def _star_sources(
-    scope: Scope, table: str | None, where: exp.Expression
-) -> list[tuple[Source, str]]:
-    if table is not None:
-        source = scope.find_source(table, None)
-        if source is None:
-            raise error_at(
-                where,
-                f'missing FROM-clause entry for table "{table}"',
-                "Reference tables by the alias given in FROM.",
-                sqlstate=sqlstate.UNDEFINED_TABLE,
-            )
-        return [(source, name) for name, _ in source.columns]
-    out: list[tuple[Source, str]] = [(source, name) for name, source in scope.merged.items()]
-    for source in scope.sources:
-        out.extend((source, name) for name, _ in source.columns if name not in scope.merged)
-    return out
-
-
-def _star_columns(scope: Scope, table: str | None) -> list[tuple[str, str | None]]:
-    names = [name for name in scope.merged]
-    for source in scope.sources:
-        names.extend(name for name, _ in source.columns if name not in scope.merged)
-    return [(n, None) for n in names]
-
-
-def _conjuncts(node: exp.Expression) -> Iterator[exp.Expression]:
-    node = strip_parens(node)
-    if isinstance(node, exp.And):
-        yield from _conjuncts(node.this)
-        yield from _conjuncts(node.expression)
-    else:
-        yield node
-
-
-def _nodes(*parts: object) -> Iterator[exp.Expression]:
-    for part in parts:
-        if part is None:
+def walk(
+    analysis: Analysis,
+    node: exp.Expression,
+    scope: Scope | None,
+    ctes: dict[str, Outputs],
+    output_aliases: frozenset[str] = frozenset(),
+) -> None:
+    """Resolve columns, record functions and analyze nested queries in an expression."""
+    stack: list[exp.Expression] = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, (exp.Query, exp.Subquery)):
+            analyze_query(analysis, current, scope, ctes)
             continue
-        if isinstance(part, exp.Expression):
-            yield from part.walk()
-        elif isinstance(part, Iterable):
-            for item in part:
-                yield from _nodes(item)
+        if isinstance(current, exp.Column):
+            resolve_column(analysis, current, scope, output_aliases)
+            continue
+        if isinstance(current, (exp.Parameter, exp.Placeholder)):
+            raise error_rendered(
+                current,
+                "query parameters are not supported",
+                "Write the value into the query as a literal.",
+                sqlstate=sqlstate.INVALID_PARAMETER,
+            )
+        if isinstance(current, (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Command)):
+            raise error_at(current, "only SELECT queries are supported", "Remove the statement.")
+        if isinstance(current, exp.Dot) and isinstance(current.expression, exp.Func):
+            analysis.note_function(current)
+            stack.extend(current.expression.iter_expressions())
+            continue
+        if isinstance(current, exp.Func):
+            analysis.note_function(current)
+        stack.extend(current.iter_expressions())
 
 
-def _anonymizing_clauses(select: exp.Select) -> list[exp.Expression]:
-    """Every expression of a SELECT except its FROM items."""
-    parts: list[exp.Expression] = list(select.expressions)
-    for key in ("where", "group", "having", "qualify", "order", "limit", "offset", "distinct"):
+def _plain_select(
+    analysis: Analysis, select: exp.Select, scope: Scope, ctes: dict[str, Outputs]
+) -> Outputs:
+    outputs = _select_outputs(select, scope)
+    _walk_select(analysis, select, scope, ctes)
+    return outputs
+
+
+def _anonymizing_select(
+    analysis: Analysis, select: exp.Select, scope: Scope, tree: FromTree, has_with: bool
+) -> Outputs:
+    clauses = check_single_level(select, scope, has_with)
+    expand_stars(analysis, select, scope)
+    _walk_select(analysis, select, scope, {})
+    check_no_outer_references(analysis, clauses)
+    names = check_and_model(analysis, select, tree, clauses)
+    return [(name, None) for name in names], False
+
+
+def _walk_select(
+    analysis: Analysis, select: exp.Select, scope: Scope, ctes: dict[str, Outputs]
+) -> None:
+    """Resolve the names in every clause of a SELECT but its FROM items."""
+    aliases = frozenset(name for name, is_alias in zip_aliases(select) if is_alias)
+    for item in select.expressions:
+        if isinstance(item, exp.Star):
+            for source in scope.sources:
+                source.uses_all_columns = True
+            continue
+        walk(analysis, item, scope, ctes)
+    for key in ("where", "having", "qualify", "limit", "offset", "distinct"):
         part = select.args.get(key)
         if part is not None:
-            parts.append(part)
-    for join in select.args.get("joins") or []:
-        if join.args.get("on") is not None:
-            parts.append(join.args["on"])
-    from_ = select.args.get("from_")
-    if from_ is not None:
-        for table in from_.find_all(exp.Table):
-            for join in table.args.get("joins") or []:
-                if join.args.get("on") is not None:
-                    parts.append(join.args["on"])
-    for join in select.args.get("joins") or []:
-        for table in join.find_all(exp.Table):
-            for inner in table.args.get("joins") or []:
-                if inner.args.get("on") is not None:
-                    parts.append(inner.args["on"])
-    parts.extend(select.args.get("windows") or [])
-    return parts
+            walk(analysis, part, scope, ctes)
+    for key in ("group", "order"):
+        part = select.args.get(key)
+        if part is not None:
+            walk(analysis, part, scope, ctes, aliases)
+    for window in select.args.get("windows") or []:
+        walk(analysis, window, scope, ctes)
 
 
-def _unalias(node: exp.Expression) -> exp.Expression:
-    return node.this if isinstance(node, exp.Alias) else node
-
-
-def zip_aliases(select: exp.Select) -> list[tuple[str, bool]]:
-    """(output name, has explicit alias) of each SELECT item."""
-    return [(output_name(item), isinstance(item, exp.Alias)) for item in select.expressions]
-
-
-def output_name(node: exp.Expression) -> str:
-    """The column name PostgreSQL gives to a SELECT item."""
-    if isinstance(node, exp.Alias):
-        return ident_name(node.args.get("alias"))
-    node = strip_parens(node)
-    if isinstance(node, exp.Column):
-        return ident_name(node.this)
-    if isinstance(node, exp.Cast):
-        inner = output_name(node.this)
-        if inner != "?column?":
-            return inner
-        return datatype_name(node.to)[0]
-    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
-        return output_name(node.expression)
-    if isinstance(node, exp.Anonymous):
-        return ident_name(node.args.get("this"))
-    if isinstance(node, exp.Exists):
-        return "exists"
-    if isinstance(node, exp.Case):
-        return "case"
-    if (
-        isinstance(node, exp.Subquery)
-        and isinstance(node.this, exp.Select)
-        and node.this.expressions
-    ):
-        return output_name(node.this.expressions[0])
-    if isinstance(node, exp.Func):
-        return builtin_name(node) or "?column?"
-    return "?column?"
-
-
-def _type_display(typ: str | None) -> str:
-    names = {
-        "int2": "smallint",
-        "int4": "integer",
-        "int8": "bigint",
-        "float4": "real",
-        "float8": "double precision",
-        "bpchar": "character",
-        "varchar": "character varying",
-        "timestamp": "timestamp without time zone",
-        "timestamptz": "timestamp with time zone",
-        "time": "time without time zone",
-        "timetz": "time with time zone",
-        "bool": "boolean",
-    }
-    if typ is None:
-        return "?"
-    return names.get(typ, typ)
-
-
-def _example(family: str) -> str:
-    return {
-        "substring": "substring(col, 1, 3)",
-        "round": "round(col)",
-        "ceil": "ceil(col)",
-        "floor": "floor(col)",
-        "width_bucket": "width_bucket(col, 0, 100, 10)",
-        "date_trunc": "date_trunc('month', col)",
-        "extract": "extract(year FROM col)",
-        "floor_by": "diffix.floor_by(col, 10)",
-        "round_by": "diffix.round_by(col, 10)",
-        "ceil_by": "diffix.ceil_by(col, 10)",
-    }.get(family, "floor(col)")
-
-
-def _columns_hint(source: Source) -> str:
-    names = [c for c, _ in source.columns]
-    if not names:
-        return "Check the column name."
-    return f"Columns of {source.alias}: {', '.join(names)}."
-
-
-def _columns_hint_scope(scope: Scope | None) -> str:
-    if scope is None or not scope.sources:
-        return "There is no FROM clause to take columns from."
-    parts = [f"{s.alias}({', '.join(c for c, _ in s.columns)})" for s in scope.sources if s.columns]
-    return "Available columns: " + "; ".join(parts) + "." if parts else "Check the column name."
-
-
-def error_for_statement(statement: exp.Expression) -> ValidationError:
-    kind = statement.key.upper() if statement.key else "this statement"
-    if isinstance(statement, exp.Command):
-        kind = str(statement.this).upper()
-    return ValidationError(
-        f"only a single SELECT statement is allowed, not {kind}",
-        fragment=render(statement)[:200] if render(statement) else None,
-        hint="diffix.query_json accepts one SELECT query (possibly with WITH, UNION and "
-        "subqueries); run other statements through other means.",
-    )
+def _select_outputs(select: exp.Select, scope: Scope) -> Outputs:
+    columns: list[tuple[str, str | None]] = []
+    opaque = False
+    for item in select.expressions:
+        if isinstance(item, exp.Star):
+            opaque = opaque or any(s.opaque for s in scope.sources)
+            columns.extend(star_columns(scope))
+        elif isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
+            source = star_source(scope, ident_name(item.args.get("table")), item)
+            opaque = opaque or source.opaque
+            columns.extend(source.columns)
+        else:
+            columns.append((output_name(item), None))
+    return columns, opaque

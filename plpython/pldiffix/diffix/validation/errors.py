@@ -107,6 +107,19 @@ def error_rendered(
     )
 
 
+def error_for_statement(statement: exp.Expression) -> ValidationError:
+    """The error for a statement that is not a single SELECT."""
+    kind = statement.key.upper() if statement.key else "this statement"
+    if isinstance(statement, exp.Command):
+        kind = str(statement.this).upper()
+    return ValidationError(
+        f"only a single SELECT statement is allowed, not {kind}",
+        fragment=render(statement)[:200] if render(statement) else None,
+        hint="diffix.query_json accepts one SELECT query (possibly with WITH, UNION and "
+        "subqueries); run other statements through other means.",
+    )
+
+
 def attach_source(error: ValidationError, sql: str) -> None:
     """Replace the rendered fragment by the analyst's own text of the offending expression."""
     if error.node is None:

@@ -183,6 +183,22 @@ def family_display(family: str) -> str:
     return f"diffix.{family}" if family in DIFFIX_GENERALIZERS else family
 
 
+def family_example(family: str) -> str:
+    """A call of the generalizer family, to show in hints."""
+    return {
+        "substring": "substring(col, 1, 3)",
+        "round": "round(col)",
+        "ceil": "ceil(col)",
+        "floor": "floor(col)",
+        "width_bucket": "width_bucket(col, 0, 100, 10)",
+        "date_trunc": "date_trunc('month', col)",
+        "extract": "extract(year FROM col)",
+        "floor_by": "diffix.floor_by(col, 10)",
+        "round_by": "diffix.round_by(col, 10)",
+        "ceil_by": "diffix.ceil_by(col, 10)",
+    }.get(family, "floor(col)")
+
+
 # --------------------------------------------------------------------------------------------------
 # Function names
 # --------------------------------------------------------------------------------------------------

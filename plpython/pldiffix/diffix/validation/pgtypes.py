@@ -253,3 +253,24 @@ def format_number(x: float) -> str:
     if x == int(x) and abs(x) < 1e18:
         return str(int(x))
     return f"{x:.15g}"
+
+
+def type_display(typ: str | None) -> str:
+    """A type name as PostgreSQL spells it in messages (integer, not int4)."""
+    names = {
+        "int2": "smallint",
+        "int4": "integer",
+        "int8": "bigint",
+        "float4": "real",
+        "float8": "double precision",
+        "bpchar": "character",
+        "varchar": "character varying",
+        "timestamp": "timestamp without time zone",
+        "timestamptz": "timestamp with time zone",
+        "time": "time without time zone",
+        "timetz": "time with time zone",
+        "bool": "boolean",
+    }
+    if typ is None:
+        return "?"
+    return names.get(typ, typ)

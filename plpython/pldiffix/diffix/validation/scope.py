@@ -1,13 +1,18 @@
-"""Name resolution: FROM items (range variables), scopes and column references."""
+"""What name resolution produces: range variables (FROM items), scopes, FROM trees and resolved
+columns, and the model reference of a resolved column. The resolving itself is in resolve.py.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 from sqlglot import exp
 
 from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind
+
+from ..query_model import ColumnRef, RelationRef
 
 SourceKind = Literal["relation", "subquery", "cte", "function", "values"]
 
@@ -111,3 +116,45 @@ class Scope:
         if known:
             return known
         return [s for s in self.sources if s.opaque]
+
+
+@dataclass
+class FromLeaf:
+    """A FROM item that is a range variable."""
+
+    source: Source
+
+
+@dataclass
+class FromJoin:
+    """Two FROM items joined (`comma`: a comma-separated FROM list)."""
+
+    join: exp.Join
+    left: FromLeaf | FromJoin
+    right: FromLeaf | FromJoin
+    comma: bool
+
+
+FromTree = FromLeaf | FromJoin
+
+
+def leaves(tree: FromTree) -> Iterator[Source]:
+    """The range variables of a FROM tree, left to right."""
+    if isinstance(tree, FromLeaf):
+        yield tree.source
+    else:
+        yield from leaves(tree.left)
+        yield from leaves(tree.right)
+
+
+def column_ref(resolved: Resolved) -> ColumnRef:
+    """A column of a relation as the query model refers to it."""
+    relation = resolved.source.relation
+    assert relation is not None
+    return ColumnRef(
+        resolved.source.alias,
+        RelationRef(relation.schema, relation.name, relation.kind),
+        resolved.name,
+        resolved.type or "",
+        resolved.is_aid,
+    )
