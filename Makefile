@@ -13,7 +13,7 @@ system-deps:
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV) || { sh installer/ensure_system_packages.sh --venv && python3 -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
 	@touch $@
 
 test: deps

@@ -121,8 +121,7 @@ class Database:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
-@pytest.fixture
-def db(server_dsn: str, template_db: str) -> Iterator[Database]:
+def _cloned_database(server_dsn: str, template_db: str) -> Iterator[Database]:
     name = f"test_{uuid.uuid4().hex[:12]}"
     with _admin(server_dsn) as conn:
         conn.execute(
@@ -135,6 +134,18 @@ def db(server_dsn: str, template_db: str) -> Iterator[Database]:
         yield database
     finally:
         database.close()
+
+
+@pytest.fixture
+def db(server_dsn: str, template_db: str) -> Iterator[Database]:
+    yield from _cloned_database(server_dsn, template_db)
+
+
+@pytest.fixture(scope="module")
+def module_db(server_dsn: str, template_db: str) -> Iterator[Database]:
+    """One database for a module whose tests share a large table and each set every setting
+    they rely on."""
+    yield from _cloned_database(server_dsn, template_db)
 
 
 @pytest.fixture

@@ -21,8 +21,9 @@ QUERIES = [
 ]
 
 
-@pytest.fixture
-def shop(db):
+@pytest.fixture(scope="module")
+def shop(module_db):
+    db = module_db
     # A materialized view: it has no row ranges, which would spill instead of taking passes.
     # One value printed two ways: 1.00 exactly where the AID falls into the second of two passes.
     db.admin.execute(

@@ -31,12 +31,14 @@ SHOPS = {
 }
 
 
-@pytest.fixture(params=list(SHOPS))
-def shop(request, db):
+@pytest.fixture(scope="module", params=list(SHOPS))
+def shop(request, module_db):
     """int8 AIDs keep every range's rows in memory; int4 AIDs spill them by AID partition
     (`RowSpill`) at max_pass_mb = 1 beyond 64 KiB: blocks of serial AIDs, hashes of sparse ones.
     `one` is 1.0 in the first half of the table (in scan order) and 1.00 in the second."""
     aid, aids, partitioning = SHOPS[request.param]
+    db = module_db
+    db.admin.execute("DROP TABLE IF EXISTS shop")  # the previous parameter's
     db.admin.execute(
         f"CREATE TABLE shop AS SELECT *, CASE WHEN i <= {ROWS // 2} THEN 1.0 ELSE 1.00 END "
         "  AS one FROM (SELECT i, "
