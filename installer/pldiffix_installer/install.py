@@ -21,6 +21,7 @@ ROLES = (
     "diffix_direct",
     "diffix_anonymized_trusted",
     "diffix_anonymized_untrusted",
+    "diffix_anonymized_dp",
     "diffix_admin",
     "diffix_engine",
 )

@@ -5,7 +5,8 @@ DECLARE
   group_role text;
 BEGIN
   FOREACH group_role IN ARRAY ARRAY['diffix_direct', 'diffix_anonymized_trusted',
-                                    'diffix_anonymized_untrusted', 'diffix_admin'] LOOP
+                                    'diffix_anonymized_untrusted', 'diffix_anonymized_dp',
+                                    'diffix_admin'] LOOP
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = group_role) THEN
       EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', group_role);
     END IF;

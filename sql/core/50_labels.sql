@@ -121,8 +121,8 @@ BEGIN
   SELECT _mark_personal.relid, unnest(attnums), 'aid';
 
   -- Anonymized roles read personal tables only through the engine.
-  EXECUTE format('REVOKE SELECT ON %s FROM PUBLIC, diffix_anonymized_trusted, diffix_anonymized_untrusted',
-                 relid::regclass);
+  EXECUTE format('REVOKE SELECT ON %s FROM PUBLIC, diffix_anonymized_trusted, '
+                 'diffix_anonymized_untrusted, diffix_anonymized_dp', relid::regclass);
   PERFORM diffix._revoke_exposures();
   EXECUTE format('GRANT SELECT ON %s TO diffix_engine', relid::regclass);
 END
@@ -249,7 +249,8 @@ AS $$
     FROM pg_auth_members m
     JOIN pg_roles g ON g.oid = m.roleid
     JOIN pg_roles r ON r.oid = m.member
-    WHERE g.rolname IN ('diffix_direct', 'diffix_anonymized_trusted', 'diffix_anonymized_untrusted')
+    WHERE g.rolname IN ('diffix_direct', 'diffix_anonymized_trusted', 'diffix_anonymized_untrusted',
+                        'diffix_anonymized_dp')
   ) labels
   ORDER BY sort, objname, label
 $$;

@@ -218,7 +218,7 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
     # Analysts read perturbed tables only through the engine, as personal ones.
     plpy.execute(
         f"REVOKE SELECT ON {name} FROM PUBLIC, diffix_anonymized_trusted, "
-        "diffix_anonymized_untrusted"
+        "diffix_anonymized_untrusted, diffix_anonymized_dp"
     )
     plpy.execute("SELECT diffix._revoke_exposures()")
     plpy.execute(f"GRANT SELECT ON {name} TO diffix_engine")

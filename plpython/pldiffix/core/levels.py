@@ -9,6 +9,9 @@ class AccessLevel(StrEnum):
     DIRECT = "direct"
     ANONYMIZED_TRUSTED = "anonymized_trusted"
     ANONYMIZED_UNTRUSTED = "anonymized_untrusted"
+    # Differentially private answers against a privacy budget (pldiffix/dp). Ranked above
+    # untrusted so that a DP role can never lower itself into Diffix answers, which spend nothing.
+    ANONYMIZED_DP = "anonymized_dp"
 
     @property
     def rank(self) -> int:
@@ -32,6 +35,7 @@ _RANK = {
     AccessLevel.DIRECT: 0,
     AccessLevel.ANONYMIZED_TRUSTED: 1,
     AccessLevel.ANONYMIZED_UNTRUSTED: 2,
+    AccessLevel.ANONYMIZED_DP: 3,
 }
 
 

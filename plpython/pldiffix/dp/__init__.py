@@ -1,0 +1,1 @@
+"""Differential privacy: contribution bounding in SQL, discrete noise, partition selection."""

@@ -1,0 +1,276 @@
+"""The validated DP query as SQL: contribution bounding and per-group statistics in the executor.
+
+Per privacy unit at most `max_contributions` rows are kept, chosen by a keyed hash of the row's
+ctid with a fresh random key per query (so the choice is pseudo-random, and the same in every
+statement of one query); numeric values are clamped to the admin's bounds (greatest/least) and
+put on a grid of integers (`grid_step`), so that sums are integers and get discrete noise. Rows
+are aggregated per (group, unit) and then per group. When the AID column carries a unique index,
+a unit has at most one row: no bounding is needed and one level of aggregation suffices.
+
+Each statistic of a group is an integer column `a<i>_<part>` (count `n`, sum `s`, sum of squares
+`q`); `units` counts the group's privacy units (partition selection). Quantiles read a histogram
+of the clamped values per group (`histogram_sql`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from pldiffix.dp.query import DpAggregate, DpQuery
+
+QUANTILE_BINS = 1000  # grid points of the exponential mechanism: the bounds cut into this many bins
+MAX_DOMAIN_CELLS = 10_000  # declared keys released at most (the cross product of the domains)
+INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
+
+
+@dataclass(frozen=True)
+class Bounds:
+    lower: float
+    upper: float
+
+    @property
+    def middle(self) -> float:
+        return (self.lower + self.upper) / 2.0
+
+
+@dataclass(frozen=True)
+class TableMetadata:
+    """What admins declared for a table (never derived from the data), and its unique AID."""
+
+    max_contributions: int = 1
+    unique_aid: bool = False
+    bounds: dict[str, Bounds] = field(default_factory=dict)
+    domains: dict[str, list[str]] = field(default_factory=dict)  # values as text
+
+    @property
+    def contributions(self) -> int:
+        """Rows one unit contributes at most, after bounding."""
+        return 1 if self.unique_aid else self.max_contributions
+
+
+def grid_step(bounds: Bounds, column_type: str | None) -> float:
+    """The grid values are rounded to: a power of ten giving at least 10^4 steps across the
+    bounds (1 at least for integer columns)."""
+    step = 10.0 ** math.floor(math.log10((bounds.upper - bounds.lower) / 1e4))
+    if column_type in INTEGER_TYPES:
+        step = max(1.0, step)
+    return step
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One integer column per group and its L1 sensitivity over all groups."""
+
+    name: str
+    sensitivity: int
+
+
+@dataclass(frozen=True)
+class AggregatePlan:
+    aggregate: DpAggregate
+    statistics: tuple[Statistic, ...]  # empty for quantiles
+    bounds: Bounds | None = None
+    step: float = 1.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    sql: str  # per group: g0.. (grouping values), units, then each statistic
+    aggregates: tuple[AggregatePlan, ...]
+    group_count: int
+    declared_keys: bool  # every grouping key comes from a declared domain: no partition selection
+    seed: int
+
+    def histogram_sql(self, query: DpQuery, metadata: TableMetadata, index: int) -> str:
+        """Per group and bin (1..QUANTILE_BINS): the rows of the aggregate's clamped values."""
+        plan = self.aggregates[index]
+        assert plan.bounds is not None and plan.aggregate.column is not None
+        groups = [f"g{i}" for i in range(self.group_count)]
+        value = f"x{index}"
+        bin_sql = (
+            f"LEAST(pg_catalog.width_bucket({value}, {_num(plan.bounds.lower)}, "
+            f"{_num(plan.bounds.upper)}, {QUANTILE_BINS}), {QUANTILE_BINS})"
+        )
+        extra = {value: _clamped(query, plan.aggregate.column, plan.bounds)}
+        keys = ", ".join([*groups, "bin"])
+        return (
+            f"WITH bounded AS ({_bounded(query, metadata, self.seed, extra)}) "
+            f"SELECT {', '.join([*groups, ''])}{bin_sql} AS bin, pg_catalog.count(*) AS n "
+            f"FROM bounded WHERE {value} IS NOT NULL GROUP BY {keys}"
+        )
+
+
+def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
+    k = metadata.contributions
+    aggregates: list[AggregatePlan] = []
+    row_columns: dict[str, str] = {}  # bounded-row column -> expression
+    per_unit: dict[str, str] = {}  # statistic -> aggregate over bounded rows
+    for index, aggregate in enumerate(query.aggregates):
+        name = f"a{index}"
+        kind = aggregate.kind
+        if kind in ("count_star", "count_units"):
+            stats = (Statistic(f"{name}_n", k),)
+            if kind == "count_star":
+                per_unit[f"{name}_n"] = "pg_catalog.count(*)"
+            aggregates.append(AggregatePlan(aggregate, stats))
+            continue
+        assert aggregate.column is not None
+        column = _qualified(query, aggregate.column)
+        if kind == "count":
+            row_columns[f"c{index}"] = f"CASE WHEN {column} IS NULL THEN 0 ELSE 1 END"
+            per_unit[f"{name}_n"] = f"pg_catalog.sum(c{index})"
+            aggregates.append(AggregatePlan(aggregate, (Statistic(f"{name}_n", k),)))
+            continue
+        bounds = metadata.bounds[aggregate.column]
+        step = grid_step(bounds, aggregate.column_type)
+        row_columns[f"x{index}"] = _clamped(query, aggregate.column, bounds)
+        if kind == "quantile":
+            aggregates.append(AggregatePlan(aggregate, (), bounds, step))
+            continue
+        if kind == "sum":
+            largest = math.ceil(max(abs(bounds.lower), abs(bounds.upper)) / step)
+            per_unit[f"{name}_s"] = f"pg_catalog.sum(pg_catalog.round(x{index} / {_num(step)}))"
+            aggregates.append(
+                AggregatePlan(aggregate, (Statistic(f"{name}_s", k * largest),), bounds, step)
+            )
+            continue
+        # avg, variance, stddev: centred on the middle of the bounds, |y| <= half
+        half = math.ceil((bounds.upper - bounds.lower) / 2.0 / step)
+        centred = f"pg_catalog.round((x{index} - {_num(bounds.middle)}) / {_num(step)})"
+        per_unit[f"{name}_n"] = f"pg_catalog.count(x{index})"
+        per_unit[f"{name}_s"] = f"pg_catalog.sum({centred})"
+        stats = [Statistic(f"{name}_n", k), Statistic(f"{name}_s", k * half)]
+        if kind in ("variance", "stddev"):
+            per_unit[f"{name}_q"] = f"pg_catalog.sum({centred} * {centred})"
+            stats.append(Statistic(f"{name}_q", k * half * half))
+        aggregates.append(AggregatePlan(aggregate, tuple(stats), bounds, step))
+
+    declared = bool(query.groups) and all(
+        g.kind == "column" and g.column.name in metadata.domains for g in query.groups
+    )
+    sql = _group_sql(query, metadata, seed, row_columns, per_unit, aggregates)
+    if declared:
+        sql = _over_domains(query, metadata, sql, aggregates)
+    return Plan(sql, tuple(aggregates), len(query.groups), declared, seed)
+
+
+def domain_cells(query: DpQuery, metadata: TableMetadata) -> int:
+    cells = 1
+    for group in query.groups:
+        cells *= len(metadata.domains.get(group.column.name, ()))
+    return cells
+
+
+def _num(value: float) -> str:
+    """A float as an SQL literal of type double precision."""
+    return f"CAST({value!r} AS double precision)"
+
+
+def _ident(name: str) -> str:
+    return exp.to_identifier(name, quoted=True).sql(dialect="postgres")
+
+
+def _qualified(query: DpQuery, column: str) -> str:
+    return exp.column(column, table=query.alias, quoted=True).sql(dialect="postgres")
+
+
+def _clamped(query: DpQuery, column: str, bounds: Bounds) -> str:
+    value = f"CAST({_qualified(query, column)} AS double precision)"
+    return (
+        f"CASE WHEN {value} IS NULL THEN NULL ELSE "
+        f"LEAST(GREATEST({value}, {_num(bounds.lower)}), {_num(bounds.upper)}) END"
+    )
+
+
+def _from_where(query: DpQuery) -> str:
+    table = (
+        f"{_ident(query.relation.schema)}.{_ident(query.relation.name)} AS {_ident(query.alias)}"
+    )
+    conditions = [f"{_qualified(query, query.aid)} IS NOT NULL"]
+    if query.where is not None:
+        conditions.append(f"({query.where.sql(dialect='postgres')})")
+    return f"FROM {table} WHERE {' AND '.join(conditions)}"
+
+
+def _bounded(
+    query: DpQuery, metadata: TableMetadata, seed: int, row_columns: dict[str, str]
+) -> str:
+    """The rows left after bounding: u (the unit), g0.. (grouping values), the row columns."""
+    items = [f"{_qualified(query, query.aid)} AS u"]
+    items += [f"{g.expression.sql(dialect='postgres')} AS g{i}" for i, g in enumerate(query.groups)]
+    items += [f"{expression} AS {name}" for name, expression in row_columns.items()]
+    if metadata.unique_aid:
+        return f"SELECT {', '.join(items)} {_from_where(query)}"
+    rank = (
+        f"pg_catalog.row_number() OVER (PARTITION BY {_qualified(query, query.aid)} ORDER BY "
+        f"pg_catalog.hashtextextended(CAST({_ident(query.alias)}.ctid AS text), {seed})) AS r"
+    )
+    inner = f"SELECT {', '.join([*items, rank])} {_from_where(query)}"
+    return f"SELECT * FROM ({inner}) AS ranked WHERE r <= {metadata.max_contributions}"
+
+
+def _group_sql(
+    query: DpQuery,
+    metadata: TableMetadata,
+    seed: int,
+    row_columns: dict[str, str],
+    per_unit: dict[str, str],
+    aggregates: list[AggregatePlan],
+) -> str:
+    groups = [f"g{i}" for i in range(len(query.groups))]
+    names = [s.name for a in aggregates for s in a.statistics]
+    bounded = _bounded(query, metadata, seed, row_columns)
+    group_by = f" GROUP BY {', '.join(groups)}" if groups else ""
+    if metadata.unique_aid:
+        # One row per unit: a unit is a row, and the statistics are aggregates of the rows.
+        selected = [*groups, "pg_catalog.count(*) AS units"]
+        for name in names:
+            selected.append(f"{_one_level(name, per_unit)} AS {name}")
+        return f"WITH bounded AS ({bounded}) SELECT {', '.join(selected)} FROM bounded{group_by}"
+    unit_items = [*groups, "u", *(f"{e} AS {n}" for n, e in per_unit.items())]
+    selected = [*groups, "pg_catalog.count(*) AS units"]
+    for name in names:
+        if name in per_unit:
+            selected.append(f"COALESCE(pg_catalog.sum({name}), 0) AS {name}")
+        else:  # count(DISTINCT aid): the units themselves
+            selected.append(f"pg_catalog.count(*) AS {name}")
+    return (
+        f"WITH bounded AS ({bounded}), per_unit AS (SELECT {', '.join(unit_items)} "
+        f"FROM bounded GROUP BY {', '.join([*groups, 'u'])}) "
+        f"SELECT {', '.join(selected)} FROM per_unit{group_by}"
+    )
+
+
+def _one_level(name: str, per_unit: dict[str, str]) -> str:
+    if name not in per_unit:
+        return "pg_catalog.count(*)"
+    expression = per_unit[name]
+    return f"COALESCE({expression}, 0)" if expression.startswith("pg_catalog.sum") else expression
+
+
+def _over_domains(
+    query: DpQuery, metadata: TableMetadata, per_group: str, aggregates: list[AggregatePlan]
+) -> str:
+    """Every key of the declared domains, with the statistics of its group (0 when absent)."""
+    keys = []
+    for i, group in enumerate(query.groups):
+        info = query.relation.column(group.column.name)
+        assert info is not None
+        values = exp.Array(
+            expressions=[exp.Literal.string(v) for v in metadata.domains[group.column.name]]
+        )
+        keys.append(
+            f"pg_catalog.unnest(CAST(CAST({values.sql(dialect='postgres')} AS text[]) AS "
+            f"{info.type}[])) AS d{i}(g{i})"
+        )
+    names = ["units", *(s.name for a in aggregates for s in a.statistics)]
+    joined = " AND ".join(f"p.g{i} = d{i}.g{i}" for i in range(len(query.groups)))
+    selected = [f"d{i}.g{i}" for i in range(len(query.groups))]
+    selected += [f"COALESCE(p.{name}, 0) AS {name}" for name in names]
+    return (
+        f"SELECT {', '.join(selected)} FROM {' CROSS JOIN '.join(keys)} "
+        f"LEFT JOIN ({per_group}) AS p ON {joined}"
+    )
