@@ -132,6 +132,8 @@ def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
     level = catalog.effective_level(plpy, catalog.current_role(plpy))
     if level is AccessLevel.DIRECT:
         return _run_with_own_privileges(plpy, tree, with_types)
+    if level is AccessLevel.ANONYMIZED_DP:
+        return _dp_routed(plpy, sql, tree, with_types)
     # TBE / Laplace tables have their own engine (cellkey/engine.py).
     from pldiffix.cellkey import engine as cellkey_engine
 
@@ -160,6 +162,92 @@ def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
         (sql, level.value, schemas),
     )
     return _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types)
+
+
+def _dp_routed(plpy: Any, sql: str, tree: Any, with_types: bool) -> results.Answer:
+    """query_json / query of an anonymized_dp role: over personal tables a DP answer spending
+    the session's dp_epsilon (and dp_delta), else the query as at the untrusted level."""
+    from pldiffix.cellkey import engine as cellkey_engine
+    from pldiffix.core.relations import RelationKind
+    from pldiffix.diffix.validation import validate
+
+    if cellkey_engine.perturbed_table_in(plpy, tree) is not None:
+        raise PermissionError(
+            "roles at the anonymized_dp level cannot read perturbed (cell-key) tables"
+        )
+    schemas = catalog.current_schemas(plpy)
+    live = catalog.LiveCatalog(plpy, schemas)
+    if _reads_personal_table(tree, live):
+        values = catalog.effective_settings(plpy)
+        return _dp_answer_document(
+            plpy, sql, float(values["dp_epsilon"]), float(values["dp_delta"]), with_types
+        )
+    values = catalog.effective_settings(plpy)
+    validated = validate(
+        sql,
+        live,
+        AccessLevel.ANONYMIZED_UNTRUSTED,
+        treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
+    )
+    assert not any(r.kind is RelationKind.PERSONAL for r in validated.relations)
+    return _run_with_own_privileges(plpy, tree, with_types)
+
+
+def _reads_personal_table(tree: Any, live: catalog.LiveCatalog) -> bool:
+    from sqlglot import exp
+
+    from pldiffix.core.relations import RelationKind
+
+    for table in tree.find_all(exp.Table):
+        for schema in [table.db] if table.db else live.search_path:
+            relation = live.get_relation(schema, table.name)
+            if relation is not None:
+                if relation.kind is RelationKind.PERSONAL:
+                    return True
+                break
+    return False
+
+
+@reports_errors
+def dp_query_json(plpy: Any, sql: str | None, epsilon: float | None, delta: float | None) -> str:
+    """diffix.dp_query_json(sql, epsilon, delta): a DP answer, paid from the role's budget."""
+    parse_single_select(sql)
+    assert sql is not None
+    return _dp_answer_document(plpy, sql, epsilon, delta, with_types=False).document
+
+
+def _dp_answer_document(
+    plpy: Any, sql: str, epsilon: float | None, delta: float | None, with_types: bool
+) -> results.Answer:
+    """The DP engine answers (and charges); its released rows are post-processed here, with the
+    caller's own privileges, and the document carries the engine's DP report."""
+    rows = catalog.query(
+        plpy,
+        "SELECT (d ->> 'query') AS q, (d -> 'dp')::text AS dp"
+        " FROM diffix._dp_answer($1, $2, $3, $4) AS d",
+        ("text", "float8", "float8", "text[]"),
+        (sql, epsilon, delta, catalog.current_schemas(plpy)),
+    )
+    answer = _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types)
+    document = json.loads(answer.document, parse_float=Decimal)
+    document["dp"] = json.loads(rows[0]["dp"])
+    return results.Answer(json.dumps(document, default=str), answer.column_types)
+
+
+@reports_errors
+def dp_answer(
+    plpy: Any,
+    sql: str | None,
+    epsilon: float | None,
+    delta: float | None,
+    schemas: list[str] | None,
+) -> str:
+    """The DP engine's entry point (SECURITY DEFINER, owned by diffix_engine); see dp/engine.py."""
+    parse_single_select(sql)
+    assert sql is not None
+    from pldiffix.dp import engine as dp_engine
+
+    return json.dumps(dp_engine.run(plpy, sql, epsilon, delta, schemas or ["public"]))
 
 
 # diffix.query runs in two steps inside one PL/pgSQL call (sql/core/60_query.sql): prepare_rows
@@ -253,6 +341,11 @@ def anonymized_query_json(
         AccessLevel.parse(requested_level or AccessLevel.ANONYMIZED_TRUSTED.value),
         AccessLevel.ANONYMIZED_TRUSTED,
     )
+    if level is AccessLevel.ANONYMIZED_DP:
+        raise PermissionError(
+            "roles at the anonymized_dp level get differentially private answers only; "
+            "use diffix.dp_query_json(sql, epsilon)"
+        )
     from pldiffix.diffix import engine
 
     return json.dumps({"query": engine.run(plpy, sql, level, schemas)})

@@ -163,8 +163,12 @@ def perturbed_query_json(
     """diffix._perturbed_query_json: perturbed answers, never raw rows."""
     tree = parse_single_select(sql)
     # Never raw rows, whoever calls: every level gets the same perturbed answers, so the level
-    # is only checked to be a valid one.
+    # is only checked to be a valid one; DP roles, whose answers are paid from a budget, get none.
     AccessLevel.parse(requested_level or AccessLevel.ANONYMIZED_TRUSTED.value)
+    if catalog.effective_level(plpy, catalog.invoking_role(plpy)) is AccessLevel.ANONYMIZED_DP:
+        raise PermissionError(
+            "roles at the anonymized_dp level cannot read perturbed (cell-key) tables"
+        )
     table = load(plpy, relid)
     plan = _plan(tree, table)
     return _execute(plpy, plan)

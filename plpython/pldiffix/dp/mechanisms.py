@@ -155,12 +155,6 @@ class PartitionSelection:
         return self.noise.release(units) >= self.threshold
 
 
-@dataclass(frozen=True)
-class QuantileResult:
-    value: float
-    rank_error: float  # with probability >= 0.95 the released rank is within this of the target
-
-
 def exponential_quantile(
     counts: list[int],
     lower: float,
@@ -168,7 +162,7 @@ def exponential_quantile(
     q: float,
     epsilon: Fraction,
     sensitivity: int,
-) -> QuantileResult:
+) -> float:
     """The q-quantile by the exponential mechanism over the len(counts)+1 grid points of
     [lower, upper]: counts[i] is the number of (bounded) rows in the i-th of equal-width bins.
 
@@ -195,9 +189,14 @@ def exponential_quantile(
         if draw < 0:
             chosen = j
             break
-    width = (upper - lower) / bins
-    error = (2.0 * sensitivity / float(epsilon)) * (math.log(bins + 1) + math.log(20.0))
-    return QuantileResult(lower + chosen * width, error)
+    return lower + chosen * (upper - lower) / bins
+
+
+def quantile_rank_error(bins: int, epsilon: Fraction, sensitivity: int) -> float:
+    """With probability >= 95% the rank of `exponential_quantile`'s answer is within this of
+    the best candidate's: the mechanism's utility bound (2 sensitivity / epsilon) ln(|R| / 0.05)
+    over |R| = bins + 1 candidates."""
+    return 2.0 * sensitivity / float(epsilon) * math.log((bins + 1) / 0.05)
 
 
 def _uniform() -> float:

@@ -74,6 +74,7 @@ class AggregatePlan:
     statistics: tuple[Statistic, ...]  # empty for quantiles
     bounds: Bounds | None = None
     step: float = 1.0
+    contributions: int = 1  # rows of one unit, at most: the quantile utility's sensitivity
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
         step = grid_step(bounds, aggregate.column_type)
         row_columns[f"x{index}"] = _clamped(query, aggregate.column, bounds)
         if kind == "quantile":
-            aggregates.append(AggregatePlan(aggregate, (), bounds, step))
+            aggregates.append(AggregatePlan(aggregate, (), bounds, step, k))
             continue
         if kind == "sum":
             largest = math.ceil(max(abs(bounds.lower), abs(bounds.upper)) / step)

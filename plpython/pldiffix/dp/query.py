@@ -163,7 +163,7 @@ def _short(node: exp.Expression | None) -> str | None:
 
 def _reads_personal(select: exp.Select, catalog: Catalog) -> bool:
     """Whether the SELECT's own FROM/JOIN items (not its subqueries) name a personal table."""
-    items = [select.args.get("from_")] + list(select.args.get("joins") or [])
+    items = [select.args.get("from_"), *(select.args.get("joins") or [])]
     tables = [item.this for item in items if item is not None and isinstance(item.this, exp.Table)]
     return any(_is_personal(table, catalog) for table in tables)
 

@@ -1,0 +1,331 @@
+"""DP answers: validate, check, bound and aggregate in SQL, add noise, charge, answer.
+
+`run` executes inside `diffix._dp_answer` (SECURITY DEFINER, owner diffix_engine). As the Diffix
+engine it trusts nothing from its caller: it validates the SQL itself with the caller's search path
+reduced to schemas the invoking role may use, applies the Diffix engine's security checks to
+everything it executes, and runs only SQL generated from the validated model. The order is the
+accounting's: everything that can refuse the query (subset, metadata, epsilon caps, the remaining
+budget) comes before any data is read; the charge comes after the noise and before anything
+leaves this function, so a refused or failed query spends nothing and no answer is ever returned
+unpaid. It returns the post-processing query (the analyst's statement with the DP subquery
+replaced by its released rows, run by the caller with its own privileges) and the DP report.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from sqlglot import exp
+
+from pldiffix.core import catalog
+from pldiffix.core.errors import INSUFFICIENT_PRIVILEGE, UserError
+from pldiffix.core.relations import RelationKind
+from pldiffix.dp import planner, release
+from pldiffix.dp.mechanisms import rational_epsilon
+from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, DpQueryError, parse
+
+MECHANISM = "dp"
+_PLACEHOLDER = "__pldiffix_dp_rows"
+
+
+class BudgetError(UserError):
+    """The role has no budget, or not enough of it; nothing was spent."""
+
+    default_sqlstate = INSUFFICIENT_PRIVILEGE
+
+
+def run(
+    plpy: Any, sql: str, epsilon: float | None, delta: float | None, search_path: Sequence[str]
+) -> dict[str, Any]:
+    from pldiffix.core import ledger
+
+    role = catalog.invoking_role(plpy)
+    values = catalog.effective_settings(plpy)
+    epsilon, delta = _checked_parameters(epsilon, delta, values)
+    schemas = catalog.usable_schemas(plpy, role, search_path)
+    live = catalog.LiveCatalog(plpy, schemas)
+    query = parse(
+        sql, live, treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"])
+    )
+    _check_other_reads(query, live)
+    from pldiffix.diffix.engine import SecurityChecks
+
+    SecurityChecks(plpy, role, live).check(query.shadow)
+    metadata = load_metadata(plpy, query)
+    _check_metadata(query, metadata)
+    plan = planner.plan(query, metadata, secrets.randbits(62))
+    budget = release.Budget(
+        rational_epsilon(epsilon), delta, len(query.aggregates), not plan.declared_keys
+    )
+    if budget.partition_selection and query.groups and delta <= 0:
+        raise DpQueryError(
+            "grouping by keys without a declared domain needs delta > 0 (partition selection)",
+            hint="pass a delta, e.g. diffix.dp_query_json(sql, epsilon, 1e-6), or declare the "
+            "keys: CALL diffix.set_dp_domain(table, column, ARRAY[...])",
+        )
+    if not query.groups:  # one global row, always released: no partition selection
+        budget = release.Budget(budget.epsilon, delta, budget.aggregates, False)
+    _check_budget(ledger.remaining(plpy), epsilon, budget.delta_spent, role)
+
+    groups = list(plpy.execute(plan.sql))
+    histograms = {
+        index: _histograms(plpy, plan.histogram_sql(query, metadata, index), plan.group_count)
+        for index, aggregate in enumerate(plan.aggregates)
+        if aggregate.aggregate.kind == "quantile"
+    }
+    if not query.groups and not groups:  # a global aggregate over no rows is still one row
+        groups = [{"units": 0} | {s.name: 0 for a in plan.aggregates for s in a.statistics}]
+    rows = release.release(plan, budget, groups, histograms, metadata.contributions)
+
+    remaining = ledger.charge(
+        plpy, epsilon=epsilon, delta=budget.delta_spent, sql=sql, mechanism=MECHANISM
+    )
+    return {
+        "query": _post_processing(plpy, query, plan, rows),
+        "dp": {
+            "epsilon": epsilon,
+            "delta": budget.delta_spent,
+            "remaining": _remaining_document(remaining),
+            "max_contributions": metadata.contributions,
+            "partition_selection": _selection_document(budget, metadata),
+            "aggregates": release.noise_report(plan, budget),
+            "rows": [[*row.keys, *(value.document() for value in row.values)] for row in rows],
+        },
+    }
+
+
+def _checked_parameters(
+    epsilon: float | None, delta: float | None, values: dict[str, Any]
+) -> tuple[float, float]:
+    if epsilon is None or not math.isfinite(epsilon) or epsilon <= 0:
+        raise DpQueryError(
+            f"epsilon must be a positive number, not {epsilon}",
+            hint="e.g. diffix.dp_query_json(sql, 0.5)",
+        )
+    if epsilon > values["dp_max_epsilon"]:
+        raise DpQueryError(
+            f"epsilon {epsilon:g} exceeds the per-query maximum dp_max_epsilon = "
+            f"{values['dp_max_epsilon']:g}",
+            hint="ask for less; administrators set dp_max_epsilon with diffix.configure",
+        )
+    delta = 0.0 if delta is None else delta
+    if not math.isfinite(delta) or not 0 <= delta < 1:
+        raise DpQueryError(f"delta must be in [0, 1), not {delta}")
+    if delta > values["dp_max_delta"]:
+        raise DpQueryError(
+            f"delta {delta:g} exceeds the per-query maximum dp_max_delta = "
+            f"{values['dp_max_delta']:g}",
+            hint="ask for less; administrators set dp_max_delta with diffix.configure",
+        )
+    return float(epsilon), float(delta)
+
+
+def _check_other_reads(query: DpQuery, live: catalog.LiveCatalog) -> None:
+    """Outside the DP subquery no personal table may be read (refused before anything is spent,
+    rather than failing for lack of privileges after the charge)."""
+    for table in query.tree.find_all(exp.Table):
+        if _inside(table, query.node):
+            continue
+        schemas = [table.db] if table.db else list(live.search_path)
+        for schema in schemas:
+            relation = live.get_relation(schema, table.name)
+            if relation is None:
+                continue
+            if relation.kind is RelationKind.PERSONAL:
+                raise DpQueryError(
+                    f"{schema}.{table.name} is read outside the DP subquery",
+                    fragment=table.sql(dialect="postgres"),
+                    hint="a DP query reads personal data in one aggregating SELECT only",
+                )
+            break
+
+
+def _inside(node: exp.Expression, ancestor: exp.Expression) -> bool:
+    current: exp.Expression | None = node
+    while current is not None:
+        if current is ancestor:
+            return True
+        current = current.parent
+    return False
+
+
+def load_metadata(plpy: Any, query: DpQuery) -> planner.TableMetadata:
+    relid = catalog.query(
+        plpy,
+        "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+        ("name", "name"),
+        (query.relation.schema, query.relation.name),
+    )[0]["oid"]
+    table = catalog.query(
+        plpy,
+        "SELECT t.max_contributions, EXISTS (SELECT FROM pg_catalog.pg_index i "
+        "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 "
+        "AND i.indpred IS NULL AND a.attname = $2) AS unique_aid "
+        "FROM (SELECT $1::oid AS relid) r LEFT JOIN diffix.dp_tables t ON t.relid = r.relid",
+        ("oid", "name"),
+        (relid, query.aid),
+    )[0]
+    columns = catalog.query(
+        plpy,
+        "SELECT a.attname, c.lower_bound, c.upper_bound, c.domain FROM diffix.dp_columns c "
+        "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.relid AND a.attnum = c.attnum "
+        "WHERE c.relid = $1 AND NOT a.attisdropped",
+        ("oid",),
+        (relid,),
+    )
+    return planner.TableMetadata(
+        max_contributions=int(table["max_contributions"] or 1),
+        unique_aid=bool(table["unique_aid"]),
+        bounds={
+            row["attname"]: planner.Bounds(float(row["lower_bound"]), float(row["upper_bound"]))
+            for row in columns
+            if row["lower_bound"] is not None
+        },
+        domains={row["attname"]: list(row["domain"]) for row in columns if row["domain"]},
+    )
+
+
+def _check_metadata(query: DpQuery, metadata: planner.TableMetadata) -> None:
+    table = f"{query.relation.schema}.{query.relation.name}"
+    for aggregate in query.aggregates:
+        if aggregate.kind in BOUNDED_KINDS and aggregate.column not in metadata.bounds:
+            raise DpQueryError(
+                f"{aggregate.kind} of {aggregate.column} needs clamping bounds, and "
+                f"{table}.{aggregate.column} has none",
+                hint=f"an administrator declares them: CALL diffix.set_dp_bounds('{table}', "
+                f"'{aggregate.column}', lower, upper)",
+            )
+    cells = planner.domain_cells(query, metadata)
+    if (
+        query.groups
+        and cells > planner.MAX_DOMAIN_CELLS
+        and all(g.kind == "column" and g.column.name in metadata.domains for g in query.groups)
+    ):
+        raise DpQueryError(
+            f"the declared domains of the grouping columns make {cells} groups, more than "
+            f"{planner.MAX_DOMAIN_CELLS}",
+            hint="group by fewer columns",
+        )
+
+
+def _check_budget(remaining: Any, epsilon: float, delta: float, role: str) -> None:
+    if remaining is None:
+        raise BudgetError(
+            f"role {role} has no privacy budget",
+            hint="an administrator grants one: "
+            "CALL diffix.set_privacy_budget(role, epsilon, delta)",
+        )
+    if remaining.epsilon < epsilon or remaining.delta < delta:
+        raise BudgetError(
+            f"the privacy budget of role {role} does not cover this query: it needs epsilon "
+            f"{epsilon:g} and delta {delta:g}, {remaining.epsilon:g} and {remaining.delta:g} "
+            "remain",
+            hint="ask with a smaller epsilon, or ask an administrator for more budget; "
+            "SELECT * FROM diffix.privacy_budget() shows it",
+        )
+
+
+def _histograms(plpy: Any, sql: str, group_count: int) -> dict[tuple[Any, ...], list[int]]:
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for row in plpy.execute(sql):
+        keys = tuple(row[f"g{i}"] for i in range(group_count))
+        counts = out.setdefault(keys, [0] * planner.QUANTILE_BINS)
+        counts[int(row["bin"]) - 1] += int(row["n"])
+    return out
+
+
+def _selection_document(budget: release.Budget, metadata: planner.TableMetadata) -> Any:
+    if not budget.partition_selection:
+        return None
+    from pldiffix.dp.mechanisms import PartitionSelection
+
+    selection = PartitionSelection(metadata.contributions, budget.share, budget.delta)
+    return {
+        "epsilon": float(budget.share),
+        "delta": budget.delta,
+        "threshold": selection.threshold,
+        "noise_scale": float(selection.noise.scale),
+    }
+
+
+def _remaining_document(remaining: Any) -> dict[str, Any] | None:
+    if remaining is None:
+        return None
+    return {"epsilon": remaining.epsilon, "delta": remaining.delta}
+
+
+def _post_processing(
+    plpy: Any, query: DpQuery, plan: planner.Plan, rows: list[release.Released]
+) -> str:
+    """The analyst's statement with the DP subquery replaced by its released rows."""
+    types = _group_types(plpy, plan)
+    columns = []
+    for output in query.outputs:
+        if output.group_index is not None:
+            index = output.group_index
+            values = [row.keys[index] for row in rows]
+            columns.append((output.name, types[index], values))
+        else:
+            assert output.aggregate_index is not None
+            kind = query.aggregates[output.aggregate_index].kind
+            sql_type = "bigint" if kind in ("count_star", "count", "count_units") else "float8"
+            values = [row.values[output.aggregate_index].value for row in rows]
+            columns.append((output.name, sql_type, values))
+    arrays = [
+        exp.cast(
+            exp.Array(expressions=[_literal(v) for v in values]), exp.DataType.build(f"{t}[]")
+        ).sql(dialect="postgres")
+        if t in ("bigint", "float8")
+        else f"CAST(CAST({_text_array(values)} AS text[]) AS {t}[])"
+        for _, t, values in columns
+    ]
+    names = ", ".join(exp.to_identifier(name, quoted=True).sql() for name, _, _ in columns)
+    rows_sql = f"SELECT * FROM pg_catalog.unnest({', '.join(arrays)}) AS {_PLACEHOLDER}({names})"
+    if query.node is query.tree:
+        return rows_sql
+    nonce = secrets.token_hex(8)
+    marker = f"{_PLACEHOLDER}_{nonce}"
+    query.node.replace(exp.select("*").from_(marker))
+    text = query.tree.sql(dialect="postgres")
+    if text.count(marker) != 1:
+        raise DpQueryError("internal error: the released rows could not be placed")
+    return text.replace(f"SELECT * FROM {marker}", rows_sql)
+
+
+def _group_types(plpy: Any, plan: planner.Plan) -> list[str]:
+    """The SQL types of the grouping values, as PostgreSQL types them in the plan's SQL."""
+    if not plan.group_count:
+        return []
+    shape = plpy.execute(f"SELECT * FROM ({plan.sql}) AS q LIMIT 0")
+    oids = shape.coltypes()[: plan.group_count]
+    typmods = shape.coltypmods()[: plan.group_count]
+    rows = catalog.query(
+        plpy,
+        "SELECT pg_catalog.format_type(t.oid, t.typmod) AS name"
+        " FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS t(oid, typmod, n) ORDER BY t.n",
+        ("oid[]", "int[]"),
+        (oids, typmods),
+    )
+    return [row["name"] for row in rows]
+
+
+def _literal(value: Any) -> exp.Expression:
+    if value is None:
+        return exp.null()
+    return exp.Literal.number(repr(value) if isinstance(value, float) else value)
+
+
+def _text_array(values: list[Any]) -> str:
+    items = [exp.null() if v is None else exp.Literal.string(_as_text(v)) for v in values]
+    return exp.Array(expressions=items).sql(dialect="postgres")
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

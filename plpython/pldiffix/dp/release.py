@@ -1,0 +1,219 @@
+"""Noise per group: the released rows and, per noisy value, its noise scale and 95% interval.
+
+Sequential composition: a query's epsilon is split evenly among its aggregates, plus one equal
+share for partition selection when grouping keys are not all declared; an aggregate made of
+several statistics (avg: count and sum; variance and stddev: count, sum and sum of squares)
+splits its share evenly among them. All of delta goes to partition selection. Counts are
+discrete Laplace noised integers; sums are integers on the aggregate's grid (planner.grid_step).
+Intervals of derived values (avg, variance, stddev) combine their statistics' intervals, each
+taken at confidence 1 - 0.05 / (number of statistics), so by the union bound they cover the
+noise-free value with probability at least 95%. Intervals describe the noise only, not the
+bias of clamping and contribution bounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from pldiffix.dp.mechanisms import (
+    DiscreteLaplace,
+    PartitionSelection,
+    exponential_quantile,
+    quantile_rank_error,
+)
+from pldiffix.dp.planner import QUANTILE_BINS, AggregatePlan, Plan
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How one query's epsilon and delta are shared out."""
+
+    epsilon: Fraction
+    delta: float
+    aggregates: int
+    partition_selection: bool
+
+    @property
+    def share(self) -> Fraction:
+        return self.epsilon / (self.aggregates + (1 if self.partition_selection else 0))
+
+    @property
+    def delta_spent(self) -> float:
+        return self.delta if self.partition_selection else 0.0
+
+
+@dataclass(frozen=True)
+class NoisyValue:
+    value: float | int | None
+    interval: tuple[float, float] | None
+
+    def document(self) -> dict[str, Any]:
+        interval = list(self.interval) if self.interval is not None else None
+        return {"value": self.value, "interval_95": interval}
+
+
+@dataclass(frozen=True)
+class Released:
+    keys: tuple[Any, ...]
+    values: tuple[NoisyValue, ...]
+
+
+def release(
+    plan: Plan,
+    budget: Budget,
+    groups: Sequence[Mapping[str, Any]],
+    histograms: Mapping[int, Mapping[tuple[Any, ...], list[int]]],
+    max_partitions: int,
+) -> list[Released]:
+    """The released rows of `groups` (the rows of plan.sql). `histograms[i]` maps the keys of a
+    group to the bin counts of quantile aggregate i."""
+    selection = None
+    if budget.partition_selection:
+        selection = PartitionSelection(max_partitions, budget.share, budget.delta)
+    out = []
+    for row in groups:
+        keys = tuple(row[f"g{i}"] for i in range(plan.group_count))
+        if selection is not None and not selection.keeps(int(row["units"])):
+            continue
+        values = []
+        for index, aggregate in enumerate(plan.aggregates):
+            if aggregate.aggregate.kind == "quantile":
+                counts = histograms.get(index, {}).get(keys)
+                values.append(_quantile(aggregate, budget.share, counts))
+            else:
+                values.append(_noisy(aggregate, budget.share, row))
+        out.append(Released(keys, tuple(values)))
+    return out
+
+
+def noise_report(plan: Plan, budget: Budget) -> list[dict[str, Any]]:
+    """Per aggregate: its mechanism, epsilon and the noise scale of each statistic (in the
+    units of the answer)."""
+    report = []
+    for aggregate in plan.aggregates:
+        kind = aggregate.aggregate.kind
+        entry: dict[str, Any] = {"aggregate": kind, "epsilon": float(budget.share)}
+        if kind == "quantile":
+            assert aggregate.bounds is not None
+            entry["mechanism"] = "exponential"
+            entry["grid_points"] = QUANTILE_BINS + 1
+            entry["rank_error_95"] = quantile_rank_error(
+                QUANTILE_BINS, budget.share, aggregate.contributions
+            )
+        else:
+            entry["mechanism"] = "discrete_laplace"
+            epsilon = budget.share / len(aggregate.statistics)
+            entry["noise_scale"] = {
+                s.name.split("_")[-1]: float(DiscreteLaplace(s.sensitivity, epsilon).scale)
+                * (1.0 if s.name.endswith("_n") else _unit(aggregate, s.name))
+                for s in aggregate.statistics
+            }
+        if aggregate.bounds is not None:
+            entry["bounds"] = [aggregate.bounds.lower, aggregate.bounds.upper]
+            entry["grid_step"] = aggregate.step
+        report.append(entry)
+    return report
+
+
+def _unit(aggregate: AggregatePlan, name: str) -> float:
+    """What one grid unit of the statistic is worth in the answer's units."""
+    return aggregate.step * aggregate.step if name.endswith("_q") else aggregate.step
+
+
+@dataclass(frozen=True)
+class _Component:
+    value: int  # noisy, in grid units
+    low: int
+    high: int
+
+
+def _component(
+    sensitivity: int, epsilon: Fraction, true_value: Any, confidence: float
+) -> _Component:
+    mechanism = DiscreteLaplace(sensitivity, epsilon)
+    noisy = mechanism.release(int(true_value or 0))
+    width = mechanism.half_width(confidence)
+    return _Component(noisy, noisy - width, noisy + width)
+
+
+def _noisy(aggregate: AggregatePlan, share: Fraction, row: Mapping[str, Any]) -> NoisyValue:
+    kind = aggregate.aggregate.kind
+    stats = aggregate.statistics
+    epsilon = share / len(stats)
+    confidence = 1.0 - (1.0 - CONFIDENCE) / len(stats)
+    parts = [_component(s.sensitivity, epsilon, row[s.name], confidence) for s in stats]
+    if kind in ("count_star", "count", "count_units"):
+        (n,) = parts
+        return NoisyValue(max(0, n.value), (max(0, n.low), max(0, n.high)))
+    step = aggregate.step
+    if kind == "sum":
+        (s,) = parts
+        return NoisyValue(_on_grid(s.value, step), (_on_grid(s.low, step), _on_grid(s.high, step)))
+    assert aggregate.bounds is not None
+    middle, lower, upper = aggregate.bounds.middle, aggregate.bounds.lower, aggregate.bounds.upper
+    n, s = parts[0], parts[1]
+    population = aggregate.aggregate.population
+    if kind == "avg":
+        value = _clamp(middle + step * s.value / max(1, n.value), lower, upper)
+        low, high = _ratio_range(s.low, s.high, max(1, n.low), max(1, n.high))
+        return NoisyValue(
+            value,
+            (_clamp(middle + step * low, lower, upper), _clamp(middle + step * high, lower, upper)),
+        )
+    q = parts[2]
+    widest = ((upper - lower) / 2.0) ** 2
+    variance = _variance(n.value, s.value, q.value, population) * step * step
+    mean_low, mean_high = _ratio_range(s.low, s.high, max(1, n.low), max(1, n.high))
+    square_low = 0.0 if mean_low <= 0 <= mean_high else min(mean_low**2, mean_high**2)
+    square_high = max(mean_low**2, mean_high**2)
+    q_low, q_high = _ratio_range(q.low, q.high, max(1, n.low), max(1, n.high))
+    # the sample forms' factor n / (n - 1) is largest at the smallest count
+    correction = 1.0 if population else max(2, n.low) / (max(2, n.low) - 1)
+    low_var = _clamp((q_low - square_high) * step * step, 0.0, widest)
+    high_var = _clamp((q_high - square_low) * step * step * correction, 0.0, widest)
+    variance = _clamp(variance, 0.0, widest)
+    if kind == "stddev":
+        return NoisyValue(math.sqrt(variance), (math.sqrt(low_var), math.sqrt(high_var)))
+    return NoisyValue(variance, (low_var, high_var))
+
+
+def _variance(n: int, s: int, q: int, population: bool) -> float:
+    count = max(1, n)
+    mean = s / count
+    value = q / count - mean * mean
+    if not population:
+        value *= count / max(1, count - 1)
+    return value
+
+
+def _ratio_range(low: int, high: int, n_low: int, n_high: int) -> tuple[float, float]:
+    candidates = [low / n_low, low / n_high, high / n_low, high / n_high]
+    return min(candidates), max(candidates)
+
+
+def _on_grid(units: int, step: float) -> float:
+    """units * step without binary rounding residue (step is a power of ten)."""
+    return round(units * step, max(0, -math.floor(math.log10(step))))
+
+
+def _clamp(value: float, lower: float, upper: float) -> float:
+    return min(max(value, lower), upper)
+
+
+def _quantile(aggregate: AggregatePlan, share: Fraction, counts: list[int] | None) -> NoisyValue:
+    assert aggregate.bounds is not None and aggregate.aggregate.quantile is not None
+    value = exponential_quantile(
+        counts or [0] * QUANTILE_BINS,
+        aggregate.bounds.lower,
+        aggregate.bounds.upper,
+        aggregate.aggregate.quantile,
+        share,
+        aggregate.contributions,
+    )
+    return NoisyValue(value, None)
