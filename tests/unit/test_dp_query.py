@@ -1,0 +1,170 @@
+"""The DP query subset, its SQL plan and the release of derived aggregates (no database)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from pldiffix.core.relations import (
+    ColumnInfo,
+    FunctionInfo,
+    RelationInfo,
+    RelationKind,
+    StaticCatalog,
+)
+from pldiffix.diffix.validation import ValidationError
+from pldiffix.dp import planner, release
+from pldiffix.dp.query import DpQueryError, parse
+
+CATALOG = StaticCatalog(
+    relations={
+        ("public", "customers"): RelationInfo(
+            "public",
+            "customers",
+            RelationKind.PERSONAL,
+            (
+                ColumnInfo("id", "integer", is_aid=True),
+                ColumnInfo("city", "text"),
+                ColumnInfo("age", "integer"),
+                ColumnInfo("amount", "numeric"),
+            ),
+        ),
+        ("public", "couples"): RelationInfo(
+            "public",
+            "couples",
+            RelationKind.PERSONAL,
+            (ColumnInfo("a", "integer", is_aid=True), ColumnInfo("b", "integer", is_aid=True)),
+        ),
+        ("public", "cities"): RelationInfo(
+            "public", "cities", RelationKind.PUBLIC, (ColumnInfo("name", "text"),)
+        ),
+    },
+    functions={("diffix", "floor_by"): FunctionInfo("diffix", "floor_by")},
+)
+BOUNDS = {"amount": planner.Bounds(0.0, 1000.0), "age": planner.Bounds(18.0, 90.0)}
+
+
+def test_the_supported_aggregates_and_generalized_groups() -> None:
+    query = parse(
+        "SELECT diffix.floor_by(age, 10) AS decade, count(*), count(DISTINCT id), count(city), "
+        "sum(amount), avg(amount), stddev(amount), var_pop(age), median(amount), "
+        "percentile_cont(0.9) WITHIN GROUP (ORDER BY amount) FROM customers "
+        "WHERE city = 'Rome' GROUP BY 1",
+        CATALOG,
+    )
+    kinds = [(a.kind, a.column, a.quantile, a.population) for a in query.aggregates]
+    assert kinds == [
+        ("count_star", None, None, False),
+        ("count_units", "id", None, False),
+        ("count", "city", None, False),
+        ("sum", "amount", None, False),
+        ("avg", "amount", None, False),
+        ("stddev", "amount", None, False),
+        ("variance", "age", None, True),
+        ("quantile", "amount", 0.5, False),
+        ("quantile", "amount", 0.9, False),
+    ]
+    assert [o.name for o in query.outputs][:3] == ["decade", "count", "count"]
+    assert query.outputs[0].group_index == 0
+    assert [g.expression.sql() for g in query.groups] == ['diffix.floor_by("customers"."age", 10)']
+    assert query.where is not None and query.where.sql() == '"customers"."city" = \'Rome\''
+
+
+@pytest.mark.parametrize(
+    ("sql", "message", "hint"),
+    [
+        ("SELECT name FROM cities", "reads no personal table", "diffix.query_json"),
+        ("SELECT max(age) FROM customers", "is not supported", "percentile_cont"),
+        ("SELECT count(DISTINCT city) FROM customers", "only supported over the AID", "id"),
+        ("SELECT sum(city) FROM customers", "needs a numeric column", "numeric"),
+        ("SELECT city, count(*) * 2 FROM customers GROUP BY city", "grouping expression", "outer"),
+        ("SELECT city, count(*) FROM customers GROUP BY city ORDER BY 2", "ORDER BY", "wrap"),
+        ("SELECT city, count(*) FROM customers GROUP BY 1 HAVING count(*) > 1", "HAVING", "wrap"),
+        ("SELECT count(*) FROM customers JOIN cities ON city = name", "exactly one table", "join"),
+        ("SELECT count(*) FROM couples", "2 AID columns", "single column"),
+        ("SELECT city FROM customers GROUP BY city", "at least one aggregate", "count(*)"),
+        (
+            "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM customers)",
+            "exactly one SELECT",
+            "own call",
+        ),
+        ("SELECT sum(amount + 1) FROM customers", "plain column", "set_dp_bounds"),
+        ("SELECT DISTINCT city, count(*) FROM customers GROUP BY 1", "DISTINCT", "group by"),
+    ],
+)
+def test_refusals_say_what_to_write_instead(sql: str, message: str, hint: str) -> None:
+    with pytest.raises(DpQueryError) as caught:
+        parse(sql, CATALOG)
+    assert message in caught.value.message
+    assert hint in (caught.value.hint or "")
+
+
+def test_filters_and_groups_go_through_the_diffix_validator() -> None:
+    with pytest.raises(ValidationError, match="equality"):
+        parse("SELECT count(*) FROM customers WHERE age > 30", CATALOG)
+    with pytest.raises(ValidationError):
+        parse("SELECT count(*) FROM customers GROUP BY nosuch", CATALOG)
+
+
+def test_post_processing_around_the_dp_subquery_is_kept() -> None:
+    query = parse(
+        "SELECT city, c * 2 FROM (SELECT city, count(*) AS c FROM customers GROUP BY city) t",
+        CATALOG,
+    )
+    assert query.node is not query.tree
+    assert [o.name for o in query.outputs] == ["city", "c"]
+
+
+def test_plan_bounds_contributions_unless_the_aid_is_unique() -> None:
+    query = parse("SELECT city, count(*), sum(amount) FROM customers GROUP BY city", CATALOG)
+    bounded = planner.plan(query, planner.TableMetadata(3, False, BOUNDS), seed=42)
+    assert "row_number() OVER (PARTITION BY" in bounded.sql
+    assert "hashtextextended" in bounded.sql and ", 42)" in bounded.sql
+    assert "r <= 3" in bounded.sql and "GROUP BY g0, u" in bounded.sql
+    assert "LEAST(GREATEST(" in bounded.sql
+    count, total = bounded.aggregates
+    assert count.statistics[0].sensitivity == 3
+    # a unit's 3 rows each contribute at most 1000 / 0.1 grid steps
+    assert total.step == 0.1 and total.statistics[0].sensitivity == 3 * 10_000
+    unique = planner.plan(query, planner.TableMetadata(3, True, BOUNDS), seed=42)
+    assert "row_number" not in unique.sql and "per_unit" not in unique.sql
+    assert unique.aggregates[0].statistics[0].sensitivity == 1
+    assert not unique.declared_keys
+
+
+def test_declared_domains_release_every_key() -> None:
+    query = parse("SELECT city, count(*) FROM customers GROUP BY city", CATALOG)
+    metadata = planner.TableMetadata(1, True, {}, {"city": ["Rome", "O'Hara"]})
+    plan = planner.plan(query, metadata, seed=1)
+    assert plan.declared_keys
+    assert "'O''Hara'" in plan.sql and "LEFT JOIN" in plan.sql
+    assert planner.domain_cells(query, metadata) == 2
+
+
+def test_grid_step_is_a_power_of_ten_and_whole_for_integers() -> None:
+    assert planner.grid_step(planner.Bounds(0, 1000), "numeric") == 0.1
+    assert planner.grid_step(planner.Bounds(0, 1), "float8") == 0.0001
+    assert planner.grid_step(planner.Bounds(18, 90), "int4") == 1.0
+
+
+def test_avg_and_variance_are_released_within_the_bounds() -> None:
+    query = parse("SELECT avg(amount), variance(amount) FROM customers", CATALOG)
+    plan = planner.plan(query, planner.TableMetadata(1, True, BOUNDS), seed=1)
+    # 1000 rows at 700 (centred on 500 in steps of 0.1: y = 2000), so the variance is 0
+    row = {"units": 1000, "a0_n": 1000, "a0_s": 2_000_000, "a1_n": 1000, "a1_s": 2_000_000}
+    row["a1_q"] = 1000 * 2000 * 2000
+    budget = release.Budget(Fraction(100), 0.0, 2, False)
+    (released,) = release.release(plan, budget, [row], {}, 1)
+    average, variance = released.values
+    assert average.value == pytest.approx(700, abs=5)
+    assert average.interval is not None and average.interval[0] <= 700 <= average.interval[1]
+    assert 0.0 <= variance.value <= 500.0**2
+    report = release.noise_report(plan, budget)
+    assert report[0]["epsilon"] == 50.0 and set(report[0]["noise_scale"]) == {"n", "s"}
+
+
+def test_partition_selection_takes_an_equal_share() -> None:
+    budget = release.Budget(Fraction(3, 2), 1e-6, 2, True)
+    assert budget.share == Fraction(1, 2) and budget.delta_spent == 1e-6
+    assert release.Budget(Fraction(1), 1e-6, 2, False).delta_spent == 0.0
