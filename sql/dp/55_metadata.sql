@@ -100,7 +100,7 @@ BEGIN
   END IF;
   INSERT INTO diffix.dp_columns (relid, attnum, lower_bound, upper_bound)
   VALUES (relid, target, lower_bound, upper_bound)
-  ON CONFLICT (relid, attnum) DO UPDATE
+  ON CONFLICT ON CONSTRAINT dp_columns_pkey DO UPDATE
     SET lower_bound = EXCLUDED.lower_bound, upper_bound = EXCLUDED.upper_bound;
   DELETE FROM diffix.dp_columns c WHERE c.lower_bound IS NULL AND c.domain IS NULL;
 END
@@ -119,7 +119,7 @@ BEGIN
             HINT = 'the most rows one privacy unit contributes to an answer (1 for one row per person)';
   END IF;
   INSERT INTO diffix.dp_tables (relid, max_contributions) VALUES (relid, contributions)
-  ON CONFLICT (relid) DO UPDATE SET max_contributions = EXCLUDED.max_contributions;
+  ON CONFLICT ON CONSTRAINT dp_tables_pkey DO UPDATE SET max_contributions = EXCLUDED.max_contributions;
 END
 $$;
 
@@ -152,7 +152,7 @@ BEGIN
     EXECUTE format('SELECT CAST($1 AS %s[])', column_type) USING vals;
   END IF;
   INSERT INTO diffix.dp_columns (relid, attnum, domain) VALUES (relid, target, vals)
-  ON CONFLICT (relid, attnum) DO UPDATE SET domain = EXCLUDED.domain;
+  ON CONFLICT ON CONSTRAINT dp_columns_pkey DO UPDATE SET domain = EXCLUDED.domain;
   DELETE FROM diffix.dp_columns c WHERE c.lower_bound IS NULL AND c.domain IS NULL;
 END
 $$;
