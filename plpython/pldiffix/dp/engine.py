@@ -23,6 +23,7 @@ from sqlglot import exp
 from pldiffix.core import catalog
 from pldiffix.core.errors import INSUFFICIENT_PRIVILEGE, UserError
 from pldiffix.core.relations import RelationKind
+from pldiffix.diffix import rewrite
 from pldiffix.dp import planner, release
 from pldiffix.dp.mechanisms import rational_epsilon
 from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, DpQueryError, parse
@@ -61,7 +62,7 @@ def run(
         rational_epsilon(epsilon), delta, len(query.aggregates), not plan.declared_keys
     )
     if budget.partition_selection and query.groups and delta <= 0:
-        raise DpQueryError(
+        raise UserError(
             "grouping by keys without a declared domain needs delta > 0 (partition selection)",
             hint="pass a delta, e.g. diffix.dp_query_json(sql, epsilon, 1e-6), or declare the "
             "keys: CALL diffix.set_dp_domain(table, column, ARRAY[...])",
@@ -101,21 +102,21 @@ def _checked_parameters(
     epsilon: float | None, delta: float | None, values: dict[str, Any]
 ) -> tuple[float, float]:
     if epsilon is None or not math.isfinite(epsilon) or epsilon <= 0:
-        raise DpQueryError(
+        raise UserError(
             f"epsilon must be a positive number, not {epsilon}",
             hint="e.g. diffix.dp_query_json(sql, 0.5)",
         )
     if epsilon > values["dp_max_epsilon"]:
-        raise DpQueryError(
+        raise UserError(
             f"epsilon {epsilon:g} exceeds the per-query maximum dp_max_epsilon = "
             f"{values['dp_max_epsilon']:g}",
             hint="ask for less; administrators set dp_max_epsilon with diffix.configure",
         )
     delta = 0.0 if delta is None else delta
     if not math.isfinite(delta) or not 0 <= delta < 1:
-        raise DpQueryError(f"delta must be in [0, 1), not {delta}")
+        raise UserError(f"delta must be in [0, 1), not {delta}")
     if delta > values["dp_max_delta"]:
-        raise DpQueryError(
+        raise UserError(
             f"delta {delta:g} exceeds the per-query maximum dp_max_delta = "
             f"{values['dp_max_delta']:g}",
             hint="ask for less; administrators set dp_max_delta with diffix.configure",
@@ -273,19 +274,16 @@ def _post_processing(
         else:
             assert output.aggregate_index is not None
             kind = query.aggregates[output.aggregate_index].kind
-            sql_type = "bigint" if kind in ("count_star", "count", "count_units") else "float8"
+            counted = kind in ("count_star", "count", "count_units")
+            sql_type = "bigint" if counted else "double precision"
             values = [row.values[output.aggregate_index].value for row in rows]
             columns.append((output.name, sql_type, values))
-    arrays = [
-        exp.cast(
-            exp.Array(expressions=[_literal(v) for v in values]), exp.DataType.build(f"{t}[]")
-        ).sql(dialect="postgres")
-        if t in ("bigint", "float8")
-        else f"CAST(CAST({_text_array(values)} AS text[]) AS {t}[])"
-        for _, t, values in columns
-    ]
-    names = ", ".join(exp.to_identifier(name, quoted=True).sql() for name, _, _ in columns)
-    rows_sql = f"SELECT * FROM pg_catalog.unnest({', '.join(arrays)}) AS {_PLACEHOLDER}({names})"
+    rows_sql = rewrite.rows_relation(
+        [name for name, _, _ in columns],
+        [sql_type for _, sql_type, _ in columns],
+        [[_as_text(values[i]) for _, _, values in columns] for i in range(len(rows))],
+        None,
+    )
     if query.node is query.tree:
         return rows_sql
     nonce = secrets.token_hex(8)
@@ -294,7 +292,7 @@ def _post_processing(
     text = query.tree.sql(dialect="postgres")
     if text.count(marker) != 1:
         raise DpQueryError("internal error: the released rows could not be placed")
-    return text.replace(f"SELECT * FROM {marker}", rows_sql)
+    return text.replace(f"(SELECT * FROM {marker})", rows_sql)
 
 
 def _group_types(plpy: Any, plan: planner.Plan) -> list[str]:
@@ -314,18 +312,11 @@ def _group_types(plpy: Any, plan: planner.Plan) -> list[str]:
     return [row["name"] for row in rows]
 
 
-def _literal(value: Any) -> exp.Expression:
+def _as_text(value: Any) -> str | None:
     if value is None:
-        return exp.null()
-    return exp.Literal.number(repr(value) if isinstance(value, float) else value)
-
-
-def _text_array(values: list[Any]) -> str:
-    items = [exp.null() if v is None else exp.Literal.string(_as_text(v)) for v in values]
-    return exp.Array(expressions=items).sql(dialect="postgres")
-
-
-def _as_text(value: Any) -> str:
+        return None
+    if isinstance(value, float):
+        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -17,8 +17,8 @@ import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 
-# Rationals for epsilons have denominators at most this (the rounding is always downwards).
-EPSILON_DENOMINATOR = 1 << 20
+# Epsilons are rounded down to a multiple of 1 / EPSILON_DENOMINATOR (so 0.1 is exactly 1/10).
+EPSILON_DENOMINATOR = 10**6
 
 
 def bernoulli(p: Fraction) -> bool:
