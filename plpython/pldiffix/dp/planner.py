@@ -2,10 +2,11 @@
 
 Per privacy unit at most `max_contributions` rows are kept, chosen by a keyed hash of the row's
 ctid with a fresh random key per query (so the choice is pseudo-random, and the same in every
-statement of one query); numeric values are clamped to the admin's bounds (greatest/least) and
-put on a grid of integers (`grid_step`), so that sums are integers and get discrete noise. Rows
-are aggregated per (group, unit) and then per group. When the AID column carries a unique index,
-a unit has at most one row: no bounding is needed and one level of aggregation suffices.
+statement of one query). Numeric values are clamped to the admin's bounds (a CASE, as
+greatest/least would turn NULLs into bounds) and put on a grid of integers (`grid_step`), so that
+sums are integers and get discrete noise. Rows are aggregated per (group, unit) and then per
+group. When the AID column carries a unique index, a unit has at most one row: no bounding is
+needed and one level of aggregation suffices.
 
 Each statistic of a group is an integer column `a<i>_<part>` (count `n`, sum `s`, sum of squares
 `q`); `units` counts the group's privacy units (partition selection). Quantiles read a histogram
@@ -133,14 +134,14 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
             continue
         if kind == "sum":
             largest = math.ceil(max(abs(bounds.lower), abs(bounds.upper)) / step)
-            per_unit[f"{name}_s"] = f"pg_catalog.sum(pg_catalog.round(x{index} / {_num(step)}))"
+            per_unit[f"{name}_s"] = f"pg_catalog.sum(pg_catalog.round(x{index} * {_num(1 / step)}))"
             aggregates.append(
                 AggregatePlan(aggregate, (Statistic(f"{name}_s", k * largest),), bounds, step)
             )
             continue
         # avg, variance, stddev: centred on the middle of the bounds, |y| <= half
         half = math.ceil((bounds.upper - bounds.lower) / 2.0 / step)
-        centred = f"pg_catalog.round((x{index} - {_num(bounds.middle)}) / {_num(step)})"
+        centred = f"pg_catalog.round((x{index} - {_num(bounds.middle)}) * {_num(1 / step)})"
         per_unit[f"{name}_n"] = f"pg_catalog.count(x{index})"
         per_unit[f"{name}_s"] = f"pg_catalog.sum({centred})"
         stats = [Statistic(f"{name}_n", k), Statistic(f"{name}_s", k * half)]
@@ -179,10 +180,13 @@ def _qualified(query: DpQuery, column: str) -> str:
 
 
 def _clamped(query: DpQuery, column: str, bounds: Bounds) -> str:
-    value = f"CAST({_qualified(query, column)} AS double precision)"
+    """The value clamped to the bounds as double precision; NULL stays NULL (which greatest and
+    least would replace by a bound), and the column is read once per comparison."""
+    value = _qualified(query, column)
+    lower, upper = _num(bounds.lower), _num(bounds.upper)
     return (
-        f"CASE WHEN {value} IS NULL THEN NULL ELSE "
-        f"LEAST(GREATEST({value}, {_num(bounds.lower)}), {_num(bounds.upper)}) END"
+        f"CASE WHEN {value} < {lower} THEN {lower} WHEN {value} > {upper} THEN {upper} "
+        f"ELSE CAST({value} AS double precision) END"
     )
 
 
