@@ -24,6 +24,7 @@ ROLES = (
     "diffix_anonymized_dp",
     "diffix_admin",
     "diffix_engine",
+    "diffix_ledger",
 )
 EVENT_TRIGGERS = (
     "diffix_forget_dropped_objects",
@@ -170,11 +171,26 @@ def _record_version(conn: psycopg.Connection, previous: str | None) -> str:
     return f"({previous} -> {pldiffix.__version__})" if previous else f"({pldiffix.__version__})"
 
 
+def _choose_ledger_link(conn: psycopg.Connection) -> str:
+    """How the ledger's loopback connection reaches the server; only possible once the install
+    (which may have created its login role) has committed."""
+    try:
+        with conn.transaction():
+            options = conn.execute("SELECT diffix._ledger_choose_link()").fetchone()[0]
+    except psycopg.Error as error:
+        diag = error.diag
+        raise InstallError(
+            f"installed, but {diag.message_primary}; analyst queries are refused until it "
+            f"works.\n{diag.message_detail or ''}\n{diag.message_hint or ''}"
+        ) from None
+    return f"({options})"
+
+
 def install(dsn: str, out: TextIO | None = None) -> None:
-    """Installs or upgrades in place; all or nothing."""
+    """Installs or upgrades in place; all or nothing. Then connects the ledger's loopback."""
     out = out or sys.stdout
     files = sql_files()
-    progress = Progress(out, total=len(files) + 9)
+    progress = Progress(out, total=len(files) + 10)
     conn = progress.step("connect", lambda: connect(dsn))
     try:
         with conn.transaction():
@@ -190,9 +206,12 @@ def install(dsn: str, out: TextIO | None = None) -> None:
             progress.step("verify server-side Python", lambda: _verify_python(conn))
             progress.step("record version", lambda: _record_version(conn, previous))
     except psycopg.Error as error:
+        conn.close()
         raise InstallError(
             f"installation rolled back: {error.diag.message_primary or error}"
         ) from None
+    try:
+        progress.step("connect the ledger loopback", lambda: _choose_ledger_link(conn))
     finally:
         conn.close()
     verb = "upgraded" if previous else "installed"
@@ -215,6 +234,11 @@ def uninstall(dsn: str, out: TextIO | None = None) -> None:
             labeled = conn.execute(
                 "SELECT relid::regclass::text FROM diffix.table_labels"
             ).fetchall()
+            login = conn.execute(
+                "SELECT login_role FROM diffix.ledger_link"
+                if conn.execute("SELECT to_regclass('diffix.ledger_link')").fetchone()[0]
+                else "SELECT NULL WHERE false"
+            ).fetchall()
             for (table,) in labeled:
                 conn.execute(
                     sql.SQL("REVOKE SELECT ON {} FROM diffix_engine").format(sql.SQL(table))
@@ -224,8 +248,9 @@ def uninstall(dsn: str, out: TextIO | None = None) -> None:
                     sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(trigger))
                 )
             conn.execute("DROP SCHEMA diffix CASCADE")
+            conn.execute("DROP SCHEMA IF EXISTS diffix_dblink CASCADE")
             print(f"removed the diffix schema ({len(labeled)} labeled tables unlabeled)", file=out)
-            for role in ROLES:
+            for role in [name for (name,) in login] + list(ROLES):
                 try:
                     with conn.transaction():
                         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

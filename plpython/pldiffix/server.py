@@ -6,11 +6,13 @@ Errors the user can fix are raised with plpy.error so they carry a SQLSTATE, det
 
 from __future__ import annotations
 
+import contextlib
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pldiffix.core import catalog, results, session, settings
+from pldiffix.core import audit, catalog, results, session, settings
 from pldiffix.core.errors import reports_errors
 from pldiffix.core.levels import AccessLevel, most_restricted
 from pldiffix.core.statements import parse_single_select
@@ -127,21 +129,75 @@ def query_json(plpy: Any, sql: str | None) -> str:
 
 
 def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
+    """The answer, after its row in the audit log (core/audit.py); a refused or failed query
+    is logged with its reason and its error raised unchanged."""
+    level = catalog.effective_level(plpy, catalog.current_role(plpy))
+    route = _Route("direct" if level is AccessLevel.DIRECT else "diffix")
+    try:
+        answer = _unaudited_answer(plpy, sql, level, with_types, route)
+    except Exception as error:
+        _log_refusal(plpy, level, route.mechanism, sql, error)
+        raise
+    _log_answer(plpy, level, sql, answer)
+    return answer
+
+
+def _log_answer(plpy: Any, level: AccessLevel, sql: str | None, answer: results.Answer) -> None:
+    audit.record(
+        plpy,
+        level=level.value,
+        mechanism=answer.mechanism,
+        sql=sql,
+        accepted=True,
+        rows=answer.rows,
+        epsilon=answer.epsilon,
+        delta=answer.delta,
+    )
+
+
+@dataclass
+class _Route:
+    """The mechanism a query is going to, so that its refusal is logged under it."""
+
+    mechanism: str
+
+
+def _log_refusal(
+    plpy: Any, level: AccessLevel, mechanism: str, sql: str | None, error: Exception
+) -> None:
+    """The refusal's row; if the log cannot be written the refusal stands all the same."""
+    with contextlib.suppress(plpy.SPIError):
+        audit.record(
+            plpy,
+            level=level.value,
+            mechanism=mechanism,
+            sql=sql,
+            accepted=False,
+            reason=audit.reason_of(error),
+        )
+
+
+def _unaudited_answer(
+    plpy: Any, sql: str | None, level: AccessLevel, with_types: bool, route: _Route
+) -> results.Answer:
     tree = parse_single_select(sql)
     assert sql is not None
-    level = catalog.effective_level(plpy, catalog.current_role(plpy))
     if level is AccessLevel.DIRECT:
-        return _run_with_own_privileges(plpy, tree, with_types)
+        return _run_with_own_privileges(plpy, tree, with_types, "direct")
     if level is AccessLevel.ANONYMIZED_DP:
+        route.mechanism = "dp"
         return _dp_routed(plpy, sql, tree, with_types)
     # TBE / Laplace tables have their own engine (cellkey/engine.py).
     from pldiffix.cellkey import engine as cellkey_engine
 
+    route.mechanism = "cellkey"
     answer = cellkey_engine.dispatch(plpy, sql, tree, level)
     if answer is not None:
         return answer
     from pldiffix.core.relations import RelationKind
     from pldiffix.diffix.validation import validate
+
+    route.mechanism = "diffix"
 
     schemas = catalog.current_schemas(plpy)
     values = catalog.effective_settings(plpy)
@@ -152,7 +208,7 @@ def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
         treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
     )
     if not any(r.kind is RelationKind.PERSONAL for r in validated.relations):
-        return _run_with_own_privileges(plpy, tree, with_types)
+        return _run_with_own_privileges(plpy, tree, with_types, "public")
     # The engine returns the statement with its anonymizing parts replaced by their anonymized
     # rows; everything else in it runs here, with the caller's own privileges.
     rows = catalog.query(
@@ -161,7 +217,7 @@ def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
         ("text", "text", "text[]"),
         (sql, level.value, schemas),
     )
-    return _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types)
+    return _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types, "diffix")
 
 
 def _dp_routed(plpy: Any, sql: str, tree: Any, with_types: bool) -> results.Answer:
@@ -190,7 +246,7 @@ def _dp_routed(plpy: Any, sql: str, tree: Any, with_types: bool) -> results.Answ
         treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
     )
     assert not any(r.kind is RelationKind.PERSONAL for r in validated.relations)
-    return _run_with_own_privileges(plpy, tree, with_types)
+    return _run_with_own_privileges(plpy, tree, with_types, "public")
 
 
 def _reads_personal_table(tree: Any, live: catalog.LiveCatalog) -> bool:
@@ -211,9 +267,16 @@ def _reads_personal_table(tree: Any, live: catalog.LiveCatalog) -> bool:
 @reports_errors
 def dp_query_json(plpy: Any, sql: str | None, epsilon: float | None, delta: float | None) -> str:
     """diffix.dp_query_json(sql, epsilon, delta): a DP answer, paid from the role's budget."""
-    parse_single_select(sql)
-    assert sql is not None
-    return _dp_answer_document(plpy, sql, epsilon, delta, with_types=False).document
+    level = catalog.effective_level(plpy, catalog.current_role(plpy))
+    try:
+        parse_single_select(sql)
+        assert sql is not None
+        answer = _dp_answer_document(plpy, sql, epsilon, delta, with_types=False)
+    except Exception as error:
+        _log_refusal(plpy, level, "dp", sql, error)
+        raise
+    _log_answer(plpy, level, sql, answer)
+    return answer.document
 
 
 def _dp_answer_document(
@@ -228,11 +291,14 @@ def _dp_answer_document(
         ("text", "float8", "float8", "text[]"),
         (sql, epsilon, delta, catalog.current_schemas(plpy)),
     )
-    answer = _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types)
+    answer = _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types, "dp")
+    report = json.loads(rows[0]["dp"])
     # The rows' document is an object; the report joins it as its last member, numbers intact.
     assert answer.document.endswith("}")
     document = f'{answer.document[:-1]}, "dp": {rows[0]["dp"]}}}'
-    return results.Answer(document, answer.column_types)
+    return results.Answer(
+        document, answer.column_types, answer.rows, "dp", report["epsilon"], report["delta"]
+    )
 
 
 @reports_errors
@@ -287,7 +353,9 @@ def _as_sql_input(value: Any) -> Any:
     return value
 
 
-def _run_with_own_privileges(plpy: Any, tree: Any, with_types: bool) -> results.Answer:
+def _run_with_own_privileges(
+    plpy: Any, tree: Any, with_types: bool, mechanism: str
+) -> results.Answer:
     """Runs one parsed SELECT as the caller and encodes its rows.
 
     The statement executed is generated from the parsed tree, never pasted from the text. Rows
@@ -301,7 +369,8 @@ def _run_with_own_privileges(plpy: Any, tree: Any, with_types: bool) -> results.
     types = _type_names(plpy, shape.coltypes(), shape.coltypmods()) if with_types and names else []
     result = plpy.execute(_wrapped(statement, _ROWS_AS_JSON))
     rows = [results.decode_row_json(row["row"]) for row in result]
-    return results.Answer(results.encode_document(names, [0] * len(names), rows), types)
+    document = results.encode_document(names, [0] * len(names), rows)
+    return results.Answer(document, types, len(rows), mechanism)
 
 
 def _type_names(plpy: Any, oids: list[int], typmods: list[int]) -> list[str]:

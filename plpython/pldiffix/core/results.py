@@ -109,6 +109,10 @@ class Answer:
 
     document: str
     column_types: list[str]
+    rows: int | None = None  # how many rows the document holds, when known
+    mechanism: str = ""  # what produced it, for the audit log (core/audit.py MECHANISMS)
+    epsilon: float | None = None  # the privacy budget it spent (DP answers)
+    delta: float | None = None
 
 
 class _Pairs(list):

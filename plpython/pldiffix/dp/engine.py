@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlglot import exp
 
-from pldiffix.core import catalog
-from pldiffix.core.errors import INSUFFICIENT_PRIVILEGE, UserError
+from pldiffix.core import catalog, ledger
+from pldiffix.core.errors import UserError
 from pldiffix.core.relations import RelationKind
 from pldiffix.diffix import rewrite
 from pldiffix.dp import planner, release
@@ -32,17 +32,9 @@ MECHANISM = "dp"
 _PLACEHOLDER = "__pldiffix_dp_rows"
 
 
-class BudgetError(UserError):
-    """The role has no budget, or not enough of it; nothing was spent."""
-
-    default_sqlstate = INSUFFICIENT_PRIVILEGE
-
-
 def run(
     plpy: Any, sql: str, epsilon: float | None, delta: float | None, search_path: Sequence[str]
 ) -> dict[str, Any]:
-    from pldiffix.core import ledger
-
     role = catalog.invoking_role(plpy)
     values = catalog.effective_settings(plpy)
     epsilon, delta = _checked_parameters(epsilon, delta, values)
@@ -214,18 +206,23 @@ def _check_metadata(query: DpQuery, metadata: planner.TableMetadata) -> None:
         )
 
 
-def _check_budget(remaining: Any, epsilon: float, delta: float, role: str) -> None:
+def _check_budget(
+    remaining: ledger.Remaining | None, epsilon: float, delta: float, role: str
+) -> None:
+    """Refuses before anything is read when the budget cannot pay (the charge decides, later)."""
     if remaining is None:
-        raise BudgetError(
+        raise ledger.BudgetError(
             f"role {role} has no privacy budget",
+            ledger.NO_BUDGET,
             hint="an administrator grants one: "
             "CALL diffix.set_privacy_budget(role, epsilon, delta)",
         )
-    if remaining.epsilon < epsilon or remaining.delta < delta:
-        raise BudgetError(
+    if not ledger.affordable(remaining, epsilon, delta):
+        raise ledger.BudgetError(
             f"the privacy budget of role {role} does not cover this query: it needs epsilon "
             f"{epsilon:g} and delta {delta:g}, {remaining.epsilon:g} and {remaining.delta:g} "
             "remain",
+            ledger.BUDGET_EXCEEDED,
             hint="ask with a smaller epsilon, or ask an administrator for more budget; "
             "SELECT * FROM diffix.privacy_budget() shows it",
         )
