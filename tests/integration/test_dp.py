@@ -20,15 +20,29 @@ CREATE TABLE people (id integer PRIMARY KEY, city text, amount numeric);
 INSERT INTO people SELECT i, CASE WHEN i % 2 = 0 THEN 'Rome' ELSE 'Oslo' END, i * 10
   FROM generate_series(1, 20) i;
 CREATE TABLE lookup (name text);
+GRANT SELECT ON lookup TO PUBLIC;
 CALL diffix.mark_personal('visits', 'pid');
 CALL diffix.mark_personal('people', 'id');
 CALL diffix.mark_public('lookup');
+CREATE TABLE towns (id integer PRIMARY KEY, town text, age integer);
+INSERT INTO towns SELECT i, CASE WHEN i <= 300 THEN 'Rome' WHEN i <= 600 THEN 'Oslo'
+                                 ELSE 'Lonely' END, 20 + i % 50
+  FROM generate_series(1, 601) i;
+CALL diffix.mark_personal('towns', 'id');
+"""
+METADATA = """
+CALL diffix.set_dp_bounds('visits', 'amount', 0, 100);
+CALL diffix.set_dp_max_contributions('visits', 2);
+CALL diffix.set_dp_domain('visits', 'city', ARRAY['Rome', 'Oslo']);
+CALL diffix.set_dp_bounds('people', 'amount', 0, 200);
+CALL diffix.set_dp_bounds('towns', 'age', 0, 100);
 """
 
 
 @pytest.fixture(scope="module")
 def dpdb(module_db):
     module_db.admin.execute(VISITS)
+    module_db.admin.execute(METADATA)
     return module_db
 
 
@@ -91,12 +105,7 @@ def test_the_quantile_histogram_counts_bounded_clamped_rows(dpdb):
 
 
 def test_admins_declare_metadata_and_everyone_sees_it(dpdb):
-    dpdb.admin.execute(
-        "CALL diffix.set_dp_bounds('visits', 'amount', 0, 100);"
-        "CALL diffix.set_dp_max_contributions('visits', 2);"
-        "CALL diffix.set_dp_domain('visits', 'city', ARRAY['Rome', 'Oslo']);"
-        "CALL diffix.set_dp_bounds('people', 'amount', 0, 200);"
-    )
+    dpdb.admin.execute(METADATA)  # again: the procedures are idempotent
     rows = dpdb.execute("SELECT * FROM diffix.show_dp_metadata() WHERE objname LIKE '%visits%'")
     assert rows == [
         ("table", "public.visits", "max_contributions", "2"),
@@ -191,3 +200,224 @@ def test_the_dp_level_reads_nothing_raw_and_cannot_be_left(dpdb):
             )
     labels = dpdb.execute("SELECT label FROM diffix.show_labels() WHERE objname = %s", (analyst,))
     assert labels == [("anonymized_dp",)]
+
+
+# --- queries and their cost ------------------------------------------------------------------
+
+
+def _analyst(db, epsilon: float | None = 10.0, delta: float = 1e-3) -> str:
+    role = db.create_role("anonymized_dp")
+    if epsilon is not None:
+        db.admin.execute("CALL diffix.set_privacy_budget(%s, %s, %s)", (role, epsilon, delta))
+    return role
+
+
+def _spent(db, role: str) -> tuple[float, float]:
+    row = db.execute(
+        "SELECT epsilon_spent, delta_spent FROM diffix.privacy_budget() WHERE role = %s", (role,)
+    )
+    return float(row[0][0]), float(row[0][1])
+
+
+def _dp(conn, sql: str, epsilon: float, delta: float = 0.0) -> dict:
+    return conn.execute(
+        "SELECT diffix.dp_query_json(%s, %s, %s)", (sql, epsilon, delta)
+    ).fetchone()[0]
+
+
+def test_dp_answers_end_to_end(dpdb):
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        doc = _dp(
+            conn, "SELECT count(*), sum(amount), avg(amount), median(amount) FROM people", 1.0
+        )
+        assert doc["columns"] == ["count", "sum", "avg", "median"]
+        (count, total, average, median) = doc["rows"][0]
+        assert (
+            isinstance(count, int)
+            and isinstance(total, float)
+            and 0 <= average <= 200
+            and 0 <= median <= 200
+        )
+        report = doc["dp"]
+        assert report["epsilon"] == 1.0 and report["delta"] == 0.0
+        assert report["remaining"]["epsilon"] == pytest.approx(9.0)
+        assert [a["epsilon"] for a in report["aggregates"]] == [0.25] * 4
+        assert report["aggregates"][0]["noise_scale"] == {"n": 4.0}
+        value = report["rows"][0][0]
+        assert (
+            value["value"] == count and value["interval_95"][0] <= count <= value["interval_95"][1]
+        )
+        # declared domain: both keys, no partition selection, no delta
+        doc = _dp(conn, "SELECT city, count(*) FROM visits GROUP BY city", 0.5)
+        assert sorted(row[0] for row in doc["rows"]) == ["Oslo", "Rome"]
+        assert doc["dp"]["partition_selection"] is None and doc["dp"]["max_contributions"] == 2
+        # post-processing around the DP subquery runs over the released rows
+        doc = _dp(
+            conn,
+            "SELECT upper(city) AS c, n * 0 AS zero FROM "
+            "(SELECT city, count(*) AS n FROM visits GROUP BY city) t ORDER BY 1",
+            0.5,
+        )
+        assert doc["rows"] == [["OSLO", 0], ["ROME", 0]]
+    assert _spent(dpdb, role) == (pytest.approx(2.0), 0.0)
+
+
+def test_query_json_routes_a_dp_role_and_spends_its_session_epsilon(dpdb):
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        conn.execute("SELECT diffix.set('dp_epsilon', '0.25')")
+        doc = conn.execute("SELECT diffix.query_json('SELECT count(*) FROM people')").fetchone()[0]
+        assert doc["dp"]["epsilon"] == 0.25
+        rows = conn.execute(
+            "SELECT * FROM diffix.query('SELECT count(*) FROM people') AS t(n bigint)"
+        ).fetchall()
+        assert len(rows) == 1
+        conn.execute("SELECT diffix.set('dp_epsilon', '5')")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="dp_max_epsilon"):
+            conn.execute("SELECT diffix.query_json('SELECT count(*) FROM people')")
+        # public tables read as at the untrusted level, for free
+        assert conn.execute("SELECT diffix.query_json('SELECT * FROM lookup')").fetchone()[0]
+    assert _spent(dpdb, role) == (pytest.approx(0.5), 0.0)
+
+
+def test_partition_selection_never_releases_a_single_person_key(dpdb):
+    role = _analyst(dpdb, epsilon=100.0, delta=0.01)
+    with dpdb.as_role(role) as conn:
+        for _ in range(20):
+            doc = _dp(conn, "SELECT town, count(*) FROM towns GROUP BY town", 1.0, 1e-6)
+            towns = {row[0] for row in doc["rows"]}
+            assert "Lonely" not in towns and towns == {"Rome", "Oslo"}
+            selection = doc["dp"]["partition_selection"]
+            assert selection["delta"] == 1e-6 and selection["epsilon"] == 0.5
+    assert _spent(dpdb, role) == (pytest.approx(20.0), pytest.approx(20e-6))
+
+
+@pytest.mark.parametrize(
+    ("sql", "epsilon", "delta", "error", "message"),
+    [
+        ("SELECT max(amount) FROM people", 0.5, 0, "FeatureNotSupported", "not supported"),
+        ("SELECT sum(id) FROM people", 0.5, 0, "FeatureNotSupported", "needs clamping bounds"),
+        (
+            "SELECT town, count(*) FROM towns GROUP BY town",
+            0.5,
+            0,
+            "InvalidParameterValue",
+            "delta",
+        ),
+        ("SELECT count(*) FROM people", 2.0, 0, "InvalidParameterValue", "dp_max_epsilon"),
+        ("SELECT count(*) FROM people", 0.5, 0.1, "InvalidParameterValue", "dp_max_delta"),
+        ("SELECT count(*) FROM people", -1, 0, "InvalidParameterValue", "positive"),
+        ("SELECT count(*) FROM people WHERE age > 1", 0.5, 0, "UndefinedColumn", "age"),
+        ("SELECT count(*) FROM people WHERE amount > 1", 0.5, 0, "FeatureNotSupported", "equality"),
+        ("SELECT count(*) FROM people", 20.0, 0, "InvalidParameterValue", "dp_max_epsilon"),
+        ("DELETE FROM people", 0.5, 0, "FeatureNotSupported", "SELECT"),
+    ],
+)
+def test_refused_queries_spend_nothing(dpdb, sql, epsilon, delta, error, message):
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn, pytest.raises(getattr(psycopg.errors, error), match=message):
+        _dp(conn, sql, epsilon, delta)
+    assert _spent(dpdb, role) == (0.0, 0.0)
+
+
+def test_a_dp_role_without_budget_gets_a_clear_error(dpdb):
+    role = _analyst(dpdb, epsilon=None)
+    with dpdb.as_role(role) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no privacy budget") as e:
+            _dp(conn, "SELECT count(*) FROM people", 0.5)
+        assert "set_privacy_budget" in (e.value.diag.message_hint or "")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no privacy budget"):
+            conn.execute("SELECT diffix.query_json('SELECT count(*) FROM people')")
+
+
+def test_the_budget_runs_out_and_a_refusal_returns_nothing(dpdb):
+    role = _analyst(dpdb, epsilon=1.0, delta=0.0)
+    with dpdb.as_role(role) as conn:
+        for _ in range(2):
+            _dp(conn, "SELECT count(*) FROM people", 0.5)
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="does not cover"):
+            _dp(conn, "SELECT count(*) FROM people", 0.5)
+    assert _spent(dpdb, role) == (pytest.approx(1.0), 0.0)
+
+
+def test_the_rollback_attack_still_spends(dpdb):
+    role = _analyst(dpdb)
+    conn = dpdb.as_role(role)
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        cur.execute("SELECT diffix.dp_query_json('SELECT count(*) FROM people', 0.5)")
+        assert cur.fetchone()[0]["rows"]
+    conn.rollback()
+    with conn.cursor() as cur:  # and a savepoint rolled back inside a transaction
+        cur.execute("SAVEPOINT s")
+        cur.execute("SELECT diffix.dp_query_json('SELECT count(*) FROM people', 0.5)")
+        cur.execute("ROLLBACK TO SAVEPOINT s")
+    conn.rollback()
+    assert _spent(dpdb, role) == (pytest.approx(1.0), 0.0)
+
+
+def test_calling_the_engine_directly_is_charged_too(dpdb):
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        doc = conn.execute(
+            "SELECT diffix._dp_answer('SELECT count(*) FROM people', 0.5, 0, ARRAY['public'])"
+        ).fetchone()[0]
+        assert "query" in doc
+    assert _spent(dpdb, role) == (pytest.approx(0.5), 0.0)
+
+
+def test_reruns_and_rephrasings_each_pay(dpdb):
+    """50 reruns of one query and 5 rephrasings: every answer is paid, with fresh noise."""
+    role = _analyst(dpdb, epsilon=1.0, delta=0.0)
+    rephrasings = [
+        "SELECT count(*) FROM people",
+        "select COUNT(*) from public.people",
+        "SELECT count(*) AS n FROM people p",
+        "SELECT * FROM (SELECT count(*) FROM people) t",
+        "SELECT count(id) FROM people",
+    ]
+    answers = []
+    with dpdb.as_role(role) as conn:
+        for _ in range(50):
+            answers.append(_dp(conn, rephrasings[0], 0.01)["rows"][0][0])
+        for sql in rephrasings:
+            _dp(conn, sql, 0.01)
+    assert len(set(answers)) > 5  # fresh noise each time, not a replayed answer
+    assert _spent(dpdb, role) == (pytest.approx(0.55), 0.0)
+
+
+def test_concurrent_sessions_get_exactly_what_the_budget_admits(dpdb):
+    import threading
+
+    role = _analyst(dpdb, epsilon=1.5, delta=0.0)
+    answered, refused = [], []
+
+    def ask() -> None:
+        with dpdb.as_role(role) as conn:
+            try:
+                answered.append(_dp(conn, "SELECT count(*) FROM people", 0.5))
+            except psycopg.errors.ProgramLimitExceeded:
+                refused.append(1)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answered) == 3 and len(refused) == 5
+    assert _spent(dpdb, role) == (pytest.approx(1.5), 0.0)
+
+
+def test_dp_queries_are_audited_with_their_cost(dpdb):
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        _dp(conn, "SELECT count(*) FROM people", 0.5)
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            _dp(conn, "SELECT max(amount) FROM people", 0.5)
+    rows = dpdb.execute(
+        "SELECT mechanism, accepted, epsilon::float8, rows_returned FROM diffix.audit_log "
+        "WHERE session_role = %s ORDER BY 1, 2",
+        (role,),
+    )
+    assert rows == [("dp", False, None, None), ("dp", True, 0.5, 1)]
