@@ -45,6 +45,11 @@ def test_bench_runs_end_to_end_on_a_tiny_scale(server_dsn, tmp_path, capsys):
         anonymized = query["anonymized"]
         assert anonymized["error"] is None, anonymized["error"]
         assert anonymized["best_ms"] > 0 and query["ratio"] > 0
+    assert [q["name"] for q in scale["dp"]] == [q.name for q in bench.DP_QUERIES]
+    for query in scale["dp"]:
+        assert query["plain"]["error"] is None and query["anonymized"]["error"] is None, query
+        assert query["ratio"] > 0
+    assert "DP query (epsilon 1, delta 1e-6)" in out
     first = scale["first_call"]
     assert first["error"] is None, first["error"]
     assert first["access_level_first_ms"] > 0 and first["query_json_public_first_ms"] > 0

@@ -52,6 +52,7 @@ SERVER_SETTINGS: dict[str, str] = {
 ROLE_DIRECT = "bench_direct"
 ROLE_ANONYMIZED = "bench_anonymized"
 ROLE_PG_DIFFIX = "bench_pg_diffix_trusted"
+ROLE_DP = "bench_dp"
 DB_DATA = "bench_data"
 DB_PLDIFFIX = "bench_pldiffix"
 DB_PG_DIFFIX = "bench_pg_diffix"
@@ -76,6 +77,21 @@ QUERIES: tuple[Query, ...] = (
         "SELECT kind, count(*), count(DISTINCT cid), sum(amount) FROM tx GROUP BY 1",
     ),
 )
+
+# Differentially private queries (docs/dp.md), as an anonymized_dp role with a budget that does
+# not run out, against the same queries in plain SQL. customers gets a primary key first: one row
+# per person, which the DP planner trusts instead of bounding contributions (a sort per query).
+DP_QUERIES: tuple[Query, ...] = (
+    Query("DP count by city", "SELECT city, count(*) FROM customers GROUP BY city"),
+    Query("DP sum by city", "SELECT city, sum(amount) FROM customers GROUP BY city"),
+)
+DP_CALL = "SELECT diffix.dp_query_json(%s, 1.0, 1e-6)"
+DP_SETUP = f"""
+CALL diffix.set_dp_bounds('customers', 'amount', 0, 1000);
+CREATE ROLE {ROLE_DP} LOGIN;
+CALL diffix.mark_role('{ROLE_DP}', 'anonymized_dp');
+CALL diffix.set_privacy_budget('{ROLE_DP}', 1e9, 0.5);
+"""
 
 # The workload of issue 4, scaled: {n} customers, {tx} = 3n transactions.
 DATA_SQL = """
@@ -230,6 +246,7 @@ class ScaleResult:
     queries: list[QueryResult]
     first_call: FirstCall
     pg_diffix_note: str | None = None
+    dp: list[QueryResult] = field(default_factory=list)  # `anonymized` is the DP answer
 
     @property
     def geomean(self) -> float | None:
@@ -290,6 +307,19 @@ def format_scale(result: ScaleResult) -> str:
         f"transactions (built in {result.build_seconds:.0f} s)"
     )
     lines = [title, render_table(headers, rows, right)]
+    if result.dp:
+        dp_rows = [
+            [
+                q.name,
+                _fmt(q.plain.best_ms),
+                "error" if q.anonymized.error else _fmt(q.anonymized.best_ms),
+                _fmt(q.ratio, 2, "x"),
+                _short_error(q.anonymized.error or q.plain.error),
+            ]
+            for q in result.dp
+        ]
+        dp_headers = ["DP query (epsilon 1, delta 1e-6)", "plain ms", "DP ms", "ratio", "notes"]
+        lines.append(render_table(dp_headers, dp_rows, [1, 2, 3]))
     if result.pg_diffix_note:
         lines.append(f"  pg_diffix: {result.pg_diffix_note}")
     fc = result.first_call
@@ -346,6 +376,7 @@ def to_json(results: Sequence[ScaleResult], meta: dict[str, Any]) -> dict[str, A
                 "pg_diffix_note": r.pg_diffix_note,
                 "first_call": asdict(r.first_call),
                 "queries": queries,
+                "dp": [asdict(q) | {"ratio": q.ratio} for q in r.dp],
             }
         )
     return {**meta, "scales": scales}
@@ -582,7 +613,7 @@ def _drop_everything(dsn: str) -> None:
             admin.execute(
                 pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(db))
             )
-        for role in (ROLE_DIRECT, ROLE_ANONYMIZED, ROLE_PG_DIFFIX):
+        for role in (ROLE_DIRECT, ROLE_ANONYMIZED, ROLE_PG_DIFFIX, ROLE_DP):
             admin.execute(pgsql.SQL("DROP ROLE IF EXISTS {}").format(pgsql.Identifier(role)))
 
 
@@ -634,6 +665,7 @@ def setup_pldiffix(dsn: str, configure: Sequence[tuple[str, str]] = ()) -> None:
         )
         for name, value in configure:
             conn.execute("CALL diffix.configure(%s, %s)", (name, value))
+        conn.execute(DP_SETUP)
 
 
 def pg_diffix_available(dsn: str) -> str | None:
@@ -702,8 +734,23 @@ def run_scale(
             pgd_plain = measure(pg_diffix_direct, query.sql, None, args.repeat, args.timeout)
             pgd = measure(pg_diffix, query.sql, None, args.repeat, args.timeout)
         results.append(QueryResult(query.name, query.sql, plain, anon, pgd_plain, pgd))
+    dp_results = measure_dp(dsn, direct, args)
     first = first_call_latency(anonymized, args.sessions)
-    return ScaleResult(customers, 3 * customers, build_seconds, results, first, note)
+    return ScaleResult(customers, 3 * customers, build_seconds, results, first, note, dp_results)
+
+
+def measure_dp(dsn: str, direct: str, args: argparse.Namespace) -> list[QueryResult]:
+    with _connect(dsn, DB_PLDIFFIX) as conn:
+        conn.execute("ALTER TABLE customers ADD PRIMARY KEY (id)")
+        conn.execute("ANALYZE customers")
+    dp = make_conninfo(dsn, dbname=DB_PLDIFFIX, user=ROLE_DP)
+    results = []
+    for query in DP_QUERIES:
+        print(f"   {query.name} ...", flush=True)
+        plain = measure(direct, query.sql, None, args.repeat, args.timeout)
+        answer = measure(dp, DP_CALL, (query.sql,), args.repeat, args.timeout)
+        results.append(QueryResult(query.name, query.sql, plain, answer))
+    return results
 
 
 def _meta(dsn: str, settings: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
