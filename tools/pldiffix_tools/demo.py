@@ -1,4 +1,5 @@
-"""`make demo`: a banking data set in a throwaway cluster, seen by a direct user and an analyst."""
+"""`make demo`: a banking data set in a throwaway cluster, seen by a direct user, an analyst and
+a DP analyst who spends a privacy budget down to refusal."""
 
 from __future__ import annotations
 
@@ -108,6 +109,52 @@ def _tbe_demo(bank_dsn: str, teller: psycopg.Connection, analyst: psycopg.Connec
     print(_show(analyst, sql))
 
 
+# A DP analyst (docs/dp.md): accounts has one row per person (its primary key), declared bounds
+# for birth_year and a declared domain for kind, so no delta is needed.
+DP_SETUP = """
+CREATE ROLE dp_analyst LOGIN;
+CALL diffix.mark_role('dp_analyst', 'anonymized_dp');
+CALL diffix.set_dp_bounds('accounts', 'birth_year', 1940, 2010);
+CALL diffix.set_dp_domain('accounts', 'kind', ARRAY['checking', 'savings', 'business']);
+CALL diffix.set_privacy_budget('dp_analyst', 1.0, 0);
+"""
+DP_QUERY = "SELECT kind, count(*), avg(birth_year) FROM accounts GROUP BY kind"
+DP_EPSILON = 0.3
+
+
+def _dp_demo(bank_dsn: str) -> None:
+    with psycopg.connect(bank_dsn, autocommit=True) as conn:
+        conn.execute(DP_SETUP)
+        metadata = conn.execute("SELECT * FROM diffix.show_dp_metadata()").fetchall()
+    print("\n== Differential privacy: dp_analyst (anonymized_dp) with a budget of epsilon 1.0")
+    print(format_table(["objtype", "objname", "setting", "value"], metadata))
+    print(f"   SELECT diffix.dp_query_json('{DP_QUERY}', {DP_EPSILON})")
+    with psycopg.connect(make_conninfo(bank_dsn, user="dp_analyst"), autocommit=True) as conn:
+        for attempt in range(1, 5):
+            print(f"-- query {attempt}:")
+            try:
+                doc = conn.execute(
+                    "SELECT diffix.dp_query_json(%s, %s)", (DP_QUERY, DP_EPSILON)
+                ).fetchone()[0]
+            except psycopg.Error as error:
+                print(f"  refused: {error.diag.message_primary}")
+                if error.diag.message_hint:
+                    print(f"  hint: {error.diag.message_hint}")
+                break
+            released = doc["dp"]["rows"]
+            rows = [
+                [key, *(f"{v['value']:.6g} {_interval(v['interval_95'])}" for v in values)]
+                for key, *values in released
+            ]
+            print(format_table(["kind", "count (95%)", "avg(birth_year) (95%)"], rows))
+            left = doc["dp"]["remaining"]
+            print(f"  spent epsilon {doc['dp']['epsilon']}, remaining {left['epsilon']:.6g}")
+
+
+def _interval(bounds: list[float] | None) -> str:
+    return "" if bounds is None else f"[{bounds[0]:.6g}, {bounds[1]:.6g}]"
+
+
 def _show(conn: psycopg.Connection, sql: str) -> str:
     try:
         doc = conn.execute("SELECT diffix.query_json(%s)", (sql,)).fetchone()[0]
@@ -123,6 +170,7 @@ def run(dsn: str) -> None:
         admin.execute("DROP DATABASE IF EXISTS bank")
         admin.execute("DROP ROLE IF EXISTS teller")
         admin.execute("DROP ROLE IF EXISTS analyst")
+        admin.execute("DROP ROLE IF EXISTS dp_analyst")
         admin.execute("CREATE DATABASE bank")
     bank_dsn = make_conninfo(dsn, dbname="bank")
     print("== Installing pldiffix into database 'bank'")
@@ -150,6 +198,7 @@ def run(dsn: str) -> None:
             print("-- analyst (anonymized_untrusted):")
             print(_show(analyst, sql))
         _tbe_demo(bank_dsn, teller, analyst)
+        _dp_demo(bank_dsn)
         print("\n== Security findings (SELECT * FROM diffix.check_security())")
         with psycopg.connect(bank_dsn) as conn:
             rows = conn.execute(
