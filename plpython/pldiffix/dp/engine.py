@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlglot import exp
@@ -24,6 +25,7 @@ from pldiffix.core import catalog, ledger
 from pldiffix.core.errors import UserError
 from pldiffix.core.relations import RelationKind
 from pldiffix.diffix import rewrite
+from pldiffix.diffix.engine import SecurityChecks
 from pldiffix.dp import planner, release
 from pldiffix.dp.mechanisms import rational_epsilon
 from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, DpQueryError, parse
@@ -44,8 +46,6 @@ def run(
         sql, live, treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"])
     )
     _check_other_reads(query, live)
-    from pldiffix.diffix.engine import SecurityChecks
-
     SecurityChecks(plpy, role, live).check(query.shadow)
     metadata = load_metadata(plpy, query)
     _check_metadata(query, metadata)
@@ -61,6 +61,7 @@ def run(
         )
     if not query.groups:  # one global row, always released: no partition selection
         budget = release.Budget(budget.epsilon, delta, budget.aggregates, False)
+    placement = _placement(plpy, query, plan)
     _check_budget(ledger.remaining(plpy), epsilon, budget.delta_spent, role)
 
     groups = list(plpy.execute(plan.sql))
@@ -77,7 +78,7 @@ def run(
         plpy, epsilon=epsilon, delta=budget.delta_spent, sql=sql, mechanism=MECHANISM
     )
     return {
-        "query": _post_processing(plpy, query, plan, rows),
+        "query": _post_processing(placement, query, rows),
         "dp": {
             "epsilon": epsilon,
             "delta": budget.delta_spent,
@@ -257,17 +258,37 @@ def _remaining_document(remaining: Any) -> dict[str, Any] | None:
     return {"epsilon": remaining.epsilon, "delta": remaining.delta}
 
 
-def _post_processing(
-    plpy: Any, query: DpQuery, plan: planner.Plan, rows: list[release.Released]
-) -> str:
-    """The analyst's statement with the DP subquery replaced by its released rows."""
+@dataclass(frozen=True)
+class _Placement:
+    """Where the released rows go: the analyst's statement with the DP subquery replaced by
+    `SELECT * FROM <marker>`, and the SQL types of the grouping values. Prepared before any data
+    is read, so that nothing can fail between the charge and the answer."""
+
+    template: str | None  # None: the DP subquery is the whole statement
+    marker: str
+    group_types: list[str]
+
+
+def _placement(plpy: Any, query: DpQuery, plan: planner.Plan) -> _Placement:
+    marker = f"{_PLACEHOLDER}_{secrets.token_hex(8)}"
     types = _group_types(plpy, plan)
+    if query.node is query.tree:
+        return _Placement(None, marker, types)
+    query.node.replace(exp.select("*").from_(marker))
+    template = query.tree.sql(dialect="postgres")
+    if template.count(marker) != 1 or template.count(f"SELECT * FROM {marker}") != 1:
+        raise DpQueryError("the DP subquery cannot be placed in this statement")
+    return _Placement(template, marker, types)
+
+
+def _post_processing(placement: _Placement, query: DpQuery, rows: list[release.Released]) -> str:
+    """The analyst's statement with the DP subquery replaced by its released rows."""
     columns = []
     for output in query.outputs:
         if output.group_index is not None:
             index = output.group_index
             values = [row.keys[index] for row in rows]
-            columns.append((output.name, types[index], values))
+            columns.append((output.name, placement.group_types[index], values))
         else:
             assert output.aggregate_index is not None
             kind = query.aggregates[output.aggregate_index].kind
@@ -281,15 +302,9 @@ def _post_processing(
         [[_as_text(values[i]) for _, _, values in columns] for i in range(len(rows))],
         None,
     )
-    if query.node is query.tree:
+    if placement.template is None:
         return rows_sql
-    nonce = secrets.token_hex(8)
-    marker = f"{_PLACEHOLDER}_{nonce}"
-    query.node.replace(exp.select("*").from_(marker))
-    text = query.tree.sql(dialect="postgres")
-    if text.count(marker) != 1:
-        raise DpQueryError("internal error: the released rows could not be placed")
-    return text.replace(f"(SELECT * FROM {marker})", rows_sql)
+    return placement.template.replace(f"SELECT * FROM {placement.marker}", rows_sql)
 
 
 def _group_types(plpy: Any, plan: planner.Plan) -> list[str]:

@@ -2,8 +2,8 @@
 
 Per privacy unit at most `max_contributions` rows are kept, chosen by a keyed hash of the row's
 ctid with a fresh random key per query (so the choice is pseudo-random, and the same in every
-statement of one query). Numeric values are clamped to the admin's bounds (a CASE, as
-greatest/least would turn NULLs into bounds) and put on a grid of integers (`grid_step`), so that
+statement of one query). Numeric values are clamped to the admin's bounds (greatest/least,
+NULLs kept) and put on a grid of integers (`grid_step`), so that
 sums are integers and get discrete noise. Rows are aggregated per (group, unit) and then per
 group. When the AID column carries a unique index, a unit has at most one row: no bounding is
 needed and one level of aggregation suffices.
@@ -181,12 +181,11 @@ def _qualified(query: DpQuery, column: str) -> str:
 
 def _clamped(query: DpQuery, column: str, bounds: Bounds) -> str:
     """The value clamped to the bounds as double precision; NULL stays NULL (which greatest and
-    least would replace by a bound), and the column is read once per comparison."""
+    least alone would replace by a bound)."""
     value = _qualified(query, column)
-    lower, upper = _num(bounds.lower), _num(bounds.upper)
     return (
-        f"CASE WHEN {value} < {lower} THEN {lower} WHEN {value} > {upper} THEN {upper} "
-        f"ELSE CAST({value} AS double precision) END"
+        f"CASE WHEN {value} IS NULL THEN NULL ELSE LEAST(GREATEST(CAST({value} AS double "
+        f"precision), {_num(bounds.lower)}), {_num(bounds.upper)}) END"
     )
 
 
