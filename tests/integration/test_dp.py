@@ -421,3 +421,33 @@ def test_dp_queries_are_audited_with_their_cost(dpdb):
         (role,),
     )
     assert rows == [("dp", False, None, None), ("dp", True, 0.5, 1)]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            "SELECT city, n * 0 FROM (SELECT city, count(*) AS n FROM visits GROUP BY city "
+            "UNION ALL SELECT 'x', 1) AS t ORDER BY 1",
+            [["Oslo", 0], ["Rome", 0], ["x", 0]],
+        ),
+        ("WITH t AS (SELECT count(*) AS n FROM people) SELECT n >= 0 FROM t", [[True]]),
+        ("SELECT (SELECT count(*) FROM people) >= 0 AS ok", [[True]]),
+    ],
+)
+def test_the_dp_subquery_anywhere_in_the_statement(dpdb, sql, expected):
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        assert _dp(conn, sql, 0.5)["rows"] == expected
+
+
+def test_personal_reads_outside_the_dp_subquery_are_refused_for_free(dpdb):
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn, pytest.raises(psycopg.errors.FeatureNotSupported):
+        _dp(
+            conn,
+            "SELECT (SELECT count(*) FROM people), (SELECT name FROM lookup "
+            "WHERE name IN (SELECT city FROM people))",
+            0.5,
+        )
+    assert _spent(dpdb, role) == (0.0, 0.0)
