@@ -127,8 +127,13 @@ def test_show_settings_lists_every_setting_with_pg_diffix_defaults(db):
         "session_access_level",
         "treat_unmarked_tables_as_public",
         "max_pass_mb",
+        "dp_epsilon",
+        "dp_delta",
+        "dp_max_epsilon",
+        "dp_max_delta",
         "strict",
     }
+    assert shown["dp_max_epsilon"] == ("1.0", "default")
     assert shown["low_count_min_threshold"] == ("3", "default")
     assert shown["max_pass_mb"] == ("256", "default")
     assert shown["top_count_max"] == ("4", "default")

@@ -60,7 +60,7 @@ def test_strict_rules_and_interval_order():
         settings.check_consistency(values | {"strict": False, "top_count_min": 5})
 
 
-def test_only_reporting_settings_are_open_to_everyone():
+def test_only_reporting_settings_and_the_dp_cost_are_open_to_everyone():
     open_to_all = {
         name for name, spec in settings.SPECS.items() if settings.may_change(spec, is_admin=False)
     }
@@ -68,6 +68,8 @@ def test_only_reporting_settings_are_open_to_everyone():
         "compute_suppress_bin",
         "text_label_for_suppress_bin",
         "session_access_level",
+        "dp_epsilon",  # what a DP query spends, capped by the admins' dp_max_epsilon
+        "dp_delta",
     }
 
 
