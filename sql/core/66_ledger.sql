@@ -446,6 +446,40 @@ BEGIN
 END
 $$;
 
+-- What check_security reports about the ledger: anyone who could use the loopback connection or
+-- act as diffix_ledger could rewrite budgets and the audit log.
+CREATE OR REPLACE FUNCTION diffix._ledger_findings()
+RETURNS TABLE (severity text, object text, finding text, fix text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT 'critical', p.oid::regprocedure::text,
+         format('%s may execute it and so use the ledger''s loopback connection',
+                CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END),
+         format('REVOKE EXECUTE ON FUNCTION %s FROM %s', p.oid::regprocedure,
+                CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
+  FROM pg_depend d
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'dblink'
+  JOIN pg_proc p ON p.oid = d.objid
+  CROSS JOIN LATERAL aclexplode(COALESCE(p.proacl, acldefault('f', p.proowner))) a
+  WHERE d.classid = 'pg_proc'::regclass AND d.deptype = 'e' AND a.privilege_type = 'EXECUTE'
+    AND a.grantee <> p.proowner
+    AND a.grantee NOT IN (SELECT r.oid FROM pg_roles r WHERE r.rolname = 'diffix_ledger' OR r.rolsuper)
+  UNION ALL
+  SELECT 'critical', quote_ident(m.rolname),
+         'member of diffix_ledger: can rewrite privacy budgets and the audit log',
+         format('REVOKE diffix_ledger FROM %I', m.rolname)
+  FROM pg_auth_members am
+  JOIN pg_roles l ON l.oid = am.roleid AND l.rolname = 'diffix_ledger'
+  JOIN pg_roles m ON m.oid = am.member
+  WHERE m.rolname NOT IN (SELECT k.login_role FROM diffix.ledger_link k)
+  UNION ALL
+  SELECT 'critical', 'diffix_ledger', 'the ledger''s loopback is not configured: analyst queries are '
+         'refused', 'run pldiffix install again and follow its hint about pg_hba.conf'
+  WHERE NOT EXISTS (SELECT FROM diffix.ledger_link k WHERE k.options IS NOT NULL)
+$$;
+ALTER FUNCTION diffix._ledger_findings() OWNER TO diffix_ledger;
+
 ALTER FUNCTION diffix._loopback(text) OWNER TO diffix_ledger;
 ALTER FUNCTION diffix._ledger_probe(text) OWNER TO diffix_ledger;
 ALTER FUNCTION diffix._ledger_spend(oid, name, name, numeric, numeric, text, text)
