@@ -472,7 +472,9 @@ AS $$
   FROM pg_auth_members am
   JOIN pg_roles l ON l.oid = am.roleid AND l.rolname = 'diffix_ledger'
   JOIN pg_roles m ON m.oid = am.member
+  -- every database's loopback login role is one (roles are cluster-wide)
   WHERE m.rolname NOT IN (SELECT k.login_role FROM diffix.ledger_link k)
+    AND m.rolname NOT IN (SELECT 'diffix_ledger_' || d.oid FROM pg_database d)
   UNION ALL
   SELECT 'critical', 'diffix_ledger', 'the ledger''s loopback is not configured: analyst queries are '
          'refused', 'run pldiffix install again and follow its hint about pg_hba.conf'
