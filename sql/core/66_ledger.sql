@@ -202,9 +202,10 @@ END
 $$;
 
 -- Tries the stored options, then the server's unix sockets, then localhost, and keeps the first
--- that works. Called by the installer once the install has committed (a new login role cannot
--- log in before). Raises with every reason when none works.
-CREATE OR REPLACE FUNCTION diffix._ledger_choose_link() RETURNS text
+-- that works (NULL when none does, with every reason). Called by the installer once the install
+-- has committed (a new login role cannot log in before).
+DROP FUNCTION IF EXISTS diffix._ledger_choose_link();
+CREATE FUNCTION diffix._ledger_choose_link(OUT options text, OUT reasons text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -214,7 +215,7 @@ DECLARE
   directory text;
   candidate text;
   reason text;
-  reasons text[] := ARRAY[]::text[];
+  failures text[] := ARRAY[]::text[];
 BEGIN
   SELECT ARRAY[l.options] INTO candidates FROM diffix.ledger_link l WHERE l.options IS NOT NULL;
   candidates := COALESCE(candidates, ARRAY[]::text[]);
@@ -231,19 +232,15 @@ BEGIN
   FOREACH candidate IN ARRAY candidates LOOP
     reason := diffix._ledger_probe(candidate);
     IF reason IS NULL THEN
-      UPDATE diffix.ledger_link SET options = candidate;
-      RETURN candidate;
+      options := candidate;
+      EXIT;
     END IF;
-    reasons := reasons || format('%s: %s', candidate, reason);
+    IF NOT candidate = ANY (failures) THEN
+      failures := failures || format('%s: %s', candidate, reason);
+    END IF;
   END LOOP;
-  UPDATE diffix.ledger_link SET options = NULL;
-  RAISE EXCEPTION 'the ledger loopback cannot log in as %',
-      (SELECT l.login_role FROM diffix.ledger_link l)
-    USING DETAIL = array_to_string(reasons, E'\n'),
-          HINT = 'let members of diffix_ledger log in with a password over the unix socket or '
-                 'localhost, e.g. the first line of pg_hba.conf: '
-                 'local all +diffix_ledger scram-sha-256; then SELECT pg_reload_conf() and run '
-                 'pldiffix install again';
+  UPDATE diffix.ledger_link SET options = _ledger_choose_link.options;
+  reasons := array_to_string(failures, E'\n');
 END
 $$;
 
