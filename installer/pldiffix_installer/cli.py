@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from pldiffix_installer import cellkey, install
+from pldiffix_installer import audit, cellkey, install
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ("tbe-configure", "validate a TBE configuration and its CSV files, then apply it"),
         ("tbe-keys", "add a column of random record keys in [0, bigN) to a table"),
         ("laplace-configure", "validate a Laplace configuration, then apply it"),
+        ("audit", "show the audit log of analyst queries (administrators)"),
     ]:
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
@@ -46,6 +47,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parsers["tbe-keys"].add_argument(
         "--big-n", type=int, help="bigN (default: from the table's stored TBE configuration)"
     )
+    parsers["audit"].add_argument("--role", help="only this role's queries (session or effective)")
+    parsers["audit"].add_argument(
+        "--since", help="only queries from this time on (a timestamptz, e.g. '2026-01-31 12:00')"
+    )
     return parser
 
 
@@ -65,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             cellkey.tbe_keys(args.dsn, args.table, args.column, args.big_n)
         elif args.command == "laplace-configure":
             cellkey.configure_laplace(args.dsn, args.table, args.config)
+        elif args.command == "audit":
+            audit.show(args.dsn, args.role, args.since)
         else:
             critical = install.status(args.dsn)
             return 1 if critical else 0

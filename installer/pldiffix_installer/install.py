@@ -174,15 +174,21 @@ def _record_version(conn: psycopg.Connection, previous: str | None) -> str:
 def _choose_ledger_link(conn: psycopg.Connection) -> str:
     """How the ledger's loopback connection reaches the server; only possible once the install
     (which may have created its login role) has committed."""
-    try:
-        with conn.transaction():
-            options = conn.execute("SELECT diffix._ledger_choose_link()").fetchone()[0]
-    except psycopg.Error as error:
-        diag = error.diag
+    with conn.transaction():
+        options, reasons = conn.execute(
+            "SELECT options, reasons FROM diffix._ledger_choose_link()"
+        ).fetchone()
+        login = conn.execute("SELECT login_role FROM diffix.ledger_link").fetchone()[0]
+    if options is None:
         raise InstallError(
-            f"installed, but {diag.message_primary}; analyst queries are refused until it "
-            f"works.\n{diag.message_detail or ''}\n{diag.message_hint or ''}"
-        ) from None
+            f"installed, but the ledger loopback cannot log in as {login}; analyst queries are "
+            f"refused until it works.\n{reasons}\n"
+            "Let members of diffix_ledger log in with a password over the unix socket or "
+            "localhost, e.g. with this first line in pg_hba.conf:\n"
+            "  local all +diffix_ledger scram-sha-256\n"
+            "then SELECT pg_reload_conf() and run pldiffix install again "
+            "(docs/security.md, 'The loopback connection')"
+        )
     return f"({options})"
 
 

@@ -202,9 +202,10 @@ END
 $$;
 
 -- Tries the stored options, then the server's unix sockets, then localhost, and keeps the first
--- that works. Called by the installer once the install has committed (a new login role cannot
--- log in before). Raises with every reason when none works.
-CREATE OR REPLACE FUNCTION diffix._ledger_choose_link() RETURNS text
+-- that works (NULL when none does, with every reason). Called by the installer once the install
+-- has committed (a new login role cannot log in before).
+DROP FUNCTION IF EXISTS diffix._ledger_choose_link();
+CREATE FUNCTION diffix._ledger_choose_link(OUT options text, OUT reasons text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -214,7 +215,7 @@ DECLARE
   directory text;
   candidate text;
   reason text;
-  reasons text[] := ARRAY[]::text[];
+  failures text[] := ARRAY[]::text[];
 BEGIN
   SELECT ARRAY[l.options] INTO candidates FROM diffix.ledger_link l WHERE l.options IS NOT NULL;
   candidates := COALESCE(candidates, ARRAY[]::text[]);
@@ -231,19 +232,15 @@ BEGIN
   FOREACH candidate IN ARRAY candidates LOOP
     reason := diffix._ledger_probe(candidate);
     IF reason IS NULL THEN
-      UPDATE diffix.ledger_link SET options = candidate;
-      RETURN candidate;
+      options := candidate;
+      EXIT;
     END IF;
-    reasons := reasons || format('%s: %s', candidate, reason);
+    IF NOT candidate = ANY (failures) THEN
+      failures := failures || format('%s: %s', candidate, reason);
+    END IF;
   END LOOP;
-  UPDATE diffix.ledger_link SET options = NULL;
-  RAISE EXCEPTION 'the ledger loopback cannot log in as %',
-      (SELECT l.login_role FROM diffix.ledger_link l)
-    USING DETAIL = array_to_string(reasons, E'\n'),
-          HINT = 'let members of diffix_ledger log in with a password over the unix socket or '
-                 'localhost, e.g. the first line of pg_hba.conf: '
-                 'local all +diffix_ledger scram-sha-256; then SELECT pg_reload_conf() and run '
-                 'pldiffix install again';
+  UPDATE diffix.ledger_link SET options = _ledger_choose_link.options;
+  reasons := array_to_string(failures, E'\n');
 END
 $$;
 
@@ -445,6 +442,42 @@ BEGIN
                             THEN p.period_start ELSE now() END;
 END
 $$;
+
+-- What check_security reports about the ledger: anyone who could use the loopback connection or
+-- act as diffix_ledger could rewrite budgets and the audit log.
+CREATE OR REPLACE FUNCTION diffix._ledger_findings()
+RETURNS TABLE (severity text, object text, finding text, fix text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT 'critical', p.oid::regprocedure::text,
+         format('%s may execute it and so use the ledger''s loopback connection',
+                CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END),
+         format('REVOKE EXECUTE ON FUNCTION %s FROM %s', p.oid::regprocedure,
+                CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
+  FROM pg_depend d
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'dblink'
+  JOIN pg_proc p ON p.oid = d.objid
+  CROSS JOIN LATERAL aclexplode(COALESCE(p.proacl, acldefault('f', p.proowner))) a
+  WHERE d.classid = 'pg_proc'::regclass AND d.deptype = 'e' AND a.privilege_type = 'EXECUTE'
+    AND a.grantee <> p.proowner
+    AND a.grantee NOT IN (SELECT r.oid FROM pg_roles r WHERE r.rolname = 'diffix_ledger' OR r.rolsuper)
+  UNION ALL
+  SELECT 'critical', quote_ident(m.rolname),
+         'member of diffix_ledger: can rewrite privacy budgets and the audit log',
+         format('REVOKE diffix_ledger FROM %I', m.rolname)
+  FROM pg_auth_members am
+  JOIN pg_roles l ON l.oid = am.roleid AND l.rolname = 'diffix_ledger'
+  JOIN pg_roles m ON m.oid = am.member
+  -- every database's loopback login role is one (roles are cluster-wide)
+  WHERE m.rolname NOT IN (SELECT k.login_role FROM diffix.ledger_link k)
+    AND m.rolname NOT IN (SELECT 'diffix_ledger_' || d.oid FROM pg_database d)
+  UNION ALL
+  SELECT 'critical', 'diffix_ledger', 'the ledger''s loopback is not configured: analyst queries are '
+         'refused', 'run pldiffix install again and follow its hint about pg_hba.conf'
+  WHERE NOT EXISTS (SELECT FROM diffix.ledger_link k WHERE k.options IS NOT NULL)
+$$;
+ALTER FUNCTION diffix._ledger_findings() OWNER TO diffix_ledger;
 
 ALTER FUNCTION diffix._loopback(text) OWNER TO diffix_ledger;
 ALTER FUNCTION diffix._ledger_probe(text) OWNER TO diffix_ledger;

@@ -159,6 +159,8 @@ AS $$
   FROM pg_proc p WHERE p.pronamespace = 'diffix'::regnamespace AND p.prosecdef
     AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')
   UNION ALL
+  SELECT * FROM diffix._ledger_findings()
+  UNION ALL
   SELECT 'info', quote_ident(r.rolname), 'can log in but has no access level label; gets the default',
          format('CALL diffix.mark_role(%L, ''anonymized_untrusted'') or ''direct''', r.rolname)
   FROM pg_roles r
