@@ -451,3 +451,35 @@ def test_personal_reads_outside_the_dp_subquery_are_refused_for_free(dpdb):
             0.5,
         )
     assert _spent(dpdb, role) == (0.0, 0.0)
+
+
+def test_a_unique_aid_means_one_row_per_unit_whatever_max_contributions_says(dpdb):
+    dpdb.admin.execute("CALL diffix.set_dp_max_contributions('people', 5)")
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        doc = _dp(conn, "SELECT count(*) FROM people", 0.5)
+        assert doc["dp"]["max_contributions"] == 1  # people.id is its primary key
+        assert doc["dp"]["aggregates"][0]["noise_scale"] == {"n": 2.0}
+        doc = _dp(conn, "SELECT count(*) FROM visits", 0.5)
+        assert doc["dp"]["max_contributions"] == 2
+        assert doc["dp"]["aggregates"][0]["noise_scale"] == {"n": 4.0}
+
+
+def test_a_dp_role_reads_no_perturbed_table(dpdb):
+    dpdb.admin.execute(
+        "CREATE TABLE noisy (id int, pet text); INSERT INTO noisy VALUES (1, 'cat');"
+        "GRANT SELECT ON noisy TO PUBLIC;"
+        """CALL diffix.mark_laplace('noisy', '{"scale": 2, "key": "k"}'::jsonb)"""
+    )
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="perturbed"):
+            conn.execute("SELECT diffix.query_json('SELECT count(*) FROM noisy')")
+        relid = dpdb.execute("SELECT 'noisy'::regclass::oid")[0][0]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="perturbed"):
+            conn.execute(
+                "SELECT diffix._perturbed_query_json('SELECT count(*) FROM noisy', %s, "
+                "'anonymized_trusted')",
+                (relid,),
+            )
+    assert _spent(dpdb, role) == (0.0, 0.0)
