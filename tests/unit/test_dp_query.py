@@ -120,7 +120,7 @@ def test_plan_bounds_contributions_unless_the_aid_is_unique() -> None:
     query = parse("SELECT city, count(*), sum(amount) FROM customers GROUP BY city", CATALOG)
     bounded = planner.plan(query, planner.TableMetadata(3, False, BOUNDS), seed=42)
     assert "row_number() OVER (PARTITION BY" in bounded.sql
-    assert "hashtextextended" in bounded.sql and ", 42)" in bounded.sql
+    assert "hashtidextended" in bounded.sql and ", 42)" in bounded.sql
     assert "r <= 3" in bounded.sql and "GROUP BY g0, u" in bounded.sql
     assert "LEAST(GREATEST(CAST(" in bounded.sql  # clamping
     count, total = bounded.aggregates

@@ -210,7 +210,7 @@ def _bounded(
         return f"SELECT {', '.join(items)} {_from_where(query)}"
     rank = (
         f"pg_catalog.row_number() OVER (PARTITION BY {_qualified(query, query.aid)} ORDER BY "
-        f"pg_catalog.hashtextextended(CAST({_ident(query.alias)}.ctid AS text), {seed})) AS r"
+        f"pg_catalog.hashtidextended({_ident(query.alias)}.ctid, {seed})) AS r"
     )
     inner = f"SELECT {', '.join([*items, rank])} {_from_where(query)}"
     return f"SELECT * FROM ({inner}) AS ranked WHERE r <= {metadata.max_contributions}"
