@@ -68,7 +68,7 @@ def test_the_supported_aggregates_and_generalized_groups() -> None:
     assert [o.name for o in query.outputs][:3] == ["decade", "count", "count"]
     assert query.outputs[0].group_index == 0
     assert [g.expression.sql() for g in query.groups] == ['diffix.floor_by("customers"."age", 10)']
-    assert query.where is not None and query.where.sql() == '"customers"."city" = \'Rome\''
+    assert query.where_sql == '("customers"."city") = (\'Rome\')'
 
 
 @pytest.mark.parametrize(

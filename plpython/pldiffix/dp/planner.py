@@ -193,10 +193,7 @@ def _from_where(query: DpQuery) -> str:
     table = (
         f"{_ident(query.relation.schema)}.{_ident(query.relation.name)} AS {_ident(query.alias)}"
     )
-    conditions = [f"{_qualified(query, query.aid)} IS NOT NULL"]
-    if query.where is not None:
-        conditions.append(f"({query.where.sql(dialect='postgres')})")
-    return f"FROM {table} WHERE {' AND '.join(conditions)}"
+    return f"FROM {table} WHERE {_qualified(query, query.aid)} IS NOT NULL AND {query.where_sql}"
 
 
 def _bounded(

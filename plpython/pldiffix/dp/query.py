@@ -18,6 +18,7 @@ from sqlglot import exp
 
 from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, UserError
 from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
+from pldiffix.diffix import rewrite
 from pldiffix.diffix.query_model import AnonymizingQuery, Generalization
 from pldiffix.diffix.validation import TRUSTED, parse_statement, validate
 from pldiffix.diffix.validation.pgtypes import category, normalize_type
@@ -82,9 +83,9 @@ class DpQuery:
         return self.shadow.groups
 
     @property
-    def where(self) -> exp.Expression | None:
-        where = self.shadow.node.args.get("where")
-        return where.this if where is not None else None
+    def where_sql(self) -> str:
+        """The filters as the Diffix rewriter emits them (what the security checks saw)."""
+        return rewrite.where_sql(self.shadow)
 
 
 def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool = False) -> DpQuery:
