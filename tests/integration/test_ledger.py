@@ -278,3 +278,38 @@ def test_check_security_reports_whoever_could_use_the_loopback(db):
     findings = {(f[0], f[1]) for f in db.execute("SELECT * FROM diffix.check_security()")}
     assert ("critical", "diffix_dblink.dblink_exec(text,text)") in findings
     assert ("critical", intruder) in findings
+
+
+def test_the_python_contract_in_the_server(db):
+    """core/ledger.py as the DP path calls it, inside PL/Python (as the superuser, whose own
+    budget it spends): remaining, charge, and a refusal raised as a clean user error."""
+    db.admin.execute("CALL diffix.set_privacy_budget('postgres', 1, 0.5)")
+    body = """
+plpy.execute("SELECT diffix._load_python()")
+from pldiffix.core import ledger
+from pldiffix.core.errors import reports_errors
+
+before = ledger.remaining(plpy)
+after = ledger.charge(plpy, epsilon=0.75, delta=0.25, sql="SELECT 1", mechanism="dp")
+plpy.notice(f"{before.epsilon} {before.delta} {after.epsilon} {after.delta}")
+
+@reports_errors
+def overspend(plpy):
+    ledger.charge(plpy, epsilon=0.5, delta=0.0, sql="SELECT 2", mechanism="dp")
+
+overspend(plpy)
+"""
+    notices: list[str] = []
+    db.admin.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as error:
+        db.admin.execute(sql.SQL("DO {} LANGUAGE plpython3u").format(sql.Literal(body)))
+    assert notices == ["1.0 0.5 0.25 0.25"]
+    # a DO block adds PL/Python's prefix; entry points' PL/pgSQL wrappers strip it (_reraise)
+    assert error.value.diag.message_primary == (
+        'plpy.Error: privacy budget exceeded: this query costs epsilon 0.5, delta 0; role "postgres" has '
+        "epsilon 0.25, delta 0.25 left"
+    )
+    assert error.value.diag.message_detail == "nothing was spent"
+    assert error.value.diag.message_hint.startswith("ask for a smaller epsilon")
+    spent = (Decimal("0.75"), Decimal("0.25"), "dp", "SELECT 1", "postgres")
+    assert _ledger(db, "postgres") == [spent]

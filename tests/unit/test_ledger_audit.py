@@ -27,7 +27,7 @@ class FakePlpy:
         self.outcome = outcome
         self.executed: list[list] = []
 
-    def prepare(self, statement, types):
+    def prepare(self, statement, types=()):
         return statement
 
     def execute(self, plan, args=None):
@@ -65,6 +65,11 @@ def test_a_charge_returns_what_is_left():
     left = ledger.charge(plpy, epsilon=1.0, delta=0.0, sql="SELECT 1", mechanism="dp")
     assert left == ledger.Remaining(2.0, 0.5)
     assert plpy.executed == [[1.0, 0.0, "SELECT 1", "dp"]]
+
+
+def test_remaining_is_none_without_a_budget():
+    assert ledger.remaining(FakePlpy([])) is None
+    assert ledger.remaining(FakePlpy([{"e": 0.5, "d": 0.0}])) == ledger.Remaining(0.5, 0.0)
 
 
 def test_an_invalid_charge_never_reaches_the_ledger():

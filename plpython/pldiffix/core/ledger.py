@@ -69,10 +69,13 @@ def affordable(remaining: Remaining | None, epsilon: float, delta: float) -> boo
 def remaining(plpy: Any) -> Remaining | None:
     """What the session's role has left, None when it has no budget. A snapshot for checking
     before computing; only `charge` decides."""
-    rows = plpy.execute(
-        "SELECT b.epsilon_remaining::float8 AS e, b.delta_remaining::float8 AS d "
-        "FROM diffix.privacy_budget() b WHERE b.role = diffix._invoking_role()"
-    )
+    plan = _plans.get("remaining")
+    if plan is None:
+        plan = _plans["remaining"] = plpy.prepare(
+            "SELECT b.epsilon_remaining::float8 AS e, b.delta_remaining::float8 AS d "
+            "FROM diffix.privacy_budget() b WHERE b.role = diffix._invoking_role()"
+        )
+    rows = plpy.execute(plan)
     if not rows:
         return None
     return Remaining(rows[0]["e"], rows[0]["d"])
