@@ -306,8 +306,8 @@ overspend(plpy)
     assert notices == ["1.0 0.5 0.25 0.25"]
     # a DO block adds PL/Python's prefix; entry points' PL/pgSQL wrappers strip it (_reraise)
     assert error.value.diag.message_primary == (
-        'plpy.Error: privacy budget exceeded: this query costs epsilon 0.5, delta 0; role "postgres" has '
-        "epsilon 0.25, delta 0.25 left"
+        "plpy.Error: privacy budget exceeded: this query costs epsilon 0.5, delta 0; "
+        'role "postgres" has epsilon 0.25, delta 0.25 left'
     )
     assert error.value.diag.message_detail == "nothing was spent"
     assert error.value.diag.message_hint.startswith("ask for a smaller epsilon")

@@ -17,7 +17,8 @@ class SPIError(Exception):
 
     def __init__(self, message: str, sqlstate: str, detail=None, hint=None):
         super().__init__(message)
-        self.sqlstate, self.detail, self.hint = sqlstate, detail, hint
+        self.sqlstate = sqlstate
+        self.spidata = (0, detail, hint, None, 0, None, None, None, None, None)
 
 
 class FakePlpy:

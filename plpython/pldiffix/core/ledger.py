@@ -110,6 +110,6 @@ def refusal(error: Exception) -> BudgetError | None:
     if sqlstate not in _LEDGER_SQLSTATES:
         return None
     message = error.args[0] if error.args else str(error)
-    return BudgetError(
-        str(message), sqlstate, getattr(error, "detail", None), getattr(error, "hint", None)
-    )
+    # PL/Python keeps the error's fields in spidata: (code, detail, hint, query, position, ...)
+    spidata = getattr(error, "spidata", None) or (None, None, None)
+    return BudgetError(str(message), sqlstate, spidata[1], spidata[2])
