@@ -6,6 +6,7 @@ pldiffix.core.ledger.charge); it charges the role the session acts as.
 
 from __future__ import annotations
 
+import io
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -13,6 +14,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 from psycopg import sql
+
+from pldiffix_installer import install
 
 CHARGE = "SELECT * FROM diffix._charge_budget(%s, %s, %s, 'dp')"
 
@@ -313,3 +316,29 @@ overspend(plpy)
     assert error.value.diag.message_hint.startswith("ask for a smaller epsilon")
     spent = (Decimal("0.75"), Decimal("0.25"), "dp", "SELECT 1", "postgres")
     assert _ledger(db, "postgres") == [spent]
+
+
+def test_a_dblink_the_database_had_is_used_and_closed_to_analysts(empty_db):
+    empty_db.admin.execute("CREATE EXTENSION dblink")  # in public, executable by PUBLIC
+    install.install(empty_db.dsn(), out=io.StringIO())
+    analyst = empty_db.create_role("anonymized_untrusted")
+    empty_db.admin.execute("CALL diffix.set_privacy_budget(%s, 1, 0)", (analyst,))
+    conn = empty_db.as_role(analyst)
+    conn.execute(CHARGE, (1.0, 0, "SELECT 1"))
+    for attack in [
+        "SELECT public.dblink_get_connections()",
+        "SELECT public.dblink_exec('pldiffix_ledger', 'DELETE FROM diffix.budget_ledger')",
+    ]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(attack)
+    assert _budget(empty_db, analyst)[2] == 1
+    login = empty_db.execute("SELECT login_role FROM diffix.ledger_link")[0][0]
+    out = io.StringIO()
+    install.uninstall(empty_db.dsn(), out=out)
+    assert f"dropped role {login}" in out.getvalue()
+    assert empty_db.execute("SELECT to_regrole(%s)", (login,)) == [(None,)]
+    assert empty_db.execute(
+        "SELECT count(*) FROM aclexplode((SELECT proacl FROM pg_proc "
+        "WHERE oid = 'public.dblink_exec(text, text)'::regprocedure)) a "
+        "WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = 'diffix_ledger')"
+    ) == [(0,)]
