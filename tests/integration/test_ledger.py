@@ -342,3 +342,5 @@ def test_a_dblink_the_database_had_is_used_and_closed_to_analysts(empty_db):
         "WHERE oid = 'public.dblink_exec(text, text)'::regprocedure)) a "
         "WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = 'diffix_ledger')"
     ) == [(0,)]
+    # uninstall dropped the cluster-wide group roles no other database uses: later tests need them
+    install.install(empty_db.dsn(), out=io.StringIO())

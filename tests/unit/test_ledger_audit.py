@@ -117,6 +117,13 @@ def test_record_passes_the_row_and_never_an_identity():
     assert plpy.executed == [["anonymized_dp", "dp", "SELECT 1", True, None, 2, 0.5, 0.0]]
 
 
+def test_record_refuses_a_mechanism_the_log_does_not_know():
+    plpy = FakePlpy([])
+    with pytest.raises(ValueError, match="unknown mechanism"):
+        audit.record(plpy, level="direct", mechanism="", sql="SELECT 1", accepted=True)
+    assert plpy.executed == []
+
+
 @pytest.mark.parametrize(
     ("error", "reason"),
     [
