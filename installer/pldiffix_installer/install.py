@@ -255,6 +255,9 @@ def uninstall(dsn: str, out: TextIO | None = None) -> None:
                 )
             conn.execute("DROP SCHEMA diffix CASCADE")
             conn.execute("DROP SCHEMA IF EXISTS diffix_dblink CASCADE")
+            # what the ledger was granted on a dblink the database had before pldiffix
+            if conn.execute("SELECT to_regrole('diffix_ledger')").fetchone()[0]:
+                conn.execute("DROP OWNED BY diffix_ledger")
             print(f"removed the diffix schema ({len(labeled)} labeled tables unlabeled)", file=out)
             for role in [name for (name,) in login] + list(ROLES):
                 try:

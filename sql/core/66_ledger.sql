@@ -471,6 +471,16 @@ AS $$
   JOIN pg_roles m ON m.oid = am.member
   -- every database's loopback login role is one (roles are cluster-wide)
   WHERE m.rolname NOT IN (SELECT k.login_role FROM diffix.ledger_link k)
+    AND m.rolname !~ '^diffix_ledger_[0-9]+$'
+  UNION ALL
+  SELECT 'warning', quote_ident(m.rolname),
+         'loopback login role of a database that no longer exists',
+         format('DROP ROLE %I', m.rolname)
+  FROM pg_auth_members am
+  JOIN pg_roles l ON l.oid = am.roleid AND l.rolname = 'diffix_ledger'
+  JOIN pg_roles m ON m.oid = am.member
+  WHERE m.rolname ~ '^diffix_ledger_[0-9]+$'
+    AND m.rolname NOT IN (SELECT k.login_role FROM diffix.ledger_link k)
     AND m.rolname NOT IN (SELECT 'diffix_ledger_' || d.oid FROM pg_database d)
   UNION ALL
   SELECT 'critical', 'diffix_ledger', 'the ledger''s loopback is not configured: analyst queries are '

@@ -45,6 +45,7 @@ def test_every_entry_point_and_mechanism_logs_accepted_queries(shop):
     conn = shop.as_role(analyst)
     queries = [
         ("SELECT name FROM cities", "public", 3),
+        ("SELECT name AS \"Städte\", 'it''s \\ ok' FROM cities WHERE name = 'Zürich'", "public", 0),
         ("SELECT city, count(*) FROM customers GROUP BY city", "diffix", 2),
         ("SELECT pet, count(*) FROM noisy GROUP BY pet", "laplace", 2),
     ]

@@ -6,6 +6,7 @@ pldiffix.core.ledger.charge); it charges the role the session acts as.
 
 from __future__ import annotations
 
+import io
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -13,6 +14,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 from psycopg import sql
+
+from pldiffix_installer import install
 
 CHARGE = "SELECT * FROM diffix._charge_budget(%s, %s, %s, 'dp')"
 
@@ -278,3 +281,66 @@ def test_check_security_reports_whoever_could_use_the_loopback(db):
     findings = {(f[0], f[1]) for f in db.execute("SELECT * FROM diffix.check_security()")}
     assert ("critical", "diffix_dblink.dblink_exec(text,text)") in findings
     assert ("critical", intruder) in findings
+
+
+def test_the_python_contract_in_the_server(db):
+    """core/ledger.py as the DP path calls it, inside PL/Python (as the superuser, whose own
+    budget it spends): remaining, charge, and a refusal raised as a clean user error."""
+    db.admin.execute("CALL diffix.set_privacy_budget('postgres', 1, 0.5)")
+    body = """
+plpy.execute("SELECT diffix._load_python()")
+from pldiffix.core import ledger
+from pldiffix.core.errors import reports_errors
+
+before = ledger.remaining(plpy)
+after = ledger.charge(plpy, epsilon=0.75, delta=0.25, sql="SELECT 1", mechanism="dp")
+plpy.notice(f"{before.epsilon} {before.delta} {after.epsilon} {after.delta}")
+
+@reports_errors
+def overspend(plpy):
+    ledger.charge(plpy, epsilon=0.5, delta=0.0, sql="SELECT 2", mechanism="dp")
+
+overspend(plpy)
+"""
+    notices: list[str] = []
+    db.admin.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as error:
+        db.admin.execute(sql.SQL("DO {} LANGUAGE plpython3u").format(sql.Literal(body)))
+    assert notices == ["1.0 0.5 0.25 0.25"]
+    # a DO block adds PL/Python's prefix; entry points' PL/pgSQL wrappers strip it (_reraise)
+    assert error.value.diag.message_primary == (
+        "plpy.Error: privacy budget exceeded: this query costs epsilon 0.5, delta 0; "
+        'role "postgres" has epsilon 0.25, delta 0.25 left'
+    )
+    assert error.value.diag.message_detail == "nothing was spent"
+    assert error.value.diag.message_hint.startswith("ask for a smaller epsilon")
+    spent = (Decimal("0.75"), Decimal("0.25"), "dp", "SELECT 1", "postgres")
+    assert _ledger(db, "postgres") == [spent]
+
+
+def test_a_dblink_the_database_had_is_used_and_closed_to_analysts(empty_db):
+    empty_db.admin.execute("CREATE EXTENSION dblink")  # in public, executable by PUBLIC
+    install.install(empty_db.dsn(), out=io.StringIO())
+    analyst = empty_db.create_role("anonymized_untrusted")
+    empty_db.admin.execute("CALL diffix.set_privacy_budget(%s, 1, 0)", (analyst,))
+    conn = empty_db.as_role(analyst)
+    conn.execute(CHARGE, (1.0, 0, "SELECT 1"))
+    for attack in [
+        "SELECT public.dblink_get_connections()",
+        "SELECT public.dblink_exec('pldiffix_ledger', 'DELETE FROM diffix.budget_ledger')",
+    ]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(attack)
+    assert _budget(empty_db, analyst)[2] == 1
+    login = empty_db.execute("SELECT login_role FROM diffix.ledger_link")[0][0]
+    out = io.StringIO()
+    install.uninstall(empty_db.dsn(), out=out)
+    assert f"dropped role {login}" in out.getvalue()
+    assert empty_db.execute("SELECT to_regrole(%s)", (login,)) == [(None,)]
+    assert empty_db.execute(
+        "SELECT count(*) FROM aclexplode((SELECT proacl FROM pg_proc "
+        "WHERE oid = 'public.dblink_exec(text, text)'::regprocedure)) a "
+        "WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = 'diffix_ledger')"
+    ) == [(0,)]
+    # uninstall dropped the cluster-wide group roles no other database uses: later tests need them
+    install.install(empty_db.dsn(), out=io.StringIO())

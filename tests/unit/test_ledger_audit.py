@@ -17,7 +17,8 @@ class SPIError(Exception):
 
     def __init__(self, message: str, sqlstate: str, detail=None, hint=None):
         super().__init__(message)
-        self.sqlstate, self.detail, self.hint = sqlstate, detail, hint
+        self.sqlstate = sqlstate
+        self.spidata = (0, detail, hint, None, 0, None, None, None, None, None)
 
 
 class FakePlpy:
@@ -27,7 +28,7 @@ class FakePlpy:
         self.outcome = outcome
         self.executed: list[list] = []
 
-    def prepare(self, statement, types):
+    def prepare(self, statement, types=()):
         return statement
 
     def execute(self, plan, args=None):
@@ -65,6 +66,11 @@ def test_a_charge_returns_what_is_left():
     left = ledger.charge(plpy, epsilon=1.0, delta=0.0, sql="SELECT 1", mechanism="dp")
     assert left == ledger.Remaining(2.0, 0.5)
     assert plpy.executed == [[1.0, 0.0, "SELECT 1", "dp"]]
+
+
+def test_remaining_is_none_without_a_budget():
+    assert ledger.remaining(FakePlpy([])) is None
+    assert ledger.remaining(FakePlpy([{"e": 0.5, "d": 0.0}])) == ledger.Remaining(0.5, 0.0)
 
 
 def test_an_invalid_charge_never_reaches_the_ledger():
@@ -109,6 +115,13 @@ def test_record_passes_the_row_and_never_an_identity():
         delta=0.0,
     )
     assert plpy.executed == [["anonymized_dp", "dp", "SELECT 1", True, None, 2, 0.5, 0.0]]
+
+
+def test_record_refuses_a_mechanism_the_log_does_not_know():
+    plpy = FakePlpy([])
+    with pytest.raises(ValueError, match="unknown mechanism"):
+        audit.record(plpy, level="direct", mechanism="", sql="SELECT 1", accepted=True)
+    assert plpy.executed == []
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,8 @@ def record(
     delta: float | None = None,
 ) -> None:
     """Appends one row for the session's role; committed before returning."""
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"unknown mechanism {mechanism!r} for the audit log")
     plan = _plans.get("record")
     if plan is None:
         plan = _plans["record"] = plpy.prepare(*_RECORD)

@@ -69,10 +69,13 @@ def affordable(remaining: Remaining | None, epsilon: float, delta: float) -> boo
 def remaining(plpy: Any) -> Remaining | None:
     """What the session's role has left, None when it has no budget. A snapshot for checking
     before computing; only `charge` decides."""
-    rows = plpy.execute(
-        "SELECT b.epsilon_remaining::float8 AS e, b.delta_remaining::float8 AS d "
-        "FROM diffix.privacy_budget() b WHERE b.role = diffix._invoking_role()"
-    )
+    plan = _plans.get("remaining")
+    if plan is None:
+        plan = _plans["remaining"] = plpy.prepare(
+            "SELECT b.epsilon_remaining::float8 AS e, b.delta_remaining::float8 AS d "
+            "FROM diffix.privacy_budget() b WHERE b.role = diffix._invoking_role()"
+        )
+    rows = plpy.execute(plan)
     if not rows:
         return None
     return Remaining(rows[0]["e"], rows[0]["d"])
@@ -107,6 +110,6 @@ def refusal(error: Exception) -> BudgetError | None:
     if sqlstate not in _LEDGER_SQLSTATES:
         return None
     message = error.args[0] if error.args else str(error)
-    return BudgetError(
-        str(message), sqlstate, getattr(error, "detail", None), getattr(error, "hint", None)
-    )
+    # PL/Python keeps the error's fields in spidata: (code, detail, hint, query, position, ...)
+    spidata = getattr(error, "spidata", None) or (None, None, None)
+    return BudgetError(str(message), sqlstate, spidata[1], spidata[2])
