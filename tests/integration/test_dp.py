@@ -483,3 +483,20 @@ def test_a_dp_role_reads_no_perturbed_table(dpdb):
                 (relid,),
             )
     assert _spent(dpdb, role) == (0.0, 0.0)
+
+
+def test_quantiles_land_near_the_true_value(dpdb):
+    """601 ages spread evenly over 20..69 (12 rows a year): each quantile gets epsilon 0.5, so
+    its rank error is below 40 with probability 95%; 8 years (~96 ranks) off has probability
+    below 1e-7."""
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        doc = _dp(
+            conn,
+            "SELECT median(age), percentile_cont(0.9) WITHIN GROUP (ORDER BY age) FROM towns",
+            1.0,
+        )
+    median, p90 = doc["rows"][0]
+    assert abs(median - 44) < 8 and abs(p90 - 64) < 8
+    report = doc["dp"]["aggregates"][0]
+    assert report["mechanism"] == "exponential" and report["rank_error_95"] < 41
