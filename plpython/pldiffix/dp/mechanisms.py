@@ -21,11 +21,6 @@ from fractions import Fraction
 EPSILON_DENOMINATOR = 10**6
 
 
-def bernoulli(p: Fraction) -> bool:
-    """True with probability p (0 <= p <= 1), exactly."""
-    return secrets.randbelow(p.denominator) < p.numerator
-
-
 def bernoulli_exp(gamma: Fraction) -> bool:
     """True with probability exp(-gamma), gamma >= 0, exactly (CKS 2020, algorithm 1)."""
     numerator, denominator = gamma.numerator, gamma.denominator
