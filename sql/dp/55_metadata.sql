@@ -204,12 +204,12 @@ AS $$
     SELECT 'column', c.relid::regclass::text || '.' || quote_ident(a.attname), 'bounds',
            format('[%s, %s]', c.lower_bound, c.upper_bound)
     FROM diffix.dp_columns c JOIN pg_attribute a ON a.attrelid = c.relid AND a.attnum = c.attnum
-    WHERE c.lower_bound IS NOT NULL
+    WHERE c.lower_bound IS NOT NULL AND NOT a.attisdropped
     UNION ALL
     SELECT 'column', c.relid::regclass::text || '.' || quote_ident(a.attname), 'domain',
            c.domain::text
     FROM diffix.dp_columns c JOIN pg_attribute a ON a.attrelid = c.relid AND a.attnum = c.attnum
-    WHERE c.domain IS NOT NULL
+    WHERE c.domain IS NOT NULL AND NOT a.attisdropped
   ) metadata
   ORDER BY objtype DESC, objname, setting
 $$;

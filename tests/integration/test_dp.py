@@ -500,3 +500,20 @@ def test_quantiles_land_near_the_true_value(dpdb):
     assert abs(median - 44) < 8 and abs(p90 - 64) < 8
     report = doc["dp"]["aggregates"][0]
     assert report["mechanism"] == "exponential" and report["rank_error_95"] < 41
+
+
+def test_metadata_follows_its_table(db):
+    db.admin.execute(
+        "CREATE TABLE t (id int, v numeric, w numeric); CALL diffix.mark_personal('t', 'id');"
+        "CALL diffix.set_dp_bounds('t', 'v', 0, 1); CALL diffix.set_dp_bounds('t', 'w', 0, 1);"
+        "ALTER TABLE t DROP COLUMN w"
+    )
+    shown = db.execute("SELECT objname, setting FROM diffix.show_dp_metadata()")
+    assert shown == [("public.t", "max_contributions"), ("public.t.v", "bounds")]
+    db.admin.execute("CALL diffix.mark_public('t')")  # no longer personal: no DP metadata
+    assert db.execute("SELECT count(*) FROM diffix.dp_columns")[0][0] == 0
+    db.admin.execute(
+        "CALL diffix.mark_personal('t', 'id'); CALL diffix.set_dp_bounds('t', 'v', 0, 1)"
+    )
+    db.admin.execute("DROP TABLE t")
+    assert db.execute("SELECT count(*) FROM diffix.dp_columns")[0][0] == 0
