@@ -30,8 +30,9 @@ from pldiffix.dp.query import parse
 
 def test_discrete_laplace_variance_and_tail_match_theory() -> None:
     """10^5 draws at scale 2: the variance 2p/(1-p)^2 within 5% (the estimate's standard error
-    is ~0.8%), P(Z = 0) = (1-p)/(1+p) and the 95% tail P(|Z| > w) = 2p^(w+1)/(1+p) within 0.005
-    (standard error ~0.0007), the mean within 0.05 (standard error ~0.009)."""
+    is ~0.8%), P(Z = 0) = (1-p)/(1+p) within 0.01 (standard error ~0.0014), the 95% tail
+    P(|Z| > w) = 2p^(w+1)/(1+p) within 0.005 (standard error ~0.0006), the mean within 0.05
+    (standard error ~0.009)."""
     mechanism = DiscreteLaplace(1, Fraction(1, 2))
     draws = [discrete_laplace(mechanism.scale) for _ in range(100_000)]
     p = math.exp(-0.5)
@@ -39,7 +40,7 @@ def test_discrete_laplace_variance_and_tail_match_theory() -> None:
     assert mechanism.stddev**2 == pytest.approx(2 * p / (1 - p) ** 2)
     assert abs(statistics.fmean(draws)) < 0.05
     counts = Counter(draws)
-    assert counts[0] / len(draws) == pytest.approx((1 - p) / (1 + p), abs=0.005)
+    assert counts[0] / len(draws) == pytest.approx((1 - p) / (1 + p), abs=0.01)
     width = mechanism.half_width(0.95)
     tail = 2 * p ** (width + 1) / (1 + p)
     assert tail <= 0.05 < 2 * p**width / (1 + p)  # the smallest width with 95% inside
