@@ -391,20 +391,23 @@ def test_concurrent_sessions_get_exactly_what_the_budget_admits(dpdb):
     import threading
 
     role = _analyst(dpdb, epsilon=1.5, delta=0.0)
-    answered, refused = [], []
+    answered, refused, failed = [], [], []
 
     def ask() -> None:
-        with dpdb.as_role(role) as conn:
-            try:
+        try:
+            with dpdb.as_role(role) as conn:
                 answered.append(_dp(conn, "SELECT count(*) FROM people", 0.5))
-            except psycopg.errors.ProgramLimitExceeded:
-                refused.append(1)
+        except psycopg.errors.ProgramLimitExceeded:
+            refused.append(1)
+        except psycopg.Error as error:  # anything else is a failure of the test, shown below
+            failed.append(error)
 
     threads = [threading.Thread(target=ask) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert not failed
     assert len(answered) == 3 and len(refused) == 5
     assert _spent(dpdb, role) == (pytest.approx(1.5), 0.0)
 
