@@ -149,6 +149,16 @@ def test_analysts_see_their_own_budget_and_admins_see_all(db, analyst):
     assert {r[0] for r in db.execute("SELECT * FROM diffix.privacy_budget()")} >= {analyst, other}
 
 
+def test_status_lists_the_budgets(db, analyst, capsys):
+    db.as_role(analyst).execute(CHARGE, (1.0, 0, "SELECT 1"))
+    assert install.status(db.dsn()) == 0
+    out = capsys.readouterr().out
+    budgets = out[out.index("Privacy budgets:") : out.index("Security findings:")]
+    assert [line.split() for line in budgets.splitlines()[3:] if line.strip()] == [
+        [analyst, "|", "3", "|", "0.001", "|", "1", "|", "0", "|", "NULL"]
+    ]
+
+
 def test_set_privacy_budget_changes_totals_and_keeps_what_was_spent(db, analyst):
     db.as_role(analyst).execute(CHARGE, (1.0, 0, "SELECT 1"))
     db.admin.execute("CALL diffix.set_privacy_budget(%s, 10, 0.01)", (analyst,))
