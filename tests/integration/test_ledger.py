@@ -362,3 +362,25 @@ def test_a_dblink_the_database_had_is_used_and_closed_to_analysts(empty_db):
     ) == [(0,)]
     # uninstall dropped the cluster-wide group roles no other database uses: later tests need them
     install.install(empty_db.dsn(), out=io.StringIO())
+
+
+def test_a_definer_function_charges_and_logs_its_caller_not_its_owner(db, analyst):
+    """The DP path charges from inside diffix_engine's SECURITY DEFINER function: the budget and
+    the log row must be the analyst's, never the definer's."""
+    db.admin.execute(
+        """
+        CREATE FUNCTION public.pay_as_engine() RETURNS double precision
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+          SELECT diffix._audit_record('anonymized_untrusted', 'dp', 'as engine', true);
+          SELECT epsilon_remaining FROM diffix._charge_budget(1, 0, 'as engine', 'dp')
+        $$;
+        ALTER FUNCTION public.pay_as_engine() OWNER TO diffix_engine;
+        """
+    )
+    db.admin.execute("CALL diffix.set_privacy_budget('diffix_engine', 100, 0)")
+    assert db.as_role(analyst).execute("SELECT public.pay_as_engine()").fetchone() == (2.0,)
+    assert _ledger(db, analyst) == [(Decimal("1"), Decimal("0"), "dp", "as engine", analyst)]
+    assert _budget(db, "diffix_engine")[2] == 0
+    assert db.execute(
+        "SELECT session_role, effective_role FROM diffix.show_audit() WHERE sql = 'as engine'"
+    ) == [(analyst, analyst)]
