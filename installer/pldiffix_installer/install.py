@@ -297,6 +297,11 @@ def status(dsn: str, out: TextIO | None = None) -> int:
                 " source FROM diffix.show_settings()",
             ),
             (
+                "Privacy budgets",
+                "SELECT role, epsilon_total, delta_total, epsilon_spent, delta_spent, renews_at"
+                " FROM diffix.privacy_budget()",
+            ),
+            (
                 "Security findings",
                 "SELECT severity, object, finding, fix FROM diffix.check_security()",
             ),

@@ -8,7 +8,8 @@
 -- localhost) after the install has committed (diffix._ledger_choose_link).
 
 -- diffix_ledger owns the budgets, the ledger, the audit log, the password and the definer
--- functions that write them. It cannot log in; its one member is the loopback login role.
+-- functions that write them. It cannot log in; its members are the loopback login roles (one per
+-- database: roles are cluster-wide).
 DO $roles$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'diffix_ledger') THEN

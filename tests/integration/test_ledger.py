@@ -149,6 +149,16 @@ def test_analysts_see_their_own_budget_and_admins_see_all(db, analyst):
     assert {r[0] for r in db.execute("SELECT * FROM diffix.privacy_budget()")} >= {analyst, other}
 
 
+def test_status_lists_the_budgets(db, analyst, capsys):
+    db.as_role(analyst).execute(CHARGE, (1.0, 0, "SELECT 1"))
+    assert install.status(db.dsn()) == 0
+    out = capsys.readouterr().out
+    budgets = out[out.index("Privacy budgets:") : out.index("Security findings:")]
+    assert [line.split() for line in budgets.splitlines()[3:] if line.strip()] == [
+        [analyst, "|", "3", "|", "0.001", "|", "1", "|", "0", "|", "NULL"]
+    ]
+
+
 def test_set_privacy_budget_changes_totals_and_keeps_what_was_spent(db, analyst):
     db.as_role(analyst).execute(CHARGE, (1.0, 0, "SELECT 1"))
     db.admin.execute("CALL diffix.set_privacy_budget(%s, 10, 0.01)", (analyst,))
@@ -278,9 +288,17 @@ def test_check_security_reports_whoever_could_use_the_loopback(db):
         "GRANT EXECUTE ON FUNCTION diffix_dblink.dblink_exec(text, text) TO PUBLIC;"
         f'GRANT diffix_ledger TO "{intruder}"'
     )
-    findings = {(f[0], f[1]) for f in db.execute("SELECT * FROM diffix.check_security()")}
-    assert ("critical", "diffix_dblink.dblink_exec(text,text)") in findings
-    assert ("critical", intruder) in findings
+    leftover = "diffix_ledger_4000000000"  # the login role of a database dropped without uninstall
+    db.admin.execute(f"CREATE ROLE {leftover} LOGIN; GRANT diffix_ledger TO {leftover}")
+    db.roles.append(leftover)
+    findings = {(f[0], f[1], f[3]) for f in db.execute("SELECT * FROM diffix.check_security()")}
+    assert (
+        "critical",
+        "diffix_dblink.dblink_exec(text,text)",
+        "REVOKE EXECUTE ON FUNCTION diffix_dblink.dblink_exec(text,text) FROM PUBLIC",
+    ) in findings
+    assert ("critical", intruder, f"REVOKE diffix_ledger FROM {intruder}") in findings
+    assert ("warning", leftover, f"DROP ROLE {leftover}") in findings
 
 
 def test_the_python_contract_in_the_server(db):
@@ -344,3 +362,25 @@ def test_a_dblink_the_database_had_is_used_and_closed_to_analysts(empty_db):
     ) == [(0,)]
     # uninstall dropped the cluster-wide group roles no other database uses: later tests need them
     install.install(empty_db.dsn(), out=io.StringIO())
+
+
+def test_a_definer_function_charges_and_logs_its_caller_not_its_owner(db, analyst):
+    """The DP path charges from inside diffix_engine's SECURITY DEFINER function: the budget and
+    the log row must be the analyst's, never the definer's."""
+    db.admin.execute(
+        """
+        CREATE FUNCTION public.pay_as_engine() RETURNS double precision
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+          SELECT diffix._audit_record('anonymized_untrusted', 'dp', 'as engine', true);
+          SELECT epsilon_remaining FROM diffix._charge_budget(1, 0, 'as engine', 'dp')
+        $$;
+        ALTER FUNCTION public.pay_as_engine() OWNER TO diffix_engine;
+        """
+    )
+    db.admin.execute("CALL diffix.set_privacy_budget('diffix_engine', 100, 0)")
+    assert db.as_role(analyst).execute("SELECT public.pay_as_engine()").fetchone() == (2.0,)
+    assert _ledger(db, analyst) == [(Decimal("1"), Decimal("0"), "dp", "as engine", analyst)]
+    assert _budget(db, "diffix_engine")[2] == 0
+    assert db.execute(
+        "SELECT session_role, effective_role FROM diffix.show_audit() WHERE sql = 'as engine'"
+    ) == [(analyst, analyst)]
