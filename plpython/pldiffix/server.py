@@ -132,6 +132,11 @@ def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
     level = catalog.effective_level(plpy, catalog.current_role(plpy))
     if level is AccessLevel.DIRECT:
         return _run_with_own_privileges(plpy, tree, with_types)
+    if level is AccessLevel.PERTURBED:
+        raise PermissionError(
+            "the perturbed access level reads the views in diffix_perturbed with plain SQL, "
+            "not through diffix.query_json"
+        )
     # TBE / Laplace tables have their own engine (cellkey/engine.py).
     from pldiffix.cellkey import engine as cellkey_engine
 

@@ -9,6 +9,8 @@ class AccessLevel(StrEnum):
     DIRECT = "direct"
     ANONYMIZED_TRUSTED = "anonymized_trusted"
     ANONYMIZED_UNTRUSTED = "anonymized_untrusted"
+    # reads perturbed views (sql/perturb) only; the anonymizing engines refuse it
+    PERTURBED = "perturbed"
 
     @property
     def rank(self) -> int:
@@ -32,6 +34,7 @@ _RANK = {
     AccessLevel.DIRECT: 0,
     AccessLevel.ANONYMIZED_TRUSTED: 1,
     AccessLevel.ANONYMIZED_UNTRUSTED: 2,
+    AccessLevel.PERTURBED: 3,
 }
 
 
