@@ -11,6 +11,7 @@ CREATE TABLE IF NOT EXISTS diffix.microdata_tables (
   view_schema name NOT NULL,
   view_name name NOT NULL,
   quasi_identifiers text[] NOT NULL DEFAULT '{}',
+  next_slot int4 NOT NULL DEFAULT 0,  -- the next unused noise draw (pldiffix/perturb/expressions.py)
   marked_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
   UNIQUE (view_schema, view_name)
 );

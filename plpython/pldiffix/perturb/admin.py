@@ -244,7 +244,7 @@ def perturb_column(
         )[0]["sd"]
     if column.type_name == "numeric" and column.scale is None:
         found = plpy.execute(
-            f"SELECT pg_catalog.max(pg_catalog.scale({quote_ident(column.name)})) AS s"
+            f"SELECT pg_catalog.max(pg_catalog.min_scale({quote_ident(column.name)})) AS s"
             f" FROM {table.sql_name}"
         )[0]["s"]
         column = Column(column.name, column.type_name, column.declared_type, found or 0)
@@ -259,8 +259,12 @@ def perturb_column(
             (relid, attnum),
         )
     else:
+        extra: dict[str, Any] = {}
         if column.scale is not None and column.type_name == "numeric":
-            rule = Rule(rule.method, {**rule.params, "scale": column.scale})
+            extra["scale"] = column.scale
+        if expressions.SLOTS.get(rule.method):
+            extra["slots"] = _slots(plpy, relid, attnum, expressions.SLOTS[rule.method])
+        rule = Rule(rule.method, {**rule.params, **extra})
         catalog.query(
             plpy,
             "INSERT INTO diffix.microdata_columns (relid, attnum, method, params)"
@@ -270,10 +274,34 @@ def perturb_column(
             (relid, attnum, rule.method, json.dumps(rule.params)),
         )
     rebuild(plpy, load(plpy, relid))
-    shown = ", ".join(f"{k}={v}" for k, v in rule.params.items() if k != "scale")
+    shown = ", ".join(f"{k}={v}" for k, v in rule.params.items() if k not in ("scale", "slots"))
     return f"{table.sql_name}.{quote_ident(column.name)}: {rule.method}" + (
         f" ({shown})" if shown else ""
     )
+
+
+def _slots(plpy: Any, relid: int, attnum: int, needed: int) -> list[int]:
+    """The column's draw slots: those it already has, then fresh ones (slots are never reused,
+    so no two columns share draws and a column's values stay while it keeps its rule)."""
+    stored = catalog.query(
+        plpy,
+        "SELECT params -> 'slots' AS slots FROM diffix.microdata_columns"
+        " WHERE relid = $1 AND attnum = $2",
+        ("oid", "int2"),
+        (relid, attnum),
+    )
+    slots = json.loads(stored[0]["slots"])[:needed] if stored and stored[0]["slots"] else []
+    while len(slots) < needed:
+        slots.append(
+            catalog.query(
+                plpy,
+                "UPDATE diffix.microdata_tables SET next_slot = next_slot + 1 WHERE relid = $1"
+                " RETURNING next_slot - 1 AS slot",
+                ("oid",),
+                (relid,),
+            )[0]["slot"]
+        )
+    return slots
 
 
 @reports_errors

@@ -1,10 +1,14 @@
 """The perturbed view's SQL, generated from validated rules. Pure.
 
-Every cell's noise is a pure function of the secret key, the table's tag, the column and the
-row key: sha256(column key || row key) where the column key is sha256(secret/tag/column). The
-column key is a scalar subquery on diffix.microdata_key, which PostgreSQL evaluates once per
-query (an InitPlan) with the view owner's privileges; the key never appears in the view text.
-Per row, only sha256 and arithmetic run in the executor.
+Every cell's noise is a pure function of the secret key, the table's tag, the column's draw
+slots and the row key. Per row, hash i is sha256(table key || row key || "/i") (no suffix for
+i = 0) with the table key sha256(secret || "/" || tag); each hash gives five 48-bit uniform
+draws, slot s being draw s % 5 of hash s // 5. A column gets its slots when it is configured and
+keeps them (admin.py), so its values never change while the key stays. One hash per row serves up
+to five noisy columns: sha256 is most of the cost of reading a view.
+
+The table key is a scalar subquery on diffix.microdata_key, which PostgreSQL evaluates once per
+query (an InitPlan) with the view owner's privileges; the secret never appears in the view text.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pldiffix.perturb.config import Category, Column, Rule
 _BASE = "t"  # alias of the base table in the view
 _NOISE = "n"  # alias of the per-row hashes
 _TWO_48 = "281474976710656.0"  # 2^48: 48 hash bits make one uniform
+DRAWS_PER_HASH = 5  # 32 bytes of sha256 hold five 6-byte draws
+SLOTS = {"uniform": 1, "multiplicative": 1, "date_shift": 1, "gaussian": 2}
 
 
 def quote_ident(name: str) -> str:
@@ -31,104 +37,131 @@ def _float(value: float) -> str:
     return repr(float(value))
 
 
-def column_key(tag: str, column: str) -> str:
-    """The per-column noise key: one InitPlan per query, read with the view owner's rights."""
-    material = quote_literal(f"/{tag}/{column}")
+def _keyed(material: str) -> str:
+    """sha256(secret || material): one InitPlan per query, read with the view owner's rights."""
     return (
         "(SELECT pg_catalog.sha256(pg_catalog.convert_to(k.secret || "
-        f"{material}, 'UTF8')) FROM diffix.microdata_key k)"
+        f"{quote_literal(material)}, 'UTF8')) FROM diffix.microdata_key k)"
     )
+
+
+def table_key(tag: str) -> str:
+    return _keyed(f"/{tag}")
 
 
 def pseudonym_key(domain: str) -> str:
     """Pseudonyms depend on the key and the domain only, so that equal values join."""
-    material = quote_literal(f"/pseudonym/{domain}")
-    return (
-        "(SELECT pg_catalog.sha256(pg_catalog.convert_to(k.secret || "
-        f"{material}, 'UTF8')) FROM diffix.microdata_key k)"
+    return _keyed(f"/pseudonym/{domain}")
+
+
+def _row_hash(key: str, value_sql: str, suffix: str = "") -> str:
+    text = f"({value_sql})::pg_catalog.text"
+    if suffix:
+        text += f" || {quote_literal(suffix)}"
+    return f"pg_catalog.sha256({key} || pg_catalog.convert_to({text}, 'UTF8'))"
+
+
+def hash_alias(slot: int) -> str:
+    return f"{_NOISE}.h{slot // DRAWS_PER_HASH}"
+
+
+def uniform(slot: int) -> str:
+    """A uniform draw in (0, 1): 48 bits of the row's hash for `slot`."""
+    h = hash_alias(slot)
+    offset = 6 * (slot % DRAWS_PER_HASH)
+    bits = " | ".join(
+        f"(pg_catalog.get_byte({h}, {offset + i})::pg_catalog.int8 << {8 * (5 - i)})"
+        for i in range(6)
     )
+    return f"((({bits})::pg_catalog.float8 + 0.5) / {_TWO_48})"
 
 
-def _row_hash(key: str, value_sql: str) -> str:
-    return (
-        f"pg_catalog.sha256({key} || pg_catalog.convert_to(({value_sql})::pg_catalog.text, 'UTF8'))"
-    )
-
-
-def uniform(hash_sql: str, offset: int) -> str:
-    """A uniform draw in (0, 1) from 48 bits of the hash starting at byte `offset`."""
-    return (
-        f"(((('x' || pg_catalog.encode(pg_catalog.substr({hash_sql}, {offset + 1}, 6), 'hex'))"
-        f"::pg_catalog.bit(48)::pg_catalog.int8)::pg_catalog.float8 + 0.5) / {_TWO_48})"
-    )
-
-
-def _symmetric(hash_sql: str) -> str:
+def _symmetric(slots: Sequence[int]) -> str:
     """A uniform draw in (-1, 1)."""
-    return f"(2.0 * {uniform(hash_sql, 0)} - 1.0)"
+    return f"(2.0 * {uniform(slots[0])} - 1.0)"
 
 
-def _gaussian(hash_sql: str) -> str:
-    """A standard normal draw (Box-Muller on two independent uniforms of the same hash)."""
+def _gaussian(slots: Sequence[int]) -> str:
+    """A standard normal draw (Box-Muller on two independent uniforms)."""
     return (
-        f"(pg_catalog.sqrt(-2.0 * pg_catalog.ln({uniform(hash_sql, 0)})) * "
-        f"pg_catalog.cos(2.0 * pg_catalog.pi() * {uniform(hash_sql, 6)}))"
+        f"(pg_catalog.sqrt(-2.0 * pg_catalog.ln({uniform(slots[0])})) * "
+        f"pg_catalog.cos(2.0 * pg_catalog.pi() * {uniform(slots[1])}))"
     )
 
 
 def _clamped(expression: str, params: dict[str, Any], bound_type: str | None = None) -> str:
-    """Clamped to [min, max]: numbers as float8, dates as literals of `bound_type`."""
+    """Clamped to [min, max]: numbers as float8 (or numeric), dates as literals of
+    `bound_type`."""
     for name, function in (("min", "GREATEST"), ("max", "LEAST")):
         if name in params:
             if bound_type is None:
                 bound = f"{_float(params[name])}::pg_catalog.float8"
+            elif bound_type == "pg_catalog.numeric":
+                bound = f"{_float(params[name])}::pg_catalog.numeric"
             else:
                 bound = f"{quote_literal(str(params[name]))}::{bound_type}"
             expression = f"{function}({expression}, {bound})"
     return expression
 
 
-def _as_column_type(expression: str, column: Column) -> str:
-    """Back to the column's type: integers rounded, numeric to the column's scale."""
+def _as_column_type(expression: str, column: Column, scale: int) -> str:
+    """Back to the column's type: integers rounded, numeric to `scale`."""
     if column.category is Category.INTEGER:
         return f"(pg_catalog.round({expression}))::{column.declared_type}"
     if column.category is Category.NUMERIC:
-        scale = column.scale if column.scale is not None else 0
         rounded = f"pg_catalog.round(({expression})::pg_catalog.numeric, {scale})"
         return f"({rounded})::{column.declared_type}"
     return f"({expression})::{column.declared_type}"
 
 
-def needs_hash(rule: Rule) -> bool:
-    return rule.method in ("uniform", "gaussian", "multiplicative", "date_shift")
+# Numeric columns of up to this scale add their noise as an int8 count of the last decimal
+# (float8 to numeric conversion costs as much as the hash); beyond it, through float8.
+_EXACT_NUMERIC_SCALE = 6
 
 
-def cell(column: Column, rule: Rule | None, hash_sql: str | None) -> str | None:
-    """The view's expression for one column; None when the column is dropped."""
+def _noisy(value: str, noise: str, column: Column, params: dict[str, Any]) -> str:
+    """value + noise (a float8 expression), clamped, in the column's type and scale."""
+    scale = column.scale if column.scale is not None else params.get("scale", 0)
+    if column.category is Category.NUMERIC and scale <= _EXACT_NUMERIC_SCALE:
+        unit = f"{10**-scale:.{scale}f}" if scale else "1"
+        sum_sql = (
+            f"({value} + (pg_catalog.round({noise} * {10**scale}.0))::pg_catalog.int8"
+            f" * {unit}::pg_catalog.numeric)"
+        )
+        return _as_column_type(_clamped(sum_sql, params, "pg_catalog.numeric"), column, scale)
+    total = f"({value}::pg_catalog.float8 + {noise})"
+    return _as_column_type(_clamped(total, params), column, scale)
+
+
+def cell(column: Column, rule: Rule | None) -> str | None:
+    """The view's expression for one column; None when the column is dropped. Noisy methods
+    draw from their rule's `slots`."""
     value = f"{_BASE}.{quote_ident(column.name)}"
     if rule is None or rule.method == "keep":
         return value
     p = rule.params
-    number = f"{value}::pg_catalog.float8"
+    slots = p.get("slots", [])
     if rule.method == "drop":
         return None
     if rule.method == "uniform":
-        noisy = f"({number} + {_float(p['a'])} * {_symmetric(hash_sql or '')})"
-        return _as_column_type(_clamped(noisy, p), column)
+        return _noisy(value, f"({_float(p['a'])} * {_symmetric(slots)})", column, p)
     if rule.method == "gaussian":
-        noisy = f"({number} + {_float(p['sd'])} * {_gaussian(hash_sql or '')})"
-        return _as_column_type(_clamped(noisy, p), column)
+        return _noisy(value, f"({_float(p['sd'])} * {_gaussian(slots)})", column, p)
     if rule.method == "multiplicative":
-        noisy = f"({number} * (1.0 + {_float(p['fraction'])} * {_symmetric(hash_sql or '')}))"
-        return _as_column_type(_clamped(noisy, p), column)
+        noise = f"({value}::pg_catalog.float8 * {_float(p['fraction'])} * {_symmetric(slots)})"
+        return _noisy(value, noise, column, p)
     if rule.method == "round":
         step = _float(p["step"])
-        return _as_column_type(f"(pg_catalog.round({number} / {step}) * {step})", column)
+        if column.category is Category.NUMERIC:
+            step_sql = f"{step}::pg_catalog.numeric"
+            rounded = f"(pg_catalog.round({value} / {step_sql}) * {step_sql})"
+            return f"({rounded})::{column.declared_type}"
+        number = f"{value}::pg_catalog.float8"
+        return _as_column_type(f"(pg_catalog.round({number} / {step}) * {step})", column, 0)
     if rule.method == "date_shift":
         days = p["days"]
         shift = (
-            f"(pg_catalog.floor({uniform(hash_sql or '', 0)} * {2 * days + 1})"
-            f"::pg_catalog.int4 - {days})"
+            f"(pg_catalog.floor({uniform(slots[0])} * {2 * days + 1})::pg_catalog.int4 - {days})"
         )
         if column.category is Category.DATE:
             shifted = f"({value} + {shift})"
@@ -181,20 +214,17 @@ def select_sql(
     planner from inlining, and so repeating, them).
     """
     targets: list[str] = [f"{_BASE}.{quote_ident(row_key)} AS row_key"] if paired else []
-    hashes: list[str] = []
+    hash_numbers: set[int] = set()
     for position, column in enumerate(columns):
         rule = rules.get(column.name)
         if column.name == row_key and (rule is None or rule.method != "pseudonym"):
             continue
-        hash_sql = None
-        if rule is not None and needs_hash(rule):
-            alias = f"h{len(hashes) + 1}"
-            row_key_sql = f"{_BASE}.{quote_ident(row_key)}"
-            hashes.append(f"{_row_hash(column_key(tag, column.name), row_key_sql)} AS {alias}")
-            hash_sql = f"{_NOISE}.{alias}"
-        expression = cell(column, rule, hash_sql)
+        expression = cell(column, rule)
         if expression is None:
             continue
+        assert rule is None or len(rule.params.get("slots", [])) == SLOTS.get(rule.method, 0)
+        if rule is not None:
+            hash_numbers.update(slot // DRAWS_PER_HASH for slot in rule.params.get("slots", []))
         if paired:
             targets.append(f"{expression} AS p{position}")
             targets.append(f"{_BASE}.{quote_ident(column.name)} AS o{position}")
@@ -203,6 +233,11 @@ def select_sql(
     if not targets:
         targets.append("NULL::pg_catalog.text AS nothing_shown")
     source = f"{table} {_BASE}"
-    if hashes:
-        source += f" CROSS JOIN LATERAL (SELECT {', '.join(hashes)} OFFSET 0) {_NOISE}"
+    if hash_numbers:
+        row_key_sql = f"{_BASE}.{quote_ident(row_key)}"
+        hashes = ", ".join(
+            f"{_row_hash(table_key(tag), row_key_sql, f'/{i}' if i else '')} AS h{i}"
+            for i in sorted(hash_numbers)
+        )
+        source += f" CROSS JOIN LATERAL (SELECT {hashes} OFFSET 0) {_NOISE}"
     return "SELECT " + ", ".join(targets) + f" FROM {source}"
