@@ -3,10 +3,20 @@ generated 10,000-row version: methods, consistency, the report, and attacks by p
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import io
+import math
+import statistics
+from collections import Counter
+from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
+
+from pldiffix_installer import install
 
 PATIENTS = """
 CREATE TABLE patients (
@@ -93,7 +103,304 @@ def _rows(conn: psycopg.Connection, query: str, params: object = None) -> list[t
         return cur.fetchall()
 
 
-def test_view_shows_perturbed_patients(pdb: Any) -> None:
-    rows = pdb.execute("SELECT * FROM diffix_perturbed.patients ORDER BY country")
-    print(rows)
-    assert len(rows) == 10
+# --- an independent computation of the noise (the documented construction, in Python) -------
+
+
+def _secret(db: Any) -> str:
+    return db.execute("SELECT secret FROM diffix.microdata_key")[0][0]
+
+
+def _uniform(secret: str, tag: str, row_key: object, slot: int) -> float:
+    table_key = hashlib.sha256(f"{secret}/{tag}".encode()).digest()
+    number, draw = divmod(slot, 5)
+    suffix = f"/{number}" if number else ""
+    digest = hashlib.sha256(table_key + f"{row_key}{suffix}".encode()).digest()
+    return (int.from_bytes(digest[6 * draw : 6 * draw + 6], "big") + 0.5) / 2**48
+
+
+def _pseudonym(secret: str, domain: str, value: object, length: int) -> str:
+    key = hashlib.sha256(f"{secret}/pseudonym/{domain}".encode()).digest()
+    return hashlib.sha256(key + str(value).encode()).hexdigest()[:length]
+
+
+def _params(db: Any, table: str, column: str) -> dict:
+    return db.execute(
+        "SELECT c.params FROM diffix.microdata_columns c JOIN pg_attribute a"
+        " ON a.attrelid = c.relid AND a.attnum = c.attnum"
+        " WHERE c.relid = %s::regclass AND a.attname = %s",
+        (table, column),
+    )[0][0]
+
+
+def _large_pairs(db: Any) -> list[tuple[tuple, tuple]]:
+    """(original row, perturbed row) of patients_large, matched through the id's pseudonym."""
+    secret = _secret(db)
+    originals = db.execute(
+        "SELECT id, birth_date, country, medical_condition, medical_expense, visits, weight"
+        " FROM patients_large"
+    )
+    by_pseudonym = {_pseudonym(secret, "id", row[0], 12): row for row in originals}
+    perturbed = db.execute(
+        "SELECT id, birth_date, country, medical_condition, medical_expense, visits, weight"
+        " FROM diffix_perturbed.patients_large"
+    )
+    assert len(perturbed) == len(originals) == 10_000
+    return [(by_pseudonym[row[0]], row) for row in perturbed]
+
+
+def test_the_ten_patients_stay_in_range_and_type(pdb: Any) -> None:
+    originals = {r[3]: r for r in pdb.execute("SELECT * FROM patients")}
+    view = _rows(pdb.admin, "SELECT * FROM diffix_perturbed.patients")
+    columns = [
+        c
+        for (c,) in pdb.execute(
+            "SELECT attname FROM pg_attribute"
+            " WHERE attrelid = 'diffix_perturbed.patients'::regclass"
+            " AND attnum > 0 ORDER BY attnum"
+        )
+    ]
+    assert columns == ["full_name", "birth_date", "country", "medical_condition", "medical_expense"]
+    assert len(view) == 10
+    for name, birth, country, condition, expense in view:
+        _, raw_name, raw_birth, _, raw_condition, raw_expense = originals[country]
+        assert name == raw_name[0] + "*" * (len(raw_name) - 1)
+        assert birth == datetime.date(raw_birth.year, 1, 1)
+        assert condition == raw_condition
+        assert isinstance(expense, Decimal) and expense.as_tuple().exponent == -2
+        assert expense >= 0 and abs(expense - raw_expense) <= 100
+        assert expense != raw_expense
+
+
+def test_every_method_on_10000_rows_equals_the_documented_construction(pdb: Any) -> None:
+    secret = _secret(pdb)
+    tag = "public.patients_large"
+    expense, visits, weight, shift = (
+        _params(pdb, "patients_large", c)
+        for c in ("medical_expense", "visits", "weight", "birth_date")
+    )
+    assert expense["sd"] == pytest.approx(
+        0.1 * float(pdb.execute("SELECT stddev_samp(medical_expense) FROM patients_large")[0][0])
+    )
+    countries = {}
+    for original, perturbed in _large_pairs(pdb):
+        key, birth, country, condition, raw_expense, raw_visits, raw_weight = original
+        _, p_birth, p_country, p_condition, p_expense, p_visits, p_weight = perturbed
+        # gaussian, clamped at 0, numeric(10,2)
+        u1, u2 = (_uniform(secret, tag, key, s) for s in expense["slots"])
+        z = math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * u2)
+        expected = max(Decimal(0), raw_expense + Decimal(round(expense["sd"] * z * 100)) / 100)
+        assert abs(p_expense - expected) <= Decimal("0.01")
+        assert p_expense >= 0 and p_expense.as_tuple().exponent == -2
+        # multiplicative +-20 %, at least 1, integer
+        sym = 2 * _uniform(secret, tag, key, visits["slots"][0]) - 1
+        assert isinstance(p_visits, int) and p_visits >= 1
+        assert abs(p_visits - max(1.0, raw_visits * (1 + 0.2 * sym))) <= 0.5 + 1e-9
+        # uniform +-2.5 on float8
+        sym = 2 * _uniform(secret, tag, key, weight["slots"][0]) - 1
+        assert p_weight == pytest.approx(raw_weight + 2.5 * sym, abs=1e-9)
+        assert abs(p_weight - raw_weight) <= 2.5
+        # date_shift +-15 days
+        days = math.floor(_uniform(secret, tag, key, shift["slots"][0]) * 31) - 15
+        assert p_birth == birth + datetime.timedelta(days=days)
+        # pseudonym: keyed, consistent, the column's name as its default domain
+        assert p_country == _pseudonym(secret, "country", country, 16)
+        countries.setdefault(country, set()).add(p_country)
+        assert p_condition == condition
+    assert all(len(pseudonyms) == 1 for pseudonyms in countries.values())
+    assert len({p for ps in countries.values() for p in ps}) == len(countries)
+
+
+def test_noise_means_stay_within_their_standard_error(pdb: Any) -> None:
+    pairs = _large_pairs(pdb)
+    sd = _params(pdb, "patients_large", "medical_expense")["sd"]
+    noise = [float(p[4] - o[4]) for o, p in pairs]
+    assert abs(statistics.fmean(noise)) <= 3 * sd / math.sqrt(len(noise))
+    assert statistics.stdev(noise) == pytest.approx(sd, rel=0.05)
+    uniform_noise = [p[6] - o[6] for o, p in pairs]
+    uniform_sd = 2.5 / math.sqrt(3)
+    assert abs(statistics.fmean(uniform_noise)) <= 3 * uniform_sd / math.sqrt(len(pairs))
+    assert statistics.stdev(uniform_noise) == pytest.approx(uniform_sd, rel=0.05)
+
+
+def _report(db: Any, table: str) -> dict[tuple, tuple]:
+    rows = db.execute("SELECT * FROM diffix.perturbation_report(%s)", (table,))
+    return {(m, c, o): (before, after) for m, c, o, before, after in rows}
+
+
+def _linkage(originals: np.ndarray, perturbed: np.ndarray) -> float:
+    """Nearest-neighbour linkage, brute force: distances from every perturbed record to every
+    original one, columns scaled by the original population sd; ties count as linked."""
+    scale = originals.std(axis=0)
+    a, b = originals / scale, perturbed / scale
+    linked = 0
+    for i in range(0, len(b), 250):
+        d = np.sqrt(((b[i : i + 250, None, :] - a[None, :, :]) ** 2).sum(axis=2))
+        own = d[np.arange(len(d)), np.arange(i, i + len(d))]
+        linked += int((own <= d.min(axis=1) + 1e-12).sum())
+    return linked / len(b)
+
+
+def test_report_figures_equal_an_independent_computation(pdb: Any) -> None:
+    report = _report(pdb, "patients_large")
+    pairs = _large_pairs(pdb)
+    assert report[("rows", None, None)] == (10_000, 10_000)
+    numeric = {"medical_expense": 4, "visits": 5, "weight": 6}
+    for name, index in numeric.items():
+        for side, values in (
+            (0, [float(o[index]) for o, _ in pairs]),
+            (1, [float(p[index]) for _, p in pairs]),
+        ):
+            assert report[("mean", name, None)][side] == pytest.approx(statistics.fmean(values))
+            assert report[("sd", name, None)][side] == pytest.approx(statistics.stdev(values))
+            assert report[("min", name, None)][side] == pytest.approx(min(values))
+            assert report[("max", name, None)][side] == pytest.approx(max(values))
+    for a, b in (
+        ("medical_expense", "visits"),
+        ("medical_expense", "weight"),
+        ("visits", "weight"),
+    ):
+        for side in (0, 1):
+            xs = [float(pair[side][numeric[a]]) for pair in pairs]
+            ys = [float(pair[side][numeric[b]]) for pair in pairs]
+            assert report[("correlation", a, b)][side] == pytest.approx(
+                statistics.correlation(xs, ys), abs=1e-9
+            )
+    columns = [4, 5, 6]
+    originals = np.array([[float(o[i]) for i in columns] for o, _ in pairs])
+    perturbed = np.array([[float(p[i]) for i in columns] for _, p in pairs])
+    share = report[("linkage_share", "medical_expense, visits, weight", None)]
+    assert share[0] is None
+    assert share[1] == pytest.approx(_linkage(originals, perturbed), abs=1e-4)
+    before = Counter((o[3], o[5]) for o, _ in pairs)
+    after = Counter((p[3], p[5]) for _, p in pairs)
+    assert report[("min_group_size", "medical_condition, visits", None)] == (
+        min(before.values()),
+        min(after.values()),
+    )
+
+
+def test_report_on_the_ten_patients(pdb: Any) -> None:
+    report = _report(pdb, "patients")
+    originals = sorted(pdb.execute("SELECT country, medical_expense, birth_date FROM patients"))
+    view = sorted(
+        pdb.execute("SELECT country, medical_expense, birth_date FROM diffix_perturbed.patients")
+    )
+    raw = [float(r[1]) for r in originals]
+    noisy = [float(r[1]) for r in view]
+    assert report[("mean", "medical_expense", None)] == pytest.approx(
+        (statistics.fmean(raw), statistics.fmean(noisy))
+    )
+    linkage = _linkage(np.array([[x] for x in raw]), np.array([[x] for x in noisy]))
+    assert report[("linkage_share", "medical_expense", None)] == (None, pytest.approx(linkage))
+    # every country is unique: birth year and country single out each patient before and after
+    assert report[("min_group_size", "birth_date, country", None)] == (1, 1)
+
+
+def test_values_are_the_same_across_sessions_and_reinstalls_and_change_with_the_key(
+    pdb: Any,
+) -> None:
+    reader = pdb.create_role("perturbed")
+    query = "SELECT * FROM diffix_perturbed.patients_large ORDER BY id"
+    first = _rows(pdb.admin, query)
+    assert _rows(pdb.as_role(reader), query) == first
+    assert _rows(pdb.connect(), query) == first
+    install.install(pdb.dsn(), out=io.StringIO())
+    assert _rows(pdb.connect(), query) == first
+    old_key = _secret(pdb)
+    pdb.admin.execute("CALL diffix.set_perturbation_key()")
+    try:
+        changed = _rows(pdb.connect(), query)
+        assert len(changed) == len(first)
+        assert set(changed).isdisjoint(first)  # every row re-drawn (id pseudonyms too)
+    finally:
+        pdb.admin.execute("CALL diffix.set_perturbation_key(%s)", (old_key,))
+    assert _rows(pdb.connect(), query) == first
+
+
+def _state(db: Any) -> list:
+    return [
+        db.execute("SELECT * FROM diffix.microdata_tables ORDER BY relid"),
+        db.execute("SELECT * FROM diffix.microdata_columns ORDER BY relid, attnum"),
+        db.execute(
+            "SELECT viewname, definition FROM pg_views WHERE schemaname = 'diffix_perturbed'"
+            " ORDER BY 1"
+        ),
+        db.execute(
+            "SELECT relname, relacl::text FROM pg_class WHERE relname LIKE 'patients%' ORDER BY 1"
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("statement", "sqlstate", "message"),
+    [
+        (
+            "CALL diffix.perturb_column('patients', 'nope', 'uniform', '{\"a\": 1}')",
+            "42703",
+            "column 'nope' does not exist",
+        ),
+        (
+            "CALL diffix.perturb_column('patients', 'country', 'uniform', '{\"a\": 1}')",
+            "42804",
+            "method uniform does not apply to column 'country' of type character varying(50)",
+        ),
+        (
+            "CALL diffix.perturb_column('patients', 'medical_expense', 'gaussian', '{\"sd\": -3}')",
+            "22023",
+            "parameter 'sd' must not be negative",
+        ),
+        (
+            "CALL diffix.perturb_column('patients', 'medical_expense', 'uniform', '{\"b\": 1}')",
+            "22023",
+            "method uniform does not take parameter(s) b",
+        ),
+        (
+            "CALL diffix.perturb_column('patients', 'medical_expense', 'noise', '{}')",
+            "22023",
+            "unknown perturbation method 'noise'",
+        ),
+        (
+            "CALL diffix.perturb_column('patients', 'birth_date', 'generalize',"
+            ' \'{"to": "day"}\')',
+            "22023",
+            "parameter 'to' must be one of month, quarter, year",
+        ),
+        (
+            "CALL diffix.perturb_column('patients', 'medical_expense', 'uniform',"
+            ' \'{"a": 5, "min": 10, "max": 1}\')',
+            "22023",
+            "min 10 is greater than max 1",
+        ),
+        (
+            "CALL diffix.perturb_column('patients', 'id', 'uniform', '{\"a\": 1}')",
+            "22023",
+            "column 'id' is the row key: it can only be dropped or pseudonymized",
+        ),
+        (
+            "CALL diffix.mark_perturbed('patients', 'country_dup')",
+            "42703",
+            "column 'country_dup' does not exist",
+        ),
+        (
+            "CALL diffix.mark_perturbed('patients', 'medical_condition')",
+            "22023",
+            "column 'medical_condition' cannot be the row key of public.patients: 0 NULL and "
+            "6 repeated value(s)",
+        ),
+        (
+            "CALL diffix.perturb_column('no_such_table', 'x', 'drop')",
+            "42P01",
+            'table "no_such_table" does not exist',
+        ),
+    ],
+)
+def test_bad_configuration_is_a_clear_error_and_changes_nothing(
+    pdb: Any, statement: str, sqlstate: str, message: str
+) -> None:
+    before = _state(pdb)
+    with pytest.raises(psycopg.Error) as raised:
+        pdb.admin.execute(statement)
+    assert raised.value.sqlstate == sqlstate
+    assert raised.value.diag.message_primary.startswith(message), raised.value.diag.message_primary
+    assert "plpy" not in raised.value.diag.message_primary
+    assert _state(pdb) == before

@@ -63,15 +63,10 @@ def _columns(plpy: Any, relid: int) -> list[tuple[int, Column]]:
 
 
 def _sql_name(plpy: Any, relid: int) -> str:
-    row = catalog.query(
-        plpy,
-        "SELECT n.nspname::text AS s, c.relname::text AS r, c.relkind::text AS kind"
-        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE c.oid = $1",
-        ("oid",),
-        (relid,),
-    )[0]
-    return f"{quote_ident(row['s'])}.{quote_ident(row['r'])}"
+    """The table's name, schema-qualified and quoted where needed (search_path is pinned)."""
+    return catalog.query(plpy, "SELECT $1::pg_catalog.regclass::text AS name", ("oid",), (relid,))[
+        0
+    ]["name"]
 
 
 def load(plpy: Any, relid: int) -> MicrodataTable:
