@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 
 from pldiffix_installer import install
 
@@ -404,3 +405,183 @@ def test_bad_configuration_is_a_clear_error_and_changes_nothing(
     assert raised.value.diag.message_primary.startswith(message), raised.value.diag.message_primary
     assert "plpy" not in raised.value.diag.message_primary
     assert _state(pdb) == before
+
+
+# --- attacks by a role at the perturbed level ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def attacker(pdb: Any) -> psycopg.Connection:
+    role = pdb.create_role("perturbed")
+    # a schema of its own, to create functions and views in
+    pdb.admin.execute(sql.SQL("CREATE SCHEMA {0} AUTHORIZATION {0}").format(sql.Identifier(role)))
+    return pdb.as_role(role)
+
+
+def _refused(conn: psycopg.Connection, statement: str) -> psycopg.Error:
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute(statement)
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT * FROM patients",
+        "SELECT id FROM patients_large",
+        "SELECT * FROM diffix.microdata_key",
+        "SELECT diffix._perturb_admin('rebuild', 'patients'::regclass, '{}')",
+        "CALL diffix.mark_perturbed('patients', 'id')",
+        "CALL diffix.perturb_column('patients', 'medical_expense', 'keep')",
+        "CALL diffix.set_perturbation_key('0123456789abcdef0123456789abcdef')",
+        "SELECT * FROM diffix.perturbation_report('patients')",
+        "SELECT diffix._salt()",
+        "SET ROLE diffix_perturb_owner",
+        "SELECT id FROM diffix_perturbed.patients",
+        "SELECT diffix.query_json('SELECT count(*) FROM patients')",
+        "COPY patients TO STDOUT",
+        "ALTER VIEW diffix_perturbed.patients OWNER TO CURRENT_USER",
+        "CREATE OR REPLACE VIEW diffix_perturbed.patients AS SELECT * FROM patients",
+    ],
+)
+def test_a_perturbed_role_cannot_read_the_base_table_the_key_or_the_row_key(
+    attacker: psycopg.Connection, statement: str
+) -> None:
+    error = _refused(attacker, statement)
+    assert error.sqlstate in ("42501", "42703"), (error.sqlstate, str(error))
+
+
+def test_the_key_is_in_no_catalog_a_perturbed_role_can_read(
+    pdb: Any, attacker: psycopg.Connection
+) -> None:
+    secret = _secret(pdb)
+    texts = [
+        "SELECT string_agg(definition, ' ') FROM pg_views",
+        "SELECT string_agg(prosrc, ' ') FROM pg_proc",
+        "SELECT string_agg(coalesce(array_to_string(proconfig, ','), ''), ' ') FROM pg_proc",
+        "SELECT string_agg(setting, ' ') FROM pg_settings",
+        "SELECT string_agg(setting, ' ') FROM diffix.show_settings()",
+        "SELECT string_agg(params::text, ' ') FROM diffix.microdata_columns",
+        "SELECT string_agg(t::text, ' ') FROM diffix.microdata_tables t",
+        "SELECT string_agg(l::text, ' ') FROM diffix.show_labels() l",
+        "SELECT string_agg(s::text, ' ') FROM pg_stats s",
+        "SELECT string_agg(d.description, ' ') FROM pg_description d",
+    ]
+    for query in texts:
+        found = _rows(attacker, query)[0][0] or ""
+        assert secret not in found, query
+    plan = _rows(attacker, "EXPLAIN (VERBOSE, ANALYZE) SELECT * FROM diffix_perturbed.patients")
+    assert secret not in " ".join(line for (line,) in plan)
+    # what it does read: the perturbed view, and its definition (no secret in it)
+    assert len(_rows(attacker, "SELECT * FROM diffix_perturbed.patients")) == 10
+    definition = _rows(
+        attacker, "SELECT definition FROM pg_views WHERE viewname = 'patients_large'"
+    )[0][0]
+    assert "diffix.microdata_key" in definition
+
+
+def test_its_own_functions_see_only_perturbed_values(
+    pdb: Any, attacker: psycopg.Connection
+) -> None:
+    role = _rows(attacker, "SELECT current_user")[0][0]
+    attacker.execute(
+        sql.SQL(
+            "CREATE FUNCTION {}.leak(numeric) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS"
+            " $$ BEGIN RAISE NOTICE 'leak %', $1; RETURN true; END $$"
+        ).format(sql.Identifier(role))
+    )
+    seen: list[str] = []
+    attacker.add_notice_handler(lambda diag: seen.append(diag.message_primary))
+    attacker.execute(
+        sql.SQL("SELECT * FROM diffix_perturbed.patients WHERE {}.leak(medical_expense)").format(
+            sql.Identifier(role)
+        )
+    )
+    shown = {
+        f"leak {v}"
+        for (v,) in _rows(attacker, "SELECT medical_expense FROM diffix_perturbed.patients")
+    }
+    raw = {f"leak {v}" for (v,) in pdb.execute("SELECT medical_expense FROM patients")}
+    assert set(seen) == shown and shown.isdisjoint(raw)
+
+
+def test_grants_of_the_base_table_to_perturbed_roles_never_take_effect(
+    pdb: Any, attacker: psycopg.Connection
+) -> None:
+    role = _rows(attacker, "SELECT current_user")[0][0]
+    error = _refused(
+        pdb.admin, sql.SQL("GRANT SELECT ON patients TO {}").format(sql.Identifier(role))
+    )
+    assert error.sqlstate == "42501" and "perturbed table public.patients" in str(error)
+    error = _refused(pdb.admin, "GRANT SELECT (country) ON patients TO diffix_perturbed")
+    assert error.sqlstate == "42501"
+    pdb.admin.execute(
+        sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role))
+    )
+    assert _refused(attacker, "SELECT * FROM patients").sqlstate == "42501"
+    pdb.admin.execute(
+        sql.SQL("REVOKE SELECT ON ALL TABLES IN SCHEMA public FROM {}").format(sql.Identifier(role))
+    )
+    assert not [
+        f for f in pdb.execute("SELECT * FROM diffix.check_security()") if f[0] == "critical"
+    ]
+
+
+def test_check_security_reports_roles_that_borrow_the_owners_privileges(pdb: Any) -> None:
+    borrower = pdb.create_role("perturbed")
+    pdb.admin.execute(sql.SQL("GRANT diffix_perturb_owner TO {}").format(sql.Identifier(borrower)))
+    try:
+        findings = {
+            (f[0], f[1], f[2]) for f in pdb.execute("SELECT * FROM diffix.check_security()")
+        }
+        assert (
+            "critical",
+            borrower,
+            "member of diffix_perturb_owner: can read perturbed tables and the perturbation key",
+        ) in findings
+        assert ("critical", borrower, f"{borrower} (perturbed) can read the perturbation key") in (
+            findings
+        )
+        assert any(f[1] == "public.patients" and borrower in f[2] for f in findings)
+    finally:
+        pdb.admin.execute(
+            sql.SQL("REVOKE diffix_perturb_owner FROM {}").format(sql.Identifier(borrower))
+        )
+
+
+def test_show_labels_lists_perturbed_tables_columns_and_roles(pdb: Any) -> None:
+    role = pdb.create_role("perturbed")
+    labels = set(pdb.execute("SELECT * FROM diffix.show_labels()"))
+    assert ("table", "public.patients", "perturbed rows (view diffix_perturbed.patients)") in labels
+    assert ("column", "public.patients.id", "row key, drop") in labels
+    assert ("column", "public.patients_large.id", "row key, perturb pseudonym") in labels
+    assert ("column", "public.patients.medical_expense", "perturb uniform") in labels
+    assert ("role", role, "perturbed") in labels
+
+
+def test_a_table_can_be_personal_for_diffix_roles_and_perturbed_for_perturbed_roles(
+    pdb: Any,
+) -> None:
+    pdb.admin.execute(
+        """
+        CREATE TABLE patients_both AS SELECT * FROM patients_large;
+        ALTER TABLE patients_both ADD PRIMARY KEY (id);
+        CALL diffix.mark_personal('patients_both', 'id');
+        CALL diffix.mark_perturbed('patients_both', 'id');
+        CALL diffix.perturb_column('patients_both', 'weight', 'uniform', '{"a": 1}');
+        """
+    )
+    analyst = pdb.as_role(pdb.create_role("anonymized_trusted"))
+    reader = pdb.as_role(pdb.create_role("perturbed"))
+    answer = _rows(analyst, "SELECT diffix.query_json('SELECT count(*) FROM patients_both')")
+    count = answer[0][0]["rows"][0][0]
+    assert 9_900 <= count <= 10_100
+    assert _refused(analyst, "SELECT * FROM diffix_perturbed.patients_both").sqlstate == "42501"
+    assert _refused(analyst, "SELECT * FROM patients_both").sqlstate == "42501"
+    assert len(_rows(reader, "SELECT weight FROM diffix_perturbed.patients_both")) == 10_000
+    assert _refused(reader, "SELECT * FROM patients_both").sqlstate == "42501"
+    error = _refused(reader, "SELECT diffix.query_json('SELECT count(*) FROM patients_both')")
+    assert error.sqlstate == "42501" and "not through diffix.query_json" in str(error)
+    assert ("table", "public.patients_both", "personal") in set(
+        pdb.execute("SELECT * FROM diffix.show_labels()")
+    )
