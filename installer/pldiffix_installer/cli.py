@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from pldiffix_installer import cellkey, install
+from pldiffix_installer import cellkey, install, perturb
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def _build_parser() -> argparse.ArgumentParser:
         ("tbe-configure", "validate a TBE configuration and its CSV files, then apply it"),
         ("tbe-keys", "add a column of random record keys in [0, bigN) to a table"),
         ("laplace-configure", "validate a Laplace configuration, then apply it"),
+        ("perturb-report", "utility and risk figures of a row-perturbed table"),
+        ("perturb-export", "write a row-perturbed table's view to a CSV file"),
     ]:
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
@@ -30,7 +32,13 @@ def _build_parser() -> argparse.ArgumentParser:
             help="libpq connection string of a superuser (default: $PLDIFFIX_DSN)",
         )
         parsers[name] = command
-    for name in ("tbe-configure", "tbe-keys", "laplace-configure"):
+    for name in (
+        "tbe-configure",
+        "tbe-keys",
+        "laplace-configure",
+        "perturb-report",
+        "perturb-export",
+    ):
         parsers[name].add_argument("--table", required=True, help="the table, as in SQL")
     for name in ("tbe-configure", "laplace-configure"):
         parsers[name].add_argument(
@@ -46,6 +54,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parsers["tbe-keys"].add_argument(
         "--big-n", type=int, help="bigN (default: from the table's stored TBE configuration)"
     )
+    parsers["perturb-export"].add_argument("--csv", required=True, help="the file to write")
     return parser
 
 
@@ -65,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             cellkey.tbe_keys(args.dsn, args.table, args.column, args.big_n)
         elif args.command == "laplace-configure":
             cellkey.configure_laplace(args.dsn, args.table, args.config)
+        elif args.command == "perturb-report":
+            perturb.report(args.dsn, args.table)
+        elif args.command == "perturb-export":
+            perturb.export(args.dsn, args.table, args.csv)
         else:
             critical = install.status(args.dsn)
             return 1 if critical else 0

@@ -3,6 +3,7 @@ generated 10,000-row version: methods, consistency, the report, and attacks by p
 
 from __future__ import annotations
 
+import csv
 import datetime
 import hashlib
 import io
@@ -10,6 +11,7 @@ import math
 import statistics
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pldiffix_installer import install
+from pldiffix_installer import cli, install
 
 PATIENTS = """
 CREATE TABLE patients (
@@ -585,3 +587,71 @@ def test_a_table_can_be_personal_for_diffix_roles_and_perturbed_for_perturbed_ro
     assert ("table", "public.patients_both", "personal") in set(
         pdb.execute("SELECT * FROM diffix.show_labels()")
     )
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def test_perturb_export_writes_the_view_as_csv(
+    pdb: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reader = pdb.create_role("perturbed")
+    target = tmp_path / "patients.csv"
+    assert (
+        cli.main(
+            [
+                "perturb-export",
+                "--dsn",
+                pdb.dsn(reader),
+                "--table",
+                "patients_large",
+                "--csv",
+                str(target),
+            ]
+        )
+        == 0
+    )
+    with target.open(newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == [
+        "id",
+        "birth_date",
+        "country",
+        "medical_condition",
+        "medical_expense",
+        "visits",
+        "weight",
+    ]
+    expected = pdb.execute(
+        "SELECT id, birth_date::text, country, medical_condition, medical_expense::text,"
+        " visits::text FROM diffix_perturbed.patients_large"
+    )
+    assert sorted(tuple(r[:6]) for r in rows[1:]) == sorted(expected)
+    assert "wrote 10,000 rows of diffix_perturbed.patients_large" in capsys.readouterr().err
+    assert not (tmp_path / "patients.csv.partial").exists()
+
+
+def test_perturb_export_and_report_fail_clearly(
+    pdb: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reader = pdb.create_role("perturbed")
+    target = tmp_path / "x.csv"
+    pdb.admin.execute("CREATE TABLE IF NOT EXISTS plain_table (x int)")
+    code = cli.main(
+        ["perturb-export", "--dsn", pdb.dsn(), "--table", "plain_table", "--csv", str(target)]
+    )
+    assert code == 2 and "table plain_table is not perturbed" in capsys.readouterr().err
+    assert not target.exists()
+    code = cli.main(["perturb-report", "--dsn", pdb.dsn(reader), "--table", "patients"])
+    assert code == 2
+    assert "only superusers and members of diffix_admin can read perturbation reports" in (
+        capsys.readouterr().err
+    )
+
+
+def test_perturb_report_prints_the_figures(pdb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["perturb-report", "--dsn", pdb.dsn(), "--table", "patients"]) == 0
+    out = capsys.readouterr().out
+    assert "Perturbation report for patients:" in out
+    for metric in ("mean", "sd", "linkage_share", "min_group_size"):
+        assert f"  {metric} " in out

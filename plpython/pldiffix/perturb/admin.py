@@ -25,7 +25,6 @@ VIEW_OWNER = "diffix_perturb_owner"
 READER_GROUP = "diffix_perturbed"
 DEFAULT_SCHEMA = "diffix_perturbed"
 NOISE_METHODS = frozenset({"uniform", "gaussian", "multiplicative", "round"})
-_ADMIN = "only superusers and members of diffix_admin can configure perturbation"
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,12 @@ class MicrodataTable:
     rules: dict[str, Rule]
 
 
-def _require_admin(plpy: Any) -> None:
+def _require_admin(plpy: Any, action: str = "configure perturbation") -> None:
     if not catalog.role_facts(plpy, catalog.invoking_role(plpy)).is_admin:
-        raise UserError(_ADMIN, sqlstate=INSUFFICIENT_PRIVILEGE)
+        raise UserError(
+            f"only superusers and members of diffix_admin can {action}",
+            sqlstate=INSUFFICIENT_PRIVILEGE,
+        )
 
 
 def _columns(plpy: Any, relid: int) -> list[tuple[int, Column]]:
@@ -355,7 +357,7 @@ def perturbation_report(plpy: Any, relid: int) -> list[dict[str, Any]]:
     """diffix.perturbation_report(table): utility (mean, sd, min, max, correlations before and
     after) and risk (nearest-neighbour linkage share, smallest group size over the
     quasi-identifiers)."""
-    _require_admin(plpy)
+    _require_admin(plpy, "read perturbation reports")
     table = load(plpy, relid)
     paired = expressions.select_sql(
         table.sql_name, table.tag, table.columns, table.rules, table.row_key, paired=True
