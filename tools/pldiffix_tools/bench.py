@@ -52,6 +52,7 @@ SERVER_SETTINGS: dict[str, str] = {
 ROLE_DIRECT = "bench_direct"
 ROLE_ANONYMIZED = "bench_anonymized"
 ROLE_PG_DIFFIX = "bench_pg_diffix_trusted"
+ROLE_PERTURBED = "bench_perturbed"
 DB_DATA = "bench_data"
 DB_PLDIFFIX = "bench_pldiffix"
 DB_PG_DIFFIX = "bench_pg_diffix"
@@ -92,6 +93,15 @@ INSERT INTO cities VALUES ('Berlin', 'DE'), ('Rome', 'IT'), ('London', 'GB'), ('
   ('Madrid', 'ES'), ('Vienna', 'AT'), ('Oslo', 'NO'), ('Lisbon', 'PT');
 """
 PUBLIC_QUERY = "SELECT name, country FROM cities"
+# Row-level perturbation (docs/perturbation.md): every customer read through the perturbed view
+# (age and amount noisy) by a perturbed role, against the base table read by the direct role.
+PERTURBATION = """
+CALL diffix.mark_perturbed('customers', 'id');
+CALL diffix.perturb_column('customers', 'age', 'uniform', '{"a": 2, "min": 18}');
+CALL diffix.perturb_column('customers', 'amount', 'gaussian', '{"sd_fraction": 0.05, "min": 0}');
+"""
+PERTURBED_READ = Query("read every customer", "SELECT * FROM customers")
+PERTURBED_VIEW_SQL = "SELECT * FROM diffix_perturbed.customers"
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -230,6 +240,8 @@ class ScaleResult:
     queries: list[QueryResult]
     first_call: FirstCall
     pg_diffix_note: str | None = None
+    # plain: the base table as the direct role; anonymized: the perturbed view (target: 3x)
+    perturbed_read: QueryResult | None = None
 
     @property
     def geomean(self) -> float | None:
@@ -290,6 +302,14 @@ def format_scale(result: ScaleResult) -> str:
         f"transactions (built in {result.build_seconds:.0f} s)"
     )
     lines = [title, render_table(headers, rows, right)]
+    read = result.perturbed_read
+    if read is not None:
+        error = read.plain.error or read.anonymized.error
+        lines.append(
+            f"  perturbed view ({read.name}): base table {_fmt(read.plain.best_ms)} ms, "
+            f"perturbed view {_fmt(read.anonymized.best_ms)} ms, ratio {_fmt(read.ratio, 2, 'x')}"
+            + (f" ({_short_error(error)})" if error else "")
+        )
     if result.pg_diffix_note:
         lines.append(f"  pg_diffix: {result.pg_diffix_note}")
     fc = result.first_call
@@ -346,6 +366,9 @@ def to_json(results: Sequence[ScaleResult], meta: dict[str, Any]) -> dict[str, A
                 "pg_diffix_note": r.pg_diffix_note,
                 "first_call": asdict(r.first_call),
                 "queries": queries,
+                "perturbed_read": None
+                if r.perturbed_read is None
+                else {**asdict(r.perturbed_read), "ratio": r.perturbed_read.ratio},
             }
         )
     return {**meta, "scales": scales}
@@ -582,7 +605,7 @@ def _drop_everything(dsn: str) -> None:
             admin.execute(
                 pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(db))
             )
-        for role in (ROLE_DIRECT, ROLE_ANONYMIZED, ROLE_PG_DIFFIX):
+        for role in (ROLE_DIRECT, ROLE_ANONYMIZED, ROLE_PG_DIFFIX, ROLE_PERTURBED):
             admin.execute(pgsql.SQL("DROP ROLE IF EXISTS {}").format(pgsql.Identifier(role)))
 
 
@@ -634,6 +657,14 @@ def setup_pldiffix(dsn: str, configure: Sequence[tuple[str, str]] = ()) -> None:
         )
         for name, value in configure:
             conn.execute("CALL diffix.configure(%s, %s)", (name, value))
+
+
+def setup_perturbation(dsn: str) -> None:
+    """The customers table perturbed row by row, and a role at the perturbed level."""
+    with _connect(dsn, DB_PLDIFFIX) as conn:
+        conn.execute(PERTURBATION)
+        conn.execute(f"CREATE ROLE {ROLE_PERTURBED} LOGIN")
+        conn.execute(f"CALL diffix.mark_role('{ROLE_PERTURBED}', 'perturbed')")
 
 
 def pg_diffix_available(dsn: str) -> str | None:
@@ -703,7 +734,16 @@ def run_scale(
             pgd = measure(pg_diffix, query.sql, None, args.repeat, args.timeout)
         results.append(QueryResult(query.name, query.sql, plain, anon, pgd_plain, pgd))
     first = first_call_latency(anonymized, args.sessions)
-    return ScaleResult(customers, 3 * customers, build_seconds, results, first, note)
+    print(f"   perturbed view: {PERTURBED_READ.name} ...", flush=True)
+    setup_perturbation(dsn)
+    perturbed = make_conninfo(dsn, dbname=DB_PLDIFFIX, user=ROLE_PERTURBED)
+    read = QueryResult(
+        PERTURBED_READ.name,
+        PERTURBED_READ.sql,
+        measure(direct, PERTURBED_READ.sql, None, args.repeat, args.timeout),
+        measure(perturbed, PERTURBED_VIEW_SQL, None, args.repeat, args.timeout),
+    )
+    return ScaleResult(customers, 3 * customers, build_seconds, results, first, note, read)
 
 
 def _meta(dsn: str, settings: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
