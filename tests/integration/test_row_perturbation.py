@@ -391,6 +391,11 @@ def _state(db: Any) -> list:
             "6 repeated value(s)",
         ),
         (
+            "CALL diffix.mark_perturbed('diffix_perturbed.patients', 'country')",
+            "42809",
+            "diffix_perturbed.patients is not a table or materialized view",
+        ),
+        (
             "CALL diffix.perturb_column('no_such_table', 'x', 'drop')",
             "42P01",
             'table "no_such_table" does not exist',
@@ -655,3 +660,87 @@ def test_perturb_report_prints_the_figures(pdb: Any, capsys: pytest.CaptureFixtu
     assert "Perturbation report for patients:" in out
     for metric in ("mean", "sd", "linkage_share", "min_group_size"):
         assert f"  {metric} " in out
+
+
+# --- odd names, privilege borrowing, rollback ----------------------------------------------
+
+
+def test_odd_identifiers_are_quoted_everywhere(pdb: Any) -> None:
+    pdb.admin.execute(
+        """
+        CREATE SCHEMA "Odd Schema";
+        CREATE TABLE "Odd Schema".";DROP TABLE patients;--" (
+          "key; --" int PRIMARY KEY, "amount""x" numeric(8, 2), "o'name" text);
+        INSERT INTO "Odd Schema".";DROP TABLE patients;--"
+          SELECT i, i * 1.5, 'n' || i FROM generate_series(1, 50) i;
+        """
+    )
+    table = '"Odd Schema".";DROP TABLE patients;--"'
+    pdb.admin.execute("CALL diffix.mark_perturbed(%s, 'key; --')", (table,))
+    pdb.admin.execute(
+        "CALL diffix.perturb_column(%s, 'amount\"x', 'uniform', '{\"a\": 1}')", (table,)
+    )
+    pdb.admin.execute(
+        "CALL diffix.perturb_column(%s, 'o''name', 'mask', '{\"char\": \"''\"}')", (table,)
+    )
+    rows = pdb.execute('SELECT * FROM diffix_perturbed.";DROP TABLE patients;--"')
+    assert len(rows) == 50 and all(name.startswith("n") and "'" in name for _, name in rows)
+    assert pdb.execute("SELECT count(*) FROM patients")[0][0] == 10
+    report = _report(pdb, table)
+    assert report[("rows", None, None)] == (50, 50)
+
+
+def test_only_administrators_configure_perturbation(pdb: Any) -> None:
+    owner = pdb.create_role("direct")
+    pdb.admin.execute(
+        sql.SQL(
+            "CREATE TABLE owned_by_direct (id int PRIMARY KEY, v int);"
+            " ALTER TABLE owned_by_direct OWNER TO {}"
+        ).format(sql.Identifier(owner))
+    )
+    conn = pdb.as_role(owner)
+    for statement in (
+        "CALL diffix.mark_perturbed('owned_by_direct', 'id')",
+        "CALL diffix.perturb_column('patients', 'medical_expense', 'drop')",
+        "CALL diffix.unmark_perturbed('patients')",
+        "CALL diffix.set_quasi_identifiers('patients', 'country')",
+        "CALL diffix.rebuild_perturbed_view('patients')",
+    ):
+        error = _refused(conn, statement)
+        assert error.sqlstate == "42501", statement
+        assert "only superusers and members of diffix_admin" in str(error)
+    assert _refused(conn, "CALL diffix.set_perturbation_key()").sqlstate == "42501"
+
+
+def test_a_rolled_back_configuration_leaves_no_trace(pdb: Any) -> None:
+    before = _state(pdb)
+    with pdb.connect() as conn:
+        conn.autocommit = False
+        conn.execute(
+            "CALL diffix.perturb_column('patients', 'medical_expense', 'round', '{\"step\": 1000}')"
+        )
+        conn.execute("CALL diffix.unmark_perturbed('patients_large')")
+        conn.rollback()
+    assert _state(pdb) == before
+
+
+def test_a_reader_cannot_redirect_the_view_through_its_search_path(
+    pdb: Any, attacker: psycopg.Connection
+) -> None:
+    role = _rows(attacker, "SELECT current_user")[0][0]
+    schema = sql.Identifier(role)
+    attacker.execute(
+        sql.SQL(
+            "CREATE FUNCTION {0}.sha256(bytea) RETURNS bytea LANGUAGE sql"
+            " AS $$ SELECT '\\x00'::bytea $$;"
+            "CREATE FUNCTION {0}.get_byte(bytea, int) RETURNS int LANGUAGE sql AS $$ SELECT 0 $$;"
+            "CREATE TABLE {0}.microdata_key (secret text)"
+        ).format(schema)
+    )
+    query = "SELECT * FROM diffix_perturbed.patients ORDER BY country"
+    expected = _rows(pdb.admin, query)
+    attacker.execute(sql.SQL("SET search_path = {}, pg_catalog, diffix").format(schema))
+    try:
+        assert _rows(attacker, query) == expected
+    finally:
+        attacker.execute("RESET search_path")
