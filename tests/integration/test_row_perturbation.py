@@ -744,3 +744,27 @@ def test_a_reader_cannot_redirect_the_view_through_its_search_path(
         assert _rows(attacker, query) == expected
     finally:
         attacker.execute("RESET search_path")
+
+
+def test_uninstall_and_reinstall_with_the_saved_key_gives_the_same_values(db: Any) -> None:
+    db.admin.execute(PATIENTS)
+    configure = """
+        CALL diffix.mark_perturbed('patients', 'id');
+        CALL diffix.perturb_column('patients', 'medical_expense', 'gaussian', '{"sd": 50}');
+        CALL diffix.perturb_column('patients', 'birth_date', 'date_shift', '{"days": 10}');
+    """
+    db.admin.execute(configure)
+    query = "SELECT * FROM diffix_perturbed.patients ORDER BY country"
+    before = _rows(db.admin, query)
+    saved = _secret(db)
+    install.uninstall(db.dsn(), out=io.StringIO())
+    assert db.execute("SELECT to_regnamespace('diffix_perturbed')") == [(None,)]
+    assert db.execute(
+        "SELECT count(*) FROM information_schema.table_privileges"
+        " WHERE table_name = 'patients' AND grantee LIKE 'diffix%'"
+    ) == [(0,)]
+    install.install(db.dsn(), out=io.StringIO())
+    db.admin.execute(configure)
+    assert _rows(db.connect(), query) != before  # a new install draws a new key
+    db.admin.execute("CALL diffix.set_perturbation_key(%s)", (saved,))
+    assert _rows(db.connect(), query) == before
