@@ -66,9 +66,8 @@ def _columns(plpy: Any, relid: int) -> list[tuple[int, Column]]:
 
 def _sql_name(plpy: Any, relid: int) -> str:
     """The table's name, schema-qualified and quoted where needed (search_path is pinned)."""
-    return catalog.query(plpy, "SELECT $1::pg_catalog.regclass::text AS name", ("oid",), (relid,))[
-        0
-    ]["name"]
+    rows = catalog.query(plpy, "SELECT $1::pg_catalog.regclass::text AS name", ("oid",), (relid,))
+    return rows[0]["name"]
 
 
 def load(plpy: Any, relid: int) -> MicrodataTable:
@@ -99,6 +98,11 @@ def load(plpy: Any, relid: int) -> MicrodataTable:
         if stored["attnum"] in by_attnum:
             name = by_attnum[stored["attnum"]].name
             rules[name] = Rule(stored["method"], json.loads(stored["params"]))
+    if row["row_key_attnum"] not in by_attnum:
+        raise PerturbationError(
+            f"the row key column of {_sql_name(plpy, relid)} was dropped",
+            hint="CALL diffix.mark_perturbed(table, row_key_column) with another row key",
+        )
     return MicrodataTable(
         relid,
         _sql_name(plpy, relid),
@@ -171,6 +175,8 @@ def mark(plpy: Any, relid: int, row_key: str | None, view_schema: str | None) ->
             "each row's noise is drawn from it",
         )
     schema = view_schema or DEFAULT_SCHEMA
+    if schema in ("pg_catalog", "information_schema", "diffix") or schema.startswith("pg_"):
+        raise PerturbationError(f'schema "{schema}" is a system schema: views cannot go there')
     if not catalog.query(
         plpy, "SELECT 1 AS x FROM pg_catalog.pg_namespace WHERE nspname = $1", ("name",), (schema,)
     ):
@@ -435,10 +441,11 @@ def _smallest_groups(
     if not table.quasi_identifiers:
         return []
     positions = {column.name: p for p, column in enumerate(table.columns)}
-    before = ", ".join(f"o{positions[q]}" for q in table.quasi_identifiers if positions[q] in shown)
-    after = ", ".join(f"p{positions[q]}" for q in table.quasi_identifiers if positions[q] in shown)
+    declared = [q for q in table.quasi_identifiers if q in positions]  # renamed ones drop out
+    before = ", ".join(f"o{positions[q]}" for q in declared if positions[q] in shown)
+    after = ", ".join(f"p{positions[q]}" for q in declared if positions[q] in shown)
     if not before:
-        return [_row("min_group_size", ", ".join(table.quasi_identifiers), None, None, None)]
+        return [_row("min_group_size", ", ".join(declared), None, None, None)]
     counts = plpy.execute(
         f"WITH q AS MATERIALIZED ({paired}) SELECT"
         f" (SELECT pg_catalog.min(c) FROM (SELECT pg_catalog.count(*) AS c FROM q"
@@ -449,7 +456,7 @@ def _smallest_groups(
     return [
         _row(
             "min_group_size",
-            ", ".join(table.quasi_identifiers),
+            ", ".join(declared),
             None,
             counts["before"],
             counts["after"],
