@@ -522,6 +522,10 @@ def test_grants_of_the_base_table_to_perturbed_roles_never_take_effect(
     assert error.sqlstate == "42501" and "perturbed table public.patients" in str(error)
     error = _refused(pdb.admin, "GRANT SELECT (country) ON patients TO diffix_perturbed")
     assert error.sqlstate == "42501"
+    error = _refused(
+        pdb.admin, sql.SQL("ALTER TABLE patients OWNER TO {}").format(sql.Identifier(role))
+    )
+    assert error.sqlstate == "42501" and "(ownership)" in str(error)
     pdb.admin.execute(
         sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role))
     )
@@ -768,3 +772,69 @@ def test_uninstall_and_reinstall_with_the_saved_key_gives_the_same_values(db: An
     assert _rows(db.connect(), query) != before  # a new install draws a new key
     db.admin.execute("CALL diffix.set_perturbation_key(%s)", (saved,))
     assert _rows(db.connect(), query) == before
+
+
+def test_every_type_keeps_its_type_and_range(pdb: Any) -> None:
+    pdb.admin.execute(
+        """
+        CREATE TABLE kinds (k bigint PRIMARY KEY, seen timestamp, seen_tz timestamptz,
+                            free numeric, fine numeric, small float4, big int8, code char(6),
+                            price numeric(9, 3), n int2);
+        INSERT INTO kinds SELECT i, TIMESTAMP '2024-02-15 10:30' + i * INTERVAL '7 hours',
+          TIMESTAMPTZ '2024-02-15 10:30+00' + i * INTERVAL '7 hours', i * 1.25,
+          i * 0.123456789, i / 3.0, i * 1000003, 'AB' || lpad(i::text, 4, '0'), i * 2.5, i % 300
+        FROM generate_series(1, 400) i;
+        CALL diffix.mark_perturbed('kinds', 'k');
+        CALL diffix.perturb_column('kinds', 'seen', 'date_shift', '{"days": 3}');
+        CALL diffix.perturb_column('kinds', 'seen_tz', 'generalize', '{"to": "quarter"}');
+        CALL diffix.perturb_column('kinds', 'free', 'uniform', '{"a": 0.5, "min": 0}');
+        CALL diffix.perturb_column('kinds', 'fine', 'gaussian', '{"sd": 0.01}');
+        CALL diffix.perturb_column('kinds', 'small', 'multiplicative', '{"fraction": 0.1}');
+        CALL diffix.perturb_column('kinds', 'big', 'round', '{"step": 1000}');
+        CALL diffix.perturb_column('kinds', 'code', 'mask', '{"keep_first": 2, "keep_last": 1}');
+        CALL diffix.perturb_column('kinds', 'price', 'round', '{"step": 0.5}');
+        CALL diffix.perturb_column('kinds', 'n', 'uniform', '{"a": 3, "min": 0, "max": 299}');
+        """
+    )
+    types = dict(
+        pdb.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'diffix_perturbed.kinds'::regclass AND attnum > 0"
+        )
+    )
+    assert types == {
+        "seen": "timestamp without time zone",
+        "seen_tz": "timestamp with time zone",
+        "free": "numeric",
+        "fine": "numeric",
+        "small": "real",
+        "big": "bigint",
+        "code": "character(6)",
+        "price": "numeric(9,3)",
+        "n": "smallint",
+    }
+    originals = {
+        r[0]: r
+        for r in pdb.execute(
+            "SELECT k, seen, seen_tz, free, fine, small, big, code, price, n FROM kinds"
+        )
+    }
+    # the original row for each perturbed row: the view keeps rows in the table's order
+    view = pdb.execute(
+        "SELECT seen, seen_tz, free, fine, small, big, code, price, n FROM diffix_perturbed.kinds"
+    )
+    base = pdb.execute("SELECT k FROM kinds")
+    for (key,), row in zip(base, view, strict=True):
+        _, seen, seen_tz, free, fine, small, big, code, price, n = originals[key]
+        p_seen, p_tz, p_free, p_fine, p_small, p_big, p_code, p_price, p_n = row
+        assert abs(p_seen - seen) <= datetime.timedelta(days=3)
+        assert (p_seen - seen) % datetime.timedelta(days=1) == datetime.timedelta(0)
+        assert p_tz.month in (1, 4, 7, 10) and p_tz.day == 1 and p_tz <= seen_tz
+        assert p_free >= 0 and abs(p_free - free) <= Decimal("0.5")
+        assert p_free.as_tuple().exponent == -2  # the data's scale (1.25 steps)
+        assert p_fine.as_tuple().exponent == -9 and abs(p_fine - fine) < Decimal("0.1")
+        assert abs(p_small - small) <= 0.1 * small + 1e-5
+        assert p_big % 1000 == 0 and abs(p_big - big) <= 500
+        assert p_code == code[:2] + "***" + code[-1]
+        assert p_price % Decimal("0.5") == 0 and abs(p_price - price) <= Decimal("0.25")
+        assert 0 <= p_n <= 299 and abs(p_n - n) <= 3
