@@ -838,3 +838,22 @@ def test_every_type_keeps_its_type_and_range(pdb: Any) -> None:
         assert p_code == code[:2] + "***" + code[-1]
         assert p_price % Decimal("0.5") == 0 and abs(p_price - price) <= Decimal("0.25")
         assert 0 <= p_n <= 299 and abs(p_n - n) <= 3
+
+
+def test_a_missing_view_is_reported_until_it_is_rebuilt(pdb: Any) -> None:
+    pdb.admin.execute("CREATE TABLE gone (id int PRIMARY KEY, v int)")
+    pdb.admin.execute("CALL diffix.mark_perturbed('gone', 'id')")
+    pdb.admin.execute("DROP VIEW diffix_perturbed.gone")
+    finding = (
+        "warning",
+        "public.gone",
+        "its perturbed view diffix_perturbed.gone is missing",
+        "CALL diffix.rebuild_perturbed_view('public.gone')",
+    )
+    assert finding in pdb.execute("SELECT * FROM diffix.check_security()")
+    pdb.admin.execute("CALL diffix.rebuild_perturbed_view('public.gone')")
+    assert finding not in pdb.execute("SELECT * FROM diffix.check_security()")
+    pdb.admin.execute("DROP TABLE gone CASCADE")
+    assert pdb.execute("SELECT count(*) FROM diffix.microdata_tables WHERE view_name = 'gone'") == [
+        (0,)
+    ]
