@@ -58,6 +58,16 @@ def _admin(server_dsn: str, dbname: str = "postgres") -> psycopg.Connection:
     return psycopg.connect(make_conninfo(server_dsn, dbname=dbname), autocommit=True)
 
 
+def _drop_database(conn: psycopg.Connection, name: str) -> None:
+    """Drops the database and the ledger's loopback login role an install in it created (roles
+    are cluster-wide, and a server given by PLDIFFIX_TEST_DSN outlives the tests)."""
+    row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    if row:
+        login = sql.Identifier(f"diffix_ledger_{row[0]}")
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(login))
+
+
 @pytest.fixture(scope="session")
 def template_db(server_dsn: str) -> Iterator[str]:
     name = f"pldiffix_template_{uuid.uuid4().hex[:8]}"
@@ -66,7 +76,7 @@ def template_db(server_dsn: str) -> Iterator[str]:
     install.install(make_conninfo(server_dsn, dbname=name), out=io.StringIO())
     yield name
     with _admin(server_dsn) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        _drop_database(conn, name)
 
 
 class Database:
@@ -114,9 +124,7 @@ class Database:
         for conn in self._connections:
             conn.close()
         with _admin(self.server_dsn) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
-            )
+            _drop_database(conn, self.name)
             for role in self.roles:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 

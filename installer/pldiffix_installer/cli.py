@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from pldiffix_installer import cellkey, install, perturb
+from pldiffix_installer import audit, cellkey, install, perturb
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ("laplace-configure", "validate a Laplace configuration, then apply it"),
         ("perturb-report", "utility and risk figures of a row-perturbed table"),
         ("perturb-export", "write a row-perturbed table's view to a CSV file"),
+        ("audit", "show the audit log of analyst queries (administrators)"),
     ]:
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
@@ -55,6 +56,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--big-n", type=int, help="bigN (default: from the table's stored TBE configuration)"
     )
     parsers["perturb-export"].add_argument("--csv", required=True, help="the file to write")
+    parsers["audit"].add_argument("--role", help="only this role's queries (session or effective)")
+    parsers["audit"].add_argument(
+        "--since", help="only queries from this time on (a timestamptz, e.g. '2026-01-31 12:00')"
+    )
     return parser
 
 
@@ -78,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             perturb.report(args.dsn, args.table)
         elif args.command == "perturb-export":
             perturb.export(args.dsn, args.table, args.csv)
+        elif args.command == "audit":
+            audit.show(args.dsn, args.role, args.since)
         else:
             critical = install.status(args.dsn)
             return 1 if critical else 0

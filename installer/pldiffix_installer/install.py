@@ -25,6 +25,7 @@ ROLES = (
     "diffix_engine",
     "diffix_perturbed",
     "diffix_perturb_owner",
+    "diffix_ledger",
 )
 EVENT_TRIGGERS = (
     "diffix_forget_dropped_objects",
@@ -171,11 +172,32 @@ def _record_version(conn: psycopg.Connection, previous: str | None) -> str:
     return f"({previous} -> {pldiffix.__version__})" if previous else f"({pldiffix.__version__})"
 
 
+def _choose_ledger_link(conn: psycopg.Connection) -> str:
+    """How the ledger's loopback connection reaches the server; only possible once the install
+    (which may have created its login role) has committed."""
+    with conn.transaction():
+        options, reasons = conn.execute(
+            "SELECT options, reasons FROM diffix._ledger_choose_link()"
+        ).fetchone()
+        login = conn.execute("SELECT login_role FROM diffix.ledger_link").fetchone()[0]
+    if options is None:
+        raise InstallError(
+            f"installed, but the ledger loopback cannot log in as {login}; analyst queries are "
+            f"refused until it works.\n{reasons}\n"
+            "Let members of diffix_ledger log in with a password over the unix socket or "
+            "localhost, e.g. with this first line in pg_hba.conf:\n"
+            "  local all +diffix_ledger scram-sha-256\n"
+            "then SELECT pg_reload_conf() and run pldiffix install again "
+            "(docs/security.md, 'The loopback connection')"
+        )
+    return f"({options})"
+
+
 def install(dsn: str, out: TextIO | None = None) -> None:
-    """Installs or upgrades in place; all or nothing."""
+    """Installs or upgrades in place; all or nothing. Then connects the ledger's loopback."""
     out = out or sys.stdout
     files = sql_files()
-    progress = Progress(out, total=len(files) + 9)
+    progress = Progress(out, total=len(files) + 10)
     conn = progress.step("connect", lambda: connect(dsn))
     try:
         with conn.transaction():
@@ -191,9 +213,12 @@ def install(dsn: str, out: TextIO | None = None) -> None:
             progress.step("verify server-side Python", lambda: _verify_python(conn))
             progress.step("record version", lambda: _record_version(conn, previous))
     except psycopg.Error as error:
+        conn.close()
         raise InstallError(
             f"installation rolled back: {error.diag.message_primary or error}"
         ) from None
+    try:
+        progress.step("connect the ledger loopback", lambda: _choose_ledger_link(conn))
     finally:
         conn.close()
     verb = "upgraded" if previous else "installed"
@@ -216,6 +241,11 @@ def uninstall(dsn: str, out: TextIO | None = None) -> None:
             labeled = conn.execute(
                 "SELECT relid::regclass::text FROM diffix.table_labels"
             ).fetchall()
+            login = conn.execute(
+                "SELECT login_role FROM diffix.ledger_link"
+                if conn.execute("SELECT to_regclass('diffix.ledger_link')").fetchone()[0]
+                else "SELECT NULL WHERE false"
+            ).fetchall()
             for (table,) in labeled:
                 conn.execute(
                     sql.SQL("REVOKE SELECT ON {} FROM diffix_engine").format(sql.SQL(table))
@@ -235,8 +265,12 @@ def uninstall(dsn: str, out: TextIO | None = None) -> None:
                     sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(trigger))
                 )
             conn.execute("DROP SCHEMA diffix CASCADE")
+            conn.execute("DROP SCHEMA IF EXISTS diffix_dblink CASCADE")
+            # what the ledger was granted on a dblink the database had before pldiffix
+            if conn.execute("SELECT to_regrole('diffix_ledger')").fetchone()[0]:
+                conn.execute("DROP OWNED BY diffix_ledger")
             print(f"removed the diffix schema ({len(labeled)} labeled tables unlabeled)", file=out)
-            for role in ROLES:
+            for role in [name for (name,) in login] + list(ROLES):
                 try:
                     with conn.transaction():
                         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
@@ -272,6 +306,11 @@ def status(dsn: str, out: TextIO | None = None) -> int:
                 "Settings",
                 "SELECT name, CASE WHEN name = 'salt' THEN '(hidden)' ELSE setting END AS setting,"
                 " source FROM diffix.show_settings()",
+            ),
+            (
+                "Privacy budgets",
+                "SELECT role, epsilon_total, delta_total, epsilon_spent, delta_spent, renews_at"
+                " FROM diffix.privacy_budget()",
             ),
             (
                 "Security findings",

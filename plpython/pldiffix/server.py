@@ -6,11 +6,13 @@ Errors the user can fix are raised with plpy.error so they carry a SQLSTATE, det
 
 from __future__ import annotations
 
+import contextlib
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pldiffix.core import catalog, results, session, settings
+from pldiffix.core import audit, catalog, results, session, settings
 from pldiffix.core.errors import reports_errors
 from pldiffix.core.levels import AccessLevel, most_restricted
 from pldiffix.core.statements import parse_single_select
@@ -127,11 +129,55 @@ def query_json(plpy: Any, sql: str | None) -> str:
 
 
 def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
+    """The answer, after its row in the audit log (core/audit.py); a refused or failed query
+    is logged with its reason and its error raised unchanged."""
+    level = catalog.effective_level(plpy, catalog.current_role(plpy))
+    route = _Route("direct" if level is AccessLevel.DIRECT else "diffix")
+    try:
+        answer = _unaudited_answer(plpy, sql, level, with_types, route)
+    except Exception as error:
+        _log_refusal(plpy, level, route.mechanism, sql, error)
+        raise
+    audit.record(
+        plpy,
+        level=level.value,
+        mechanism=answer.mechanism,
+        sql=sql,
+        accepted=True,
+        rows=answer.rows,
+    )
+    return answer
+
+
+@dataclass
+class _Route:
+    """The mechanism a query is going to, so that its refusal is logged under it."""
+
+    mechanism: str
+
+
+def _log_refusal(
+    plpy: Any, level: AccessLevel, mechanism: str, sql: str | None, error: Exception
+) -> None:
+    """The refusal's row; if the log cannot be written the refusal stands all the same."""
+    with contextlib.suppress(plpy.SPIError):
+        audit.record(
+            plpy,
+            level=level.value,
+            mechanism=mechanism,
+            sql=sql,
+            accepted=False,
+            reason=audit.reason_of(error),
+        )
+
+
+def _unaudited_answer(
+    plpy: Any, sql: str | None, level: AccessLevel, with_types: bool, route: _Route
+) -> results.Answer:
     tree = parse_single_select(sql)
     assert sql is not None
-    level = catalog.effective_level(plpy, catalog.current_role(plpy))
     if level is AccessLevel.DIRECT:
-        return _run_with_own_privileges(plpy, tree, with_types)
+        return _run_with_own_privileges(plpy, tree, with_types, "direct")
     if level is AccessLevel.PERTURBED:
         raise PermissionError(
             "the perturbed access level reads the views in diffix_perturbed with plain SQL, "
@@ -140,11 +186,14 @@ def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
     # TBE / Laplace tables have their own engine (cellkey/engine.py).
     from pldiffix.cellkey import engine as cellkey_engine
 
+    route.mechanism = "cellkey"
     answer = cellkey_engine.dispatch(plpy, sql, tree, level)
     if answer is not None:
         return answer
     from pldiffix.core.relations import RelationKind
     from pldiffix.diffix.validation import validate
+
+    route.mechanism = "diffix"
 
     schemas = catalog.current_schemas(plpy)
     values = catalog.effective_settings(plpy)
@@ -155,7 +204,7 @@ def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
         treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
     )
     if not any(r.kind is RelationKind.PERSONAL for r in validated.relations):
-        return _run_with_own_privileges(plpy, tree, with_types)
+        return _run_with_own_privileges(plpy, tree, with_types, "public")
     # The engine returns the statement with its anonymizing parts replaced by their anonymized
     # rows; everything else in it runs here, with the caller's own privileges.
     rows = catalog.query(
@@ -164,7 +213,7 @@ def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
         ("text", "text", "text[]"),
         (sql, level.value, schemas),
     )
-    return _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types)
+    return _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types, "diffix")
 
 
 # diffix.query runs in two steps inside one PL/pgSQL call (sql/core/60_query.sql): prepare_rows
@@ -203,7 +252,9 @@ def _as_sql_input(value: Any) -> Any:
     return value
 
 
-def _run_with_own_privileges(plpy: Any, tree: Any, with_types: bool) -> results.Answer:
+def _run_with_own_privileges(
+    plpy: Any, tree: Any, with_types: bool, mechanism: str
+) -> results.Answer:
     """Runs one parsed SELECT as the caller and encodes its rows.
 
     The statement executed is generated from the parsed tree, never pasted from the text. Rows
@@ -217,7 +268,8 @@ def _run_with_own_privileges(plpy: Any, tree: Any, with_types: bool) -> results.
     types = _type_names(plpy, shape.coltypes(), shape.coltypmods()) if with_types and names else []
     result = plpy.execute(_wrapped(statement, _ROWS_AS_JSON))
     rows = [results.decode_row_json(row["row"]) for row in result]
-    return results.Answer(results.encode_document(names, [0] * len(names), rows), types)
+    document = results.encode_document(names, [0] * len(names), rows)
+    return results.Answer(document, types, len(rows), mechanism)
 
 
 def _type_names(plpy: Any, oids: list[int], typmods: list[int]) -> list[str]:

@@ -190,6 +190,8 @@ AS $$
   FROM diffix.microdata_tables m
   WHERE to_regclass(format('%I.%I', m.view_schema, m.view_name)) IS NULL
   UNION ALL
+  SELECT * FROM diffix._ledger_findings()
+  UNION ALL
   SELECT 'info', quote_ident(r.rolname), 'can log in but has no access level label; gets the default',
          format('CALL diffix.mark_role(%L, ''anonymized_untrusted'') or ''direct''', r.rolname)
   FROM pg_roles r

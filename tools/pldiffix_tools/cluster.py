@@ -14,6 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+LEDGER_HBA_LINE = "local all +diffix_ledger scram-sha-256\n"
+
 
 def find_bindir() -> Path:
     """PG_BINDIR, else the newest /usr/lib/postgresql/*/bin that has a server."""
@@ -73,6 +75,10 @@ class EmbeddedCluster:
             "--locale=C",
             "--no-sync",
         )
+        # The ledger's loopback connection (sql/core/66_ledger.sql) logs in with a password, as
+        # dblink requires of non-superusers; everyone else keeps trust.
+        hba = data / "pg_hba.conf"
+        hba.write_text(LEDGER_HBA_LINE + hba.read_text())
         self.port = _free_port()
         options = {
             "port": str(self.port),

@@ -110,12 +110,15 @@ def dispatch(
         return None
     rows = catalog.query(
         plpy,
-        "SELECT (d - 'types')::text AS doc, (d -> 'types')::text AS types"
+        "SELECT (d - 'types' - 'method')::text AS doc, (d -> 'types')::text AS types,"
+        " d ->> 'method' AS method, pg_catalog.jsonb_array_length(d -> 'rows') AS row_count"
         " FROM diffix._perturbed_query_json($1, $2, $3) AS d",
         ("text", "oid", "text"),
         (sql, relid, level.value),
     )
-    return results.Answer(rows[0]["doc"], json.loads(rows[0]["types"]))
+    row = rows[0]
+    mechanism = "laplace" if row["method"] == "laplace" else "cellkey"
+    return results.Answer(row["doc"], json.loads(row["types"]), row["row_count"], mechanism)
 
 
 # --- the engine side (SECURITY DEFINER, owned by diffix_engine) --------------------------------
@@ -167,7 +170,9 @@ def perturbed_query_json(
     AccessLevel.parse(requested_level or AccessLevel.ANONYMIZED_TRUSTED.value)
     table = load(plpy, relid)
     plan = _plan(tree, table)
-    return _execute(plpy, plan)
+    document = _execute(plpy, plan)
+    # the method goes back to the invoker for the audit log (dispatch strips it)
+    return '{"method":' + json.dumps(table.method) + "," + document[1:]
 
 
 def _fragment(node: exp.Expression) -> str:

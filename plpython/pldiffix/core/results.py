@@ -109,6 +109,8 @@ class Answer:
 
     document: str
     column_types: list[str]
+    rows: int | None = None  # how many rows the document holds, when known
+    mechanism: str = ""  # what produced it, for the audit log (core/audit.py MECHANISMS)
 
 
 class _Pairs(list):

@@ -1,0 +1,59 @@
+"""`pldiffix audit`: the audit log of analyst queries, for administrators."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import TextIO
+
+import psycopg
+
+from pldiffix_installer.install import InstallError, connect, installed_version
+from pldiffix_installer.tables import format_table
+
+COLUMNS = (
+    "logged_at",
+    "session_role",
+    "effective_role",
+    "level",
+    "mechanism",
+    "accepted",
+    "rows_returned",
+    "epsilon",
+    "delta",
+    "reason",
+    "sql",
+)
+
+
+def show(dsn: str, role: str | None, since: str | None, out: TextIO | None = None) -> int:
+    """Prints the log's rows (all, or one role's, since a time); returns how many."""
+    out = out or sys.stdout
+    conn = connect(dsn)
+    try:
+        if installed_version(conn) is None:
+            raise InstallError("pldiffix is not installed in this database")
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT " + ", ".join(COLUMNS) + " FROM diffix.show_audit(%s, %s::timestamptz)",
+                    (role, since),
+                )
+                rows = cur.fetchall()
+        except psycopg.Error as error:
+            raise InstallError(error.diag.message_primary or str(error)) from None
+    finally:
+        conn.rollback()
+        conn.close()
+    shown = [[_printable(value) for value in row] for row in rows]
+    print(format_table(list(COLUMNS), shown) if shown else "(no audited queries)", file=out)
+    return len(rows)
+
+
+def _printable(value: object) -> object:
+    """One line per row: timestamps to the second, statements without line breaks."""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, str):
+        return " ".join(value.split())
+    return value

@@ -1,0 +1,386 @@
+"""Privacy budgets and the ledger, attacked: rollback, races, refusals, forged and reset charges.
+
+Charges go through diffix._charge_budget, the SQL function the DP path calls (via
+pldiffix.core.ledger.charge); it charges the role the session acts as.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pldiffix_installer import install
+
+CHARGE = "SELECT * FROM diffix._charge_budget(%s, %s, %s, 'dp')"
+
+
+def _budget(db, role: str) -> tuple:
+    rows = db.execute(
+        "SELECT epsilon_total, delta_total, epsilon_spent, delta_spent, epsilon_remaining, "
+        "delta_remaining, renews_at FROM diffix.privacy_budget() WHERE role = %s",
+        (role,),
+    )
+    return rows[0] if rows else None
+
+
+def _ledger(db, role: str) -> list[tuple]:
+    return db.execute(
+        "SELECT epsilon, delta, mechanism, sql, session_role FROM diffix.budget_ledger "
+        "WHERE role_name = %s ORDER BY id",
+        (role,),
+    )
+
+
+@pytest.fixture
+def analyst(db):
+    role = db.create_role("anonymized_untrusted")
+    db.admin.execute("CALL diffix.set_privacy_budget(%s, 3, 0.001)", (role,))
+    return role
+
+
+def test_a_charge_survives_the_callers_rollback(db, analyst):
+    conn = db.as_role(analyst)
+    with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+        assert conn.execute(CHARGE, (1.0, 0.0001, "SELECT 1")).fetchone() == (2.0, 0.0009)
+        conn.execute("SELECT 1 / 0")
+    conn.execute("BEGIN")
+    conn.execute(CHARGE, (0.5, 0, "SELECT 2"))
+    conn.execute("ROLLBACK")
+    assert _budget(db, analyst)[2:6] == (
+        Decimal("1.5"),
+        Decimal("0.0001"),
+        Decimal("1.5"),
+        Decimal("0.0009"),
+    )
+    assert _ledger(db, analyst) == [
+        (Decimal("1"), Decimal("0.0001"), "dp", "SELECT 1", analyst),
+        (Decimal("0.5"), Decimal("0"), "dp", "SELECT 2", analyst),
+    ]
+
+
+def test_racing_sessions_get_exactly_the_charges_the_budget_admits(db, analyst):
+    sessions = [db.as_role(analyst) for _ in range(8)]
+    barrier = threading.Barrier(len(sessions))
+    outcomes: list[str] = []
+
+    def race(conn: psycopg.Connection) -> None:
+        barrier.wait()
+        try:
+            conn.execute(CHARGE, (1.0, 0.0, "SELECT count(*) FROM t"))
+            outcomes.append("charged")
+        except psycopg.errors.ProgramLimitExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=race, args=(conn,)) for conn in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["charged"] * 3 + ["refused"] * 5
+    assert db.execute(
+        "SELECT sum(epsilon), count(*) FROM diffix.budget_ledger WHERE role_name = %s", (analyst,)
+    ) == [(Decimal("3"), 3)]
+    assert _budget(db, analyst)[2] == Decimal("3")
+    assert _budget(db, analyst)[4] == Decimal("0")
+
+
+def test_a_refused_charge_spends_nothing_and_says_what_is_left(db, analyst):
+    conn = db.as_role(analyst)
+    conn.execute(CHARGE, (2.5, 0, "SELECT 1"))
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as error:
+        conn.execute(CHARGE, (1.0, 0, "SELECT 2"))
+    assert "epsilon 0.5, delta 0.001 left" in error.value.diag.message_primary
+    assert error.value.diag.message_detail == "nothing was spent"
+    assert "smaller epsilon" in error.value.diag.message_hint
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        conn.execute(CHARGE, (0.1, 0.002, "SELECT 3"))  # delta alone is too much
+    assert _budget(db, analyst)[2:4] == (Decimal("2.5"), Decimal("0"))
+    assert len(_ledger(db, analyst)) == 1
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "delta"),
+    [(-1.0, 0.0), (0.0, 0.0), (float("nan"), 0.0), (float("inf"), 0.0), (1.0, -0.1), (1.0, 1.0)],
+)
+def test_a_negative_or_invalid_cost_cannot_refund_or_reset(db, analyst, epsilon, delta):
+    conn = db.as_role(analyst)
+    conn.execute(CHARGE, (2.0, 0, "SELECT 1"))
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute(CHARGE, (epsilon, delta, "refund"))
+    assert _budget(db, analyst)[2] == Decimal("2")
+
+
+def test_a_role_without_a_budget_gets_a_clear_error(db):
+    role = db.create_role("anonymized_untrusted")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as error:
+        db.as_role(role).execute(CHARGE, (0.1, 0, "SELECT 1"))
+    assert error.value.diag.message_primary == f'role "{role}" has no privacy budget'
+    assert "diffix.set_privacy_budget" in error.value.diag.message_hint
+
+
+def test_the_budget_charged_is_the_role_the_session_acts_as(db, analyst):
+    """A login role that SETs ROLE to a group pays from the group's budget, never another's."""
+    team = db.create_role("anonymized_untrusted", login=False)
+    member = db.create_role("anonymized_untrusted")
+    db.admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(team), sql.Identifier(member)))
+    db.admin.execute("CALL diffix.set_privacy_budget(%s, 1, 0)", (team,))
+    conn = db.as_role(member)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(CHARGE, (0.5, 0, "mine"))
+    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(team)))
+    conn.execute(CHARGE, (0.5, 0, "the team's"))
+    assert _ledger(db, team) == [(Decimal("0.5"), Decimal("0"), "dp", "the team's", member)]
+    assert _budget(db, analyst)[2] == Decimal("0")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(analyst)))
+
+
+def test_analysts_see_their_own_budget_and_admins_see_all(db, analyst):
+    other = db.create_role("anonymized_untrusted")
+    db.admin.execute("CALL diffix.set_privacy_budget(%s, 7, 0)", (other,))
+    rows = db.as_role(analyst).execute("SELECT * FROM diffix.privacy_budget()").fetchall()
+    assert rows == [(analyst, 3, Decimal("0.001"), 0, 0, 3, Decimal("0.001"), None)]
+    assert {r[0] for r in db.execute("SELECT * FROM diffix.privacy_budget()")} >= {analyst, other}
+
+
+def test_status_lists_the_budgets(db, analyst, capsys):
+    db.as_role(analyst).execute(CHARGE, (1.0, 0, "SELECT 1"))
+    assert install.status(db.dsn()) == 0
+    out = capsys.readouterr().out
+    budgets = out[out.index("Privacy budgets:") : out.index("Security findings:")]
+    assert [line.split() for line in budgets.splitlines()[3:] if line.strip()] == [
+        [analyst, "|", "3", "|", "0.001", "|", "1", "|", "0", "|", "NULL"]
+    ]
+
+
+def test_set_privacy_budget_changes_totals_and_keeps_what_was_spent(db, analyst):
+    db.as_role(analyst).execute(CHARGE, (1.0, 0, "SELECT 1"))
+    db.admin.execute("CALL diffix.set_privacy_budget(%s, 10, 0.01)", (analyst,))
+    assert _budget(db, analyst)[:6] == (10, Decimal("0.01"), 1, 0, 9, Decimal("0.01"))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("{role}", -1, 0), "invalid epsilon"),
+        (("{role}", float("nan"), 0), "invalid epsilon"),
+        (("{role}", float("inf"), 0), "invalid epsilon"),
+        (("{role}", 1, 1), "invalid delta"),
+        (("{role}", 1, -0.5), "invalid delta"),
+        (("{role}", 1, None), "invalid delta"),
+        (("nosuchrole", 1, 0), 'role "nosuchrole" does not exist'),
+    ],
+)
+def test_set_privacy_budget_refuses_bad_input_and_changes_nothing(db, analyst, arguments, message):
+    role, epsilon, delta = arguments
+    with pytest.raises(psycopg.Error) as error:
+        db.admin.execute(
+            "CALL diffix.set_privacy_budget(%s, %s, %s)",
+            (role.format(role=analyst), epsilon, delta),
+        )
+    assert message in error.value.diag.message_primary
+    assert _budget(db, analyst)[:2] == (3, Decimal("0.001"))
+
+
+def test_set_privacy_budget_refuses_a_period_that_is_not_positive(db, analyst):
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        db.admin.execute("CALL diffix.set_privacy_budget(%s, 1, 0, interval '-1 day')", (analyst,))
+    assert _budget(db, analyst)[6] is None
+
+
+def test_a_renewing_budget_resets_when_its_period_has_passed(db, analyst):
+    db.admin.execute("CALL diffix.set_privacy_budget(%s, 1, 0, interval '1 day')", (analyst,))
+    conn = db.as_role(analyst)
+    conn.execute(CHARGE, (1.0, 0, "day one"))
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as error:
+        conn.execute(CHARGE, (1.0, 0, "too soon"))
+    assert "wait until the budget renews at" in error.value.diag.message_hint
+    renews_at = _budget(db, analyst)[6]
+    # Three and a half days later: the current period is the fourth, which ends 12 hours sooner.
+    db.execute(
+        "UPDATE diffix.privacy_budgets "
+        "SET period_start = period_start - interval '3 days 12 hours' WHERE roleid = %s::regrole",
+        (analyst,),
+    )
+    assert _budget(db, analyst)[2] == 0
+    assert _budget(db, analyst)[6] == renews_at - timedelta(hours=12)
+    conn.execute(CHARGE, (1.0, 0, "day four"))
+    assert _budget(db, analyst)[2:5] == (1, 0, 0)
+
+
+def test_budget_periods_are_whole_multiples_of_the_renewal(module_db):
+    rows = module_db.execute(
+        "SELECT diffix._budget_period('2026-01-01', '1 day', '2026-01-01 23:59'),"
+        "       diffix._budget_period('2026-01-01', '1 day', '2026-01-11 00:00'),"
+        "       diffix._budget_period('2026-01-31', '1 month', '2026-05-02'),"
+        "       diffix._budget_period('2026-01-01', '1 second', '2027-01-01 00:00:00.5'),"
+        "       diffix._budget_period('2026-01-01', NULL, '2030-01-01')"
+    )
+    days = [value.isoformat() for value in rows[0]]
+    assert days == [
+        "2026-01-01T00:00:00+00:00",
+        "2026-01-11T00:00:00+00:00",
+        "2026-04-30T00:00:00+00:00",
+        "2027-01-01T00:00:00+00:00",
+        "2026-01-01T00:00:00+00:00",
+    ]
+
+
+def test_analysts_cannot_read_or_change_budgets_or_the_ledger(db, analyst):
+    conn = db.as_role(analyst)
+    conn.execute(CHARGE, (1.0, 0, "SELECT 1"))
+    victim = db.create_role("anonymized_untrusted")
+    db.admin.execute("CALL diffix.set_privacy_budget(%s, 3, 0)", (victim,))
+    attacks = [
+        "SELECT * FROM diffix.privacy_budgets",
+        "SELECT * FROM diffix.budget_ledger",
+        "SELECT * FROM diffix.ledger_link",
+        "UPDATE diffix.privacy_budgets SET epsilon_spent = 0",
+        "DELETE FROM diffix.budget_ledger",
+        "INSERT INTO diffix.privacy_budgets (roleid, epsilon_total, delta_total) "
+        "VALUES (1, 100, 0)",
+        f"CALL diffix.set_privacy_budget('{analyst}', 100, 0)",
+        # the internal writers: reset, refund or charge someone else
+        f"SELECT diffix._ledger_spend('{victim}'::regrole::oid, '{victim}', '{victim}', 3, 0, "
+        "'dp', 'x')",
+        f"SELECT diffix._ledger_spend('{analyst}'::regrole::oid, '{analyst}', '{analyst}', -1, "
+        "0, 'dp', 'x')",
+        "SELECT diffix._loopback('UPDATE diffix.privacy_budgets SET epsilon_spent = 0')",
+        "SELECT diffix._ledger_connstr()",
+        "SELECT diffix._ledger_probe('host=/tmp')",
+        "SELECT diffix._ledger_choose_link()",
+        # dblink itself, and the backend's open loopback connection
+        "SELECT diffix_dblink.dblink_get_connections()",
+        "SELECT * FROM diffix_dblink.dblink('pldiffix_ledger', "
+        "'UPDATE diffix.privacy_budgets SET epsilon_spent = 0') AS t(x text)",
+        "SELECT diffix_dblink.dblink_exec('pldiffix_ledger', 'DELETE FROM diffix.budget_ledger')",
+    ]
+    for attack in attacks:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(attack)
+    assert _budget(db, analyst)[2] == 1
+    assert _budget(db, victim)[2] == 0
+    assert len(_ledger(db, analyst)) == 1
+
+
+def test_the_loopback_reconnects_when_its_backend_dies(db, analyst):
+    conn = db.as_role(analyst)
+    conn.execute(CHARGE, (1.0, 0, "first"))
+    killed = db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'pldiffix_ledger' AND datname = current_database()"
+    )
+    assert killed and all(ok for (ok,) in killed)
+    conn.execute(CHARGE, (1.0, 0, "second"))
+    assert [row[3] for row in _ledger(db, analyst)] == ["first", "second"]
+
+
+def test_check_security_reports_whoever_could_use_the_loopback(db):
+    assert not [f for f in db.execute("SELECT * FROM diffix.check_security()") if "ledger" in f[2]]
+    intruder = db.create_role("direct")
+    db.admin.execute(
+        "GRANT EXECUTE ON FUNCTION diffix_dblink.dblink_exec(text, text) TO PUBLIC;"
+        f'GRANT diffix_ledger TO "{intruder}"'
+    )
+    leftover = "diffix_ledger_4000000000"  # the login role of a database dropped without uninstall
+    db.admin.execute(f"CREATE ROLE {leftover} LOGIN; GRANT diffix_ledger TO {leftover}")
+    db.roles.append(leftover)
+    findings = {(f[0], f[1], f[3]) for f in db.execute("SELECT * FROM diffix.check_security()")}
+    assert (
+        "critical",
+        "diffix_dblink.dblink_exec(text,text)",
+        "REVOKE EXECUTE ON FUNCTION diffix_dblink.dblink_exec(text,text) FROM PUBLIC",
+    ) in findings
+    assert ("critical", intruder, f"REVOKE diffix_ledger FROM {intruder}") in findings
+    assert ("warning", leftover, f"DROP ROLE {leftover}") in findings
+
+
+def test_the_python_contract_in_the_server(db):
+    """core/ledger.py as the DP path calls it, inside PL/Python (as the superuser, whose own
+    budget it spends): remaining, charge, and a refusal raised as a clean user error."""
+    db.admin.execute("CALL diffix.set_privacy_budget('postgres', 1, 0.5)")
+    body = """
+plpy.execute("SELECT diffix._load_python()")
+from pldiffix.core import ledger
+from pldiffix.core.errors import reports_errors
+
+before = ledger.remaining(plpy)
+after = ledger.charge(plpy, epsilon=0.75, delta=0.25, sql="SELECT 1", mechanism="dp")
+plpy.notice(f"{before.epsilon} {before.delta} {after.epsilon} {after.delta}")
+
+@reports_errors
+def overspend(plpy):
+    ledger.charge(plpy, epsilon=0.5, delta=0.0, sql="SELECT 2", mechanism="dp")
+
+overspend(plpy)
+"""
+    notices: list[str] = []
+    db.admin.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as error:
+        db.admin.execute(sql.SQL("DO {} LANGUAGE plpython3u").format(sql.Literal(body)))
+    assert notices == ["1.0 0.5 0.25 0.25"]
+    # a DO block adds PL/Python's prefix; entry points' PL/pgSQL wrappers strip it (_reraise)
+    assert error.value.diag.message_primary == (
+        "plpy.Error: privacy budget exceeded: this query costs epsilon 0.5, delta 0; "
+        'role "postgres" has epsilon 0.25, delta 0.25 left'
+    )
+    assert error.value.diag.message_detail == "nothing was spent"
+    assert error.value.diag.message_hint.startswith("ask for a smaller epsilon")
+    spent = (Decimal("0.75"), Decimal("0.25"), "dp", "SELECT 1", "postgres")
+    assert _ledger(db, "postgres") == [spent]
+
+
+def test_a_dblink_the_database_had_is_used_and_closed_to_analysts(empty_db):
+    empty_db.admin.execute("CREATE EXTENSION dblink")  # in public, executable by PUBLIC
+    install.install(empty_db.dsn(), out=io.StringIO())
+    analyst = empty_db.create_role("anonymized_untrusted")
+    empty_db.admin.execute("CALL diffix.set_privacy_budget(%s, 1, 0)", (analyst,))
+    conn = empty_db.as_role(analyst)
+    conn.execute(CHARGE, (1.0, 0, "SELECT 1"))
+    for attack in [
+        "SELECT public.dblink_get_connections()",
+        "SELECT public.dblink_exec('pldiffix_ledger', 'DELETE FROM diffix.budget_ledger')",
+    ]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(attack)
+    assert _budget(empty_db, analyst)[2] == 1
+    login = empty_db.execute("SELECT login_role FROM diffix.ledger_link")[0][0]
+    out = io.StringIO()
+    install.uninstall(empty_db.dsn(), out=out)
+    assert f"dropped role {login}" in out.getvalue()
+    assert empty_db.execute("SELECT to_regrole(%s)", (login,)) == [(None,)]
+    assert empty_db.execute(
+        "SELECT count(*) FROM aclexplode((SELECT proacl FROM pg_proc "
+        "WHERE oid = 'public.dblink_exec(text, text)'::regprocedure)) a "
+        "WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = 'diffix_ledger')"
+    ) == [(0,)]
+    # uninstall dropped the cluster-wide group roles no other database uses: later tests need them
+    install.install(empty_db.dsn(), out=io.StringIO())
+
+
+def test_a_definer_function_charges_and_logs_its_caller_not_its_owner(db, analyst):
+    """The DP path charges from inside diffix_engine's SECURITY DEFINER function: the budget and
+    the log row must be the analyst's, never the definer's."""
+    db.admin.execute(
+        """
+        CREATE FUNCTION public.pay_as_engine() RETURNS double precision
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+          SELECT diffix._audit_record('anonymized_untrusted', 'dp', 'as engine', true);
+          SELECT epsilon_remaining FROM diffix._charge_budget(1, 0, 'as engine', 'dp')
+        $$;
+        ALTER FUNCTION public.pay_as_engine() OWNER TO diffix_engine;
+        """
+    )
+    db.admin.execute("CALL diffix.set_privacy_budget('diffix_engine', 100, 0)")
+    assert db.as_role(analyst).execute("SELECT public.pay_as_engine()").fetchone() == (2.0,)
+    assert _ledger(db, analyst) == [(Decimal("1"), Decimal("0"), "dp", "as engine", analyst)]
+    assert _budget(db, "diffix_engine")[2] == 0
+    assert db.execute(
+        "SELECT session_role, effective_role FROM diffix.show_audit() WHERE sql = 'as engine'"
+    ) == [(analyst, analyst)]
