@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from pldiffix_installer import audit, cellkey, install
+from pldiffix_installer import audit, cellkey, install, perturb
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def _build_parser() -> argparse.ArgumentParser:
         ("tbe-configure", "validate a TBE configuration and its CSV files, then apply it"),
         ("tbe-keys", "add a column of random record keys in [0, bigN) to a table"),
         ("laplace-configure", "validate a Laplace configuration, then apply it"),
+        ("perturb-report", "utility and risk figures of a row-perturbed table"),
+        ("perturb-export", "write a row-perturbed table's view to a CSV file"),
         ("audit", "show the audit log of analyst queries (administrators)"),
     ]:
         command = commands.add_parser(name, help=help_text)
@@ -31,7 +33,13 @@ def _build_parser() -> argparse.ArgumentParser:
             help="libpq connection string of a superuser (default: $PLDIFFIX_DSN)",
         )
         parsers[name] = command
-    for name in ("tbe-configure", "tbe-keys", "laplace-configure"):
+    for name in (
+        "tbe-configure",
+        "tbe-keys",
+        "laplace-configure",
+        "perturb-report",
+        "perturb-export",
+    ):
         parsers[name].add_argument("--table", required=True, help="the table, as in SQL")
     for name in ("tbe-configure", "laplace-configure"):
         parsers[name].add_argument(
@@ -47,6 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parsers["tbe-keys"].add_argument(
         "--big-n", type=int, help="bigN (default: from the table's stored TBE configuration)"
     )
+    parsers["perturb-export"].add_argument("--csv", required=True, help="the file to write")
     parsers["audit"].add_argument("--role", help="only this role's queries (session or effective)")
     parsers["audit"].add_argument(
         "--since", help="only queries from this time on (a timestamptz, e.g. '2026-01-31 12:00')"
@@ -70,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             cellkey.tbe_keys(args.dsn, args.table, args.column, args.big_n)
         elif args.command == "laplace-configure":
             cellkey.configure_laplace(args.dsn, args.table, args.config)
+        elif args.command == "perturb-report":
+            perturb.report(args.dsn, args.table)
+        elif args.command == "perturb-export":
+            perturb.export(args.dsn, args.table, args.csv)
         elif args.command == "audit":
             audit.show(args.dsn, args.role, args.since)
         else:

@@ -24,6 +24,8 @@ ROLES = (
     "diffix_anonymized_dp",
     "diffix_admin",
     "diffix_engine",
+    "diffix_perturbed",
+    "diffix_perturb_owner",
     "diffix_ledger",
 )
 EVENT_TRIGGERS = (
@@ -249,6 +251,16 @@ def uninstall(dsn: str, out: TextIO | None = None) -> None:
                 conn.execute(
                     sql.SQL("REVOKE SELECT ON {} FROM diffix_engine").format(sql.SQL(table))
                 )
+            microdata = conn.execute(
+                "SELECT relid::regclass::text FROM diffix.microdata_tables"
+                if conn.execute("SELECT to_regclass('diffix.microdata_tables')").fetchone()[0]
+                else "SELECT NULL WHERE false"
+            ).fetchall()
+            for (table,) in microdata:
+                conn.execute(
+                    sql.SQL("REVOKE SELECT ON {} FROM diffix_perturb_owner").format(sql.SQL(table))
+                )
+            conn.execute("DROP SCHEMA IF EXISTS diffix_perturbed CASCADE")
             for trigger in EVENT_TRIGGERS:
                 conn.execute(
                     sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(trigger))

@@ -187,6 +187,11 @@ def _unaudited_answer(
     if level is AccessLevel.ANONYMIZED_DP:
         route.mechanism = "dp"
         return _dp_routed(plpy, sql, tree, with_types)
+    if level is AccessLevel.PERTURBED:
+        raise PermissionError(
+            "the perturbed access level reads the views in diffix_perturbed with plain SQL, "
+            "not through diffix.query_json"
+        )
     # TBE / Laplace tables have their own engine (cellkey/engine.py).
     from pldiffix.cellkey import engine as cellkey_engine
 

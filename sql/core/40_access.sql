@@ -22,7 +22,8 @@ AS $$
     UNION
     SELECT m.roleid FROM pg_auth_members m JOIN memberships ms ON m.member = ms.roleid
   )
-  SELECT CASE WHEN bool_or(r.rolname = 'diffix_anonymized_dp') THEN 'anonymized_dp'
+  SELECT CASE WHEN bool_or(r.rolname = 'diffix_perturbed') THEN 'perturbed'
+              WHEN bool_or(r.rolname = 'diffix_anonymized_dp') THEN 'anonymized_dp'
               WHEN bool_or(r.rolname = 'diffix_anonymized_untrusted') THEN 'anonymized_untrusted'
               WHEN bool_or(r.rolname = 'diffix_anonymized_trusted') THEN 'anonymized_trusted'
               WHEN bool_or(r.rolname = 'diffix_direct') THEN 'direct' END
@@ -42,7 +43,8 @@ AS $$
     SELECT r.oid, r.rolname,
            COALESCE(diffix._stored_level(r.oid), (SELECT level FROM defaults)) AS level
     FROM pg_roles r
-    WHERE r.rolname !~ '^pg_' AND r.rolname NOT IN ('diffix_engine', 'diffix_admin', 'diffix_direct')
+    WHERE r.rolname !~ '^pg_'
+      AND r.rolname NOT IN ('diffix_engine', 'diffix_admin', 'diffix_direct', 'diffix_perturb_owner')
   )
   SELECT oid, rolname, level FROM levels WHERE level <> 'direct'
 $$;
@@ -89,7 +91,7 @@ BEGIN
     JOIN pg_roles r ON r.oid = m.member
     WHERE m.member = target
       AND g.rolname IN ('diffix_direct', 'diffix_anonymized_trusted', 'diffix_anonymized_untrusted',
-                        'diffix_anonymized_dp')
+                        'diffix_anonymized_dp', 'diffix_perturbed')
   LOOP
     EXECUTE format('REVOKE %I FROM %I', membership.group_role, membership.member_role);
   END LOOP;
@@ -114,11 +116,11 @@ BEGIN
   IF target IS NULL THEN
     RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
   END IF;
-  IF wanted IS NULL
-     OR wanted NOT IN ('direct', 'anonymized_trusted', 'anonymized_untrusted', 'anonymized_dp') THEN
+  IF wanted IS NULL OR wanted NOT IN ('direct', 'anonymized_trusted', 'anonymized_untrusted',
+                                      'anonymized_dp', 'perturbed') THEN
     RAISE EXCEPTION 'unknown access level "%"', access_level
       USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'use direct, anonymized_trusted, anonymized_untrusted or anonymized_dp';
+            HINT = 'use direct, anonymized_trusted, anonymized_untrusted, anonymized_dp or perturbed';
   END IF;
   IF role_name ~ '^(diffix_|pg_)' THEN
     RAISE EXCEPTION 'role "%" is a system role and cannot be marked', role_name

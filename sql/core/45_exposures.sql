@@ -10,6 +10,9 @@ AS $$
   WITH personal AS (
     SELECT c.oid, c.relacl, c.relowner FROM diffix.table_labels l
     JOIN pg_class c ON c.oid = l.relid WHERE l.label IN ('personal', 'perturbed')
+    UNION  -- tables perturbed row by row for the perturbed level (sql/perturb)
+    SELECT c.oid, c.relacl, c.relowner FROM diffix.microdata_tables m
+    JOIN pg_class c ON c.oid = m.relid
   ), anonymized AS (
     SELECT a.roleid FROM diffix._anonymized_roles() a
     JOIN pg_roles r ON r.oid = a.roleid WHERE NOT r.rolsuper

@@ -244,13 +244,26 @@ AS $$
     SELECT 2, 'column', c.relid::regclass::text || '.' || quote_ident(a.attname), c.label
     FROM diffix.column_labels c
     JOIN pg_attribute a ON a.attrelid = c.relid AND a.attnum = c.attnum
+    UNION ALL  -- row-level perturbation for the perturbed level (sql/perturb)
+    SELECT 1, 'table', m.relid::regclass::text,
+           format('perturbed rows (view %I.%I)', m.view_schema, m.view_name)
+    FROM diffix.microdata_tables m
+    UNION ALL
+    SELECT 2, 'column', m.relid::regclass::text || '.' || quote_ident(a.attname),
+           CASE WHEN a.attnum = m.row_key_attnum THEN 'row key, ' ELSE '' END
+             || COALESCE('perturb ' || mc.method, CASE WHEN a.attnum = m.row_key_attnum
+                                                       THEN 'drop' END)
+    FROM diffix.microdata_tables m
+    JOIN pg_attribute a ON a.attrelid = m.relid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN diffix.microdata_columns mc ON mc.relid = m.relid AND mc.attnum = a.attnum
+    WHERE mc.attnum IS NOT NULL OR a.attnum = m.row_key_attnum
     UNION ALL
     SELECT 3, 'role', quote_ident(r.rolname), substr(g.rolname, 8)
     FROM pg_auth_members m
     JOIN pg_roles g ON g.oid = m.roleid
     JOIN pg_roles r ON r.oid = m.member
     WHERE g.rolname IN ('diffix_direct', 'diffix_anonymized_trusted', 'diffix_anonymized_untrusted',
-                        'diffix_anonymized_dp')
+                        'diffix_anonymized_dp', 'diffix_perturbed')
   ) labels
   ORDER BY sort, objname, label
 $$;

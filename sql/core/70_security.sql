@@ -9,6 +9,9 @@ BEGIN
   DELETE FROM diffix.table_labels l
   USING pg_event_trigger_dropped_objects() d
   WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND l.relid = d.objid;
+  DELETE FROM diffix.microdata_tables m
+  USING pg_event_trigger_dropped_objects() d
+  WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND m.relid = d.objid;
   DELETE FROM diffix.column_labels c
   USING pg_event_trigger_dropped_objects() d
   WHERE d.classid = 'pg_class'::regclass AND d.objsubid > 0
@@ -31,6 +34,7 @@ AS $$
   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
     AND c.oid NOT IN (SELECT l.relid FROM diffix.table_labels l
                       WHERE l.label IN ('personal', 'perturbed'))
+    AND c.oid NOT IN (SELECT m.relid FROM diffix.microdata_tables m)
 $$;
 
 CREATE OR REPLACE FUNCTION diffix._note_acls_before_grant() RETURNS event_trigger
@@ -70,9 +74,10 @@ BEGIN
       IS DISTINCT FROM diffix._other_tables_acl_digest()
     OR current_query() ~* '\mall\s+tables\s+in\s+schema\M');
   IF opened_others THEN
-    SELECT string_agg(DISTINCT format('%s table %s', l.label, e.table_name), ', ')
+    SELECT string_agg(DISTINCT format('%s table %s', COALESCE(l.label, 'perturbed'), e.table_name),
+                      ', ')
       INTO withheld
-    FROM diffix._personal_table_exposures() e JOIN diffix.table_labels l ON l.relid = e.relid
+    FROM diffix._personal_table_exposures() e LEFT JOIN diffix.table_labels l ON l.relid = e.relid
     WHERE e.via IN ('table grant', 'column grant');
     PERFORM diffix._revoke_exposures();
     RAISE NOTICE 'GRANT applied except SELECT on %', withheld
@@ -80,8 +85,8 @@ BEGIN
             HINT = 'to give a role raw access, first CALL diffix.mark_role(role, ''direct'')';
   END IF;
   -- What could not be withheld (an owner change, another grantor's grant) refuses the command.
-  SELECT e.*, l.label INTO exposure
-  FROM diffix._personal_table_exposures() e JOIN diffix.table_labels l ON l.relid = e.relid
+  SELECT e.*, COALESCE(l.label, 'perturbed') AS label INTO exposure
+  FROM diffix._personal_table_exposures() e LEFT JOIN diffix.table_labels l ON l.relid = e.relid
   LIMIT 1;
   IF FOUND THEN
     RAISE EXCEPTION '% refused: % table % would be readable by % (%) outside anonymization',
@@ -116,6 +121,8 @@ AS $$
   WITH personal AS (
     SELECT c.oid FROM diffix.table_labels l JOIN pg_class c ON c.oid = l.relid
     WHERE l.label IN ('personal', 'perturbed')
+    UNION
+    SELECT m.relid FROM diffix.microdata_tables m
   ), anonymized AS (
     SELECT a.roleid, a.rolname, a.level, r.rolsuper, r.rolbypassrls, r.rolcanlogin
     FROM diffix._anonymized_roles() a JOIN pg_roles r ON r.oid = a.roleid
@@ -158,6 +165,30 @@ AS $$
          'reinstall pldiffix'
   FROM pg_proc p WHERE p.pronamespace = 'diffix'::regnamespace AND p.prosecdef
     AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')
+  UNION ALL
+  SELECT 'critical', 'diffix_perturb_owner',
+         'the owner of the perturbed views has attributes beyond a plain NOLOGIN role',
+         'ALTER ROLE diffix_perturb_owner NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS'
+  FROM pg_roles r WHERE r.rolname = 'diffix_perturb_owner'
+    AND (r.rolcanlogin OR r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolbypassrls)
+  UNION ALL
+  SELECT 'critical', quote_ident(m.rolname),
+         'member of diffix_perturb_owner: can read perturbed tables and the perturbation key',
+         format('REVOKE diffix_perturb_owner FROM %I', m.rolname)
+  FROM pg_auth_members am JOIN pg_roles o ON o.oid = am.roleid AND o.rolname = 'diffix_perturb_owner'
+  JOIN pg_roles m ON m.oid = am.member
+  UNION ALL
+  SELECT 'critical', quote_ident(a.rolname),
+         format('%s (%s) can read the perturbation key', a.rolname, a.level),
+         format('REVOKE SELECT ON diffix.microdata_key FROM %I', a.rolname)
+  FROM anonymized a
+  WHERE NOT a.rolsuper AND has_table_privilege(a.roleid, 'diffix.microdata_key', 'SELECT')
+  UNION ALL
+  SELECT 'warning', m.relid::regclass::text,
+         format('its perturbed view %I.%I is missing', m.view_schema, m.view_name),
+         format('CALL diffix.rebuild_perturbed_view(%L)', m.relid::regclass::text)
+  FROM diffix.microdata_tables m
+  WHERE to_regclass(format('%I.%I', m.view_schema, m.view_name)) IS NULL
   UNION ALL
   SELECT * FROM diffix._ledger_findings()
   UNION ALL

@@ -50,6 +50,10 @@ def test_bench_runs_end_to_end_on_a_tiny_scale(server_dsn, tmp_path, capsys):
         assert query["plain"]["error"] is None and query["anonymized"]["error"] is None, query
         assert query["ratio"] > 0
     assert "DP query (epsilon 1, delta 1e-6)" in out
+    read = scale["perturbed_read"]
+    assert read["plain"]["error"] is None and read["anonymized"]["error"] is None
+    assert read["plain"]["rows"] == read["anonymized"]["rows"] == 2000 and read["ratio"] > 0
+    assert "perturbed view (read every customer): base table" in out
     first = scale["first_call"]
     assert first["error"] is None, first["error"]
     assert first["access_level_first_ms"] > 0 and first["query_json_public_first_ms"] > 0

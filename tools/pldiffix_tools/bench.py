@@ -53,6 +53,7 @@ ROLE_DIRECT = "bench_direct"
 ROLE_ANONYMIZED = "bench_anonymized"
 ROLE_PG_DIFFIX = "bench_pg_diffix_trusted"
 ROLE_DP = "bench_dp"
+ROLE_PERTURBED = "bench_perturbed"
 DB_DATA = "bench_data"
 DB_PLDIFFIX = "bench_pldiffix"
 DB_PG_DIFFIX = "bench_pg_diffix"
@@ -108,6 +109,15 @@ INSERT INTO cities VALUES ('Berlin', 'DE'), ('Rome', 'IT'), ('London', 'GB'), ('
   ('Madrid', 'ES'), ('Vienna', 'AT'), ('Oslo', 'NO'), ('Lisbon', 'PT');
 """
 PUBLIC_QUERY = "SELECT name, country FROM cities"
+# Row-level perturbation (docs/perturbation.md): every customer read through the perturbed view
+# (age and amount noisy) by a perturbed role, against the base table read by the direct role.
+PERTURBATION = """
+CALL diffix.mark_perturbed('customers', 'id');
+CALL diffix.perturb_column('customers', 'age', 'uniform', '{"a": 2, "min": 18}');
+CALL diffix.perturb_column('customers', 'amount', 'gaussian', '{"sd_fraction": 0.05, "min": 0}');
+"""
+PERTURBED_READ = Query("read every customer", "SELECT * FROM customers")
+PERTURBED_VIEW_SQL = "SELECT * FROM diffix_perturbed.customers"
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -247,6 +257,8 @@ class ScaleResult:
     first_call: FirstCall
     pg_diffix_note: str | None = None
     dp: list[QueryResult] = field(default_factory=list)  # `anonymized` is the DP answer
+    # plain: the base table as the direct role; anonymized: the perturbed view (target: 3x)
+    perturbed_read: QueryResult | None = None
 
     @property
     def geomean(self) -> float | None:
@@ -320,6 +332,14 @@ def format_scale(result: ScaleResult) -> str:
         ]
         dp_headers = ["DP query (epsilon 1, delta 1e-6)", "plain ms", "DP ms", "ratio", "notes"]
         lines.append(render_table(dp_headers, dp_rows, [1, 2, 3]))
+    read = result.perturbed_read
+    if read is not None:
+        error = read.plain.error or read.anonymized.error
+        lines.append(
+            f"  perturbed view ({read.name}): base table {_fmt(read.plain.best_ms)} ms, "
+            f"perturbed view {_fmt(read.anonymized.best_ms)} ms, ratio {_fmt(read.ratio, 2, 'x')}"
+            + (f" ({_short_error(error)})" if error else "")
+        )
     if result.pg_diffix_note:
         lines.append(f"  pg_diffix: {result.pg_diffix_note}")
     fc = result.first_call
@@ -377,6 +397,9 @@ def to_json(results: Sequence[ScaleResult], meta: dict[str, Any]) -> dict[str, A
                 "first_call": asdict(r.first_call),
                 "queries": queries,
                 "dp": [asdict(q) | {"ratio": q.ratio} for q in r.dp],
+                "perturbed_read": None
+                if r.perturbed_read is None
+                else {**asdict(r.perturbed_read), "ratio": r.perturbed_read.ratio},
             }
         )
     return {**meta, "scales": scales}
@@ -613,7 +636,7 @@ def _drop_everything(dsn: str) -> None:
             admin.execute(
                 pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(db))
             )
-        for role in (ROLE_DIRECT, ROLE_ANONYMIZED, ROLE_PG_DIFFIX, ROLE_DP):
+        for role in (ROLE_DIRECT, ROLE_ANONYMIZED, ROLE_PG_DIFFIX, ROLE_DP, ROLE_PERTURBED):
             admin.execute(pgsql.SQL("DROP ROLE IF EXISTS {}").format(pgsql.Identifier(role)))
 
 
@@ -666,6 +689,14 @@ def setup_pldiffix(dsn: str, configure: Sequence[tuple[str, str]] = ()) -> None:
         for name, value in configure:
             conn.execute("CALL diffix.configure(%s, %s)", (name, value))
         conn.execute(DP_SETUP)
+
+
+def setup_perturbation(dsn: str) -> None:
+    """The customers table perturbed row by row, and a role at the perturbed level."""
+    with _connect(dsn, DB_PLDIFFIX) as conn:
+        conn.execute(PERTURBATION)
+        conn.execute(f"CREATE ROLE {ROLE_PERTURBED} LOGIN")
+        conn.execute(f"CALL diffix.mark_role('{ROLE_PERTURBED}', 'perturbed')")
 
 
 def pg_diffix_available(dsn: str) -> str | None:
@@ -735,8 +766,11 @@ def run_scale(
             pgd = measure(pg_diffix, query.sql, None, args.repeat, args.timeout)
         results.append(QueryResult(query.name, query.sql, plain, anon, pgd_plain, pgd))
     dp_results = measure_dp(dsn, direct, args)
+    read = measure_perturbed_read(dsn, direct, args)
     first = first_call_latency(anonymized, args.sessions)
-    return ScaleResult(customers, 3 * customers, build_seconds, results, first, note, dp_results)
+    return ScaleResult(
+        customers, 3 * customers, build_seconds, results, first, note, dp_results, read
+    )
 
 
 def measure_dp(dsn: str, direct: str, args: argparse.Namespace) -> list[QueryResult]:
@@ -751,6 +785,19 @@ def measure_dp(dsn: str, direct: str, args: argparse.Namespace) -> list[QueryRes
         answer = measure(dp, DP_CALL, (query.sql,), args.repeat, args.timeout)
         results.append(QueryResult(query.name, query.sql, plain, answer))
     return results
+
+
+def measure_perturbed_read(dsn: str, direct: str, args: argparse.Namespace) -> QueryResult:
+    print(f"   perturbed view: {PERTURBED_READ.name} ...", flush=True)
+    setup_perturbation(dsn)
+    perturbed = make_conninfo(dsn, dbname=DB_PLDIFFIX, user=ROLE_PERTURBED)
+    read = QueryResult(
+        PERTURBED_READ.name,
+        PERTURBED_READ.sql,
+        measure(direct, PERTURBED_READ.sql, None, args.repeat, args.timeout),
+        measure(perturbed, PERTURBED_VIEW_SQL, None, args.repeat, args.timeout),
+    )
+    return read
 
 
 def _meta(dsn: str, settings: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:

@@ -153,6 +153,58 @@ def _dp_demo(bank_dsn: str) -> None:
 
 def _interval(bounds: list[float] | None) -> str:
     return "" if bounds is None else f"[{bounds[0]:.6g}, {bounds[1]:.6g}]"
+# The seed's patients (shared/seeds/000): row-level perturbation behind a view
+# (docs/perturbation.md).
+PATIENTS = """
+CREATE TABLE patients (id SERIAL PRIMARY KEY, full_name VARCHAR(100), birth_date DATE,
+                       country VARCHAR(50), medical_condition VARCHAR(100),
+                       medical_expense DECIMAL(10,2));
+INSERT INTO patients (full_name, birth_date, country, medical_condition, medical_expense) VALUES
+  ('Holly Hess', '1984-03-05', 'Honduras', 'Diabetes', 6357.33),
+  ('Tina Quinn', '1955-08-24', 'Malta', 'Heart Condition', 1784.26),
+  ('Eric Doyle', '1982-07-17', 'Namibia', 'Respiratory Issues', 5204.99),
+  ('Lisa Ford', '2006-09-11', 'Suriname', 'Kidney Disease', 2389.86),
+  ('Madison Martinez', '2001-07-10', 'Svalbard & Jan Mayen Islands', 'Heart Condition', 6792.99),
+  ('Barbara Lawrence', '1969-02-27', 'Israel', 'Respiratory Issues', 1175.56),
+  ('Nathan Thornton', '1951-07-17', 'Colombia', 'Diabetes', 7734.64),
+  ('Tina Burns', '1958-05-29', 'Guadeloupe', 'Heart Condition', 1032.71),
+  ('Margaret Skinner DVM', '1989-10-19', 'Brunei Darussalam', 'Heart Condition', 8953.92),
+  ('Vanessa Weber', '1943-08-18', 'Jamaica', 'Kidney Disease', 6620.94);
+GRANT SELECT ON patients TO teller;
+CALL diffix.mark_perturbed('patients', 'id');
+CALL diffix.perturb_column('patients', 'medical_expense', 'uniform', '{"a": 100, "min": 0}');
+CALL diffix.perturb_column('patients', 'full_name', 'mask', '{"keep_first": 1}');
+CALL diffix.perturb_column('patients', 'birth_date', 'generalize', '{"to": "year"}');
+CALL diffix.set_quasi_identifiers('patients', 'birth_date', 'medical_condition');
+CREATE ROLE researcher LOGIN;
+CALL diffix.mark_role('researcher', 'perturbed');
+"""
+
+
+def _plain(conn: psycopg.Connection, sql: str) -> str:
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return format_table([c.name for c in cur.description or []], cur.fetchall())
+    except psycopg.Error as error:
+        return f"  refused: {error.diag.message_primary}"
+
+
+def _perturbation_demo(bank_dsn: str, teller: psycopg.Connection) -> None:
+    with psycopg.connect(bank_dsn, autocommit=True) as conn:
+        conn.execute(PATIENTS)
+        report = _plain(conn, "SELECT * FROM diffix.perturbation_report('patients')")
+    order = " ORDER BY country"
+    print("\n== Row-level perturbation: the seed's patients table behind a perturbed view")
+    print("-- teller (direct): SELECT * FROM patients")
+    print(_plain(teller, "SELECT * FROM patients" + order))
+    with psycopg.connect(make_conninfo(bank_dsn, user="researcher"), autocommit=True) as researcher:
+        print("-- researcher (perturbed): SELECT * FROM diffix_perturbed.patients")
+        print(_plain(researcher, "SELECT * FROM diffix_perturbed.patients" + order))
+        print("-- researcher (perturbed): SELECT * FROM patients")
+        print(_plain(researcher, "SELECT * FROM patients"))
+    print("-- the administrator: SELECT * FROM diffix.perturbation_report('patients')")
+    print(report)
 
 
 def _show(conn: psycopg.Connection, sql: str) -> str:
@@ -171,6 +223,7 @@ def run(dsn: str) -> None:
         admin.execute("DROP ROLE IF EXISTS teller")
         admin.execute("DROP ROLE IF EXISTS analyst")
         admin.execute("DROP ROLE IF EXISTS dp_analyst")
+        admin.execute("DROP ROLE IF EXISTS researcher")
         admin.execute("CREATE DATABASE bank")
     bank_dsn = make_conninfo(dsn, dbname="bank")
     print("== Installing pldiffix into database 'bank'")
@@ -199,6 +252,7 @@ def run(dsn: str) -> None:
             print(_show(analyst, sql))
         _tbe_demo(bank_dsn, teller, analyst)
         _dp_demo(bank_dsn)
+        _perturbation_demo(bank_dsn, teller)
         print("\n== Security findings (SELECT * FROM diffix.check_security())")
         with psycopg.connect(bank_dsn) as conn:
             rows = conn.execute(

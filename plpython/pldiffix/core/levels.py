@@ -12,6 +12,8 @@ class AccessLevel(StrEnum):
     # Differentially private answers against a privacy budget (pldiffix/dp). Ranked above
     # untrusted so that a DP role can never lower itself into Diffix answers, which spend nothing.
     ANONYMIZED_DP = "anonymized_dp"
+    # reads perturbed views (sql/perturb) only; the anonymizing engines refuse it
+    PERTURBED = "perturbed"
 
     @property
     def rank(self) -> int:
@@ -36,6 +38,7 @@ _RANK = {
     AccessLevel.ANONYMIZED_TRUSTED: 1,
     AccessLevel.ANONYMIZED_UNTRUSTED: 2,
     AccessLevel.ANONYMIZED_DP: 3,
+    AccessLevel.PERTURBED: 4,
 }
 
 

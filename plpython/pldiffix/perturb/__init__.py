@@ -1,0 +1,1 @@
+"""Row-level perturbation of microdata behind views (docs/perturbation.md)."""

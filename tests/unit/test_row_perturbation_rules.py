@@ -1,0 +1,187 @@
+"""Pure parts of row-level perturbation: rule validation, the views' SQL, linkage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pldiffix.perturb import expressions, report
+from pldiffix.perturb.config import Column, PerturbationError, Rule, validate
+
+EXPENSE = Column("medical_expense", "numeric", "numeric(10,2)", 2)
+VISITS = Column("visits", "int4", "integer")
+WEIGHT = Column("weight", "float8", "double precision")
+BIRTH = Column("birth_date", "date", "date")
+SEEN = Column("seen_at", "timestamptz", "timestamp with time zone")
+NAME = Column("full_name", "varchar", "character varying(100)")
+BLOB = Column("photo", "bytea", "bytea")
+
+
+@pytest.mark.parametrize(
+    ("column", "method", "params", "expected"),
+    [
+        (EXPENSE, "uniform", {"a": 100, "min": 0}, {"a": 100.0, "min": 0}),
+        (WEIGHT, "gaussian", {"sd": 2}, {"sd": 2.0}),
+        (VISITS, "multiplicative", {"fraction": 0.2}, {"fraction": 0.2}),
+        (EXPENSE, "round", {"step": 50}, {"step": 50.0}),
+        (BIRTH, "date_shift", {"days": 30, "max": "2024-12-31"}, {"days": 30, "max": "2024-12-31"}),
+        (SEEN, "generalize", {"to": "month"}, {"to": "month"}),
+        (NAME, "mask", {}, {"keep_first": 1, "keep_last": 0, "char": "*"}),
+        (BLOB, "pseudonym", {}, {"length": 16, "domain": "photo"}),
+        (BLOB, "drop", {}, {}),
+        (NAME, "keep", None, {}),
+    ],
+)
+def test_valid_rules_are_normalized(column, method, params, expected) -> None:
+    assert validate(column, method, params) == Rule(method, expected)
+
+
+def test_sd_fraction_is_resolved_against_the_column_sd() -> None:
+    rule = validate(EXPENSE, "Gaussian", {"sd_fraction": 0.1}, column_sd=250.0)
+    assert rule == Rule("gaussian", {"sd": 25.0, "sd_fraction": 0.1})
+    with pytest.raises(PerturbationError, match="no standard deviation"):
+        validate(EXPENSE, "gaussian", {"sd_fraction": 0.1}, column_sd=None)
+
+
+@pytest.mark.parametrize(
+    ("column", "method", "params", "message"),
+    [
+        (EXPENSE, "laplace", {}, "unknown perturbation method 'laplace'"),
+        (NAME, "uniform", {"a": 1}, "method uniform does not apply to column 'full_name'"),
+        (EXPENSE, "mask", {}, "method mask does not apply"),
+        (EXPENSE, "date_shift", {"days": 3}, "method date_shift does not apply"),
+        (BIRTH, "gaussian", {"sd": 1}, "method gaussian does not apply"),
+        (EXPENSE, "uniform", {}, "method uniform needs parameter 'a'"),
+        (EXPENSE, "uniform", {"a": 0}, "parameter 'a' must be positive"),
+        (EXPENSE, "uniform", {"a": "5"}, "parameter 'a' must be a finite number"),
+        (EXPENSE, "uniform", {"a": True}, "parameter 'a' must be a finite number"),
+        (EXPENSE, "uniform", {"a": 1, "spread": 2}, "does not take parameter(s) spread"),
+        (EXPENSE, "gaussian", {"sd": -1}, "parameter 'sd' must not be negative"),
+        (EXPENSE, "gaussian", {"sd": 1, "sd_fraction": 0.1}, "exactly one of 'sd'"),
+        (EXPENSE, "gaussian", {}, "exactly one of 'sd'"),
+        (EXPENSE, "multiplicative", {"fraction": 1.5}, "'fraction' in (0, 1)"),
+        (EXPENSE, "round", {"step": -5}, "parameter 'step' must be positive"),
+        (BIRTH, "date_shift", {"days": 0}, "parameter 'days' must be an integer from 1"),
+        (BIRTH, "date_shift", {"days": 2.5}, "parameter 'days' must be an integer"),
+        (BIRTH, "date_shift", {"days": 2, "min": "yesterday"}, "must be an ISO date"),
+        (BIRTH, "generalize", {"to": "day"}, "parameter 'to' must be one of"),
+        (EXPENSE, "uniform", {"a": 1, "min": 5, "max": 1}, "min 5 is greater than max 1"),
+        (NAME, "mask", {"char": "**"}, "parameter 'char' must be a single character"),
+        (NAME, "pseudonym", {"length": 4}, "parameter 'length' must be an integer from 8"),
+        (NAME, "pseudonym", {"domain": ""}, "parameter 'domain' must be a non-empty string"),
+        (EXPENSE, "uniform", [1, 2], "params must be a JSON object"),
+    ],
+)
+def test_bad_rules_say_what_is_wrong(column, method, params, message) -> None:
+    with pytest.raises(PerturbationError) as raised:
+        validate(column, method, params)
+    assert message in raised.value.message
+
+
+def test_the_row_key_can_only_be_dropped_or_pseudonymized() -> None:
+    assert validate(VISITS, "pseudonym", {}, is_row_key=True).method == "pseudonym"
+    assert validate(VISITS, "drop", {}, is_row_key=True).method == "drop"
+    with pytest.raises(PerturbationError, match="is the row key"):
+        validate(VISITS, "round", {"step": 10}, is_row_key=True)
+
+
+def test_type_errors_carry_datatype_mismatch() -> None:
+    with pytest.raises(PerturbationError) as raised:
+        validate(NAME, "gaussian", {"sd": 1})
+    assert raised.value.sqlstate == "42804"
+    assert "numeric" in (raised.value.hint or "")
+
+
+# --- the views' SQL ------------------------------------------------------------------------
+
+
+def _select(rules: dict[str, Rule], columns=(VISITS, EXPENSE, NAME), row_key="visits") -> str:
+    return expressions.select_sql('"public"."t"', "public.t", columns, rules, row_key)
+
+
+def test_the_row_key_is_dropped_unless_pseudonymized() -> None:
+    plain = _select({})
+    assert plain == (
+        'SELECT t."medical_expense" AS "medical_expense", t."full_name" AS "full_name"'
+        ' FROM "public"."t" t'
+    )
+    pseudonymized = _select({"visits": Rule("pseudonym", {"length": 10, "domain": "v"})})
+    assert '"visits"' in pseudonymized.split(" FROM ")[0]
+    assert "pg_catalog.left(pg_catalog.encode(" in pseudonymized
+
+
+def test_noisy_columns_share_one_hash_per_five_draws() -> None:
+    rules = {
+        "medical_expense": Rule("gaussian", {"sd": 3.0, "slots": [0, 1]}),
+        "full_name": Rule("mask", {"keep_first": 1, "keep_last": 0, "char": "*"}),
+    }
+    single = _select(rules)
+    assert single.count("pg_catalog.sha256(") == 2  # the table key and one per-row hash
+    assert "AS h0" in single and "AS h1" not in single
+    rules["medical_expense"] = Rule("gaussian", {"sd": 3.0, "slots": [4, 5]})
+    spanning = _select(rules)
+    assert "AS h0" in spanning and "AS h1" in spanning and "'/1'" in spanning
+    assert "pg_catalog.get_byte(n.h0, 24)" in spanning  # slot 4: bytes 24-29 of hash 0
+    assert "pg_catalog.get_byte(n.h1, 0)" in spanning  # slot 5: bytes 0-5 of hash 1
+
+
+def test_identifiers_and_literals_are_quoted() -> None:
+    odd = Column('we"ird; DROP TABLE x', "float8", "double precision")
+    sql = expressions.select_sql(
+        '"s"."t"',
+        "s.t'; --",
+        [odd, VISITS],
+        {odd.name: Rule("uniform", {"a": 1.0, "slots": [0]})},
+        "visits",
+    )
+    assert '"we""ird; DROP TABLE x"' in sql
+    assert "'/s.t''; --'" in sql
+    masked = expressions.select_sql(
+        '"s"."t"',
+        "s.t",
+        [NAME, VISITS],
+        {"full_name": Rule("mask", {"keep_first": 1, "keep_last": 2, "char": "'"})},
+        "visits",
+    )
+    assert "pg_catalog.repeat('''', " in masked
+
+
+def test_no_secret_and_no_key_material_in_the_view_text() -> None:
+    sql = _select({"medical_expense": Rule("uniform", {"a": 5.0, "slots": [0]})})
+    assert "FROM diffix.microdata_key k" in sql
+    assert "secret ||" in sql  # read from the table at query time, never a literal
+
+
+def test_numeric_noise_is_added_in_units_of_the_last_decimal() -> None:
+    cell = expressions.cell(EXPENSE, Rule("uniform", {"a": 100.0, "min": 0, "slots": [0]}))
+    assert cell is not None
+    assert "::pg_catalog.int8 * 0.01::pg_catalog.numeric" in cell
+    assert cell.endswith("::numeric(10,2)")
+    assert "GREATEST(" in cell and "0.0::pg_catalog.numeric" in cell
+
+
+# --- linkage -------------------------------------------------------------------------------
+
+
+def _brute_force(originals: np.ndarray, perturbed: np.ndarray) -> float:
+    scale = originals.std(axis=0)
+    linked = 0
+    for i, record in enumerate(perturbed / scale):
+        distances = np.sqrt((((originals / scale) - record) ** 2).sum(axis=1))
+        linked += distances[i] <= distances.min()
+    return linked / len(perturbed)
+
+
+def test_linkage_share_equals_brute_force() -> None:
+    rng = np.random.default_rng(7)
+    originals = rng.normal(size=(1200, 3)) * [1000, 10, 1]
+    for noise in (0.01, 0.3, 3.0):
+        perturbed = originals + rng.normal(size=originals.shape) * [1000, 10, 1] * noise
+        share = report.linkage_share(originals.tolist(), perturbed.tolist())
+        assert share == pytest.approx(_brute_force(originals, perturbed), abs=1 / 1200)
+    assert report.linkage_share(originals.tolist(), originals.tolist()) == 1.0
+    assert report.linkage_share([[1.0]], [[2.0]]) is None
+
+
+def test_linkage_counts_ties_as_linked() -> None:
+    assert report.linkage_share([[0.0], [0.0], [5.0]], [[0.0], [0.0], [5.0]]) == 1.0
