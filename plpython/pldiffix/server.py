@@ -371,22 +371,15 @@ def _run_with_own_privileges(
     statement = tree.sql(dialect="postgres")  # generated once, wrapped twice
     shape = plpy.execute(_wrapped(statement, _COLUMN_NAMES))
     names = shape.colnames() or []
-    types = _type_names(plpy, shape.coltypes(), shape.coltypmods()) if with_types and names else []
+    types = (
+        catalog.type_names(plpy, shape.coltypes(), shape.coltypmods())
+        if with_types and names
+        else []
+    )
     result = plpy.execute(_wrapped(statement, _ROWS_AS_JSON))
     rows = [results.decode_row_json(row["row"]) for row in result]
     document = results.encode_document(names, [0] * len(names), rows)
     return results.Answer(document, types, len(rows), mechanism)
-
-
-def _type_names(plpy: Any, oids: list[int], typmods: list[int]) -> list[str]:
-    rows = catalog.query(
-        plpy,
-        "SELECT pg_catalog.format_type(t.oid, t.typmod) AS name"
-        " FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS t(oid, typmod, n) ORDER BY t.n",
-        ("oid[]", "int[]"),
-        (oids, typmods),
-    )
-    return [row["name"] for row in rows]
 
 
 _COLUMN_NAMES = "SELECT * FROM ({}) AS q LIMIT 0"

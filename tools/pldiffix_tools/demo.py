@@ -153,6 +153,8 @@ def _dp_demo(bank_dsn: str) -> None:
 
 def _interval(bounds: list[float] | None) -> str:
     return "" if bounds is None else f"[{bounds[0]:.6g}, {bounds[1]:.6g}]"
+
+
 # The seed's patients (shared/seeds/000): row-level perturbation behind a view
 # (docs/perturbation.md).
 PATIENTS = """

@@ -234,3 +234,15 @@ def usable_schemas(plpy: Any, role: str, schemas: Sequence[str]) -> list[str]:
         (list(schemas), role),
     )
     return [row["name"] for row in rows]
+
+
+def type_names(plpy: Any, oids: list[int], typmods: list[int]) -> list[str]:
+    """format_type() of each (type OID, typmod): the exact SQL type names of a result."""
+    rows = query(
+        plpy,
+        "SELECT pg_catalog.format_type(t.oid, t.typmod) AS name"
+        " FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS t(oid, typmod, n) ORDER BY t.n",
+        ("oid[]", "int[]"),
+        (oids, typmods),
+    )
+    return [row["name"] for row in rows]

@@ -314,14 +314,7 @@ def _group_types(plpy: Any, plan: planner.Plan) -> list[str]:
     shape = plpy.execute(f"SELECT * FROM ({plan.sql}) AS q LIMIT 0")
     oids = shape.coltypes()[: plan.group_count]
     typmods = shape.coltypmods()[: plan.group_count]
-    rows = catalog.query(
-        plpy,
-        "SELECT pg_catalog.format_type(t.oid, t.typmod) AS name"
-        " FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS t(oid, typmod, n) ORDER BY t.n",
-        ("oid[]", "int[]"),
-        (oids, typmods),
-    )
-    return [row["name"] for row in rows]
+    return catalog.type_names(plpy, oids, typmods)
 
 
 def _as_text(value: Any) -> str | None:
