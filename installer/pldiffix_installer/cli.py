@@ -25,6 +25,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ("perturb-report", "utility and risk figures of a row-perturbed table"),
         ("perturb-export", "write a row-perturbed table's view to a CSV file"),
         ("audit", "show the audit log of analyst queries (administrators)"),
+        ("proxy", "serve plain SQL to any PostgreSQL client, anonymized (docs/proxy.md)"),
     ]:
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
@@ -60,7 +61,30 @@ def _build_parser() -> argparse.ArgumentParser:
     parsers["audit"].add_argument(
         "--since", help="only queries from this time on (a timestamptz, e.g. '2026-01-31 12:00')"
     )
+    proxy = parsers["proxy"]
+    proxy.add_argument("--listen", default="127.0.0.1:6432", help="HOST:PORT to accept clients on")
+    proxy.add_argument("--tls-cert", help="PEM certificate: offer TLS to clients")
+    proxy.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    proxy.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
+
+
+def _serve_proxy(args: argparse.Namespace) -> None:
+    """Only the DSN's host and port are used: each client signs in with its own credentials."""
+    import logging
+    import ssl
+
+    from pldiffix_proxy import listener
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    try:
+        listener.run(args.listen, args.dsn, tls=tls)
+    except (ValueError, OSError) as error:
+        raise install.InstallError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             perturb.export(args.dsn, args.table, args.csv)
         elif args.command == "audit":
             audit.show(args.dsn, args.role, args.since)
+        elif args.command == "proxy":
+            _serve_proxy(args)
         else:
             critical = install.status(args.dsn)
             return 1 if critical else 0

@@ -331,6 +331,12 @@ _stash: dict[str, Any] = {}
 @reports_errors
 def prepare_rows(plpy: Any, sql: str | None) -> str:
     """The column definition list of the query's result; its rows wait for stashed_rows."""
+    _names, types = _stash_answer(plpy, sql)
+    return ", ".join(f"c{i} {typ}" for i, typ in enumerate(types, 1))
+
+
+def _stash_answer(plpy: Any, sql: str | None) -> tuple[list[str], list[str]]:
+    """Answers the query, keeps its rows for stashed_rows, returns its column names and types."""
     _stash.clear()
     answer = _answer(plpy, sql, with_types=True)
     document = json.loads(answer.document, parse_float=Decimal)
@@ -338,7 +344,7 @@ def prepare_rows(plpy: Any, sql: str | None) -> str:
         role=catalog.current_role(plpy),
         rows=[[_as_sql_input(value) for value in row] for row in document["rows"]],
     )
-    return ", ".join(f"c{i} {typ}" for i, typ in enumerate(answer.column_types, 1))
+    return list(document["columns"]), list(answer.column_types)
 
 
 @reports_errors
@@ -417,3 +423,56 @@ def anonymized_query_json(
     from pldiffix.diffix import engine
 
     return json.dumps({"query": engine.run(plpy, sql, level, schemas)})
+
+
+# --- the wire-protocol front (proxy/) ------------------------------------------------------------
+
+
+@reports_errors
+def proxy_plan(
+    plpy: Any,
+    sql: str | None,
+    answer: bool,
+    params: list[str | None] | None,
+    param_types: list[int] | None,
+    column_types: list[int] | None,
+    column_typmods: list[int] | None,
+) -> list[tuple[str, str | None]]:
+    """diffix.proxy_plan: the route of a client statement (core/routing.py) and, when asked to
+    answer one routed to the engine, the statement that returns its anonymized rows."""
+    from pldiffix.core import routing
+
+    level = catalog.effective_level(plpy, catalog.current_role(plpy))
+    statements = routing.parse_statements(sql or "")
+    if level in (AccessLevel.DIRECT, AccessLevel.PERTURBED) or not statements:
+        return [(routing.Route.PASS.value, None)]
+    chosen = routing.route(statements, lambda name: _is_protected(plpy, name))
+    if chosen is not routing.Route.ENGINE or not answer:
+        return [(chosen.value, None)]
+    tree = statements[0]
+    if params:
+        oids = list(param_types or [0] * len(params))
+        names = catalog.type_names(plpy, oids, [-1] * len(oids))
+        known = [name if oid else None for name, oid in zip(names, oids, strict=True)]
+        tree = routing.inline_parameters(tree, params, known)
+    names, types = _stash_answer(plpy, tree.sql(dialect="postgres"))
+    client_types = None
+    if column_types:
+        client_types = catalog.type_names(plpy, column_types, column_typmods or [])
+        if len(client_types) != len(types):
+            client_types = None
+    return [(chosen.value, routing.fetch_statement(names, types, client_types))]
+
+
+def _is_protected(plpy: Any, name: str) -> bool:
+    try:
+        rows = catalog.query(
+            plpy,
+            "SELECT 1 FROM diffix.table_labels"
+            " WHERE relid = pg_catalog.to_regclass($1) AND label IN ('personal', 'perturbed')",
+            ("text",),
+            (name,),
+        )
+    except plpy.SPIError:
+        return False  # not a name the server can resolve: it will say so itself
+    return bool(rows)

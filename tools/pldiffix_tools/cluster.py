@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 LEDGER_HBA_LINE = "local all +diffix_ledger scram-sha-256\n"
+# Members of this group sign in with a password: the proxy's tests relay SCRAM with them.
+PASSWORD_HBA_LINE = "local all +pldiffix_password_users scram-sha-256\n"
 
 
 def find_bindir() -> Path:
@@ -78,7 +80,7 @@ class EmbeddedCluster:
         # The ledger's loopback connection (sql/core/66_ledger.sql) logs in with a password, as
         # dblink requires of non-superusers; everyone else keeps trust.
         hba = data / "pg_hba.conf"
-        hba.write_text(LEDGER_HBA_LINE + hba.read_text())
+        hba.write_text(LEDGER_HBA_LINE + PASSWORD_HBA_LINE + hba.read_text())
         self.port = _free_port()
         options = {
             "port": str(self.port),
@@ -87,6 +89,9 @@ class EmbeddedCluster:
             "fsync": "off",
             "synchronous_commit": "off",
             "full_page_writes": "off",
+            # each analyst session holds a second (loopback) connection; the proxy's load test
+            # runs 50 clients at once
+            "max_connections": "250",
         } | self.settings
         option_text = " ".join(f"-c {key}={value}" for key, value in options.items())
         self._run(

@@ -1,0 +1,177 @@
+"""What the wire-protocol front (proxy/) does with one client statement.
+
+A statement is forwarded to the server untouched unless it reads a protected (personal or
+perturbed) table: then it is answered through the engine, or, when it only asks for the result's
+shape (`LIMIT 0`, `WHERE 1 <> 1`, as BI tools do), answered with an empty typed result. Pure: the
+caller says which tables are protected.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+from collections.abc import Callable, Sequence
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, UserError
+
+_QUERY_ROOTS = (exp.Select, exp.SetOperation, exp.Subquery)
+
+
+class Route(enum.Enum):
+    PASS = "pass"
+    ENGINE = "engine"
+    PROBE = "probe"
+
+
+class RoutingError(UserError):
+    """A statement the front refuses before it reaches the server."""
+
+    default_sqlstate = FEATURE_NOT_SUPPORTED
+
+
+def parse_statements(sql: str) -> list[exp.Expression] | None:
+    """The statements of `sql`, or None when sqlglot cannot read them (the server will judge)."""
+    try:
+        return [s for s in sqlglot.parse(sql, read="postgres") if s is not None]
+    except (ParseError, TokenError, ValueError):
+        return None
+
+
+def table_names(tree: exp.Expression) -> list[str]:
+    """Each table the statement names, as text for to_regclass, CTE names left out."""
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    names = []
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            continue
+        if not table.db and table.name in ctes:
+            continue
+        parts = [table.args.get(key) for key in ("catalog", "db", "this")]
+        names.append(".".join(p.sql(dialect="postgres") for p in parts if p is not None))
+    return names
+
+
+def route(statements: Sequence[exp.Expression], is_protected: Callable[[str], bool]) -> Route:
+    """The route of a client's statement text (one or several statements)."""
+    protected = [s for s in statements if any(is_protected(n) for n in table_names(s))]
+    if not protected:
+        return Route.PASS
+    if any(isinstance(s, exp.Copy) for s in protected):
+        raise RoutingError(
+            "COPY is not available for personal or perturbed tables",
+            sqlstate=INSUFFICIENT_PRIVILEGE,
+            hint="query them with SELECT; answers are anonymized per bucket",
+        )
+    if len(statements) != 1:
+        raise RoutingError(
+            "a query that reads personal or perturbed tables must be sent alone",
+            hint="send each statement in its own query",
+        )
+    tree = statements[0]
+    if not isinstance(tree, _QUERY_ROOTS):
+        return Route.PASS  # EXPLAIN, INSERT ... SELECT, CREATE TABLE AS: the server's privileges
+    return Route.PROBE if is_probe(tree) else Route.ENGINE
+
+
+def is_probe(tree: exp.Expression) -> bool:
+    """True for a SELECT that asks only for its columns: LIMIT 0, or a WHERE that is false."""
+    if not isinstance(tree, exp.Select):
+        return False
+    limit = tree.args.get("limit")
+    if isinstance(limit, exp.Limit) and _is_zero(limit.expression):
+        return True
+    where = tree.args.get("where")
+    return isinstance(where, exp.Where) and _constant_false(where.this)
+
+
+def _is_zero(node: exp.Expression | None) -> bool:
+    return isinstance(node, exp.Literal) and not node.is_string and node.this in ("0", 0)
+
+
+_COMPARISONS: dict[type, Callable[[object, object], bool]] = {
+    exp.EQ: operator.eq,
+    exp.NEQ: operator.ne,
+    exp.LT: operator.lt,
+    exp.LTE: operator.le,
+    exp.GT: operator.gt,
+    exp.GTE: operator.ge,
+}
+
+
+def _constant_false(node: exp.Expression) -> bool:
+    node = node.unnest() if isinstance(node, exp.Paren) else node
+    if isinstance(node, exp.Boolean):
+        return node.this is False
+    if isinstance(node, exp.And):
+        return _constant_false(node.left) or _constant_false(node.right)
+    compare = _COMPARISONS.get(type(node))
+    if compare is None:
+        return False
+    left, right = node.left, node.right
+    if not (isinstance(left, exp.Literal) and isinstance(right, exp.Literal)):
+        return False
+    if left.is_string != right.is_string:
+        return False
+    if left.is_string:
+        return not compare(left.this, right.this)
+    try:
+        return not compare(float(left.this), float(right.this))
+    except ValueError:
+        return False
+
+
+def inline_parameters(
+    tree: exp.Expression, values: Sequence[str | None], types: Sequence[str | None]
+) -> exp.Expression:
+    """`tree` with each $n replaced by its bound value as a typed literal (diffix.query takes
+    no parameters). `types` are format_type() names, None where the server left it unknown."""
+
+    def replace(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.Parameter):
+            return node
+        position = _parameter_number(node)
+        if position is None or not 1 <= position <= len(values):
+            raise RoutingError(
+                f"there is no value bound for parameter {node.sql(dialect='postgres')}",
+                sqlstate="08P01",
+            )
+        value, type_name = values[position - 1], types[position - 1]
+        literal = exp.Null() if value is None else exp.Literal.string(value)
+        if not type_name:
+            return literal
+        return exp.Cast(this=literal, to=exp.DataType.build(type_name, dialect="postgres"))
+
+    return tree.copy().transform(replace)
+
+
+def _parameter_number(node: exp.Parameter) -> int | None:
+    inner = node.this
+    text = inner.this if isinstance(inner, exp.Literal) else None
+    return int(text) if isinstance(text, str) and text.isdigit() else None
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def fetch_statement(
+    names: Sequence[str], engine_types: Sequence[str], client_types: Sequence[str] | None
+) -> str:
+    """The statement that hands out the rows diffix._query_stashed() holds, under the query's
+    own column names (repeats allowed) and, when the client was told them, its Describe types.
+
+    Every name is quoted and every type comes from format_type(): nothing of the client's text
+    is pasted into it.
+    """
+    columns = ", ".join(f"c{i} {typ}" for i, typ in enumerate(engine_types, 1))
+    outputs = []
+    for i, name in enumerate(names, 1):
+        value = f"t.c{i}"
+        if client_types is not None and client_types[i - 1] != engine_types[i - 1]:
+            value = f"CAST({value} AS {client_types[i - 1]})"
+        outputs.append(f"{value} AS {quote_identifier(name)}")
+    return f"SELECT {', '.join(outputs)} FROM diffix._query_stashed() AS t({columns})"

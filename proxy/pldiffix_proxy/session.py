@@ -1,0 +1,559 @@
+"""One client of the front and its one server connection.
+
+Everything is relayed byte for byte, except statements that read protected tables: for each
+Query and Parse the front asks the server (diffix.proxy_plan, as the client's own role) whether
+to forward it, answer it through the engine, or answer a type probe from the server's Describe.
+Engine answers come back as the rows of a fetch statement the server itself runs and describes,
+so RowDescription carries the engine's real types and the client's formats.
+
+Extended-protocol messages are handled in order; forwarded messages are pipelined and their
+replies are relayed as they come, and before the front answers or asks anything itself it waits
+for the replies still owed (`pending`), so the client always sees replies in the order of its
+messages. After an error the server skips to Sync; so does the front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from dataclasses import dataclass, field
+
+from pldiffix_proxy import codec
+from pldiffix_proxy.codec import Message, ProtocolError
+
+log = logging.getLogger("pldiffix.proxy")
+
+# Replies that complete one extended-protocol message (Describe of a statement sends two).
+_COMPLETIONS = frozenset(b"123CIsntT")
+_ASYNC = frozenset(b"NSA")  # notice, parameter status, notification: relayed whenever they come
+_MAX_BATCH = 100_000
+
+_PROBE_STATEMENT = "_pldiffix_describe"
+_PLAN_STATEMENT = "_pldiffix_plan"
+_PLAN_PORTAL = "_pldiffix_plan"
+_FETCH_PREFIX = "_pldiffix_fetch_"
+_ROUTING_CHECK = (
+    "SELECT pg_catalog.to_regprocedure("
+    "'diffix.proxy_plan(text,boolean,text[],oid[],oid[],integer[])') IS NOT NULL"
+    " AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'diffix'"
+    " AND pg_catalog.has_schema_privilege(oid, 'USAGE'))"
+)
+_TEXT, _BOOL, _OID_ARRAY, _INT4_ARRAY = 25, 16, 1028, 1007
+
+
+class ClientGone(Exception):
+    """The client closed its connection, or sent something the front cannot read."""
+
+
+class ServerGone(Exception):
+    """The server closed the connection."""
+
+
+@dataclass
+class Peer:
+    """One side of the relay: a stream cut into messages."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    framing: codec.Reader
+    ready: list[Message] = field(default_factory=list)
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def close(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+@dataclass
+class LocalStatement:
+    """A client's prepared statement that the front answers itself (engine or probe route)."""
+
+    sql: str
+    route: str
+    param_types: list[int]
+    parameter_description: bytes
+    row_description: bytes  # a RowDescription, or NoData
+
+
+@dataclass
+class PlanResult:
+    route: str
+    statement: str | None
+
+
+class Session:
+    def __init__(self, client: Peer, server: Peer, peer_name: str):
+        self.client = client
+        self.server = server
+        self.peer_name = peer_name
+        self.status = b"I"
+        self.routing = False
+        self.pending = 0
+        self.skipping = False
+        self.statements: dict[str, LocalStatement] = {}
+        self.probe_portals: dict[str, bytes] = {}  # portal -> its RowDescription
+        self._out: list[bytes] = []
+        self._inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=1024)
+        self._gone = asyncio.Event()
+        self._gone_wait: asyncio.Future | None = None
+        self.client_error: ProtocolError | None = None
+        self.waiting_for_server = False
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._gone_wait = asyncio.ensure_future(self._gone.wait())
+        reader = asyncio.ensure_future(self._read_client())
+        try:
+            self.routing = await self._routing_available()
+            while True:
+                message = await self._next_client()
+                if message.kind == b"X":
+                    self.server.write(message.raw)
+                    return
+                if message.kind == b"Q":
+                    await self._simple_query(message)
+                elif message.kind in b"PBDECHS":
+                    await self._extended(message)
+                else:  # FunctionCall, stray copy data, unknown types: the server decides
+                    self.server.write(message.raw)
+                    await self._relay_until_ready()
+        finally:
+            reader.cancel()
+            self._gone_wait.cancel()
+
+    async def _read_client(self) -> None:
+        try:
+            for message in self.client.ready:  # sent right behind the startup exchange
+                await self._inbox.put(message)
+            self.client.ready.clear()
+            while True:
+                data = await self.client.reader.read(65536)
+                if not data:
+                    break
+                self.client.framing.feed(data)
+                for message in self.client.framing.messages():
+                    await self._inbox.put(message)
+        except ProtocolError as error:
+            self.client_error = error
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._gone.set()
+            if self._inbox.full():
+                self._inbox.get_nowait()
+            self._inbox.put_nowait(None)
+
+    async def _next_client(self) -> Message:
+        await self._flush_client()
+        message = await self._inbox.get()
+        if message is None:
+            self._inbox.put_nowait(None)
+            raise ClientGone
+        return message
+
+    async def _flush_client(self) -> None:
+        if self._out:
+            self.client.write(b"".join(self._out))
+            self._out.clear()
+            await self.client.writer.drain()
+
+    def _to_client(self, data: bytes) -> None:
+        self._out.append(data)
+
+    async def _next_server(self) -> Message:
+        if self.server.ready:
+            return self.server.ready.pop(0)
+        await self._flush_client()
+        while not self.server.ready:
+            read = asyncio.ensure_future(self.server.reader.read(65536))
+            assert self._gone_wait is not None
+            self.waiting_for_server = True
+            done, _ = await asyncio.wait(
+                {read, self._gone_wait}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if read not in done:
+                read.cancel()
+                raise ClientGone
+            self.waiting_for_server = False
+            data = read.result()
+            if not data:
+                raise ServerGone
+            self.server.framing.feed(data)
+            self.server.ready.extend(self.server.framing.messages())
+        return self.server.ready.pop(0)
+
+    # --- relaying ------------------------------------------------------------------------------
+
+    async def _relay_until_ready(self) -> None:
+        """Relays the server's replies up to ReadyForQuery, COPY FROM STDIN data included."""
+        while True:
+            message = await self._next_server()
+            self._to_client(message.raw)
+            if message.kind == b"Z":
+                self._ready(message)
+                return
+            if message.kind == b"G":
+                await self._relay_copy_in()
+
+    async def _relay_copy_in(self) -> None:
+        await self._flush_client()
+        while True:
+            message = await self._next_client()
+            self.server.write(message.raw)
+            if message.kind in (b"c", b"f"):
+                return
+            if message.kind != b"d":
+                raise ProtocolError(f"unexpected message {message.kind!r} during COPY")
+
+    def _ready(self, message: Message) -> None:
+        self.status = message.body[:1]
+        self.skipping = False
+        if self.status == b"I":
+            self.probe_portals.clear()
+
+    async def _drain(self) -> bool:
+        """Relays the replies owed for forwarded messages; False if one was an error."""
+        if not self.pending:
+            return not self.skipping
+        self.server.write(codec.FLUSH)
+        while self.pending:
+            message = await self._next_server()
+            self._to_client(message.raw)
+            if message.kind == b"E":
+                self.pending = 0
+                self.skipping = True
+                return False
+            if message.kind == b"G":
+                # COPY FROM STDIN cannot share a pipeline with statements the front answers.
+                self.server.write(codec.frame(b"f", codec.cstring("COPY FROM STDIN in a pipeline")))
+                self.server.write(codec.FLUSH)
+            elif message.kind[0] in _COMPLETIONS:
+                self.pending -= 1
+        return True
+
+    async def _exchange(
+        self, payload: bytes, completions: int, *, sync: bool, extended: bool = True
+    ) -> list[Message]:
+        """Sends the front's own messages and returns their replies.
+
+        With `sync`, the exchange ends at ReadyForQuery (extended messages are followed by Sync);
+        otherwise after `completions` replies (followed by Flush). An error is relayed to the
+        client and returned as the last reply.
+        """
+        if extended:
+            payload += codec.SYNC if sync else codec.FLUSH
+        self.server.write(payload)
+        replies: list[Message] = []
+        seen = 0
+        while True:
+            message = await self._next_server()
+            if message.kind[0] in _ASYNC:
+                self._to_client(message.raw)
+                continue
+            if message.kind == b"E":
+                self._to_client(message.raw)
+                replies.append(message)
+                if not sync:
+                    self.skipping = True
+                    return replies
+                continue
+            if message.kind == b"Z":
+                self._ready(message)
+                return replies
+            replies.append(message)
+            if message.kind[0] in _COMPLETIONS:
+                seen += 1
+                if not sync and seen == completions:
+                    return replies
+
+    # --- routing -------------------------------------------------------------------------------
+
+    async def _routing_available(self) -> bool:
+        replies = await self._exchange(codec.query(_ROUTING_CHECK), 0, sync=True, extended=False)
+        rows = [codec.parse_data_row(m.body) for m in replies if m.kind == b"D"]
+        available = bool(rows) and rows[0][0] == b"t"
+        if not available:
+            log.info("%s: no diffix.proxy_plan for this role; relaying only", self.peer_name)
+        return available
+
+    def _should_route(self) -> bool:
+        return self.routing and self.status != b"E" and not self.skipping
+
+    async def _plan(
+        self,
+        sql: str,
+        *,
+        answer: bool,
+        sync: bool,
+        statement: LocalStatement | None = None,
+        bind: codec.Bind | None = None,
+    ) -> PlanResult | None:
+        """diffix.proxy_plan for `sql`; None if it raised (the error went to the client)."""
+        values: list[bytes | None] = [sql.encode(), b"t" if answer else b"f"]
+        types = [_TEXT, _BOOL]
+        formats = [0, 0]
+        call = "SELECT route, statement FROM diffix.proxy_plan($1, $2"
+        if statement is not None and bind is not None:
+            columns = _row_columns(statement.row_description)
+            values += [
+                _array([str(t) for t in statement.param_types]),
+                _array([str(c.type_oid) for c in columns]),
+                _array([str(c.typmod) for c in columns]),
+            ]
+            types += [_OID_ARRAY, _OID_ARRAY, _INT4_ARRAY]
+            formats += [0, 0, 0]
+            if len(bind.values) != len(statement.param_types):
+                self._to_client(
+                    codec.error_response(
+                        "08P01",
+                        f"bind message supplies {len(bind.values)} parameters, but prepared "
+                        f"statement requires {len(statement.param_types)}",
+                    )
+                )
+                self.skipping = True
+                return None
+            placeholders = [f"${6 + i}::pg_catalog.text" for i in range(len(bind.values))]
+            values += bind.values
+            types += statement.param_types
+            formats += [bind.format_of(i) for i in range(len(bind.values))]
+            call += (
+                ", ARRAY[" + ", ".join(placeholders) + "]::pg_catalog.text[], $3, $4, $5"
+                if placeholders
+                else ", NULL, $3, $4, $5"
+            )
+        call += ")"
+        payload = (
+            codec.close("S", _PLAN_STATEMENT)
+            + codec.parse(_PLAN_STATEMENT, call, types)
+            + codec.encode_bind(_PLAN_PORTAL, _PLAN_STATEMENT, formats, values, [0, 0])
+            + codec.execute(_PLAN_PORTAL)
+            + codec.close("P", _PLAN_PORTAL)
+            + codec.close("S", _PLAN_STATEMENT)
+        )
+        replies = await self._exchange(payload, 6, sync=sync)
+        if any(m.kind == b"E" for m in replies):
+            return None
+        rows = [codec.parse_data_row(m.body) for m in replies if m.kind == b"D"]
+        route, fetch = rows[0]
+        return PlanResult(
+            (route or b"pass").decode(), fetch.decode() if fetch is not None else None
+        )
+
+    async def _describe(self, sql: str, param_types: list[int], *, sync: bool) -> list[Message]:
+        payload = (
+            codec.close("S", _PROBE_STATEMENT)
+            + codec.parse(_PROBE_STATEMENT, sql, param_types)
+            + codec.describe("S", _PROBE_STATEMENT)
+            + codec.close("S", _PROBE_STATEMENT)
+        )
+        return await self._exchange(payload, 5, sync=sync)
+
+    # --- simple query --------------------------------------------------------------------------
+
+    async def _simple_query(self, message: Message) -> None:
+        sql = codec.query_text(message.body)
+        if not self._should_route() or not sql.strip():
+            self.server.write(message.raw)
+            await self._relay_until_ready()
+            return
+        plan = await self._plan(sql, answer=True, sync=True)
+        if plan is None:
+            self._to_client(codec.ready_for_query(self.status))
+            return
+        if plan.route == "probe":
+            replies = await self._describe(sql, [], sync=True)
+            if not any(m.kind == b"E" for m in replies):
+                shape = next(m for m in replies if m.kind in (b"T", b"n"))
+                if shape.kind == b"T":
+                    self._to_client(shape.raw)
+                self._to_client(codec.command_complete("SELECT 0"))
+            self._to_client(codec.ready_for_query(self.status))
+            return
+        if plan.route == "engine" and plan.statement:
+            self.server.write(codec.query(plan.statement))
+        else:
+            self.server.write(message.raw)
+        await self._relay_until_ready()
+
+    # --- extended query ------------------------------------------------------------------------
+
+    async def _extended(self, message: Message) -> None:
+        kind = message.kind
+        if kind == b"S":
+            self.pending = 0
+            self.server.write(message.raw)
+            await self._relay_until_ready()
+            return
+        if kind == b"H":
+            await self._drain()
+            return
+        if self.skipping:
+            return  # the server discards everything up to Sync after an error; so do we
+        if kind == b"P":
+            await self._on_parse(message)
+        elif kind == b"B":
+            await self._on_bind(message)
+        elif kind == b"D":
+            await self._on_describe(message)
+        elif kind == b"E":
+            await self._on_execute(message)
+        else:
+            await self._on_close(message)
+
+    def _forward(self, message: Message, replies: int = 1) -> None:
+        self.server.write(message.raw)
+        self.pending += replies
+
+    async def _on_parse(self, message: Message) -> None:
+        parse = codec.parse_parse(message.body)
+        if not self._should_route():
+            self.statements.pop(parse.name, None)
+            self._forward(message)
+            return
+        if not await self._drain():
+            return
+        plan = await self._plan(parse.sql, answer=False, sync=False)
+        if plan is None:
+            return
+        if plan.route == "pass":
+            self.statements.pop(parse.name, None)
+            self._forward(message)
+            return
+        if parse.name and parse.name in self.statements:
+            self._to_client(
+                codec.error_response("42P05", f'prepared statement "{parse.name}" already exists')
+            )
+            self.skipping = True
+            return
+        replies = await self._describe(parse.sql, parse.param_types, sync=False)
+        if any(m.kind == b"E" for m in replies):
+            return
+        parameters = next(m for m in replies if m.kind == b"t")
+        shape = next(m for m in replies if m.kind in (b"T", b"n"))
+        self.statements[parse.name] = LocalStatement(
+            parse.sql,
+            plan.route,
+            codec.parse_parameter_description(parameters.body),
+            parameters.raw,
+            shape.raw,
+        )
+        self._to_client(codec.PARSE_COMPLETE)
+
+    async def _on_bind(self, message: Message) -> None:
+        bind = codec.parse_bind(message.body)
+        self.probe_portals.pop(bind.portal, None)
+        statement = self.statements.get(bind.statement)
+        if statement is None:
+            self._forward(message)
+            return
+        if not await self._drain():
+            return
+        if statement.route == "probe":
+            described = _with_formats(statement.row_description, bind.result_formats)
+            if described is None:
+                self._to_client(
+                    codec.error_response(
+                        "08P01", f"bind message has {len(bind.result_formats)} result formats"
+                    )
+                )
+                self.skipping = True
+                return
+            self.probe_portals[bind.portal] = described
+            self._to_client(codec.BIND_COMPLETE)
+            return
+        plan = await self._plan(
+            statement.sql, answer=True, sync=False, statement=statement, bind=bind
+        )
+        if plan is None:
+            return
+        if plan.statement is None:
+            self._to_client(
+                codec.error_response(
+                    "0A000",
+                    "the tables this statement reads changed their labels since it was prepared",
+                    hint="prepare the statement again",
+                )
+            )
+            self.skipping = True
+            return
+        fetch = _FETCH_PREFIX + bind.portal
+        payload = (
+            codec.close("S", fetch)
+            + codec.parse(fetch, plan.statement)
+            + codec.encode_bind(bind.portal, fetch, [], [], bind.result_formats)
+        )
+        replies = await self._exchange(payload, 3, sync=False)
+        if not any(m.kind == b"E" for m in replies):
+            self._to_client(codec.BIND_COMPLETE)
+
+    async def _on_describe(self, message: Message) -> None:
+        target, name = codec.parse_target(message.body)
+        if target == "S" and name in self.statements:
+            if await self._drain():
+                statement = self.statements[name]
+                self._to_client(statement.parameter_description + statement.row_description)
+        elif target == "P" and name in self.probe_portals:
+            if await self._drain():
+                self._to_client(self.probe_portals[name])
+        else:
+            self._forward(message, 2 if target == "S" else 1)
+
+    async def _on_execute(self, message: Message) -> None:
+        portal = codec.query_text(message.body)
+        if portal in self.probe_portals:
+            if await self._drain():
+                self._to_client(codec.command_complete("SELECT 0"))
+        else:
+            self._forward(message)
+
+    async def _on_close(self, message: Message) -> None:
+        target, name = codec.parse_target(message.body)
+        local = self.statements if target == "S" else self.probe_portals
+        if name in local:
+            if await self._drain():
+                del local[name]
+                self._to_client(codec.CLOSE_COMPLETE)
+        else:
+            self._forward(message)
+
+
+def _array(items: list[str]) -> bytes:
+    return ("{" + ",".join(items) + "}").encode()
+
+
+def _row_columns(row_description: bytes) -> list[codec.Column]:
+    if row_description[:1] != b"T":
+        return []
+    return codec.parse_row_description(row_description[5:])
+
+
+def _with_formats(row_description: bytes, formats: list[int]) -> bytes | None:
+    """The statement's RowDescription with a portal's result format codes (None if the codes
+    do not fit its columns)."""
+    columns = _row_columns(row_description)
+    if not columns:
+        return row_description
+    if len(formats) not in (0, 1, len(columns)):
+        return None
+    chosen = [
+        formats[0] if len(formats) == 1 else formats[i] if formats else 0
+        for i in range(len(columns))
+    ]
+    return codec.encode_row_description(
+        [
+            codec.Column(c.name, c.table_oid, c.attnum, c.type_oid, c.type_size, c.typmod, f)
+            for c, f in zip(columns, chosen, strict=True)
+        ]
+    )
+
+
+def cancel_packet(backend_key: bytes) -> bytes:
+    """A CancelRequest for the backend whose BackendKeyData body is `backend_key`."""
+    return struct.pack("!II", 16, codec.CANCEL_REQUEST) + backend_key

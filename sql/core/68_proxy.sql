@@ -1,0 +1,45 @@
+-- The wire-protocol front (proxy/) asks this function what to do with each client statement
+-- it sees: forward it ('pass'), answer it through the engine ('engine'), or answer a type probe
+-- ('probe') from the server's Describe. Invoker rights: it decides and answers as the client's
+-- own role, so the front grants nothing the role does not have.
+CREATE OR REPLACE FUNCTION diffix._proxy_plan(
+  sql text, answer boolean, params text[], param_types oid[], column_types oid[],
+  column_typmods integer[]
+) RETURNS TABLE (route text, statement text)
+LANGUAGE plpython3u VOLATILE
+AS $python$
+import sys
+if "pldiffix.server" not in sys.modules:
+    plpy.execute("SELECT diffix._load_python()")
+from pldiffix import server
+return server.proxy_plan(plpy, sql, answer, params, param_types, column_types, column_typmods)
+$python$;
+
+-- Statements that name no protected table (catalog queries, most of what tools send) are
+-- passed without starting Python: a protected table's name must at least appear in the text.
+CREATE OR REPLACE FUNCTION diffix.proxy_plan(
+  sql text, answer boolean DEFAULT true, params text[] DEFAULT NULL,
+  param_types oid[] DEFAULT NULL, column_types oid[] DEFAULT NULL,
+  column_typmods integer[] DEFAULT NULL
+) RETURNS TABLE (route text, statement text)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  message text; detail text; hint text;
+BEGIN
+  IF NOT EXISTS (
+    SELECT 1 FROM diffix.table_labels l JOIN pg_catalog.pg_class c ON c.oid = l.relid
+    WHERE l.label IN ('personal', 'perturbed')
+      AND pg_catalog.strpos(pg_catalog.lower(sql), pg_catalog.lower(c.relname)) > 0
+  ) THEN
+    RETURN QUERY SELECT 'pass'::text, NULL::text;
+    RETURN;
+  END IF;
+  RETURN QUERY SELECT * FROM diffix._proxy_plan(sql, answer, params, param_types, column_types,
+                                               column_typmods);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                          hint = PG_EXCEPTION_HINT;
+  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+END
+$$;

@@ -1,0 +1,390 @@
+"""The wire-protocol front (proxy/): plain SQL answered as diffix.query_json answers it, both
+query protocols, errors, transactions, and what it must never do (grant more than the role has,
+or let one bad client disturb another)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+import struct
+import threading
+import time
+
+import psycopg
+import pytest
+from proxy_fixtures import (
+    ANALYST_QUERIES,
+    ProxyWorld,
+    normalized_rows,
+    raw_connect,
+    read_until_ready,
+    signed_in,
+    startup_packet,
+)
+
+from pldiffix_proxy import codec
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+def world(proxy_world: ProxyWorld) -> ProxyWorld:
+    return proxy_world
+
+
+@pytest.mark.parametrize("prepare", [False, True], ids=["simple", "extended"])
+@pytest.mark.parametrize("sql", ANALYST_QUERIES)
+def test_plain_sql_gets_query_json_rows(world, sql, prepare):
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        rows = conn.execute(sql, prepare=prepare).fetchall()
+    assert normalized_rows(rows) == world.expected(sql)
+
+
+def test_result_carries_the_engines_types(world):
+    sql = (
+        "SELECT city, count(*), sum(balance), diffix.floor_by(age, 10) AS decade "
+        "FROM customers GROUP BY city, 4"
+    )
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        simple = conn.execute(sql, prepare=False).description
+        extended = conn.execute(sql, prepare=True).description
+    with psycopg.connect(world.db.dsn(world.analyst)) as conn:
+        types = conn.execute(
+            "SELECT pg_catalog.format_type(oid, NULL) FROM unnest(%s::oid[]) AS oid",
+            ([c.type_code for c in simple],),
+        ).fetchall()
+    assert [c.name for c in simple] == ["city", "count", "sum", "decade"]
+    assert [t[0] for t in types] == ["text", "bigint", "numeric", "double precision"]
+    assert [c.type_code for c in extended] == [c.type_code for c in simple]
+
+
+def test_bound_parameters_are_inlined_with_their_types(world):
+    literal = "SELECT count(*) FROM customers WHERE city = 'Rome' AND age = 30"
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        text = conn.execute(
+            "SELECT count(*) FROM customers WHERE city = %s AND age = %s", ("Rome", 30)
+        ).fetchall()
+        binary = conn.execute(
+            "SELECT count(*) FROM customers WHERE city = %b AND age = %b", ("Rome", 30)
+        ).fetchall()
+    expected = world.expected(literal)
+    assert normalized_rows(text) == expected
+    assert normalized_rows(binary) == expected
+
+
+def test_a_quote_in_a_parameter_stays_a_value(world):
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM customers WHERE city = %s", ("Rome' OR 'a' = 'a",)
+        ).fetchall()
+    assert normalized_rows(rows) == world.expected(
+        "SELECT count(*) FROM customers WHERE city = 'Rome'' OR ''a'' = ''a'"
+    )
+
+
+def test_repeated_column_names_survive(world):
+    sql = "SELECT city, count(*), count(*) FROM customers GROUP BY city ORDER BY city"
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        cur = conn.execute(sql)
+        names = [c.name for c in cur.description]
+        rows = cur.fetchall()
+    assert names == ["city", "count", "count"]
+    assert normalized_rows(rows) == world.expected(sql)
+
+
+def test_everything_else_passes_through(world):
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (world.analyst,)
+        assert conn.execute("SELECT %s::int + 1", (41,)).fetchone() == (42,)
+        tables = conn.execute(
+            "SELECT relname FROM pg_class WHERE relname IN ('customers', 'cities') ORDER BY 1"
+        ).fetchall()
+        assert tables == [("cities",), ("customers",)]
+        conn.execute("CREATE TEMP TABLE scratch (x int)")
+        with conn.cursor() as cur:
+            with cur.copy("COPY scratch FROM STDIN") as copy:
+                copy.write_row((1,))
+                copy.write_row((2,))
+            assert cur.execute("SELECT sum(x) FROM scratch").fetchone() == (3,)
+
+
+def test_a_direct_role_reads_raw_rows(world):
+    with psycopg.connect(world.proxy_dsn(world.direct), autocommit=True) as conn:
+        rows = conn.execute("SELECT count(*) FROM customers WHERE city = 'Nuuk'").fetchall()
+    assert rows == [(2,)]
+
+
+def test_engine_errors_keep_sqlstate_message_and_hint(world):
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as through:
+            conn.execute("SELECT id FROM customers")
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the session goes on
+    with (
+        psycopg.connect(world.db.dsn(world.analyst)) as conn,
+        pytest.raises(psycopg.Error) as direct,
+    ):
+        conn.execute("SELECT diffix.query_json('SELECT id FROM customers')")
+    assert through.value.sqlstate == direct.value.sqlstate == "0A000"
+    assert through.value.diag.message_primary == direct.value.diag.message_primary
+    assert through.value.diag.message_hint == direct.value.diag.message_hint
+
+
+def test_type_probes_get_typed_empty_results(world):
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        for sql in (
+            "SELECT * FROM customers LIMIT 0",
+            "SELECT * FROM customers WHERE 1 <> 1",
+            "SELECT city, age FROM customers WHERE false",
+        ):
+            for prepare in (False, True):
+                cur = conn.execute(sql, prepare=prepare)
+                assert cur.fetchall() == []
+                assert cur.description[0].name in ("id", "city")
+        cur = conn.execute("SELECT * FROM customers LIMIT 0")
+        assert [(c.name, c.type_code) for c in cur.description] == [
+            ("id", 23),
+            ("city", 25),
+            ("age", 23),
+            ("joined", 1082),
+            ("balance", 1700),
+        ]
+
+
+def test_copy_of_a_personal_table_is_refused(world):
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        with conn.cursor() as cur:
+            for statement in (
+                "COPY customers TO STDOUT",
+                "COPY (SELECT * FROM customers) TO STDOUT",
+            ):
+                with (
+                    pytest.raises(psycopg.errors.InsufficientPrivilege) as error,
+                    cur.copy(statement) as copy,
+                ):
+                    list(copy)
+                assert "COPY is not available for personal or perturbed tables" in str(error.value)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_transactions_behave_as_on_the_server(world):
+    with psycopg.connect(world.proxy_dsn(world.analyst)) as conn:
+        conn.execute("CREATE TEMP TABLE t (x int)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        expected = world.expected(ANALYST_QUERIES[0])
+        assert normalized_rows(conn.execute(ANALYST_QUERIES[0]).fetchall()) == expected
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        conn.rollback()
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT * FROM t")
+        conn.rollback()
+        with pytest.raises(psycopg.Error):
+            conn.execute("SELECT id FROM customers")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute(ANALYST_QUERIES[0])
+        conn.rollback()
+        assert normalized_rows(conn.execute(ANALYST_QUERIES[0]).fetchall()) == expected
+
+
+def test_the_proxy_grants_nothing_the_role_lacks(world):
+    outsider = world.db.create_role(prefix="outsider")  # no access level
+    with (
+        psycopg.connect(world.proxy_dsn(outsider), autocommit=True) as conn,
+        pytest.raises(psycopg.Error) as through,
+    ):
+        conn.execute("SELECT count(*) FROM customers")
+    with (
+        psycopg.connect(world.db.dsn(outsider), autocommit=True) as conn,
+        pytest.raises(psycopg.Error) as direct,
+    ):
+        conn.execute("SELECT diffix.query_json('SELECT count(*) FROM customers')")
+    assert through.value.sqlstate == direct.value.sqlstate
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        for statement in (
+            "SELECT * FROM customers WHERE id = 1 FOR UPDATE",  # the engine refuses
+            "CREATE TEMP TABLE copied AS SELECT * FROM customers",  # the server refuses
+            "EXPLAIN ANALYZE SELECT * FROM customers",
+            "SELECT * FROM public.customers AS c, LATERAL (SELECT 1) AS x",
+        ):
+            with pytest.raises(psycopg.Error) as refused:
+                conn.execute(statement)
+            assert refused.value.sqlstate in ("42501", "0A000"), statement
+
+
+def test_passwords_are_checked_by_the_server(world):
+    admin = world.db.admin
+    admin.execute(
+        "DO $$ BEGIN CREATE ROLE pldiffix_password_users NOLOGIN;"
+        " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
+    role = world.db.create_role("anonymized_trusted", prefix="pw")
+    admin.execute(f"ALTER ROLE \"{role}\" PASSWORD 'right horse'")
+    admin.execute(f'GRANT pldiffix_password_users TO "{role}"')
+    with psycopg.connect(world.proxy_dsn(role, password="right horse"), autocommit=True) as conn:
+        rows = conn.execute(ANALYST_QUERIES[0]).fetchall()
+        assert len(rows) == len(world.expected(ANALYST_QUERIES[0]))
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(world.proxy_dsn(role, password="wrong"))
+
+
+def test_cancel_reaches_the_server(world):
+    with psycopg.connect(world.proxy_dsn(world.direct), autocommit=True) as conn:
+        timer = threading.Timer(0.5, conn.cancel_safe)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(20)")
+        assert time.monotonic() - started < 10
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_psql_through_the_proxy(world):
+    import shutil
+    import subprocess
+
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.skip("psql is not installed")
+    sql = ANALYST_QUERIES[0]
+    result = subprocess.run(
+        [
+            psql,
+            "-X",
+            "-A",
+            "-t",
+            "-F",
+            "|",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+            world.proxy_dsn(world.analyst),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    got = [line.split("|") for line in result.stdout.splitlines() if line]
+    expected = world.expected(sql)
+    assert [[city, int(n)] for city, n in got] == expected
+
+
+# --- bad input: each closes its own client only ------------------------------------------------
+
+
+def _healthy(world: ProxyWorld) -> bool:
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        return conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.settimeout(10)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def _error_code(messages: list[tuple[bytes, bytes]]) -> str | None:
+    for kind, body in messages:
+        if kind == b"E":
+            return codec.parse_error_fields(body).get("C")
+    return None
+
+
+def _active_backends(world: ProxyWorld, role: str) -> int:
+    return world.db.admin.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE usename = %s AND backend_type = 'client backend'",
+        (role,),
+    ).fetchone()[0]
+
+
+def _wait_for_backends(world: ProxyWorld, role: str, count: int) -> int:
+    deadline = time.monotonic() + 10
+    while (found := _active_backends(world, role)) != count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        struct.pack("!I", 3),  # a length shorter than itself
+        struct.pack("!II", 8, 1234),  # an unknown protocol
+        struct.pack("!II", 12, 196608) + b"user",  # unterminated parameters
+    ],
+    ids=["short-length", "unknown-protocol", "unterminated"],
+)
+def test_malformed_startup_closes_that_client(world, packet, caplog):
+    with caplog.at_level("WARNING", logger="pldiffix.proxy"), raw_connect(world) as sock:
+        sock.sendall(packet)
+        assert _closed(sock)
+    assert _healthy(world)
+    assert "closing the connection" in caplog.text
+
+
+def test_malformed_message_after_sign_in_closes_that_client(world, caplog):
+    role = world.db.create_role("anonymized_trusted", prefix="bad")
+    with caplog.at_level("WARNING", logger="pldiffix.proxy"), signed_in(world, role) as sock:
+        sock.sendall(codec.frame(b"B", b"\x00\x00\xff\xff"))  # Bind cut short
+        messages = read_until_ready(sock)
+        assert _error_code(messages) == "08P01"
+        assert _closed(sock)
+    assert _wait_for_backends(world, role, 0) == 0
+    assert _healthy(world)
+
+
+def test_oversized_message_is_refused_before_it_is_read(world, caplog):
+    with (
+        caplog.at_level("WARNING", logger="pldiffix.proxy"),
+        signed_in(world, world.analyst) as sock,
+    ):
+        sock.sendall(b"Q" + struct.pack("!I", 0x7FFFFFF0) + b"SELECT")
+        assert _error_code(read_until_ready(sock)) == "08P01"
+        assert _closed(sock)
+    assert "out of bounds" in caplog.text
+    assert _healthy(world)
+
+
+def test_half_open_startup_times_out(world, caplog):
+    with caplog.at_level("WARNING", logger="pldiffix.proxy"), raw_connect(world) as sock:
+        sock.sendall(startup_packet(world.analyst, world.db.name)[:6])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            healthy = pool.submit(_healthy, world)  # served while the other one hangs
+            assert healthy.result(timeout=20)
+        started = time.monotonic()
+        assert _closed(sock)
+        assert time.monotonic() - started < 10
+    assert "no startup within" in caplog.text
+
+
+def test_client_gone_mid_query_frees_its_server_connection(world):
+    role = world.db.create_role("direct", prefix="gone")
+    sock = signed_in(world, role)
+    sock.sendall(codec.query("SELECT pg_sleep(30)"))
+    time.sleep(0.3)
+    assert _active_backends(world, role) == 1
+    sock.close()
+    assert _wait_for_backends(world, role, 0) == 0
+    assert _healthy(world)
+
+
+def test_concurrent_clients_each_get_their_answers(world):
+    expected = {sql: world.expected(sql) for sql in ANALYST_QUERIES}
+
+    def client(n: int) -> bool:
+        with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+            for i in range(20):
+                sql = ANALYST_QUERIES[(n + i) % len(ANALYST_QUERIES)]
+                rows = conn.execute(sql, prepare=bool(i % 2)).fetchall()
+                assert normalized_rows(rows) == expected[sql]
+        return True
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        assert all(pool.map(client, range(50)))
+    assert _wait_for_backends(world, world.analyst, 0) == 0

@@ -1,0 +1,98 @@
+"""What the front does with a statement (plpython/pldiffix/core/routing.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pldiffix.core import routing
+from pldiffix.core.routing import Route, RoutingError
+
+PROTECTED = {"customers", "public.customers", '"Accounts"'}
+
+
+def _route(sql: str) -> Route:
+    statements = routing.parse_statements(sql)
+    assert statements is not None
+    return routing.route(statements, PROTECTED.__contains__)
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT city, count(*) FROM customers GROUP BY city", Route.ENGINE),
+        ("SELECT count(*) FROM public.customers", Route.ENGINE),
+        ('SELECT count(*) FROM "Accounts"', Route.ENGINE),
+        ("SELECT * FROM (SELECT city FROM customers) s", Route.ENGINE),
+        ("SELECT * FROM customers LIMIT 0", Route.PROBE),
+        ("SELECT * FROM customers WHERE 1 <> 1", Route.PROBE),
+        ("SELECT * FROM customers WHERE (0 = 1)", Route.PROBE),
+        ("SELECT * FROM customers WHERE false", Route.PROBE),
+        ("SELECT * FROM customers WHERE 'a' = 'b' AND city = 'x'", Route.PROBE),
+        ("SELECT count(*) FROM customers WHERE 1 = 1", Route.ENGINE),
+        ("SELECT count(*) FROM customers LIMIT 1", Route.ENGINE),
+        ("SELECT * FROM pg_catalog.pg_class", Route.PASS),
+        ("WITH customers AS (SELECT 1 AS x) SELECT x FROM customers", Route.PASS),
+        ("EXPLAIN SELECT * FROM customers", Route.PASS),
+        ("INSERT INTO notes SELECT city FROM customers", Route.PASS),
+        ("SET search_path = public", Route.PASS),
+        ("SELECT 1; SELECT 2", Route.PASS),
+    ],
+)
+def test_routes(sql, expected):
+    assert _route(sql) is expected
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY customers TO STDOUT",
+        "COPY (SELECT * FROM customers) TO STDOUT",
+        "COPY public.customers FROM STDIN",
+    ],
+)
+def test_copy_of_a_protected_table_is_refused(sql):
+    with pytest.raises(RoutingError, match="COPY is not available") as error:
+        _route(sql)
+    assert error.value.sqlstate == "42501"
+
+
+def test_a_protected_query_must_come_alone():
+    with pytest.raises(RoutingError, match="sent alone"):
+        _route("SELECT 1; SELECT count(*) FROM customers")
+
+
+def test_unparseable_text_is_left_to_the_server():
+    assert routing.parse_statements("SELEC city FRM") in (None, [])
+
+
+def test_parameters_become_typed_literals():
+    (tree,) = routing.parse_statements(
+        "SELECT count(*) FROM customers WHERE city = $1 AND age = $2 AND note = $3"
+    )
+    inlined = routing.inline_parameters(tree, ["Ro'me", "30", None], ["text", "integer", None])
+    assert inlined.sql(dialect="postgres") == (
+        "SELECT COUNT(*) FROM customers WHERE city = CAST('Ro''me' AS TEXT) "
+        "AND age = CAST('30' AS INT) AND note = NULL"
+    )
+    assert "$1" in tree.sql(dialect="postgres")  # the parsed tree itself is untouched
+
+
+def test_a_parameter_without_a_value_is_an_error():
+    (tree,) = routing.parse_statements("SELECT count(*) FROM customers WHERE city = $2")
+    with pytest.raises(RoutingError, match=r"no value bound for parameter \$2"):
+        routing.inline_parameters(tree, ["x"], ["text"])
+
+
+def test_fetch_statement_quotes_names_and_casts_to_the_described_types():
+    statement = routing.fetch_statement(
+        ["city", "count", 'odd"name'], ["text", "bigint", "integer"], ["text", "bigint", "numeric"]
+    )
+    assert statement == (
+        'SELECT t.c1 AS "city", t.c2 AS "count", CAST(t.c3 AS numeric) AS "odd""name"'
+        " FROM diffix._query_stashed() AS t(c1 text, c2 bigint, c3 integer)"
+    )
+
+
+def test_fetch_statement_keeps_repeated_names():
+    statement = routing.fetch_statement(["n", "n"], ["bigint", "bigint"], None)
+    assert statement.startswith('SELECT t.c1 AS "n", t.c2 AS "n" FROM')
