@@ -4,19 +4,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: deps system-deps test unit demo bench lint format clean
+.PHONY: deps system-deps client-deps test unit demo bench lint format clean
 
 deps: system-deps $(STAMP)
 
 system-deps:
 	@sh installer/ensure_system_packages.sh
 
+# the proxy's client matrix (pgjdbc, node-postgres); never fatal, missing clients are skipped
+client-deps:
+	@sh installer/ensure_client_packages.sh
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV) || { sh installer/ensure_system_packages.sh --venv && python3 -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
 	@touch $@
 
-test: deps
+test: deps client-deps
 	$(VENV)/bin/pytest -n 2
 
 unit: $(STAMP)
