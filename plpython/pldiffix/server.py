@@ -7,7 +7,9 @@ Errors the user can fix are raised with plpy.error so they carry a SQLSTATE, det
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -338,19 +340,38 @@ def prepare_rows(plpy: Any, sql: str | None) -> str:
 def _stash_answer(plpy: Any, sql: str | None) -> tuple[list[str], list[str]]:
     """Answers the query, keeps its rows for stashed_rows, returns its column names and types."""
     _stash.clear()
+    names, types, rows = _answer_rows(plpy, sql)
+    _stash.update(role=catalog.current_role(plpy), rows=rows)
+    return names, types
+
+
+def _answer_rows(plpy: Any, sql: str | None) -> tuple[list[str], list[str], list[list[Any]]]:
     answer = _answer(plpy, sql, with_types=True)
     document = json.loads(answer.document, parse_float=Decimal)
-    _stash.update(
-        role=catalog.current_role(plpy),
-        rows=[[_as_sql_input(value) for value in row] for row in document["rows"]],
-    )
-    return list(document["columns"]), list(answer.column_types)
+    rows = [[_as_sql_input(value) for value in row] for row in document["rows"]]
+    return list(document["columns"]), list(answer.column_types), rows
 
 
 @reports_errors
 def stashed_rows(plpy: Any) -> list[list[Any]]:
     """The rows prepare_rows kept, once, and only for the role that asked for them."""
     role, rows = _stash.pop("role", None), _stash.pop("rows", [])
+    if role != catalog.current_role(plpy):
+        return []
+    return rows
+
+
+# The proxy's answers wait under a token until their fetch statement runs: a client may bind
+# several portals before it executes the first. The oldest are dropped beyond the limit.
+_proxy_answers: OrderedDict[int, tuple[str, list[list[Any]]]] = OrderedDict()
+_PROXY_ANSWERS_KEPT = 64
+_proxy_tokens = itertools.count(1)
+
+
+@reports_errors
+def proxy_rows(plpy: Any, token: int | None) -> list[list[Any]]:
+    """The rows proxy_plan kept under `token`, once, and only for the role that asked."""
+    role, rows = _proxy_answers.pop(token, (None, []))
     if role != catalog.current_role(plpy):
         return []
     return rows
@@ -455,13 +476,17 @@ def proxy_plan(
         names = catalog.type_names(plpy, oids, [-1] * len(oids))
         known = [name if oid else None for name, oid in zip(names, oids, strict=True)]
         tree = routing.inline_parameters(tree, params, known)
-    names, types = _stash_answer(plpy, tree.sql(dialect="postgres"))
+    names, types, rows = _answer_rows(plpy, tree.sql(dialect="postgres"))
+    token = next(_proxy_tokens)
+    _proxy_answers[token] = (catalog.current_role(plpy), rows)
+    while len(_proxy_answers) > _PROXY_ANSWERS_KEPT:
+        _proxy_answers.popitem(last=False)
     client_types = None
     if column_types:
         client_types = catalog.type_names(plpy, column_types, column_typmods or [])
         if len(client_types) != len(types):
             client_types = None
-    return [(chosen.value, routing.fetch_statement(names, types, client_types))]
+    return [(chosen.value, routing.fetch_statement(token, names, types, client_types))]
 
 
 def _is_protected(plpy: Any, name: str) -> bool:

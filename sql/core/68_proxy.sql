@@ -43,3 +43,11 @@ EXCEPTION WHEN OTHERS THEN
   PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
 END
 $$;
+
+-- The rows of an answer proxy_plan gave, once, to the role that asked (see server.proxy_rows).
+CREATE OR REPLACE FUNCTION diffix._proxy_rows(token bigint) RETURNS SETOF record
+LANGUAGE plpython3u VOLATILE
+AS $python$
+from pldiffix import server
+return server.proxy_rows(plpy, token)
+$python$;

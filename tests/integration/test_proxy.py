@@ -388,3 +388,32 @@ def test_concurrent_clients_each_get_their_answers(world):
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
         assert all(pool.map(client, range(50)))
     assert _wait_for_backends(world, world.analyst, 0) == 0
+
+
+def test_portals_bound_before_either_runs_keep_their_own_rows(world):
+    by_city = "SELECT city, count(*) FROM customers GROUP BY city ORDER BY city"
+    total = "SELECT count(*) FROM customers"
+    with signed_in(world, world.analyst) as sock:
+        sock.sendall(
+            codec.parse("a", by_city)
+            + codec.encode_bind("pa", "a", [], [], [])
+            + codec.parse("b", total)
+            + codec.encode_bind("pb", "b", [], [], [])
+            + codec.execute("pb")
+            + codec.execute("pa")
+            + codec.SYNC
+        )
+        messages = read_until_ready(sock)
+    kinds = b"".join(kind for kind, _ in messages)
+    assert _error_code(messages) is None
+    rows = [
+        [None if v is None else v.decode() for v in codec.parse_data_row(body)]
+        for kind, body in messages
+        if kind == b"D"
+    ]
+    expected_total = world.expected(total)
+    expected_by_city = world.expected(by_city)
+    assert kinds.startswith(b"1212")
+    assert len(rows) == len(expected_total) + len(expected_by_city)
+    assert [int(rows[0][0])] == expected_total[0]
+    assert [[city, int(n)] for city, n in rows[1:]] == expected_by_city

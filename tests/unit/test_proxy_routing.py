@@ -85,14 +85,17 @@ def test_a_parameter_without_a_value_is_an_error():
 
 def test_fetch_statement_quotes_names_and_casts_to_the_described_types():
     statement = routing.fetch_statement(
-        ["city", "count", 'odd"name'], ["text", "bigint", "integer"], ["text", "bigint", "numeric"]
+        7,
+        ["city", "count", 'odd"name'],
+        ["text", "bigint", "integer"],
+        ["text", "bigint", "numeric"],
     )
     assert statement == (
         'SELECT t.c1 AS "city", t.c2 AS "count", CAST(t.c3 AS numeric) AS "odd""name"'
-        " FROM diffix._query_stashed() AS t(c1 text, c2 bigint, c3 integer)"
+        " FROM diffix._proxy_rows(7) AS t(c1 text, c2 bigint, c3 integer)"
     )
 
 
 def test_fetch_statement_keeps_repeated_names():
-    statement = routing.fetch_statement(["n", "n"], ["bigint", "bigint"], None)
+    statement = routing.fetch_statement(1, ["n", "n"], ["bigint", "bigint"], None)
     assert statement.startswith('SELECT t.c1 AS "n", t.c2 AS "n" FROM')

@@ -159,10 +159,13 @@ def quote_identifier(name: str) -> str:
 
 
 def fetch_statement(
-    names: Sequence[str], engine_types: Sequence[str], client_types: Sequence[str] | None
+    token: int,
+    names: Sequence[str],
+    engine_types: Sequence[str],
+    client_types: Sequence[str] | None,
 ) -> str:
-    """The statement that hands out the rows diffix._query_stashed() holds, under the query's
-    own column names (repeats allowed) and, when the client was told them, its Describe types.
+    """The statement that hands out the rows kept under `token`, under the query's own column
+    names (repeats allowed) and, when the client was told them, its Describe types.
 
     Every name is quoted and every type comes from format_type(): nothing of the client's text
     is pasted into it.
@@ -174,4 +177,5 @@ def fetch_statement(
         if client_types is not None and client_types[i - 1] != engine_types[i - 1]:
             value = f"CAST({value} AS {client_types[i - 1]})"
         outputs.append(f"{value} AS {quote_identifier(name)}")
-    return f"SELECT {', '.join(outputs)} FROM diffix._query_stashed() AS t({columns})"
+    source = f"diffix._proxy_rows({int(token)})"
+    return f"SELECT {', '.join(outputs)} FROM {source} AS t({columns})"
