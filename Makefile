@@ -29,8 +29,10 @@ unit: $(STAMP)
 demo: deps
 	$(PY) -m pldiffix_tools.demo
 
+# BENCH_ARGS go to the engine benchmark, PROXY_BENCH_ARGS to the proxy's (overhead and load)
 bench: deps
 	$(PY) -m pldiffix_tools.bench $(BENCH_ARGS)
+	$(PY) -m pldiffix_tools.bench_proxy $(PROXY_BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -130,10 +130,13 @@ def query_json(plpy: Any, sql: str | None) -> str:
     return _answer(plpy, sql, with_types=False).document
 
 
-def _answer(plpy: Any, sql: str | None, *, with_types: bool) -> results.Answer:
+def _answer(
+    plpy: Any, sql: str | None, *, with_types: bool, level: AccessLevel | None = None
+) -> results.Answer:
     """The answer, after its row in the audit log (core/audit.py); a refused or failed query
     is logged with its reason and its error raised unchanged."""
-    level = catalog.effective_level(plpy, catalog.current_role(plpy))
+    if level is None:
+        level = catalog.effective_level(plpy, catalog.current_role(plpy))
     route = _Route("direct" if level is AccessLevel.DIRECT else "diffix")
     try:
         answer = _unaudited_answer(plpy, sql, level, with_types, route)
@@ -345,8 +348,10 @@ def _stash_answer(plpy: Any, sql: str | None) -> tuple[list[str], list[str]]:
     return names, types
 
 
-def _answer_rows(plpy: Any, sql: str | None) -> tuple[list[str], list[str], list[list[Any]]]:
-    answer = _answer(plpy, sql, with_types=True)
+def _answer_rows(
+    plpy: Any, sql: str | None, level: AccessLevel | None = None
+) -> tuple[list[str], list[str], list[list[Any]]]:
+    answer = _answer(plpy, sql, with_types=True, level=level)
     document = json.loads(answer.document, parse_float=Decimal)
     rows = [[_as_sql_input(value) for value in row] for row in document["rows"]]
     return list(document["columns"]), list(answer.column_types), rows
@@ -467,16 +472,21 @@ def proxy_plan(
     statements = routing.parse_statements(sql or "")
     if level in (AccessLevel.DIRECT, AccessLevel.PERTURBED) or not statements:
         return [(routing.Route.PASS.value, None)]
-    chosen = routing.route(statements, lambda name: _is_protected(plpy, name))
+    try:
+        chosen = routing.route(statements, lambda name: _is_protected(plpy, name))
+    except routing.RoutingError as error:
+        mechanism = "dp" if level is AccessLevel.ANONYMIZED_DP else "diffix"
+        _log_refusal(plpy, level, mechanism, sql, error)
+        raise
     if chosen is not routing.Route.ENGINE or not answer:
         return [(chosen.value, None)]
-    tree = statements[0]
+    statement = sql
     if params:
         oids = list(param_types or [0] * len(params))
         names = catalog.type_names(plpy, oids, [-1] * len(oids))
         known = [name if oid else None for name, oid in zip(names, oids, strict=True)]
-        tree = routing.inline_parameters(tree, params, known)
-    names, types, rows = _answer_rows(plpy, tree.sql(dialect="postgres"))
+        statement = routing.inline_parameters(statements[0], params, known).sql(dialect="postgres")
+    names, types, rows = _answer_rows(plpy, statement, level)
     token = next(_proxy_tokens)
     _proxy_answers[token] = (catalog.current_role(plpy), rows)
     while len(_proxy_answers) > _PROXY_ANSWERS_KEPT:

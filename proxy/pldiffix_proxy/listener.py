@@ -155,8 +155,6 @@ class Front:
             )
         except ServerGone:
             log.warning("%s: the server closed the connection", name)
-        except asyncio.IncompleteReadError:
-            log.warning("%s: closing the connection: it ended inside a startup packet", name)
         except (ConnectionError, OSError) as error:
             log.info("%s: connection lost: %s", name, error)
         except Exception:
@@ -174,11 +172,20 @@ class Front:
             await client.close()
 
     async def _startup(self, client: Peer) -> codec.Startup | None:
-        """Reads the startup packet, answering SSL and GSS requests; None after a cancel."""
+        """Reads the startup packet, answering SSL and GSS requests; None after a cancel or
+        when the client leaves without a word."""
+        first = True
         while True:
-            header = await client.reader.readexactly(4)
-            length = codec.startup_length(header)
-            startup = codec.parse_startup(header + await client.reader.readexactly(length - 4))
+            try:
+                header = await client.reader.readexactly(4)
+                length = codec.startup_length(header)
+                body = await client.reader.readexactly(length - 4)
+            except asyncio.IncompleteReadError as error:
+                if first and not error.partial:
+                    return None  # connected and left (a port probe): nothing to report
+                raise ProtocolError("the connection ended inside a startup packet") from None
+            first = False
+            startup = codec.parse_startup(header + body)
             if startup.code == codec.SSL_REQUEST:
                 if self.tls is None:
                     client.write(b"N")

@@ -41,6 +41,59 @@ _ROUTING_CHECK = (
     " AND pg_catalog.has_schema_privilege(oid, 'USAGE'))"
 )
 _TEXT, _BOOL, _OID_ARRAY, _INT4_ARRAY = 25, 16, 1028, 1007
+_ROUTES_KEPT = 512
+# Statements after which cached routes are forgotten: anything but reading and transaction
+# control may change labels, levels or name resolution (SET search_path, diffix.set(...)).
+_READ_ONLY_STARTS = frozenset(
+    {
+        "select",
+        "with",
+        "values",
+        "table",
+        "show",
+        "begin",
+        "start",
+        "commit",
+        "end",
+        "rollback",
+        "savepoint",
+        "release",
+        "fetch",
+        "close",
+    }
+)
+
+
+class RouteCache:
+    """Routes of statement texts this client sent before (most recent last).
+
+    A stale route never grants anything: a statement wrongly passed meets the server's
+    privileges, one wrongly sent to the engine is re-routed by the server when answered, and a
+    probe's answer (no rows) is right whatever the table's label.
+    """
+
+    def __init__(self) -> None:
+        self._routes: dict[str, str] = {}
+
+    def get(self, sql: str) -> str | None:
+        route = self._routes.pop(sql, None)
+        if route is not None:
+            self._routes[sql] = route
+        return route
+
+    def put(self, sql: str, route: str) -> None:
+        self._routes.pop(sql, None)
+        self._routes[sql] = route
+        while len(self._routes) > _ROUTES_KEPT:
+            del self._routes[next(iter(self._routes))]
+
+    def clear(self) -> None:
+        self._routes.clear()
+
+    def note_forwarded(self, sql: str) -> None:
+        words = sql.lstrip(" \t\r\n(").split(None, 1)
+        if not words or words[0].lower() not in _READ_ONLY_STARTS or "diffix" in sql.lower():
+            self._routes.clear()
 
 
 class ClientGone(Exception):
@@ -98,6 +151,7 @@ class Session:
         self.skipping = False
         self.statements: dict[str, LocalStatement] = {}
         self.probe_portals: dict[str, bytes] = {}  # portal -> its RowDescription
+        self.routes = RouteCache()
         self._out: list[bytes] = []
         self._inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=1024)
         self._gone = asyncio.Event()
@@ -199,6 +253,8 @@ class Session:
             if message.kind == b"Z":
                 self._ready(message)
                 return
+            if message.kind == b"E":
+                self._forget_routes_if_denied(message)
             if message.kind == b"G":
                 await self._relay_copy_in()
 
@@ -211,6 +267,12 @@ class Session:
                 return
             if message.kind != b"d":
                 raise ProtocolError(f"unexpected message {message.kind!r} during COPY")
+
+    def _forget_routes_if_denied(self, error: Message) -> None:
+        """A forwarded statement was denied: perhaps a table was labeled since its route was
+        cached. The next attempt asks the server again."""
+        if b"C42501\0" in error.body:
+            self.routes.clear()
 
     def _ready(self, message: Message) -> None:
         self.status = message.body[:1]
@@ -227,6 +289,7 @@ class Session:
             message = await self._next_server()
             self._to_client(message.raw)
             if message.kind == b"E":
+                self._forget_routes_if_denied(message)
                 self.pending = 0
                 self.skipping = True
                 return False
@@ -359,14 +422,19 @@ class Session:
 
     async def _simple_query(self, message: Message) -> None:
         sql = codec.query_text(message.body)
-        if not self._should_route() or not sql.strip():
-            self.server.write(message.raw)
+        cached = self.routes.get(sql)
+        if not self._should_route() or not sql.strip() or cached == "pass":
+            self._pass_query(message, sql)
             await self._relay_until_ready()
             return
-        plan = await self._plan(sql, answer=True, sync=True)
-        if plan is None:
-            self._to_client(codec.ready_for_query(self.status))
-            return
+        if cached == "probe":
+            plan: PlanResult | None = PlanResult("probe", None)
+        else:
+            plan = await self._plan(sql, answer=True, sync=True)
+            if plan is None:
+                self._to_client(codec.ready_for_query(self.status))
+                return
+            self.routes.put(sql, plan.route)
         if plan.route == "probe":
             replies = await self._describe(sql, [], sync=True)
             if not any(m.kind == b"E" for m in replies):
@@ -379,8 +447,12 @@ class Session:
         if plan.route == "engine" and plan.statement:
             self.server.write(codec.query(plan.statement))
         else:
-            self.server.write(message.raw)
+            self._pass_query(message, sql)
         await self._relay_until_ready()
+
+    def _pass_query(self, message: Message, sql: str) -> None:
+        self.routes.note_forwarded(sql)
+        self.server.write(message.raw)
 
     # --- extended query ------------------------------------------------------------------------
 
@@ -413,18 +485,21 @@ class Session:
 
     async def _on_parse(self, message: Message) -> None:
         parse = codec.parse_parse(message.body)
-        if not self._should_route():
+        route = self.routes.get(parse.sql) if self._should_route() else "pass"
+        if route is None:
+            if not await self._drain():
+                return
+            plan = await self._plan(parse.sql, answer=False, sync=False)
+            if plan is None:
+                return
+            route = plan.route
+            self.routes.put(parse.sql, route)
+        if route == "pass":
+            self.routes.note_forwarded(parse.sql)
             self.statements.pop(parse.name, None)
             self._forward(message)
             return
         if not await self._drain():
-            return
-        plan = await self._plan(parse.sql, answer=False, sync=False)
-        if plan is None:
-            return
-        if plan.route == "pass":
-            self.statements.pop(parse.name, None)
-            self._forward(message)
             return
         if parse.name and parse.name in self.statements:
             self._to_client(
@@ -439,7 +514,7 @@ class Session:
         shape = next(m for m in replies if m.kind in (b"T", b"n"))
         self.statements[parse.name] = LocalStatement(
             parse.sql,
-            plan.route,
+            route,
             codec.parse_parameter_description(parameters.body),
             parameters.raw,
             shape.raw,

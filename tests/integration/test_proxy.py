@@ -417,3 +417,39 @@ def test_portals_bound_before_either_runs_keep_their_own_rows(world):
     assert len(rows) == len(expected_total) + len(expected_by_city)
     assert [int(rows[0][0])] == expected_total[0]
     assert [[city, int(n)] for city, n in rows[1:]] == expected_by_city
+
+
+def test_a_refused_copy_is_in_the_audit_log(world):
+    role = world.db.create_role("anonymized_trusted", prefix="audited")
+    with (
+        psycopg.connect(world.proxy_dsn(role), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+        conn.cursor().copy("COPY customers TO STDOUT") as copy,
+    ):
+        list(copy)
+    rows = world.db.admin.execute(
+        "SELECT accepted, sql, reason FROM diffix.audit_log WHERE session_role = %s",
+        (role,),
+    ).fetchall()
+    assert [(accepted, statement) for accepted, statement, _ in rows] == [
+        (False, "COPY customers TO STDOUT")
+    ]
+    assert "COPY is not available" in rows[0][2]
+
+
+def test_a_table_labeled_after_its_route_was_cached_is_anonymized_on_the_next_try(world):
+    admin = world.db.admin
+    admin.execute("CREATE TABLE visits (id int, page text)")
+    admin.execute("INSERT INTO visits SELECT i, 'home' FROM generate_series(1, 300) i")
+    admin.execute("GRANT SELECT ON visits TO PUBLIC")
+    sql = "SELECT page, count(*) FROM visits GROUP BY page"
+    try:
+        with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+            assert conn.execute(sql).fetchall() == [("home", 300)]  # unlabeled: passed
+            admin.execute("CALL diffix.mark_personal('visits', 'id')")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)  # the cached route meets the server's privileges
+            rows = conn.execute(sql).fetchall()
+        assert normalized_rows(rows) == world.expected(sql)
+    finally:
+        admin.execute("DROP TABLE visits")

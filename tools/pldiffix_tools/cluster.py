@@ -33,7 +33,7 @@ def find_bindir() -> Path:
     return candidates[-1].parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -81,7 +81,7 @@ class EmbeddedCluster:
         # dblink requires of non-superusers; everyone else keeps trust.
         hba = data / "pg_hba.conf"
         hba.write_text(LEDGER_HBA_LINE + PASSWORD_HBA_LINE + hba.read_text())
-        self.port = _free_port()
+        self.port = free_port()
         options = {
             "port": str(self.port),
             "unix_socket_directories": str(self.root),
