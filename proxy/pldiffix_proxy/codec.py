@@ -336,6 +336,16 @@ def error_response(
     return frame(b"E", body + b"\0")
 
 
+_INTERNAL_FIELDS = frozenset(b"WPpq")  # context, positions and the text of the front's own query
+
+
+def without_internal_context(body: bytes) -> bytes:
+    """An ErrorResponse raised by the front's own statement, as the client should see it: its
+    SQLSTATE, message, detail and hint, without the context and positions of our internals."""
+    kept = [part for part in body.split(b"\0") if part and part[0] not in _INTERNAL_FIELDS]
+    return frame(b"E", b"".join(part + b"\0" for part in kept) + b"\0")
+
+
 def authentication_code(body: bytes) -> int:
     if len(body) < 4:
         raise ProtocolError("authentication request too short")

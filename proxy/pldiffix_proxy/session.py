@@ -321,7 +321,7 @@ class Session:
                 self._to_client(message.raw)
                 continue
             if message.kind == b"E":
-                self._to_client(message.raw)
+                self._to_client(codec.without_internal_context(message.body))
                 replies.append(message)
                 if not sync:
                     self.skipping = True

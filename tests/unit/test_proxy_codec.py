@@ -126,3 +126,11 @@ def test_error_response_carries_its_fields():
     fields = codec.parse_error_fields(raw[5:])
     assert fields["C"] == "0A000" and fields["M"] == "no" and fields["H"] == "try this"
     assert fields["S"] == "ERROR"
+
+
+def test_internal_context_is_dropped_from_errors_of_the_fronts_own_statements():
+    body = b"SERROR\0C0A000\0Mno\0Htry\0WPL/pgSQL function diffix.proxy_plan\0P12\0qSELECT\0\0"
+    raw = codec.without_internal_context(body)
+    fields = codec.parse_error_fields(raw[5:])
+    assert fields == {"S": "ERROR", "C": "0A000", "M": "no", "H": "try"}
+    assert raw.endswith(b"\0\0")

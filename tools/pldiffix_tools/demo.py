@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
+import subprocess
 import sys
 
 import psycopg
@@ -14,6 +16,7 @@ from pldiffix_installer import cellkey, install
 from pldiffix_installer.paths import REPO_ROOT
 from pldiffix_installer.tables import format_table
 from pldiffix_tools.cluster import EmbeddedCluster
+from pldiffix_tools.proxy_process import running_proxy
 
 DATA = """
 CREATE TABLE branches (id int PRIMARY KEY, city text, country text);
@@ -209,6 +212,33 @@ def _perturbation_demo(bank_dsn: str, teller: psycopg.Connection) -> None:
     print(report)
 
 
+PROXY_QUERIES = [
+    "SELECT kind, count(*) FROM accounts GROUP BY kind ORDER BY kind",
+    "SELECT id, kind FROM accounts",
+]
+
+
+def _proxy_demo(bank_dsn: str) -> None:
+    """psql through `pldiffix proxy`: the analyst's plain SQL, answered as diffix.query_json."""
+    psql = shutil.which("psql")
+    with running_proxy(bank_dsn) as port:
+        target = f"host=127.0.0.1 port={port} dbname=bank user=analyst"
+        print(f"\n== Plain SQL through the proxy: pldiffix proxy --listen 127.0.0.1:{port}")
+        for sql in PROXY_QUERIES:
+            print(f'$ psql "{target}" -c "{sql}"')
+            if psql is None:
+                print("  (psql is not installed; skipped)")
+                continue
+            result = subprocess.run(
+                [psql, "-X", "-c", sql, target],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            print((result.stdout + result.stderr).rstrip())
+
+
 def _show(conn: psycopg.Connection, sql: str) -> str:
     try:
         doc = conn.execute("SELECT diffix.query_json(%s)", (sql,)).fetchone()[0]
@@ -255,6 +285,7 @@ def run(dsn: str) -> None:
         _tbe_demo(bank_dsn, teller, analyst)
         _dp_demo(bank_dsn)
         _perturbation_demo(bank_dsn, teller)
+        _proxy_demo(bank_dsn)
         print("\n== Security findings (SELECT * FROM diffix.check_security())")
         with psycopg.connect(bank_dsn) as conn:
             rows = conn.execute(
