@@ -50,8 +50,11 @@ class ProxyWorld:
     analyst: str
     direct: str
 
-    def proxy_dsn(self, user: str, **extra: Any) -> str:
-        return make_conninfo(self.db.dsn(user), host="127.0.0.1", port=self.front.port, **extra)
+    def proxy_dsn(self, user: str, *, port: int | None = None, **extra: Any) -> str:
+        """A DSN for `user` through the module's front (or the one on `port`)."""
+        return make_conninfo(
+            self.db.dsn(user), host="127.0.0.1", port=port or self.front.port, **extra
+        )
 
     def expected(self, sql: str) -> list[list[Any]]:
         """The rows diffix.query_json gives the analyst connected straight to the server."""

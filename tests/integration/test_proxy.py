@@ -337,6 +337,7 @@ def test_malformed_message_after_sign_in_closes_that_client(world, caplog):
         assert _closed(sock)
     assert _wait_for_backends(world, role, 0) == 0
     assert _healthy(world)
+    assert "closing the connection" in caplog.text
 
 
 def test_oversized_message_is_refused_before_it_is_read(world, caplog):
@@ -453,3 +454,88 @@ def test_a_table_labeled_after_its_route_was_cached_is_anonymized_on_the_next_tr
         assert normalized_rows(rows) == world.expected(sql)
     finally:
         admin.execute("DROP TABLE visits")
+
+
+def _spent(world: ProxyWorld, role: str) -> float:
+    row = world.db.execute(
+        "SELECT epsilon_spent FROM diffix.privacy_budget() WHERE role = %s", (role,)
+    )
+    return float(row[0][0])
+
+
+def test_a_dp_role_spends_its_budget_through_the_proxy_and_is_refused_when_it_is_gone(world):
+    role = world.db.create_role("anonymized_dp", prefix="dp")
+    world.db.admin.execute("CALL diffix.set_privacy_budget(%s, 1.0, 0)", (role,))
+    with psycopg.connect(world.proxy_dsn(role), autocommit=True) as conn:
+        conn.execute("SELECT diffix.set('dp_epsilon', '0.4')")
+        for prepare in (False, True):
+            (count,) = conn.execute("SELECT count(*) FROM customers", prepare=prepare).fetchone()
+            assert isinstance(count, int)
+        assert _spent(world, role) == pytest.approx(0.8)
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("SELECT count(*) FROM customers")
+        with psycopg.connect(world.db.dsn(role), autocommit=True) as direct:
+            direct.execute("SELECT diffix.set('dp_epsilon', '0.4')")
+            with pytest.raises(psycopg.Error) as refused_directly:
+                direct.execute("SELECT diffix.query_json('SELECT count(*) FROM customers')")
+    assert refused.value.sqlstate == refused_directly.value.sqlstate
+    assert refused.value.diag.message_primary == refused_directly.value.diag.message_primary
+    assert _spent(world, role) == pytest.approx(0.8)
+
+
+def test_stashed_answers_are_only_for_the_role_that_asked(world):
+    """A session that changes role after an answer was kept cannot read it as the other role."""
+    other = world.db.create_role("anonymized_trusted", prefix="other")
+    asker = world.db.create_role("anonymized_trusted", prefix="asker")
+    world.db.admin.execute(f'GRANT "{other}" TO "{asker}"')
+    with psycopg.connect(world.db.dsn(asker), autocommit=True) as conn:
+        _route, fetch = conn.execute(
+            "SELECT * FROM diffix.proxy_plan(%s)", (ANALYST_QUERIES[0],)
+        ).fetchone()
+        conn.execute(f'SET ROLE "{other}"')
+        assert conn.execute(fetch).fetchall() == []
+        conn.execute("RESET ROLE")
+        assert conn.execute(fetch).fetchall() == []  # and each answer is handed out once
+
+
+def test_tls_to_the_client(world, tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    from pldiffix_proxy.listener import running_in_thread
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with running_in_thread(world.db.dsn(), tls=context) as front:
+        dsn = world.proxy_dsn(world.analyst, port=front.port, sslmode="require")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.info.pgconn.ssl_in_use
+            rows = conn.execute(ANALYST_QUERIES[0]).fetchall()
+    assert normalized_rows(rows) == world.expected(ANALYST_QUERIES[0])
+    with pytest.raises(psycopg.OperationalError):  # no TLS offered by the module's front
+        psycopg.connect(world.proxy_dsn(world.analyst, sslmode="require"))
