@@ -117,19 +117,7 @@ def test_node_postgres(world):
         "queries": [{"sql": sql} for sql in ANALYST_QUERIES]
         + [{"sql": "SELECT count(*) AS n FROM customers WHERE city = $1", "values": ["Rome"]}],
     }
-    result = subprocess.run(
-        [node, str(CLIENTS / "node" / "query.js")],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    answers = json.loads(result.stdout)
-    for sql, answer in zip([*ANALYST_QUERIES, PARAMETER_QUERY], answers, strict=True):
-        assert "error" not in answer, (sql, answer)
-        assert_text_rows(world.expected(sql), answer["rows"])
+    _assert_program_answers(world, [node, str(CLIENTS / "node" / "query.js")], json.dumps(spec))
 
 
 def test_jdbc(world):
@@ -140,21 +128,17 @@ def test_jdbc(world):
         pytest.skip(f"JDBC: {JDBC_JAR} (Debian's libpostgresql-jdbc-java) is not installed")
     url = f"jdbc:postgresql://127.0.0.1:{world.front.port}/{world.db.name}"
     statements = [*ANALYST_QUERIES, "?city=Rome SELECT count(*) AS n FROM customers WHERE city = ?"]
+    program = CLIENTS / "jdbc" / "ProxyClient.java"
+    # six runs each: pgjdbc moves to named statements and binary results after five
+    command = [java, "-cp", str(JDBC_JAR), str(program), url, world.analyst, "6", *statements]
+    _assert_program_answers(world, command, None)
+
+
+def _assert_program_answers(world: ProxyWorld, command: list[str], stdin: str | None) -> None:
+    """Runs a client program that prints one JSON answer per query (the analyst queries, then
+    PARAMETER_QUERY with a bound parameter) and compares each with diffix.query_json."""
     result = subprocess.run(
-        [
-            java,
-            "-cp",
-            str(JDBC_JAR),
-            str(CLIENTS / "jdbc" / "ProxyClient.java"),
-            url,
-            world.analyst,
-            "6",
-            *statements,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+        command, input=stdin, capture_output=True, text=True, timeout=180, check=False
     )
     assert result.returncode == 0, result.stderr
     answers = json.loads(result.stdout)
