@@ -346,6 +346,11 @@ def without_internal_context(body: bytes) -> bytes:
     return frame(b"E", b"".join(part + b"\0" for part in kept) + b"\0")
 
 
+def cancel_request(backend_key: bytes) -> bytes:
+    """A CancelRequest for the backend whose BackendKeyData body is `backend_key`."""
+    return struct.pack("!II", 16, CANCEL_REQUEST) + backend_key
+
+
 def authentication_code(body: bytes) -> int:
     if len(body) < 4:
         raise ProtocolError("authentication request too short")

@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pldiffix_proxy import codec
 from pldiffix_proxy.codec import Message, ProtocolError
-from pldiffix_proxy.session import ClientGone, Peer, ServerGone, Session, cancel_packet
+from pldiffix_proxy.session import ClientGone, Peer, ServerGone, Session
 
 log = logging.getLogger("pldiffix.proxy")
 
@@ -226,7 +226,7 @@ class Front:
         """Forwards a cancel request; the key is the server's own, relayed unchanged."""
         try:
             _reader, writer = await self.server_address.connect()
-            writer.write(cancel_packet(backend_key))
+            writer.write(codec.cancel_request(backend_key))
             await writer.drain()
             writer.close()
             await writer.wait_closed()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 from dataclasses import dataclass, field
 
 from pldiffix_proxy import codec
@@ -627,8 +626,3 @@ def _with_formats(row_description: bytes, formats: list[int]) -> bytes | None:
             for c, f in zip(columns, chosen, strict=True)
         ]
     )
-
-
-def cancel_packet(backend_key: bytes) -> bytes:
-    """A CancelRequest for the backend whose BackendKeyData body is `backend_key`."""
-    return struct.pack("!II", 16, codec.CANCEL_REQUEST) + backend_key

@@ -134,3 +134,10 @@ def test_internal_context_is_dropped_from_errors_of_the_fronts_own_statements():
     fields = codec.parse_error_fields(raw[5:])
     assert fields == {"S": "ERROR", "C": "0A000", "M": "no", "H": "try"}
     assert raw.endswith(b"\0\0")
+
+
+def test_cancel_request_carries_the_relayed_backend_key():
+    packet = codec.cancel_request(b"\x00\x00\x10\x01\xde\xad\xbe\xef")
+    startup = codec.parse_startup(packet)
+    assert startup.code == codec.CANCEL_REQUEST
+    assert startup.raw[8:] == b"\x00\x00\x10\x01\xde\xad\xbe\xef"
