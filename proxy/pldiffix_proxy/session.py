@@ -157,6 +157,7 @@ class Session:
         self._gone_wait: asyncio.Future | None = None
         self.client_error: ProtocolError | None = None
         self.waiting_for_server = False
+        self._pending_read: asyncio.Future | None = None
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -166,7 +167,7 @@ class Session:
         try:
             self.routing = await self._routing_available()
             while True:
-                message = await self._next_client()
+                message = await self._next_client(idle=not self.pending)
                 if message.kind == b"X":
                     self.server.write(message.raw)
                     return
@@ -180,6 +181,8 @@ class Session:
         finally:
             reader.cancel()
             self._gone_wait.cancel()
+            if self._pending_read is not None:
+                self._pending_read.cancel()
 
     async def _read_client(self) -> None:
         try:
@@ -203,9 +206,25 @@ class Session:
                 self._inbox.get_nowait()
             self._inbox.put_nowait(None)
 
-    async def _next_client(self) -> Message:
+    async def _next_client(self, *, idle: bool = False) -> Message:
+        """The client's next message. When `idle` (no reply owed), whatever the server sends
+        meanwhile (notifications, a FATAL before it closes) is relayed at once."""
         await self._flush_client()
-        message = await self._inbox.get()
+        while idle and self._inbox.empty():
+            get = asyncio.ensure_future(self._inbox.get())
+            read = self._server_read()
+            done, _ = await asyncio.wait({get, read}, return_when=asyncio.FIRST_COMPLETED)
+            if get not in done:
+                get.cancel()
+            if read in done:
+                for message in self._take_server_read():
+                    self._to_client(message.raw)
+                await self._flush_client()
+            if get in done:
+                message = get.result()
+                break
+        else:
+            message = await self._inbox.get()
         if message is None:
             self._inbox.put_nowait(None)
             raise ClientGone
@@ -225,22 +244,32 @@ class Session:
             return self.server.ready.pop(0)
         await self._flush_client()
         while not self.server.ready:
-            read = asyncio.ensure_future(self.server.reader.read(65536))
+            read = self._server_read()
             assert self._gone_wait is not None
             self.waiting_for_server = True
             done, _ = await asyncio.wait(
                 {read, self._gone_wait}, return_when=asyncio.FIRST_COMPLETED
             )
             if read not in done:
-                read.cancel()
                 raise ClientGone
             self.waiting_for_server = False
-            data = read.result()
-            if not data:
-                raise ServerGone
-            self.server.framing.feed(data)
-            self.server.ready.extend(self.server.framing.messages())
+            self.server.ready.extend(self._take_server_read())
         return self.server.ready.pop(0)
+
+    def _server_read(self) -> asyncio.Future:
+        """The one outstanding read of the server's stream, shared by both waits above."""
+        if self._pending_read is None:
+            self._pending_read = asyncio.ensure_future(self.server.reader.read(65536))
+        return self._pending_read
+
+    def _take_server_read(self) -> list[Message]:
+        assert self._pending_read is not None
+        data = self._pending_read.result()
+        self._pending_read = None
+        if not data:
+            raise ServerGone
+        self.server.framing.feed(data)
+        return self.server.framing.messages()
 
     # --- relaying ------------------------------------------------------------------------------
 

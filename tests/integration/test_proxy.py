@@ -539,3 +539,25 @@ def test_tls_to_the_client(world, tmp_path):
     assert normalized_rows(rows) == world.expected(ANALYST_QUERIES[0])
     with pytest.raises(psycopg.OperationalError):  # no TLS offered by the module's front
         psycopg.connect(world.proxy_dsn(world.analyst, sslmode="require"))
+
+
+def test_an_idle_client_gets_its_notifications(world):
+    with (
+        psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as listener,
+        psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as sender,
+    ):
+        listener.execute("LISTEN pldiffix_test")
+        sender.execute("NOTIFY pldiffix_test, 'hello'")
+        received = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]
+    assert received == ["hello"]
+
+
+def test_a_server_side_disconnect_reaches_the_idle_client(world):
+    role = world.db.create_role("anonymized_trusted", prefix="kicked")
+    with psycopg.connect(world.proxy_dsn(role), autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        world.db.admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.OperationalError, match="terminat"):
+            conn.execute("SELECT 1")
+    assert _wait_for_backends(world, role, 0) == 0
+    assert _healthy(world)
