@@ -27,7 +27,8 @@ log = logging.getLogger("pldiffix.proxy")
 # Replies that complete one extended-protocol message (Describe of a statement sends two).
 _COMPLETIONS = frozenset(b"123CIsntT")
 _ASYNC = frozenset(b"NSA")  # notice, parameter status, notification: relayed whenever they come
-_MAX_BATCH = 100_000
+# Prepared statements the front answers itself, per client (the server bounds its own by memory).
+MAX_LOCAL_STATEMENTS = 10_000
 
 _PROBE_STATEMENT = "_pldiffix_describe"
 _PLAN_STATEMENT = "_pldiffix_plan"
@@ -528,6 +529,16 @@ class Session:
             self._forward(message)
             return
         if not await self._drain():
+            return
+        if parse.name not in self.statements and len(self.statements) >= MAX_LOCAL_STATEMENTS:
+            self._to_client(
+                codec.error_response(
+                    "53400",
+                    f"more than {MAX_LOCAL_STATEMENTS} prepared statements over protected tables",
+                    hint="close (DEALLOCATE) prepared statements you no longer use",
+                )
+            )
+            self.skipping = True
             return
         if parse.name and parse.name in self.statements:
             self._to_client(

@@ -561,3 +561,18 @@ def test_a_server_side_disconnect_reaches_the_idle_client(world):
             conn.execute("SELECT 1")
     assert _wait_for_backends(world, role, 0) == 0
     assert _healthy(world)
+
+
+def test_prepared_statements_over_protected_tables_are_bounded_per_client(world, monkeypatch):
+    from pldiffix_proxy import session
+
+    monkeypatch.setattr(session, "MAX_LOCAL_STATEMENTS", 2)
+    with signed_in(world, world.analyst) as sock:
+        for name in ("s1", "s2", "s3"):
+            sock.sendall(codec.parse(name, "SELECT count(*) FROM customers") + codec.SYNC)
+            messages = read_until_ready(sock)
+        assert _error_code(messages) == "53400"
+        sock.sendall(codec.close("S", "s1") + codec.parse("s3", "SELECT count(*) FROM customers"))
+        sock.sendall(codec.SYNC)
+        messages = read_until_ready(sock)
+        assert _error_code(messages) is None and b"1" in [kind for kind, _ in messages]
