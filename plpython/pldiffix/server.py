@@ -6,17 +6,15 @@ Errors the user can fix are raised with plpy.error so they carry a SQLSTATE, det
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 from collections import OrderedDict
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pldiffix.core import audit, catalog, results, session, settings
+from pldiffix.core import audit, catalog, results, session, settings, sqltext
 from pldiffix.core.errors import reports_errors
-from pldiffix.core.levels import AccessLevel, most_restricted
+from pldiffix.core.levels import AccessLevel
 from pldiffix.core.statements import parse_single_select
 
 # --- access levels -------------------------------------------------------------------------------
@@ -24,7 +22,7 @@ from pldiffix.core.statements import parse_single_select
 
 @reports_errors
 def access_level(plpy: Any) -> str:
-    return catalog.effective_level(plpy, catalog.current_role(plpy)).value
+    return catalog.person_level(plpy).value
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -32,7 +30,7 @@ def access_level(plpy: Any) -> str:
 
 @reports_errors
 def show_settings(plpy: Any) -> list[tuple[str, str, str, str]]:
-    role = catalog.current_role(plpy)
+    role = catalog.invoking_role(plpy)
     is_admin = catalog.role_facts(plpy, role).is_admin
     stored = catalog.database_settings(plpy)
     overrides = session.overrides(catalog.session_role(plpy))
@@ -48,7 +46,7 @@ def show_settings(plpy: Any) -> list[tuple[str, str, str, str]]:
         if spec.secret:
             shown = "(hidden)" if not is_admin else _stored_salt(plpy)
         elif name == "session_access_level":
-            shown = catalog.effective_level(plpy, role).value
+            shown = catalog.person_level(plpy).value
         else:
             shown = settings.format_value(values[name])
         rows.append((name, shown, source, spec.description))
@@ -62,20 +60,25 @@ def _stored_salt(plpy: Any) -> str:
 
 @reports_errors
 def set_setting(plpy: Any, name: str, raw: str | None) -> str:
-    """diffix.set(name, value): a session value, checked against who may change what."""
+    """diffix.set(name, value): a session value, checked against who may change what.
+
+    Runs as definer (diffix._set, owner diffix_engine): who is an administrator is decided here,
+    against the catalog, never by invoker-rights code whose SQL the caller's session can bend;
+    the engine trusts these values only because nothing else writes them.
+    """
     spec = settings.spec_for(name)
-    role = catalog.current_role(plpy)
+    role = catalog.invoking_role(plpy)
     facts = catalog.role_facts(plpy, role)
-    if not settings.may_change(spec, is_admin=facts.is_admin):
+    login_is_admin = catalog.role_facts(plpy, catalog.session_role(plpy)).is_admin
+    if not settings.may_change(spec, is_admin=facts.is_admin and login_is_admin):
         raise PermissionError(
             f"only administrators can change {spec.name}; "
-            "analysts may change compute_suppress_bin, text_label_for_suppress_bin "
-            "and lower session_access_level"
+            "analysts may change compute_suppress_bin, text_label_for_suppress_bin, "
+            "dp_epsilon, dp_delta and lower session_access_level"
         )
     value = settings.parse_value(spec, raw)
     if spec.name == "session_access_level":
-        values = catalog.effective_settings(plpy)
-        allowed = catalog.role_level(facts, values["default_access_level"])
+        allowed = catalog.person_level(plpy)
         if value.rank < allowed.rank:
             raise PermissionError(
                 f"cannot raise the session access level to {value.value}: "
@@ -121,7 +124,7 @@ def _require_admin(plpy: Any, action: str) -> str:
     return role
 
 
-# --- queries -------------------------------------------------------------------------------------
+# --- queries ------------------------------------------------------------------------------------
 
 
 @reports_errors
@@ -130,201 +133,70 @@ def query_json(plpy: Any, sql: str | None) -> str:
     return _answer(plpy, sql, with_types=False).document
 
 
-def _answer(
-    plpy: Any, sql: str | None, *, with_types: bool, level: AccessLevel | None = None
-) -> results.Answer:
-    """The answer, after its row in the audit log (core/audit.py); a refused or failed query
-    is logged with its reason and its error raised unchanged."""
-    if level is None:
-        level = catalog.effective_level(plpy, catalog.current_role(plpy))
-    route = _Route("direct" if level is AccessLevel.DIRECT else "diffix")
-    try:
-        answer = _unaudited_answer(plpy, sql, level, with_types, route)
-    except Exception as error:
-        _log_refusal(plpy, level, route.mechanism, sql, error)
-        raise
-    _log_answer(plpy, level, sql, answer)
-    return answer
-
-
-def _log_answer(plpy: Any, level: AccessLevel, sql: str | None, answer: results.Answer) -> None:
-    audit.record(
-        plpy,
-        level=level.value,
-        mechanism=answer.mechanism,
-        sql=sql,
-        accepted=True,
-        rows=answer.rows,
-        epsilon=answer.epsilon,
-        delta=answer.delta,
-    )
-
-
-@dataclass
-class _Route:
-    """The mechanism a query is going to, so that its refusal is logged under it."""
-
-    mechanism: str
-
-
-def _log_refusal(
-    plpy: Any, level: AccessLevel, mechanism: str, sql: str | None, error: Exception
-) -> None:
-    """The refusal's row; if the log cannot be written the refusal stands all the same."""
-    with contextlib.suppress(plpy.SPIError):
-        audit.record(
-            plpy,
-            level=level.value,
-            mechanism=mechanism,
-            sql=sql,
-            accepted=False,
-            reason=audit.reason_of(error),
-        )
-
-
-def _unaudited_answer(
-    plpy: Any, sql: str | None, level: AccessLevel, with_types: bool, route: _Route
-) -> results.Answer:
-    tree = parse_single_select(sql)
-    assert sql is not None
-    if level is AccessLevel.DIRECT:
-        return _run_with_own_privileges(plpy, tree, with_types, "direct")
-    if level is AccessLevel.ANONYMIZED_DP:
-        route.mechanism = "dp"
-        return _dp_routed(plpy, sql, tree, with_types)
-    if level is AccessLevel.PERTURBED:
-        raise PermissionError(
-            "the perturbed access level reads the views in diffix_perturbed with plain SQL, "
-            "not through diffix.query_json"
-        )
-    # TBE / Laplace tables have their own engine (cellkey/engine.py).
-    from pldiffix.cellkey import engine as cellkey_engine
-
-    route.mechanism = "cellkey"
-    answer = cellkey_engine.dispatch(plpy, sql, tree, level)
-    if answer is not None:
-        return answer
-    from pldiffix.core.relations import RelationKind
-    from pldiffix.diffix.validation import validate
-
-    route.mechanism = "diffix"
-
-    schemas = catalog.current_schemas(plpy)
-    values = catalog.effective_settings(plpy)
-    validated = validate(
-        sql,
-        catalog.LiveCatalog(plpy, schemas),
-        level,
-        treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
-    )
-    if not any(r.kind is RelationKind.PERSONAL for r in validated.relations):
-        return _run_with_own_privileges(plpy, tree, with_types, "public")
-    # The engine returns the statement with its anonymizing parts replaced by their anonymized
-    # rows; everything else in it runs here, with the caller's own privileges.
-    rows = catalog.query(
-        plpy,
-        "SELECT diffix._anonymized_query_json($1, $2, $3) ->> 'query' AS q",
-        ("text", "text", "text[]"),
-        (sql, level.value, schemas),
-    )
-    return _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types, "diffix")
-
-
-def _dp_routed(plpy: Any, sql: str, tree: Any, with_types: bool) -> results.Answer:
-    """query_json / query of an anonymized_dp role: over personal tables a DP answer spending
-    the session's dp_epsilon (and dp_delta), else the query as at the untrusted level."""
-    from pldiffix.cellkey import engine as cellkey_engine
-    from pldiffix.core.relations import RelationKind
-    from pldiffix.diffix.validation import validate
-
-    if cellkey_engine.perturbed_table_in(plpy, tree) is not None:
-        raise PermissionError(
-            "roles at the anonymized_dp level cannot read perturbed (cell-key) tables"
-        )
-    schemas = catalog.current_schemas(plpy)
-    live = catalog.LiveCatalog(plpy, schemas)
-    if _reads_personal_table(tree, live):
-        values = catalog.effective_settings(plpy)
-        return _dp_answer_document(
-            plpy, sql, float(values["dp_epsilon"]), float(values["dp_delta"]), with_types
-        )
-    values = catalog.effective_settings(plpy)
-    validated = validate(
-        sql,
-        live,
-        AccessLevel.ANONYMIZED_UNTRUSTED,
-        treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
-    )
-    assert not any(r.kind is RelationKind.PERSONAL for r in validated.relations)
-    return _run_with_own_privileges(plpy, tree, with_types, "public")
-
-
-def _reads_personal_table(tree: Any, live: catalog.LiveCatalog) -> bool:
-    from sqlglot import exp
-
-    from pldiffix.core.relations import RelationKind
-
-    for table in tree.find_all(exp.Table):
-        for schema in [table.db] if table.db else live.search_path:
-            relation = live.get_relation(schema, table.name)
-            if relation is not None:
-                if relation.kind is RelationKind.PERSONAL:
-                    return True
-                break
-    return False
-
-
 @reports_errors
 def dp_query_json(plpy: Any, sql: str | None, epsilon: float | None, delta: float | None) -> str:
     """diffix.dp_query_json(sql, epsilon, delta): a DP answer, paid from the role's budget."""
-    level = catalog.effective_level(plpy, catalog.current_role(plpy))
-    try:
-        parse_single_select(sql)
-        assert sql is not None
-        answer = _dp_answer_document(plpy, sql, epsilon, delta, with_types=False)
-    except Exception as error:
-        _log_refusal(plpy, level, "dp", sql, error)
-        raise
-    _log_answer(plpy, level, sql, answer)
-    return answer.document
-
-
-def _dp_answer_document(
-    plpy: Any, sql: str, epsilon: float | None, delta: float | None, with_types: bool
-) -> results.Answer:
-    """The DP engine answers (and charges); its released rows are post-processed here, with the
-    caller's own privileges, and the document carries the engine's DP report."""
-    rows = catalog.query(
-        plpy,
-        "SELECT (d ->> 'query') AS q, (d -> 'dp')::text AS dp"
-        " FROM diffix._dp_answer($1, $2, $3, $4) AS d",
-        ("text", "float8", "float8", "text[]"),
-        (sql, epsilon, delta, catalog.current_schemas(plpy)),
-    )
-    answer = _run_with_own_privileges(plpy, parse_single_select(rows[0]["q"]), with_types, "dp")
-    report = json.loads(rows[0]["dp"])
-    # The rows' document is an object; the report joins it as its last member, numbers intact.
-    assert answer.document.endswith("}")
-    document = f'{answer.document[:-1]}, "dp": {rows[0]["dp"]}}}'
-    return results.Answer(
-        document, answer.column_types, answer.rows, "dp", report["epsilon"], report["delta"]
-    )
+    return _answer(plpy, sql, with_types=False, dp=(epsilon, delta)).document
 
 
 @reports_errors
-def dp_answer(
+def gate(
     plpy: Any,
     sql: str | None,
     epsilon: float | None,
     delta: float | None,
     schemas: list[str] | None,
+    explicit_dp: bool | None,
 ) -> str:
-    """The DP engine's entry point (SECURITY DEFINER, owned by diffix_engine); see dp/engine.py."""
-    parse_single_select(sql)
-    assert sql is not None
-    from pldiffix.dp import engine as dp_engine
+    """diffix._answer: the gate every answer passes (SECURITY DEFINER, answers.py)."""
+    from pldiffix import answers
 
-    return json.dumps(dp_engine.run(plpy, sql, epsilon, delta, schemas or ["public"]))
+    return answers.answer(plpy, sql, epsilon, delta, schemas, explicit_dp=bool(explicit_dp))
+
+
+_GATE = (
+    "SELECT d OPERATOR(pg_catalog.->>) 'mechanism' AS mechanism,"
+    " d OPERATOR(pg_catalog.->>) 'own' AS own, d OPERATOR(pg_catalog.->>) 'query' AS query,"
+    " CAST(d OPERATOR(pg_catalog.->) 'dp' AS pg_catalog.text) AS dp,"
+    " CAST((d OPERATOR(pg_catalog.->) 'document') OPERATOR(pg_catalog.-) 'types'"
+    " AS pg_catalog.text) AS document,"
+    " CAST(d OPERATOR(pg_catalog.->) 'document' OPERATOR(pg_catalog.->) 'types'"
+    " AS pg_catalog.text) AS types"
+    " FROM diffix._answer($1, $2, $3, $4, $5) AS d"
+)
+
+
+def _answer(
+    plpy: Any, sql: str | None, *, with_types: bool, dp: tuple[Any, Any] | None = None
+) -> results.Answer:
+    """The gate's reply made into an answer: what it hands back to run runs here, with the
+    caller's own privileges (whatever the caller's session does to it stays the caller's)."""
+    epsilon, delta = dp if dp is not None else (None, None)
+    reply = catalog.query(
+        plpy,
+        _GATE,
+        ("text", "float8", "float8", "text[]", "bool"),
+        (sql, epsilon, delta, catalog.current_schemas(plpy), dp is not None),
+    )[0]
+    mechanism = reply["mechanism"]
+    if reply["document"] is not None:
+        return results.Answer(
+            reply["document"],
+            json.loads(reply["types"]),
+            len(json.loads(reply["document"])["rows"]),
+            mechanism,
+        )
+    statement = reply["own"] if reply["own"] is not None else reply["query"]
+    answer = _run_with_own_privileges(plpy, parse_single_select(statement), with_types, mechanism)
+    if reply["dp"] is None:
+        return answer
+    report = json.loads(reply["dp"])
+    # The rows' document is an object; the report joins it as its last member, numbers intact.
+    assert answer.document.endswith("}")
+    document = f'{answer.document[:-1]}, "dp": {reply["dp"]}}}'
+    return results.Answer(
+        document, answer.column_types, answer.rows, "dp", report["epsilon"], report["delta"]
+    )
 
 
 # diffix.query runs in two steps inside one PL/pgSQL call (sql/core/60_query.sql): prepare_rows
@@ -348,10 +220,8 @@ def _stash_answer(plpy: Any, sql: str | None) -> tuple[list[str], list[str]]:
     return names, types
 
 
-def _answer_rows(
-    plpy: Any, sql: str | None, level: AccessLevel | None = None
-) -> tuple[list[str], list[str], list[list[Any]]]:
-    answer = _answer(plpy, sql, with_types=True, level=level)
+def _answer_rows(plpy: Any, sql: str | None) -> tuple[list[str], list[str], list[list[Any]]]:
+    answer = _answer(plpy, sql, with_types=True)
     document = json.loads(answer.document, parse_float=Decimal)
     rows = [[_as_sql_input(value) for value in row] for row in document["rows"]]
     return list(document["columns"]), list(answer.column_types), rows
@@ -400,7 +270,7 @@ def _run_with_own_privileges(
     timestamps in ISO 8601 whatever the session's DateStyle (which still governs casts to text
     inside the query).
     """
-    statement = tree.sql(dialect="postgres")  # generated once, wrapped twice
+    statement = sqltext.render(tree)  # generated once, wrapped twice
     shape = plpy.execute(_wrapped(statement, _COLUMN_NAMES))
     names = shape.colnames() or []
     types = (
@@ -424,33 +294,6 @@ def _wrapped(statement: str, template: str) -> str:
     return template.format(statement)
 
 
-@reports_errors
-def anonymized_query_json(
-    plpy: Any, sql: str | None, requested_level: str | None, schemas: list[str] | None = None
-) -> str:
-    """The engine's entry point (SECURITY DEFINER, owned by diffix_engine).
-
-    It never returns raw data: the level is the most restricted of what the session's role
-    has, what the caller asked for, and anonymized_trusted. It returns {"query": sql}: the
-    statement with every anonymizing part replaced by its anonymized rows (see engine.py).
-    """
-    parse_single_select(sql)
-    assert sql is not None
-    level = most_restricted(
-        catalog.effective_level(plpy, catalog.invoking_role(plpy)),
-        AccessLevel.parse(requested_level or AccessLevel.ANONYMIZED_TRUSTED.value),
-        AccessLevel.ANONYMIZED_TRUSTED,
-    )
-    if level is AccessLevel.ANONYMIZED_DP:
-        raise PermissionError(
-            "roles at the anonymized_dp level get differentially private answers only; "
-            "use diffix.dp_query_json(sql, epsilon)"
-        )
-    from pldiffix.diffix import engine
-
-    return json.dumps({"query": engine.run(plpy, sql, level, schemas)})
-
-
 # --- the wire-protocol front (proxy/) ------------------------------------------------------------
 
 
@@ -468,7 +311,7 @@ def proxy_plan(
     answer one routed to the engine, the statement that returns its anonymized rows."""
     from pldiffix.core import routing
 
-    level = catalog.effective_level(plpy, catalog.current_role(plpy))
+    level = catalog.person_level(plpy)
     statements = routing.parse_statements(sql or "")
     if level in (AccessLevel.DIRECT, AccessLevel.PERTURBED) or not statements:
         return [(routing.Route.PASS.value, None)]
@@ -476,7 +319,12 @@ def proxy_plan(
         chosen = routing.route(statements, lambda name: _is_protected(plpy, name))
     except routing.RoutingError as error:
         mechanism = "dp" if level is AccessLevel.ANONYMIZED_DP else "diffix"
-        _log_refusal(plpy, level, mechanism, sql, error)
+        catalog.query(
+            plpy,
+            "SELECT diffix._audit_refusal($1, $2, $3)",
+            ("text", "text", "text"),
+            (sql, mechanism, audit.reason_of(error)),
+        )
         raise
     if chosen is not routing.Route.ENGINE or not answer:
         return [(chosen.value, None)]
@@ -485,8 +333,10 @@ def proxy_plan(
         oids = list(param_types or [0] * len(params))
         names = catalog.type_names(plpy, oids, [-1] * len(oids))
         known = [name if oid else None for name, oid in zip(names, oids, strict=True)]
-        statement = routing.inline_parameters(statements[0], params, known).sql(dialect="postgres")
-    names, types, rows = _answer_rows(plpy, statement, level)
+        statement = routing.inline_parameters(statements[0], params, known).sql(
+            dialect=sqltext.POSTGRES
+        )
+    names, types, rows = _answer_rows(plpy, statement)
     token = next(_proxy_tokens)
     _proxy_answers[token] = (catalog.current_role(plpy), rows)
     while len(_proxy_answers) > _PROXY_ANSWERS_KEPT:
@@ -511,3 +361,17 @@ def _is_protected(plpy: Any, name: str) -> bool:
     except plpy.SPIError:
         return False  # not a name the server can resolve: it will say so itself
     return bool(rows)
+
+
+@reports_errors
+def audit_refusal(plpy: Any, sql: str | None, mechanism: str | None, reason: str | None) -> None:
+    """diffix._audit_refusal (definer): logs a statement the proxy's router refused. The level
+    is the catalog's, the row a refusal: a caller can only add refusals about itself."""
+    audit.record(
+        plpy,
+        level=catalog.person_level(plpy).value,
+        mechanism=mechanism if mechanism in ("dp", "diffix") else "diffix",
+        sql=sql,
+        accepted=False,
+        reason=reason,
+    )

@@ -37,6 +37,17 @@ CREATE OR REPLACE FUNCTION diffix._mark_perturbed(relid oid, method text, config
 RETURNS text
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
+SET datestyle = 'ISO, MDY'
+SET intervalstyle = postgres
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = hex
+SET array_nulls = on
+SET quote_all_identifiers = off
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.cellkey.config" not in sys.modules:
@@ -85,6 +96,8 @@ CREATE OR REPLACE FUNCTION diffix.show_perturbations()
 RETURNS TABLE (table_name text, method text, summary text, configured_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._require_admin('see perturbation configurations');
@@ -151,6 +164,17 @@ CREATE OR REPLACE FUNCTION diffix._tbe_perturb(n bigint, key bigint, table_name 
 RETURNS bigint
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
+SET datestyle = 'ISO, MDY'
+SET intervalstyle = postgres
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = hex
+SET array_nulls = on
+SET quote_all_identifiers = off
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.cellkey.config" not in sys.modules:
@@ -186,6 +210,17 @@ CREATE OR REPLACE FUNCTION diffix._tbe_range(value numeric, field text, table_na
 RETURNS text
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
+SET datestyle = 'ISO, MDY'
+SET intervalstyle = postgres
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = hex
+SET array_nulls = on
+SET quote_all_identifiers = off
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.cellkey.config" not in sys.modules:
@@ -219,6 +254,17 @@ CREATE OR REPLACE FUNCTION diffix._tbe_range(value double precision, field text,
 RETURNS text
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
+SET datestyle = 'ISO, MDY'
+SET intervalstyle = postgres
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = hex
+SET array_nulls = on
+SET quote_all_identifiers = off
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.cellkey.config" not in sys.modules:
@@ -257,20 +303,3 @@ BEGIN
 END
 $$;
 
--- The anonymizing query path for perturbed tables. diffix.query_json resolves the table with the
--- caller's search_path and passes its OID; this refuses any table that is not perturbed.
-CREATE OR REPLACE FUNCTION diffix._perturbed_query_json(sql text, relid oid, requested_level text)
-RETURNS jsonb
-LANGUAGE plpython3u STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET datestyle = 'ISO, MDY'
-AS $python$
-import sys
-if "pldiffix.cellkey.engine" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix.cellkey import engine as cellkey_engine
-return cellkey_engine.perturbed_query_json(plpy, sql, relid, requested_level)
-$python$;
-ALTER FUNCTION diffix._perturbed_query_json(text, oid, text) OWNER TO diffix_engine;
-REVOKE ALL ON FUNCTION diffix._perturbed_query_json(text, oid, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION diffix._perturbed_query_json(text, oid, text) TO PUBLIC;

@@ -35,10 +35,15 @@ class DatabaseModuleFinder:
 
     def __init__(self, modules):
         self.modules = modules
+        # Modules are imported in whatever context first needs them, an analyst's included,
+        # and then serve every function of the backend: the statements are fully qualified, so
+        # they mean the same under any search_path, and the row's name is checked.
         self.code_plan = plpy.prepare(
-            "SELECT bytecode FROM diffix.python_modules WHERE module = $1", ["text"])
+            "SELECT m.module, m.bytecode FROM diffix.python_modules m"
+            " WHERE m.module OPERATOR(pg_catalog.=) $1", ["pg_catalog.text"])
         self.source_plan = plpy.prepare(
-            "SELECT source FROM diffix.python_modules WHERE module = $1", ["text"])
+            "SELECT m.module, m.source FROM diffix.python_modules m"
+            " WHERE m.module OPERATOR(pg_catalog.=) $1", ["pg_catalog.text"])
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in self.modules:
@@ -53,13 +58,20 @@ class DatabaseModuleFinder:
         name = module.__name__
         origin = "<diffix.python_modules:%s>" % name
         module.__file__ = origin
-        bytecode = plpy.execute(self.code_plan, [name])[0]["bytecode"]
+        row = self._row(self.code_plan, name)
+        bytecode = row["bytecode"]
         if bytecode is not None and bytecode[:4] == importlib.util.MAGIC_NUMBER:
             code = marshal.loads(bytecode[4:])
         else:
-            source = plpy.execute(self.source_plan, [name])[0]["source"]
-            code = compile(source, origin, "exec")
+            code = compile(self._row(self.source_plan, name)["source"], origin, "exec")
         exec(code, module.__dict__)
+
+    @staticmethod
+    def _row(plan, name):
+        rows = plpy.execute(plan, [name])
+        if rows.nrows() != 1 or rows[0]["module"] != name:
+            raise ImportError("pldiffix module %s could not be read" % name)
+        return rows[0]
 
 rows = plpy.execute("SELECT module, is_package FROM diffix.python_modules")
 sys.meta_path.insert(0, DatabaseModuleFinder({r["module"]: r["is_package"] for r in rows}))

@@ -45,6 +45,8 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._database_settings() RETURNS TABLE (name text, value text)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
   SELECT s.name, s.value FROM diffix.database_settings s WHERE s.name <> 'salt'
 $$;
@@ -54,6 +56,8 @@ ALTER FUNCTION diffix._database_settings() OWNER TO diffix_engine;
 CREATE OR REPLACE FUNCTION diffix._salt() RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   IF NOT diffix._is_admin(diffix._invoking_role()) THEN
@@ -76,8 +80,23 @@ from pldiffix import server
 return server.show_settings(plpy)
 $python$;
 
+-- A definer, so that who may change what is decided against the catalog with pinned settings,
+-- never by invoker-rights code whose SQL the caller's session can bend; the session values it
+-- writes are what the gate reads.
 CREATE OR REPLACE FUNCTION diffix._set(name text, value text) RETURNS text
-LANGUAGE plpython3u VOLATILE
+LANGUAGE plpython3u VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
+SET datestyle = 'ISO, MDY'
+SET intervalstyle = postgres
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = hex
+SET array_nulls = on
+SET quote_all_identifiers = off
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:
@@ -85,10 +104,24 @@ if "pldiffix.server" not in sys.modules:
 from pldiffix import server
 return server.set_setting(plpy, name, value)
 $python$;
+ALTER FUNCTION diffix._set(text, text) OWNER TO diffix_engine;
+REVOKE ALL ON FUNCTION diffix._set(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._set(text, text) TO PUBLIC;
 
 CREATE OR REPLACE FUNCTION diffix._configure(name text, value text) RETURNS void
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
+SET datestyle = 'ISO, MDY'
+SET intervalstyle = postgres
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = hex
+SET array_nulls = on
+SET quote_all_identifiers = off
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:

@@ -102,6 +102,8 @@ REVOKE ALL ON FUNCTION diffix._leave_level_groups(oid) FROM PUBLIC;
 CREATE OR REPLACE PROCEDURE diffix.mark_role(role_name text, access_level text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   target oid;
@@ -144,6 +146,8 @@ $$;
 CREATE OR REPLACE PROCEDURE diffix.unmark_role(role_name text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   target oid;

@@ -84,6 +84,8 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._mark_personal(relid oid, aid_columns text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   aid_column text;
@@ -131,6 +133,8 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._mark_public(relid oid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._require_admin('label tables');
@@ -146,6 +150,8 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._unmark_table(relid oid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._require_admin('label tables');
@@ -161,6 +167,8 @@ CREATE OR REPLACE FUNCTION diffix._set_filterable(relid oid, column_name text, f
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   column_attnum int2;

@@ -1,7 +1,5 @@
--- Entry points for analysts. Invoker rights: a direct-level role's query runs with its own
--- privileges; a query that touches personal tables at an anonymized level is handed to the
--- engine function (diffix/62_engine.sql), the only place that reads personal tables on an
--- analyst's behalf.
+-- Entry points for analysts. Invoker rights: each hands the statement to the gate,
+-- diffix._answer (below), and runs what the gate hands back with the caller's own privileges.
 -- STABLE makes PostgreSQL refuse any data-modifying statement inside them.
 -- No DateStyle is pinned: the session's DateStyle governs casts inside the query, and results
 -- are rendered with row_to_json (ISO 8601 dates and timestamps) whatever it is.
@@ -71,3 +69,70 @@ EXCEPTION WHEN OTHERS THEN
   PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
 END
 $$;
+
+-- The gate every analyst answer passes (pldiffix/answers.py): the level from the catalog, the
+-- mechanism, the DP charge before any data is read, the audit row before anything is returned.
+-- Its owner reads personal tables; its settings are pinned so that the SQL it generates and runs
+-- means the same whatever the caller did to the session.
+DROP FUNCTION IF EXISTS diffix._anonymized_query_json(text, text, text[]);
+DROP FUNCTION IF EXISTS diffix._anonymized_query_json(text, text);
+DROP FUNCTION IF EXISTS diffix._dp_answer(text, double precision, double precision, text[]);
+DROP FUNCTION IF EXISTS diffix._perturbed_query_json(text, oid, text);
+CREATE OR REPLACE FUNCTION diffix._answer(
+  sql text, epsilon double precision, delta double precision, search_path text[],
+  explicit_dp boolean)
+RETURNS jsonb
+LANGUAGE plpython3u VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
+SET datestyle = 'ISO, MDY'
+SET intervalstyle = postgres
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = hex
+SET array_nulls = on
+SET quote_all_identifiers = off
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
+AS $python$
+import sys
+if "pldiffix.server" not in sys.modules:
+    plpy.execute("SELECT diffix._load_python()")
+from pldiffix import server
+return server.gate(plpy, sql, epsilon, delta, search_path, explicit_dp)
+$python$;
+ALTER FUNCTION diffix._answer(text, double precision, double precision, text[], boolean)
+  OWNER TO diffix_engine;
+REVOKE ALL ON FUNCTION diffix._answer(text, double precision, double precision, text[], boolean)
+  FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._answer(text, double precision, double precision, text[], boolean)
+  TO PUBLIC;
+
+-- A statement the proxy's router refused (COPY of a personal table, ...), logged for the caller
+-- as a refusal: the level is the catalog's, and a caller can only add refusals about itself.
+CREATE OR REPLACE FUNCTION diffix._audit_refusal(statement text, mechanism text, reason text)
+RETURNS void
+LANGUAGE plpython3u VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
+SET datestyle = 'ISO, MDY'
+SET intervalstyle = postgres
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = hex
+SET array_nulls = on
+SET quote_all_identifiers = off
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
+AS $python$
+import sys
+if "pldiffix.server" not in sys.modules:
+    plpy.execute("SELECT diffix._load_python()")
+from pldiffix import server
+server.audit_refusal(plpy, statement, mechanism, reason)
+$python$;
+ALTER FUNCTION diffix._audit_refusal(text, text, text) OWNER TO diffix_engine;
+REVOKE ALL ON FUNCTION diffix._audit_refusal(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._audit_refusal(text, text, text) TO PUBLIC;

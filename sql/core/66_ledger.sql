@@ -348,6 +348,8 @@ CREATE OR REPLACE FUNCTION diffix._charge_budget(
   OUT epsilon_remaining double precision, OUT delta_remaining double precision)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   role_name name := diffix._invoking_role();
@@ -394,6 +396,8 @@ RETURNS TABLE (role name, epsilon_total numeric, delta_total numeric, epsilon_sp
                renews_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
   SELECT r.rolname, b.epsilon_total, b.delta_total, b.epsilon_spent, b.delta_spent,
          b.epsilon_remaining, b.delta_remaining, b.renews_at
@@ -409,6 +413,8 @@ CREATE OR REPLACE PROCEDURE diffix.set_privacy_budget(
   renew_every interval DEFAULT NULL)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   target oid;
@@ -450,6 +456,8 @@ CREATE OR REPLACE FUNCTION diffix._ledger_findings()
 RETURNS TABLE (severity text, object text, finding text, fix text)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
   SELECT 'critical', p.oid::regprocedure::text,
          format('%s may execute it and so use the ledger''s loopback connection',
@@ -506,8 +514,8 @@ REVOKE ALL ON FUNCTION diffix._loopback(text), diffix._ledger_probe(text),
 GRANT EXECUTE ON FUNCTION diffix._loopback(text), diffix._ledger_connstr(text),
   diffix._ledger_spend(oid, name, name, numeric, numeric, text, text),
   diffix._budget_now(oid, timestamptz) TO diffix_ledger;
--- Charging only ever spends the caller's own budget, so every role may; the DP path calls it.
+-- Charging spends the caller's own budget; only the gate (owner diffix_engine) calls it.
 REVOKE ALL ON FUNCTION diffix._charge_budget(double precision, double precision, text, text)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION diffix._charge_budget(double precision, double precision, text, text)
-  TO PUBLIC;
+  TO diffix_engine;

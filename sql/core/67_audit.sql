@@ -47,6 +47,8 @@ CREATE OR REPLACE FUNCTION diffix._audit_record(
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   role_name name := diffix._invoking_role();
@@ -68,6 +70,8 @@ CREATE OR REPLACE FUNCTION diffix.show_audit(role_name name DEFAULT NULL,
 RETURNS SETOF diffix.audit_log
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   IF NOT diffix._is_admin(diffix._invoking_role()) THEN
@@ -93,5 +97,6 @@ GRANT EXECUTE ON FUNCTION diffix._audit_append(name, name, text, text, text, boo
                                                bigint, numeric, numeric) TO diffix_ledger;
 REVOKE ALL ON FUNCTION diffix._audit_record(text, text, text, boolean, text, bigint,
                                             double precision, double precision) FROM PUBLIC;
+-- Only the gate (owner diffix_engine) writes rows: an analyst cannot add any.
 GRANT EXECUTE ON FUNCTION diffix._audit_record(text, text, text, boolean, text, bigint,
-                                               double precision, double precision) TO PUBLIC;
+                                               double precision, double precision) TO diffix_engine;

@@ -4,6 +4,8 @@
 CREATE OR REPLACE FUNCTION diffix._forget_dropped_objects() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   DELETE FROM diffix.table_labels l

@@ -73,6 +73,8 @@ CREATE OR REPLACE FUNCTION diffix._set_dp_bounds(
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   target int2 := diffix._dp_target(relid, column_name, 'set DP bounds');
@@ -110,6 +112,8 @@ CREATE OR REPLACE FUNCTION diffix._set_dp_max_contributions(relid oid, contribut
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._dp_target(relid, NULL, 'set DP contribution limits');
@@ -127,6 +131,8 @@ CREATE OR REPLACE FUNCTION diffix._set_dp_domain(relid oid, column_name text, va
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   target int2 := diffix._dp_target(relid, column_name, 'set DP domains');

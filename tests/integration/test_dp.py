@@ -192,11 +192,12 @@ def test_the_dp_level_reads_nothing_raw_and_cannot_be_left(dpdb):
         for lower in ("anonymized_untrusted", "anonymized_trusted", "direct"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot raise"):
                 conn.execute("SELECT diffix.set('session_access_level', %s)", (lower,))
-        # the Diffix engine, called directly, refuses a DP role: its answers spend no budget
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="dp_query_json"):
+        # the gate, called directly, takes the level from the catalog: a DP answer or none (this
+        # role has no budget), never a Diffix one, which would spend nothing
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="budget"):
             conn.execute(
-                "SELECT diffix._anonymized_query_json('SELECT count(*) FROM visits', "
-                "'anonymized_trusted', ARRAY['public'])"
+                "SELECT diffix._answer('SELECT count(*) FROM visits', NULL, NULL, "
+                "ARRAY['public'], false)"
             )
     labels = dpdb.execute("SELECT label FROM diffix.show_labels() WHERE objname = %s", (analyst,))
     assert labels == [("anonymized_dp",)]
@@ -361,9 +362,9 @@ def test_calling_the_engine_directly_is_charged_too(dpdb):
     role = _analyst(dpdb)
     with dpdb.as_role(role) as conn:
         doc = conn.execute(
-            "SELECT diffix._dp_answer('SELECT count(*) FROM people', 0.5, 0, ARRAY['public'])"
+            "SELECT diffix._answer('SELECT count(*) FROM people', 0.5, 0, ARRAY['public'], true)"
         ).fetchone()[0]
-        assert "query" in doc
+        assert doc["mechanism"] == "dp" and "query" in doc
     assert _spent(dpdb, role) == (pytest.approx(0.5), 0.0)
 
 
@@ -478,12 +479,10 @@ def test_a_dp_role_reads_no_perturbed_table(dpdb):
     with dpdb.as_role(role) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="perturbed"):
             conn.execute("SELECT diffix.query_json('SELECT count(*) FROM noisy')")
-        relid = dpdb.execute("SELECT 'noisy'::regclass::oid")[0][0]
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="perturbed"):
             conn.execute(
-                "SELECT diffix._perturbed_query_json('SELECT count(*) FROM noisy', %s, "
-                "'anonymized_trusted')",
-                (relid,),
+                "SELECT diffix._answer('SELECT count(*) FROM noisy', NULL, NULL, "
+                "ARRAY['public'], false)"
             )
     assert _spent(dpdb, role) == (0.0, 0.0)
 

@@ -212,21 +212,21 @@ def test_the_engine_ignores_schemas_the_caller_cannot_use(bank, analyst):
     bank.admin.execute("CALL diffix.mark_personal('hidden.customers', 'id')")
     conn = bank.as_role(analyst)
     doc = conn.execute(
-        "SELECT diffix._anonymized_query_json("
-        "'SELECT city, count(*) FROM customers GROUP BY city', 'anonymized_trusted', "
-        "ARRAY['hidden', 'public'])"
+        "SELECT diffix._answer("
+        "'SELECT city, count(*) FROM customers GROUP BY city', NULL, NULL, "
+        "ARRAY['hidden', 'public'], false)"
     ).fetchone()[0]
     assert "Secret" not in doc["query"]
     assert "Berlin" in doc["query"]
 
 
-def test_the_engine_returns_only_anonymized_rows_when_called_directly(bank, analyst):
+def test_the_gate_returns_only_anonymized_rows_when_called_directly(bank, analyst):
     conn = bank.as_role(analyst)
     doc = conn.execute(
-        "SELECT diffix._anonymized_query_json('SELECT age, count(*) FROM customers GROUP BY age', "
-        "'direct', ARRAY['public'])"
+        "SELECT diffix._answer('SELECT age, count(*) FROM customers GROUP BY age', "
+        "NULL, NULL, ARRAY['public'], false)"
     ).fetchone()[0]
-    assert set(doc) == {"query"}
+    assert set(doc) == {"query", "mechanism"}
     rows = conn.execute(doc["query"]).fetchall()
     assert len(rows) == 1 and rows[0][0] is None  # only the suppress bin
 
@@ -241,8 +241,9 @@ def test_rejected_queries_write_nothing(bank, sandbox):
     assert _audit(bank) == []
 
 
-def test_upgrading_in_place_replaces_the_old_engine_signature(db):
-    """Versions before the engine took (sql, requested_level); an upgrade must not keep it."""
+def test_upgrading_in_place_drops_the_engines_the_gate_replaced(db):
+    """Versions before the gate had one definer per mechanism, each taking a level or an OID
+    from its caller; an upgrade must not keep any of them."""
     import io
 
     from pldiffix_installer import install
@@ -253,7 +254,7 @@ def test_upgrading_in_place_replaces_the_old_engine_signature(db):
     )
     install.install(db.dsn(), out=io.StringIO())
     rows = db.execute(
-        "SELECT pg_catalog.pg_get_function_identity_arguments(oid), proowner::regrole::text "
-        "FROM pg_catalog.pg_proc WHERE proname = '_anonymized_query_json'"
+        "SELECT proname FROM pg_catalog.pg_proc WHERE proname IN "
+        "('_anonymized_query_json', '_dp_answer', '_perturbed_query_json')"
     )
-    assert rows == [("sql text, requested_level text, search_path text[]", "diffix_engine")]
+    assert rows == []

@@ -17,7 +17,34 @@ from psycopg import sql
 
 from pldiffix_installer import install
 
-CHARGE = "SELECT * FROM diffix._charge_budget(%s, %s, %s, 'dp')"
+# Only the gate (owner diffix_engine) may charge; the tests charge as it does, through a
+# definer of the same owner.
+CHARGE = "SELECT * FROM public.charge_as_engine(%s, %s, %s)"
+
+
+def _create_charger(database) -> None:
+    database.admin.execute(
+        """
+        CREATE FUNCTION public.charge_as_engine(e double precision, d double precision, s text)
+        RETURNS TABLE (epsilon_remaining double precision, delta_remaining double precision)
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+          SELECT c.epsilon_remaining, c.delta_remaining FROM diffix._charge_budget(e, d, s, 'dp') c
+        $$;
+        ALTER FUNCTION public.charge_as_engine(double precision, double precision, text)
+          OWNER TO diffix_engine;
+        """
+    )
+
+
+@pytest.fixture(autouse=True)
+def charge_as_engine(request):
+    if "db" in request.fixturenames:
+        _create_charger(request.getfixturevalue("db"))
+
+
+def test_analysts_cannot_charge_directly(db, analyst):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.as_role(analyst).execute("SELECT * FROM diffix._charge_budget(1, 0, 'x', 'dp')")
 
 
 def _budget(db, role: str) -> tuple:
@@ -341,6 +368,7 @@ def test_a_dblink_the_database_had_is_used_and_closed_to_analysts(empty_db):
     install.install(empty_db.dsn(), out=io.StringIO())
     analyst = empty_db.create_role("anonymized_untrusted")
     empty_db.admin.execute("CALL diffix.set_privacy_budget(%s, 1, 0)", (analyst,))
+    _create_charger(empty_db)
     conn = empty_db.as_role(analyst)
     conn.execute(CHARGE, (1.0, 0, "SELECT 1"))
     for attack in [

@@ -289,7 +289,7 @@ def _require_direct_or_admin(plpy: Any, action: str) -> None:
     role = catalog.invoking_role(plpy)
     if catalog.role_facts(plpy, role).is_admin:
         return
-    if catalog.effective_level(plpy, role) is not AccessLevel.DIRECT:
+    if catalog.person_level(plpy) is not AccessLevel.DIRECT:
         raise PermissionError(
             f"only administrators and direct-level roles can {action}; at an anonymized level "
             "query the table through diffix.query_json"

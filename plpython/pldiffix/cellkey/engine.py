@@ -17,7 +17,6 @@ cell with tbe.perturb_cell or laplace.perturb_cell, then sorts and limits.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,10 +26,9 @@ from sqlglot import exp
 
 from pldiffix.cellkey import laplace, tbe
 from pldiffix.cellkey.config import Column, PerturbedTable, load
-from pldiffix.core import catalog, results
+from pldiffix.core import results
 from pldiffix.core.errors import reports_errors
-from pldiffix.core.levels import AccessLevel
-from pldiffix.core.statements import QueryError, parse_single_select
+from pldiffix.core.statements import QueryError
 
 _TEXT_OID = 25
 _ALLOWED_SELECT_ARGS = {
@@ -74,53 +72,6 @@ def _ident_sql(identifier: exp.Identifier | None) -> str | None:
     return '"' + name.replace('"', '""') + '"'
 
 
-def perturbed_table_in(plpy: Any, tree: exp.Expression) -> int | None:
-    """The OID of a perturbed table the query names (resolved with the caller's search_path)."""
-    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-    for table in tree.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            continue
-        if not table.db and table.name in cte_names:
-            continue
-        parts = [
-            _ident_sql(table.args.get(key))
-            for key in ("catalog", "db", "this")
-            if table.args.get(key) is not None
-        ]
-        rows = catalog.query(
-            plpy,
-            "SELECT l.relid FROM diffix.table_labels l "
-            "WHERE l.relid = pg_catalog.to_regclass($1) AND l.label = 'perturbed'",
-            ("text",),
-            (".".join(p for p in parts if p),),
-        )
-        if rows:
-            return rows[0]["relid"]
-    return None
-
-
-def dispatch(
-    plpy: Any, sql: str, tree: exp.Expression, level: AccessLevel
-) -> results.Answer | None:
-    """The answer to an anonymized query over a perturbed table, else None (not ours)."""
-    if not level.is_anonymized:
-        return None
-    relid = perturbed_table_in(plpy, tree)
-    if relid is None:
-        return None
-    rows = catalog.query(
-        plpy,
-        "SELECT (d - 'types' - 'method')::text AS doc, (d -> 'types')::text AS types,"
-        " d ->> 'method' AS method, pg_catalog.jsonb_array_length(d -> 'rows') AS row_count"
-        " FROM diffix._perturbed_query_json($1, $2, $3) AS d",
-        ("text", "oid", "text"),
-        (sql, relid, level.value),
-    )
-    row = rows[0]
-    mechanism = "laplace" if row["method"] == "laplace" else "cellkey"
-    return results.Answer(row["doc"], json.loads(row["types"]), row["row_count"], mechanism)
-
-
 # --- the engine side (SECURITY DEFINER, owned by diffix_engine) --------------------------------
 
 
@@ -160,23 +111,13 @@ class Plan:
 
 
 @reports_errors
-def perturbed_query_json(
-    plpy: Any, sql: str | None, relid: int, requested_level: str | None
-) -> str:
-    """diffix._perturbed_query_json: perturbed answers, never raw rows."""
-    tree = parse_single_select(sql)
-    # Never raw rows, whoever calls: every level gets the same perturbed answers, so the level
-    # is only checked to be a valid one; DP roles, whose answers are paid from a budget, get none.
-    AccessLevel.parse(requested_level or AccessLevel.ANONYMIZED_TRUSTED.value)
-    if catalog.effective_level(plpy, catalog.invoking_role(plpy)) is AccessLevel.ANONYMIZED_DP:
-        raise PermissionError(
-            "roles at the anonymized_dp level cannot read perturbed (cell-key) tables"
-        )
+def answer(plpy: Any, tree: exp.Expression, relid: int) -> tuple[str, str]:
+    """The perturbed answer over the cell-key table `relid` as a document (with its result
+    types), and the table's method. Runs behind the gate (answers.py): never raw rows, and every
+    level gets the same answers."""
     table = load(plpy, relid)
     plan = _plan(tree, table)
-    document = _execute(plpy, plan)
-    # the method goes back to the invoker for the audit log (dispatch strips it)
-    return '{"method":' + json.dumps(table.method) + "," + document[1:]
+    return _execute(plpy, plan), table.method
 
 
 def _fragment(node: exp.Expression) -> str:

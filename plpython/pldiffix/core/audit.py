@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pldiffix.core import context
 from pldiffix.core.errors import describe
 
 MECHANISMS = ("diffix", "cellkey", "laplace", "dp", "direct", "public")
 
-_plans: dict[str, Any] = {}
 _RECORD = (
     "SELECT diffix._audit_record($1, $2, $3, $4, $5, $6, $7, $8)",
-    ["text", "text", "text", "bool", "text", "int8", "float8", "float8"],
+    ("text", "text", "text", "bool", "text", "int8", "float8", "float8"),
 )
 _PREFIX = re.compile(r"^((plpy|spiexceptions)\.\w+: )+")
 
@@ -38,10 +38,10 @@ def record(
     """Appends one row for the session's role; committed before returning."""
     if mechanism not in MECHANISMS:
         raise ValueError(f"unknown mechanism {mechanism!r} for the audit log")
-    plan = _plans.get("record")
-    if plan is None:
-        plan = _plans["record"] = plpy.prepare(*_RECORD)
-    plpy.execute(plan, [level, mechanism, sql, accepted, reason, rows, epsilon, delta])
+    plpy.execute(
+        context.prepared(plpy, *_RECORD),
+        [level, mechanism, sql, accepted, reason, rows, epsilon, delta],
+    )
 
 
 def reason_of(error: BaseException) -> str:

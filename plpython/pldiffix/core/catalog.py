@@ -10,20 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pldiffix.core import session, settings
+from pldiffix.core import context, session, settings
 from pldiffix.core.levels import AccessLevel, most_restricted
 from pldiffix.core.relations import ColumnInfo, FunctionInfo, RelationInfo, RelationKind
 
-_plans: dict[str, Any] = {}
-
 
 def query(plpy: Any, sql: str, types: tuple[str, ...] = (), args: tuple[Any, ...] = ()) -> Any:
-    """Runs a fixed, parameterized statement (plans are cached per backend)."""
-    plan = _plans.get(sql)
-    if plan is None:
-        plan = plpy.prepare(sql, list(types))
-        _plans[sql] = plan
-    return plpy.execute(plan, list(args))
+    """Runs a fixed, parameterized statement; its plan is kept per security context
+    (core/context.py). Parameter types must be schema-qualified (pg_catalog.name)."""
+    return plpy.execute(context.prepared(plpy, sql, types), list(args))
 
 
 @dataclass(frozen=True)
@@ -38,7 +33,7 @@ _ROLE_FACTS = """
 SELECT r.rolname, r.rolsuper,
        r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'diffix_admin', 'MEMBER') AS is_admin,
        diffix._stored_level(r.oid) AS level
-FROM pg_catalog.pg_roles r WHERE r.rolname = $1
+FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) $1
 """
 
 
@@ -67,8 +62,8 @@ def invoking_role(plpy: Any) -> str:
     """
     rows = query(
         plpy,
-        "SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' "
-        "THEN pg_catalog.session_user()::text "
+        "SELECT CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'none' "
+        "THEN CAST(pg_catalog.session_user() AS pg_catalog.text) "
         "ELSE pg_catalog.current_setting('role') END AS r",
     )
     return rows[0]["r"]
@@ -76,7 +71,7 @@ def invoking_role(plpy: Any) -> str:
 
 def database_settings(plpy: Any) -> dict[str, str]:
     """Database-wide values, without the salt (readable by everyone through a definer function)."""
-    rows = query(plpy, "SELECT name, value FROM diffix._database_settings()")
+    rows = query(plpy, "SELECT s.name, s.value FROM diffix._database_settings() s")
     return {row["name"]: row["value"] for row in rows}
 
 
@@ -86,7 +81,11 @@ def effective_settings(plpy: Any, *, include_salt: bool = False) -> dict[str, An
         if name in settings.SPECS:
             values[name] = settings.parse_value(settings.SPECS[name], raw)
     if include_salt:
-        salt = query(plpy, "SELECT value FROM diffix.database_settings WHERE name = 'salt'")
+        salt = query(
+            plpy,
+            "SELECT s.value FROM diffix.database_settings s"
+            " WHERE s.name OPERATOR(pg_catalog.=) 'salt'",
+        )
         values["salt"] = salt[0]["value"] if salt else ""
     values.update(session.overrides(session_role(plpy)))
     return values
@@ -96,10 +95,20 @@ def role_level(facts: RoleFacts, default_level: AccessLevel) -> AccessLevel:
     return facts.labeled if facts.labeled is not None else default_level
 
 
-def effective_level(plpy: Any, role: str) -> AccessLevel:
-    """The role's level, lowered (never raised) by the session's session_access_level."""
+def person_level(plpy: Any) -> AccessLevel:
+    """The level the session answers at: the most restricted of the login's (session_user) and
+    of the role SET ROLE chose, lowered (never raised) by session_access_level.
+
+    SET ROLE to a role with a weaker level, or none (default_access_level), never weakens it:
+    the level follows the person who logged in. Context-independent: the same in invoker and
+    definer functions.
+    """
     values = effective_settings(plpy)
-    level = role_level(role_facts(plpy, role), values["default_access_level"])
+    default = values["default_access_level"]
+    login, acting = session_role(plpy), invoking_role(plpy)
+    level = role_level(role_facts(plpy, login), default)
+    if acting != login:
+        level = most_restricted(level, role_level(role_facts(plpy, acting), default))
     requested = values.get("session_access_level")
     if isinstance(requested, AccessLevel):
         level = most_restricted(level, requested)
@@ -110,18 +119,23 @@ def effective_level(plpy: Any, role: str) -> AccessLevel:
 
 _RELATION = """
 SELECT c.oid, c.relkind, c.relrowsecurity,
-       CASE WHEN c.relkind NOT IN ('r', 'm') THEN NULL
-            WHEN c.reltuples >= 0 THEN c.reltuples::float8
-            ELSE pg_catalog.pg_relation_size(c.oid) / 32.0 END AS estimated_rows,
-       CASE WHEN c.relkind = 'r' THEN pg_catalog.pg_relation_size(c.oid)
-            / pg_catalog.current_setting('block_size')::pg_catalog.int8 END AS blocks,
+       CASE WHEN c.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'm']::pg_catalog."char"[])
+              THEN NULL
+            WHEN c.reltuples OPERATOR(pg_catalog.>=) 0 THEN CAST(c.reltuples AS pg_catalog.float8)
+            ELSE CAST(pg_catalog.pg_relation_size(c.oid) AS pg_catalog.float8)
+                 OPERATOR(pg_catalog./) 32.0 END AS estimated_rows,
+       CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'r' THEN pg_catalog.pg_relation_size(c.oid)
+            OPERATOR(pg_catalog./)
+            CAST(pg_catalog.current_setting('block_size') AS pg_catalog.int8) END AS blocks,
        c.relhassubclass OR c.relispartition
-         OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid) AS inheritance,
+         OR EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                    WHERE i.inhrelid OPERATOR(pg_catalog.=) c.oid) AS inheritance,
        l.label
 FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN diffix.table_labels l ON l.relid = c.oid
-WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+LEFT JOIN diffix.table_labels l ON l.relid OPERATOR(pg_catalog.=) c.oid
+WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2
+  AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'v', 'm', 'f']::pg_catalog."char"[])
 """
 
 _COLUMNS = """
@@ -129,18 +143,20 @@ SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
        tn.nspname AS type_schema,
        pg_catalog.array_agg(cl.label) FILTER (WHERE cl.label IS NOT NULL) AS labels
 FROM pg_catalog.pg_attribute a
-JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
-LEFT JOIN diffix.column_labels cl ON cl.relid = a.attrelid AND cl.attnum = a.attnum
-WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+JOIN pg_catalog.pg_namespace tn ON tn.oid OPERATOR(pg_catalog.=) t.typnamespace
+LEFT JOIN diffix.column_labels cl ON cl.relid OPERATOR(pg_catalog.=) a.attrelid
+  AND cl.attnum OPERATOR(pg_catalog.=) a.attnum
+WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0
+  AND NOT a.attisdropped
 GROUP BY a.attnum, a.attname, a.atttypid, a.atttypmod, tn.nspname
 ORDER BY a.attnum
 """
 
 _FUNCTION = """
 SELECT p.prokind, p.proretset FROM pg_catalog.pg_proc p
-JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = $1 AND p.proname = $2
+JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND p.proname OPERATOR(pg_catalog.=) $2
 ORDER BY p.oid LIMIT 1
 """
 
@@ -219,7 +235,7 @@ class LiveCatalog:
 
 def current_schemas(plpy: Any) -> list[str]:
     """The session's effective search path without implicit schemas."""
-    rows = query(plpy, "SELECT pg_catalog.current_schemas(false)::text[] AS s")
+    rows = query(plpy, "SELECT CAST(pg_catalog.current_schemas(false) AS pg_catalog.text[]) AS s")
     return list(rows[0]["s"] or [])
 
 
@@ -227,8 +243,8 @@ def usable_schemas(plpy: Any, role: str, schemas: Sequence[str]) -> list[str]:
     """`schemas` in order, keeping only existing ones `role` has USAGE on."""
     rows = query(
         plpy,
-        "SELECT s.name FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS s(name, i) "
-        "JOIN pg_catalog.pg_namespace n ON n.nspname = s.name "
+        "SELECT s.name FROM pg_catalog.unnest($1) WITH ORDINALITY AS s(name, i) "
+        "JOIN pg_catalog.pg_namespace n ON n.nspname OPERATOR(pg_catalog.=) s.name "
         "WHERE pg_catalog.has_schema_privilege($2, n.oid, 'USAGE') ORDER BY s.i",
         ("text[]", "name"),
         (list(schemas), role),
@@ -241,7 +257,8 @@ def type_names(plpy: Any, oids: list[int], typmods: list[int]) -> list[str]:
     rows = query(
         plpy,
         "SELECT pg_catalog.format_type(t.oid, t.typmod) AS name"
-        " FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS t(oid, typmod, n) ORDER BY t.n",
+        " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY"
+        " AS t(oid, typmod, n) ORDER BY t.n",
         ("oid[]", "int[]"),
         (oids, typmods),
     )

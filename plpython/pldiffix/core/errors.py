@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from pldiffix.core import context
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 # SQLSTATE codes (PostgreSQL's errcodes), so every error carries a meaningful code.
@@ -75,7 +77,8 @@ def reports_errors(function: F) -> F:
     @functools.wraps(function)
     def wrapper(plpy: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return function(plpy, *args, **kwargs)
+            with context.entered(plpy):
+                return function(plpy, *args, **kwargs)
         except Exception as error:
             report = describe(error)
             if report is None:

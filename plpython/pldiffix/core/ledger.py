@@ -16,12 +16,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from pldiffix.core import context
 from pldiffix.core.errors import INVALID_PARAMETER, UserError
 
 NO_BUDGET = "42501"  # insufficient_privilege: the role has no budget
 BUDGET_EXCEEDED = "54000"  # program_limit_exceeded: not enough budget left
 _LEDGER_SQLSTATES = {NO_BUDGET, BUDGET_EXCEEDED, INVALID_PARAMETER}
-_plans: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,15 @@ def affordable(remaining: Remaining | None, epsilon: float, delta: float) -> boo
 def remaining(plpy: Any) -> Remaining | None:
     """What the session's role has left, None when it has no budget. A snapshot for checking
     before computing; only `charge` decides."""
-    plan = _plans.get("remaining")
-    if plan is None:
-        plan = _plans["remaining"] = plpy.prepare(
-            "SELECT b.epsilon_remaining::float8 AS e, b.delta_remaining::float8 AS d "
-            "FROM diffix.privacy_budget() b WHERE b.role = diffix._invoking_role()"
+    rows = plpy.execute(
+        context.prepared(
+            plpy,
+            "SELECT CAST(b.epsilon_remaining AS pg_catalog.float8) AS e,"
+            " CAST(b.delta_remaining AS pg_catalog.float8) AS d"
+            " FROM diffix.privacy_budget() b"
+            " WHERE b.role OPERATOR(pg_catalog.=) diffix._invoking_role()",
         )
-    rows = plpy.execute(plan)
+    )
     if not rows:
         return None
     return Remaining(rows[0]["e"], rows[0]["d"])
@@ -88,12 +90,11 @@ def charge(plpy: Any, *, epsilon: float, delta: float, sql: str, mechanism: str)
     the role has no budget or not enough of it.
     """
     check_cost(epsilon, delta)
-    plan = _plans.get("charge")
-    if plan is None:
-        plan = _plans["charge"] = plpy.prepare(
-            "SELECT epsilon_remaining, delta_remaining FROM diffix._charge_budget($1, $2, $3, $4)",
-            ["float8", "float8", "text", "text"],
-        )
+    plan = context.prepared(
+        plpy,
+        "SELECT epsilon_remaining, delta_remaining FROM diffix._charge_budget($1, $2, $3, $4)",
+        ("float8", "float8", "text", "text"),
+    )
     try:
         rows = plpy.execute(plan, [float(epsilon), float(delta), sql, mechanism])
     except plpy.SPIError as error:

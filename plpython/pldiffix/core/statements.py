@@ -6,6 +6,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from pldiffix.core import sqltext
 from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, UserError
 
 _QUERY_ROOTS = (exp.Select, exp.SetOperation, exp.Subquery)
@@ -46,26 +47,26 @@ def parse_single_select(sql: str | None) -> exp.Expression:
         kind = tree.key.upper() if not isinstance(tree, exp.Command) else str(tree.this).upper()
         raise QueryError(
             f"only SELECT statements are allowed, not {kind}",
-            fragment=_short(tree.sql(dialect="postgres")),
+            fragment=_short(tree.sql(dialect=sqltext.POSTGRES)),
             hint="diffix.query_json runs read-only SELECT queries",
         )
     for node in tree.walk():
         if isinstance(node, _WRITES):
             raise QueryError(
                 "data-modifying statements are not allowed inside a query",
-                fragment=_short(node.sql(dialect="postgres")),
+                fragment=_short(node.sql(dialect=sqltext.POSTGRES)),
                 hint="remove the INSERT/UPDATE/DELETE from the WITH clause",
             )
         if isinstance(node, exp.Into):
             raise QueryError(
                 "SELECT INTO creates a table and is not allowed",
-                fragment=_short(node.sql(dialect="postgres")),
+                fragment=_short(node.sql(dialect=sqltext.POSTGRES)),
                 hint="remove the INTO clause",
             )
         if isinstance(node, exp.Lock):
             raise QueryError(
                 "locking clauses (FOR UPDATE/SHARE) are not allowed",
-                fragment=_short(node.sql(dialect="postgres")),
+                fragment=_short(node.sql(dialect=sqltext.POSTGRES)),
                 hint="remove the FOR ... clause",
             )
     return tree

@@ -30,10 +30,11 @@ from typing import Any
 
 from sqlglot import exp
 
-from pldiffix.core import catalog
+from pldiffix.core import catalog, sqltext
 from pldiffix.core.errors import UserError
 from pldiffix.core.levels import AccessLevel
 from pldiffix.core.relations import RelationKind
+from pldiffix.core.sqltext import identifier
 from pldiffix.core.statements import QueryError
 from pldiffix.diffix import rewrite
 from pldiffix.diffix.anonymization import (
@@ -63,7 +64,7 @@ from pldiffix.diffix.anonymization.hashing import hash_aids, hash_string
 from pldiffix.diffix.anonymization.led import MAX_LABELS_WITHOUT_LED
 from pldiffix.diffix.anonymization.low_count import LowCountSummary
 from pldiffix.diffix.query_model import AnonymizingQuery, ColumnRef, RangeEntry, ValidatedQuery
-from pldiffix.diffix.rewrite import SqlType, quote
+from pldiffix.diffix.rewrite import SqlType
 from pldiffix.diffix.validation import validate
 from pldiffix.diffix.validation.pgtypes import normalize_type
 
@@ -89,8 +90,11 @@ ENGINE_SCHEMAS = frozenset({"pg_catalog", "diffix"})
 HARMLESS_VOLATILE = frozenset({"random", "clock_timestamp", "timeofday"})
 
 
-def run(plpy: Any, sql: str, level: AccessLevel, search_path: Sequence[str] | None) -> str:
-    """The post-processing query (see the module docstring) as SQL text."""
+def run(
+    plpy: Any, sql: str, level: AccessLevel, search_path: Sequence[str] | None
+) -> tuple[str, int]:
+    """The post-processing query (see the module docstring) as SQL text, and how many
+    anonymized rows it carries."""
     role = catalog.invoking_role(plpy)
     schemas = catalog.usable_schemas(
         plpy, role, search_path if search_path is not None else ["public"]
@@ -107,19 +111,22 @@ def run(plpy: Any, sql: str, level: AccessLevel, search_path: Sequence[str] | No
     checks = SecurityChecks(plpy, role, live)
     nonce = secrets.token_hex(8)
     replacements: dict[str, str] = {}
-    for index, model in enumerate(validated.anonymizing):
+    for model in validated.anonymizing:
         checks.check(model)
+    released = 0
+    for index, model in enumerate(validated.anonymizing):
         placeholder = f"__pldiffix_rows_{index}_{nonce}"
-        replacements[quote(placeholder)] = _anonymize(
+        replacements[identifier(placeholder)], count = _anonymize(
             plpy, model, params, placeholder, live, int(values["max_pass_mb"]) << 20
         )
+        released += count
     _empty_personal_reads(validated, live)
-    text = validated.ast.sql(dialect="postgres")
+    text = validated.ast.sql(dialect=sqltext.POSTGRES)
     for placeholder, relation in replacements.items():
         if text.count(placeholder) != 1:
             raise QueryError("internal error: the anonymized rows could not be placed")
         text = text.replace(placeholder, relation)
-    return text
+    return text, released
 
 
 # --- security ------------------------------------------------------------------------------------
@@ -271,7 +278,7 @@ def _constant_texts(plpy: Any, constants: list[tuple[exp.Expression, str]]) -> d
         return {}
     selects, hows = [], []
     for index, (node, typ) in enumerate(constants):
-        literal = node.sql(dialect="postgres")
+        literal = node.sql(dialect=sqltext.POSTGRES)
         if not isinstance(node, exp.Cast):
             literal = f"CAST({literal} AS {typ})" if typ != "numeric" else literal
         expression, how = rewrite.canonical_sql(literal, typ)
@@ -328,9 +335,9 @@ def _anonymize(
     placeholder: str,
     live: catalog.LiveCatalog,
     pass_budget: int,
-) -> str:
-    """The anonymized rows of `model` as a relation (SQL text); `pass_budget` bounds the bytes
-    one pass collects (`_pass_count`)."""
+) -> tuple[str, int]:
+    """The anonymized rows of `model` as a relation (SQL text) and their number; `pass_budget`
+    bounds the bytes one pass collects (`_pass_count`)."""
     labels = _types_of(plpy, plpy.execute(rewrite.label_types_sql(model))) if model.groups else []
     aid_types = [_column_type(live, aid) for aid in model.aid_columns]
     kinds = [AidKind.from_type_name(t) for t in aid_types]
@@ -406,7 +413,7 @@ def _anonymize(
     repeat = aggregate_names[-1] if model.implicit_grouping else None
     relation = rewrite.rows_relation(names, types, rows, repeat)
     rewrite.replace_by_rows(model, placeholder, label_names, aggregate_names)
-    return relation
+    return relation, len(rows)
 
 
 def _estimated_rows(model: AnonymizingQuery, live: catalog.LiveCatalog) -> float | None:
@@ -898,7 +905,7 @@ def _empty_personal_reads(validated: ValidatedQuery, live: catalog.LiveCatalog) 
                 break
         if info is None or info.kind is not RelationKind.PERSONAL:
             continue
-        columns = ", ".join(f"CAST(NULL AS {c.type}) AS {quote(c.name)}" for c in info.columns)
+        columns = ", ".join(f"CAST(NULL AS {c.type}) AS {identifier(c.name)}" for c in info.columns)
         empty = exp.maybe_parse(f"(SELECT {columns} WHERE FALSE)", dialect="postgres")
         alias = table.alias or name
         subquery = exp.Subquery(

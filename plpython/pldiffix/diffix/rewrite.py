@@ -22,6 +22,8 @@ from typing import Any
 
 from sqlglot import exp
 
+from pldiffix.core import sqltext
+from pldiffix.core.sqltext import identifier
 from pldiffix.diffix.anonymization import SummandType
 from pldiffix.diffix.query_model import AnonymizingQuery, ColumnRef, FromItem, Join, RangeEntry
 from pldiffix.diffix.validation.pgtypes import normalize_type
@@ -33,17 +35,8 @@ TEXT_LABEL_TYPES = frozenset({"text", "varchar", "bpchar", "cstring"})
 BUCKETS_ALIAS = "__pldiffix_b"
 
 
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def sql(node: exp.Expression) -> str:
-    return node.sql(dialect="postgres")
-
-
-def string_literal(text: str) -> str:
-    """An escape-string literal, read the same whatever standard_conforming_strings says."""
-    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+    return sqltext.render(node)
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,9 @@ class SqlType:
 def from_sql(item: FromItem) -> str:
     if isinstance(item, RangeEntry):
         relation = item.relation
-        return f"{quote(relation.schema)}.{quote(relation.name)} AS {quote(item.alias)}"
+        return (
+            f"{identifier(relation.schema)}.{identifier(relation.name)} AS {identifier(item.alias)}"
+        )
     assert isinstance(item, Join)
     left, right = from_sql(item.left), from_sql(item.right)
     kind = {"inner": "INNER", "left": "LEFT", "right": "RIGHT", "full": "FULL"}[item.kind]
@@ -188,7 +183,7 @@ def _literal_type(node: exp.Expression, context_type: str | None) -> str:
     """The type PostgreSQL gives a constant: its cast, a number, or the context's type."""
     if isinstance(node, exp.Cast):
         to = node.args.get("to")
-        return normalize_type(to.sql(dialect="postgres")) if to is not None else "text"
+        return normalize_type(to.sql(dialect=sqltext.POSTGRES)) if to is not None else "text"
     if isinstance(node, exp.Literal) and not node.is_string:
         return "numeric"
     if isinstance(node, exp.Neg):
@@ -396,7 +391,7 @@ class RowRange:
             raise ValueError(f"invalid row range {self.first}..{self.end}")
 
     def predicate(self, alias: str) -> str:
-        ctid = f"{quote(alias)}.ctid"
+        ctid = f"{identifier(alias)}.ctid"
         bounds = [f"{ctid} >= '({self.first},0)'::pg_catalog.tid"] if self.first else []
         if self.end is not None:
             bounds.append(f"{ctid} < '({self.end},0)'::pg_catalog.tid")
@@ -421,13 +416,16 @@ def summand_type(type_name: str) -> SummandType:
 
 def _label_select(index: int, typ: SqlType) -> list[str]:
     """Output literal text and hash value of label `index`."""
-    column = quote(f"l{index}")
+    column = identifier(f"l{index}")
     if typ.is_datetime:
         literal = f"pg_catalog.to_json({column}) #>> '{{}}'"
     else:
         literal = f"({column})::pg_catalog.text"
     hashed, _ = canonical_sql(column, typ)
-    return [f"{literal} AS {quote(f't{index}')}", f"{hashed} AS {quote(f'h{index}')}"]
+    return [
+        f"{literal} AS {identifier(f't{index}')}",
+        f"{hashed} AS {identifier(f'h{index}')}",
+    ]
 
 
 # Label types a bucket key (`_key_select`) can hash: built-in types with hash support.
@@ -441,7 +439,9 @@ def _key_select(model: AnonymizingQuery) -> str:
     """`k`: a bucket's identity across passes. Labels that group together hash alike even when
     their texts differ (0 and -0, 1.0 and 1.00); the engine checks that the parts of a bucket
     agree on the label texts it reports. A record hashes NULL like a float 0, hence the flags."""
-    fields = [f"{quote(f'l{k}')}, {quote(f'l{k}')} IS NULL" for k in range(len(model.groups))]
+    fields = [
+        f"{identifier(f'l{k}')}, {identifier(f'l{k}')} IS NULL" for k in range(len(model.groups))
+    ]
     if not fields:
         return "0::pg_catalog.int8 AS k"
     return f"pg_catalog.hash_record_extended(ROW({', '.join(fields)}), 0) AS k"
@@ -487,7 +487,7 @@ def bucket_query(
         typ = column_type(column)
         if isinstance(argument, exp.Cast) and argument.find(exp.Column) is not None:
             expression = argument
-            typ = normalize_type(argument.args["to"].sql(dialect="postgres"))
+            typ = normalize_type(argument.args["to"].sql(dialect=sqltext.POSTGRES))
         key = sql(expression)
         if key not in value_index:
             value_index[key] = len(values)
@@ -546,21 +546,21 @@ def bucket_query(
     # base: one row per input row
     base: list[str] = []
     for k, group in enumerate(model.groups):
-        base.append(f"{sql(group.expression)} AS {quote(f'l{k}')}")
+        base.append(f"{sql(group.expression)} AS {identifier(f'l{k}')}")
     for k, aid in enumerate(aids):
-        base.append(f"{sql(aid.to_sql())} AS {quote(f'i{k}')}")
+        base.append(f"{sql(aid.to_sql())} AS {identifier(f'i{k}')}")
     for j, value in enumerate(values):
         expression = sql(value)
         if j in sums and value_types[j] == "numeric":
             expression = f"({expression})::pg_catalog.float8"
-        base.append(f"{expression} AS {quote(f'v{j}')}")
+        base.append(f"{expression} AS {identifier(f'v{j}')}")
     for d, j in enumerate(distinct):
         expression = sql(values[j])
         base.append(
             f"CASE WHEN {expression} IS NOT NULL THEN pg_catalog.dense_rank() OVER "
-            f"(ORDER BY {expression}) END AS {quote(f'r{d}')}"
+            f"(ORDER BY {expression}) END AS {identifier(f'r{d}')}"
         )
-    live = " OR ".join(f"{quote(f'i{k}')} IS NOT NULL" for k in range(n_aids))
+    live = " OR ".join(f"{identifier(f'i{k}')} IS NOT NULL" for k in range(n_aids))
     # Passes split int4 AIDs only: FNV-1a never gives two of them one hash (see
     # `anonymization.partitions`), so no AID is counted twice across passes.
     partitionable = (
@@ -610,9 +610,9 @@ def bucket_query(
     if row_range is not None:
         raise ValueError("only a query that ships rows can be read in row ranges")
 
-    labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
-    grouping_cols = [quote(f"i{k}") for k in range(n_aids)] + [
-        quote(f"r{d}") for d in range(len(distinct))
+    labels_cols = [identifier(f"l{k}") for k in range(len(model.groups))]
+    grouping_cols = [identifier(f"i{k}") for k in range(n_aids)] + [
+        identifier(f"r{d}") for d in range(len(distinct))
     ]
     width = len(grouping_cols)
     full = (1 << width) - 1
@@ -620,10 +620,10 @@ def bucket_query(
     def mask(position: int) -> int:
         return full ^ (1 << (width - 1 - position))
 
-    sets = [[*labels_cols, quote(f"i{k}")] for k in range(n_aids)]
+    sets = [[*labels_cols, identifier(f"i{k}")] for k in range(n_aids)]
     if float_sums:
         sets.append(list(labels_cols))  # exact per-instance totals of float sums
-    sets.extend([*labels_cols, quote(f"r{d}")] for d in range(len(distinct)))
+    sets.extend([*labels_cols, identifier(f"r{d}")] for d in range(len(distinct)))
 
     # A single grouping set is a plain GROUP BY (cheaper: no grouping-sets machinery), gs = 0.
     single_set = len(sets) == 1
@@ -631,37 +631,39 @@ def bucket_query(
     per_aid.append("0 AS gs" if single_set else f"GROUPING({', '.join(grouping_cols)}) AS gs")
     per_aid.append("pg_catalog.count(*) FILTER (WHERE live) AS n")
     for j in sorted(counts):
-        v = quote(f"v{j}")
-        per_aid.append(f"pg_catalog.count({v}) FILTER (WHERE live) AS {quote(f'c{j}')}")
+        v = identifier(f"v{j}")
+        per_aid.append(f"pg_catalog.count({v}) FILTER (WHERE live) AS {identifier(f'c{j}')}")
     for j in sorted(sums):
-        v = quote(f"v{j}")
-        per_aid.append(f"pg_catalog.sum({v}) FILTER (WHERE live AND {v} >= 0) AS {quote(f'sp{j}')}")
+        v = identifier(f"v{j}")
         per_aid.append(
-            f"pg_catalog.sum(-{v}) FILTER (WHERE live AND {v} <= 0) AS {quote(f'sn{j}')}"
+            f"pg_catalog.sum({v}) FILTER (WHERE live AND {v} >= 0) AS {identifier(f'sp{j}')}"
+        )
+        per_aid.append(
+            f"pg_catalog.sum(-{v}) FILTER (WHERE live AND {v} <= 0) AS {identifier(f'sn{j}')}"
         )
     for j in float_sums:
-        v = quote(f"v{j}")
+        v = identifier(f"v{j}")
         for k in range(n_aids):
-            i = quote(f"i{k}")
+            i = identifier(f"i{k}")
             positive = _row_order_sum(v, f"{v} >= 0 AND {i} IS NOT NULL")
             negative = _row_order_sum(f"-{v}", f"{v} <= 0 AND {i} IS NOT NULL")
-            per_aid.append(f"{positive} AS {quote(f'tp{j}_{k}')}")
-            per_aid.append(f"{negative} AS {quote(f'tn{j}_{k}')}")
+            per_aid.append(f"{positive} AS {identifier(f'tp{j}_{k}')}")
+            per_aid.append(f"{negative} AS {identifier(f'tn{j}_{k}')}")
     for d in range(len(distinct)):
         for k in range(n_aids):
-            i = quote(f"i{k}")
+            i = identifier(f"i{k}")
             per_aid.append(
                 f"pg_catalog.array_agg(DISTINCT {i}) FILTER (WHERE {i} IS NOT NULL) "
-                f"AS {quote(f'da{d}_{k}')}"
+                f"AS {identifier(f'da{d}_{k}')}"
             )
     for h, (counted, _) in enumerate(histograms):
         for k in range(n_aids):
             if k == counted:
                 continue
-            i = quote(f"i{k}")
+            i = identifier(f"i{k}")
             per_aid.append(
                 f"pg_catalog.array_agg(DISTINCT {i}) FILTER (WHERE {i} IS NOT NULL) "
-                f"AS {quote(f'ha{h}_{k}')}"
+                f"AS {identifier(f'ha{h}_{k}')}"
             )
     if single_set:
         group_by_sql = ", ".join(sets[0])
@@ -686,7 +688,7 @@ def bucket_query(
     for k, typ in enumerate(labels):
         outer.extend(_label_select(k, typ))
     for k in range(n_aids):
-        i = quote(f"i{k}")
+        i = identifier(f"i{k}")
         present = f"gs = {mask(k)} AND {i} IS NOT NULL"
         absent = f"gs = {mask(k)} AND {i} IS NULL"
         aid_format = normalize_type(aid_types[k]) if k < len(aid_types) else None
@@ -694,32 +696,32 @@ def bucket_query(
         per_aid(f"an{k}", "n", "int8", present, False)
         outer.append(f"pg_catalog.sum(n) FILTER (WHERE {absent}) AS un{k}")
         for j in sorted(counts):
-            c = quote(f"c{j}")
+            c = identifier(f"c{j}")
             per_aid(f"ac{j}_{k}", c, "int8", present, False)
             outer.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS uc{j}_{k}")
         for j in sorted(sums):
             leg_format = _SUM_FORMATS.get(value_types[j])
             for leg in ("sp", "sn"):
-                c = quote(f"{leg}{j}")
+                c = identifier(f"{leg}{j}")
                 per_aid(f"a{leg}{j}_{k}", c, leg_format, present, True)
                 outer.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS u{leg}{j}_{k}")
         for j in float_sums:
             for leg in ("tp", "tn"):
                 outer.append(
-                    f"pg_catalog.max({quote(f'{leg}{j}_{k}')}) FILTER (WHERE gs = {full}) "
+                    f"pg_catalog.max({identifier(f'{leg}{j}_{k}')}) FILTER (WHERE gs = {full}) "
                     f"AS {leg}{j}_{k}"
                 )
     for d in range(len(distinct)):
-        r = quote(f"r{d}")
-        parts = ", ".join([r] + [quote(f"da{d}_{k}") for k in range(n_aids)])
+        r = identifier(f"r{d}")
+        parts = ", ".join([r] + [identifier(f"da{d}_{k}") for k in range(n_aids)])
         outer.append(
             f"pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array({parts})) "
             f"FILTER (WHERE gs = {mask(n_aids + d)} AND {r} IS NOT NULL) AS dv{d}"
         )
     for h, (counted, _) in enumerate(histograms):
-        i = quote(f"i{counted}")
+        i = identifier(f"i{counted}")
         parts = [i, "n"] + [
-            f"pg_catalog.to_jsonb(ARRAY[{i}])" if k == counted else quote(f"ha{h}_{k}")
+            f"pg_catalog.to_jsonb(ARRAY[{i}])" if k == counted else identifier(f"ha{h}_{k}")
             for k in range(n_aids)
         ]
         outer.append(
@@ -790,17 +792,17 @@ def _row_query(
     for k, typ in enumerate(labels):
         outer.extend(_label_select(k, typ))
     present = '"i0" IS NOT NULL'
-    outer.append(f"{_per_aid_array(quote('i0'), aid_format, present, False)} AS a0")
+    outer.append(f"{_per_aid_array(identifier('i0'), aid_format, present, False)} AS a0")
     packed = {"a0": aid_format}
     for j in sorted(counts | set(sums)):
-        v = quote(f"v{j}")
+        v = identifier(f"v{j}")
         null_rows = f"{present} AND {v} IS NULL"
-        outer.append(f"{_per_aid_array(quote('i0'), aid_format, null_rows, False)} AS na{j}")
+        outer.append(f"{_per_aid_array(identifier('i0'), aid_format, null_rows, False)} AS na{j}")
         packed[f"na{j}"] = aid_format
         if j in sums:
             outer.append(f"{_per_aid_array(f'COALESCE({v}, 0)', sums[j], present, False)} AS rv{j}")
             packed[f"rv{j}"] = sums[j]
-    labels_cols = [quote(f"l{k}") for k in range(len(model.groups))]
+    labels_cols = [identifier(f"l{k}") for k in range(len(model.groups))]
     group_by = f" GROUP BY {', '.join(labels_cols)}" if labels_cols else ""
     bucket_sql = f"SELECT {', '.join(outer)} FROM ({base_sql}) base{group_by}"
     return bucket_sql, packed
@@ -826,7 +828,7 @@ def label_types_sql(model: AnonymizingQuery) -> str:
     if not model.groups:
         return "SELECT"
     columns = ", ".join(
-        f"{sql(g.expression)} AS {quote(f'l{k}')}" for k, g in enumerate(model.groups)
+        f"{sql(g.expression)} AS {identifier(f'l{k}')}" for k, g in enumerate(model.groups)
     )
     return f"SELECT {columns} FROM {from_sql(model.from_tree)} WHERE FALSE"
 
@@ -856,7 +858,7 @@ def value_text(value: Any) -> str | None:
 def typed_literal(text: str | None, sql_type: str) -> str:
     if text is None:
         return f"CAST(NULL AS {sql_type})"
-    return f"CAST({string_literal(text)} AS {sql_type})"
+    return f"CAST({sqltext.literal(text)} AS {sql_type})"
 
 
 def array_literal(texts: Sequence[str | None]) -> str:
@@ -878,11 +880,11 @@ def rows_relation(
     repeat_column: str | None,
 ) -> str:
     """`(SELECT ...)`: the rows as typed literals, optionally each repeated by a count column."""
-    names = ", ".join(quote(n) for n in column_names)
+    names = ", ".join(identifier(n) for n in column_names)
     if rows and not any(t.endswith("]") for t in column_types):
         # One array literal per column: a few tokens for the caller to parse, however many rows.
         columns = ", ".join(
-            f"pg_catalog.unnest(CAST({string_literal(array_literal([r[c] for r in rows]))} "
+            f"pg_catalog.unnest(CAST({sqltext.literal(array_literal([r[c] for r in rows]))} "
             f"AS {t}[]))"
             for c, t in enumerate(column_types)
         )
@@ -897,7 +899,7 @@ def rows_relation(
         source = f"(VALUES {values}) AS v({names})"
     else:
         empty = ", ".join(
-            f"{typed_literal(None, t)} AS {quote(n)}"
+            f"{typed_literal(None, t)} AS {identifier(n)}"
             for n, t in zip(column_names, column_types, strict=True)
         )
         source = f"(SELECT {empty} WHERE FALSE) AS v"
@@ -905,7 +907,7 @@ def rows_relation(
         return f"(SELECT * FROM {source})"
     return (
         f"(SELECT v.* FROM {source} CROSS JOIN LATERAL "
-        f"pg_catalog.generate_series(1, v.{quote(repeat_column)}) AS repeat(n))"
+        f"pg_catalog.generate_series(1, v.{identifier(repeat_column)}) AS repeat(n))"
     )
 
 

@@ -5,9 +5,10 @@ engine it trusts nothing from its caller: it validates the SQL itself with the c
 reduced to schemas the invoking role may use, applies the Diffix engine's security checks to
 everything it executes, and runs only SQL generated from the validated model. The order is the
 accounting's: everything that can refuse the query (subset, metadata, epsilon caps, the remaining
-budget) comes before any data is read; the charge comes after the noise and before anything
-leaves this function, so a refused or failed query spends nothing and no answer is ever returned
-unpaid. It returns the post-processing query (the analyst's statement with the DP subquery
+budget) comes before any data is read, and so does the charge: a refused query spends nothing, a
+query that fails while reading data has paid (its failure could tell something about a person),
+and no answer is ever returned unpaid. It runs behind the gate (answers.py), which writes the
+audit row. It returns the post-processing query (the analyst's statement with the DP subquery
 replaced by its released rows, run by the caller with its own privileges) and the DP report.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from pldiffix.core import catalog, ledger
+from pldiffix.core import catalog, ledger, sqltext
 from pldiffix.core.errors import UserError
 from pldiffix.core.relations import RelationKind
 from pldiffix.diffix import rewrite
@@ -63,6 +64,11 @@ def run(
         budget = release.Budget(budget.epsilon, delta, budget.aggregates, False)
     placement = _placement(plpy, query, plan)
     _check_budget(ledger.remaining(plpy), epsilon, budget.delta_spent, role)
+    # Paid before any personal row is read: a query that then fails has still spent its
+    # epsilon, so an error that only some rows raise is no free answer.
+    remaining = ledger.charge(
+        plpy, epsilon=epsilon, delta=budget.delta_spent, sql=sql, mechanism=MECHANISM
+    )
 
     groups = list(plpy.execute(plan.sql))
     histograms = {
@@ -73,10 +79,6 @@ def run(
     if not query.groups and not groups:  # a global aggregate over no rows is still one row
         groups = [{"units": 0} | {s.name: 0 for a in plan.aggregates for s in a.statistics}]
     rows = release.release(plan, budget, groups, histograms, metadata.contributions)
-
-    remaining = ledger.charge(
-        plpy, epsilon=epsilon, delta=budget.delta_spent, sql=sql, mechanism=MECHANISM
-    )
     return {
         "query": _post_processing(placement, query, rows),
         "dp": {
@@ -131,7 +133,7 @@ def _check_other_reads(query: DpQuery, live: catalog.LiveCatalog) -> None:
             if relation.kind is RelationKind.PERSONAL:
                 raise DpQueryError(
                     f"{schema}.{table.name} is read outside the DP subquery",
-                    fragment=table.sql(dialect="postgres"),
+                    fragment=table.sql(dialect=sqltext.POSTGRES),
                     hint="a DP query reads personal data in one aggregating SELECT only",
                 )
             break
@@ -275,7 +277,7 @@ def _placement(plpy: Any, query: DpQuery, plan: planner.Plan) -> _Placement:
     if query.node is query.tree:
         return _Placement(None, marker, types)
     query.node.replace(exp.select("*").from_(marker))
-    template = query.tree.sql(dialect="postgres")
+    template = query.tree.sql(dialect=sqltext.POSTGRES)
     if template.count(marker) != 1 or template.count(f"SELECT * FROM {marker}") != 1:
         raise DpQueryError("the DP subquery cannot be placed in this statement")
     return _Placement(template, marker, types)

@@ -1,0 +1,316 @@
+"""The gate: every analyst answer passes here, whatever the entry point and mechanism.
+
+`answer` runs inside `diffix._answer` (SECURITY DEFINER, owner diffix_engine, every parsing
+setting pinned). It trusts nothing its caller passes but the statement, epsilon and delta: the
+level comes from the catalog (`catalog.person_level`), the schemas are the caller's reduced to
+those the invoking role may use, the audit row is written here and a DP charge is made before any
+data is read (dp/engine.py). It dispatches to one mechanism and returns one of:
+
+- {"own": sql}: a statement the caller runs with its own privileges (direct level, or no
+  protected table read);
+- {"query": sql, ...}: the statement with its anonymizing parts replaced by their anonymized
+  rows, also run by the caller with its own privileges (Diffix, DP);
+- {"document": {..., "types": [...]}}: a finished answer (cell-key and Laplace tables).
+
+Errors raised while reading personal rows at the untrusted and DP levels reach the caller as one
+fixed message: which row made an expression fail would be an exact answer about a person.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from pldiffix.core import audit, catalog, sqltext
+from pldiffix.core.errors import UserError
+from pldiffix.core.levels import AccessLevel
+from pldiffix.core.relations import RelationKind
+from pldiffix.core.statements import parse_single_select
+
+# Levels whose analysts are not trusted with errors raised by personal rows.
+_UNTRUSTED_ERRORS = (AccessLevel.ANONYMIZED_UNTRUSTED, AccessLevel.ANONYMIZED_DP)
+
+
+class ExecutionFailed(UserError):
+    """A query failed while reading personal rows; its cause is not told (no error oracle)."""
+
+    default_sqlstate = "22000"
+
+
+@dataclass
+class Outcome:
+    """What the gate hands back, and what the audit log records of it."""
+
+    mechanism: str
+    reply: dict[str, Any]
+    rows: int | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    document: str | None = None  # a finished answer, kept as text so its numbers stay exact
+
+    def reply_text(self) -> str:
+        text = json.dumps(self.reply | {"mechanism": self.mechanism})
+        if self.document is None:
+            return text
+        return f'{text[:-1]}, "document": {self.document}}}'
+
+
+@dataclass
+class _Admission:
+    """The audit row of one call: refused, failed or accepted, written before the reply."""
+
+    plpy: Any
+    level: AccessLevel
+    sql: str | None
+    mechanism: str = "diffix"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def refused(self, error: BaseException) -> None:
+        audit.record(
+            self.plpy,
+            level=self.level.value,
+            mechanism=self.mechanism,
+            sql=self.sql,
+            accepted=False,
+            reason=audit.reason_of(error),
+        )
+
+    def accepted(self, outcome: Outcome) -> None:
+        audit.record(
+            self.plpy,
+            level=self.level.value,
+            mechanism=outcome.mechanism,
+            sql=self.sql,
+            accepted=True,
+            rows=outcome.rows,
+            epsilon=outcome.epsilon,
+            delta=outcome.delta,
+        )
+
+
+def answer(
+    plpy: Any,
+    sql: str | None,
+    epsilon: float | None,
+    delta: float | None,
+    search_path: list[str] | None,
+    *,
+    explicit_dp: bool,
+) -> str:
+    """The gate's reply as JSON text (see the module docstring)."""
+    level = catalog.person_level(plpy)
+    admission = _Admission(plpy, level, sql)
+    try:
+        outcome = _dispatch(plpy, admission, sql, epsilon, delta, search_path or [], explicit_dp)
+    except Exception as error:
+        admission.refused(error)
+        raise
+    admission.accepted(outcome)  # an answer never leaves unlogged: a failed write raises
+    return outcome.reply_text()
+
+
+def _dispatch(
+    plpy: Any,
+    admission: _Admission,
+    sql: str | None,
+    epsilon: float | None,
+    delta: float | None,
+    search_path: list[str],
+    explicit_dp: bool,
+) -> Outcome:
+    level = admission.level
+    if explicit_dp:
+        admission.mechanism = "dp"
+    tree = parse_single_select(sql)
+    assert sql is not None
+    if level is AccessLevel.PERTURBED:
+        raise PermissionError(
+            "the perturbed access level reads the views in diffix_perturbed with plain SQL, "
+            "not through diffix.query_json"
+        )
+    if level is AccessLevel.DIRECT and not explicit_dp:
+        admission.mechanism = "direct"
+        return Outcome("direct", {"own": sqltext.render(tree)})
+    role = catalog.invoking_role(plpy)
+    schemas = catalog.usable_schemas(plpy, role, search_path)
+    live = catalog.LiveCatalog(plpy, schemas)
+    if _reads_cellkey_table(plpy, tree, live):
+        if level is AccessLevel.ANONYMIZED_DP or explicit_dp:
+            raise PermissionError(
+                "roles at the anonymized_dp level cannot read perturbed (cell-key) tables"
+                if not explicit_dp
+                else "differentially private queries cannot read perturbed (cell-key) tables"
+            )
+        admission.mechanism = "cellkey"
+        return _guarded(plpy, level, lambda: _cellkey(plpy, tree, live))
+    if level is AccessLevel.ANONYMIZED_DP or explicit_dp:
+        if explicit_dp or _reads_personal_table(tree, live):
+            admission.mechanism = "dp"
+            values = catalog.effective_settings(plpy)
+            if not explicit_dp:
+                epsilon, delta = float(values["dp_epsilon"]), float(values["dp_delta"])
+            return _guarded(
+                plpy,
+                AccessLevel.ANONYMIZED_DP,
+                lambda: _dp(plpy, sql, epsilon, delta, search_path),
+            )
+        return _public(plpy, sql, tree, live, AccessLevel.ANONYMIZED_UNTRUSTED, admission)
+    return _diffix(plpy, sql, tree, live, level, search_path, admission)
+
+
+def _guarded(plpy: Any, level: AccessLevel, run: Callable[[], Outcome]) -> Outcome:
+    """Runs a mechanism; at the untrusted and DP levels an error from the database while it
+    reads data becomes ExecutionFailed (its text could depend on a person's values). Refusals
+    (UserError, PermissionError) are decided before any data is read and pass unchanged."""
+    if level not in _UNTRUSTED_ERRORS:
+        return run()
+    try:
+        return run()
+    except (UserError, PermissionError):
+        raise
+    except (plpy.SPIError, ArithmeticError, ValueError) as error:
+        raise ExecutionFailed(
+            "the query failed while reading the data",
+            hint="the cause is not reported at this access level, since it could depend on "
+            "a single person's values; check the query's constants and casts",
+        ) from error
+
+
+def _public(
+    plpy: Any,
+    sql: str,
+    tree: exp.Expression,
+    live: catalog.LiveCatalog,
+    level: AccessLevel,
+    admission: _Admission,
+) -> Outcome:
+    """A query that reads no personal table, validated at `level`, runs as the caller."""
+    from pldiffix.diffix.validation import validate
+
+    values = catalog.effective_settings(plpy)
+    validated = validate(
+        sql,
+        live,
+        level,
+        treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
+    )
+    if any(r.kind is RelationKind.PERSONAL for r in validated.relations):
+        raise PermissionError("internal error: a personal table escaped the DP route")
+    admission.mechanism = "public"
+    return Outcome("public", {"own": sqltext.render(tree)})
+
+
+def _diffix(
+    plpy: Any,
+    sql: str,
+    tree: exp.Expression,
+    live: catalog.LiveCatalog,
+    level: AccessLevel,
+    search_path: list[str],
+    admission: _Admission,
+) -> Outcome:
+    from pldiffix.diffix import engine
+    from pldiffix.diffix.validation import validate
+
+    values = catalog.effective_settings(plpy)
+    validated = validate(
+        sql,
+        live,
+        level,
+        treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"]),
+    )
+    if not any(r.kind is RelationKind.PERSONAL for r in validated.relations):
+        admission.mechanism = "public"
+        return Outcome("public", {"own": sqltext.render(tree)})
+    engine_level = level if level is not AccessLevel.DIRECT else AccessLevel.ANONYMIZED_TRUSTED
+
+    def run() -> Outcome:
+        text, rows = engine.run(plpy, sql, engine_level, search_path)
+        return Outcome("diffix", {"query": text}, rows=rows)
+
+    return _guarded(plpy, level, run)
+
+
+def _dp(
+    plpy: Any, sql: str, epsilon: float | None, delta: float | None, search_path: list[str]
+) -> Outcome:
+    from pldiffix.dp import engine as dp_engine
+
+    result = dp_engine.run(plpy, sql, epsilon, delta, search_path or ["public"])
+    report = result["dp"]
+    return Outcome(
+        "dp",
+        {"query": result["query"], "dp": report},
+        rows=len(report["rows"]),
+        epsilon=report["epsilon"],
+        delta=report["delta"],
+    )
+
+
+def _cellkey(plpy: Any, tree: exp.Expression, live: catalog.LiveCatalog) -> Outcome:
+    from pldiffix.cellkey import engine as cellkey_engine
+
+    relid = _cellkey_relid(plpy, tree, live)
+    assert relid is not None
+    document, method = cellkey_engine.answer(plpy, tree, relid)
+    mechanism = "laplace" if method == "laplace" else "cellkey"
+    rows = len(json.loads(document)["rows"])
+    return Outcome(mechanism, {}, rows=rows, document=document)
+
+
+# --- which tables a statement reads --------------------------------------------------------------
+
+
+def _named_tables(tree: exp.Expression) -> list[tuple[str | None, str]]:
+    """(schema or None, name) of each table the statement names, CTE names left out."""
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    names = []
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            continue
+        if not table.db and table.name in ctes:
+            continue
+        names.append((table.db or None, table.name))
+    return names
+
+
+def _resolved(live: catalog.LiveCatalog, schema: str | None, name: str) -> Any:
+    for candidate in [schema] if schema else live.search_path:
+        relation = live.get_relation(candidate, name)
+        if relation is not None:
+            return candidate, relation
+    return None
+
+
+def _reads_personal_table(tree: exp.Expression, live: catalog.LiveCatalog) -> bool:
+    for schema, name in _named_tables(tree):
+        found = _resolved(live, schema, name)
+        if found is not None and found[1].kind is RelationKind.PERSONAL:
+            return True
+    return False
+
+
+def _cellkey_relid(plpy: Any, tree: exp.Expression, live: catalog.LiveCatalog) -> int | None:
+    for schema, name in _named_tables(tree):
+        found = _resolved(live, schema, name)
+        if found is None:
+            continue
+        details = live.details[(found[0], name)]
+        rows = catalog.query(
+            plpy,
+            "SELECT 1 FROM diffix.table_labels l WHERE l.relid OPERATOR(pg_catalog.=) $1"
+            " AND l.label OPERATOR(pg_catalog.=) 'perturbed'",
+            ("oid",),
+            (details.oid,),
+        )
+        if rows:
+            return details.oid
+    return None
+
+
+def _reads_cellkey_table(plpy: Any, tree: exp.Expression, live: catalog.LiveCatalog) -> bool:
+    return _cellkey_relid(plpy, tree, live) is not None
