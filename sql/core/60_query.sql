@@ -1,11 +1,16 @@
 -- Entry points for analysts. Invoker rights: each hands the statement to the gate,
 -- diffix._answer (below), and runs what the gate hands back with the caller's own privileges.
 -- STABLE makes PostgreSQL refuse any data-modifying statement inside them.
--- No DateStyle is pinned: the session's DateStyle governs casts inside the query, and results
--- are rendered with row_to_json (ISO 8601 dates and timestamps) whatever it is.
+-- The settings that change how results are written (floats, arrays, bytea, intervals) are pinned
+-- on the PL/Python functions; DateStyle and TimeZone are not: they govern casts inside the query,
+-- and results are rendered with row_to_json (ISO 8601 dates and timestamps) whatever they are.
 
 CREATE OR REPLACE FUNCTION diffix._query_json(sql text) RETURNS jsonb
 LANGUAGE plpython3u STABLE
+SET extra_float_digits = 1
+SET array_nulls = on
+SET bytea_output = hex
+SET intervalstyle = postgres
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:
@@ -20,6 +25,10 @@ $python$;
 -- types), _query_stashed returns the rows it kept.
 CREATE OR REPLACE FUNCTION diffix._query_prepare(sql text) RETURNS text
 LANGUAGE plpython3u STABLE
+SET extra_float_digits = 1
+SET array_nulls = on
+SET bytea_output = hex
+SET intervalstyle = postgres
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:

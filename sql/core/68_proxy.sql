@@ -7,6 +7,10 @@ CREATE OR REPLACE FUNCTION diffix._proxy_plan(
   column_typmods integer[]
 ) RETURNS TABLE (route text, statement text)
 LANGUAGE plpython3u VOLATILE
+SET extra_float_digits = 1
+SET array_nulls = on
+SET bytea_output = hex
+SET intervalstyle = postgres
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:

@@ -8,6 +8,10 @@ CREATE OR REPLACE FUNCTION diffix._dp_query_json(
   sql text, epsilon double precision, delta double precision)
 RETURNS jsonb
 LANGUAGE plpython3u STABLE
+SET extra_float_digits = 1
+SET array_nulls = on
+SET bytea_output = hex
+SET intervalstyle = postgres
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:
