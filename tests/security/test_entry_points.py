@@ -128,5 +128,8 @@ def test_every_definer_pins_its_settings(shop):
     assert rows
     for name, language, config in rows:
         wanted = GATE_PINNED if language == "plpython3u" else PINNED
-        missing = wanted - set(config)
+        pinned = {
+            setting.split("=", 1)[0].lower() + "=" + setting.split("=", 1)[1] for setting in config
+        }
+        missing = wanted - pinned
         assert not missing, f"{name} does not pin {sorted(missing)}"

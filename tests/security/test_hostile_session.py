@@ -246,7 +246,9 @@ def test_set_role_to_a_role_without_a_level_keeps_the_logins_level(world):
     assert doc["dp"]["epsilon"] == 0.25
     # a weaker level reached through membership does not weaken it either
     team = world.create_role("anonymized_trusted", login=False)
-    world.admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(team), sql.Identifier(role)))
+    world.admin.execute(
+        sql.SQL("GRANT {} TO {}").format(sql.Identifier(team), sql.Identifier(role))
+    )
     conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(team)))
     assert conn.execute("SELECT diffix.access_level()").fetchone()[0] == "anonymized_dp"
 
