@@ -32,11 +32,14 @@ DECLARE
   message text; detail text; hint text;
 BEGIN
   IF NOT EXISTS (
-    SELECT 1 FROM diffix.table_labels l JOIN pg_catalog.pg_class c ON c.oid = l.relid
-    WHERE l.label IN ('personal', 'perturbed')
-      AND pg_catalog.strpos(pg_catalog.lower(sql), pg_catalog.lower(c.relname)) > 0
+    SELECT 1 FROM diffix.table_labels l
+    JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) l.relid
+    WHERE l.label OPERATOR(pg_catalog.=) ANY (ARRAY['personal', 'perturbed'])
+      AND pg_catalog.strpos(pg_catalog.lower(sql), pg_catalog.lower(c.relname))
+          OPERATOR(pg_catalog.>) 0
   ) THEN
-    RETURN QUERY SELECT 'pass'::text, NULL::text;
+    -- invoker rights: every type and operator written out, whatever the caller's search_path
+    RETURN QUERY SELECT CAST('pass' AS pg_catalog.text), CAST(NULL AS pg_catalog.text);
     RETURN;
   END IF;
   RETURN QUERY SELECT * FROM diffix._proxy_plan(sql, answer, params, param_types, column_types,

@@ -261,3 +261,23 @@ def test_no_internal_definer_answers_without_the_gate(world):
         "('_anonymized_query_json', '_dp_answer', '_perturbed_query_json')"
     )
     assert rows == []
+
+
+def test_through_the_proxy_a_hostile_session_gets_the_same_answers(world):
+    """Plain SQL through pldiffix proxy, the session made hostile with SET statements sent
+    through the proxy itself."""
+    from psycopg.conninfo import make_conninfo
+
+    from pldiffix_proxy.listener import running_in_thread
+
+    role, schema = _attacker(world, "anonymized_trusted")
+    query = "SELECT city, count(*) FROM customers GROUP BY city ORDER BY city"
+    with running_in_thread(world.dsn(), startup_timeout=2.0) as front:
+        dsn = make_conninfo(world.dsn(role), host="127.0.0.1", port=front.port)
+        with psycopg.connect(dsn, autocommit=True) as clean:
+            expected = clean.execute(query).fetchall()
+        with psycopg.connect(dsn, autocommit=True) as hostile:
+            _plant(hostile, schema)
+            assert hostile.execute(query).fetchall() == expected
+    assert "a\\" in {row[0] for row in expected}
+    _assert_contained(world, role, schema)
