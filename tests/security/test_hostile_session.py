@@ -166,6 +166,18 @@ def test_every_entry_point_first_called_from_a_hostile_session(world):
     conn.execute("SELECT * FROM diffix.privacy_budget()")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("SELECT diffix.dp_query_json('SELECT count(*) FROM customers', 0.1)")
+    # then the definers owned by the installing superuser, with the plans the session warmed
+    for call in [
+        "SELECT diffix._configure('noise_layer_sd', '0')",
+        "SELECT diffix._mark_personal('cities'::regclass, ARRAY['name'])",
+        "SELECT diffix._mark_perturbed('cities'::regclass, 'laplace', '{}'::jsonb)",
+        "SELECT diffix._perturb_admin('mark', 'cities'::regclass, '{}'::jsonb)",
+        "SELECT diffix._perturbation_report('cities'::regclass)",
+        "SELECT * FROM diffix.show_audit()",
+        "CALL diffix.set_privacy_budget(current_user, 100, 0)",
+    ]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(call)
     _assert_contained(world, role, schema)
 
 
