@@ -117,7 +117,8 @@ def expected(
             where_scope = {
                 f.upper(): sorted({label(f, r) or "" for r in rows})
                 for f, vs in where.items()
-                if f not in group and config.scope_keys.canonical_condition(f.upper(), vs) is not None
+                if f not in group
+                and config.scope_keys.canonical_condition(f.upper(), vs) is not None
             }
             scope = tbe.row_scope(
                 where_scope, {f.upper(): v for f, v in zip(group, key, strict=True)}
@@ -544,3 +545,92 @@ def test_cli_adds_record_keys_and_configures(db, tmp_path, capsys):
     laplace_config = ["laplace-configure", "--dsn", dsn, "--table", "homes"]
     assert cli.main([*laplace_config, "--config", str(EXAMPLES / "laplace.json")]) == 0
     assert db.execute("SELECT method FROM diffix.perturbation_configs") == [("laplace",)]
+
+
+# --- attacks: one set of records, many spellings -------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["anonymized_trusted", "anonymized_untrusted"])
+def test_laplace_noise_does_not_change_with_the_spelling_of_a_condition(db, level):
+    """Padding an IN list with values that match nothing, redundant conditions, reordered or
+    re-cast constants: the same records, so the same noise (no averaging it away)."""
+    _create(db, "noisy")
+    db.admin.execute("CALL diffix.mark_laplace('noisy', %s::jsonb)", (json.dumps(LAPLACE),))
+    conn = db.as_role(db.create_role(level))
+    cats = [r for r in RECORDS if r["pet"] == "cat" and r["bedrooms"] in (2, 3)]
+    units = ", ".join(str(r["unit_id"]) for r in cats)
+    spellings = [
+        "pet = 'cat' AND bedrooms IN (2, 3)",
+        "pet IN ('cat', 'iguana', 'zz17') AND bedrooms IN (3, 2)",
+        "pet IN ('zz17', 'cat', 'cat') AND bedrooms IN (2, 3, 3, 1000, -1)",
+        "'cat' = pet AND bedrooms IN ('02', '3')",
+        "pet = 'cat' AND bedrooms IN (2, 3) AND dwelling IN ('001', '002', '003', '999')",
+        f"pet = 'cat' AND bedrooms IN (2, 3) AND unit_id IN ({units})",
+        f"unit_id IN ({units}, 100000, 100001)",
+    ]
+    answers = [
+        query(conn, f"SELECT count(*), sum(amount), avg(amount) FROM noisy WHERE {w}")
+        for w in spellings
+    ]
+    assert all(a == answers[0] for a in answers), answers
+    grouped = query(
+        conn,
+        "SELECT pet, count(*), sum(amount), avg(amount) FROM noisy "
+        "WHERE bedrooms IN (2, 3) GROUP BY pet",
+    )
+    assert [r[1:] for r in grouped if r[0] == "cat"] == answers[0]
+    # ... and it is the noise of those records, not an unperturbed answer
+    [key] = _laplace_cell_keys(db, "noisy", "pet = 'cat' AND bedrooms IN (2, 3)", "pet").values()
+    want = laplace.perturb_cell(
+        laplace.parse_config(LAPLACE),
+        "public.noisy",
+        key,
+        len(cats),
+        {"amount": sum(r["amount"] for r in cats)},
+    )
+    [[count, total, _]] = answers[0]
+    assert count == want.count
+    assert float(total) == pytest.approx(float(want.sums["amount"]))
+    other = query(conn, "SELECT count(*), sum(amount) FROM noisy WHERE pet = 'dog'")
+    assert other != [answers[0][0][:2]]
+
+
+@pytest.mark.parametrize("level", ["anonymized_trusted", "anonymized_untrusted"])
+def test_equivalent_tbe_scopes_give_one_answer(dwellings, level):
+    """32 spellings of one scope (reordered and repeated values, a condition listing every
+    declared value of a field, declared values without records in the cell) give one answer."""
+    conn = dwellings.as_role(dwellings.create_role(level))
+    present = {r["bedrooms"] for r in RECORDS}
+    assert not present & {-1, 8}  # the data has no record with '<0' or '8' bedrooms
+    every_dwelling = "dwelling IN ('001', '002', '003', '999')"
+    every_amount = "diffix.tbe_range(amount) IN ('<0', '0-19.99', '20-39.99', '40-59.99', " + (
+        "'60-79.99', '80-100.00', '>=100.01')"
+    )
+    answers = set()
+    for variant in range(32):
+        bedrooms = ["'2'", "'3'"] + ["'<0'"] * (variant & 1) + ["'8'"] * (variant >> 1 & 1)
+        pets = "('cat', 'dog')" if variant & 4 else "('dog', 'cat', 'dog')"
+        where = [f"pet IN {pets}", f"diffix.tbe_range(bedrooms) IN ({', '.join(bedrooms)})"]
+        where += [every_dwelling] * (variant >> 3 & 1) + [every_amount] * (variant >> 4 & 1)
+        [row] = query(
+            conn, "SELECT count(*), sum(amount) FROM dwellings WHERE " + " AND ".join(where)
+        )
+        answers.add(tuple(row))
+    want = expected(CONFIG, {"pet": ["cat", "dog"], "bedrooms": ["2", "3"]}, [], ("amount",))[()]
+    assert answers == {(want.count, float(want.sums["amount"]))}
+
+
+def test_tbe_conditions_on_values_that_are_not_declared_are_refused(analyst):
+    """The empty value name declares NULL; the constant '' is the empty string, not NULL."""
+    for condition, shown in [
+        ("pet IN ('cat', '')", "''"),
+        ("pet = ''", "''"),
+        ("pet IN ('cat', 'iguana')", "'iguana'"),
+        ("dwelling IS NULL", "NULL"),  # DWELLING declares no NULL sentinel
+    ]:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
+            query(analyst, f"SELECT count(*) FROM dwellings WHERE {condition}")
+        assert error.value.diag.message_primary.startswith(f"{shown} is not a declared value")
+    assert query(analyst, "SELECT count(*) FROM dwellings WHERE pet IS NULL") == [
+        [expected(CONFIG, {"pet": [None]}, [])[()].count]
+    ]
