@@ -637,6 +637,14 @@ def test_equivalent_tbe_scopes_give_one_answer(dwellings, level):
     assert len(literal) == 4
 
 
+def test_mark_tbe_refuses_empty_strings_in_declared_fields(db):
+    """'' would be read as the NULL sentinel: another spelling of NULL's scope."""
+    _create(db, "blank", [RECORDS[0] | {"pet": ""}, *RECORDS[1:]])
+    with pytest.raises(psycopg.Error, match="holds the empty string"):
+        _mark(db, CONFIG, "blank")
+    assert db.admin.execute("SELECT count(*) FROM diffix.perturbation_configs").fetchone() == (0,)
+
+
 def test_tbe_conditions_on_values_that_are_not_declared_are_refused(analyst):
     """The empty value name declares NULL; the constant '' is the empty string, not NULL."""
     for condition, shown in [

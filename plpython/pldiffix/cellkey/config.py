@@ -319,8 +319,15 @@ def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: tbe.Tbe
                     "every value in the data",
                 )
         else:
-            rows = plpy.execute(f"SELECT DISTINCT {column.sql}::text AS v FROM {name}")
+            rows = plpy.execute(f"SELECT DISTINCT {column.sql}::pg_catalog.text AS v FROM {name}")
             present[declared] = [r["v"] for r in rows]
+            if tbe.NULL_LABEL in present[declared]:
+                raise UserError(
+                    f"field {declared!r}: column {column.name} holds the empty string, which "
+                    "cannot be declared: the empty value name declares NULL",
+                    hint=f"replace the empty strings of {column.name} (e.g. by NULL or a "
+                    "named value) and declare that",
+                )
     config.scope_keys.check_complete(present)
 
 
