@@ -566,7 +566,7 @@ def _execute(plpy: Any, plan: Plan) -> str:
             f"pg_catalog.sum(pg_catalog.hash_record_extended(ROW({row}), {seed})) AS record_key_sum"
         )
     select += [
-        f"pg_catalog.array_agg(DISTINCT {label}) AS w{i}"
+        f'pg_catalog.array_agg(DISTINCT ({label}) COLLATE pg_catalog."C") AS w{i}'
         for i, (_, label) in enumerate(where.scoped)
     ]
     for j, column in enumerate(plan.summed):
@@ -622,7 +622,8 @@ class _Filter:
     params: list[Any] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
     # (declared field, SQL of its value name) per restricted, ungrouped field: a row's scope of
-    # such a field is the value names present among the cell's records (docs/tbe.md, "Scope keys")
+    # such a field is the value names present among the cell's records (docs/tbe.md,
+    # "Canonical scopes")
     scoped: list[tuple[str, str]] = field(default_factory=list)
 
     def parameter(self, value: Any, type_name: str) -> str:
@@ -656,7 +657,8 @@ def _where(plpy: Any, plan: Plan) -> _Filter:
         column = condition.column
         field_name = table.field_of.get(column.name) if declarations is not None else None
         if declarations is None or field_name is None:
-            out.sql.append(_condition_sql(plpy, condition, out))
+            _typed_values(plpy, column, _non_null(condition.values), condition.fragment)
+            out.sql.append(_condition_sql(condition, out))
             continue
         declared = declarations.fields[field_name]
         if column.numeric and not condition.ranged:
@@ -689,7 +691,7 @@ def _where(plpy: Any, plan: Plan) -> _Filter:
             canonical_condition = Condition(
                 column, False, [None if v == tbe.NULL_LABEL else v for v in canonical]
             )
-            out.sql.append(_condition_sql(plpy, canonical_condition, out))
+            out.sql.append(_condition_sql(canonical_condition, out))
         if column.name not in grouped:
             out.scoped.append((field_name, values))
     return out
@@ -699,18 +701,17 @@ def _non_null(values: Sequence[str | None]) -> list[str]:
     return [v for v in values if v is not None]
 
 
-def _condition_sql(plpy: Any, condition: Condition, out: _Filter) -> str:
-    """column = ANY(typed constants) [OR column IS NULL]; FALSE for an empty value set."""
+def _condition_sql(condition: Condition, out: _Filter) -> str:
+    """column = ANY(constants cast to the column's type) [OR column IS NULL]."""
     column = condition.column
     non_null = _non_null(condition.values)
-    _typed_values(plpy, column, non_null, condition.fragment)  # a clear error for bad constants
     parts = []
     if non_null:
         constants = out.parameter(non_null, "text[]")
         parts.append(f"{column.sql} = ANY({constants}::{column.type_sql}[])")
     if None in condition.values:
         parts.append(f"{column.sql} IS NULL")
-    return "(" + (" OR ".join(parts) or "false") + ")"
+    return "(" + " OR ".join(parts) + ")"
 
 
 def _point_ranges(
