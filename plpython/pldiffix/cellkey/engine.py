@@ -566,8 +566,10 @@ def _execute(plpy: Any, plan: Plan) -> str:
             f"pg_catalog.sum(pg_catalog.hash_record_extended(ROW({row}), {seed})) AS record_key_sum"
         )
     select += [
-        f'pg_catalog.array_agg(DISTINCT ({label}) COLLATE pg_catalog."C") AS w{i}'
-        for i, (_, label) in enumerate(where.scoped)
+        f"pg_catalog.bool_or({match}) AS w{i}_{j}"
+        for i, (_, matches) in enumerate(where.scoped)
+        for j, (_, match) in enumerate(matches)
+        if match is not None
     ]
     for j, column in enumerate(plan.summed):
         y = column.sql
@@ -621,10 +623,11 @@ class _Filter:
     sql: list[str] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
-    # (declared field, SQL of its value name) per restricted, ungrouped field: a row's scope of
+    # Per restricted, ungrouped field: the declared field and, per admitted value name, the SQL
+    # matching it (None for the only value: present in every non-empty cell). A row's scope of
     # such a field is the value names present among the cell's records (docs/tbe.md,
-    # "Canonical scopes")
-    scoped: list[tuple[str, str]] = field(default_factory=list)
+    # "Canonical scopes").
+    scoped: list[tuple[str, list[tuple[str, str | None]]]] = field(default_factory=list)
 
     def parameter(self, value: Any, type_name: str) -> str:
         self.params.append(value)
@@ -682,18 +685,28 @@ def _where(plpy: Any, plan: Plan) -> _Filter:
         canonical = declarations.canonical_condition(field_name, labels)
         if canonical is None:
             continue  # every declared value: no restriction
-        range_key = GroupKey(column, True)
         if column.numeric:
-            values = _key_sql(table, range_key)
-            out.sql.append(f"({values}) = ANY({out.parameter(list(canonical), 'text[]')})")
+            label = _key_sql(table, GroupKey(column, True))
+            out.sql.append(f"({label}) = ANY({out.parameter(list(canonical), 'text[]')})")
         else:
-            values = f"{column.sql}::pg_catalog.text"
             canonical_condition = Condition(
                 column, False, [None if v == tbe.NULL_LABEL else v for v in canonical]
             )
             out.sql.append(_condition_sql(canonical_condition, out))
-        if column.name not in grouped:
-            out.scoped.append((field_name, values))
+        if column.name in grouped:
+            continue
+        matches: list[tuple[str, str | None]] = []
+        for value in canonical:
+            if len(canonical) == 1:
+                matches.append((value, None))
+            elif column.numeric:
+                matches.append((value, f"({label}) = {out.parameter(value, 'text')}"))
+            elif value == tbe.NULL_LABEL:
+                matches.append((value, f"{column.sql} IS NULL"))
+            else:
+                constant = out.parameter(value, "text")
+                matches.append((value, f"{column.sql} = {constant}::{column.type_sql}"))
+        out.scoped.append((field_name, matches))
     return out
 
 
@@ -765,7 +778,7 @@ def _typed_values(
 def _perturb_row(
     plan: Plan,
     row: Any,
-    where_scoped: list[tuple[str, str]],
+    where_scoped: list[tuple[str, list[tuple[str, str | None]]]],
 ) -> list[Any] | None:
     table = plan.table
     n = row["n"]
@@ -799,8 +812,10 @@ def _perturb_row(
             # a restricted field's scope: the value names present in the cell, so that every
             # spelling of a condition over the same records has the same scope
             where_scope = {
-                name: [tbe.NULL_LABEL if v is None else v for v in row[f"w{i}"] or ()]
-                for i, (name, _) in enumerate(where_scoped)
+                name: [
+                    v for j, (v, match) in enumerate(matches) if match is None or row[f"w{i}_{j}"]
+                ]
+                for i, (name, matches) in enumerate(where_scoped)
             }
             sk = config.scope_keys.scope_key(tbe.row_scope(where_scope, group_scope))
         cell = tbe.CellInput(
