@@ -111,10 +111,17 @@ def expected(
     for key, rows in cells.items():
         cell = tbe.summarize_records(rows, config, sums)
         sk = None
-        if config.scoped:
+        if config.scoped and rows:
+            # a restricted, ungrouped field's scope: the value names present in the cell; a
+            # condition admitting every declared value is no restriction
+            where_scope = {
+                f.upper(): sorted({label(f, r) or "" for r in rows})
+                for f, vs in where.items()
+                if f not in group
+                and config.scope_keys.canonical_condition(f.upper(), vs) is not None
+            }
             scope = tbe.row_scope(
-                {f.upper(): [None if v is None else v for v in vs] for f, vs in where.items()},
-                {f.upper(): v for f, v in zip(group, key, strict=True)},
+                where_scope, {f.upper(): v for f, v in zip(group, key, strict=True)}
             )
             sk = config.scope_keys.scope_key(scope)
         out[key] = tbe.perturb_cell(config, cell, scope_key=sk)
@@ -225,6 +232,18 @@ def test_empty_results_and_order_limit(analyst):
     assert rows == sorted(full, key=lambda r: (-r[1], r[0]))[:2]
 
 
+def _laplace_cell_keys(db, table: str, where: str, group: str) -> dict:
+    """Per group value: the cell key the engine must use (keyed hashes of whole records)."""
+    seed = laplace.record_seed(laplace.parse_config(LAPLACE))
+    rows = db.admin.execute(
+        f"SELECT {group}, pg_catalog.sum(pg_catalog.hash_record_extended("
+        f"ROW(unit_id, bedrooms, dwelling, pet, amount, record_key), %s)) FROM {table} "
+        f"WHERE {where} GROUP BY 1",
+        (seed,),
+    ).fetchall()
+    return {value: laplace.cell_key_from_sum(total) for value, total in rows}
+
+
 def test_laplace_answers_equal_the_pure_core(db):
     _create(db, "noisy")
     db.admin.execute("CALL diffix.mark_laplace('noisy', %s::jsonb)", (json.dumps(LAPLACE),))
@@ -235,12 +254,14 @@ def test_laplace_answers_equal_the_pure_core(db):
         "GROUP BY pet",
     )
     config = laplace.parse_config(LAPLACE)
+    keys = _laplace_cell_keys(db, "noisy", "dwelling IN ('001', '002')", "pet")
+    assert len(rows) == len(keys) > 1
     for pet, count, total in rows:
         cell = [r for r in RECORDS if r["pet"] == pet and r["dwelling"] in ("001", "002")]
         want = laplace.perturb_cell(
             config,
             "public.noisy",
-            [("dwelling", "001"), ("dwelling", "002"), ("pet", pet)],
+            keys[pet],
             len(cell),
             {"amount": sum(r["amount"] for r in cell)},
         )
@@ -524,3 +545,139 @@ def test_cli_adds_record_keys_and_configures(db, tmp_path, capsys):
     laplace_config = ["laplace-configure", "--dsn", dsn, "--table", "homes"]
     assert cli.main([*laplace_config, "--config", str(EXAMPLES / "laplace.json")]) == 0
     assert db.execute("SELECT method FROM diffix.perturbation_configs") == [("laplace",)]
+
+
+# --- attacks: one set of records, many spellings -------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["anonymized_trusted", "anonymized_untrusted"])
+def test_laplace_noise_does_not_change_with_the_spelling_of_a_condition(db, level):
+    """Padding an IN list with values that match nothing, redundant conditions, reordered or
+    re-cast constants: the same records, so the same noise (no averaging it away)."""
+    _create(db, "noisy")
+    db.admin.execute("CALL diffix.mark_laplace('noisy', %s::jsonb)", (json.dumps(LAPLACE),))
+    conn = db.as_role(db.create_role(level))
+    cats = [r for r in RECORDS if r["pet"] == "cat" and r["bedrooms"] in (2, 3)]
+    units = ", ".join(str(r["unit_id"]) for r in cats)
+    spellings = [
+        "pet = 'cat' AND bedrooms IN (2, 3)",
+        "pet IN ('cat', 'iguana', 'zz17') AND bedrooms IN (3, 2)",
+        "pet IN ('zz17', 'cat', 'cat') AND bedrooms IN (2, 3, 3, 1000, -1)",
+        "'cat' = pet AND bedrooms IN ('02', '3')",
+        "pet = 'cat' AND bedrooms IN (2, 3) AND dwelling IN ('001', '002', '003', '999')",
+        f"pet = 'cat' AND bedrooms IN (2, 3) AND unit_id IN ({units})",
+        f"unit_id IN ({units}, 100000, 100001)",
+    ]
+    answers = [
+        query(conn, f"SELECT count(*), sum(amount), avg(amount) FROM noisy WHERE {w}")
+        for w in spellings
+    ]
+    assert all(a == answers[0] for a in answers), answers
+    grouped = query(
+        conn,
+        "SELECT pet, count(*), sum(amount), avg(amount) FROM noisy "
+        "WHERE bedrooms IN (2, 3) GROUP BY pet",
+    )
+    assert [r[1:] for r in grouped if r[0] == "cat"] == answers[0]
+    # ... and it is the noise of those records, not an unperturbed answer
+    [key] = _laplace_cell_keys(db, "noisy", "pet = 'cat' AND bedrooms IN (2, 3)", "pet").values()
+    want = laplace.perturb_cell(
+        laplace.parse_config(LAPLACE),
+        "public.noisy",
+        key,
+        len(cats),
+        {"amount": sum(r["amount"] for r in cats)},
+    )
+    [[count, total, _]] = answers[0]
+    assert count == want.count
+    assert float(total) == pytest.approx(float(want.sums["amount"]))
+    other = query(conn, "SELECT count(*), sum(amount) FROM noisy WHERE pet = 'dog'")
+    assert other != [answers[0][0][:2]]
+
+
+def test_laplace_record_keys_skip_columns_without_a_hash_function(db):
+    """json has no hash function: its column is left out of the record keys, decided from the
+    catalog, so no query fails on some rows only. A table with nothing to hash is refused."""
+    db.admin.execute("CREATE TABLE notes (id int, kind text, body json, at timestamptz)")
+    db.admin.execute(
+        "INSERT INTO notes SELECT i, 'k' || i % 3, '{}', '2024-01-01'::timestamptz + i * "
+        "interval '1 hour' FROM generate_series(1, 60) i"
+    )
+    db.admin.execute("CALL diffix.mark_laplace('notes', %s::jsonb)", (json.dumps(LAPLACE),))
+    conn = db.as_role(db.create_role("anonymized_untrusted"))
+    first = query(conn, "SELECT kind, count(*) FROM notes GROUP BY kind ORDER BY 1")
+    assert [r[0] for r in first] == ["k0", "k1", "k2"]
+    # session settings that change how values are written do not change the noise
+    conn.execute("SET TimeZone = 'Pacific/Chatham'")
+    conn.execute("SET DateStyle = 'SQL, DMY'")
+    conn.execute("SET extra_float_digits = -15")
+    assert query(conn, "SELECT kind, count(*) FROM notes GROUP BY kind ORDER BY 1") == first
+    db.admin.execute("CREATE TABLE blobs (body json, tags json[])")
+    with pytest.raises(psycopg.Error, match="no column that can identify its records"):
+        db.admin.execute("CALL diffix.mark_laplace('blobs', %s::jsonb)", (json.dumps(LAPLACE),))
+
+
+@pytest.mark.parametrize("level", ["anonymized_trusted", "anonymized_untrusted"])
+def test_equivalent_tbe_scopes_give_one_answer(dwellings, level):
+    """32 spellings of one scope (reordered and repeated values, a condition listing every
+    declared value of a field, declared values without records in the cell) give one answer."""
+    conn = dwellings.as_role(dwellings.create_role(level))
+    present = {r["bedrooms"] for r in RECORDS}
+    assert not present & {5, 6}  # declared bedrooms values without records
+    every_dwelling = "dwelling IN ('001', '002', '003', '999')"
+    every_amount = "diffix.tbe_range(amount) IN ('<0', '0-19.99', '20-39.99', '40-59.99', " + (
+        "'60-79.99', '80-100.00', '>=100.01')"
+    )
+    answers = set()
+    for variant in range(32):
+        bedrooms = ["'2'", "'3'"] + ["'5'"] * (variant & 1) + ["'6'"] * (variant >> 1 & 1)
+        pets = "('cat', 'dog')" if variant & 4 else "('dog', 'cat', 'dog')"
+        where = [f"pet IN {pets}", f"diffix.tbe_range(bedrooms) IN ({', '.join(bedrooms)})"]
+        where += [every_dwelling] * (variant >> 3 & 1) + [every_amount] * (variant >> 4 & 1)
+        [row] = query(
+            conn, "SELECT count(*), sum(amount) FROM dwellings WHERE " + " AND ".join(where)
+        )
+        answers.add(tuple(row))
+    want = expected(CONFIG, {"pet": ["cat", "dog"], "bedrooms": ["2", "3"]}, [], ("amount",))[()]
+    assert answers == {(want.count, float(want.sums["amount"]))}
+    # the test has power: scope keys of the spelled-out value lists would give several answers
+    cell = tbe.summarize_records(
+        [r for r in RECORDS if r["pet"] in ("cat", "dog") and r["bedrooms"] in (2, 3)],
+        CONFIG,
+        ("amount",),
+    )
+    literal = {
+        tbe.perturb_cell(
+            CONFIG,
+            cell,
+            scope_key=CONFIG.scope_keys.scope_key(
+                {"PET": ["cat", "dog"], "BEDROOMS": ["2", "3", *extra]}
+            ),
+        ).sums["amount"]
+        for extra in ([], ["5"], ["6"], ["5", "6"])
+    }
+    assert len(literal) == 4
+
+
+def test_mark_tbe_refuses_empty_strings_in_declared_fields(db):
+    """'' would be read as the NULL sentinel: another spelling of NULL's scope."""
+    _create(db, "blank", [RECORDS[0] | {"pet": ""}, *RECORDS[1:]])
+    with pytest.raises(psycopg.Error, match="holds the empty string"):
+        _mark(db, CONFIG, "blank")
+    assert db.admin.execute("SELECT count(*) FROM diffix.perturbation_configs").fetchone() == (0,)
+
+
+def test_tbe_conditions_on_values_that_are_not_declared_are_refused(analyst):
+    """The empty value name declares NULL; the constant '' is the empty string, not NULL."""
+    for condition, shown in [
+        ("pet IN ('cat', '')", "''"),
+        ("pet = ''", "''"),
+        ("pet IN ('cat', 'iguana')", "'iguana'"),
+        ("dwelling IS NULL", "NULL"),  # DWELLING declares no NULL sentinel
+    ]:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
+            query(analyst, f"SELECT count(*) FROM dwellings WHERE {condition}")
+        assert error.value.diag.message_primary.startswith(f"{shown} is not a declared value")
+    assert query(analyst, "SELECT count(*) FROM dwellings WHERE pet IS NULL") == [
+        [expected(CONFIG, {"pet": [None]}, [])[()].count]
+    ]

@@ -483,6 +483,24 @@ def test_null_scope_values_use_the_sentinel():
     assert decl.scope_key({"B": ["u", None, ""]}) == 61  # duplicates count once
 
 
+def test_canonical_conditions():
+    """One value set, one canonical condition, whatever the spelling; every declared value is
+    no condition (the same records as none)."""
+    decl = tbe.parse_declarations(TOY_DECLARATIONS, 100)
+    assert decl.canonical_condition("A", ["y", "x", "y"]) is None  # A declares x, y
+    assert decl.canonical_condition("b", ["v", "u"]) == ("u", "v")
+    assert decl.canonical_condition("B", ["u", "v", "u"]) == ("u", "v")
+    assert decl.canonical_condition("B", ["u", None]) == ("", "u")
+    assert decl.canonical_condition("B", ["u", ""]) == ("", "u")
+    assert decl.canonical_condition("B", ["u", "v", None]) is None
+    # undeclared names match no record and are dropped; nothing left is an empty set
+    assert decl.canonical_condition("B", ["u", "iguana"]) == ("u",)
+    assert decl.canonical_condition("B", ["iguana"]) == ()
+    assert decl.canonical_condition("B", []) == ()
+    with pytest.raises(TbeInputError, match="no primitive scope key declarations"):
+        decl.canonical_condition("C", ["x"])
+
+
 @pytest.mark.parametrize(
     ("scope", "message"),
     [

@@ -56,6 +56,7 @@ class PerturbedTable:
     field_of: dict[str, str] = field(default_factory=dict)  # column name -> declared field
     record_key: Column | None = None  # TBE only
     tiebreaker: Column | None = None  # TBE only
+    record_columns: list[Column] = field(default_factory=list)  # Laplace: hashed per record
 
     @property
     def hidden_columns(self) -> dict[str, str]:
@@ -158,7 +159,47 @@ def load(plpy: Any, relid: int) -> PerturbedTable:
                 table.field_of[column.name] = declared
     else:
         table.laplace_config = config
+        table.record_columns = record_columns(plpy, relid, table.sql_name)
     return table
+
+
+_SCALAR_COLUMNS = """
+SELECT a.attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype IN ('b', 'e', 'd')
+  AND t.typcategory NOT IN ('A', 'C', 'R')
+ORDER BY a.attnum
+"""
+
+
+def _hashable(plpy: Any, columns: list[Column]) -> bool:
+    """Whether hash_record_extended accepts a row of these types (probed with NULLs: the
+    function looks up every column's extended hash function before looking at the values)."""
+    nulls = ", ".join(f"NULL::{c.type_sql}" for c in columns)
+    try:
+        plpy.execute(f"SELECT pg_catalog.hash_record_extended(ROW({nulls}), 0)")
+    except plpy.SPIError:  # type: ignore[attr-defined]
+        return False
+    return True
+
+
+def record_columns(plpy: Any, relid: int, table_name: str) -> list[Column]:
+    """The columns whose values identify a record for Laplace cell keys: every scalar column
+    with an extended hash function (json, xml, point, money and arrays have none and are left
+    out). Decided from the catalog only, so whether a query can run never depends on the data."""
+    columns = _columns(plpy, relid)
+    names = [r["attname"] for r in catalog.query(plpy, _SCALAR_COLUMNS, ("oid",), (relid,))]
+    candidates = [columns[n] for n in names]
+    chosen = candidates if candidates and _hashable(plpy, candidates) else []
+    if not chosen:
+        chosen = [c for c in candidates if _hashable(plpy, [c])]
+    if not chosen:
+        raise UserError(
+            f"table {table_name} has no column that can identify its records for Laplace noise",
+            "0A000",
+            hint="Laplace cell keys hash each record's scalar columns with a hash function; add "
+            "a column of a hashable type (e.g. an integer id)",
+        )
+    return chosen
 
 
 # --- marking ---------------------------------------------------------------------------------
@@ -196,6 +237,7 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
             f"scope keys {'on' if config.scoped else 'off'}"
         )
     else:
+        record_columns(plpy, relid, name)
         parameters = {"scale": config.scale, "key": config.key}
         summary = f"{name}: Laplace noise, scale {config.scale}"
 
@@ -277,8 +319,15 @@ def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: tbe.Tbe
                     "every value in the data",
                 )
         else:
-            rows = plpy.execute(f"SELECT DISTINCT {column.sql}::text AS v FROM {name}")
+            rows = plpy.execute(f"SELECT DISTINCT {column.sql}::pg_catalog.text AS v FROM {name}")
             present[declared] = [r["v"] for r in rows]
+            if tbe.NULL_LABEL in present[declared]:
+                raise UserError(
+                    f"field {declared!r}: column {column.name} holds the empty string, which "
+                    "cannot be declared: the empty value name declares NULL",
+                    hint=f"replace the empty strings of {column.name} (e.g. by NULL or a "
+                    "named value) and declare that",
+                )
     config.scope_keys.check_complete(present)
 
 

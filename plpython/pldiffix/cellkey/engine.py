@@ -478,12 +478,12 @@ def _key_sql(table: PerturbedTable, key: GroupKey) -> str:
 def _execute(plpy: Any, plan: Plan) -> str:
     table = plan.table
     config = table.tbe_config
-    where_scope, where_pairs, where_sql, params, types = _where(plpy, plan)
+    where = _where(plpy, plan)
 
     select = [f"{_key_sql(table, g)} AS g{i}" for i, g in enumerate(plan.groups)]
     # The text of a declared non-numeric field's value is its value name for scope keys.
     select += [
-        f"NULL::text AS l{i}" if g.ranged else f"{g.column.sql}::text AS l{i}"
+        f"NULL::pg_catalog.text AS l{i}" if g.ranged else f"{g.column.sql}::pg_catalog.text AS l{i}"
         for i, g in enumerate(plan.groups)
     ]
     select.append("pg_catalog.count(*) AS n")
@@ -498,6 +498,20 @@ def _execute(plpy: Any, plan: Plan) -> str:
             f"pg_catalog.max({key}) AS key_max",
             f"pg_catalog.count({key}) AS key_n",
         ]
+    else:
+        # Laplace cell key: the sum of keyed hashes of the records (docs/tbe.md, "Laplace noise")
+        assert table.laplace_config is not None
+        seed = where.parameter(laplace.record_seed(table.laplace_config), "bigint")
+        row = ", ".join(c.sql for c in table.record_columns)
+        select.append(
+            f"pg_catalog.sum(pg_catalog.hash_record_extended(ROW({row}), {seed})) AS record_key_sum"
+        )
+    select += [
+        f"pg_catalog.bool_or({match}) AS w{i}_{j}"
+        for i, (_, matches) in enumerate(where.scoped)
+        for j, (_, match) in enumerate(matches)
+        if match is not None
+    ]
     for j, column in enumerate(plan.summed):
         y = column.sql
         select.append(f"pg_catalog.sum({y}) AS s{j}")
@@ -507,15 +521,15 @@ def _execute(plpy: Any, plan: Plan) -> str:
                 f"{y} ASC) FILTER (WHERE {y} IS NOT NULL))[1:{len(config.m)}] AS t{j}"
             )
     statement = f"SELECT {', '.join(select)} FROM {table.sql_name}"
-    if where_sql:
-        statement += " WHERE " + " AND ".join(where_sql)
+    if where.sql:
+        statement += " WHERE " + " AND ".join(where.sql)
     if plan.groups:
         statement += " GROUP BY " + ", ".join(_key_sql(table, g) for g in plan.groups)
-    rows = plpy.execute(plpy.prepare(statement, types), params)
+    rows = plpy.execute(plpy.prepare(statement, where.types), where.params)
 
     out_rows: list[list[Any]] = []
     for row in rows:
-        values = _perturb_row(plan, row, where_scope, where_pairs)
+        values = _perturb_row(plan, row, where.scoped)
         if values is not None:
             out_rows.append(values)
     out_rows = _sorted(out_rows, plan.order)
@@ -543,66 +557,115 @@ def _output_type(item: OutputItem) -> str:
     return "bigint" if item.kind == "count" else "numeric"
 
 
-def _where(
-    plpy: Any, plan: Plan
-) -> tuple[dict[str, list[str | None]], list[tuple[str, Any]], list[str], list[Any], list[str]]:
-    """The WHERE scope (field -> labels), Laplace pairs, SQL conditions and their parameters."""
+@dataclass
+class _Filter:
+    """The WHERE clause in SQL, and what the scope keys need from it."""
+
+    sql: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    # Per restricted, ungrouped field: the declared field and, per admitted value name, the SQL
+    # matching it (None for the only value: present in every non-empty cell). A row's scope of
+    # such a field is the value names present among the cell's records (docs/tbe.md,
+    # "Canonical scopes").
+    scoped: list[tuple[str, list[tuple[str, str | None]]]] = field(default_factory=list)
+
+    def parameter(self, value: Any, type_name: str) -> str:
+        self.params.append(value)
+        self.types.append(type_name)
+        return f"${len(self.params)}"
+
+
+def _undeclared(condition: Condition, labels: Sequence[str | None], declared: Any) -> QueryError:
+    shown = ", ".join("NULL" if v is None else repr(v) for v in labels)
+    hint = "declared values: " + ", ".join(
+        "NULL" if v == tbe.NULL_LABEL else repr(v) for v in declared
+    )
+    if tbe.NULL_LABEL in declared:
+        hint += f"; for NULL write {condition.column.name} IS NULL"
+    return QueryError(
+        f"{shown} is not a declared value of {condition.column.name}",
+        fragment=condition.fragment,
+        hint=hint,
+    )
+
+
+def _where(plpy: Any, plan: Plan) -> _Filter:
+    """The WHERE clause. On declared fields conditions are canonical: built from the declared
+    value names they admit, dropped when they admit every declared value."""
     table = plan.table
-    scope: dict[str, list[str | None]] = {}
-    pairs: list[tuple[str, Any]] = []
-    sql: list[str] = []
-    params: list[Any] = []
-    types: list[str] = []
+    out = _Filter()
     grouped = {g.column.name for g in plan.groups}
     declarations = table.tbe_config.scope_keys if table.tbe_config else None
     for condition in plan.conditions:
         column = condition.column
-        field_name = table.field_of.get(column.name)
-        non_null = [v for v in condition.values if v is not None]
-        if declarations is not None and field_name and column.numeric and not condition.ranged:
-            condition = _point_ranges(condition, declarations, field_name)
-            non_null = [v for v in condition.values if v is not None]
-        if condition.ranged:
-            assert declarations is not None and field_name is not None
-            declared = [v for v in declarations.fields[field_name] if v != tbe.NULL_LABEL]
-            for value in condition.values:
-                if value is not None and value not in declarations.fields[field_name]:
-                    raise QueryError(
-                        f"{value!r} is not a declared range of {column.name}",
-                        fragment=condition.fragment,
-                        hint="declared ranges: " + ", ".join(repr(v) for v in declared),
-                    )
-            params.append(non_null)
-            types.append("text[]")
-            sql.append(f"({_key_sql(table, GroupKey(column, True))}) = ANY(${len(params)})")
-            scope[field_name] = list(condition.values)
+        field_name = table.field_of.get(column.name) if declarations is not None else None
+        if declarations is None or field_name is None:
+            _typed_values(plpy, column, _non_null(condition.values), condition.fragment)
+            out.sql.append(_condition_sql(condition, out))
             continue
-        typed, labels = _typed_values(plpy, column, non_null, condition.fragment)
-        parts = []
-        if non_null:
-            params.append(non_null)
-            types.append("text[]")
-            parts.append(f"{column.sql} = ANY(${len(params)}::{column.type_sql}[])")
-        if None in condition.values:
-            parts.append(f"{column.sql} IS NULL")
-            typed.append(None)
-            labels.append(None)
-        sql.append("(" + " OR ".join(parts) + ")")
-        if field_name is not None and declarations is not None:
-            values = declarations.fields[field_name]
-            unknown = [v for v in labels if (tbe.NULL_LABEL if v is None else v) not in values]
-            if unknown:
-                shown = ", ".join("NULL" if v is None else repr(v) for v in unknown)
-                raise QueryError(
-                    f"{shown} is not a declared value of {column.name}",
-                    fragment=condition.fragment,
-                    hint="declared values: "
-                    + ", ".join("NULL" if v == tbe.NULL_LABEL else repr(v) for v in values),
-                )
-            scope[field_name] = labels
-        if column.name not in grouped:  # a grouped column's pair is each row's own value
-            pairs.extend((column.name, v) for v in typed)
-    return scope, pairs, sql, params, types
+        declared = declarations.fields[field_name]
+        if column.numeric and not condition.ranged:
+            condition = _point_ranges(condition, declarations, field_name)
+        labels: list[str | None]
+        if condition.ranged:
+            labels = list(condition.values)  # range names; the sentinel '' is NULL in range SQL
+        else:
+            _, texts = _typed_values(plpy, column, _non_null(condition.values), condition.fragment)
+            # a literal '' is the empty string, not the NULL sentinel: undeclared
+            labels = [t for t in texts if t != tbe.NULL_LABEL]
+            if len(labels) < len(texts):
+                raise _undeclared(condition, [tbe.NULL_LABEL], declared)
+            if None in condition.values:
+                if tbe.NULL_LABEL not in declared:
+                    raise _undeclared(condition, [None], declared)
+                labels.append(tbe.NULL_LABEL)
+        bad = [v for v in labels if v not in declared]
+        if bad:
+            raise _undeclared(condition, bad, declared)
+        canonical = declarations.canonical_condition(field_name, labels)
+        if canonical is None:
+            continue  # every declared value: no restriction
+        if column.numeric:
+            label = _key_sql(table, GroupKey(column, True))
+            out.sql.append(f"({label}) = ANY({out.parameter(list(canonical), 'text[]')})")
+        else:
+            canonical_condition = Condition(
+                column, False, [None if v == tbe.NULL_LABEL else v for v in canonical]
+            )
+            out.sql.append(_condition_sql(canonical_condition, out))
+        if column.name in grouped:
+            continue
+        matches: list[tuple[str, str | None]] = []
+        for value in canonical:
+            if len(canonical) == 1:
+                matches.append((value, None))
+            elif column.numeric:
+                matches.append((value, f"({label}) = {out.parameter(value, 'text')}"))
+            elif value == tbe.NULL_LABEL:
+                matches.append((value, f"{column.sql} IS NULL"))
+            else:
+                constant = out.parameter(value, "text")
+                matches.append((value, f"{column.sql} = {constant}::{column.type_sql}"))
+        out.scoped.append((field_name, matches))
+    return out
+
+
+def _non_null(values: Sequence[str | None]) -> list[str]:
+    return [v for v in values if v is not None]
+
+
+def _condition_sql(condition: Condition, out: _Filter) -> str:
+    """column = ANY(constants cast to the column's type) [OR column IS NULL]."""
+    column = condition.column
+    non_null = _non_null(condition.values)
+    parts = []
+    if non_null:
+        constants = out.parameter(non_null, "text[]")
+        parts.append(f"{column.sql} = ANY({constants}::{column.type_sql}[])")
+    if None in condition.values:
+        parts.append(f"{column.sql} IS NULL")
+    return "(" + " OR ".join(parts) + ")"
 
 
 def _point_ranges(
@@ -656,8 +719,7 @@ def _typed_values(
 def _perturb_row(
     plan: Plan,
     row: Any,
-    where_scope: dict[str, list[str | None]],
-    where_pairs: list[tuple[str, Any]],
+    where_scoped: list[tuple[str, list[tuple[str, str | None]]]],
 ) -> list[Any] | None:
     table = plan.table
     n = row["n"]
@@ -673,7 +735,7 @@ def _perturb_row(
                 "every record a key and re-run diffix.mark_tbe"
             )
         sk = None
-        if config.scope_keys is not None:
+        if config.scope_keys is not None and n:  # an empty cell is not perturbed
             group_scope: dict[str, str | None] = {}
             for i, key in enumerate(plan.groups):
                 field_name = table.field_of[key.column.name]
@@ -688,6 +750,14 @@ def _perturb_row(
                     group_scope[field_name] = label
                 else:
                     group_scope[field_name] = row[f"l{i}"]
+            # a restricted field's scope: the value names present in the cell, so that every
+            # spelling of a condition over the same records has the same scope
+            where_scope = {
+                name: [
+                    v for j, (v, match) in enumerate(matches) if match is None or row[f"w{i}_{j}"]
+                ]
+                for i, (name, matches) in enumerate(where_scoped)
+            }
             sk = config.scope_keys.scope_key(tbe.row_scope(where_scope, group_scope))
         cell = tbe.CellInput(
             n=n,
@@ -703,11 +773,10 @@ def _perturb_row(
     else:
         config_l = table.laplace_config
         assert config_l is not None
-        pairs = where_pairs + [(g.column.name, group_values[i]) for i, g in enumerate(plan.groups)]
         output = laplace.perturb_cell(
             config_l,
             table.canonical_name,
-            pairs,
+            laplace.cell_key_from_sum(row["record_key_sum"] if n else 0),
             n,
             {c.name: row[f"s{j}"] for j, c in enumerate(plan.summed)},
         )

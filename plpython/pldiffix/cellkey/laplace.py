@@ -1,18 +1,19 @@
 """Keyed Laplace noise: the same cell gets the same noise in every query.
 
 A cell's noise is a Laplace(0, scale) draw whose uniform comes from HMAC-SHA256(key, the cell's
-canonical description). Pure Python, standard library only. The description's exact bytes are
-specified in docs/tbe.md ("Laplace noise"); changing them changes every published value.
+canonical description), which names the table, the measure and the cell key: the sum of the cell's
+record keys (keyed hashes of the records, computed in SQL). Pure Python, standard library only.
+The description's exact bytes are specified in docs/tbe.md ("Laplace noise"); changing them
+changes every published value.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import hmac
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -24,7 +25,7 @@ Number = int | float | Decimal
 
 TRANSFORM_NAME = "laplace_perturb"
 PARAMETER_NAMES = frozenset({"scale", "key"})
-DESCRIPTION_VERSION = "pldiffix-laplace-v1"
+DESCRIPTION_VERSION = "pldiffix-laplace-v2"
 COUNT_MEASURE = "count"
 
 
@@ -88,72 +89,51 @@ def parse_config(obj: Mapping[str, Any] | str) -> LaplaceConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Canonical cell description
+# Record keys and the canonical cell description
 # --------------------------------------------------------------------------------------------
 
-
-def value_text(value: Any) -> str | None:
-    """A value's canonical text (None for NULL).
-
-    Numbers are written in plain decimal notation without exponent or trailing zeros, so 1,
-    Decimal("1.00") and 1.0 are all "1"; floats use their shortest repr digits (0.1 -> "0.1").
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return _decimal_text(Decimal(repr(value)))
-    if isinstance(value, Decimal):
-        if value.is_nan():
-            return "NaN"
-        if value.is_infinite():
-            return "Infinity" if value > 0 else "-Infinity"
-        return _decimal_text(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, datetime.date | datetime.time):  # datetime is a date
-        return value.isoformat()
-    raise LaplaceInputError(f"cannot describe a cell by a value of type {type(value).__name__}")
+CELL_KEY_MODULUS = 2**64
+_RECORD_SEED_LABEL = b"pldiffix-laplace-record-seed-v2"
 
 
-def _decimal_text(value: Decimal) -> str:
-    if value == 0:
-        return "0"  # also -0 and 0E-5
-    return format(value.normalize(), "f")
+def record_seed(config: LaplaceConfig) -> int:
+    """The signed 64-bit seed of the per-record hashes, derived from the secret key.
+
+    SQL computes each record's key as hash_record_extended(ROW(columns), seed); a cell's key is
+    the sum of its records' keys mod 2**64 (cell_key_from_sum)."""
+    digest = hmac.new(config.key.encode("utf-8"), _RECORD_SEED_LABEL, hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def canonical_description(
-    table: str,
-    pairs: Iterable[tuple[str, Any]] | Mapping[str, Any],
-    measure: str = COUNT_MEASURE,
-) -> bytes:
+def cell_key_from_sum(record_key_sum: int | Decimal) -> int:
+    """The cell key: the sum of the cell's record keys (signed 64-bit hashes) mod 2**64."""
+    if isinstance(record_key_sum, bool) or not isinstance(record_key_sum, int | Decimal):
+        raise LaplaceInputError(f"record key sum must be an integer, got {record_key_sum!r}")
+    if isinstance(record_key_sum, Decimal) and (
+        not record_key_sum.is_finite() or record_key_sum != record_key_sum.to_integral_value()
+    ):
+        raise LaplaceInputError(f"record key sum must be an integer, got {record_key_sum!r}")
+    return int(record_key_sum) % CELL_KEY_MODULUS
+
+
+def canonical_description(table: str, cell_key: int, measure: str = COUNT_MEASURE) -> bytes:
     """The bytes HMAC'd for a cell: ASCII JSON of
-    ["pldiffix-laplace-v1", table, measure, [[column, value text or null], ...]]
-    with the distinct pairs sorted by column, then value (NULL first), by code points.
+    ["pldiffix-laplace-v2", table, measure, cell key in decimal].
 
-    `pairs` are the WHERE equalities and the group labels; a column may appear in both (with the
-    same value), which is the same cell as appearing once.
+    The cell is described by its records (the cell key), not by the query's conditions, so
+    spellings of one set of records (padded IN lists, redundant conditions) share one noise.
     """
     if not isinstance(table, str) or not table:
         raise LaplaceInputError("table must be a non-empty string")
     if not isinstance(measure, str) or not measure:
         raise LaplaceInputError("measure must be a non-empty string")
-    items = pairs.items() if isinstance(pairs, Mapping) else pairs
-    distinct: set[tuple[str, str | None]] = set()
-    for pair in items:
-        column, value = pair
-        if not isinstance(column, str) or not column:
-            raise LaplaceInputError(f"column name must be a non-empty string, got {column!r}")
-        distinct.add((column, value_text(value)))
-    ordered = sorted(distinct, key=lambda p: (p[0], p[1] is not None, p[1] or ""))
-    document = [DESCRIPTION_VERSION, table, measure, [list(p) for p in ordered]]
+    if (
+        isinstance(cell_key, bool)
+        or not isinstance(cell_key, int)
+        or not 0 <= cell_key < CELL_KEY_MODULUS
+    ):
+        raise LaplaceInputError(f"cell key must be an integer in [0, 2**64), got {cell_key!r}")
+    document = [DESCRIPTION_VERSION, table, measure, str(cell_key)]
     return json.dumps(document, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
@@ -219,7 +199,7 @@ class LaplaceOutput:
 def perturb_cell(
     config: LaplaceConfig,
     table: str,
-    pairs: Iterable[tuple[str, Any]] | Mapping[str, Any],
+    cell_key: int,
     n: int,
     sums: Mapping[str, Number | None] | None = None,
 ) -> LaplaceOutput | None:
@@ -232,15 +212,15 @@ def perturb_cell(
         raise LaplaceInputError(f"cell count must be an integer >= 0, got {n!r}")
     if n == 0:
         return None
-    pairs = list(pairs.items() if isinstance(pairs, Mapping) else pairs)
-    count = perturb_count(config, n, canonical_description(table, pairs, COUNT_MEASURE))
+    count = perturb_count(config, n, canonical_description(table, cell_key, COUNT_MEASURE))
     out_sums: dict[str, Number | None] = {}
     means: dict[str, Number | None] = {}
     for column, total in (sums or {}).items():
         if total is None or count == 0:
             out_sums[column] = means[column] = None
             continue
-        value = perturb_sum(config, total, canonical_description(table, pairs, sum_measure(column)))
+        description = canonical_description(table, cell_key, sum_measure(column))
+        value = perturb_sum(config, total, description)
         out_sums[column] = value
         means[column] = value / (Decimal(count) if isinstance(value, Decimal) else count)
     return LaplaceOutput(count=count, sums=out_sums, means=means)

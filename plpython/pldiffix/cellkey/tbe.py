@@ -306,6 +306,19 @@ class ScopeKeyDeclarations:
             raise TbeInputError(f"field {field_name!r}: empty scope (no values)")
         return sum(self.key(field_name, label) for label in distinct) % self.big_n
 
+    def canonical_condition(
+        self, field_name: str, labels: Iterable[str | None]
+    ) -> tuple[str, ...] | None:
+        """A WHERE condition's value set in canonical form: the declared value names it admits
+        (NULL as the sentinel; undeclared names dropped: they match no record), distinct and
+        sorted; None when it admits every declared value, which is no restriction at all."""
+        name = self.field_name(field_name)
+        declared = self.fields[name]
+        admitted = {_label_text(name, label) for label in labels} & set(declared)
+        if admitted == set(declared):
+            return None
+        return tuple(sorted(admitted))
+
     def scope_key(self, scope: Mapping[str, Iterable[str | None]]) -> int:
         """Product over the scope's fields of their field scope keys, mod bigN (1 if empty)."""
         result = 1 % self.big_n
