@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pldiffix.cellkey import laplace, tbe
-from pldiffix.core import catalog
+from pldiffix.core import catalog, sqltext
 from pldiffix.core.errors import UserError, reports_errors
 from pldiffix.core.levels import AccessLevel
 
@@ -21,10 +21,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 METHODS = ("tbe", "laplace")
 _INTEGER_TYPES = ("int2", "int4", "int8")
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # --- the catalog -----------------------------------------------------------------------------
@@ -41,7 +37,7 @@ class Column:
 
     @property
     def sql(self) -> str:
-        return quote_ident(self.name)
+        return sqltext.identifier(self.name)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from sqlglot import exp
 
 from pldiffix.cellkey import laplace, tbe
 from pldiffix.cellkey.config import Column, PerturbedTable, load
-from pldiffix.core import results
+from pldiffix.core import context, results, sqltext
 from pldiffix.core.errors import reports_errors
 from pldiffix.core.statements import QueryError
 
@@ -59,17 +59,6 @@ _SUBSET_HINT = (
     "sum(column), avg(column) FROM table [WHERE column = constant AND column IN (...)] "
     "GROUP BY ...; see docs/tbe.md"
 )
-
-
-# --- the invoker side: which queries go to the perturbation engine ----------------------------
-
-
-def _ident_sql(identifier: exp.Identifier | None) -> str | None:
-    """An identifier as PostgreSQL reads it: unquoted names fold to lower case."""
-    if identifier is None or not identifier.name:
-        return None
-    name = identifier.name if identifier.quoted else identifier.name.lower()
-    return '"' + name.replace('"', '""') + '"'
 
 
 # --- the engine side (SECURITY DEFINER, owned by diffix_engine) --------------------------------
@@ -121,7 +110,7 @@ def answer(plpy: Any, tree: exp.Expression, relid: int) -> tuple[str, str]:
 
 
 def _fragment(node: exp.Expression) -> str:
-    text = node.sql(dialect="postgres")
+    text = node.sql(dialect=sqltext.POSTGRES)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -267,7 +256,7 @@ def _plan(tree: exp.Expression, table: PerturbedTable) -> Plan:
         item = _output_item(node, resolver)
         if alias_name:
             item.name = alias_name
-        item.expression_sql = node.sql(dialect="postgres")
+        item.expression_sql = node.sql(dialect=sqltext.POSTGRES)
         if item.column is not None and item.column not in summed:
             summed.append(item.column)
         items.append(item)
@@ -456,7 +445,7 @@ def _order_index(node: exp.Expression, items: list[OutputItem]) -> int | None:
         for i, item in enumerate(items):
             if item.name == name:
                 return i
-    text = node.sql(dialect="postgres")
+    text = node.sql(dialect=sqltext.POSTGRES)
     for i, item in enumerate(items):
         if item.expression_sql == text:
             return i
@@ -525,7 +514,7 @@ def _execute(plpy: Any, plan: Plan) -> str:
         statement += " WHERE " + " AND ".join(where.sql)
     if plan.groups:
         statement += " GROUP BY " + ", ".join(_key_sql(table, g) for g in plan.groups)
-    rows = plpy.execute(plpy.prepare(statement, where.types), where.params)
+    rows = plpy.execute(context.prepared(plpy, statement, tuple(where.types)), where.params)
 
     out_rows: list[list[Any]] = []
     for row in rows:
@@ -707,7 +696,7 @@ def _typed_values(
         "FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS u(v, i) ORDER BY i"
     )
     try:
-        rows = plpy.execute(plpy.prepare(statement, ["text[]"]), [list(texts)])
+        rows = plpy.execute(context.prepared(plpy, statement, ("text[]",)), [list(texts)])
     except plpy.SPIError as error:  # type: ignore[attr-defined]
         raise QueryError(
             f"a constant does not fit column {column.name} ({column.type_sql}): {error}",

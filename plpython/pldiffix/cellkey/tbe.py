@@ -23,6 +23,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from pldiffix.core import sqltext
 from pldiffix.core.errors import UserError
 
 Number = int | float | Decimal
@@ -395,8 +396,7 @@ class ScopeKeyDeclarations:
         if NULL_LABEL in self.fields[name]:
             whens.append(f"WHEN {expr} IS NULL THEN ''")
         for r in self.ranges(name):
-            label = r.label.replace("'", "''")
-            whens.append(f"WHEN {r.sql_condition(expr)} THEN '{label}'")
+            whens.append(f"WHEN {r.sql_condition(expr)} THEN {sqltext.literal(r.label)}")
         return "CASE " + " ".join(whens) + " END"
 
 
