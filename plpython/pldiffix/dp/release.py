@@ -167,7 +167,7 @@ def _noisy(aggregate: AggregatePlan, share: Fraction, row: Mapping[str, Any]) ->
             (_clamp(middle + step * low, lower, upper), _clamp(middle + step * high, lower, upper)),
         )
     q = parts[2]
-    widest = ((upper - lower) / 2.0) ** 2
+    widest = (upper - lower) * (upper - lower) / 4.0  # finite: the planner checked
     variance = _variance(n.value, s.value, q.value, population) * step * step
     mean_low, mean_high = _ratio_range(s.low, s.high, max(1, n.low), max(1, n.high))
     square_low = 0.0 if mean_low <= 0 <= mean_high else min(mean_low**2, mean_high**2)
