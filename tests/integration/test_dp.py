@@ -619,3 +619,29 @@ def test_an_analyst_gets_answers_over_extreme_values(extremes):
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="too wide for a variance"):
             _dp(conn, "SELECT variance(n) FROM extremes", 1.0)
     assert _spent(extremes, role) == (pytest.approx(1.0), 0.0)
+
+
+# --- the order of released rows --------------------------------------------------------------
+
+
+def test_a_key_never_released_leaves_the_order_of_the_released_rows_alone(dpdb):
+    """D: 40 shops of 300 customers; D': D plus one customer of a fresh shop (10 different
+    ones in turn). The fresh shop is never released (delta 1e-6), and the executor's hash table
+    holding it must not show: the rows come in the same order, sorted by shop, every time."""
+    dpdb.admin.execute(
+        "CREATE TABLE shops (id integer PRIMARY KEY, shop text);"
+        "INSERT INTO shops SELECT i, 'shop ' || (i % 40) FROM generate_series(1, 12000) i;"
+        "CALL diffix.mark_personal('shops', 'id')"
+    )
+    role = _analyst(dpdb, epsilon=100.0, delta=0.01)
+    sql = "SELECT shop, count(*) FROM shops GROUP BY shop"
+    expected = sorted(f"shop {i}" for i in range(40))
+    with dpdb.as_role(role) as conn:
+        on_d = _dp(conn, sql, 1.0, 1e-6)
+        assert [row[0] for row in on_d["rows"]] == expected
+        assert [row[0] for row in on_d["dp"]["rows"]] == expected
+        for fresh in range(10):
+            dpdb.admin.execute("INSERT INTO shops VALUES (20000, %s)", (f"new shop {fresh}",))
+            on_d_prime = _dp(conn, sql, 1.0, 1e-6)
+            dpdb.admin.execute("DELETE FROM shops WHERE id = 20000")
+            assert [row[0] for row in on_d_prime["rows"]] == expected
