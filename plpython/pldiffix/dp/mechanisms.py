@@ -179,8 +179,8 @@ def exponential_mechanism(losses: Sequence[int], rate: Fraction) -> int:
 
     A round accepts with probability (1 - 1/e) Z / C, Z = sum_p e^-gamma_p >= 1; C is small when
     the losses spread the candidates over levels and Z is large when they do not, so a draw takes
-    a few rounds, and about 140 at worst over 1001 candidates (one best candidate, the others
-    all about 10 above it).
+    a few rounds; the slowest case found over 1001 candidates (one best, the others all about 10
+    above it) takes about 140.
     """
     if not losses:
         raise ValueError("the exponential mechanism needs a candidate")
