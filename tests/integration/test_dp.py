@@ -600,6 +600,10 @@ def test_no_value_of_a_row_makes_the_statistics_fail(extremes, unique):
     assert row["a0_s"] == (0.5 + 3 + 3 + 0.5) * 10**4  # step 1e-4
     # f centred on 1e20 + 5e7 in steps of 1e4: three rows at -5000, two at +5000
     assert (row["a1_n"], row["a1_s"], row["a2_q"]) == (5, -5000, 5 * 5000**2)
+    # grid values beyond 2^62 (1e20 steps of 1e10) are numerics of 15 significant digits
+    far = {"f": planner.Bounds(1e30, 1e30 + 1e14)}
+    row, _ = _statistics(extremes, "SELECT sum(f) FROM extremes", far, unique)
+    assert row["a0_s"] == 5 * 10**20
 
 
 def test_an_analyst_gets_answers_over_extreme_values(extremes):

@@ -31,7 +31,7 @@ MAX_DOMAIN_CELLS = 10_000  # declared keys released at most (the cross product o
 INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
 INT8_LIMIT = 2**62  # grid values up to this are int8
 INT8_SQUARE_LIMIT = 3_037_000_499  # the largest n with n * n < 2^63
-TINY_NUMERIC = 1e-300  # numerics of smaller magnitude count as 0 (a double holds them poorly)
+TINY_NUMERIC = 1e-300  # numerics of smaller magnitude count as 0 (their cast to double can fail)
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def _grid_units(value: str, step: float, limit: int) -> str:
     [-limit, limit], which the sensitivity assumes whatever the floating-point rounding did:
     pg_catalog.int8 up to INT8_LIMIT (exact: a double at most 2^62 casts to int8 exactly), else
     pg_catalog.numeric (then the cast keeps 15 significant digits). Their sums are numeric,
-    exact at any size.
+    exact at any size. `limit` is the ceiling of a double, so a double itself: the clamp is exact.
 
     Total over any row: a magnitude below step / 4 rounds to 0 without the multiplication, which
     PostgreSQL would otherwise refuse as an underflow when it rounds to 0; the product of a
