@@ -519,3 +519,132 @@ def test_metadata_follows_its_table(db):
     )
     db.admin.execute("DROP TABLE t")
     assert db.execute("SELECT count(*) FROM diffix.dp_columns")[0][0] == 0
+
+
+# --- exact and total statistics --------------------------------------------------------------
+
+EXTREMES = """
+CREATE TABLE extremes (pid integer, n numeric, f double precision, i bigint);
+INSERT INTO extremes VALUES
+  (1, '1e-400', 1e-300, 9007199254740991), (2, '1e400', 'NaN', 9007199254740991),
+  (3, 'NaN', '-Infinity', 9007199254740991), (4, '-Infinity', 5e-324, NULL),
+  (5, NULL, 1e300, 1);
+CALL diffix.mark_personal('extremes', 'pid');
+"""
+
+
+def _extremes_catalog() -> StaticCatalog:
+    columns = (
+        ColumnInfo("pid", "integer", is_aid=True),
+        ColumnInfo("n", "numeric"),
+        ColumnInfo("f", "double precision"),
+        ColumnInfo("i", "bigint"),
+    )
+    relation = RelationInfo("public", "extremes", RelationKind.PERSONAL, columns)
+    return StaticCatalog({("public", "extremes"): relation})
+
+
+@pytest.fixture(scope="module")
+def extremes(dpdb):
+    dpdb.admin.execute(EXTREMES)
+    return dpdb
+
+
+def _statistics(db, sql: str, bounds: dict, unique: bool) -> tuple[dict, list]:
+    query = parse(sql, _extremes_catalog())
+    metadata = planner.TableMetadata(2, unique, bounds)
+    plan = planner.plan(query, metadata, 3)
+    (row,) = _groups(db, f"SELECT NULL AS g0, * FROM ({plan.sql}) AS p").values()
+    quantiles = [index for index, a in enumerate(plan.aggregates) if a.aggregate.kind == "quantile"]
+    with db.admin.cursor() as cur:
+        histograms = [
+            cur.execute(plan.histogram_sql(query, metadata, i)).fetchall() for i in quantiles
+        ]
+    return row, histograms
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_grid_sums_are_exact_beyond_double_precision(extremes, unique):
+    """Three rows of 2^53 - 1 grid units and one clamped to the lower bound: the sum is odd and
+    above 2^55, which no double holds."""
+    bounds = {"i": planner.Bounds(9007199254730000.0, 9007199254740992.0)}
+    row, _ = _statistics(extremes, "SELECT sum(i) FROM extremes", bounds, unique)
+    assert row["a0_s"] == 3 * (2**53 - 1) + 9007199254730000
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_no_value_of_a_row_makes_the_statistics_fail(extremes, unique):
+    """Numerics beyond the range of a double or below its smallest, NaN, infinities, and
+    products that underflow (a subnormal times 1 / step) are clamped or counted as 0; none
+    raises. Bounds [-1e150, 1e150] and [-1e300, 1e300] have steps of 1e146 and 1e296: a bound
+    is 10^4 steps from 0, the small values 0 steps."""
+    wide = {"n": planner.Bounds(-1e150, 1e150), "f": planner.Bounds(-1e300, 1e300)}
+    row, histograms = _statistics(
+        extremes,
+        "SELECT sum(n), avg(n), variance(n), median(n), sum(f), avg(f), median(f) FROM extremes",
+        wide,
+        unique,
+    )
+    # n: 0, 1e150 (1e400), 1e150 (NaN), -1e150 (-Infinity), NULL; f: 0, 1e300 (NaN),
+    # -1e300, 0 (5e-324), 1e300
+    assert (row["a0_s"], row["a1_n"], row["a1_s"], row["a2_q"]) == (10**4, 4, 10**4, 3 * 10**8)
+    assert (row["a4_s"], row["a5_n"], row["a5_s"]) == (10**4, 5, 10**4)
+    n_bins, f_bins = (sorted(h) for h in histograms)  # (bin, rows); 0 is in bin 501
+    assert n_bins == [(1, 1), (501, 1), (1000, 2)] and f_bins == [(1, 1), (501, 2), (1000, 2)]
+    # narrow bounds away from 0: the numeric 1e-400 counts as 0 and is clamped to 0.5
+    narrow = {"n": planner.Bounds(0.5, 3.0), "f": planner.Bounds(1e20, 1e20 + 1e8)}
+    row, _ = _statistics(
+        extremes, "SELECT sum(n), avg(f), variance(f) FROM extremes", narrow, unique
+    )
+    assert row["a0_s"] == (0.5 + 3 + 3 + 0.5) * 10**4  # step 1e-4
+    # f centred on 1e20 + 5e7 in steps of 1e4: three rows at -5000, two at +5000
+    assert (row["a1_n"], row["a1_s"], row["a2_q"]) == (5, -5000, 5 * 5000**2)
+    # grid values beyond 2^62 (1e20 steps of 1e10) are numerics of 15 significant digits
+    far = {"f": planner.Bounds(1e30, 1e30 + 1e14)}
+    row, _ = _statistics(extremes, "SELECT sum(f) FROM extremes", far, unique)
+    assert row["a0_s"] == 5 * 10**20
+
+
+def test_an_analyst_gets_answers_over_extreme_values(extremes):
+    extremes.admin.execute(
+        "CALL diffix.set_dp_bounds('extremes', 'n', -1e300, 1e300);"
+        "CALL diffix.set_dp_bounds('extremes', 'f', 0, 1e-300)"
+    )
+    role = _analyst(extremes)
+    with extremes.as_role(role) as conn:
+        doc = _dp(
+            conn,
+            "SELECT sum(n), avg(n), median(n), avg(f), median(f), stddev(f) FROM extremes",
+            1.0,
+        )
+        assert len(doc["rows"]) == 1 and all(value is not None for value in doc["rows"][0])
+        # a variance within [-1e300, 1e300] could be 1e600: refused before anything is read
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="too wide for a variance"):
+            _dp(conn, "SELECT variance(n) FROM extremes", 1.0)
+    assert _spent(extremes, role) == (pytest.approx(1.0), 0.0)
+
+
+# --- the order of released rows --------------------------------------------------------------
+
+
+def test_a_key_never_released_leaves_the_order_of_the_released_rows_alone(dpdb):
+    """D: 40 shops of 300 customers; D': D plus one customer of a fresh shop (10 different
+    ones in turn). The fresh shop is never released (delta 1e-6), and the executor's hash table
+    holding it must not show: the rows come in the same order, sorted by shop, every time."""
+    dpdb.admin.execute(
+        "CREATE TABLE shops (id integer PRIMARY KEY, shop text);"
+        "INSERT INTO shops SELECT i, 'shop ' || (i % 40) FROM generate_series(1, 12000) i;"
+        "CALL diffix.mark_personal('shops', 'id')"
+    )
+    role = _analyst(dpdb, epsilon=100.0, delta=0.01)
+    sql = "SELECT shop, count(*) FROM shops GROUP BY shop"
+    expected = sorted(f"shop {i}" for i in range(40))
+    with dpdb.as_role(role) as conn:
+        on_d = _dp(conn, sql, 1.0, 1e-6)
+        assert [row[0] for row in on_d["rows"]] == expected
+        assert [row[0] for row in on_d["dp"]["rows"]] == expected
+        for fresh in range(10):
+            dpdb.admin.execute("INSERT INTO shops VALUES (20000, %s)", (f"new shop {fresh}",))
+            on_d_prime = _dp(conn, sql, 1.0, 1e-6)
+            dpdb.admin.execute("DELETE FROM shops WHERE id = 20000")
+            assert [row[0] for row in on_d_prime["rows"]] == expected

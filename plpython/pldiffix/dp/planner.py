@@ -3,10 +3,14 @@
 Per privacy unit at most `max_contributions` rows are kept, chosen by a keyed hash of the row's
 ctid with a fresh random key per query (so the choice is pseudo-random, and the same in every
 statement of one query). Numeric values are clamped to the admin's bounds (greatest/least,
-NULLs kept) and put on a grid of integers (`grid_step`), so that
-sums are integers and get discrete noise. Rows are aggregated per (group, unit) and then per
-group. When the AID column carries a unique index, a unit has at most one row: no bounding is
-needed and one level of aggregation suffices.
+NULLs kept) and put on a grid of integers (`grid_step`), so that sums are integers and get
+discrete noise; the integers are int8 or numeric and their sums numeric, so sums are exact at any
+size. Rows are aggregated per (group, unit) and then per group. When the AID column carries a
+unique index, a unit has at most one row: no bounding is needed and one level of aggregation
+suffices.
+
+No expression over the rows can fail, whatever a row holds (an error would tell whether some
+row exists): conversions, products and casts are guarded so that none overflows or underflows.
 
 Each statistic of a group is an integer column `a<i>_<part>` (count `n`, sum `s`, sum of squares
 `q`); `units` counts the group's privacy units (partition selection). Quantiles read a histogram
@@ -20,11 +24,14 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from pldiffix.dp.query import DpAggregate, DpQuery
+from pldiffix.dp.query import DpAggregate, DpQuery, DpQueryError
 
 QUANTILE_BINS = 1000  # grid points of the exponential mechanism: the bounds cut into this many bins
 MAX_DOMAIN_CELLS = 10_000  # declared keys released at most (the cross product of the domains)
 INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
+INT8_LIMIT = 2**62  # grid values up to this are int8
+INT8_SQUARE_LIMIT = 3_037_000_499  # the largest n with n * n < 2^63
+TINY_NUMERIC = 1e-300  # numerics of smaller magnitude count as 0 (their cast to double can fail)
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,9 @@ class Plan:
             f"LEAST(pg_catalog.width_bucket({value}, {_num(plan.bounds.lower)}, "
             f"{_num(plan.bounds.upper)}, {QUANTILE_BINS}), {QUANTILE_BINS})"
         )
-        extra = {value: _clamped(query, plan.aggregate.column, plan.bounds)}
+        extra = {
+            value: _clamped(query, plan.aggregate.column, plan.aggregate.column_type, plan.bounds)
+        }
         keys = ", ".join([*groups, "bin"])
         return (
             f"WITH bounded AS ({_bounded(query, metadata, self.seed, extra)}) "
@@ -128,25 +137,35 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
             continue
         bounds = metadata.bounds[aggregate.column]
         step = grid_step(bounds, aggregate.column_type)
-        row_columns[f"x{index}"] = _clamped(query, aggregate.column, bounds)
+        row_columns[f"x{index}"] = _clamped(query, aggregate.column, aggregate.column_type, bounds)
         if kind == "quantile":
             aggregates.append(AggregatePlan(aggregate, (), bounds, step, k))
             continue
         if kind == "sum":
             largest = math.ceil(max(abs(bounds.lower), abs(bounds.upper)) / step)
-            per_unit[f"{name}_s"] = f"pg_catalog.sum(pg_catalog.round(x{index} * {_num(1 / step)}))"
+            per_unit[f"{name}_s"] = f"pg_catalog.sum({_grid_units(f'x{index}', step, largest)})"
             aggregates.append(
                 AggregatePlan(aggregate, (Statistic(f"{name}_s", k * largest),), bounds, step)
             )
             continue
         # avg, variance, stddev: centred on the middle of the bounds, |y| <= half
         half = math.ceil((bounds.upper - bounds.lower) / 2.0 / step)
-        centred = f"pg_catalog.round((x{index} - {_num(bounds.middle)}) * {_num(1 / step)})"
+        # grid_step leaves fewer than 10^5 steps across the bounds: squares of int8 grid values fit
+        assert half <= INT8_SQUARE_LIMIT
+        offset = f"(x{index} OPERATOR(pg_catalog.-) {_num(bounds.middle)})"
+        centred = _grid_units(offset, step, half)
         per_unit[f"{name}_n"] = f"pg_catalog.count(x{index})"
         per_unit[f"{name}_s"] = f"pg_catalog.sum({centred})"
         stats = [Statistic(f"{name}_n", k), Statistic(f"{name}_s", k * half)]
         if kind in ("variance", "stddev"):
-            per_unit[f"{name}_q"] = f"pg_catalog.sum({centred} * {centred})"
+            width = bounds.upper - bounds.lower
+            if not math.isfinite(width * width):
+                raise DpQueryError(
+                    f"the bounds of {aggregate.column} are too wide for a variance: its largest "
+                    "value is beyond double precision",
+                    hint="an administrator narrows them with diffix.set_dp_bounds",
+                )
+            per_unit[f"{name}_q"] = f"pg_catalog.sum({centred} OPERATOR(pg_catalog.*) {centred})"
             stats.append(Statistic(f"{name}_q", k * half * half))
         aggregates.append(AggregatePlan(aggregate, tuple(stats), bounds, step))
 
@@ -171,6 +190,11 @@ def _num(value: float) -> str:
     return f"CAST({value!r} AS double precision)"
 
 
+def _decimal(value: float | int) -> str:
+    """A number as an SQL literal of type numeric (a float's shortest decimal form)."""
+    return f"CAST('{value!r}' AS pg_catalog.numeric)"
+
+
 def _ident(name: str) -> str:
     return exp.to_identifier(name, quoted=True).sql(dialect="postgres")
 
@@ -179,13 +203,54 @@ def _qualified(query: DpQuery, column: str) -> str:
     return exp.column(column, table=query.alias, quoted=True).sql(dialect="postgres")
 
 
-def _clamped(query: DpQuery, column: str, bounds: Bounds) -> str:
+def _clamped(query: DpQuery, column: str, column_type: str | None, bounds: Bounds) -> str:
     """The value clamped to the bounds as double precision; NULL stays NULL (which greatest and
-    least alone would replace by a bound)."""
+    least alone would replace by a bound), NaN becomes the upper bound.
+
+    Integers and floats convert to double precision whatever their value. A numeric does not:
+    beyond the range of a double, or so close to 0 that it would round to 0, the cast fails. So
+    a numeric is clamped as a numeric first, and a magnitude below 1e-300 counts as 0 (then
+    clamped again, in case 0 is outside the bounds)."""
     value = _qualified(query, column)
+    lower, upper = _num(bounds.lower), _num(bounds.upper)
+    if column_type != "numeric":
+        converted = f"CAST({value} AS double precision)"
+    else:
+        within = f"LEAST(GREATEST({value}, {_decimal(bounds.lower)}), {_decimal(bounds.upper)})"
+        converted = (
+            f"CASE WHEN pg_catalog.abs({value}) < {_decimal(TINY_NUMERIC)} "
+            f"THEN {_num(0.0)} ELSE CAST({within} AS double precision) END"
+        )
     return (
-        f"CASE WHEN {value} IS NULL THEN NULL ELSE LEAST(GREATEST(CAST({value} AS double "
-        f"precision), {_num(bounds.lower)}), {_num(bounds.upper)}) END"
+        f"CASE WHEN {value} IS NULL THEN NULL ELSE LEAST(GREATEST({converted}, {lower}), "
+        f"{upper}) END"
+    )
+
+
+def _grid_units(value: str, step: float, limit: int) -> str:
+    """round(value / step) for a double `value` (NULL stays NULL), as an integer clamped to
+    [-limit, limit], which the sensitivity assumes whatever the floating-point rounding did:
+    pg_catalog.int8 up to INT8_LIMIT (exact: a double at most 2^62 casts to int8 exactly), else
+    pg_catalog.numeric (then the cast keeps 15 significant digits). Their sums are numeric,
+    exact at any size. `limit` is the ceiling of a double, so a double itself: the clamp is exact.
+
+    Total over any row: a magnitude below step / 4 rounds to 0 without the multiplication, which
+    PostgreSQL would otherwise refuse as an underflow when it rounds to 0; the product of a
+    clamped value and 1 / step is far from overflowing; the cast to int8 comes after the clamp."""
+    rounded = f"pg_catalog.round(({value} OPERATOR(pg_catalog.*) {_num(1 / step)}))"
+    if limit <= INT8_LIMIT:
+        zero = "CAST(0 AS pg_catalog.int8)"
+        clamped = f"LEAST(GREATEST({rounded}, {_num(float(-limit))}), {_num(float(limit))})"
+        units = f"CAST({clamped} AS pg_catalog.int8)"
+    else:
+        zero = "CAST(0 AS pg_catalog.numeric)"
+        units = (
+            f"LEAST(GREATEST(CAST({rounded} AS pg_catalog.numeric), {_decimal(-limit)}), "
+            f"{_decimal(limit)})"
+        )
+    return (
+        f"CASE WHEN {value} IS NULL THEN NULL WHEN pg_catalog.abs({value}) < {_num(step / 4)} "
+        f"THEN {zero} ELSE {units} END"
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -89,7 +90,41 @@ def release(
             else:
                 values.append(_noisy(aggregate, budget.share, row))
         out.append(Released(keys, tuple(values)))
+    out.sort(key=lambda row: key_order(row.keys))
     return out
+
+
+def key_order(keys: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A total order of grouping keys that depends on their values only.
+
+    The executor's order of groups does not: the hash table of a HashAggregate also holds the
+    keys that partition selection drops, and they change the order of the others. So a key
+    that one unit alone adds, never released, could still show in the order of the rows that
+    are. Sorted by value, the released rows reveal nothing but their values.
+
+    Per column: numbers numerically (NaN after them), text and bytes by code point, values of
+    other types (PL/Python passes them as text, lists or dicts) by their repr; NULLs last, as in
+    PostgreSQL's ascending order. Every value is finally ordered by type name and repr, so that
+    values which compare equal yet differ (0.0 and -0.0) still have one order.
+    """
+    return tuple(_value_order(value) for value in keys)
+
+
+def _value_order(value: Any) -> tuple[Any, ...]:
+    tie = (type(value).__name__, repr(value))
+    if value is None:
+        return (2, 0, 0, tie)
+    if isinstance(value, bool):
+        return (0, 0, int(value), tie)
+    if isinstance(value, int | float | Decimal):
+        if value != value:  # NaN
+            return (1, 0, 0, tie)
+        return (0, 1, value, tie)
+    if isinstance(value, str):
+        return (0, 2, value, tie)
+    if isinstance(value, bytes):
+        return (0, 3, value, tie)
+    return (0, 4, repr(value), tie)
 
 
 def noise_report(plan: Plan, budget: Budget) -> list[dict[str, Any]]:
@@ -167,7 +202,7 @@ def _noisy(aggregate: AggregatePlan, share: Fraction, row: Mapping[str, Any]) ->
             (_clamp(middle + step * low, lower, upper), _clamp(middle + step * high, lower, upper)),
         )
     q = parts[2]
-    widest = ((upper - lower) / 2.0) ** 2
+    widest = (upper - lower) * (upper - lower) / 4.0  # finite: the planner checked
     variance = _variance(n.value, s.value, q.value, population) * step * step
     mean_low, mean_high = _ratio_range(s.low, s.high, max(1, n.low), max(1, n.high))
     square_low = 0.0 if mean_low <= 0 <= mean_high else min(mean_low**2, mean_high**2)
