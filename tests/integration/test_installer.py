@@ -13,8 +13,10 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from pldiffix_installer import cli, install, modules, uninstall
+from pldiffix_tools.cluster import EmbeddedCluster
 
 
 def _schema_exists(database) -> bool:
@@ -355,3 +357,37 @@ def test_cli_uninstall_without_a_terminal_needs_yes(empty_db):
     result = _pldiffix("uninstall", "--dsn", empty_db.dsn(), "--yes")
     assert result.returncode == 0, result.stderr
     assert not _schema_exists(empty_db)
+
+
+def test_the_last_database_to_uninstall_drops_the_cluster_wide_roles():
+    """A cluster of its own, so that no template or test database holds the roles."""
+    try:
+        cluster = EmbeddedCluster().start()
+    except RuntimeError as error:
+        pytest.skip(f"no embedded cluster: {error}")
+    try:
+        with psycopg.connect(cluster.dsn, autocommit=True) as admin:
+            admin.execute("CREATE DATABASE first")
+            admin.execute("CREATE DATABASE second")
+        first, second = (make_conninfo(cluster.dsn, dbname=name) for name in ("first", "second"))
+        install.install(first, out=io.StringIO())
+        install.install(second, out=io.StringIO())
+        with psycopg.connect(first, autocommit=True) as conn:
+            conn.execute("CREATE ROLE analyst LOGIN")
+            conn.execute("CALL diffix.mark_role('analyst', 'anonymized_trusted')")
+        out = io.StringIO()
+        uninstall.uninstall(second, out=out)
+        assert "kept role diffix_anonymized_trusted: used in database first" in out.getvalue()
+        with psycopg.connect(make_conninfo(first, user="analyst"), autocommit=True) as conn:
+            assert conn.execute("SELECT diffix.access_level()").fetchone() == (
+                "anonymized_trusted",
+            )
+        out = io.StringIO()
+        uninstall.uninstall(first, out=out)
+        for role in install.ROLES:
+            assert f"dropped role {role}\n" in out.getvalue()
+        with psycopg.connect(cluster.dsn, autocommit=True) as admin:
+            left = admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'diffix%'")
+            assert left.fetchall() == []
+    finally:
+        cluster.stop()
