@@ -391,3 +391,28 @@ def test_the_last_database_to_uninstall_drops_the_cluster_wide_roles():
             assert left.fetchall() == []
     finally:
         cluster.stop()
+
+
+def test_uninstall_in_a_clone_keeps_the_login_role_it_shares(db, template_db):
+    login = db.execute("SELECT login_role FROM diffix.ledger_link")[0][0]
+    out = io.StringIO()
+    uninstall.uninstall(db.dsn(), out=out, confirm=lambda name: name == db.name)
+    kept = f"kept role {login}: used in database "
+    assert kept in out.getvalue() and template_db in out.getvalue().split(kept)[1].splitlines()[0]
+    assert db.execute("SELECT to_regrole(%s) IS NOT NULL", (login,)) == [(True,)]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("typed", "confirmed"), [("health\n", True), ("yes\n", False), ("", False)]
+)
+def test_cli_confirmation_on_a_terminal_wants_the_database_name(
+    monkeypatch, capsys, typed, confirmed
+):
+    monkeypatch.setattr(sys, "stdin", _Terminal(typed))
+    assert cli._ask("health") is confirmed
+    assert "Type the database name (health) to uninstall" in capsys.readouterr().out
