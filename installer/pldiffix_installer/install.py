@@ -1,4 +1,4 @@
-"""install / uninstall / status over an ordinary connection, each in one transaction."""
+"""install and status over an ordinary connection, each in one transaction (see uninstall.py)."""
 
 from __future__ import annotations
 

@@ -94,9 +94,8 @@ def _owned_by_a_plain_role(empty_db):
     return owner
 
 
+LOOT = "CREATE TABLE public.loot (connstr text); GRANT INSERT ON public.loot TO PUBLIC"
 TRAP = """
-CREATE TABLE loot (connstr text);
-GRANT INSERT ON loot TO PUBLIC;
 CREATE FUNCTION {schema}.dblink_connect(name text, connstr text) RETURNS text
 LANGUAGE sql SECURITY DEFINER AS $$ INSERT INTO public.loot VALUES (connstr) RETURNING 'OK' $$;
 CREATE FUNCTION {schema}.dblink_connect(connstr text) RETURNS text
@@ -119,10 +118,15 @@ def test_a_database_owner_cannot_catch_the_loopback_password(empty_db):
     attacker = empty_db.as_role(owner)
     attacker.execute("ALTER SCHEMA public RENAME TO old_public")
     attacker.execute("CREATE SCHEMA public")
+    attacker.execute(LOOT)
     attacker.execute(TRAP.format(schema="public"))
     attacker.execute("CREATE SCHEMA dblink_traps")
-    attacker.execute(TRAP.format(schema="dblink_traps").replace("CREATE TABLE loot", "-- "))
-    attacker.execute("ALTER DATABASE {} SET search_path = dblink_traps, public".format(empty_db.name))
+    attacker.execute(TRAP.format(schema="dblink_traps"))
+    attacker.execute(
+        sql.SQL("ALTER DATABASE {} SET search_path = dblink_traps, public").format(
+            sql.Identifier(empty_db.name)
+        )
+    )
     for attempt in [
         "ALTER SCHEMA diffix_dblink RENAME TO taken",
         "CREATE FUNCTION diffix_dblink.dblink_connect(text) RETURNS text "
@@ -148,7 +152,7 @@ def test_a_database_owner_cannot_catch_the_loopback_password(empty_db):
 def test_a_diffix_dblink_schema_made_by_someone_else_stops_the_install(empty_db):
     owner = _owned_by_a_plain_role(empty_db)
     empty_db.as_role(owner).execute("CREATE SCHEMA diffix_dblink")
-    with pytest.raises(install.InstallError, match="belongs to .*, who is not a superuser"):
+    with pytest.raises(install.InstallError, match=r"belongs to .*, who is not a superuser"):
         install.install(empty_db.dsn(), out=io.StringIO())
     assert empty_db.execute("SELECT to_regnamespace('diffix')") == [(None,)]
 
@@ -169,14 +173,14 @@ def test_a_diffix_dblink_schema_made_by_someone_else_stops_the_install(empty_db)
             "{role}, not a superuser, owns it and could replace it",
         ),
         ("ALTER EXTENSION dblink SET SCHEMA public", "is in schema public, not diffix_dblink"),
-        ("GRANT EXECUTE ON FUNCTION diffix_dblink.dblink_connect(text, text) TO PUBLIC",
-         "PUBLIC may execute it"),
+        (
+            "GRANT EXECUTE ON FUNCTION diffix_dblink.dblink_connect(text, text) TO PUBLIC",
+            "PUBLIC may execute it",
+        ),
     ],
 )
 def test_check_security_reports_a_writable_path_to_the_loopback(db, change, expected):
     role = db.create_role(login=False)
     db.admin.execute(change.format(role=f'"{role}"'))
-    findings = db.execute(
-        "SELECT finding FROM diffix.check_security() WHERE severity = 'critical'"
-    )
+    findings = db.execute("SELECT finding FROM diffix.check_security() WHERE severity = 'critical'")
     assert any(expected.format(role=role) in finding for (finding,) in findings), findings
