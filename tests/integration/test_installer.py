@@ -274,19 +274,6 @@ def test_an_export_that_cannot_be_written_drops_nothing(empty_db, tmp_path):
     assert _schema_exists(empty_db)
 
 
-def test_release_statements_name_the_object_and_the_role():
-    dependency = uninstall.Dependency("diffix_engine", "a", "view", 'public."v w"', "view v w")
-    assert uninstall.release_statement(dependency).as_string(None) == (
-        'REVOKE ALL ON TABLE public."v w" FROM "diffix_engine"'
-    )
-    owned = uninstall.Dependency("diffix_admin", "o", "function", "public.f(integer)", "f")
-    assert uninstall.release_statement(owned).as_string(None) == (
-        "ALTER FUNCTION public.f(integer) OWNER TO CURRENT_USER"
-    )
-    policy = uninstall.Dependency("diffix_admin", "r", "policy", "p on public.t", "policy p")
-    assert uninstall.release_statement(policy) is None
-
-
 # --- the `pldiffix` command as a DBA runs it: errors are one line, never a traceback ---
 
 
@@ -400,19 +387,3 @@ def test_uninstall_in_a_clone_keeps_the_login_role_it_shares(db, template_db):
     kept = f"kept role {login}: used in database "
     assert kept in out.getvalue() and template_db in out.getvalue().split(kept)[1].splitlines()[0]
     assert db.execute("SELECT to_regrole(%s) IS NOT NULL", (login,)) == [(True,)]
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-@pytest.mark.parametrize(
-    ("typed", "confirmed"), [("health\n", True), ("yes\n", False), ("", False)]
-)
-def test_cli_confirmation_on_a_terminal_wants_the_database_name(
-    monkeypatch, capsys, typed, confirmed
-):
-    monkeypatch.setattr(sys, "stdin", _Terminal(typed))
-    assert cli._ask("health") is confirmed
-    assert "Type the database name (health) to uninstall" in capsys.readouterr().out
