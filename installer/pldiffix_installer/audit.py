@@ -40,6 +40,8 @@ def show(dsn: str, role: str | None, since: str | None, out: TextIO | None = Non
                     (role, since),
                 )
                 rows = cur.fetchall()
+            if role is not None and not rows and not _role_exists(conn, role):
+                raise InstallError(f'role "{role}" does not exist (and has no audited queries)')
         except psycopg.Error as error:
             raise InstallError(error.diag.message_primary or str(error)) from None
     finally:
@@ -48,6 +50,13 @@ def show(dsn: str, role: str | None, since: str | None, out: TextIO | None = Non
     shown = [[_printable(value) for value in row] for row in rows]
     print(format_table(list(COLUMNS), shown) if shown else "(no audited queries)", file=out)
     return len(rows)
+
+
+def _role_exists(conn: psycopg.Connection, role: str) -> bool:
+    """A dropped role's rows stay in the log: only a name with neither is an error."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = %s)", (role,)
+    ).fetchone()[0]
 
 
 def _printable(value: object) -> object:

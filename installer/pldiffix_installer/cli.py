@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from pldiffix_installer import audit, cellkey, install, perturb
+import psycopg
+
+from pldiffix_installer import audit, cellkey, install, perturb, uninstall
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -57,6 +60,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "--big-n", type=int, help="bigN (default: from the table's stored TBE configuration)"
     )
     parsers["perturb-export"].add_argument("--csv", required=True, help="the file to write")
+    parsers["uninstall"].add_argument(
+        "--yes", action="store_true", help="do not ask for confirmation (needed without a terminal)"
+    )
+    parsers["uninstall"].add_argument(
+        "--export-audit",
+        type=Path,
+        metavar="FILE",
+        help="first write the audit log, the ledger and the budgets to FILE (.json, or .csv: one "
+        "file per table)",
+    )
     parsers["audit"].add_argument("--role", help="only this role's queries (session or effective)")
     parsers["audit"].add_argument(
         "--since", help="only queries from this time on (a timestamptz, e.g. '2026-01-31 12:00')"
@@ -87,6 +100,19 @@ def _serve_proxy(args: argparse.Namespace) -> None:
         raise install.InstallError(str(error)) from None
 
 
+def _ask(database: str) -> bool:
+    """Confirmation on a terminal; without one the DBA must say --yes."""
+    if not sys.stdin.isatty():
+        raise install.InstallError(
+            "not confirmed (no terminal to ask on): run again with --yes; nothing was dropped"
+        )
+    print(f"Type the database name ({database}) to uninstall: ", end="", flush=True)
+    try:
+        return input().strip() == database
+    except EOFError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -96,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "install":
             install.install(args.dsn)
         elif args.command == "uninstall":
-            install.uninstall(args.dsn)
+            uninstall.uninstall(
+                args.dsn, confirm=None if args.yes else _ask, export_to=args.export_audit
+            )
         elif args.command == "tbe-configure":
             cellkey.configure_tbe(args.dsn, args.table, args.config, args.path)
         elif args.command == "tbe-keys":
@@ -116,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if critical else 0
     except install.InstallError as error:
         print(f"pldiffix {args.command}: {error}", file=sys.stderr)
+        return 2
+    except psycopg.Error as error:
+        message = error.diag.message_primary or install.connection_failure(error)
+        print(f"pldiffix {args.command}: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,4 +1,4 @@
-"""install / uninstall / status over an ordinary connection, each in one transaction."""
+"""install and status over an ordinary connection, each in one transaction (see uninstall.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import psycopg
-from psycopg import sql
 
 import pldiffix
 from pldiffix_installer.modules import server_modules
@@ -33,6 +32,9 @@ EVENT_TRIGGERS = (
     "diffix_note_acls_before_grant",
     "diffix_refuse_exposing_grants",
 )
+
+
+DBLINK_SCHEMA = "diffix_dblink"
 
 
 class InstallError(Exception):
@@ -59,12 +61,28 @@ class Progress:
         return result
 
 
+def connection_failure(error: psycopg.Error) -> str:
+    """libpq's whole message on one line (it names the socket or host it tried, then why)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text.removeprefix("connection is bad: ") or "no reason given"
+
+
 def connect(dsn: str) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn, connect_timeout=10)
+    except psycopg.ProgrammingError as error:
+        reason = connection_failure(error)
+        raise InstallError(f"invalid connection string (--dsn): {reason}") from None
     except psycopg.OperationalError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "no reason given"
-        raise InstallError(f"cannot connect to the database: {reason}") from None
+        raise InstallError(f"cannot connect to the database: {connection_failure(error)}") from None
+
+
+def _dblink_schema(conn: psycopg.Connection) -> str | None:
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_catalog.pg_extension e "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'dblink'"
+    ).fetchone()
+    return row[0] if row else None
 
 
 def installed_version(conn: psycopg.Connection) -> str | None:
@@ -86,7 +104,7 @@ def _check_server(conn: psycopg.Connection) -> str:
     return f"PostgreSQL {version // 10000}.{version % 10000}"
 
 
-def _check_superuser(conn: psycopg.Connection) -> str:
+def check_superuser(conn: psycopg.Connection) -> str:
     user, is_superuser = conn.execute(
         "SELECT current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
     ).fetchone()
@@ -203,10 +221,11 @@ def install(dsn: str, out: TextIO | None = None) -> None:
     try:
         with conn.transaction():
             progress.step("check server version", lambda: _check_server(conn))
-            progress.step("check superuser", lambda: _check_superuser(conn))
+            progress.step("check superuser", lambda: check_superuser(conn))
             conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(8723450912)")
             previous = installed_version(conn)
             progress.step("check PL/Python", lambda: _check_plpython(conn))
+            dblink_before = _dblink_schema(conn)
             _run_sql_files(conn, progress)
             progress.step("deploy server-side Python", lambda: _deploy_modules(conn))
             progress.step("compile server-side Python", lambda: _compile_modules(conn))
@@ -222,6 +241,14 @@ def install(dsn: str, out: TextIO | None = None) -> None:
         progress.step("connect the ledger loopback", lambda: _choose_ledger_link(conn))
     finally:
         conn.close()
+    if dblink_before not in (None, DBLINK_SCHEMA):
+        print(
+            f"note: moved the dblink extension from schema {dblink_before} to {DBLINK_SCHEMA}, "
+            "where only superusers can create objects (the ledger's loopback sends its password "
+            f"through it); other users of dblink must now write {DBLINK_SCHEMA}.dblink(...), "
+            "and only diffix_ledger may execute it",
+            file=out,
+        )
     verb = "upgraded" if previous else "installed"
     print(
         f"pldiffix {pldiffix.__version__} {verb}; nothing was changed unless all steps succeeded",
@@ -229,63 +256,47 @@ def install(dsn: str, out: TextIO | None = None) -> None:
     )
 
 
-def uninstall(dsn: str, out: TextIO | None = None) -> None:
-    """Removes the diffix schema, its event triggers, and the roles no other database uses."""
-    out = out or sys.stdout
-    conn = connect(dsn)
+def _is_admin(conn: psycopg.Connection) -> bool:
+    return conn.execute(
+        "SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'diffix_admin', 'MEMBER') "
+        "FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
+    ).fetchone()[0]
+
+
+STATUS_SECTIONS = (
+    ("Labels", "SELECT objtype, objname, label FROM diffix.show_labels()"),
+    (
+        "Settings",
+        "SELECT name, CASE WHEN name = 'salt' THEN '(hidden)' ELSE setting END AS setting,"
+        " source FROM diffix.show_settings()",
+    ),
+    (
+        "Privacy budgets",
+        "SELECT role, epsilon_total, delta_total, epsilon_spent, delta_spent, renews_at"
+        " FROM diffix.privacy_budget()",
+    ),
+)
+FINDINGS = "SELECT severity, object, finding, fix FROM diffix.check_security()"
+
+
+def _print_section(conn: psycopg.Connection, title: str, query: str, out: TextIO) -> list:
+    """Prints one section; one the role may not see says so instead of failing the others."""
+    print(f"\n{title}:", file=out)
     try:
-        with conn.transaction():
-            _check_superuser(conn)
-            if installed_version(conn) is None:
-                print("pldiffix is not installed in this database; nothing to do", file=out)
-                return
-            labeled = conn.execute(
-                "SELECT relid::regclass::text FROM diffix.table_labels"
-            ).fetchall()
-            login = conn.execute(
-                "SELECT login_role FROM diffix.ledger_link"
-                if conn.execute("SELECT to_regclass('diffix.ledger_link')").fetchone()[0]
-                else "SELECT NULL WHERE false"
-            ).fetchall()
-            for (table,) in labeled:
-                conn.execute(
-                    sql.SQL("REVOKE SELECT ON {} FROM diffix_engine").format(sql.SQL(table))
-                )
-            microdata = conn.execute(
-                "SELECT relid::regclass::text FROM diffix.microdata_tables"
-                if conn.execute("SELECT to_regclass('diffix.microdata_tables')").fetchone()[0]
-                else "SELECT NULL WHERE false"
-            ).fetchall()
-            for (table,) in microdata:
-                conn.execute(
-                    sql.SQL("REVOKE SELECT ON {} FROM diffix_perturb_owner").format(sql.SQL(table))
-                )
-            conn.execute("DROP SCHEMA IF EXISTS diffix_perturbed CASCADE")
-            for trigger in EVENT_TRIGGERS:
-                conn.execute(
-                    sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(trigger))
-                )
-            conn.execute("DROP SCHEMA diffix CASCADE")
-            conn.execute("DROP SCHEMA IF EXISTS diffix_dblink CASCADE")
-            # what the ledger was granted on a dblink the database had before pldiffix
-            if conn.execute("SELECT to_regrole('diffix_ledger')").fetchone()[0]:
-                conn.execute("DROP OWNED BY diffix_ledger")
-            print(f"removed the diffix schema ({len(labeled)} labeled tables unlabeled)", file=out)
-            for role in [name for (name,) in login] + list(ROLES):
-                try:
-                    with conn.transaction():
-                        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-                    print(f"dropped role {role}", file=out)
-                except psycopg.errors.DependentObjectsStillExist:
-                    print(f"kept role {role}: another database still uses it", file=out)
-    finally:
-        conn.close()
-    print("pldiffix uninstalled; grants revoked by mark_personal were not restored", file=out)
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(query)
+            rows = cur.fetchall()
+            headers = [column.name for column in cur.description]
+    except psycopg.Error as error:
+        print(f"  (not visible to this role: {error.diag.message_primary})", file=out)
+        return []
+    print(format_table(headers, rows) if rows else "  (none)", file=out)
+    return rows
 
 
 def status(dsn: str, out: TextIO | None = None) -> int:
-    """Prints version, labels, roles, settings and security findings. Returns the number of
-    critical findings."""
+    """Prints version, labels, settings, budgets and, to administrators, the security findings.
+    Returns the number of critical findings."""
     out = out or sys.stdout
     conn = connect(dsn)
     try:
@@ -301,34 +312,17 @@ def status(dsn: str, out: TextIO | None = None) -> int:
             + (f", upgraded {upgraded_at:%Y-%m-%d %H:%M})" if upgraded_at else ")"),
             file=out,
         )
-        sections = [
-            ("Labels", "SELECT objtype, objname, label FROM diffix.show_labels()"),
-            (
-                "Settings",
-                "SELECT name, CASE WHEN name = 'salt' THEN '(hidden)' ELSE setting END AS setting,"
-                " source FROM diffix.show_settings()",
-            ),
-            (
-                "Privacy budgets",
-                "SELECT role, epsilon_total, delta_total, epsilon_spent, delta_spent, renews_at"
-                " FROM diffix.privacy_budget()",
-            ),
-            (
-                "Security findings",
-                "SELECT severity, object, finding, fix FROM diffix.check_security()",
-            ),
-        ]
-        critical = 0
-        for title, query in sections:
-            with conn.cursor() as cur:
-                cur.execute(query)
-                rows = cur.fetchall()
-                headers = [column.name for column in cur.description]
-            print(f"\n{title}:", file=out)
-            print(format_table(headers, rows) if rows else "  (none)", file=out)
-            if title == "Security findings":
-                critical = sum(1 for row in rows if row[0] == "critical")
-        return critical
+        admin = _is_admin(conn)
+        if not admin:
+            user, level = conn.execute("SELECT current_user, diffix.access_level()").fetchone()
+            print(f"connected as {user}, access level {level} (not an administrator)", file=out)
+        for title, query in STATUS_SECTIONS:
+            _print_section(conn, title, query, out)
+        if not admin:
+            print("\nSecurity findings:\n  (administrators only)", file=out)
+            return 0
+        rows = _print_section(conn, "Security findings", FINDINGS, out)
+        return sum(1 for row in rows if row[0] == "critical")
     finally:
         conn.rollback()
         conn.close()

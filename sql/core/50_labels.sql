@@ -130,7 +130,115 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION diffix._mark_public(relid oid) RETURNS void
+-- Taking the label off a personal (or perturbed) table ends its protection: the next ordinary
+-- GRANT (ON ALL TABLES IN SCHEMA ...) hands its raw rows out. So mark_public and unmark_table
+-- refuse such a table unless called with force => true; with force they warn what goes with the
+-- label and leave a check_security finding until an administrator acknowledges it.
+CREATE TABLE IF NOT EXISTS diffix.unlabeled_tables (
+  id bigserial PRIMARY KEY,
+  table_name text NOT NULL,
+  previous_label text NOT NULL,
+  new_label text,
+  dropped text NOT NULL,
+  changed_by name NOT NULL,
+  session_role name NOT NULL,
+  changed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  acknowledged_by name,
+  acknowledged_at timestamptz
+);
+-- Like the labels themselves, everyone may read what happened to them.
+REVOKE ALL ON diffix.unlabeled_tables FROM PUBLIC;
+GRANT SELECT ON diffix.unlabeled_tables TO PUBLIC;
+
+-- What goes with a table's personal or perturbed label, in words; NULL for other tables.
+CREATE OR REPLACE FUNCTION diffix._protection_of(relid oid) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  table_label text;
+  column_label text;
+  parts text[] := '{}';
+  names text;
+BEGIN
+  SELECT l.label INTO table_label FROM diffix.table_labels l WHERE l.relid = _protection_of.relid;
+  IF table_label IS NULL OR table_label NOT IN ('personal', 'perturbed') THEN
+    RETURN NULL;
+  END IF;
+  FOREACH column_label IN ARRAY ARRAY['aid', 'not_filterable'] LOOP
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO names
+    FROM diffix.column_labels c
+    JOIN pg_attribute a ON a.attrelid = c.relid AND a.attnum = c.attnum
+    WHERE c.relid = _protection_of.relid AND c.label = column_label;
+    IF names IS NOT NULL THEN
+      parts := parts || format('%s labels (%s)',
+                               CASE column_label WHEN 'aid' THEN 'AID column' ELSE 'not-filterable' END,
+                               names);
+    END IF;
+  END LOOP;
+  IF EXISTS (SELECT FROM diffix.dp_tables t WHERE t.relid = _protection_of.relid) THEN
+    parts := parts || 'DP contributions per person'::text;
+  END IF;
+  SELECT string_agg(quote_ident(a.attname) || CASE WHEN d.lower_bound IS NOT NULL
+                                                   AND d.domain IS NOT NULL THEN ' bounds, domain'
+                                              WHEN d.lower_bound IS NOT NULL THEN ' bounds'
+                                              ELSE ' domain' END, ', ' ORDER BY a.attnum)
+    INTO names
+  FROM diffix.dp_columns d JOIN pg_attribute a ON a.attrelid = d.relid AND a.attnum = d.attnum
+  WHERE d.relid = _protection_of.relid;
+  IF names IS NOT NULL THEN
+    parts := parts || format('DP bounds/domains (%s)', names);
+  END IF;
+  IF EXISTS (SELECT FROM diffix.perturbation_configs p WHERE p.relid = _protection_of.relid) THEN
+    parts := parts || 'its cell-key/Laplace configuration'::text;
+  END IF;
+  parts := parts || 'the refusal of grants that expose it to analysts'::text;
+  RETURN array_to_string(parts, '; ');
+END
+$$;
+
+-- Called before a table's label is changed or removed: refuses to take protection away without
+-- force; with force warns and records the finding.
+CREATE OR REPLACE FUNCTION diffix._release_protection(relid oid, force boolean, new_label text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  previous text := (SELECT l.label FROM diffix.table_labels l
+                    WHERE l.relid = _release_protection.relid);
+  dropped text := diffix._protection_of(relid);
+  verb text := CASE WHEN new_label IS NULL THEN 'unmark' ELSE 'mark ' || new_label END;
+  call text := CASE WHEN new_label IS NULL THEN 'unmark_table' ELSE 'mark_' || new_label END;
+BEGIN
+  IF dropped IS NULL THEN
+    RETURN;
+  END IF;
+  IF force IS NOT TRUE THEN
+    RAISE EXCEPTION '% is a % table: % it only with force => true', relid::regclass, previous,
+      verb
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = format('this would drop: %s', dropped),
+            HINT = format('if that is meant: CALL diffix.%s(%L, force => true)', call,
+                          relid::regclass::text);
+  END IF;
+  RAISE WARNING '% table % is no longer protected', previous, relid::regclass
+    USING DETAIL = format('dropped: %s', dropped),
+          HINT = 'check_security reports it until an administrator calls '
+                 'diffix.acknowledge_finding';
+  INSERT INTO diffix.unlabeled_tables (table_name, previous_label, new_label, dropped, changed_by,
+                                       session_role)
+  VALUES (relid::regclass::text, previous, new_label, dropped, diffix._invoking_role(),
+          session_user);
+END
+$$;
+
+DROP PROCEDURE IF EXISTS diffix.mark_public(text);
+DROP PROCEDURE IF EXISTS diffix.unmark_table(text);
+DROP FUNCTION IF EXISTS diffix._mark_public(oid);
+DROP FUNCTION IF EXISTS diffix._unmark_table(oid);
+
+CREATE OR REPLACE FUNCTION diffix._mark_public(relid oid, force boolean) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on
@@ -139,6 +247,7 @@ AS $$
 BEGIN
   PERFORM diffix._require_admin('label tables');
   PERFORM diffix._check_labelable(relid, 'public');
+  PERFORM diffix._release_protection(relid, force, 'public');
   INSERT INTO diffix.table_labels (relid, label) VALUES (relid, 'public')
   ON CONFLICT ON CONSTRAINT table_labels_pkey DO UPDATE SET label = 'public';
   DELETE FROM diffix.column_labels c WHERE c.relid = _mark_public.relid;
@@ -147,7 +256,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION diffix._unmark_table(relid oid) RETURNS void
+CREATE OR REPLACE FUNCTION diffix._unmark_table(relid oid, force boolean) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on
@@ -158,8 +267,27 @@ BEGIN
   IF NOT EXISTS (SELECT FROM diffix.table_labels l WHERE l.relid = _unmark_table.relid) THEN
     RAISE EXCEPTION 'table % has no label', relid::regclass USING ERRCODE = 'invalid_parameter_value';
   END IF;
+  PERFORM diffix._release_protection(relid, force, NULL);
   DELETE FROM diffix.table_labels l WHERE l.relid = _unmark_table.relid;
   EXECUTE format('REVOKE SELECT ON %s FROM diffix_engine', relid::regclass);
+END
+$$;
+
+-- Ends the finding a forced unmark left, once an administrator has looked at the table.
+CREATE OR REPLACE PROCEDURE diffix.acknowledge_finding(finding_id bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM diffix._require_admin('acknowledge findings');
+  UPDATE diffix.unlabeled_tables u
+  SET acknowledged_by = diffix._invoking_role(), acknowledged_at = now()
+  WHERE u.id = finding_id AND u.acknowledged_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no open finding %', finding_id
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'the fix column of diffix.check_security() names the finding''s number';
+  END IF;
 END
 $$;
 
@@ -198,10 +326,11 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION diffix._mark_personal(oid, text[]), diffix._mark_public(oid),
-  diffix._unmark_table(oid), diffix._set_filterable(oid, text, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION diffix._mark_personal(oid, text[]), diffix._mark_public(oid),
-  diffix._unmark_table(oid), diffix._set_filterable(oid, text, boolean) TO PUBLIC;
+REVOKE ALL ON FUNCTION diffix._mark_personal(oid, text[]), diffix._mark_public(oid, boolean),
+  diffix._unmark_table(oid, boolean), diffix._set_filterable(oid, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._mark_personal(oid, text[]), diffix._mark_public(oid, boolean),
+  diffix._unmark_table(oid, boolean), diffix._set_filterable(oid, text, boolean) TO PUBLIC;
+REVOKE ALL ON FUNCTION diffix._release_protection(oid, boolean, text) FROM PUBLIC;
 
 CREATE OR REPLACE PROCEDURE diffix.mark_personal(table_name text, VARIADIC aid_columns text[])
 LANGUAGE sql
@@ -216,16 +345,16 @@ BEGIN ATOMIC
   SELECT diffix._mark_personal(diffix._resolve_table(table_name), '{}'::text[]);
 END;
 
-CREATE OR REPLACE PROCEDURE diffix.mark_public(table_name text)
+CREATE OR REPLACE PROCEDURE diffix.mark_public(table_name text, force boolean DEFAULT false)
 LANGUAGE sql
 BEGIN ATOMIC
-  SELECT diffix._mark_public(diffix._resolve_table(table_name));
+  SELECT diffix._mark_public(diffix._resolve_table(table_name), force);
 END;
 
-CREATE OR REPLACE PROCEDURE diffix.unmark_table(table_name text)
+CREATE OR REPLACE PROCEDURE diffix.unmark_table(table_name text, force boolean DEFAULT false)
 LANGUAGE sql
 BEGIN ATOMIC
-  SELECT diffix._unmark_table(diffix._resolve_table(table_name));
+  SELECT diffix._unmark_table(diffix._resolve_table(table_name), force);
 END;
 
 CREATE OR REPLACE PROCEDURE diffix.mark_not_filterable(table_name text, column_name text)

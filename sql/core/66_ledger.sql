@@ -59,6 +59,9 @@ BEGIN
   EXECUTE pg_catalog.format('ALTER ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE '
                             'NOREPLICATION NOBYPASSRLS', login);
   EXECUTE pg_catalog.format('GRANT diffix_ledger TO %I', login);
+  -- A marker in pg_shdepend (PUBLIC has USAGE already), copied into databases cloned from this
+  -- one: pldiffix uninstall keeps the login role while another database holds one.
+  EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA diffix TO %I', login);
 END
 $login$;
 
@@ -89,29 +92,54 @@ ALTER TABLE diffix.budget_ledger OWNER TO diffix_ledger;
 ALTER SEQUENCE diffix.budget_ledger_id_seq OWNER TO diffix_ledger;
 REVOKE ALL ON diffix.privacy_budgets, diffix.budget_ledger FROM PUBLIC;
 
--- dblink: created in its own schema, diffix_dblink, unless the database has it already. Its named
--- connections are visible to every caller in the backend, so nobody but diffix_ledger may execute
--- any of its functions (check_security reports a grant that comes back). diffix._loopback is
--- generated here with the extension's schema written in.
+-- dblink lives in diffix_dblink, a schema only superusers own and nobody else may create in: the
+-- loopback sends its password through dblink_connect, so whoever could put a function named
+-- dblink_connect where the loopback looks would receive it (in PostgreSQL 15 the database owner
+-- controls `public`). A dblink the database had elsewhere is moved there (its other users must
+-- now write diffix_dblink.dblink...). Its named connections are visible to every caller in the
+-- backend, so nobody but diffix_ledger may execute any of its functions (check_security reports
+-- a grant that comes back, and a schema on the loopback's path that a non-superuser could write).
+-- diffix.dblink_origin remembers where it was, for pldiffix uninstall to put it back.
+CREATE TABLE IF NOT EXISTS diffix.dblink_origin (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  schema_name name NOT NULL
+);
+REVOKE ALL ON diffix.dblink_origin FROM PUBLIC;
+
 DO $dblink$
 DECLARE
   dblink_schema name;
+  schema_owner oid;
   fn regprocedure;
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_available_extensions WHERE name = 'dblink') THEN
     RAISE EXCEPTION 'the dblink extension (PostgreSQL contrib) is not available on the server'
       USING HINT = 'install the server''s contrib modules (on Debian they come with postgresql-NN)';
   END IF;
+  SELECT n.nspowner INTO schema_owner FROM pg_catalog.pg_namespace n
+  WHERE n.nspname = 'diffix_dblink';
+  IF schema_owner IS NOT NULL
+     AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = schema_owner) THEN
+    RAISE EXCEPTION 'schema diffix_dblink exists and belongs to %, who is not a superuser',
+      schema_owner::regrole
+      USING HINT = 'pldiffix keeps the ledger''s dblink there: look at what that role put in it, '
+                   'drop the schema, and install again';
+  END IF;
+  CREATE SCHEMA IF NOT EXISTS diffix_dblink;
+  REVOKE ALL ON SCHEMA diffix_dblink FROM PUBLIC;
   SELECT n.nspname INTO dblink_schema
   FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
   WHERE e.extname = 'dblink';
   IF dblink_schema IS NULL THEN
-    CREATE SCHEMA IF NOT EXISTS diffix_dblink;
-    REVOKE ALL ON SCHEMA diffix_dblink FROM PUBLIC;
     CREATE EXTENSION dblink SCHEMA diffix_dblink;
-    dblink_schema := 'diffix_dblink';
+  ELSIF dblink_schema <> 'diffix_dblink' THEN
+    ALTER EXTENSION dblink SET SCHEMA diffix_dblink;
+    INSERT INTO diffix.dblink_origin (schema_name) VALUES (dblink_schema)
+    ON CONFLICT (singleton) DO NOTHING;
+    RAISE NOTICE 'moved the dblink extension from schema % to diffix_dblink', dblink_schema
+      USING DETAIL = 'other users of dblink must now qualify it: diffix_dblink.dblink(...)';
   END IF;
-  EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO diffix_ledger', dblink_schema);
+  GRANT USAGE ON SCHEMA diffix_dblink TO diffix_ledger;
   FOR fn IN
     SELECT d.objid::regprocedure FROM pg_catalog.pg_depend d
     JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'dblink'
@@ -120,55 +148,58 @@ BEGIN
     EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
     EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO diffix_ledger', fn);
   END LOOP;
-
-  -- Runs one statement over this backend's loopback connection (opened on first use) and returns
-  -- its one text value; the statement commits on its own. A connection that died (its backend
-  -- was terminated) is opened again once; a statement whose answer was lost may then run twice,
-  -- which for a charge errs on the side of spending.
-  EXECUTE pg_catalog.format($body$
-    CREATE OR REPLACE FUNCTION diffix._loopback(statement text) RETURNS text
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-    AS $fn$
-    DECLARE
-      result text;
-    BEGIN
-      IF NOT COALESCE('pldiffix_ledger' = ANY (%1$I.dblink_get_connections()), false) THEN
-        PERFORM %1$I.dblink_connect('pldiffix_ledger', diffix._ledger_connstr());
-      END IF;
-      BEGIN
-        SELECT t.r INTO result FROM %1$I.dblink('pldiffix_ledger', statement) AS t(r text);
-      EXCEPTION WHEN connection_failure THEN
-        PERFORM %1$I.dblink_disconnect('pldiffix_ledger');
-        PERFORM %1$I.dblink_connect('pldiffix_ledger', diffix._ledger_connstr());
-        SELECT t.r INTO result FROM %1$I.dblink('pldiffix_ledger', statement) AS t(r text);
-      END;
-      RETURN result;
-    END
-    $fn$ $body$, dblink_schema);
-
-  -- Opens a loopback connection with the given options, runs SELECT 1 and closes it: NULL when
-  -- that works, else the reason. Runs as diffix_ledger, so dblink's checks for non-superusers
-  -- (a password must be sent and used) apply as they do for the real connection.
-  EXECUTE pg_catalog.format($body$
-    CREATE OR REPLACE FUNCTION diffix._ledger_probe(options text) RETURNS text
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    AS $fn$
-    BEGIN
-      PERFORM %1$I.dblink_connect('pldiffix_ledger_probe', diffix._ledger_connstr(options));
-      PERFORM * FROM %1$I.dblink('pldiffix_ledger_probe', 'SELECT 1') AS t(one int);
-      PERFORM %1$I.dblink_disconnect('pldiffix_ledger_probe');
-      RETURN NULL;
-    EXCEPTION WHEN OTHERS THEN
-      IF 'pldiffix_ledger_probe' = ANY (%1$I.dblink_get_connections()) THEN
-        PERFORM %1$I.dblink_disconnect('pldiffix_ledger_probe');
-      END IF;
-      RETURN SQLERRM;
-    END
-    $fn$ $body$, dblink_schema);
 END
 $dblink$;
+
+-- Runs one statement over this backend's loopback connection (opened on first use) and returns
+-- its one text value; the statement commits on its own. A connection that died (its backend
+-- was terminated) is opened again once; a statement whose answer was lost may then run twice,
+-- which for a charge errs on the side of spending. Every dblink call names diffix_dblink and
+-- passes typed arguments, so nothing on anyone's search_path can stand in for it.
+CREATE OR REPLACE FUNCTION diffix._loopback(statement text) RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  link constant pg_catalog.text := 'pldiffix_ledger';
+  result text;
+BEGIN
+  IF NOT COALESCE(link OPERATOR(pg_catalog.=) ANY (diffix_dblink.dblink_get_connections()), false)
+  THEN
+    PERFORM diffix_dblink.dblink_connect(link, diffix._ledger_connstr());
+  END IF;
+  BEGIN
+    SELECT t.r INTO result FROM diffix_dblink.dblink(link, statement) AS t(r pg_catalog.text);
+  EXCEPTION WHEN connection_failure THEN
+    PERFORM diffix_dblink.dblink_disconnect(link);
+    PERFORM diffix_dblink.dblink_connect(link, diffix._ledger_connstr());
+    SELECT t.r INTO result FROM diffix_dblink.dblink(link, statement) AS t(r pg_catalog.text);
+  END;
+  RETURN result;
+END
+$$;
+
+-- Opens a loopback connection with the given options, runs SELECT 1 and closes it: NULL when
+-- that works, else the reason. Runs as diffix_ledger, so dblink's checks for non-superusers
+-- (a password must be sent and used) apply as they do for the real connection.
+CREATE OR REPLACE FUNCTION diffix._ledger_probe(options text) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  probe constant pg_catalog.text := 'pldiffix_ledger_probe';
+BEGIN
+  PERFORM diffix_dblink.dblink_connect(probe, diffix._ledger_connstr(options));
+  PERFORM * FROM diffix_dblink.dblink(probe, 'SELECT 1'::pg_catalog.text) AS t(one pg_catalog.int4);
+  PERFORM diffix_dblink.dblink_disconnect(probe);
+  RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+  IF probe OPERATOR(pg_catalog.=) ANY (diffix_dblink.dblink_get_connections()) THEN
+    PERFORM diffix_dblink.dblink_disconnect(probe);
+  END IF;
+  RETURN SQLERRM;
+END
+$$;
 
 -- A libpq value in single quotes, as conninfo strings quote them.
 CREATE OR REPLACE FUNCTION diffix._conninfo_value(value text) RETURNS text
@@ -471,6 +502,51 @@ AS $$
   WHERE d.classid = 'pg_proc'::regclass AND d.deptype = 'e' AND a.privilege_type = 'EXECUTE'
     AND a.grantee <> p.proowner
     AND a.grantee NOT IN (SELECT r.oid FROM pg_roles r WHERE r.rolname = 'diffix_ledger' OR r.rolsuper)
+  UNION ALL
+  -- Where the loopback finds dblink_connect, which receives its password, and the ledger's own
+  -- functions: only superusers (or diffix_ledger) may own those schemas or create in them.
+  SELECT 'critical', quote_ident(n.nspname),
+         format('the ledger and audit log call functions in this schema (dblink_connect receives '
+                'the loopback''s password) and %s', w.what),
+         w.fix
+  FROM pg_namespace n
+  CROSS JOIN LATERAL (
+    SELECT format('%s, not a superuser, owns it', n.nspowner::regrole) AS what,
+           format('ALTER SCHEMA %I OWNER TO CURRENT_USER', n.nspname) AS fix
+    WHERE NOT EXISTS (SELECT FROM pg_roles r WHERE r.oid = n.nspowner
+                      AND (r.rolsuper OR r.rolname = 'diffix_ledger'))
+    UNION ALL
+    SELECT format('%s may create objects in it',
+                  CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END),
+           format('REVOKE CREATE ON SCHEMA %I FROM %s', n.nspname,
+                  CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
+    FROM aclexplode(COALESCE(n.nspacl, acldefault('n', n.nspowner))) a
+    WHERE a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
+      AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.oid = a.grantee AND r.rolsuper)) w
+  WHERE n.nspname IN ('diffix', 'diffix_dblink')
+     OR n.oid = (SELECT e.extnamespace FROM pg_extension e WHERE e.extname = 'dblink')
+  UNION ALL
+  SELECT 'critical', 'dblink',
+         format('the dblink extension is in schema %s, not diffix_dblink: the ledger''s loopback '
+                'does not work', e.extnamespace::regnamespace),
+         'run pldiffix install again (it moves dblink back)'
+  FROM pg_extension e
+  WHERE e.extname = 'dblink' AND e.extnamespace <> to_regnamespace('diffix_dblink')
+  UNION ALL
+  SELECT 'critical', p.oid::regprocedure::text,
+         CASE WHEN e.oid IS NULL
+              THEN 'a function that is not dblink''s, beside the loopback''s dblink'
+              ELSE format('%s, not a superuser, owns it and could replace it with a function '
+                          'that reads the loopback''s password', p.proowner::regrole) END,
+         CASE WHEN e.oid IS NULL THEN format('DROP FUNCTION %s', p.oid::regprocedure)
+              ELSE format('ALTER FUNCTION %s OWNER TO CURRENT_USER', p.oid::regprocedure) END
+  FROM pg_proc p
+  LEFT JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+    AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+  LEFT JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'dblink'
+  WHERE (p.pronamespace = to_regnamespace('diffix_dblink') AND e.oid IS NULL)
+     OR (e.oid IS NOT NULL AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.oid = p.proowner
+                                           AND r.rolsuper))
   UNION ALL
   SELECT 'critical', quote_ident(m.rolname),
          'member of diffix_ledger: can rewrite privacy budgets and the audit log',

@@ -192,6 +192,14 @@ AS $$
   FROM diffix.microdata_tables m
   WHERE to_regclass(format('%I.%I', m.view_schema, m.view_name)) IS NULL
   UNION ALL
+  SELECT 'warning', u.table_name,
+         format('%s table %s was %s by %s (session %s) at %s; dropped: %s', u.previous_label,
+                u.table_name, COALESCE('marked ' || u.new_label, 'unmarked'), u.changed_by,
+                u.session_role, u.changed_at, u.dropped),
+         format('check who can now read it directly, then CALL diffix.acknowledge_finding(%s)',
+                u.id)
+  FROM diffix.unlabeled_tables u WHERE u.acknowledged_at IS NULL
+  UNION ALL
   SELECT * FROM diffix._ledger_findings()
   UNION ALL
   SELECT 'info', quote_ident(r.rolname), 'can log in but has no access level label; gets the default',

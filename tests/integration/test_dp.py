@@ -512,7 +512,8 @@ def test_metadata_follows_its_table(db):
     )
     shown = db.execute("SELECT objname, setting FROM diffix.show_dp_metadata()")
     assert shown == [("public.t", "max_contributions"), ("public.t.v", "bounds")]
-    db.admin.execute("CALL diffix.mark_public('t')")  # no longer personal: no DP metadata
+    # no longer personal: no DP metadata
+    db.admin.execute("CALL diffix.mark_public('t', force => true)")
     assert db.execute("SELECT count(*) FROM diffix.dp_columns")[0][0] == 0
     db.admin.execute(
         "CALL diffix.mark_personal('t', 'id'); CALL diffix.set_dp_bounds('t', 'v', 0, 1)"

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
-from pldiffix_installer import cli, install, modules
+from pldiffix_installer import cli, install, modules, uninstall
+from pldiffix_tools.cluster import EmbeddedCluster
 
 
 def _schema_exists(database) -> bool:
@@ -61,7 +70,7 @@ def test_uninstall_removes_everything_and_is_idempotent(empty_db):
     install.install(empty_db.dsn(), out=io.StringIO())
     empty_db.admin.execute("CREATE TABLE t (id int); CALL diffix.mark_personal('t', 'id')")
     out = io.StringIO()
-    install.uninstall(empty_db.dsn(), out=out)
+    uninstall.uninstall(empty_db.dsn(), out=out)
     assert not _schema_exists(empty_db)
     assert empty_db.execute(
         "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'diffix%'"
@@ -71,13 +80,13 @@ def test_uninstall_removes_everything_and_is_idempotent(empty_db):
             (False,)
         ]
     again = io.StringIO()
-    install.uninstall(empty_db.dsn(), out=again)
+    uninstall.uninstall(empty_db.dsn(), out=again)
     assert "not installed" in again.getvalue()
 
 
 def test_install_then_uninstall_then_install_again(empty_db):
     install.install(empty_db.dsn(), out=io.StringIO())
-    install.uninstall(empty_db.dsn(), out=io.StringIO())
+    uninstall.uninstall(empty_db.dsn(), out=io.StringIO())
     install.install(empty_db.dsn(), out=io.StringIO())
     assert empty_db.execute("SELECT diffix.access_level()") == [("direct",)]
 
@@ -155,12 +164,6 @@ def test_cli_requires_a_dsn(monkeypatch, capsys):
     assert "--dsn is required" in capsys.readouterr().err
 
 
-def test_cli_reports_errors_without_a_traceback(capsys):
-    code = cli.main(["install", "--dsn", "host=/nonexistent-socket-dir port=1 user=x dbname=x"])
-    assert code == 2
-    assert capsys.readouterr().err.startswith("pldiffix install: cannot connect")
-
-
 @pytest.mark.parametrize(
     ("numpy", "expected"),
     [("1.24.2", ", numpy 1.24.2)"), (None, "apt-get install python3-numpy")],
@@ -170,3 +173,217 @@ def test_install_tells_whether_the_engine_is_vectorized(numpy, expected):
     result = SimpleNamespace(fetchone=lambda: [versions])
     conn = SimpleNamespace(execute=lambda sql: result)
     assert expected in install._verify_python(conn)
+
+
+# --- uninstall: one database at a time, and only after saying what is lost ---
+
+
+def test_uninstall_in_another_database_keeps_this_ones_roles_and_levels(bank, empty_db):
+    """bank and empty_db share the cluster: uninstalling from empty_db must not touch bank."""
+    analyst = bank.create_role("anonymized_untrusted")
+    install.install(empty_db.dsn(), out=io.StringIO())
+    empty_db.admin.execute(
+        "CREATE TABLE t (id int, v int); CALL diffix.mark_personal('t', 'id');"
+        "CREATE TABLE own (x int)"
+    )
+    empty_db.admin.execute("GRANT SELECT ON own TO diffix_direct")
+    empty_db.admin.execute("ALTER TABLE own OWNER TO diffix_admin")
+    login = empty_db.execute("SELECT login_role FROM diffix.ledger_link")[0][0]
+    out = io.StringIO()
+    uninstall.uninstall(empty_db.dsn(), out=out)
+    text = out.getvalue()
+    dropped = [line for line in text.splitlines() if line.startswith("dropped role")]
+    assert dropped == [f"dropped role {login}"]  # this database's own loopback login
+    kept = text.split("kept role diffix_anonymized_untrusted: used in database ")[1]
+    assert bank.name in kept.splitlines()[0]
+    assert bank.execute(
+        "SELECT label FROM diffix.show_labels() WHERE objname = %s", (analyst,)
+    ) == [("anonymized_untrusted",)]
+    assert bank.as_role(analyst).execute("SELECT diffix.access_level()").fetchone() == (
+        "anonymized_untrusted",
+    )
+    assert bank.execute(
+        "SELECT count(*) FROM pg_roles WHERE rolname IN ('diffix_direct', 'diffix_engine', "
+        "'diffix_ledger', 'diffix_anonymized_untrusted', 'diffix_admin', 'diffix_perturbed')"
+    ) == [(6,)]
+    # the analyst still only reads personal rows anonymized after an ordinary GRANT in bank
+    bank.admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{analyst}"')
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        bank.as_role(analyst).execute("SELECT * FROM customers")
+    # in empty_db nothing depends on a pldiffix role any more; its own objects were kept
+    assert empty_db.execute(
+        "SELECT count(*) FROM pg_shdepend s JOIN pg_roles r ON r.oid = s.refobjid "
+        "WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND r.rolname LIKE 'diffix%'"
+    ) == [(0,)]
+    assert empty_db.execute("SELECT count(*) FROM own") == [(0,)]
+    assert empty_db.execute(
+        "SELECT relowner::regrole::text FROM pg_class WHERE relname = 'own'"
+    ) == [("postgres",)]
+
+
+def test_uninstall_says_what_is_lost_and_stops_unless_confirmed(empty_db):
+    install.install(empty_db.dsn(), out=io.StringIO())
+    analyst = empty_db.create_role("anonymized_untrusted")
+    empty_db.admin.execute("CALL diffix.set_privacy_budget(%s, 1, 0)", (analyst,))
+    empty_db.as_role(analyst).execute("SELECT diffix.query_json('SELECT 1 AS one')")
+    asked = []
+    out = io.StringIO()
+    with pytest.raises(install.InstallError, match="not confirmed; nothing was dropped"):
+        uninstall.uninstall(
+            empty_db.dsn(), out=out, confirm=lambda name: asked.append(name) or False
+        )
+    assert asked == [empty_db.name]
+    text = out.getvalue()
+    assert "1 audit log rows" in text and "1 privacy budgets" in text and "the salt" in text
+    assert _schema_exists(empty_db)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_uninstall_exports_the_audit_log_and_budgets_first(empty_db, tmp_path, suffix):
+    install.install(empty_db.dsn(), out=io.StringIO())
+    analyst = empty_db.create_role("anonymized_untrusted")
+    empty_db.admin.execute("CALL diffix.set_privacy_budget(%s, 2, 0)", (analyst,))
+    empty_db.as_role(analyst).execute("SELECT diffix.query_json('SELECT 1 AS one')")
+    target = tmp_path / f"kept{suffix}"
+    uninstall.uninstall(empty_db.dsn(), out=io.StringIO(), export_to=target)
+    assert not _schema_exists(empty_db)
+    if suffix == ".json":
+        document = json.loads(target.read_text())
+        [row] = document["audit_log"]
+        assert (row["effective_role"], row["sql"], row["accepted"]) == (
+            analyst,
+            "SELECT 1 AS one",
+            True,
+        )
+        assert [(b["role"], b["epsilon_total"]) for b in document["privacy_budgets"]] == [
+            (analyst, "2")
+        ]
+        assert document["budget_ledger"] == []
+    else:
+        [row] = list(csv.DictReader(target.open()))
+        assert (row["effective_role"], row["sql"]) == (analyst, "SELECT 1 AS one")
+        budgets = list(csv.DictReader((tmp_path / "kept.privacy_budgets.csv").open()))
+        assert [(b["role"], b["epsilon_total"]) for b in budgets] == [(analyst, "2")]
+
+
+def test_an_export_that_cannot_be_written_drops_nothing(empty_db, tmp_path):
+    install.install(empty_db.dsn(), out=io.StringIO())
+    with pytest.raises(install.InstallError, match="cannot write the export"):
+        uninstall.uninstall(empty_db.dsn(), out=io.StringIO(), export_to=tmp_path / "no" / "x.json")
+    assert _schema_exists(empty_db)
+
+
+# --- the `pldiffix` command as a DBA runs it: errors are one line, never a traceback ---
+
+
+def _pldiffix(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join(str(root / d) for d in ("plpython", "installer", "tools", "proxy"))
+    env = {**os.environ, "PYTHONPATH": path}
+    env.pop("PLDIFFIX_DSN", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pldiffix_installer.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_prints_libpq_whole_connection_message():
+    result = _pldiffix("install", "--dsn", "host=/nonexistent-socket-dir port=1 user=x dbname=x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("pldiffix install: cannot connect to the database: ")
+    assert '"/nonexistent-socket-dir/.s.PGSQL.1" failed' in result.stderr
+    assert "Is the server running locally" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("dsn", ["port=5432 dbname=health user", "dbname = x y", "host='open"])
+def test_cli_reports_a_malformed_dsn_in_one_line(dsn):
+    result = _pldiffix("status", "--dsn", dsn)
+    assert result.returncode == 2
+    assert result.stderr.startswith("pldiffix status: invalid connection string (--dsn): ")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_cli_status_shows_a_non_admin_what_they_may_see(bank):
+    analyst = bank.create_role("anonymized_trusted")
+    result = _pldiffix("status", "--dsn", bank.dsn(analyst))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"connected as {analyst}, access level anonymized_trusted" in result.stdout
+    assert "public.customers" in result.stdout and "Settings:" in result.stdout
+    assert "Security findings:\n  (administrators only)" in result.stdout
+
+
+def test_cli_audit_reports_an_unknown_role(bank):
+    result = _pldiffix("audit", "--dsn", bank.dsn(), "--role", "nosuchrole")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        'pldiffix audit: role "nosuchrole" does not exist (and has no audited queries)'
+    )
+    known = bank.create_role("anonymized_trusted")
+    result = _pldiffix("audit", "--dsn", bank.dsn(), "--role", known)
+    assert (result.returncode, result.stdout.strip()) == (0, "(no audited queries)")
+
+
+def test_cli_uninstall_without_a_terminal_needs_yes(empty_db):
+    install.install(empty_db.dsn(), out=io.StringIO())
+    result = _pldiffix("uninstall", "--dsn", empty_db.dsn())
+    assert result.returncode == 2
+    assert "drops for good" in result.stdout and "audit log rows" in result.stdout
+    assert result.stderr.strip() == (
+        "pldiffix uninstall: not confirmed (no terminal to ask on): run again with --yes; "
+        "nothing was dropped"
+    )
+    assert _schema_exists(empty_db)
+    result = _pldiffix("uninstall", "--dsn", empty_db.dsn(), "--yes")
+    assert result.returncode == 0, result.stderr
+    assert not _schema_exists(empty_db)
+
+
+def test_the_last_database_to_uninstall_drops_the_cluster_wide_roles():
+    """A cluster of its own, so that no template or test database holds the roles."""
+    try:
+        cluster = EmbeddedCluster().start()
+    except RuntimeError as error:
+        pytest.skip(f"no embedded cluster: {error}")
+    try:
+        with psycopg.connect(cluster.dsn, autocommit=True) as admin:
+            admin.execute("CREATE DATABASE first")
+            admin.execute("CREATE DATABASE second")
+        first, second = (make_conninfo(cluster.dsn, dbname=name) for name in ("first", "second"))
+        install.install(first, out=io.StringIO())
+        install.install(second, out=io.StringIO())
+        with psycopg.connect(first, autocommit=True) as conn:
+            conn.execute("CREATE ROLE analyst LOGIN")
+            conn.execute("CALL diffix.mark_role('analyst', 'anonymized_trusted')")
+        out = io.StringIO()
+        uninstall.uninstall(second, out=out)
+        assert "kept role diffix_anonymized_trusted: used in database first" in out.getvalue()
+        with psycopg.connect(make_conninfo(first, user="analyst"), autocommit=True) as conn:
+            assert conn.execute("SELECT diffix.access_level()").fetchone() == (
+                "anonymized_trusted",
+            )
+        out = io.StringIO()
+        uninstall.uninstall(first, out=out)
+        for role in install.ROLES:
+            assert f"dropped role {role}\n" in out.getvalue()
+        with psycopg.connect(cluster.dsn, autocommit=True) as admin:
+            left = admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'diffix%'")
+            assert left.fetchall() == []
+    finally:
+        cluster.stop()
+
+
+def test_uninstall_in_a_clone_keeps_the_login_role_it_shares(db, template_db):
+    login = db.execute("SELECT login_role FROM diffix.ledger_link")[0][0]
+    out = io.StringIO()
+    uninstall.uninstall(db.dsn(), out=out, confirm=lambda name: name == db.name)
+    kept = f"kept role {login}: used in database "
+    assert kept in out.getvalue() and template_db in out.getvalue().split(kept)[1].splitlines()[0]
+    assert db.execute("SELECT to_regrole(%s) IS NOT NULL", (login,)) == [(True,)]

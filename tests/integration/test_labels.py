@@ -140,7 +140,7 @@ def test_only_admins_can_label(db):
     ):
         db.as_role(analyst).execute("CALL diffix.mark_personal('t', 'id')")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        db.as_role(analyst).execute("SELECT diffix._mark_public('t'::regclass)")
+        db.as_role(analyst).execute("SELECT diffix._mark_public('t'::regclass, true)")
     assert labels(db) == []
 
 
@@ -162,3 +162,102 @@ def test_analysts_cannot_write_the_label_tables(db):
         )
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         db.as_role(analyst).execute("DELETE FROM diffix.python_modules")
+
+
+# --- taking protection off a personal or perturbed table ---
+
+PROTECTED = """
+CREATE TABLE t (id int, city text, amount numeric);
+GRANT SELECT ON t TO PUBLIC;
+CALL diffix.mark_personal('t', 'id');
+CALL diffix.mark_not_filterable('t', 'city');
+CALL diffix.set_dp_max_contributions('t', 3);
+CALL diffix.set_dp_bounds('t', 'amount', 0, 100);
+"""
+
+
+def _open_findings(db) -> list[tuple]:
+    return db.execute(
+        "SELECT object, finding, fix FROM diffix.check_security() "
+        "WHERE fix LIKE '%acknowledge_finding%'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "verb"),
+    [("CALL diffix.mark_public('t')", "mark public"), ("CALL diffix.unmark_table('t')", "unmark")],
+)
+def test_taking_the_personal_label_off_needs_force(db, call, verb):
+    db.admin.execute(PROTECTED)
+    before = labels(db)
+    dp = db.execute("SELECT * FROM diffix.show_dp_metadata()")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
+        db.admin.execute(call)
+    diag = refused.value.diag
+    assert (
+        diag.message_primary == f"public.t is a personal table: {verb} it only with force => true"
+    )
+    assert "AID column labels (id)" in diag.message_detail
+    assert "not-filterable labels (city)" in diag.message_detail
+    assert "DP contributions per person" in diag.message_detail
+    assert "DP bounds/domains (amount bounds)" in diag.message_detail
+    assert "force => true" in diag.message_hint
+    assert labels(db) == before
+    assert db.execute("SELECT * FROM diffix.show_dp_metadata()") == dp
+    assert _open_findings(db) == []
+
+
+def test_forced_unmark_warns_and_leaves_a_finding_until_acknowledged(db):
+    db.admin.execute(PROTECTED)
+    admin = db.create_role()
+    db.admin.execute(f'GRANT diffix_admin TO "{admin}"')
+    conn = db.as_role(admin)
+    warnings: list[tuple[str, str, str]] = []  # a Diagnostic is only valid inside the handler
+    conn.add_notice_handler(
+        lambda d: warnings.append((d.severity_nonlocalized, d.message_primary, d.message_detail))
+    )
+    conn.execute("CALL diffix.mark_public('t', force => true)")
+    [(_, message, detail)] = [w for w in warnings if w[0] == "WARNING"]
+    assert message == "personal table public.t is no longer protected"
+    assert "AID column labels (id)" in detail
+    assert "DP bounds/domains (amount bounds)" in detail
+    assert labels(db) == [("table", "public.t", "public")]
+    assert db.execute("SELECT count(*) FROM diffix.dp_columns") == [(0,)]
+
+    [(table, finding, fix)] = _open_findings(db)
+    assert table == "public.t"
+    expected = f"personal table public.t was marked public by {admin} (session {admin}) at "
+    assert finding.startswith(expected)
+    assert "dropped: AID column labels (id)" in finding
+    finding_id = int(fix.rsplit("(", 1)[1].rstrip(")"))
+
+    analyst = db.create_role("anonymized_trusted")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only superusers"):
+        db.as_role(analyst).execute("CALL diffix.acknowledge_finding(%s)", (finding_id,))
+    assert len(_open_findings(db)) == 1
+    conn.execute("CALL diffix.acknowledge_finding(%s)", (finding_id,))
+    assert _open_findings(db) == []
+    assert db.execute(
+        "SELECT acknowledged_by FROM diffix.unlabeled_tables WHERE id = %s", (finding_id,)
+    ) == [(admin,)]
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="no open finding"):
+        conn.execute("CALL diffix.acknowledge_finding(%s)", (finding_id,))
+
+
+def test_public_and_unlabeled_tables_need_no_force(db):
+    db.admin.execute("CREATE TABLE p (id int); CALL diffix.mark_public('p')")
+    db.admin.execute("CALL diffix.mark_public('p'); CALL diffix.unmark_table('p')")
+    assert labels(db) == [] and _open_findings(db) == []
+
+
+def test_analysts_cannot_forge_or_clear_unlabel_records(db):
+    analyst = db.create_role("anonymized_untrusted")
+    conn = db.as_role(analyst)
+    for attack in [
+        "INSERT INTO diffix.unlabeled_tables (table_name, previous_label, dropped, changed_by, "
+        "session_role) VALUES ('x', 'personal', '', 'x', 'x')",
+        "UPDATE diffix.unlabeled_tables SET acknowledged_at = now()",
+        "SELECT diffix._release_protection('pg_class'::regclass, true, NULL)",
+    ]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(attack)

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pldiffix_installer import install
+from pldiffix_installer import install, uninstall
 
 # Only the gate (owner diffix_engine) may charge; the tests charge as it does, through a
 # definer of the same owner.
@@ -371,16 +371,16 @@ def test_a_dblink_the_database_had_is_used_and_closed_to_analysts(empty_db):
     _create_charger(empty_db)
     conn = empty_db.as_role(analyst)
     conn.execute(CHARGE, (1.0, 0, "SELECT 1"))
-    for attack in [
-        "SELECT public.dblink_get_connections()",
-        "SELECT public.dblink_exec('pldiffix_ledger', 'DELETE FROM diffix.budget_ledger')",
+    for attack in [  # moved to diffix_dblink by the install (test_ledger_link.py)
+        "SELECT diffix_dblink.dblink_get_connections()",
+        "SELECT diffix_dblink.dblink_exec('pldiffix_ledger', 'DELETE FROM diffix.budget_ledger')",
     ]:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(attack)
     assert _budget(empty_db, analyst)[2] == 1
     login = empty_db.execute("SELECT login_role FROM diffix.ledger_link")[0][0]
     out = io.StringIO()
-    install.uninstall(empty_db.dsn(), out=out)
+    uninstall.uninstall(empty_db.dsn(), out=out)
     assert f"dropped role {login}" in out.getvalue()
     assert empty_db.execute("SELECT to_regrole(%s)", (login,)) == [(None,)]
     assert empty_db.execute(

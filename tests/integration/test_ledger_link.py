@@ -9,6 +9,7 @@ import io
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pldiffix_installer import install
@@ -79,3 +80,110 @@ def test_without_a_password_route_the_installer_says_what_to_add(cluster):
     ):
         analyst.execute("SELECT diffix.query_json('SELECT 1 AS one')")
     assert "ledger loopback is not configured" in refused.value.diag.message_primary
+
+
+def _owned_by_a_plain_role(empty_db):
+    """The database handed to a non-superuser owner: in PostgreSQL 15 that role controls
+    `public` (owned by pg_database_owner)."""
+    owner = empty_db.create_role(prefix="dbowner")
+    empty_db.admin.execute(
+        sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            sql.Identifier(empty_db.name), sql.Identifier(owner)
+        )
+    )
+    return owner
+
+
+LOOT = "CREATE TABLE public.loot (connstr text); GRANT INSERT ON public.loot TO PUBLIC"
+TRAP = """
+CREATE FUNCTION {schema}.dblink_connect(name text, connstr text) RETURNS text
+LANGUAGE sql SECURITY DEFINER AS $$ INSERT INTO public.loot VALUES (connstr) RETURNING 'OK' $$;
+CREATE FUNCTION {schema}.dblink_connect(connstr text) RETURNS text
+LANGUAGE sql SECURITY DEFINER AS $$ INSERT INTO public.loot VALUES (connstr) RETURNING 'OK' $$;
+CREATE FUNCTION {schema}.dblink(name text, statement text) RETURNS SETOF record
+LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY SELECT 'logged'::text; END $$;
+CREATE FUNCTION {schema}.dblink_get_connections() RETURNS text[]
+LANGUAGE sql AS $$ SELECT '{{}}'::text[] $$;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO PUBLIC;
+GRANT USAGE ON SCHEMA {schema} TO PUBLIC;
+"""
+
+
+def test_a_database_owner_cannot_catch_the_loopback_password(empty_db):
+    owner = _owned_by_a_plain_role(empty_db)
+    empty_db.admin.execute("CREATE EXTENSION dblink")  # in public, as many databases have it
+    out = io.StringIO()
+    install.install(empty_db.dsn(), out=out)
+    assert "moved the dblink extension from schema public to diffix_dblink" in out.getvalue()
+    assert "must now write diffix_dblink.dblink(...)" in out.getvalue()
+    analyst = empty_db.create_role("anonymized_untrusted")
+
+    attacker = empty_db.as_role(owner)
+    attacker.execute("ALTER SCHEMA public RENAME TO old_public")
+    attacker.execute("CREATE SCHEMA public")
+    attacker.execute(LOOT)
+    attacker.execute(TRAP.format(schema="public"))
+    attacker.execute("CREATE SCHEMA dblink_traps")
+    attacker.execute(TRAP.format(schema="dblink_traps"))
+    attacker.execute(
+        sql.SQL("ALTER DATABASE {} SET search_path = dblink_traps, public").format(
+            sql.Identifier(empty_db.name)
+        )
+    )
+    for attempt in [
+        "ALTER SCHEMA diffix_dblink RENAME TO taken",
+        "CREATE FUNCTION diffix_dblink.dblink_connect(text) RETURNS text "
+        "LANGUAGE sql AS $$ SELECT 'x' $$",
+        "DROP SCHEMA diffix_dblink CASCADE",
+        "ALTER EXTENSION dblink SET SCHEMA public",
+    ]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            attacker.execute(attempt)
+
+    conn = empty_db.as_role(analyst)
+    conn.execute("SELECT diffix.query_json('SELECT 1 AS one')")
+    assert empty_db.execute("SELECT count(*) FROM public.loot") == [(0,)]  # no password caught
+    assert empty_db.execute("SELECT sql FROM diffix.show_audit(%s)", (analyst,)) == [
+        ("SELECT 1 AS one",)
+    ]
+    critical = empty_db.execute(
+        "SELECT object, finding FROM diffix.check_security() WHERE severity = 'critical'"
+    )
+    assert critical == []
+
+
+def test_a_diffix_dblink_schema_made_by_someone_else_stops_the_install(empty_db):
+    owner = _owned_by_a_plain_role(empty_db)
+    empty_db.as_role(owner).execute("CREATE SCHEMA diffix_dblink")
+    with pytest.raises(install.InstallError, match=r"belongs to .*, who is not a superuser"):
+        install.install(empty_db.dsn(), out=io.StringIO())
+    assert empty_db.execute("SELECT to_regnamespace('diffix')") == [(None,)]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("GRANT CREATE ON SCHEMA diffix_dblink TO PUBLIC", "PUBLIC may create objects in it"),
+        ("GRANT CREATE ON SCHEMA diffix TO {role}", "{role} may create objects in it"),
+        ("ALTER SCHEMA diffix_dblink OWNER TO {role}", "{role}, not a superuser, owns it"),
+        (
+            "CREATE FUNCTION diffix_dblink.dblink_connect(int) RETURNS int "
+            "LANGUAGE sql AS $$ SELECT 1 $$",
+            "a function that is not dblink's",
+        ),
+        (
+            "ALTER FUNCTION diffix_dblink.dblink_connect(text, text) OWNER TO {role}",
+            "{role}, not a superuser, owns it and could replace it",
+        ),
+        ("ALTER EXTENSION dblink SET SCHEMA public", "is in schema public, not diffix_dblink"),
+        (
+            "GRANT EXECUTE ON FUNCTION diffix_dblink.dblink_connect(text, text) TO PUBLIC",
+            "PUBLIC may execute it",
+        ),
+    ],
+)
+def test_check_security_reports_a_writable_path_to_the_loopback(db, change, expected):
+    role = db.create_role(login=False)
+    db.admin.execute(change.format(role=f'"{role}"'))
+    findings = db.execute("SELECT finding FROM diffix.check_security() WHERE severity = 'critical'")
+    assert any(expected.format(role=role) in finding for (finding,) in findings), findings

@@ -451,7 +451,7 @@ def test_marking_labels_and_unmarking_clears_the_configuration(dwellings):
     dwellings.admin.execute("CALL diffix.mark_personal('dwellings', 'unit_id')")
     assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(0,)]
     _mark(dwellings)
-    dwellings.admin.execute("CALL diffix.unmark_table('dwellings')")
+    dwellings.admin.execute("CALL diffix.unmark_table('dwellings', force => true)")
     assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(0,)]
     assert dwellings.execute(
         "SELECT has_table_privilege('diffix_engine', 'dwellings', 'SELECT')"

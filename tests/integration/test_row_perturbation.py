@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pldiffix_installer import cli, install
+from pldiffix_installer import cli, install, uninstall
 
 PATIENTS = """
 CREATE TABLE patients (
@@ -764,7 +764,7 @@ def test_uninstall_and_reinstall_with_the_saved_key_gives_the_same_values(empty_
     query = "SELECT * FROM diffix_perturbed.patients ORDER BY country"
     before = _rows(db.admin, query)
     saved = _secret(db)
-    install.uninstall(db.dsn(), out=io.StringIO())
+    uninstall.uninstall(db.dsn(), out=io.StringIO())
     assert db.execute("SELECT to_regnamespace('diffix_perturbed')") == [(None,)]
     assert db.execute(
         "SELECT count(*) FROM information_schema.table_privileges"
