@@ -277,6 +277,8 @@ $$;
 CREATE OR REPLACE PROCEDURE diffix.acknowledge_finding(finding_id bigint)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._require_admin('acknowledge findings');

@@ -185,6 +185,8 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._ledger_probe(options text) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   probe constant pg_catalog.text := 'pldiffix_ledger_probe';

@@ -186,6 +186,23 @@ AS $$
   FROM anonymized a
   WHERE NOT a.rolsuper AND has_table_privilege(a.roleid, 'diffix.microdata_key', 'SELECT')
   UNION ALL
+  -- SET ROLE never weakens a session's level (it follows the login), but such a membership is
+  -- where an analyst's queries are charged to another role's budget, or would have been
+  -- answered at a weaker level by versions before 0.2.
+  SELECT 'warning', quote_ident(a.rolname),
+         format('%s (%s) can SET ROLE to %s, whose level is %s', a.rolname, a.level, g.rolname,
+                COALESCE(diffix._stored_level(g.oid), 'none (default_access_level)')),
+         format('REVOKE %I FROM %I, or give %I a level with diffix.mark_role', g.rolname,
+                a.rolname, g.rolname)
+  FROM anonymized a
+  JOIN pg_roles g ON g.oid <> a.roleid AND pg_has_role(a.roleid, g.oid, 'MEMBER')
+  WHERE a.rolcanlogin AND NOT a.rolsuper AND g.rolname !~ '^diffix_'
+    AND COALESCE(array_position(ARRAY['direct', 'anonymized_trusted', 'anonymized_untrusted',
+                                      'anonymized_dp', 'perturbed'],
+                                diffix._stored_level(g.oid)), 0)
+        < array_position(ARRAY['direct', 'anonymized_trusted', 'anonymized_untrusted',
+                               'anonymized_dp', 'perturbed'], a.level)
+  UNION ALL
   SELECT 'warning', m.relid::regclass::text,
          format('its perturbed view %I.%I is missing', m.view_schema, m.view_name),
          format('CALL diffix.rebuild_perturbed_view(%L)', m.relid::regclass::text)

@@ -30,6 +30,7 @@ PUBLIC_DEFINERS = {
     "diffix.mark_role": "admin check",
     "diffix.unmark_role": "admin check",
     "diffix.set_privacy_budget": "admin check",
+    "diffix.acknowledge_finding": "admin check",
     "diffix.show_audit": "admin check",
     "diffix._ledger_findings": "check_security's ledger findings: names of roles, no data",
     "diffix._forget_dropped_objects": "event trigger: forgets labels of dropped objects",
@@ -43,8 +44,9 @@ ADMIN_ONLY_CALLS = [
     "SELECT diffix._configure('noise_layer_sd', '0')",
     "SELECT diffix._salt()",
     "SELECT diffix._mark_personal('customers'::regclass, ARRAY['id'])",
-    "SELECT diffix._mark_public('customers'::regclass)",
-    "SELECT diffix._unmark_table('customers'::regclass)",
+    "SELECT diffix._mark_public('customers'::regclass, true)",
+    "SELECT diffix._unmark_table('customers'::regclass, true)",
+    "CALL diffix.acknowledge_finding(1)",
     "SELECT diffix._set_filterable('customers'::regclass, 'city', true)",
     "SELECT diffix._set_dp_bounds('customers'::regclass, 'age', 0, 1)",
     "SELECT diffix._set_dp_max_contributions('customers'::regclass, 1)",
@@ -133,3 +135,23 @@ def test_every_definer_pins_its_settings(shop):
         }
         missing = wanted - pinned
         assert not missing, f"{name} does not pin {sorted(missing)}"
+
+
+def test_check_security_reports_analysts_who_can_set_role_to_a_weaker_level(shop):
+    analyst = shop.create_role("anonymized_untrusted")
+    shop.admin.execute(f'GRANT pg_read_all_stats TO "{analyst}"')
+    weaker = shop.create_role("anonymized_trusted", login=False)
+    shop.admin.execute(f'GRANT "{weaker}" TO "{analyst}"')
+    findings = shop.execute(
+        "SELECT severity, finding FROM diffix.check_security() WHERE object = %s", (analyst,)
+    )
+    assert (
+        "warning",
+        f"{analyst} (anonymized_untrusted) can SET ROLE to pg_read_all_stats, "
+        "whose level is none (default_access_level)",
+    ) in findings
+    assert (
+        "warning",
+        f"{analyst} (anonymized_untrusted) can SET ROLE to {weaker}, "
+        "whose level is anonymized_trusted",
+    ) in findings
