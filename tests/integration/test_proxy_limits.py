@@ -3,6 +3,7 @@ messages before sign-in, and clear answers when the server is not there."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import socket
 import struct
@@ -30,10 +31,11 @@ PIPELINED = 100
 UNAUTHENTICATED = 50
 CLIENT_BUFFER = 16 * MIB
 TOTAL_BUFFER = 128 * MIB
-# What the proxy may grow by while the floods below run: the one oversized message a client may
-# send when nothing else is held (its bytes and the framing buffer they were cut from), the
-# client bound, and 32 MiB for the interpreter's own churn. Without the bounds it reads the
-# 3.2 GB offered.
+# What the proxy may grow by while the floods below run (a client pipelining 100 x 32 MiB, 50
+# clients sending 32 MiB password messages at once, 50 holding most of a legal one): the one
+# oversized message a client may send when nothing else is held (its bytes and the framing
+# buffer they were cut from), the client bound, and 32 MiB for the interpreter's own churn.
+# Without the bounds the proxy reads the 3.2 GB offered.
 RSS_GROWTH_BOUND = 2 * BIG_MESSAGE + CLIENT_BUFFER + 32 * MIB
 
 
@@ -113,6 +115,15 @@ def _large_password_message(port: int, role: str, database: str) -> list[tuple[b
         return read_until_ready(sock)
 
 
+def _half_a_password_message(port: int, role: str, database: str) -> socket.socket:
+    """Signs in as `role` and sends most of the largest password message the server takes."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(_startup(role, database))
+    read_until_ready_or(sock, b"R")
+    sock.sendall(b"p" + struct.pack("!I", codec.MAX_AUTH_MESSAGE_LENGTH) + b"\0" * 60_000)
+    return sock
+
+
 def read_until_ready_or(sock: socket.socket, kind: bytes) -> tuple[bytes, bytes]:
     header = b""
     while len(header) < 5:
@@ -130,7 +141,7 @@ def test_floods_leave_the_proxys_memory_bounded_while_others_are_served(world):
     sleeper = world.db.create_role("direct", prefix="pipeline")
     sql = ANALYST_QUERIES[0]
     expected = world.expected(sql)
-    options = ["--max-client-buffer", "16M", "--max-total-buffer", "128M"]
+    options = ["--max-client-buffer", str(CLIENT_BUFFER), "--max-total-buffer", str(TOTAL_BUFFER)]
     with proxy_child(world.db.dsn(), *options, log_level="ERROR") as (process, port):
         baseline = _memory(process.pid, "VmRSS")
         pipeliner = _signed_in(port, sleeper, world.db.name)
@@ -138,7 +149,16 @@ def test_floods_leave_the_proxys_memory_bounded_while_others_are_served(world):
         sent = [0]
         sender = threading.Thread(target=_pipeline, args=(pipeliner, sent), daemon=True)
         sender.start()
-        refusals = [_large_password_message(port, role, world.db.name) for _ in range(50)]
+        with concurrent.futures.ThreadPoolExecutor(UNAUTHENTICATED) as pool:
+            refusals = list(
+                pool.map(
+                    lambda _: _large_password_message(port, role, world.db.name),
+                    range(UNAUTHENTICATED),
+                )
+            )
+        holding = [
+            _half_a_password_message(port, role, world.db.name) for _ in range(UNAUTHENTICATED)
+        ]
         dsn = world.proxy_dsn(world.analyst, port=port)
         started = time.monotonic()
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
@@ -149,6 +169,8 @@ def test_floods_leave_the_proxys_memory_bounded_while_others_are_served(world):
         peak = _memory(process.pid, "VmHWM")
         pipeliner.shutdown(socket.SHUT_RDWR)
         pipeliner.close()
+        for sock in holding:
+            sock.close()
         sender.join(10)
     assert normalized_rows(rows) == expected
     assert served_in < 10
