@@ -183,6 +183,36 @@ def test_copy_out_of_an_anonymizing_query_gets_the_engines_rows(world):
     assert_text_rows(expected, [line.split(",") for line in lines[1:]])
 
 
+@pytest.mark.parametrize("conforming", ["on", "off"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        r"COPY (SELECT count(*) FROM customers WHERE city = 'a\') TO STDOUT;"
+        r" SELECT id FROM customers --') TO STDOUT",
+        r"COPY (SELECT count(*) FROM customers WHERE city = 'a\') TO STDOUT"
+        r" --') TO STDOUT; COPY customers TO STDOUT",
+        "COPY (SELECT count(*) FROM customers) TO STDOUT; COPY customers TO STDOUT",
+        "COPY (SELECT count(*) FROM customers) TO PROGRAM 'cat'",
+        "COPY (SELECT id FROM customers) TO STDOUT (FORMAT csv); SELECT id FROM customers",
+    ],
+)
+def test_copy_out_cannot_be_stretched_to_raw_rows(world, statement, conforming):
+    """Text around the copied query, read differently under standard_conforming_strings, never
+    yields a raw row: the statement is refused, or answers what the engine answers."""
+    ids = {str(i) for i in range(1, 1201)} | {"5001", "5002"}
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        conn.execute(f"SET standard_conforming_strings = {conforming}")
+        try:
+            with conn.cursor().copy(statement) as copy:
+                got = [row for row in copy.rows()]
+        except psycopg.Error as error:
+            assert error.sqlstate in ("42501", "0A000", "42601", "22P02"), error
+        else:
+            assert not any(value in ids for row in got for value in row), got
+        conn.execute("RESET standard_conforming_strings")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_psql_copy_of_an_anonymizing_query(world):
     sql = "SELECT city, count(*) FROM customers GROUP BY city"
     result = subprocess.run(
