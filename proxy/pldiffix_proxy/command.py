@@ -7,7 +7,7 @@ import logging
 import re
 import ssl
 
-from pldiffix_proxy import buffers, listener
+from pldiffix_proxy import buffers
 
 DSN_HELP = (
     "where the server listens, as a libpq connection string: host and port only, no "
@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> None:
     """Runs the proxy; ValueError or OSError (one line each) if it cannot start."""
+    from pldiffix_proxy import listener  # the event loop and psycopg only for this command
+
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     tls = None
     if args.tls_cert:
