@@ -236,6 +236,27 @@ def test_a_client_held_back_is_read_again_once_its_session_catches_up(world):
         assert front.budget.used == 0
 
 
+def test_a_large_copy_in_goes_through_small_buffers(world):
+    """COPY FROM STDIN streams through a 256 KiB client bound and the 1 MiB send buffer."""
+    role = world.db.create_role("direct", prefix="copyin")
+    line = b"x" * 1000 + b"\n"
+    with (
+        running_in_thread(
+            world.db.dsn(), max_client_buffer=256 << 10, max_total_buffer=MIB
+        ) as front,
+        psycopg.connect(world.proxy_dsn(role, port=front.port), autocommit=True) as conn,
+    ):
+        conn.execute("CREATE TEMP TABLE lines (line text)")
+        with conn.cursor().copy("COPY lines FROM STDIN") as copy:
+            for _ in range(20):
+                copy.write(line * 1000)  # 20 MB in all
+        assert conn.execute("SELECT count(*), sum(length(line)) FROM lines").fetchone() == (
+            20_000,
+            20_000_000,
+        )
+        assert front.budget.used < MIB
+
+
 def test_password_messages_are_bounded_as_the_server_bounds_them(world):
     role = _password_role(world)
     with running_in_thread(world.db.dsn(), startup_timeout=5.0) as front:
