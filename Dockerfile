@@ -10,6 +10,7 @@ COPY sql /opt/pldiffix/sql
 COPY plpython /opt/pldiffix/plpython
 COPY installer /opt/pldiffix/installer
 COPY tools /opt/pldiffix/tools
+COPY proxy /opt/pldiffix/proxy
 RUN python3 -m venv /opt/pldiffix/.venv \
  && /opt/pldiffix/.venv/bin/pip install --no-cache-dir -e /opt/pldiffix \
  && printf '#!/bin/sh\nset -e\n/opt/pldiffix/.venv/bin/pldiffix install --dsn "host=/var/run/postgresql user=$POSTGRES_USER dbname=$POSTGRES_DB"\n' \

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 
 from pldiffix_installer import audit, cellkey, install, perturb, uninstall
+from pldiffix_proxy import command as proxy_command
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,9 @@ def _build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--dsn",
             default=os.environ.get("PLDIFFIX_DSN"),
-            help="libpq connection string of a superuser (default: $PLDIFFIX_DSN)",
+            help=proxy_command.DSN_HELP
+            if name == "proxy"
+            else "libpq connection string of a superuser (default: $PLDIFFIX_DSN)",
         )
         parsers[name] = command
     for name in (
@@ -74,28 +77,13 @@ def _build_parser() -> argparse.ArgumentParser:
     parsers["audit"].add_argument(
         "--since", help="only queries from this time on (a timestamptz, e.g. '2026-01-31 12:00')"
     )
-    proxy = parsers["proxy"]
-    proxy.add_argument("--listen", default="127.0.0.1:6432", help="HOST:PORT to accept clients on")
-    proxy.add_argument("--tls-cert", help="PEM certificate: offer TLS to clients")
-    proxy.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    proxy.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    proxy_command.add_arguments(parsers["proxy"])
     return parser
 
 
 def _serve_proxy(args: argparse.Namespace) -> None:
-    """Only the DSN's host and port are used: each client signs in with its own credentials."""
-    import logging
-    import ssl
-
-    from pldiffix_proxy import listener
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    tls = None
-    if args.tls_cert:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(args.tls_cert, args.tls_key)
     try:
-        listener.run(args.listen, args.dsn, tls=tls)
+        proxy_command.serve(args)
     except (ValueError, OSError) as error:
         raise install.InstallError(str(error)) from None
 

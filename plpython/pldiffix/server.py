@@ -328,14 +328,14 @@ def proxy_plan(
         raise
     if chosen is not routing.Route.ENGINE or not answer:
         return [(chosen.value, None)]
-    statement = sql
+    copied = routing.copied_query(statements[0])  # COPY (query) TO STDOUT: answer the query
+    query = statements[0] if copied is None else copied
+    statement = sql if copied is None else copied.sql(dialect="postgres")
     if params:
         oids = list(param_types or [0] * len(params))
         names = catalog.type_names(plpy, oids, [-1] * len(oids))
         known = [name if oid else None for name, oid in zip(names, oids, strict=True)]
-        statement = routing.inline_parameters(statements[0], params, known).sql(
-            dialect=sqltext.POSTGRES
-        )
+        statement = sqltext.render(routing.inline_parameters(query, params, known))
     names, types, rows = _answer_rows(plpy, statement)
     token = next(_proxy_tokens)
     _proxy_answers[token] = (catalog.current_role(plpy), rows)
@@ -346,7 +346,8 @@ def proxy_plan(
         client_types = catalog.type_names(plpy, column_types, column_typmods or [])
         if len(client_types) != len(types):
             client_types = None
-    return [(chosen.value, routing.fetch_statement(token, names, types, client_types))]
+    fetch = routing.fetch_statement(token, names, types, client_types)
+    return [(chosen.value, fetch if copied is None else routing.copy_out(sql or "", fetch))]
 
 
 def _is_protected(plpy: Any, name: str) -> bool:

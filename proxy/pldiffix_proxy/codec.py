@@ -15,6 +15,9 @@ SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
 MAX_STARTUP_LENGTH = 10_000  # the server's own limit for a startup packet
+# The server's limit for a message answering an authentication request (PG_MAX_AUTH_TOKEN_LENGTH):
+# password, SASL and GSS messages, their declared length included.
+MAX_AUTH_MESSAGE_LENGTH = 65_535
 
 
 class ProtocolError(Exception):
@@ -42,7 +45,8 @@ def cstring(text: str) -> bytes:
 
 
 class Reader:
-    """Cuts a byte stream into messages; `max_length` bounds one message's declared length."""
+    """Cuts a byte stream into messages; `max_length` bounds one message's declared length (it
+    may be changed between reads, as the front does once a client has signed in)."""
 
     def __init__(self, max_length: int):
         self.max_length = max_length
@@ -51,21 +55,35 @@ class Reader:
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def incomplete_length(self) -> int | None:
+        """The whole size (type byte included) of the message begun at the head of the buffer,
+        once its header is in and checked; None when no header is waiting."""
+        if len(self._buffer) < 5:
+            return None
+        return 1 + self._checked_length(0)
+
     def messages(self) -> list[Message]:
         out = []
         buffer = self._buffer
         start = 0
-        while len(buffer) - start >= 5:
-            (length,) = struct.unpack_from("!I", buffer, start + 1)
-            if length < 4 or length > self.max_length:
-                raise ProtocolError(f"message length {length} is out of bounds")
-            end = start + 1 + length
-            if len(buffer) < end:
-                break
-            out.append(Message(bytes(buffer[start : start + 1]), bytes(buffer[start + 5 : end])))
-            start = end
+        with memoryview(buffer) as view:
+            while len(buffer) - start >= 5:
+                end = start + 1 + self._checked_length(start)
+                if len(buffer) < end:
+                    break
+                out.append(Message(bytes(view[start : start + 1]), bytes(view[start + 5 : end])))
+                start = end
         del buffer[:start]
         return out
+
+    def _checked_length(self, start: int) -> int:
+        (length,) = struct.unpack_from("!I", self._buffer, start + 1)
+        if length < 4 or length > self.max_length:
+            raise ProtocolError(f"message length {length} is out of bounds")
+        return length
 
 
 # --- startup ---------------------------------------------------------------------------------
@@ -336,6 +354,15 @@ def error_response(
     return frame(b"E", body + b"\0")
 
 
+def with_hint(body: bytes, hint: str) -> bytes:
+    """An ErrorResponse with `hint` added (after the server's own hint, if it gave one)."""
+    fields = [part for part in body.split(b"\0") if part]
+    given = next((part[1:].decode(errors="replace") for part in fields if part[:1] == b"H"), None)
+    text = f"{given}\n{hint}" if given else hint
+    kept = [part for part in fields if part[:1] != b"H"] + [b"H" + text.encode()]
+    return frame(b"E", b"".join(part + b"\0" for part in kept) + b"\0")
+
+
 _INTERNAL_FIELDS = frozenset(b"WPpq")  # context, positions and the text of the front's own query
 
 
@@ -349,6 +376,10 @@ def without_internal_context(body: bytes) -> bytes:
 def cancel_request(backend_key: bytes) -> bytes:
     """A CancelRequest for the backend whose BackendKeyData body is `backend_key`."""
     return struct.pack("!II", 16, CANCEL_REQUEST) + backend_key
+
+
+def ssl_request() -> bytes:
+    return struct.pack("!II", 8, SSL_REQUEST)
 
 
 def authentication_code(body: bytes) -> int:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -16,13 +18,18 @@ from dataclasses import dataclass
 
 from psycopg.conninfo import conninfo_to_dict
 
-from pldiffix_proxy import codec
+from pldiffix_proxy import buffers, codec
 from pldiffix_proxy.codec import Message, ProtocolError
 from pldiffix_proxy.session import ClientGone, Peer, ServerGone, Session
 
 log = logging.getLogger("pldiffix.proxy")
 
 DEFAULT_MAX_MESSAGE = 64 << 20
+SERVER_MAX_MESSAGE = 1 << 30  # the server's own bound on what it sends (a row of 1 GB)
+CONNECT_TIMEOUT = 10.0
+# Connection parameters that say where the server is; anything else in --dsn is not used.
+_ADDRESS_KEYS = frozenset({"host", "hostaddr", "port"})
+_CREDENTIAL_KEYS = frozenset({"password", "passfile", "sslkey", "sslpassword", "sslcert"})
 # Authentication requests the client answers with a PasswordMessage ('p'): cleartext, MD5,
 # GSS/SSPI continuation, SASL and SASL continue.
 _ANSWERED_AUTH = frozenset({3, 5, 7, 8, 9, 10, 11})
@@ -37,15 +44,85 @@ class ServerAddress:
 
     @classmethod
     def from_dsn(cls, dsn: str) -> ServerAddress:
-        params = conninfo_to_dict(dsn)
+        """The server's address in `dsn`; a DSN holding credentials is refused (each client
+        signs in as itself; the front never does)."""
+        try:
+            params = conninfo_to_dict(dsn)
+        except Exception as error:  # psycopg's ProgrammingError: the DSN does not parse
+            raise ValueError(f"--dsn: {error}") from None
+        credentials = sorted(_CREDENTIAL_KEYS & params.keys())
+        if credentials:
+            raise ValueError(
+                f"--dsn holds {', '.join(credentials)}: the proxy takes no credentials, "
+                "each client signs in as itself; give only host and port"
+            )
+        ignored = sorted(params.keys() - _ADDRESS_KEYS)
+        if ignored:
+            log.info("--dsn: only host and port are used; ignoring %s", ", ".join(ignored))
         host = params.get("host") or params.get("hostaddr") or "/var/run/postgresql"
         port = params.get("port") or "5432"
-        return cls(str(host).split(",")[0], int(str(port).split(",")[0]))
+        try:
+            return cls(str(host).split(",")[0], int(str(port).split(",")[0]))
+        except ValueError:
+            raise ValueError(f"--dsn: port {port!r} is not a number") from None
+
+    @property
+    def is_socket(self) -> bool:
+        return self.host.startswith("/")
+
+    def __str__(self) -> str:
+        if self.is_socket:
+            return f"{self.host}/.s.PGSQL.{self.port}"
+        return f"{self.host}:{self.port}"
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.host.startswith("/"):
-            return await asyncio.open_unix_connection(f"{self.host}/.s.PGSQL.{self.port}")
-        return await asyncio.open_connection(self.host, self.port)
+        """A connection to the server; OSError (with a readable reason) if there is none."""
+        try:
+            if self.is_socket:
+                opening = asyncio.open_unix_connection(str(self))
+            else:
+                opening = asyncio.open_connection(self.host, self.port)
+            return await asyncio.wait_for(opening, CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise OSError(f"no answer within {CONNECT_TIMEOUT:.0f} s") from None
+        except FileNotFoundError:
+            raise OSError("no server socket there") from None
+        except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            raise OSError(reason.lower()) from None
+
+    async def check(self) -> None:
+        """Checks that a PostgreSQL server answers, without signing in: an SSLRequest, which
+        the server answers with one byte (S or N) before any authentication. OSError if not."""
+        reader, writer = await self.connect()
+        try:
+            writer.write(codec.ssl_request())
+            await writer.drain()
+            try:
+                answer = await asyncio.wait_for(reader.readexactly(1), CONNECT_TIMEOUT)
+            except (asyncio.IncompleteReadError, TimeoutError):
+                raise OSError("it does not answer as a PostgreSQL server") from None
+            if answer not in (b"S", b"N"):
+                raise OSError("it does not answer as a PostgreSQL server")
+            if answer == b"S":
+                # Complete the TLS handshake before leaving, so the server logs nothing.
+                probe = ssl.create_default_context()
+                probe.check_hostname = False
+                probe.verify_mode = ssl.CERT_NONE
+                with contextlib.suppress(ssl.SSLError, OSError, TimeoutError):
+                    await asyncio.wait_for(writer.start_tls(probe), CONNECT_TIMEOUT)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
+                await writer.wait_closed()
+
+    def peer_auth_hint(self) -> str:
+        return (
+            f"pldiffix proxy reaches the server over its Unix socket as the OS user "
+            f"{getpass.getuser()!r}, so peer authentication checks that user, not yours; "
+            "run the proxy with a TCP --dsn (host=localhost) so that clients sign in with "
+            "their passwords"
+        )
 
 
 class Front:
@@ -60,13 +137,18 @@ class Front:
         tls: ssl.SSLContext | None = None,
         startup_timeout: float = 30.0,
         max_message: int = DEFAULT_MAX_MESSAGE,
+        max_client_buffer: int = buffers.DEFAULT_MAX_CLIENT_BUFFER,
+        max_total_buffer: int = buffers.DEFAULT_MAX_TOTAL_BUFFER,
     ):
         self.server_address = ServerAddress.from_dsn(dsn)
         self.host = host
         self.port = port
         self.tls = tls
         self.startup_timeout = startup_timeout
-        self.max_message = max_message
+        # A message must fit the process-wide budget, or its client would wait forever.
+        self.max_message = min(max_message, max_total_buffer)
+        self.max_client_buffer = max_client_buffer
+        self.budget = buffers.MemoryBudget(max_total_buffer)
         self.clients = 0
         self._listener: asyncio.Server | None = None
         self._handlers: set[asyncio.Task] = set()
@@ -110,7 +192,7 @@ class Front:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
-        client = Peer(reader, writer, codec.Reader(self.max_message))
+        client = Peer(reader, writer, codec.Reader(codec.MAX_AUTH_MESSAGE_LENGTH))
         server: Peer | None = None
         session: Session | None = None
         backend_key = b""
@@ -118,16 +200,28 @@ class Front:
             startup = await asyncio.wait_for(self._startup(client), self.startup_timeout)
             if startup is None:
                 return
-            server_reader, server_writer = await self.server_address.connect()
-            server = Peer(server_reader, server_writer, codec.Reader(DEFAULT_MAX_MESSAGE << 4))
+            try:
+                server_reader, server_writer = await self.server_address.connect()
+            except OSError as error:
+                self._refuse(
+                    client, name, f"cannot reach the server at {self.server_address}: {error}"
+                )
+                return
+            server = Peer(server_reader, server_writer, codec.Reader(SERVER_MAX_MESSAGE))
             server.write(startup.raw)
-            backend_key = await asyncio.wait_for(
-                self._authenticate(client, server), self.startup_timeout
-            )
+            try:
+                backend_key = await asyncio.wait_for(
+                    self._authenticate(client, server), self.startup_timeout
+                )
+            except ServerGone:
+                self._refuse(client, name, "the server closed the connection during sign-in")
+                return
             if not backend_key:
                 return
             log.info("%s: connected as %s", name, startup.parameters.get("user"))
-            session = Session(client, server, name)
+            client.framing.max_length = self.max_message
+            inbox = buffers.ClientInbox(self.budget, self.max_client_buffer)
+            session = Session(client, server, name, inbox)
             await session.run()
             log.info("%s: disconnected", name)
         except ProtocolError as error:
@@ -171,6 +265,14 @@ class Front:
                 await client.writer.drain()
             await client.close()
 
+    def _refuse(self, client: Peer, name: str, reason: str) -> None:
+        """A client signing in gets a FATAL naming why its server connection failed."""
+        log.warning("%s: %s", name, reason)
+        with contextlib.suppress(ConnectionError, OSError):
+            client.write(
+                codec.error_response("08006", f"pldiffix proxy {reason}", severity="FATAL")
+            )
+
     async def _startup(self, client: Peer) -> codec.Startup | None:
         """Reads the startup packet, answering SSL and GSS requests; None after a cancel or
         when the client leaves without a word."""
@@ -206,11 +308,15 @@ class Front:
         """Relays authentication until ReadyForQuery; the backend key, or b"" if refused."""
         backend_key = b""
         while True:
-            message = await _read(server)
+            message = await _read(server, ServerGone)
+            if message.kind == b"E" and self._is_peer_auth_failure(message):
+                message = Message(
+                    b"E", codec.with_hint(message.body, self.server_address.peer_auth_hint())[5:]
+                )
             client.write(message.raw)
             if message.kind == b"R" and codec.authentication_code(message.body) in _ANSWERED_AUTH:
                 await client.writer.drain()
-                answer = await _read(client)
+                answer = await _read(client, ClientGone)
                 if answer.kind != b"p":
                     raise ProtocolError("expected a password message")
                 server.write(answer.raw)
@@ -221,6 +327,16 @@ class Front:
             elif message.kind == b"Z":
                 await client.writer.drain()
                 return backend_key
+
+    def _is_peer_auth_failure(self, error: Message) -> bool:
+        """The server refused peer authentication of the front's own OS user (its message is
+        in the server's language: English is recognized)."""
+        fields = codec.parse_error_fields(error.body)
+        return (
+            self.server_address.is_socket
+            and fields.get("C") == "28000"
+            and "peer authentication" in fields.get("M", "").lower()
+        )
 
     async def _cancel(self, backend_key: bytes) -> None:
         """Forwards a cancel request; the key is the server's own, relayed unchanged."""
@@ -234,21 +350,36 @@ class Front:
             log.warning("could not forward a cancel request: %s", error)
 
 
-async def _read(peer: Peer) -> Message:
+async def _read(peer: Peer, gone: type[Exception]) -> Message:
     while not peer.ready:
-        data = await peer.reader.read(65536)
+        data = await peer.reader.read(buffers.READ_CHUNK)
         if not data:
-            raise ConnectionResetError("connection closed during startup")
+            raise gone("connection closed during sign-in")
         peer.framing.feed(data)
         peer.ready.extend(peer.framing.messages())
     return peer.ready.pop(0)
 
 
-def run(listen: str, dsn: str, *, tls: ssl.SSLContext | None = None) -> None:
+def run(listen: str, dsn: str, *, tls: ssl.SSLContext | None = None, **limits: int) -> None:
+    """Serves until interrupted. ValueError for bad options; OSError if the server does not
+    answer at start or the listen address cannot be taken."""
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--listen takes HOST:PORT, not {listen!r}")
-    front = Front(dsn, host.strip("[]"), int(port), tls=tls)
+    front = Front(dsn, host.strip("[]"), int(port), tls=tls, **limits)  # type: ignore[arg-type]
+    address = front.server_address
+    try:
+        asyncio.run(address.check())
+    except OSError as error:
+        raise OSError(f"cannot reach the PostgreSQL server at {address}: {error}") from None
+    if address.is_socket:
+        log.warning(
+            "the server at %s sees every client as the OS user %r: pg_hba.conf 'peer' and "
+            "'trust' lines for local connections apply to all clients of the proxy; "
+            "prefer a TCP --dsn (host=localhost)",
+            address,
+            getpass.getuser(),
+        )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(front.serve_forever())
 

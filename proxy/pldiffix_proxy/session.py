@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pldiffix_proxy import codec
+from pldiffix_proxy import buffers, codec
 from pldiffix_proxy.codec import Message, ProtocolError
 
 log = logging.getLogger("pldiffix.proxy")
@@ -29,6 +30,9 @@ _COMPLETIONS = frozenset(b"123CIsntT")
 _ASYNC = frozenset(b"NSA")  # notice, parameter status, notification: relayed whenever they come
 # Prepared statements the front answers itself, per client (the server bounds its own by memory).
 MAX_LOCAL_STATEMENTS = 10_000
+# Bytes waiting in a server connection's send buffer beyond which forwarding waits for the server
+# to take them (a client pipelining behind a slow statement is held back, not buffered).
+SERVER_SEND_BUFFER = 1 << 20
 
 _PROBE_STATEMENT = "_pldiffix_describe"
 _PLAN_STATEMENT = "_pldiffix_plan"
@@ -141,7 +145,7 @@ class PlanResult:
 
 
 class Session:
-    def __init__(self, client: Peer, server: Peer, peer_name: str):
+    def __init__(self, client: Peer, server: Peer, peer_name: str, inbox: buffers.ClientInbox):
         self.client = client
         self.server = server
         self.peer_name = peer_name
@@ -153,7 +157,7 @@ class Session:
         self.probe_portals: dict[str, bytes] = {}  # portal -> its RowDescription
         self.routes = RouteCache()
         self._out: list[bytes] = []
-        self._inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=1024)
+        self._inbox = inbox
         self._gone = asyncio.Event()
         self._gone_wait: asyncio.Future | None = None
         self.client_error: ProtocolError | None = None
@@ -164,6 +168,8 @@ class Session:
 
     async def run(self) -> None:
         self._gone_wait = asyncio.ensure_future(self._gone.wait())
+        transport = self.server.writer.transport
+        transport.set_write_buffer_limits(high=SERVER_SEND_BUFFER)
         reader = asyncio.ensure_future(self._read_client())
         try:
             self.routing = await self._routing_available()
@@ -181,31 +187,25 @@ class Session:
                     await self._relay_until_ready()
         finally:
             reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self._inbox.release_all()
             self._gone_wait.cancel()
             if self._pending_read is not None:
                 self._pending_read.cancel()
 
     async def _read_client(self) -> None:
+        first = list(self.client.ready)  # sent right behind the startup exchange
+        self.client.ready.clear()
         try:
-            for message in self.client.ready:  # sent right behind the startup exchange
-                await self._inbox.put(message)
-            self.client.ready.clear()
-            while True:
-                data = await self.client.reader.read(65536)
-                if not data:
-                    break
-                self.client.framing.feed(data)
-                for message in self.client.framing.messages():
-                    await self._inbox.put(message)
+            await buffers.read_into(self.client.reader, self.client.framing, self._inbox, first)
         except ProtocolError as error:
             self.client_error = error
         except (ConnectionError, OSError):
             pass
         finally:
             self._gone.set()
-            if self._inbox.full():
-                self._inbox.get_nowait()
-            self._inbox.put_nowait(None)
+            self._inbox.close()
 
     async def _next_client(self, *, idle: bool = False) -> Message:
         """The client's next message. When `idle` (no reply owed), whatever the server sends
@@ -227,7 +227,6 @@ class Session:
         else:
             message = await self._inbox.get()
         if message is None:
-            self._inbox.put_nowait(None)
             raise ClientGone
         return message
 
@@ -294,6 +293,8 @@ class Session:
             self.server.write(message.raw)
             if message.kind in (b"c", b"f"):
                 return
+            # What the server says meanwhile (an error, then ReadyForQuery) is read in order after.
+            await self._let_server_catch_up(self.server.ready.append)
             if message.kind != b"d":
                 raise ProtocolError(f"unexpected message {message.kind!r} during COPY")
 
@@ -315,20 +316,22 @@ class Session:
             return not self.skipping
         self.server.write(codec.FLUSH)
         while self.pending:
-            message = await self._next_server()
-            self._to_client(message.raw)
-            if message.kind == b"E":
-                self._forget_routes_if_denied(message)
-                self.pending = 0
-                self.skipping = True
-                return False
-            if message.kind == b"G":
-                # COPY FROM STDIN cannot share a pipeline with statements the front answers.
-                self.server.write(codec.frame(b"f", codec.cstring("COPY FROM STDIN in a pipeline")))
-                self.server.write(codec.FLUSH)
-            elif message.kind[0] in _COMPLETIONS:
-                self.pending -= 1
-        return True
+            self._relay_reply(await self._next_server())
+        return not self.skipping
+
+    def _relay_reply(self, message: Message) -> None:
+        """One reply to forwarded extended-protocol messages, relayed and counted."""
+        self._to_client(message.raw)
+        if message.kind == b"E":
+            self._forget_routes_if_denied(message)
+            self.pending = 0
+            self.skipping = True
+        elif message.kind == b"G":
+            # COPY FROM STDIN cannot share a pipeline with statements the front answers.
+            self.server.write(codec.frame(b"f", codec.cstring("COPY FROM STDIN in a pipeline")))
+            self.server.write(codec.FLUSH)
+        elif message.kind[0] in _COMPLETIONS:
+            self.pending -= 1
 
     async def _exchange(
         self, payload: bytes, completions: int, *, sync: bool, extended: bool = True
@@ -508,9 +511,39 @@ class Session:
         else:
             await self._on_close(message)
 
-    def _forward(self, message: Message, replies: int = 1) -> None:
-        self.server.write(message.raw)
+    async def _forward(self, message: Message, replies: int = 1) -> None:
         self.pending += replies
+        self.server.write(message.raw)
+        await self._let_server_catch_up(self._relay_or_keep)
+
+    def _relay_or_keep(self, message: Message) -> None:
+        if self.pending and not self.server.ready:
+            self._relay_reply(message)
+        else:
+            self.server.ready.append(message)  # read in order later
+
+    async def _let_server_catch_up(self, relay: Callable[[Message], None]) -> None:
+        """Waits while more than SERVER_SEND_BUFFER bytes wait for the server. The server reads
+        no more while its own replies wait to be read, so they are read meanwhile and handed
+        to `relay`."""
+        transport = self.server.writer.transport
+        assert self._gone_wait is not None
+        while transport.get_write_buffer_size() > SERVER_SEND_BUFFER:
+            drained = asyncio.ensure_future(self.server.writer.drain())
+            read = self._server_read()
+            self.waiting_for_server = True
+            done, _ = await asyncio.wait(
+                {drained, read, self._gone_wait}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if drained not in done:
+                drained.cancel()
+            if read in done:
+                for message in self._take_server_read():
+                    relay(message)
+                await self._flush_client()
+            elif self._gone_wait in done:
+                raise ClientGone
+            self.waiting_for_server = False
 
     async def _on_parse(self, message: Message) -> None:
         parse = codec.parse_parse(message.body)
@@ -526,7 +559,7 @@ class Session:
         if route == "pass":
             self.routes.note_forwarded(parse.sql)
             self.statements.pop(parse.name, None)
-            self._forward(message)
+            await self._forward(message)
             return
         if not await self._drain():
             return
@@ -565,7 +598,7 @@ class Session:
         self.probe_portals.pop(bind.portal, None)
         statement = self.statements.get(bind.statement)
         if statement is None:
-            self._forward(message)
+            await self._forward(message)
             return
         if not await self._drain():
             return
@@ -617,7 +650,7 @@ class Session:
             if await self._drain():
                 self._to_client(self.probe_portals[name])
         else:
-            self._forward(message, 2 if target == "S" else 1)
+            await self._forward(message, 2 if target == "S" else 1)
 
     async def _on_execute(self, message: Message) -> None:
         portal = codec.query_text(message.body)
@@ -625,7 +658,7 @@ class Session:
             if await self._drain():
                 self._to_client(codec.command_complete("SELECT 0"))
         else:
-            self._forward(message)
+            await self._forward(message)
 
     async def _on_close(self, message: Message) -> None:
         target, name = codec.parse_target(message.body)
@@ -635,7 +668,7 @@ class Session:
                 del local[name]
                 self._to_client(codec.CLOSE_COMPLETE)
         else:
-            self._forward(message)
+            await self._forward(message)
 
 
 def _array(items: list[str]) -> bytes:

@@ -18,6 +18,7 @@ GRANT SELECT ON diffix.perturbation_configs TO diffix_engine;
 CREATE OR REPLACE FUNCTION diffix._forget_perturbation() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 BEGIN
   IF NEW.label <> 'perturbed' THEN
@@ -127,6 +128,7 @@ GRANT EXECUTE ON FUNCTION diffix.show_perturbations() TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._tbe_bad_key(record_key bigint, big_n bigint) RETURNS numeric[]
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 BEGIN
   IF big_n IS NULL OR big_n <= 0 THEN
@@ -189,6 +191,7 @@ CREATE OR REPLACE FUNCTION diffix.tbe_perturb(n bigint, key bigint, table_name r
 RETURNS bigint
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   message text; detail text; hint text;
@@ -234,6 +237,7 @@ CREATE OR REPLACE FUNCTION diffix.tbe_range(value numeric, field text, table_nam
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   message text; detail text; hint text;
@@ -278,6 +282,7 @@ CREATE OR REPLACE FUNCTION diffix.tbe_range(value double precision, field text, 
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   message text; detail text; hint text;
@@ -295,6 +300,7 @@ ALTER FUNCTION diffix.tbe_range(double precision, text, regclass) OWNER TO CURRE
 CREATE OR REPLACE FUNCTION diffix.tbe_range(value anyelement) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 BEGIN
   RAISE EXCEPTION 'diffix.tbe_range(column) only works inside diffix.query_json'

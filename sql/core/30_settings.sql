@@ -7,6 +7,7 @@ CREATE OR REPLACE FUNCTION diffix._reraise(state text, message text, detail text
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   clean text := regexp_replace(message, '^((plpy|spiexceptions)\.\w+: )+', '');
@@ -27,6 +28,7 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._invoking_role() RETURNS name
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
   SELECT CASE WHEN pg_catalog.current_setting('role') = 'none'
               THEN pg_catalog.session_user()
@@ -36,6 +38,7 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._is_admin(role_name name) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
   SELECT COALESCE((SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'diffix_admin', 'MEMBER')
                    FROM pg_catalog.pg_roles r WHERE r.rolname = role_name), false)

@@ -16,6 +16,7 @@ $python$;
 CREATE OR REPLACE FUNCTION diffix._stored_level(role_oid oid) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
   WITH RECURSIVE memberships (roleid) AS (
     SELECT role_oid
@@ -35,6 +36,7 @@ CREATE OR REPLACE FUNCTION diffix._anonymized_roles()
 RETURNS TABLE (roleid oid, rolname name, level text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
   WITH defaults AS (
     SELECT COALESCE((SELECT s.value FROM diffix._database_settings() s
@@ -53,6 +55,7 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._revoke_exposures() RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   exposure record;
@@ -80,6 +83,7 @@ GRANT EXECUTE ON FUNCTION diffix._revoke_exposures() TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._leave_level_groups(target oid) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   membership record;

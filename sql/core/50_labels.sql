@@ -5,6 +5,7 @@
 CREATE OR REPLACE FUNCTION diffix._require_admin(action text) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 BEGIN
   IF NOT diffix._is_admin(diffix._invoking_role()) THEN
@@ -37,6 +38,7 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._column_attnum(relid oid, column_name text) RETURNS int2
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   found int2;
@@ -54,6 +56,7 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._check_labelable(relid oid, label text) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   kind "char";
@@ -154,6 +157,7 @@ GRANT SELECT ON diffix.unlabeled_tables TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._protection_of(relid oid) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   table_label text;
@@ -203,6 +207,7 @@ CREATE OR REPLACE FUNCTION diffix._release_protection(relid oid, force boolean, 
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   previous text := (SELECT l.label FROM diffix.table_labels l
@@ -375,6 +380,7 @@ CREATE OR REPLACE FUNCTION diffix.show_labels()
 RETURNS TABLE (objtype text, objname text, label text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
   SELECT objtype, objname, label FROM (
     SELECT 1 AS sort, 'table' AS objtype, l.relid::regclass::text AS objname, l.label

@@ -46,6 +46,7 @@ $python$;
 
 CREATE OR REPLACE FUNCTION diffix.query(sql text) RETURNS SETOF record
 LANGUAGE plpgsql STABLE
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   columns text;

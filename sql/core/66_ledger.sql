@@ -159,6 +159,7 @@ $dblink$;
 CREATE OR REPLACE FUNCTION diffix._loopback(statement text) RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   link constant pg_catalog.text := 'pldiffix_ledger';
@@ -207,6 +208,7 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._conninfo_value(value text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
   SELECT '''' || replace(replace(value, '\', '\\'), '''', '\''') || ''''
 $$;
@@ -216,6 +218,7 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._ledger_connstr(options text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   link record;
@@ -242,6 +245,7 @@ DROP FUNCTION IF EXISTS diffix._ledger_choose_link();
 CREATE FUNCTION diffix._ledger_choose_link(OUT options text, OUT reasons text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   port text := current_setting('port');
@@ -283,6 +287,7 @@ CREATE OR REPLACE FUNCTION diffix._budget_period(period_start timestamptz, renew
                                                  at timestamptz) RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   start timestamptz := period_start;
@@ -315,6 +320,7 @@ CREATE OR REPLACE FUNCTION diffix._ledger_spend(
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   budget record;
@@ -360,6 +366,7 @@ RETURNS TABLE (roleid oid, epsilon_total numeric, delta_total numeric, epsilon_s
                renews_at timestamptz)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
   SELECT p.roleid, p.epsilon_total, p.delta_total, s.epsilon_spent, s.delta_spent,
          p.epsilon_total - s.epsilon_spent, p.delta_total - s.delta_spent,

@@ -30,6 +30,7 @@ CREATE OR REPLACE FUNCTION diffix._audit_append(
 RETURNS text
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
   INSERT INTO diffix.audit_log (session_role, effective_role, level, mechanism, sql, accepted,
                                 reason, rows_returned, epsilon, delta)

@@ -25,6 +25,7 @@ GRANT SELECT ON diffix.dp_tables, diffix.dp_columns TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._forget_dp_metadata() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 BEGIN
   IF NEW.label <> 'personal' THEN
@@ -43,6 +44,7 @@ CREATE OR REPLACE FUNCTION diffix._dp_target(relid oid, column_name text, action
 RETURNS int2
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   found int2;
@@ -199,6 +201,7 @@ CREATE OR REPLACE FUNCTION diffix.show_dp_metadata()
 RETURNS TABLE (objtype text, objname text, setting text, value text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
   SELECT objtype, objname, setting, value FROM (
     SELECT 'table' AS objtype, l.relid::regclass::text AS objname, 'max_contributions' AS setting,

@@ -47,7 +47,11 @@ def test_every_entry_point_and_mechanism_logs_accepted_queries(shop):
     # own privileges (the gate never runs them)
     queries = [
         ("SELECT name FROM cities", "public", None),
-        ("SELECT name AS \"Städte\", 'it''s \\ ok' FROM cities WHERE name = 'Zürich'", "public", None),
+        (
+            "SELECT name AS \"Städte\", 'it''s \\ ok' FROM cities WHERE name = 'Zürich'",
+            "public",
+            None,
+        ),
         ("SELECT city, count(*) FROM customers GROUP BY city", "diffix", 2),
         ("SELECT pet, count(*) FROM noisy GROUP BY pet", "laplace", 2),
     ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -15,6 +16,7 @@ import pytest
 from proxy_fixtures import (
     ANALYST_QUERIES,
     ProxyWorld,
+    assert_text_rows,
     normalized_rows,
     raw_connect,
     read_until_ready,
@@ -23,6 +25,7 @@ from proxy_fixtures import (
 )
 
 from pldiffix_proxy import codec
+from pldiffix_tools.cluster import find_bindir
 
 pytestmark = pytest.mark.db
 
@@ -155,7 +158,7 @@ def test_copy_of_a_personal_table_is_refused(world):
         with conn.cursor() as cur:
             for statement in (
                 "COPY customers TO STDOUT",
-                "COPY (SELECT * FROM customers) TO STDOUT",
+                "COPY (SELECT count(*) FROM customers) TO '/tmp/pldiffix-counts'",
             ):
                 with (
                     pytest.raises(psycopg.errors.InsufficientPrivilege) as error,
@@ -163,6 +166,93 @@ def test_copy_of_a_personal_table_is_refused(world):
                 ):
                     list(copy)
                 assert "COPY is not available for personal or perturbed tables" in str(error.value)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_copy_out_of_an_anonymizing_query_gets_the_engines_rows(world):
+    sql = ANALYST_QUERIES[0]
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        with conn.cursor().copy(f"COPY ({sql}) TO STDOUT") as copy:
+            rows = list(copy.rows())
+        with conn.cursor().copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)") as copy:
+            csv = b"".join(bytes(block) for block in copy).decode()
+    expected = world.expected(sql)
+    assert_text_rows(expected, [list(row) for row in rows])
+    lines = csv.splitlines()
+    assert lines[0] == "city,count"
+    assert_text_rows(expected, [line.split(",") for line in lines[1:]])
+
+
+@pytest.mark.parametrize("conforming", ["on", "off"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        r"COPY (SELECT count(*) FROM customers WHERE city = 'a\') TO STDOUT;"
+        r" SELECT id FROM customers --') TO STDOUT",
+        r"COPY (SELECT count(*) FROM customers WHERE city = 'a\') TO STDOUT"
+        r" --') TO STDOUT; COPY customers TO STDOUT",
+        "COPY (SELECT count(*) FROM customers) TO STDOUT; COPY customers TO STDOUT",
+        "COPY (SELECT count(*) FROM customers) TO PROGRAM 'cat'",
+        "COPY (SELECT id FROM customers) TO STDOUT (FORMAT csv); SELECT id FROM customers",
+    ],
+)
+def test_copy_out_cannot_be_stretched_to_raw_rows(world, statement, conforming):
+    """Text around the copied query, read differently under standard_conforming_strings, never
+    yields a raw row: the statement is refused, or answers what the engine answers."""
+    ids = {str(i) for i in range(1, 1201)} | {"5001", "5002"}
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        conn.execute(f"SET standard_conforming_strings = {conforming}")
+        try:
+            with conn.cursor().copy(statement) as copy:
+                got = [row for row in copy.rows()]
+        except psycopg.Error as error:
+            assert error.sqlstate in ("42501", "0A000", "42601", "22P02"), error
+        else:
+            assert not any(value in ids for row in got for value in row), got
+        conn.execute("RESET standard_conforming_strings")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_psql_copy_of_an_anonymizing_query(world):
+    sql = "SELECT city, count(*) FROM customers GROUP BY city"
+    result = subprocess.run(
+        [
+            str(find_bindir() / "psql"),
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            world.proxy_dsn(world.analyst),
+        ],
+        input=f"\\copy ({sql}) TO STDOUT WITH (FORMAT csv)\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    got = sorted(line.split(",") for line in result.stdout.splitlines())
+    assert_text_rows(sorted(world.expected(sql)), got)
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        (
+            "PREPARE counts AS SELECT city, count(*) FROM customers GROUP BY city",
+            "PREPARE of a statement over personal or perturbed tables is not available",
+        ),
+        (
+            "EXPLAIN SELECT city, count(*) FROM customers GROUP BY city",
+            "EXPLAIN of a query over personal or perturbed tables is not available",
+        ),
+    ],
+)
+def test_sql_prepare_and_explain_are_refused_with_what_to_do(world, statement, message):
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
+            conn.execute(statement)
+        assert message in str(error.value)
+        assert error.value.diag.message_hint
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 

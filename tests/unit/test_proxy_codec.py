@@ -141,3 +141,35 @@ def test_cancel_request_carries_the_relayed_backend_key():
     startup = codec.parse_startup(packet)
     assert startup.code == codec.CANCEL_REQUEST
     assert startup.raw[8:] == b"\x00\x00\x10\x01\xde\xad\xbe\xef"
+
+
+def test_reader_tells_the_size_of_a_message_begun():
+    reader = codec.Reader(1 << 20)
+    message = codec.query("x" * 1000)
+    reader.feed(message[:4])
+    assert reader.incomplete_length() is None
+    reader.feed(message[4:100])
+    assert reader.incomplete_length() == len(message)
+    assert reader.messages() == []
+    reader.feed(message[100:])
+    assert [m.raw for m in reader.messages()] == [message]
+    assert reader.incomplete_length() is None and reader.buffered() == 0
+
+
+def test_reader_bound_can_be_raised_after_sign_in():
+    reader = codec.Reader(codec.MAX_AUTH_MESSAGE_LENGTH)
+    reader.feed(codec.query("x" * codec.MAX_AUTH_MESSAGE_LENGTH))
+    with pytest.raises(ProtocolError, match="65540 is out of bounds"):
+        reader.incomplete_length()
+    reader.max_length = 1 << 20
+    assert len(reader.messages()) == 1
+
+
+def test_a_hint_is_added_after_the_servers_own():
+    error = codec.error_response("28000", "no", hint="first", severity="FATAL")
+    fields = codec.parse_error_fields(codec.with_hint(error[5:], "second")[5:])
+    assert (fields["C"], fields["M"], fields["H"]) == ("28000", "no", "first\nsecond")
+    plain = codec.parse_error_fields(
+        codec.with_hint(codec.error_response("28000", "no")[5:], "h")[5:]
+    )
+    assert plain["H"] == "h"

@@ -32,7 +32,11 @@ def _route(sql: str) -> Route:
         ("SELECT count(*) FROM customers LIMIT 1", Route.ENGINE),
         ("SELECT * FROM pg_catalog.pg_class", Route.PASS),
         ("WITH customers AS (SELECT 1 AS x) SELECT x FROM customers", Route.PASS),
-        ("EXPLAIN SELECT * FROM customers", Route.PASS),
+        ("EXPLAIN SELECT 1", Route.PASS),
+        ("PREPARE q AS SELECT name FROM cities", Route.PASS),
+        ("COPY (SELECT city, count(*) FROM customers GROUP BY city) TO STDOUT", Route.ENGINE),
+        ("COPY (SELECT count(*) FROM customers) TO STDOUT WITH (FORMAT csv)", Route.ENGINE),
+        ("COPY (SELECT count(*) FROM customers LIMIT 0) TO STDOUT", Route.ENGINE),
         ("INSERT INTO notes SELECT city FROM customers", Route.PASS),
         ("SET search_path = public", Route.PASS),
         ("SELECT 1; SELECT 2", Route.PASS),
@@ -46,8 +50,11 @@ def test_routes(sql, expected):
     "sql",
     [
         "COPY customers TO STDOUT",
-        "COPY (SELECT * FROM customers) TO STDOUT",
+        "COPY (SELECT count(*) FROM customers) TO '/tmp/counts'",
+        "COPY (SELECT count(*) FROM customers) TO PROGRAM 'cat'",
+        'COPY (SELECT count(*) FROM customers) TO "STDOUT"',
         "COPY public.customers FROM STDIN",
+        "COPY (SELECT count(*) FROM customers) TO STDOUT; SELECT 1",
     ],
 )
 def test_copy_of_a_protected_table_is_refused(sql):
@@ -99,3 +106,37 @@ def test_fetch_statement_quotes_names_and_casts_to_the_described_types():
 def test_fetch_statement_keeps_repeated_names():
     statement = routing.fetch_statement(1, ["n", "n"], ["bigint", "bigint"], None)
     assert statement.startswith('SELECT t.c1 AS "n", t.c2 AS "n" FROM')
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("PREPARE q AS SELECT count(*) FROM customers", "PREPARE of a statement"),
+        ('prepare "q x" (int, text) as select count(*) from customers', "PREPARE of a statement"),
+        ("EXPLAIN SELECT count(*) FROM customers", "EXPLAIN of a query"),
+        ("EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM customers", "EXPLAIN of a query"),
+        ("EXPLAIN ANALYZE VERBOSE SELECT * FROM public.customers", "EXPLAIN of a query"),
+    ],
+)
+def test_prepare_and_explain_over_protected_tables_are_refused_clearly(sql, message):
+    with pytest.raises(RoutingError, match=message) as error:
+        _route(sql)
+    assert error.value.sqlstate == "0A000"
+    assert error.value.hint
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("COPY (SELECT 1) TO STDOUT", "COPY (FETCH) TO STDOUT"),
+        (
+            "copy ( select (x) from (select 1 as x) s ) to stdout with (format csv, header)",
+            "copy (FETCH) to stdout with (format csv, header)",
+        ),
+        ("COPY (SELECT ')' AS p) TO STDOUT CSV", "COPY (FETCH) TO STDOUT CSV"),
+    ],
+)
+def test_copy_out_puts_the_fetch_statement_in_place_of_the_query(sql, expected):
+    (tree,) = routing.parse_statements(sql)
+    assert routing.copied_query(tree) is not None
+    assert routing.copy_out(sql, "FETCH") == expected

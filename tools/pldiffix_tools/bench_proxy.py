@@ -7,7 +7,9 @@
 - Load: N concurrent clients x M queries through the front, with no error and no server
   connection left behind.
 
-Latencies are medians over many runs on loopback, after a warm-up.
+Latencies are medians over many runs on loopback, after a warm-up. Direct and proxied queries
+alternate, and the overhead is the median of their paired differences, so that load from other
+processes on the machine falls on both sides alike.
 """
 
 from __future__ import annotations
@@ -67,10 +69,7 @@ class Comparison:
     name: str
     direct_ms: float
     proxy_ms: float
-
-    @property
-    def overhead_ms(self) -> float:
-        return self.proxy_ms - self.direct_ms
+    overhead_ms: float  # the median of paired differences, not the difference of medians
 
 
 @dataclass
@@ -86,40 +85,47 @@ class Load:
         return self.clients * self.queries_per_client / self.seconds if self.seconds else 0.0
 
 
-def median_ms(run: Callable[[], object], runs: int) -> float:
+def _elapsed_ms(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return (time.perf_counter() - started) * 1000
+
+
+def paired_ms(
+    name: str, direct: Callable[[], object], proxied: Callable[[], object], runs: int
+) -> Comparison:
+    """Medians of `direct` and `proxied` run alternately, and of their differences."""
     for _ in range(min(20, runs)):  # warm-up: plans, the server's Python, caches
-        run()
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        run()
-        timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
-
-
-def _latency(dsn: str, sql: str, runs: int, *, prepare: bool | None) -> float:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return median_ms(lambda: conn.execute(sql, prepare=prepare).fetchall(), runs)
+        direct()
+        proxied()
+    pairs = [(_elapsed_ms(direct), _elapsed_ms(proxied)) for _ in range(runs)]
+    return Comparison(
+        name,
+        statistics.median(d for d, _ in pairs),
+        statistics.median(p for _, p in pairs),
+        statistics.median(p - d for d, p in pairs),
+    )
 
 
 def compare(direct_dsn: str, proxy_dsn: str, runs: int) -> list[Comparison]:
-    return [
-        Comparison(
-            "relay: SELECT 1",
-            _latency(direct_dsn, "SELECT 1", runs, prepare=False),
-            _latency(proxy_dsn, "SELECT 1", runs, prepare=False),
-        ),
-        Comparison(
-            "anonymized, simple protocol",
-            _latency(direct_dsn, DIRECT_QUERY, runs, prepare=False),
-            _latency(proxy_dsn, QUERY, runs, prepare=False),
-        ),
-        Comparison(
-            "anonymized, extended protocol",
-            _latency(direct_dsn, DIRECT_QUERY, runs, prepare=True),
-            _latency(proxy_dsn, QUERY, runs, prepare=True),
-        ),
+    cases = [
+        ("relay: SELECT 1", "SELECT 1", "SELECT 1", False),
+        ("anonymized, simple protocol", DIRECT_QUERY, QUERY, False),
+        ("anonymized, extended protocol", DIRECT_QUERY, QUERY, True),
     ]
+    with (
+        psycopg.connect(direct_dsn, autocommit=True) as direct,
+        psycopg.connect(proxy_dsn, autocommit=True) as proxied,
+    ):
+        return [
+            paired_ms(
+                name,
+                lambda d=direct_sql, p=prepare: direct.execute(d, prepare=p).fetchall(),
+                lambda q=proxy_sql, p=prepare: proxied.execute(q, prepare=p).fetchall(),
+                runs,
+            )
+            for name, direct_sql, proxy_sql, prepare in cases
+        ]
 
 
 def load(
@@ -160,7 +166,7 @@ def load(
 
 def render(comparisons: Sequence[Comparison], result: Load) -> str:
     lines = [
-        "== proxy overhead per query (median, loopback)",
+        "== proxy overhead per query (medians, loopback; overhead: median of paired differences)",
         f"   {'':32} {'direct ms':>10} {'proxy ms':>10} {'overhead':>10}",
     ]
     for c in comparisons:
@@ -217,7 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "runs": args.runs,
         "target_ms": TARGET_MS,
-        "comparisons": [asdict(c) | {"overhead_ms": c.overhead_ms} for c in comparisons],
+        "comparisons": [asdict(c) for c in comparisons],
         "load": asdict(result) | {"queries_per_second": result.queries_per_second},
     }
 

@@ -15,6 +15,15 @@ from pldiffix_tools.cluster import free_port
 @contextmanager
 def running_proxy(dsn: str, *, log_level: str = "WARNING") -> Iterator[int]:
     """Starts the front for the server at `dsn` on a free loopback port; yields the port."""
+    with proxy_child(dsn, log_level=log_level) as (_process, port):
+        yield port
+
+
+@contextmanager
+def proxy_child(
+    dsn: str, *options: str, log_level: str = "WARNING"
+) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`pldiffix proxy` with more command-line `options`; yields the process and its port."""
     port = free_port()
     command = [
         sys.executable,
@@ -27,6 +36,7 @@ def running_proxy(dsn: str, *, log_level: str = "WARNING") -> Iterator[int]:
         dsn,
         "--log-level",
         log_level,
+        *options,
     ]
     process = subprocess.Popen(command)
     try:
@@ -41,7 +51,7 @@ def running_proxy(dsn: str, *, log_level: str = "WARNING") -> Iterator[int]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("pldiffix proxy did not start listening") from None
                 time.sleep(0.05)
-        yield port
+        yield process, port
     finally:
         process.terminate()
         try:

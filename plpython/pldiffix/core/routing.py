@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import enum
 import operator
+import re
 from collections.abc import Callable, Sequence
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
 
 from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, UserError
 
@@ -57,14 +59,19 @@ def table_names(tree: exp.Expression) -> list[str]:
 
 def route(statements: Sequence[exp.Expression], is_protected: Callable[[str], bool]) -> Route:
     """The route of a client's statement text (one or several statements)."""
+    for statement in statements:
+        _refuse_wrapped_protected_query(statement, is_protected)
     protected = [s for s in statements if any(is_protected(n) for n in table_names(s))]
     if not protected:
         return Route.PASS
+    if len(statements) == 1 and copied_query(statements[0]) is not None:
+        return Route.ENGINE  # COPY (query) TO STDOUT: the server copies out the engine's rows
     if any(isinstance(s, exp.Copy) for s in protected):
         raise RoutingError(
             "COPY is not available for personal or perturbed tables",
             sqlstate=INSUFFICIENT_PRIVILEGE,
-            hint="query them with SELECT; answers are anonymized per bucket",
+            hint="query them with SELECT, or COPY (SELECT ...) TO STDOUT; answers are "
+            "anonymized per bucket",
         )
     if len(statements) != 1:
         raise RoutingError(
@@ -75,6 +82,78 @@ def route(statements: Sequence[exp.Expression], is_protected: Callable[[str], bo
     if not isinstance(tree, _QUERY_ROOTS):
         return Route.PASS  # EXPLAIN, INSERT ... SELECT, CREATE TABLE AS: the server's privileges
     return Route.PROBE if is_probe(tree) else Route.ENGINE
+
+
+def copied_query(tree: exp.Expression) -> exp.Expression | None:
+    """The query of `COPY (query) TO STDOUT`, or None for any other statement."""
+    if not isinstance(tree, exp.Copy) or tree.args.get("kind") is not False:
+        return None
+    files = tree.args.get("files") or []
+    target = files[0] if len(files) == 1 else None
+    if not (isinstance(target, exp.Identifier) and not target.quoted):
+        return None
+    if target.name.upper() != "STDOUT" or not isinstance(tree.this, exp.Subquery):
+        return None
+    query = tree.this.this
+    return query if isinstance(query, _QUERY_ROOTS) else None
+
+
+def copy_out(sql: str, fetch: str) -> str:
+    """The client's `COPY (query) TO STDOUT [options]` with `fetch` in place of its query: the
+    server copies out the engine's rows in the format the client's options ask for. Those
+    options are the client's own text, run as the client's role."""
+    tokens = sqlglot.Dialect.get_or_raise("postgres").tokenize(sql)
+    depth = 0
+    opened = None
+    for token in tokens:
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+            if opened is None:
+                opened = token
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+            if opened is not None and depth == 0:
+                return f"{sql[: opened.start]}({fetch}){sql[token.end + 1 :]}"
+    raise RoutingError("COPY (query) TO STDOUT has no query in parentheses", sqlstate="42601")
+
+
+# `PREPARE name [(types)] AS statement` and `EXPLAIN [(options) | ANALYZE | VERBOSE] statement`,
+# which sqlglot leaves unparsed: the statement they wrap.
+_PREPARED = re.compile(
+    r'\s*(?:"(?:[^"]|"")*"|[^\s(]+)\s*(?:\((?:[^()]|\([^()]*\))*\))?\s*AS\s+(.*)',
+    re.IGNORECASE | re.DOTALL,
+)
+_EXPLAINED = re.compile(
+    r"\s*(?:\((?:[^()]|\([^()]*\))*\)\s*)?(?:(?:ANALYZE|ANALYSE|VERBOSE)\s+)*(.*)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _refuse_wrapped_protected_query(
+    statement: exp.Expression, is_protected: Callable[[str], bool]
+) -> None:
+    """PREPARE and EXPLAIN of a statement over protected tables: a clear refusal rather than
+    the server's permission error (the front answers only statements it can route)."""
+    if not isinstance(statement, exp.Command) or not isinstance(statement.expression, exp.Literal):
+        return
+    command = str(statement.this).upper()
+    pattern = {"PREPARE": _PREPARED, "EXPLAIN": _EXPLAINED}.get(command)
+    match = pattern.fullmatch(statement.expression.this) if pattern else None
+    wrapped = parse_statements(match[1]) if match else None
+    if not wrapped or not any(is_protected(n) for s in wrapped for n in table_names(s)):
+        return
+    if command == "PREPARE":
+        raise RoutingError(
+            "PREPARE of a statement over personal or perturbed tables is not available "
+            "through pldiffix proxy",
+            hint="use your driver's prepared statements (the extended protocol), which the "
+            "proxy answers, or send the query itself",
+        )
+    raise RoutingError(
+        "EXPLAIN of a query over personal or perturbed tables is not available",
+        hint="a plan describes the protected rows; send the query itself to get its "
+        "anonymized answer",
+    )
 
 
 def is_probe(tree: exp.Expression) -> bool:
