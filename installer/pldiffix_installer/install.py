@@ -314,6 +314,10 @@ def status(dsn: str, out: TextIO | None = None) -> int:
                 " FROM diffix.privacy_budget()",
             ),
             (
+                "Audit log",
+                "SELECT relation, row_count, total_bytes, total_size FROM diffix.audit_storage()",
+            ),
+            (
                 "Security findings",
                 "SELECT severity, object, finding, fix FROM diffix.check_security()",
             ),
