@@ -8,7 +8,7 @@ import pytest
 from pldiffix.perturb import expressions, report
 from pldiffix.perturb.config import Column, PerturbationError, Rule, validate
 
-EXPENSE = Column("medical_expense", "numeric", "numeric(10,2)", 2)
+EXPENSE = Column("medical_expense", "numeric", "numeric(10,2)", 2, 10)
 VISITS = Column("visits", "int4", "integer")
 WEIGHT = Column("weight", "float8", "double precision")
 BIRTH = Column("birth_date", "date", "date")
@@ -59,7 +59,7 @@ def test_sd_fraction_is_resolved_against_the_column_sd() -> None:
         (EXPENSE, "gaussian", {"sd": -1}, "parameter 'sd' must not be negative"),
         (EXPENSE, "gaussian", {"sd": 1, "sd_fraction": 0.1}, "exactly one of 'sd'"),
         (EXPENSE, "gaussian", {}, "exactly one of 'sd'"),
-        (EXPENSE, "multiplicative", {"fraction": 1.5}, "'fraction' in (0, 1)"),
+        (EXPENSE, "multiplicative", {"fraction": 1.5}, "'fraction' in [0.000001, 1)"),
         (EXPENSE, "round", {"step": -5}, "parameter 'step' must be positive"),
         (BIRTH, "date_shift", {"days": 0}, "parameter 'days' must be an integer from 1"),
         (BIRTH, "date_shift", {"days": 2.5}, "parameter 'days' must be an integer"),
@@ -153,8 +153,9 @@ def test_no_secret_and_no_key_material_in_the_view_text() -> None:
 
 
 def test_numeric_noise_is_added_in_units_of_the_last_decimal() -> None:
-    cell = expressions.cell(EXPENSE, Rule("uniform", {"a": 100.0, "min": 0, "slots": [0]}))
-    assert cell is not None
+    parts = expressions.cell(EXPENSE, Rule("uniform", {"a": 100.0, "min": 0, "slots": [0]}))
+    assert parts is not None and parts[1] is None
+    cell = parts[0]
     assert "::pg_catalog.int8 * 0.01::pg_catalog.numeric" in cell
     assert cell.endswith("::numeric(10,2)")
     assert "GREATEST(" in cell and "0.0::pg_catalog.numeric" in cell

@@ -53,14 +53,20 @@ def _columns(plpy: Any, relid: int) -> list[tuple[int, Column]]:
         "SELECT a.attnum, a.attname::text AS name, t.typname::text AS type_name,"
         " pg_catalog.format_type(a.atttypid, a.atttypmod) AS declared,"
         " CASE WHEN t.typname = 'numeric' AND a.atttypmod >= 4"
-        "      THEN (a.atttypmod - 4) & 65535 END AS scale"
+        "      THEN (a.atttypmod - 4) & 65535 END AS scale,"
+        " CASE WHEN t.typname = 'numeric' AND a.atttypmod >= 4"
+        "      THEN ((a.atttypmod - 4) >> 16) & 65535 END AS precision"
         " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
         " WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
         ("oid",),
         (relid,),
     )
     return [
-        (r["attnum"], Column(r["name"], r["type_name"], r["declared"], r["scale"])) for r in rows
+        (
+            r["attnum"],
+            Column(r["name"], r["type_name"], r["declared"], r["scale"], r["precision"]),
+        )
+        for r in rows
     ]
 
 
@@ -245,12 +251,13 @@ def perturb_column(
             f"SELECT pg_catalog.stddev_samp({quote_ident(column.name)}::pg_catalog.float8) AS sd"
             f" FROM {table.sql_name}"
         )[0]["sd"]
+    data_scale = None
     if column.type_name == "numeric" and column.scale is None:
         found = plpy.execute(
             f"SELECT pg_catalog.max(pg_catalog.min_scale({quote_ident(column.name)})) AS s"
             f" FROM {table.sql_name}"
         )[0]["s"]
-        column = Column(column.name, column.type_name, column.declared_type, found or 0)
+        data_scale = found or 0
     rule = validate(
         column, method, params, column_sd=column_sd, is_row_key=column.name == table.row_key
     )
@@ -263,8 +270,8 @@ def perturb_column(
         )
     else:
         extra: dict[str, Any] = {}
-        if column.scale is not None and column.type_name == "numeric":
-            extra["scale"] = column.scale
+        if data_scale is not None:
+            extra["scale"] = data_scale
         if expressions.SLOTS.get(rule.method):
             extra["slots"] = _slots(plpy, relid, attnum, expressions.SLOTS[rule.method])
         rule = Rule(rule.method, {**rule.params, **extra})
