@@ -936,3 +936,73 @@ def test_an_output_is_consistent_with_every_original_the_noise_allows(
             raw_counts.append(len(_candidates(raw, a, None)))
     # what the unrounded float8 gave away: fewer than half of the 2a + 1 candidates remain
     assert statistics.fmean(raw_counts) < (2 * a + 1) / 2, raw_counts
+
+
+def test_no_stored_value_makes_the_view_fail(pdb: Any) -> None:
+    """Values at the edges of their types (an error on some rows would tell a reader a yes/no
+    about them): every row reads, NaN and infinities pass, results fit the column type."""
+    pdb.admin.execute(
+        """
+        CREATE TABLE edges (id int PRIMARY KEY, i2 int2, i4 int4, i8 int8, money numeric(5, 2),
+                            free numeric, f8 float8, f4 float4, m8 float8, m4 float4);
+        INSERT INTO edges VALUES
+          (1, 32767, 2147483647, 9223372036854775807, 999.99, 1e400, 1.7976931348623157e308,
+           3.4028235e38, 1.7976931348623157e308, 3.4028235e38),
+          (2, -32768, -2147483648, -9223372036854775808, -999.99, -1e-400,
+           -1.7976931348623157e308, -3.4028235e38, 4.9e-324, 1.4e-45),
+          (3, 0, 0, 0, 0, 'NaN', 'NaN', 'NaN', 'NaN', 'NaN'),
+          (4, 1, 1, 1, 0.01, 'Infinity', 'Infinity', '-Infinity', '-Infinity', 'Infinity'),
+          (5, 0, 0, 0, 0, 1e-400, 4.9e-324, 1.4e-45, -4.9e-324, -1.4e-45);
+        CALL diffix.mark_perturbed('edges', 'id');
+        CALL diffix.perturb_column('edges', 'i2', 'uniform', '{"a": 1000}');
+        CALL diffix.perturb_column('edges', 'i4', 'gaussian', '{"sd": 1e6, "digits": -3}');
+        CALL diffix.perturb_column('edges', 'i8', 'multiplicative', '{"fraction": 0.5}');
+        CALL diffix.perturb_column('edges', 'money', 'uniform', '{"a": 50, "digits": 0}');
+        CALL diffix.perturb_column('edges', 'free', 'multiplicative', '{"fraction": 0.1}');
+        CALL diffix.perturb_column('edges', 'f8', 'uniform', '{"a": 1e290}');
+        CALL diffix.perturb_column('edges', 'f4', 'gaussian', '{"sd": 1e-250}');
+        CALL diffix.perturb_column('edges', 'm8', 'multiplicative', '{"fraction": 0.999}');
+        CALL diffix.perturb_column('edges', 'm4', 'round', '{"step": 1e-250}');
+        """
+    )
+    # the view keeps the table's row order (and drops the row key)
+    ids = [key for (key,) in pdb.execute("SELECT id FROM edges")]
+    rows = dict(zip(ids, pdb.execute("SELECT * FROM diffix_perturbed.edges"), strict=True))
+    for i2, i4, i8, money, _, _, f4, _, m4 in rows.values():
+        assert -32768 <= i2 <= 32767 and isinstance(i8, int)
+        assert i4 % 1000 == 0 or i4 in (-2147483648, 2147483647)  # rounded, or at a bound
+        assert abs(money) <= Decimal("999.99")
+        assert money == money.to_integral_value() or abs(money) == Decimal("999.99")
+        assert math.isnan(f4) or math.isinf(f4) or abs(f4) <= 3.4028235e38
+        assert math.isnan(m4) or math.isinf(m4) or abs(m4) <= 3.4028235e38
+    assert [
+        value.is_nan() if isinstance(value, Decimal) else math.isnan(value) for value in rows[3][4:]
+    ] == [True] * 5
+    assert rows[4][4] == Decimal("Infinity") and rows[4][5] == math.inf
+    assert rows[4][6] == -math.inf and rows[4][7] == -math.inf
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        pdb.admin.execute("CALL diffix.perturb_column('edges', 'f8', 'uniform', '{\"a\": 1e300}')")
+
+
+def test_an_upgrade_rebuilds_the_views_in_place(pdb: Any) -> None:
+    """An install rebuilds every perturbed view with the installed expressions, keeping views
+    built on it."""
+    pdb.admin.execute(
+        """
+        CREATE TABLE kept (id int PRIMARY KEY, n float8);
+        INSERT INTO kept SELECT i, i FROM generate_series(1, 50) i;
+        CALL diffix.mark_perturbed('kept', 'id');
+        CALL diffix.perturb_column('kept', 'n', 'uniform', '{"a": 10}');
+        """
+    )
+    rounded = pdb.execute("SELECT n FROM diffix_perturbed.kept")
+    pdb.admin.execute(
+        """
+        CREATE OR REPLACE VIEW diffix_perturbed.kept AS SELECT t.n + 0.123456789 AS n
+          FROM public.kept t;
+        CREATE VIEW public.on_top AS SELECT n FROM diffix_perturbed.kept;
+        """
+    )
+    install.install(pdb.dsn(), out=io.StringIO())
+    assert pdb.execute("SELECT n FROM diffix_perturbed.kept") == rounded
+    assert pdb.execute("SELECT n FROM public.on_top") == rounded

@@ -122,14 +122,19 @@ def load(plpy: Any, relid: int) -> MicrodataTable:
 
 
 def rebuild(plpy: Any, table: MicrodataTable) -> None:
-    """Drops and re-creates the table's view, owned by the view owner, readable by the
-    perturbed level and administrators only."""
+    """(Re-)creates the table's view, owned by the view owner, readable by the perturbed level
+    and administrators only. Replaced in place while its columns stay (so views built on it
+    stay too, e.g. when an upgrade changes the expressions), else dropped and created."""
     select = expressions.select_sql(
         table.sql_name, table.tag, table.columns, table.rules, table.row_key
     )
     view = table.view_sql_name
-    plpy.execute(f"DROP VIEW IF EXISTS {view}")
-    plpy.execute(f"CREATE VIEW {view} AS {select}")
+    try:
+        with plpy.subtransaction():
+            plpy.execute(f"CREATE OR REPLACE VIEW {view} AS {select}")
+    except plpy.SPIError:
+        plpy.execute(f"DROP VIEW IF EXISTS {view}")
+        plpy.execute(f"CREATE VIEW {view} AS {select}")
     plpy.execute(f"ALTER VIEW {view} OWNER TO {VIEW_OWNER}")
     plpy.execute(f"REVOKE ALL ON {view} FROM PUBLIC")
     plpy.execute(f"GRANT SELECT ON {view} TO {READER_GROUP}, diffix_admin")
