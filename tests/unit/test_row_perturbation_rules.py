@@ -247,6 +247,6 @@ def test_digits_are_kept_with_the_rule():
 
 def test_float_cells_round_a_raw_value_computed_once_per_row():
     sql = _select({"weight": Rule("uniform", {"a": 10.0, "slots": [0]})}, (VISITS, EXPENSE, WEIGHT))
-    assert 'CROSS JOIN LATERAL (SELECT ((t."weight"::pg_catalog.float8 + ' in sql
+    assert 'CROSS JOIN LATERAL (SELECT (t."weight"::pg_catalog.float8 + ' in sql
     assert ") AS v2 OFFSET 0) r" in sql
     assert "pg_catalog.round(r.v2 * 10.0) / 10.0" in sql
