@@ -240,7 +240,12 @@ def _numeric_noisy(value: str, column: Column, rule: Rule, rounding: Rounding) -
         magnitude = _guarded_float(value, 1e-290, 1e300)
         noise = _noise(value, rule, f"({magnitude})::pg_catalog.float8")
         added = f"pg_catalog.round(({noise})::pg_catalog.numeric, {digits})"
-    total = f"(pg_catalog.round({value}, {digits}) + {added})"
+    base = (
+        value
+        if column.scale is not None and digits >= column.scale
+        else f"pg_catalog.round({value}, {digits})"
+    )
+    total = f"({base} + {added})"
     return _as_numeric_type(_clamped(total, rule.params, "pg_catalog.numeric"), column)
 
 
