@@ -359,6 +359,15 @@ def test_the_log_shows_every_control_and_bidi_character_as_an_escape(shop):
     assert sql_shown.encode("ascii").decode("unicode_escape") == HOSTILE + "\\" + FORGED_ROW
     assert sql_shown.startswith("\\x01\\x02") and "\\n" in sql_shown and "\\u202e" in sql_shown
     assert mechanism == level and reason.startswith("\\x1b[2K\\x1b[1A\\r\\n")
+    # the rendering does not depend on the reader's session (no backslash literal in its body)
+    reader = shop.connect()
+    reader.execute("SET standard_conforming_strings = off")
+    again = reader.execute(
+        "SELECT session_role, effective_role, level, mechanism, sql, reason "
+        "FROM diffix.show_audit(%s)",
+        (analyst,),
+    ).fetchall()
+    assert again == shown
 
 
 def test_the_audit_command_prints_no_control_or_bidi_character(shop):
