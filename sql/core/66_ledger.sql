@@ -290,7 +290,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   budget record;
-  at timestamptz := clock_timestamp();
+  at timestamptz := pg_catalog.clock_timestamp();
 BEGIN
   IF epsilon IS NULL OR delta IS NULL OR epsilon < 0 OR delta < 0
      OR epsilon = 'NaN' OR delta = 'NaN' THEN
@@ -313,7 +313,7 @@ BEGIN
                                       sql, sql_bytes, sql_sha256)
     VALUES (target, target_name, session_role, epsilon, delta, mechanism, statement,
             statement_bytes, statement_sha256);
-    RETURN jsonb_build_object('status', 'charged', 'epsilon_remaining',
+    RETURN pg_catalog.jsonb_build_object('status', 'charged', 'epsilon_remaining',
                               budget.epsilon_total - budget.epsilon_spent,
                               'delta_remaining', budget.delta_total - budget.delta_spent)::text;
   END IF;
@@ -321,7 +321,8 @@ BEGIN
   IF NOT FOUND THEN
     RETURN '{"status": "no_budget"}';
   END IF;
-  RETURN jsonb_build_object('status', 'exceeded', 'epsilon_remaining', budget.epsilon_remaining,
+  RETURN pg_catalog.jsonb_build_object('status', 'exceeded',
+                            'epsilon_remaining', budget.epsilon_remaining,
                             'delta_remaining', budget.delta_remaining,
                             'renews_at', budget.renews_at)::text;
 END
@@ -384,8 +385,9 @@ BEGIN
     RAISE EXCEPTION 'role "%" has no privacy budget', role_name
       USING ERRCODE = 'insufficient_privilege',
             DETAIL = 'differentially private answers are paid for from a budget set per role',
-            HINT = format('an administrator sets one: CALL diffix.set_privacy_budget(%L, epsilon, '
-                          'delta)', role_name);
+            HINT = pg_catalog.format('an administrator sets one: '
+                                     'CALL diffix.set_privacy_budget(%L, epsilon, delta)',
+                                     role_name);
   END IF;
   RAISE EXCEPTION 'privacy budget exceeded: this query costs epsilon %, delta %; role "%" has '
                   'epsilon %, delta % left', epsilon, delta, role_name,
@@ -393,8 +395,8 @@ BEGIN
     USING ERRCODE = 'program_limit_exceeded',
           DETAIL = 'nothing was spent',
           HINT = CASE WHEN outcome ->> 'renews_at' IS NOT NULL
-                      THEN format('ask for a smaller epsilon, or wait until the budget renews at %s',
-                                  outcome ->> 'renews_at')
+                      THEN pg_catalog.format('ask for a smaller epsilon, or wait until the '
+                                             'budget renews at %s', outcome ->> 'renews_at')
                       ELSE 'ask for a smaller epsilon, or ask an administrator for more budget' END;
 END
 $$;

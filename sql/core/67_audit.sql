@@ -110,8 +110,10 @@ BEGIN
              WHEN pg_catalog.ascii(r.m[2]) = 13 THEN backslash || 'r'
              WHEN pg_catalog.ascii(r.m[2]) = 92 THEN backslash || backslash
              WHEN pg_catalog.ascii(r.m[2]) < 256
-               THEN backslash || 'x' || pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.ascii(r.m[2])), 2, '0')
-             ELSE backslash || 'u' || pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.ascii(r.m[2])), 4, '0')
+               THEN backslash || 'x'
+                    || pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.ascii(r.m[2])), 2, '0')
+             ELSE backslash || 'u'
+                  || pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.ascii(r.m[2])), 4, '0')
            END, '' ORDER BY r.n)
     INTO shown
     FROM pg_catalog.regexp_matches(value, '([^' || unsafe || ']*)([' || unsafe || ']?)', 'g')
