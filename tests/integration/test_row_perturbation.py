@@ -944,7 +944,8 @@ def test_no_stored_value_makes_the_view_fail(pdb: Any) -> None:
     pdb.admin.execute(
         """
         CREATE TABLE edges (id int PRIMARY KEY, i2 int2, i4 int4, i8 int8, money numeric(5, 2),
-                            free numeric, f8 float8, f4 float4, m8 float8, m4 float4);
+                            free numeric, f8 float8, f4 float4, m8 float8, m4 float4, d date,
+                            ts timestamptz);
         INSERT INTO edges VALUES
           (1, 32767, 2147483647, 9223372036854775807, 999.99, 1e400, 1.7976931348623157e308,
            3.4028235e38, 1.7976931348623157e308, 3.4028235e38),
@@ -953,7 +954,14 @@ def test_no_stored_value_makes_the_view_fail(pdb: Any) -> None:
           (3, 0, 0, 0, 0, 'NaN', 'NaN', 'NaN', 'NaN', 'NaN'),
           (4, 1, 1, 1, 0.01, 'Infinity', 'Infinity', '-Infinity', '-Infinity', 'Infinity'),
           (5, 0, 0, 0, 0, 1e-400, 4.9e-324, 1.4e-45, -4.9e-324, -1.4e-45);
+        UPDATE edges SET d = (ARRAY['5874897-12-31', '4714-11-24 BC', 'infinity', '-infinity',
+                                    '2024-02-29'])[id]::date,
+                         ts = (ARRAY['294276-12-31 23:59:59+00', '4713-11-24 00:00:00+00 BC',
+                                     'infinity', '-infinity', '2024-02-29 12:00+00'])[id]
+                              ::timestamptz;
         CALL diffix.mark_perturbed('edges', 'id');
+        CALL diffix.perturb_column('edges', 'd', 'date_shift', '{"days": 36500}');
+        CALL diffix.perturb_column('edges', 'ts', 'date_shift', '{"days": 36500}');
         CALL diffix.perturb_column('edges', 'i2', 'uniform', '{"a": 1000}');
         CALL diffix.perturb_column('edges', 'i4', 'gaussian', '{"sd": 1e6, "digits": -3}');
         CALL diffix.perturb_column('edges', 'i8', 'multiplicative', '{"fraction": 0.5}');
@@ -967,8 +975,12 @@ def test_no_stored_value_makes_the_view_fail(pdb: Any) -> None:
     )
     # the view keeps the table's row order (and drops the row key)
     ids = [key for (key,) in pdb.execute("SELECT id FROM edges")]
-    rows = dict(zip(ids, pdb.execute("SELECT * FROM diffix_perturbed.edges"), strict=True))
-    for i2, i4, i8, money, _, _, f4, _, m4 in rows.values():
+    shown = pdb.execute(
+        "SELECT i2, i4, i8, money, free, f8, f4, m8, m4, d::text, ts::text"
+        " FROM diffix_perturbed.edges"
+    )
+    rows = dict(zip(ids, shown, strict=True))
+    for i2, i4, i8, money, _, _, f4, _, m4, _, _ in rows.values():
         assert -32768 <= i2 <= 32767 and isinstance(i8, int)
         assert i4 % 1000 == 0 or i4 in (-2147483648, 2147483647)  # rounded, or at a bound
         assert abs(money) <= Decimal("999.99")
@@ -976,10 +988,14 @@ def test_no_stored_value_makes_the_view_fail(pdb: Any) -> None:
         assert math.isnan(f4) or math.isinf(f4) or abs(f4) <= 3.4028235e38
         assert math.isnan(m4) or math.isinf(m4) or abs(m4) <= 3.4028235e38
     assert [
-        value.is_nan() if isinstance(value, Decimal) else math.isnan(value) for value in rows[3][4:]
+        value.is_nan() if isinstance(value, Decimal) else math.isnan(value)
+        for value in rows[3][4:9]
     ] == [True] * 5
     assert rows[4][4] == Decimal("Infinity") and rows[4][5] == math.inf
     assert rows[4][6] == -math.inf and rows[4][7] == -math.inf
+    assert [rows[3][9:], rows[4][9:]] == [("infinity",) * 2, ("-infinity",) * 2]
+    shifted = datetime.date.fromisoformat(rows[5][9])
+    assert abs(shifted - datetime.date(2024, 2, 29)) <= datetime.timedelta(days=36500)
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         pdb.admin.execute("CALL diffix.perturb_column('edges', 'f8', 'uniform', '{\"a\": 1e300}')")
 

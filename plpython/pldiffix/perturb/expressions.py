@@ -299,7 +299,6 @@ def cell(column: Column, rule: Rule | None, raw_ref: str = "raw") -> tuple[str, 
     if rule is None or rule.method == "keep":
         return value, None
     p = rule.params
-    slots = p.get("slots", [])
     if rule.method == "drop":
         return None
     if rule.method in methods.NOISY:
@@ -307,15 +306,7 @@ def cell(column: Column, rule: Rule | None, raw_ref: str = "raw") -> tuple[str, 
     if rule.method == "round":
         return _rounded_to_step(value, column, rule), None
     if rule.method == "date_shift":
-        days = p["days"]
-        shift = (
-            f"(pg_catalog.floor({uniform(slots[0])} * {2 * days + 1})::pg_catalog.int4 - {days})"
-        )
-        if column.category is Category.DATE:
-            shifted = f"({value} + {shift})"
-        else:
-            shifted = f"({value} + pg_catalog.make_interval(days => {shift}))"
-        return _clamped(shifted, p, column.declared_type), None
+        return _shifted(value, column, p), None
     if rule.method == "generalize":
         truncated = f"pg_catalog.date_trunc({quote_literal(p['to'])}, {value})"
         return f"({truncated})::{column.declared_type}", None
@@ -328,6 +319,32 @@ def cell(column: Column, rule: Rule | None, raw_ref: str = "raw") -> tuple[str, 
     if rule.method == "mask":
         return _mask(value, column, p), None
     raise AssertionError(f"unhandled method {rule.method}")
+
+
+# Dates shifted by up to 36500 days stay within their type's range from these (beyond them
+# the value is taken as the bound, so that no row's shift can fail).
+_SHIFTABLE = {
+    Category.DATE: ("4600-01-01 BC", "5874700-01-01"),
+    Category.TIMESTAMP: ("4600-01-01 00:00:00 BC", "294100-01-01 00:00:00"),
+}
+
+
+def _shifted(value: str, column: Column, p: dict[str, Any]) -> str:
+    """date_shift: a whole number of days from [-days, days]; infinities as they are."""
+    days, slot = p["days"], p["slots"][0]
+    shift = f"(pg_catalog.floor({uniform(slot)} * {2 * days + 1})::pg_catalog.int4 - {days})"
+    low, high = (
+        f"{quote_literal(bound)}::{column.declared_type}" for bound in _SHIFTABLE[column.category]
+    )
+    base = (
+        f"CASE WHEN pg_catalog.isfinite({value}) THEN LEAST(GREATEST({value}, {low}), {high})"
+        f" ELSE {value} END"
+    )
+    if column.category is Category.DATE:
+        shifted = f"({base} + {shift})"
+    else:
+        shifted = f"({base} + pg_catalog.make_interval(days => {shift}))"
+    return _clamped(shifted, p, column.declared_type)
 
 
 def _mask(value: str, column: Column, p: dict[str, Any]) -> str:
