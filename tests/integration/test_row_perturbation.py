@@ -1022,3 +1022,34 @@ def test_an_upgrade_rebuilds_the_views_in_place(pdb: Any) -> None:
     install.install(pdb.dsn(), out=io.StringIO())
     assert pdb.execute("SELECT n FROM diffix_perturbed.kept") == rounded
     assert pdb.execute("SELECT n FROM public.on_top") == rounded
+
+
+def _round_relative(value: float, relative: float) -> float:
+    """The view's per-row rounding of multiplicative floats, as PostgreSQL computes it."""
+    if not (abs(value) >= 1e-290 and abs(value) <= 1e300):
+        return value
+    exponent = math.floor(math.log10(abs(value) * relative))
+    if exponent >= 0:
+        return round(value / 10.0**exponent) * 10.0**exponent
+    return round(value * 10.0**-exponent) / 10.0**-exponent
+
+
+def test_multiplicative_floats_are_rounded_relative_to_the_output(pdb: Any) -> None:
+    pdb.admin.execute(
+        """
+        CREATE TABLE spread (id int PRIMARY KEY, w float8);
+        INSERT INTO spread SELECT i, (i * 1.37) ^ 3 / 1000 FROM generate_series(1, 300) i;
+        CALL diffix.mark_perturbed('spread', 'id');
+        CALL diffix.perturb_column('spread', 'w', 'multiplicative', '{"fraction": 0.2}');
+        """
+    )
+    secret, slot = _secret(pdb), _params(pdb, "spread", "w")["slots"][0]
+    relative = methods.rounding(WHOLE, Rule("multiplicative", {"fraction": 0.2})).relative
+    assert relative == 0.2 / math.sqrt(3) / 10
+    originals = pdb.execute("SELECT id, w FROM spread")
+    shown = [w for (w,) in pdb.execute("SELECT w FROM diffix_perturbed.spread")]
+    for (key, x), y in zip(originals, shown, strict=True):
+        sym = 2.0 * _uniform(secret, "public.spread", key, slot) - 1.0
+        assert y == _round_relative(x + x * 0.2 * sym, relative)
+        # moved by at most half the resolution, itself at most |v| * relative
+        assert abs(y - (x + x * 0.2 * sym)) <= abs(y) * relative * 0.5 * 1.25
