@@ -1,8 +1,14 @@
-"""`pldiffix audit`: the audit log of analyst queries, for administrators."""
+"""`pldiffix audit`: the audit log of analyst queries, for administrators.
+
+diffix.show_audit renders stored text visibly already (diffix._visible: control characters,
+bidirectional overrides and backslashes as escapes); `_printable` escapes again whatever the
+terminal would still act on, so that no row can hide another or pass for one.
+"""
 
 from __future__ import annotations
 
 import sys
+import unicodedata
 from datetime import datetime
 from typing import TextIO
 
@@ -22,6 +28,7 @@ COLUMNS = (
     "epsilon",
     "delta",
     "reason",
+    "sql_bytes",
     "sql",
 )
 
@@ -60,9 +67,29 @@ def _role_exists(conn: psycopg.Connection, role: str) -> bool:
 
 
 def _printable(value: object) -> object:
-    """One line per row: timestamps to the second, statements without line breaks."""
+    """One line per row, nothing the terminal acts on: timestamps to the second, every control
+    (C0, DEL, C1), format (bidirectional overrides and isolates, zero-width characters) and
+    line or paragraph separator character as a visible escape."""
     if isinstance(value, datetime):
         return value.isoformat(sep=" ", timespec="seconds")
     if isinstance(value, str):
-        return " ".join(value.split())
+        return "".join(_escaped(c) if _acts_on_terminal(c) else c for c in value)
     return value
+
+
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _acts_on_terminal(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"

@@ -212,11 +212,22 @@ def _choose_ledger_link(conn: psycopg.Connection) -> str:
     return f"({options})"
 
 
+def _rebuild_perturbed_views(conn: psycopg.Connection) -> str:
+    """Perturbed views hold the expressions of the version that built them: an upgrade builds
+    them again (their values change only where the expressions did, e.g. rounding)."""
+    tables = conn.execute(
+        "SELECT m.relid FROM diffix.microdata_tables m ORDER BY m.relid"
+    ).fetchall()
+    for (relid,) in tables:
+        conn.execute("SELECT diffix._perturb_admin('rebuild', %s, '{}')", (relid,))
+    return f"({len(tables)} views)" if tables else ""
+
+
 def install(dsn: str, out: TextIO | None = None) -> None:
     """Installs or upgrades in place; all or nothing. Then connects the ledger's loopback."""
     out = out or sys.stdout
     files = sql_files()
-    progress = Progress(out, total=len(files) + 10)
+    progress = Progress(out, total=len(files) + 11)
     conn = progress.step("connect", lambda: connect(dsn))
     try:
         with conn.transaction():
@@ -231,6 +242,7 @@ def install(dsn: str, out: TextIO | None = None) -> None:
             progress.step("compile server-side Python", lambda: _compile_modules(conn))
             progress.step("initialize settings", lambda: _initialize_settings(conn))
             progress.step("verify server-side Python", lambda: _verify_python(conn))
+            progress.step("rebuild perturbed views", lambda: _rebuild_perturbed_views(conn))
             progress.step("record version", lambda: _record_version(conn, previous))
     except psycopg.Error as error:
         conn.close()
@@ -274,6 +286,10 @@ STATUS_SECTIONS = (
         "Privacy budgets",
         "SELECT role, epsilon_total, delta_total, epsilon_spent, delta_spent, renews_at"
         " FROM diffix.privacy_budget()",
+    ),
+    (
+        "Audit log",
+        "SELECT relation, row_count, total_bytes, total_size FROM diffix.audit_storage()",
     ),
 )
 FINDINGS = "SELECT severity, object, finding, fix FROM diffix.check_security()"

@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS diffix.budget_ledger (
   mechanism text NOT NULL,
   sql text
 );
+-- As in the audit log (67_audit.sql): `sql` keeps at most audit_sql_max_bytes of the statement,
+-- these its full length in bytes and sha256 (NULL in rows charged before they existed).
+ALTER TABLE diffix.budget_ledger ADD COLUMN IF NOT EXISTS sql_bytes bigint;
+ALTER TABLE diffix.budget_ledger ADD COLUMN IF NOT EXISTS sql_sha256 text;
 ALTER TABLE diffix.privacy_budgets OWNER TO diffix_ledger;
 ALTER TABLE diffix.budget_ledger OWNER TO diffix_ledger;
 ALTER SEQUENCE diffix.budget_ledger_id_seq OWNER TO diffix_ledger;
@@ -314,9 +318,10 @@ $$;
 -- Runs on the loopback connection (as the ledger login role): one conditional UPDATE, so
 -- concurrent charges on one budget serialize on its row and none overspends. Renews a budget
 -- whose period has passed. Returns {"status": charged | exceeded | no_budget, remaining}.
+DROP FUNCTION IF EXISTS diffix._ledger_spend(oid, name, name, numeric, numeric, text, text);
 CREATE OR REPLACE FUNCTION diffix._ledger_spend(
   target oid, target_name name, session_role name, epsilon numeric, delta numeric,
-  mechanism text, statement text)
+  mechanism text, statement text, statement_bytes bigint, statement_sha256 text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -324,7 +329,7 @@ SET standard_conforming_strings = on
 AS $$
 DECLARE
   budget record;
-  at timestamptz := clock_timestamp();
+  at timestamptz := pg_catalog.clock_timestamp();
 BEGIN
   IF epsilon IS NULL OR delta IS NULL OR epsilon < 0 OR delta < 0
      OR epsilon = 'NaN' OR delta = 'NaN' THEN
@@ -343,9 +348,11 @@ BEGIN
              THEN p.delta_spent ELSE 0 END + delta <= p.delta_total
   RETURNING p.* INTO budget;
   IF FOUND THEN
-    INSERT INTO diffix.budget_ledger (roleid, role_name, session_role, epsilon, delta, mechanism, sql)
-    VALUES (target, target_name, session_role, epsilon, delta, mechanism, statement);
-    RETURN jsonb_build_object('status', 'charged', 'epsilon_remaining',
+    INSERT INTO diffix.budget_ledger (roleid, role_name, session_role, epsilon, delta, mechanism,
+                                      sql, sql_bytes, sql_sha256)
+    VALUES (target, target_name, session_role, epsilon, delta, mechanism, statement,
+            statement_bytes, statement_sha256);
+    RETURN pg_catalog.jsonb_build_object('status', 'charged', 'epsilon_remaining',
                               budget.epsilon_total - budget.epsilon_spent,
                               'delta_remaining', budget.delta_total - budget.delta_spent)::text;
   END IF;
@@ -353,7 +360,8 @@ BEGIN
   IF NOT FOUND THEN
     RETURN '{"status": "no_budget"}';
   END IF;
-  RETURN jsonb_build_object('status', 'exceeded', 'epsilon_remaining', budget.epsilon_remaining,
+  RETURN pg_catalog.jsonb_build_object('status', 'exceeded',
+                            'epsilon_remaining', budget.epsilon_remaining,
                             'delta_remaining', budget.delta_remaining,
                             'renews_at', budget.renews_at)::text;
 END
@@ -382,7 +390,9 @@ $$;
 
 -- Charges the role the session acts as (SET ROLE's role, else the session user; never an
 -- argument) for one answer, durably, before returning what is left. Raises, spending nothing,
--- when the role has no budget or not enough of it.
+-- when the role has no budget or not enough of it. The ledger keeps at most
+-- audit_sql_max_bytes of the statement (diffix._kept_text, 67_audit.sql) and 64 characters of
+-- the mechanism.
 CREATE OR REPLACE FUNCTION diffix._charge_budget(
   epsilon double precision, delta double precision, statement text, mechanism text,
   OUT epsilon_remaining double precision, OUT delta_remaining double precision)
@@ -393,7 +403,8 @@ SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   role_name name := diffix._invoking_role();
-  target oid := (SELECT r.oid FROM pg_roles r WHERE r.rolname = role_name);
+  target oid := (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = role_name);
+  kept record;
   outcome jsonb;
 BEGIN
   IF epsilon IS NULL OR delta IS NULL OR NOT epsilon > 0 OR NOT delta >= 0
@@ -402,10 +413,12 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'epsilon must be a positive finite number and delta a number in [0, 1)';
   END IF;
-  outcome := diffix._loopback(format(
-    'SELECT diffix._ledger_spend(%s, %L, %L, %L::numeric, %L::numeric, %L, %L)',
-    target, role_name, session_user, epsilon::numeric, delta::numeric,
-    COALESCE(mechanism, 'dp'), statement))::jsonb;
+  SELECT * INTO kept FROM diffix._kept_text(statement, diffix._audit_sql_max_bytes());
+  outcome := diffix._loopback(pg_catalog.format(
+    'SELECT diffix._ledger_spend(%s, %L, %L, %L::numeric, %L::numeric, %L, %L, %L::bigint, %L)',
+    target, role_name, pg_catalog.session_user(), epsilon::numeric, delta::numeric,
+    COALESCE(pg_catalog.left(mechanism, 64), 'dp'), kept.kept, kept.full_bytes,
+    kept.sha256))::jsonb;
   IF outcome ->> 'status' = 'charged' THEN
     epsilon_remaining := (outcome ->> 'epsilon_remaining')::double precision;
     delta_remaining := (outcome ->> 'delta_remaining')::double precision;
@@ -414,8 +427,9 @@ BEGIN
     RAISE EXCEPTION 'role "%" has no privacy budget', role_name
       USING ERRCODE = 'insufficient_privilege',
             DETAIL = 'differentially private answers are paid for from a budget set per role',
-            HINT = format('an administrator sets one: CALL diffix.set_privacy_budget(%L, epsilon, '
-                          'delta)', role_name);
+            HINT = pg_catalog.format('an administrator sets one: '
+                                     'CALL diffix.set_privacy_budget(%L, epsilon, delta)',
+                                     role_name);
   END IF;
   RAISE EXCEPTION 'privacy budget exceeded: this query costs epsilon %, delta %; role "%" has '
                   'epsilon %, delta % left', epsilon, delta, role_name,
@@ -423,8 +437,8 @@ BEGIN
     USING ERRCODE = 'program_limit_exceeded',
           DETAIL = 'nothing was spent',
           HINT = CASE WHEN outcome ->> 'renews_at' IS NOT NULL
-                      THEN format('ask for a smaller epsilon, or wait until the budget renews at %s',
-                                  outcome ->> 'renews_at')
+                      THEN pg_catalog.format('ask for a smaller epsilon, or wait until the '
+                                             'budget renews at %s', outcome ->> 'renews_at')
                       ELSE 'ask for a smaller epsilon, or ask an administrator for more budget' END;
 END
 $$;
@@ -585,7 +599,7 @@ ALTER FUNCTION diffix._ledger_findings() OWNER TO diffix_ledger;
 
 ALTER FUNCTION diffix._loopback(text) OWNER TO diffix_ledger;
 ALTER FUNCTION diffix._ledger_probe(text) OWNER TO diffix_ledger;
-ALTER FUNCTION diffix._ledger_spend(oid, name, name, numeric, numeric, text, text)
+ALTER FUNCTION diffix._ledger_spend(oid, name, name, numeric, numeric, text, text, bigint, text)
   OWNER TO diffix_ledger;
 ALTER FUNCTION diffix._charge_budget(double precision, double precision, text, text)
   OWNER TO diffix_ledger;
@@ -594,10 +608,10 @@ ALTER PROCEDURE diffix.set_privacy_budget(text, double precision, double precisi
   OWNER TO diffix_ledger;
 REVOKE ALL ON FUNCTION diffix._loopback(text), diffix._ledger_probe(text),
   diffix._ledger_connstr(text), diffix._ledger_choose_link(),
-  diffix._ledger_spend(oid, name, name, numeric, numeric, text, text),
+  diffix._ledger_spend(oid, name, name, numeric, numeric, text, text, bigint, text),
   diffix._budget_now(oid, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION diffix._loopback(text), diffix._ledger_connstr(text),
-  diffix._ledger_spend(oid, name, name, numeric, numeric, text, text),
+  diffix._ledger_spend(oid, name, name, numeric, numeric, text, text, bigint, text),
   diffix._budget_now(oid, timestamptz) TO diffix_ledger;
 -- Charging spends the caller's own budget; only the gate (owner diffix_engine) calls it.
 REVOKE ALL ON FUNCTION diffix._charge_budget(double precision, double precision, text, text)

@@ -131,6 +131,7 @@ def test_show_settings_lists_every_setting_with_pg_diffix_defaults(db):
         "dp_delta",
         "dp_max_epsilon",
         "dp_max_delta",
+        "audit_sql_max_bytes",
         "strict",
     }
     assert shown["dp_max_epsilon"] == ("1.0", "default")

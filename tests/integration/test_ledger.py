@@ -6,6 +6,7 @@ pldiffix.core.ledger.charge); it charges the role the session acts as.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 from datetime import timedelta
@@ -180,7 +181,7 @@ def test_status_lists_the_budgets(db, analyst, capsys):
     db.as_role(analyst).execute(CHARGE, (1.0, 0, "SELECT 1"))
     assert install.status(db.dsn()) == 0
     out = capsys.readouterr().out
-    budgets = out[out.index("Privacy budgets:") : out.index("Security findings:")]
+    budgets = out[out.index("Privacy budgets:") : out.index("Audit log:")]
     assert [line.split() for line in budgets.splitlines()[3:] if line.strip()] == [
         [analyst, "|", "3", "|", "0.001", "|", "1", "|", "0", "|", "NULL"]
     ]
@@ -275,9 +276,9 @@ def test_analysts_cannot_read_or_change_budgets_or_the_ledger(db, analyst):
         f"CALL diffix.set_privacy_budget('{analyst}', 100, 0)",
         # the internal writers: reset, refund or charge someone else
         f"SELECT diffix._ledger_spend('{victim}'::regrole::oid, '{victim}', '{victim}', 3, 0, "
-        "'dp', 'x')",
+        "'dp', 'x', 1, NULL)",
         f"SELECT diffix._ledger_spend('{analyst}'::regrole::oid, '{analyst}', '{analyst}', -1, "
-        "0, 'dp', 'x')",
+        "0, 'dp', 'x', 1, NULL)",
         "SELECT diffix._loopback('UPDATE diffix.privacy_budgets SET epsilon_spent = 0')",
         "SELECT diffix._ledger_connstr()",
         "SELECT diffix._ledger_probe('host=/tmp')",
@@ -412,3 +413,15 @@ def test_a_definer_function_charges_and_logs_its_caller_not_its_owner(db, analys
     assert db.execute(
         "SELECT session_role, effective_role FROM diffix.show_audit() WHERE sql = 'as engine'"
     ) == [(analyst, analyst)]
+
+
+def test_the_ledger_keeps_a_statement_up_to_the_cap_with_its_length_and_sha256(db, analyst):
+    statement = "SELECT " + "ü" * (1 << 19)  # 1 MiB and 7 bytes
+    db.as_role(analyst).execute(CHARGE, (1.0, 0, statement))
+    kept, length, sha256 = db.execute(
+        "SELECT sql, sql_bytes, sql_sha256 FROM diffix.budget_ledger WHERE role_name = %s",
+        (analyst,),
+    )[0]
+    assert length == len(statement.encode()) == (1 << 20) + 7
+    assert sha256 == hashlib.sha256(statement.encode()).hexdigest()
+    assert statement.startswith(kept) and len(kept.encode()) == 8191  # whole characters

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 import pytest
 
-from pldiffix.perturb import expressions, report
+from pldiffix.perturb import expressions, methods, report
 from pldiffix.perturb.config import Column, PerturbationError, Rule, validate
+from pldiffix.perturb.methods import Rounding
 
-EXPENSE = Column("medical_expense", "numeric", "numeric(10,2)", 2)
+EXPENSE = Column("medical_expense", "numeric", "numeric(10,2)", 2, 10)
 VISITS = Column("visits", "int4", "integer")
 WEIGHT = Column("weight", "float8", "double precision")
 BIRTH = Column("birth_date", "date", "date")
@@ -59,7 +63,7 @@ def test_sd_fraction_is_resolved_against_the_column_sd() -> None:
         (EXPENSE, "gaussian", {"sd": -1}, "parameter 'sd' must not be negative"),
         (EXPENSE, "gaussian", {"sd": 1, "sd_fraction": 0.1}, "exactly one of 'sd'"),
         (EXPENSE, "gaussian", {}, "exactly one of 'sd'"),
-        (EXPENSE, "multiplicative", {"fraction": 1.5}, "'fraction' in (0, 1)"),
+        (EXPENSE, "multiplicative", {"fraction": 1.5}, "'fraction' in [0.000001, 1)"),
         (EXPENSE, "round", {"step": -5}, "parameter 'step' must be positive"),
         (BIRTH, "date_shift", {"days": 0}, "parameter 'days' must be an integer from 1"),
         (BIRTH, "date_shift", {"days": 2.5}, "parameter 'days' must be an integer"),
@@ -153,8 +157,9 @@ def test_no_secret_and_no_key_material_in_the_view_text() -> None:
 
 
 def test_numeric_noise_is_added_in_units_of_the_last_decimal() -> None:
-    cell = expressions.cell(EXPENSE, Rule("uniform", {"a": 100.0, "min": 0, "slots": [0]}))
-    assert cell is not None
+    parts = expressions.cell(EXPENSE, Rule("uniform", {"a": 100.0, "min": 0, "slots": [0]}))
+    assert parts is not None and parts[1] is None
+    cell = parts[0]
     assert "::pg_catalog.int8 * 0.01::pg_catalog.numeric" in cell
     assert cell.endswith("::numeric(10,2)")
     assert "GREATEST(" in cell and "0.0::pg_catalog.numeric" in cell
@@ -185,3 +190,63 @@ def test_linkage_share_equals_brute_force() -> None:
 
 def test_linkage_counts_ties_as_linked() -> None:
     assert report.linkage_share([[0.0], [0.0], [5.0]], [[0.0], [0.0], [5.0]]) == 1.0
+
+
+# --- rounding (methods.py) -------------------------------------------------------------------
+
+FREE = Column("amount", "numeric", "numeric")
+
+
+@pytest.mark.parametrize(
+    ("column", "rule", "expected"),
+    [
+        (WEIGHT, Rule("uniform", {"a": 10.0}), Rounding(digits=1)),  # sd 5.77 -> 0.1
+        (WEIGHT, Rule("uniform", {"a": 12.5}), Rounding(digits=1)),
+        (WEIGHT, Rule("uniform", {"a": 100.0}), Rounding(digits=0)),
+        (WEIGHT, Rule("gaussian", {"sd": 0.01}), Rounding(digits=3)),
+        (WEIGHT, Rule("gaussian", {"sd": 2000.0}), Rounding(digits=-2)),
+        (WEIGHT, Rule("gaussian", {"sd": 0.0}), Rounding()),
+        (WEIGHT, Rule("uniform", {"a": 10.0, "digits": -1}), Rounding(digits=-1)),
+        (WEIGHT, Rule("round", {"step": 0.25}), Rounding(digits=2)),
+        (VISITS, Rule("uniform", {"a": 0.3}), Rounding(digits=0)),
+        (EXPENSE, Rule("gaussian", {"sd": 0.001}), Rounding(digits=2)),
+        (FREE, Rule("uniform", {"a": 100.0, "scale": 6}), Rounding(digits=0)),
+        (FREE, Rule("gaussian", {"sd": 0.01, "scale": 2}), Rounding(digits=2)),
+        (FREE, Rule("multiplicative", {"fraction": 0.1, "scale": 3}), Rounding(digits=3)),
+    ],
+)
+def test_outputs_are_rounded_to_the_declared_or_derived_resolution(column, rule, expected):
+    assert methods.rounding(column, rule) == expected
+
+
+def test_multiplicative_floats_round_relative_to_their_own_value():
+    found = methods.rounding(WEIGHT, Rule("multiplicative", {"fraction": 0.3}))
+    assert found.digits is None and found.relative == pytest.approx(0.3 / math.sqrt(3) / 10)
+
+
+@pytest.mark.parametrize(
+    ("column", "params", "message"),
+    [
+        (VISITS, {"a": 5, "digits": 1}, "holds whole numbers: digits must be 0 or negative"),
+        (EXPENSE, {"a": 5, "digits": 3}, "numeric(10,2): digits must be at most 2"),
+        (WEIGHT, {"a": 5, "digits": 21}, "'digits' must be an integer from -20 to 20"),
+        (WEIGHT, {"a": 5, "digits": 1.5}, "'digits' must be an integer"),
+        (WEIGHT, {"a": 1e300}, "'a' must be between 1e-250 and 1e+290"),
+        (WEIGHT, {"a": 1e-300}, "'a' must be between"),
+    ],
+)
+def test_bad_digits_and_scales_say_what_is_wrong(column, params, message):
+    with pytest.raises(PerturbationError, match=re.escape(message)):
+        validate(column, "uniform", params)
+
+
+def test_digits_are_kept_with_the_rule():
+    assert validate(WEIGHT, "gaussian", {"sd": 1, "digits": -2}).params == {"sd": 1.0, "digits": -2}
+    assert validate(FREE, "uniform", {"a": 1, "digits": 7}).params == {"a": 1.0, "digits": 7}
+
+
+def test_float_cells_round_a_raw_value_computed_once_per_row():
+    sql = _select({"weight": Rule("uniform", {"a": 10.0, "slots": [0]})}, (VISITS, EXPENSE, WEIGHT))
+    assert 'CROSS JOIN LATERAL (SELECT (t."weight"::pg_catalog.float8 + ' in sql
+    assert ") AS v2 OFFSET 0) r" in sql
+    assert "pg_catalog.round(r.v2 * 10.0) / 10.0" in sql

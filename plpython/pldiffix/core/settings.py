@@ -189,6 +189,15 @@ SPECS: dict[str, SettingSpec] = {
             maximum=0.5,
         ),
         SettingSpec(
+            "audit_sql_max_bytes",
+            "int",
+            "8192",
+            "Bytes of each statement the audit log and the privacy ledger keep (with its full "
+            "length and sha256); read from the database-wide value only.",
+            minimum=0,
+            maximum=1048576,
+        ),
+        SettingSpec(
             "strict",
             "bool",
             "true",

@@ -53,14 +53,20 @@ def _columns(plpy: Any, relid: int) -> list[tuple[int, Column]]:
         "SELECT a.attnum, a.attname::text AS name, t.typname::text AS type_name,"
         " pg_catalog.format_type(a.atttypid, a.atttypmod) AS declared,"
         " CASE WHEN t.typname = 'numeric' AND a.atttypmod >= 4"
-        "      THEN (a.atttypmod - 4) & 65535 END AS scale"
+        "      THEN (a.atttypmod - 4) & 65535 END AS scale,"
+        " CASE WHEN t.typname = 'numeric' AND a.atttypmod >= 4"
+        "      THEN ((a.atttypmod - 4) >> 16) & 65535 END AS precision"
         " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
         " WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
         ("oid",),
         (relid,),
     )
     return [
-        (r["attnum"], Column(r["name"], r["type_name"], r["declared"], r["scale"])) for r in rows
+        (
+            r["attnum"],
+            Column(r["name"], r["type_name"], r["declared"], r["scale"], r["precision"]),
+        )
+        for r in rows
     ]
 
 
@@ -116,14 +122,19 @@ def load(plpy: Any, relid: int) -> MicrodataTable:
 
 
 def rebuild(plpy: Any, table: MicrodataTable) -> None:
-    """Drops and re-creates the table's view, owned by the view owner, readable by the
-    perturbed level and administrators only."""
+    """(Re-)creates the table's view, owned by the view owner, readable by the perturbed level
+    and administrators only. Replaced in place while its columns stay (so views built on it
+    stay too, e.g. when an upgrade changes the expressions), else dropped and created."""
     select = expressions.select_sql(
         table.sql_name, table.tag, table.columns, table.rules, table.row_key
     )
     view = table.view_sql_name
-    plpy.execute(f"DROP VIEW IF EXISTS {view}")
-    plpy.execute(f"CREATE VIEW {view} AS {select}")
+    try:
+        with plpy.subtransaction():
+            plpy.execute(f"CREATE OR REPLACE VIEW {view} AS {select}")
+    except plpy.SPIError:
+        plpy.execute(f"DROP VIEW IF EXISTS {view}")
+        plpy.execute(f"CREATE VIEW {view} AS {select}")
     plpy.execute(f"ALTER VIEW {view} OWNER TO {VIEW_OWNER}")
     plpy.execute(f"REVOKE ALL ON {view} FROM PUBLIC")
     plpy.execute(f"GRANT SELECT ON {view} TO {READER_GROUP}, diffix_admin")
@@ -245,12 +256,13 @@ def perturb_column(
             f"SELECT pg_catalog.stddev_samp({quote_ident(column.name)}::pg_catalog.float8) AS sd"
             f" FROM {table.sql_name}"
         )[0]["sd"]
+    data_scale = None
     if column.type_name == "numeric" and column.scale is None:
         found = plpy.execute(
             f"SELECT pg_catalog.max(pg_catalog.min_scale({quote_ident(column.name)})) AS s"
             f" FROM {table.sql_name}"
         )[0]["s"]
-        column = Column(column.name, column.type_name, column.declared_type, found or 0)
+        data_scale = found or 0
     rule = validate(
         column, method, params, column_sd=column_sd, is_row_key=column.name == table.row_key
     )
@@ -263,8 +275,8 @@ def perturb_column(
         )
     else:
         extra: dict[str, Any] = {}
-        if column.scale is not None and column.type_name == "numeric":
-            extra["scale"] = column.scale
+        if data_scale is not None:
+            extra["scale"] = data_scale
         if expressions.SLOTS.get(rule.method):
             extra["slots"] = _slots(plpy, relid, attnum, expressions.SLOTS[rule.method])
         rule = Rule(rule.method, {**rule.params, **extra})

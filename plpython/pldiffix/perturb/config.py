@@ -50,12 +50,13 @@ class PerturbationError(UserError):
 @dataclass(frozen=True)
 class Column:
     """A base-table column: its name, base type (pg_type.typname), the type as declared
-    (format_type, e.g. numeric(10,2)) and, for numeric, the scale its values keep."""
+    (format_type, e.g. numeric(10,2)) and, for numeric(p, s), its precision and scale."""
 
     name: str
     type_name: str
     declared_type: str
     scale: int | None = None
+    precision: int | None = None
 
     @property
     def category(self) -> Category:
@@ -118,10 +119,10 @@ def _clamp(params: dict[str, Any], column: Column) -> dict[str, Any]:
 
 # method -> (column categories it applies to, parameters it accepts)
 METHODS: dict[str, tuple[frozenset[Category] | None, frozenset[str]]] = {
-    "uniform": (NUMBERS, frozenset({"a", "min", "max"})),
-    "gaussian": (NUMBERS, frozenset({"sd", "sd_fraction", "min", "max"})),
-    "multiplicative": (NUMBERS, frozenset({"fraction", "min", "max"})),
-    "round": (NUMBERS, frozenset({"step"})),
+    "uniform": (NUMBERS, frozenset({"a", "min", "max", "digits"})),
+    "gaussian": (NUMBERS, frozenset({"sd", "sd_fraction", "min", "max", "digits"})),
+    "multiplicative": (NUMBERS, frozenset({"fraction", "min", "max", "digits"})),
+    "round": (NUMBERS, frozenset({"step", "digits"})),
     "date_shift": (DATES, frozenset({"days", "min", "max"})),
     "generalize": (DATES, frozenset({"to"})),
     "pseudonym": (None, frozenset({"length", "domain"})),
@@ -130,6 +131,38 @@ METHODS: dict[str, tuple[frozenset[Category] | None, frozenset[str]]] = {
     "keep": (None, frozenset()),
 }
 GENERALIZE_UNITS = ("month", "quarter", "year")
+# Noise scales (a, sd, step) stay within these, so that no row's arithmetic in float8 can
+# overflow or underflow (an error on some rows would be a yes/no about them).
+SMALLEST_SCALE = 1e-250
+LARGEST_SCALE = 1e290
+DIGITS_RANGE = 20
+
+
+def _scale(params: dict[str, Any], name: str, value: float | None) -> float | None:
+    if value is not None and value != 0 and not SMALLEST_SCALE <= value <= LARGEST_SCALE:
+        raise PerturbationError(
+            f"parameter {name!r} must be between {SMALLEST_SCALE:g} and {LARGEST_SCALE:g}, "
+            f"not {params.get(name)!r}"
+        )
+    return value
+
+
+def _digits(params: dict[str, Any], column: Column) -> dict[str, int]:
+    """The output's declared resolution: decimal digits after the point (negative: tens, ...)."""
+    if "digits" not in params:
+        return {}
+    digits = _integer(params, "digits", 0, -DIGITS_RANGE, DIGITS_RANGE)
+    if column.category is Category.INTEGER and digits > 0:
+        raise PerturbationError(
+            f"column {column.name!r} holds whole numbers: digits must be 0 or negative, "
+            f"not {digits}"
+        )
+    if column.category is Category.NUMERIC and column.scale is not None and digits > column.scale:
+        raise PerturbationError(
+            f"column {column.name!r} is {column.declared_type}: digits must be at most "
+            f"{column.scale}, not {digits}"
+        )
+    return {"digits": digits}
 
 
 def validate(
@@ -174,14 +207,17 @@ def validate(
             f"column {column.name!r} is the row key: it can only be dropped or pseudonymized",
             hint="the raw row key would let its readers link the perturbed rows back",
         )
-    return Rule(method, _normalized(method, params, column, column_sd))
+    normalized = _normalized(method, params, column, column_sd)
+    if method in ("uniform", "gaussian", "multiplicative", "round"):
+        normalized |= _digits(params, column)
+    return Rule(method, normalized)
 
 
 def _normalized(
     method: str, params: dict[str, Any], column: Column, column_sd: float | None
 ) -> dict[str, Any]:
     if method == "uniform":
-        a = _number(params, "a", positive=True)
+        a = _scale(params, "a", _number(params, "a", positive=True))
         if a is None:
             raise PerturbationError("method uniform needs parameter 'a' (noise in [-a, a])")
         return {"a": a, **_clamp(params, column)}
@@ -189,14 +225,14 @@ def _normalized(
         return _gaussian(params, column, column_sd)
     if method == "multiplicative":
         fraction = _number(params, "fraction", positive=True)
-        if fraction is None or fraction >= 1:
+        if fraction is None or not 1e-6 <= fraction < 1:
             raise PerturbationError(
-                "method multiplicative needs parameter 'fraction' in (0, 1): "
+                "method multiplicative needs parameter 'fraction' in [0.000001, 1): "
                 "values are multiplied by a factor in [1 - fraction, 1 + fraction]"
             )
         return {"fraction": fraction, **_clamp(params, column)}
     if method == "round":
-        step = _number(params, "step", positive=True)
+        step = _scale(params, "step", _number(params, "step", positive=True))
         if step is None:
             raise PerturbationError("method round needs parameter 'step'")
         return {"step": step}
@@ -242,5 +278,9 @@ def _gaussian(params: dict[str, Any], column: Column, column_sd: float | None) -
                 f"column {column.name!r} has no standard deviation (fewer than two values): "
                 "give an absolute 'sd'"
             )
-        return {"sd": fraction * column_sd, "sd_fraction": fraction, **clamp}
-    return {"sd": sd, **clamp}
+        return {
+            "sd": _scale(params, "sd_fraction", fraction * column_sd),
+            "sd_fraction": fraction,
+            **clamp,
+        }
+    return {"sd": _scale(params, "sd", sd), **clamp}
