@@ -330,7 +330,7 @@ def proxy_plan(
         return [(chosen.value, None)]
     copied = routing.copied_query(statements[0])  # COPY (query) TO STDOUT: answer the query
     query = statements[0] if copied is None else copied
-    statement = sql if copied is None else copied.sql(dialect="postgres")
+    statement = sql if copied is None else sqltext.render(copied)
     if params:
         oids = list(param_types or [0] * len(params))
         names = catalog.type_names(plpy, oids, [-1] * len(oids))

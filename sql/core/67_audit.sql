@@ -37,6 +37,7 @@ REVOKE ALL ON diffix.audit_log FROM PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._audit_sql_max_bytes() RETURNS integer
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
   SELECT COALESCE((SELECT LEAST(s.value::pg_catalog.int4, 1048576)
                    FROM diffix._database_settings() s
@@ -50,6 +51,7 @@ CREATE OR REPLACE FUNCTION diffix._kept_text(value text, max_bytes integer,
                                              OUT sha256 text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   cap integer := GREATEST(COALESCE(max_bytes, 0), 0);
@@ -81,6 +83,7 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._visible(value text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 DECLARE
   backslash text := pg_catalog.chr(92);
@@ -217,6 +220,8 @@ CREATE OR REPLACE FUNCTION diffix.audit_storage()
 RETURNS TABLE (relation text, row_count bigint, total_bytes bigint, total_size text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   IF NOT diffix._is_admin(diffix._invoking_role()) THEN

@@ -18,6 +18,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
+from pldiffix.core import sqltext
 from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, UserError
 
 _QUERY_ROOTS = (exp.Select, exp.SetOperation, exp.Subquery)
@@ -53,7 +54,7 @@ def table_names(tree: exp.Expression) -> list[str]:
         if not table.db and table.name in ctes:
             continue
         parts = [table.args.get(key) for key in ("catalog", "db", "this")]
-        names.append(".".join(p.sql(dialect="postgres") for p in parts if p is not None))
+        names.append(".".join(p.sql(dialect=sqltext.POSTGRES) for p in parts if p is not None))
     return names
 
 
@@ -233,10 +234,6 @@ def _parameter_number(node: exp.Parameter) -> int | None:
     return int(text) if isinstance(text, str) and text.isdigit() else None
 
 
-def quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def fetch_statement(
     token: int,
     names: Sequence[str],
@@ -255,6 +252,6 @@ def fetch_statement(
         value = f"t.c{i}"
         if client_types is not None and client_types[i - 1] != engine_types[i - 1]:
             value = f"CAST({value} AS {client_types[i - 1]})"
-        outputs.append(f"{value} AS {quote_identifier(name)}")
+        outputs.append(f"{value} AS {sqltext.identifier(name)}")
     source = f"diffix._proxy_rows({int(token)})"
     return f"SELECT {', '.join(outputs)} FROM {source} AS t({columns})"

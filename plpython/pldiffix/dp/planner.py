@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from pldiffix.core import sqltext
+from pldiffix.core.sqltext import identifier
 from pldiffix.dp.query import DpAggregate, DpQuery, DpQueryError
 
 QUANTILE_BINS = 1000  # grid points of the exponential mechanism: the bounds cut into this many bins
@@ -195,12 +197,8 @@ def _decimal(value: float | int) -> str:
     return f"CAST('{value!r}' AS pg_catalog.numeric)"
 
 
-def _ident(name: str) -> str:
-    return exp.to_identifier(name, quoted=True).sql(dialect="postgres")
-
-
 def _qualified(query: DpQuery, column: str) -> str:
-    return exp.column(column, table=query.alias, quoted=True).sql(dialect="postgres")
+    return f"{identifier(query.alias)}.{identifier(column)}"
 
 
 def _clamped(query: DpQuery, column: str, column_type: str | None, bounds: Bounds) -> str:
@@ -255,9 +253,7 @@ def _grid_units(value: str, step: float, limit: int) -> str:
 
 
 def _from_where(query: DpQuery) -> str:
-    table = (
-        f"{_ident(query.relation.schema)}.{_ident(query.relation.name)} AS {_ident(query.alias)}"
-    )
+    table = f"{identifier(query.relation.schema)}.{identifier(query.relation.name)} AS {identifier(query.alias)}"
     return f"FROM {table} WHERE {_qualified(query, query.aid)} IS NOT NULL AND {query.where_sql}"
 
 
@@ -266,13 +262,13 @@ def _bounded(
 ) -> str:
     """The rows left after bounding: u (the unit), g0.. (grouping values), the row columns."""
     items = [f"{_qualified(query, query.aid)} AS u"]
-    items += [f"{g.expression.sql(dialect='postgres')} AS g{i}" for i, g in enumerate(query.groups)]
+    items += [f"{sqltext.render(g.expression)} AS g{i}" for i, g in enumerate(query.groups)]
     items += [f"{expression} AS {name}" for name, expression in row_columns.items()]
     if metadata.unique_aid:
         return f"SELECT {', '.join(items)} {_from_where(query)}"
     rank = (
         f"pg_catalog.row_number() OVER (PARTITION BY {_qualified(query, query.aid)} ORDER BY "
-        f"pg_catalog.hashtidextended({_ident(query.alias)}.ctid, {seed})) AS r"
+        f"pg_catalog.hashtidextended({identifier(query.alias)}.ctid, {seed})) AS r"
     )
     inner = f"SELECT {', '.join([*items, rank])} {_from_where(query)}"
     return f"SELECT * FROM ({inner}) AS ranked WHERE r <= {metadata.max_contributions}"
@@ -329,7 +325,7 @@ def _over_domains(
             expressions=[exp.Literal.string(v) for v in metadata.domains[group.column.name]]
         )
         keys.append(
-            f"pg_catalog.unnest(CAST(CAST({values.sql(dialect='postgres')} AS text[]) AS "
+            f"pg_catalog.unnest(CAST(CAST({sqltext.render(values)} AS text[]) AS "
             f"{info.type}[])) AS d{i}(g{i})"
         )
     names = ["units", *(s.name for a in aggregates for s in a.statistics)]

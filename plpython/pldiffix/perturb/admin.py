@@ -17,9 +17,9 @@ from pldiffix.core.errors import (
     UserError,
     reports_errors,
 )
+from pldiffix.core.sqltext import identifier
 from pldiffix.perturb import expressions, report
 from pldiffix.perturb.config import NUMBERS, Column, PerturbationError, Rule, validate
-from pldiffix.perturb.expressions import quote_ident
 
 VIEW_OWNER = "diffix_perturb_owner"
 READER_GROUP = "diffix_perturbed"
@@ -114,7 +114,7 @@ def load(plpy: Any, relid: int) -> MicrodataTable:
         _sql_name(plpy, relid),
         row["table_tag"],
         by_attnum[row["row_key_attnum"]].name,
-        f"{quote_ident(row['vs'])}.{quote_ident(row['vn'])}",
+        f"{identifier(row['vs'])}.{identifier(row['vn'])}",
         list(row["quasi_identifiers"] or []),
         [column for _, column in numbered],
         rules,
@@ -172,7 +172,7 @@ def mark(plpy: Any, relid: int, row_key: str | None, view_schema: str | None) ->
         raise PerturbationError("the row key column must not be NULL")
     numbered = _columns(plpy, relid)
     attnum, key_column = _find_column(numbered, row_key, name)
-    key_sql = quote_ident(key_column.name)
+    key_sql = identifier(key_column.name)
     counts = plpy.execute(
         f"SELECT pg_catalog.count(*) AS n, pg_catalog.count({key_sql}) AS present,"
         f" pg_catalog.count(DISTINCT {key_sql}) AS distinct_keys FROM {name}"
@@ -211,7 +211,7 @@ def mark(plpy: Any, relid: int, row_key: str | None, view_schema: str | None) ->
         ("oid",),
         (relid,),
     ):
-        plpy.execute(f"DROP VIEW IF EXISTS {quote_ident(old['vs'])}.{quote_ident(old['vn'])}")
+        plpy.execute(f"DROP VIEW IF EXISTS {identifier(old['vs'])}.{identifier(old['vn'])}")
     catalog.query(
         plpy,
         "INSERT INTO diffix.microdata_tables (relid, row_key_attnum, table_tag, view_schema,"
@@ -253,13 +253,13 @@ def perturb_column(
     column_sd = None
     if isinstance(params, dict) and "sd_fraction" in params and column.category in NUMBERS:
         column_sd = plpy.execute(
-            f"SELECT pg_catalog.stddev_samp({quote_ident(column.name)}::pg_catalog.float8) AS sd"
+            f"SELECT pg_catalog.stddev_samp({identifier(column.name)}::pg_catalog.float8) AS sd"
             f" FROM {table.sql_name}"
         )[0]["sd"]
     data_scale = None
     if column.type_name == "numeric" and column.scale is None:
         found = plpy.execute(
-            f"SELECT pg_catalog.max(pg_catalog.min_scale({quote_ident(column.name)})) AS s"
+            f"SELECT pg_catalog.max(pg_catalog.min_scale({identifier(column.name)})) AS s"
             f" FROM {table.sql_name}"
         )[0]["s"]
         data_scale = found or 0
@@ -290,7 +290,7 @@ def perturb_column(
         )
     rebuild(plpy, load(plpy, relid))
     shown = ", ".join(f"{k}={v}" for k, v in rule.params.items() if k not in ("scale", "slots"))
-    return f"{table.sql_name}.{quote_ident(column.name)}: {rule.method}" + (
+    return f"{table.sql_name}.{identifier(column.name)}: {rule.method}" + (
         f" ({shown})" if shown else ""
     )
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from pldiffix.core.sqltext import identifier, literal
 from pldiffix.perturb import methods
 from pldiffix.perturb.config import Category, Column, Rule
 from pldiffix.perturb.methods import Rounding
@@ -29,14 +30,6 @@ DRAWS_PER_HASH = 5  # 32 bytes of sha256 hold five 6-byte draws
 SLOTS = {"uniform": 1, "multiplicative": 1, "date_shift": 1, "gaussian": 2}
 
 
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _float(value: float) -> str:
     return repr(float(value))
 
@@ -45,7 +38,7 @@ def _keyed(material: str) -> str:
     """sha256(secret || material): one InitPlan per query, read with the view owner's rights."""
     return (
         "(SELECT pg_catalog.sha256(pg_catalog.convert_to(k.secret || "
-        f"{quote_literal(material)}, 'UTF8')) FROM diffix.microdata_key k)"
+        f"{literal(material)}, 'UTF8')) FROM diffix.microdata_key k)"
     )
 
 
@@ -61,7 +54,7 @@ def pseudonym_key(domain: str) -> str:
 def _row_hash(key: str, value_sql: str, suffix: str = "") -> str:
     text = f"({value_sql})::pg_catalog.text"
     if suffix:
-        text += f" || {quote_literal(suffix)}"
+        text += f" || {literal(suffix)}"
     return f"pg_catalog.sha256({key} || pg_catalog.convert_to({text}, 'UTF8'))"
 
 
@@ -103,7 +96,7 @@ def _clamped(expression: str, params: dict[str, Any], bound_type: str | None = N
             elif bound_type == "pg_catalog.numeric":
                 bound = f"{_float(params[name])}::pg_catalog.numeric"
             else:
-                bound = f"{quote_literal(str(params[name]))}::{bound_type}"
+                bound = f"{literal(str(params[name]))}::{bound_type}"
             expression = f"{function}({expression}, {bound})"
     return expression
 
@@ -295,7 +288,7 @@ def cell(column: Column, rule: Rule | None, raw_ref: str = "raw") -> tuple[str, 
     """The view's expression for one column, and the raw per-row value it refers to as
     `raw_ref` (None when it refers to none); None when the column is dropped. Noisy methods
     draw from their rule's `slots`."""
-    value = f"{_BASE}.{quote_ident(column.name)}"
+    value = f"{_BASE}.{identifier(column.name)}"
     if rule is None or rule.method == "keep":
         return value, None
     p = rule.params
@@ -308,7 +301,7 @@ def cell(column: Column, rule: Rule | None, raw_ref: str = "raw") -> tuple[str, 
     if rule.method == "date_shift":
         return _shifted(value, column, p), None
     if rule.method == "generalize":
-        truncated = f"pg_catalog.date_trunc({quote_literal(p['to'])}, {value})"
+        truncated = f"pg_catalog.date_trunc({literal(p['to'])}, {value})"
         return f"({truncated})::{column.declared_type}", None
     if rule.method == "pseudonym":
         digest = _row_hash(pseudonym_key(p["domain"]), value)
@@ -334,7 +327,7 @@ def _shifted(value: str, column: Column, p: dict[str, Any]) -> str:
     days, slot = p["days"], p["slots"][0]
     shift = f"(pg_catalog.floor({uniform(slot)} * {2 * days + 1})::pg_catalog.int4 - {days})"
     low, high = (
-        f"{quote_literal(bound)}::{column.declared_type}" for bound in _SHIFTABLE[column.category]
+        f"{literal(bound)}::{column.declared_type}" for bound in _SHIFTABLE[column.category]
     )
     base = (
         f"CASE WHEN pg_catalog.isfinite({value}) THEN LEAST(GREATEST({value}, {low}), {high})"
@@ -348,7 +341,7 @@ def _shifted(value: str, column: Column, p: dict[str, Any]) -> str:
 
 
 def _mask(value: str, column: Column, p: dict[str, Any]) -> str:
-    first, last, char = p["keep_first"], p["keep_last"], quote_literal(p["char"])
+    first, last, char = p["keep_first"], p["keep_last"], literal(p["char"])
     text = f"({value})::pg_catalog.text"
     length = f"pg_catalog.length({text})"
     kept_end = f" || pg_catalog.right({text}, {last})" if last else ""
@@ -379,7 +372,7 @@ def select_sql(
     planner from inlining, and so repeating, them), and so are float columns' raw `v + noise`,
     which their rounding refers to several times.
     """
-    targets: list[str] = [f"{_BASE}.{quote_ident(row_key)} AS row_key"] if paired else []
+    targets: list[str] = [f"{_BASE}.{identifier(row_key)} AS row_key"] if paired else []
     hash_numbers: set[int] = set()
     raw_values: list[str] = []
     for position, column in enumerate(columns):
@@ -397,14 +390,14 @@ def select_sql(
             hash_numbers.update(slot // DRAWS_PER_HASH for slot in rule.params.get("slots", []))
         if paired:
             targets.append(f"{expression} AS p{position}")
-            targets.append(f"{_BASE}.{quote_ident(column.name)} AS o{position}")
+            targets.append(f"{_BASE}.{identifier(column.name)} AS o{position}")
         else:
-            targets.append(f"{expression} AS {quote_ident(column.name)}")
+            targets.append(f"{expression} AS {identifier(column.name)}")
     if not targets:
         targets.append("NULL::pg_catalog.text AS nothing_shown")
     source = f"{table} {_BASE}"
     if hash_numbers:
-        row_key_sql = f"{_BASE}.{quote_ident(row_key)}"
+        row_key_sql = f"{_BASE}.{identifier(row_key)}"
         hashes = ", ".join(
             f"{_row_hash(table_key(tag), row_key_sql, f'/{i}' if i else '')} AS h{i}"
             for i in sorted(hash_numbers)
