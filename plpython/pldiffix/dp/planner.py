@@ -253,7 +253,8 @@ def _grid_units(value: str, step: float, limit: int) -> str:
 
 
 def _from_where(query: DpQuery) -> str:
-    table = f"{identifier(query.relation.schema)}.{identifier(query.relation.name)} AS {identifier(query.alias)}"
+    relation = sqltext.qualified(query.relation.schema, query.relation.name)
+    table = f"{relation} AS {identifier(query.alias)}"
     return f"FROM {table} WHERE {_qualified(query, query.aid)} IS NOT NULL AND {query.where_sql}"
 
 
