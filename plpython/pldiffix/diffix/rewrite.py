@@ -88,7 +88,7 @@ def from_sql(item: FromItem) -> str:
 def where_sql(model: AnonymizingQuery) -> str:
     if not model.filters:
         return "TRUE"
-    return " AND ".join(f"({sql(f.subject.expression)}) = ({sql(f.value)})" for f in model.filters)
+    return " AND ".join(f"({sql(f.subject.emitted)}) = ({sql(f.value)})" for f in model.filters)
 
 
 def emitted_expressions(model: AnonymizingQuery) -> list[exp.Expression]:
@@ -546,7 +546,7 @@ def bucket_query(
     # base: one row per input row
     base: list[str] = []
     for k, group in enumerate(model.groups):
-        base.append(f"{sql(group.expression)} AS {quote(f'l{k}')}")
+        base.append(f"{sql(group.emitted)} AS {quote(f'l{k}')}")
     for k, aid in enumerate(aids):
         base.append(f"{sql(aid.to_sql())} AS {quote(f'i{k}')}")
     for j, value in enumerate(values):
@@ -825,9 +825,7 @@ def label_types_sql(model: AnonymizingQuery) -> str:
     """A query that reads no row and tells the label types (via the result's column types)."""
     if not model.groups:
         return "SELECT"
-    columns = ", ".join(
-        f"{sql(g.expression)} AS {quote(f'l{k}')}" for k, g in enumerate(model.groups)
-    )
+    columns = ", ".join(f"{sql(g.emitted)} AS {quote(f'l{k}')}" for k, g in enumerate(model.groups))
     return f"SELECT {columns} FROM {from_sql(model.from_tree)} WHERE FALSE"
 
 

@@ -4,14 +4,17 @@
 post-processing of its released rows, as for Diffix) and checks it. Grouping and filtering reuse
 the Diffix validator: the SELECT's grouping expressions and WHERE clause are validated as the
 query `SELECT <groups>, count(*) FROM <from> WHERE <where> GROUP BY <groups>` at the trusted
-level, which resolves names, checks the generalizations and the simple equality filters and
-yields them qualified. The aggregates, which Diffix does not all have, are checked here.
+level with the untrusted level's rules against expressions that can fail (an error only some row
+triggers would answer a question about that row for nothing: validation/totality.py), which
+resolves names, checks the generalizations and the simple equality filters and yields them
+qualified, in the total form the engine runs. The aggregates, which Diffix does not all have,
+are checked here.
 Everything outside the subset is a `DpQueryError` saying what to write instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from sqlglot import exp
@@ -80,7 +83,8 @@ class DpQuery:
 
     @property
     def groups(self) -> tuple[Generalization, ...]:
-        return self.shadow.groups
+        """The grouping expressions; `expression` is the total form the planner emits."""
+        return tuple(replace(g, expression=g.emitted) for g in self.shadow.groups)
 
     @property
     def where_sql(self) -> str:
@@ -118,6 +122,7 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
         catalog,
         TRUSTED,
         treat_unmarked_tables_as_public=treat_unmarked_tables_as_public,
+        total_expressions=True,
     ).anonymizing[0]
     if len(shadow.relations) != 1:
         raise DpQueryError(
