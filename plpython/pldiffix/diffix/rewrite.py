@@ -115,6 +115,8 @@ def canonical_sql(expression: str, typ: SqlType | str) -> tuple[str, str]:
     """SQL whose value Python turns into pg_diffix's seed text, and how (see `canonical_text`)."""
     name = typ.name if isinstance(typ, SqlType) else typ
     datetime = typ.is_datetime if isinstance(typ, SqlType) else name in _DATETIME
+    if name == "numeric":
+        return float8_of_numeric(expression, None), "number"
     if name in NUMERIC_TYPES:
         return f"({expression})::pg_catalog.float8", "number"
     if name == "timestamptz":
@@ -127,6 +129,46 @@ def canonical_sql(expression: str, typ: SqlType | str) -> tuple[str, str]:
 
 
 _DATETIME = frozenset({"date", "time", "timetz", "timestamp", "timestamptz"})
+
+
+# --- conversions that cannot fail (an error only some row triggers tells of that row) ------------
+
+# |summand| beyond which a float summand counts as this much: no sum of fewer than 1e18 (float8)
+# or 3e10 (float4) rows can then overflow, which PostgreSQL reports as an error.
+_SUMMAND_LIMITS = {"float8": "1e290", "float4": "1e28", "numeric": "1e290"}
+
+
+def float8_of_numeric(expression: str, beyond: str | None) -> str:
+    """A numeric as float8 without the errors of `::float8` (beyond its range, or so small it
+    would be 0): tiny values are 0; huge ones are `beyond` (with the value's sign), or NULL."""
+    x = f"({expression})"
+    big = "NULL::pg_catalog.float8"
+    if beyond is not None:
+        big = f"pg_catalog.sign({x})::pg_catalog.float8 OPERATOR(pg_catalog.*) {beyond}"
+    limit = beyond or "1.7976931348623157e308"
+    return (
+        f"CASE WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.>) {limit} AND "
+        f"pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 'Infinity' THEN {big} "
+        f"WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 1e-300 THEN 0::pg_catalog.float8 "
+        f"ELSE {x}::pg_catalog.float8 END"
+    )
+
+
+def summand_sql(expression: str, type_name: str) -> str:
+    """A value to sum, as the engine sums it: numeric as float8, floats clamped so that no sum
+    can overflow (`_SUMMAND_LIMITS`), integers as they are (their sums are wider)."""
+    if type_name not in _SUMMAND_LIMITS:
+        return expression
+    limit = _SUMMAND_LIMITS[type_name]
+    if type_name == "numeric":
+        return float8_of_numeric(expression, limit)
+    x = f"({expression})"
+    typ = f"pg_catalog.{type_name}"
+    return (
+        f"CASE WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.>) {limit} AND "
+        f"pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 'Infinity' "
+        f"THEN (pg_catalog.sign({x}) OPERATOR(pg_catalog.*) {limit})::{typ} ELSE {x} END"
+    )
 
 
 def canonical_value(value: Any, how: str) -> Any:
@@ -551,8 +593,8 @@ def bucket_query(
         base.append(f"{sql(aid.to_sql())} AS {quote(f'i{k}')}")
     for j, value in enumerate(values):
         expression = sql(value)
-        if j in sums and value_types[j] == "numeric":
-            expression = f"({expression})::pg_catalog.float8"
+        if j in sums:
+            expression = summand_sql(expression, value_types[j])
         base.append(f"{expression} AS {quote(f'v{j}')}")
     for d, j in enumerate(distinct):
         expression = sql(values[j])
@@ -636,9 +678,13 @@ def bucket_query(
     for j in sorted(sums):
         v = quote(f"v{j}")
         per_aid.append(f"pg_catalog.sum({v}) FILTER (WHERE live AND {v} >= 0) AS {quote(f'sp{j}')}")
-        per_aid.append(
-            f"pg_catalog.sum(-{v}) FILTER (WHERE live AND {v} <= 0) AS {quote(f'sn{j}')}"
+        # -v overflows for an integer's minimum: negate the (wider) sum instead
+        negative = (
+            f"-pg_catalog.sum({v})"
+            if value_types[j] in ("int2", "int4", "int8")
+            else f"pg_catalog.sum(-{v})"
         )
+        per_aid.append(f"{negative} FILTER (WHERE live AND {v} <= 0) AS {quote(f'sn{j}')}")
     for j in float_sums:
         v = quote(f"v{j}")
         for k in range(n_aids):
