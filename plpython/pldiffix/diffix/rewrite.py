@@ -141,7 +141,7 @@ _SUMMAND_LIMITS = {"float8": "1e290", "float4": "1e28", "numeric": "1e290"}
 def float8_of_numeric(expression: str, beyond: str | None) -> str:
     """A numeric as float8 without the errors of `::float8` (beyond its range, or so small it
     would be 0): tiny values are 0; huge ones are `beyond` (with the value's sign), or NULL."""
-    x = f"({expression})"
+    x = f"(({expression})::pg_catalog.numeric)"
     big = "NULL::pg_catalog.float8"
     if beyond is not None:
         big = f"pg_catalog.sign({x})::pg_catalog.float8 OPERATOR(pg_catalog.*) {beyond}"
@@ -162,8 +162,8 @@ def summand_sql(expression: str, type_name: str) -> str:
     limit = _SUMMAND_LIMITS[type_name]
     if type_name == "numeric":
         return float8_of_numeric(expression, limit)
-    x = f"({expression})"
     typ = f"pg_catalog.{type_name}"
+    x = f"(({expression})::{typ})"
     return (
         f"CASE WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.>) {limit} AND "
         f"pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 'Infinity' "

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from pldiffix.diffix.validation.pgtypes import normalize_type
 from pldiffix.dp.query import DpAggregate, DpQuery
 
 QUANTILE_BINS = 1000  # grid points of the exponential mechanism: the bounds cut into this many bins
@@ -183,6 +184,15 @@ def _clamped(query: DpQuery, column: str, bounds: Bounds) -> str:
     """The value clamped to the bounds as double precision; NULL stays NULL (which greatest and
     least alone would replace by a bound)."""
     value = _qualified(query, column)
+    info = query.relation.column(column)
+    if info is not None and normalize_type(info.type) == "numeric":
+        # clamped before the cast: a numeric beyond float8's range would fail to convert (an
+        # error only that row triggers, docs/security.md "Errors")
+        return (
+            f"CASE WHEN {value} IS NULL THEN NULL ELSE CAST(LEAST(GREATEST({value}, "
+            f"CAST({bounds.lower!r} AS numeric)), CAST({bounds.upper!r} AS numeric)) "
+            "AS double precision) END"
+        )
     return (
         f"CASE WHEN {value} IS NULL THEN NULL ELSE LEAST(GREATEST(CAST({value} AS double "
         f"precision), {_num(bounds.lower)}), {_num(bounds.upper)}) END"
