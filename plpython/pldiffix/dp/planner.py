@@ -186,12 +186,15 @@ def _clamped(query: DpQuery, column: str, bounds: Bounds) -> str:
     value = _qualified(query, column)
     info = query.relation.column(column)
     if info is not None and normalize_type(info.type) == "numeric":
-        # clamped before the cast: a numeric beyond float8's range would fail to convert (an
-        # error only that row triggers, docs/security.md "Errors")
+        # clamped before the cast, tiny values 0: a numeric beyond float8's range would fail
+        # to convert (an error only that row triggers, docs/security.md "Errors")
+        clamped = (
+            f"LEAST(GREATEST({value}, CAST({bounds.lower!r} AS numeric)), "
+            f"CAST({bounds.upper!r} AS numeric))"
+        )
         return (
-            f"CASE WHEN {value} IS NULL THEN NULL ELSE CAST(LEAST(GREATEST({value}, "
-            f"CAST({bounds.lower!r} AS numeric)), CAST({bounds.upper!r} AS numeric)) "
-            "AS double precision) END"
+            f"CASE WHEN {value} IS NULL THEN NULL WHEN pg_catalog.abs({clamped}) < 1e-300 "
+            f"THEN CAST(0 AS double precision) ELSE CAST({clamped} AS double precision) END"
         )
     return (
         f"CASE WHEN {value} IS NULL THEN NULL ELSE LEAST(GREATEST(CAST({value} AS double "
