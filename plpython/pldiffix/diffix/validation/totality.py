@@ -22,7 +22,7 @@ from .context import Analysis
 from .errors import error_at, render
 from .expressions import const_number, generalizer, type_of
 from .functions import PRIMARY_ARG, GeneralizerCall, choose_signature, family_display
-from .pgtypes import INTEGER_TYPES, CastKind, classify_cast, datatype_name
+from .pgtypes import INTEGER_TYPES, CastKind, classify_cast, datatype_name, normalize_type
 from .syntax import literal_value, strip_parens
 
 DATE_TRUNC_UNITS = (
@@ -148,16 +148,34 @@ def _name_constant(node: exp.Expression) -> str | None:
     return value.strip().lower() if isinstance(value, str) else None
 
 
+def comparison_can_fail(left: str | None, right: str | None) -> bool:
+    """Whether `left = right` converts a value in a way that can fail: PostgreSQL compares a
+    numeric with a float as floats, and a numeric beyond float's range does not convert."""
+    types = {normalize_type(left or ""), normalize_type(right or "")}
+    return "numeric" in types and bool(types & {"float4", "float8"})
+
+
 def check_filter_total(analysis: Analysis, subject_type: str | None, value: exp.Expression) -> None:
-    """`subject = value`: refuse a comparison that converts the subject in a way that can fail
-    (a numeric compared with a float is converted to float, out of range for huge values)."""
+    """`subject = value`: refuse a comparison that converts the subject in a way that can fail."""
     value_type = type_of(analysis, value)
-    if subject_type == "numeric" and value_type in ("float4", "float8"):
+    if comparison_can_fail(subject_type, value_type):
         raise error_at(
             value,
-            f"comparing a numeric value with {value_type} converts every row's value to "
-            f"{value_type}, which fails for values beyond its range",
-            "Compare with a numeric constant: drop the cast to real/double precision.",
+            f"comparing {subject_type} with {value_type} converts every row's value to a float, "
+            "which fails for numerics beyond its range",
+            "Compare with a constant of the column's type: drop the cast to real/double "
+            "precision (or cast the column to numeric).",
+        )
+
+
+def check_join_total(condition: exp.Expression, left: str | None, right: str | None) -> None:
+    """`a.x = b.y` in a JOIN: refuse a comparison that converts a column in a way that can fail."""
+    if comparison_can_fail(left, right):
+        raise error_at(
+            condition,
+            f"joining {left} with {right} converts the numeric column to a float, which fails "
+            "for numerics beyond its range",
+            "Join columns of the same type.",
         )
 
 
