@@ -311,10 +311,11 @@ def _guarded_conversion(
         return cast
     if target in INTEGER_TYPES:
         low, high = _INTEGER_RANGES[target]
-        margin = "0.5" if source in _REAL_TYPES else "1"
+        # what rounds into the range: (low - 0.5, high + 0.5) for reals, [low, high] for integers
+        below, above = (f"{low}.5", f"{high}.5") if source in _REAL_TYPES else (low - 1, high + 1)
         return _template(
-            f"CASE WHEN __x OPERATOR(pg_catalog.>) {low} - {margin} AND "
-            f"__x OPERATOR(pg_catalog.<) {high} + {margin} THEN __cast END",
+            f"CASE WHEN __x OPERATOR(pg_catalog.>) {below} AND "
+            f"__x OPERATOR(pg_catalog.<) {above} THEN __cast END",
             x=value,
             cast=cast,
         )
