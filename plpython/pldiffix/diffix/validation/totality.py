@@ -22,7 +22,7 @@ from .context import Analysis
 from .errors import error_at, render
 from .expressions import const_number, generalizer, type_of
 from .functions import PRIMARY_ARG, GeneralizerCall, choose_signature, family_display
-from .pgtypes import INTEGER_TYPES, CastKind, classify_cast, datatype_name, normalize_type
+from .pgtypes import INTEGER_TYPES, datatype_name, normalize_type
 from .syntax import literal_value, strip_parens
 
 DATE_TRUNC_UNITS = (
@@ -181,6 +181,7 @@ def check_join_total(condition: exp.Expression, left: str | None, right: str | N
 
 def cast_can_fail(source: str | None, target: str) -> bool:
     """Whether a cast the validator accepts can raise an error for some value."""
+    source, target = normalize_type(source or ""), normalize_type(target)
     if source in _REAL_TYPES and target in INTEGER_TYPES:
         return True
     if source in INTEGER_TYPES and target in INTEGER_TYPES:
@@ -217,21 +218,20 @@ def total_form(analysis: Analysis, node: exp.Expression) -> exp.Expression:
     bare = strip_parens(node)
     if isinstance(bare, exp.Cast):
         inner = total_form(analysis, bare.this)
-        target, typmod = datatype_name(bare.to)
-        source = type_of(analysis, bare.this)
+        target, _ = datatype_name(bare.to)
         cast = exp.Cast(this=inner, to=bare.to.copy())
-        if typmod or classify_cast(source, target) in (CastKind.NONE, CastKind.RELABEL):
-            return cast
-        return _guarded_conversion(inner, source, target, cast)
+        return _guarded_conversion(inner, type_of(analysis, bare.this), target, cast)
     call = generalizer(analysis, bare)
-    if call is None:
+    signature = (
+        None
+        if call is None
+        else choose_signature(call.family, [type_of(analysis, a) for a in call.args])
+    )
+    if call is None or signature is None:
         return bare.copy()
-    signature = choose_signature(call.family, [type_of(analysis, a) for a in call.args])
     primary = PRIMARY_ARG.get(call.family, 0)
     argument = call.args[primary]
     total_argument = total_form(analysis, argument)
-    if signature is None:
-        return bare.copy()
     param = signature.params[primary]
     source = type_of(analysis, argument)
     if cast_can_fail(source, param):  # the implicit conversion to the parameter's type
