@@ -51,8 +51,9 @@ _INTEGER_RANGES = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1),
 # |x| beyond the first or below the second (and not 0) does not convert to float4/float8.
 _FLOAT_RANGES = {"float4": ("3.4e38", "1e-37"), "float8": ("1.7976931348623157e308", "1e-307")}
 _REAL_TYPES = frozenset({"float4", "float8", "numeric"})
-# Timestamps whose truncation (to a millennium at worst) and local-time conversion stay in range.
-_TIMESTAMP_LOW, _TIMESTAMP_HIGH = "4000-01-02 BC", "294276-12-30"
+# Timestamps whose truncation (to a millennium at worst) and conversion to local time (a session's
+# UTC offset is under 168 hours) stay in range; dates whose midnight is a timestamptz in any zone.
+_TIMESTAMP_LOW, _TIMESTAMP_HIGH = "4000-01-09 BC", "294276-12-20"
 _DATE_TO_TIMESTAMP_LOW = "4713-01-02 BC"
 
 
