@@ -3,7 +3,7 @@
 An error that happens only when some row reaches an expression is an exact yes/no answer about
 that row. Every grouping expression, filter, join and aggregate these levels allow is run, with
 hostile constants, over two neighbouring tables: `calm`, and `hostile`, which holds the same rows
-plus two persons whose rows carry the values that make expressions fail (integer minimums, NaN
+plus three persons whose rows carry the values that make expressions fail (integer minimums, NaN
 and infinities, floats at the ends of their range, numerics beyond float's, dates at the ends of
 their range, empty and very long text, rows whose sums overflow). The outcome must be the same on
 both: both refused with the same message, or both answered.
@@ -24,7 +24,7 @@ INSERT INTO {t} SELECT i, i % 7, i * 3, i * 1000, i / 4.0, i * 1.5, i * 2.25, 'c
   timestamptz '2020-01-01 00:00+00' + i * interval '7 hours'
 FROM generate_series(1, 40) i;
 """
-# Two persons, several rows each: each value makes some unguarded expression fail.
+# Three persons, several rows each: each value makes some unguarded expression fail.
 HOSTILE_ROWS = """
 INSERT INTO hostile VALUES
   (999, -32768, -2147483648, -9223372036854775808, 3.4e38, 1.7976931348623157e308,
@@ -41,7 +41,11 @@ INSERT INTO hostile VALUES
   (998, -32768, -2147483648, 1, 3e38, 1.7e308, 1.7e308, 'a', NULL, NULL, NULL, NULL),
   (998, 1, 1, 1, -3e38, -1.7e308, -1.7e308, 'a', NULL, NULL, NULL, NULL),
   (998, 1, 1, 1, -3e38, -1.7e308, -1.7e308, 'a', NULL, '294276-12-28', '4000-01-05 00:00:00 BC',
-   '4000-01-05 00:00:00+00 BC');
+   '4000-01-05 00:00:00+00 BC'),
+  -- in a bucket the calm table releases: infinities and NaN among many ordinary values
+  (997, 3, 3, 3, 'Infinity', 'Infinity', 'Infinity', 'city1', NULL, NULL, NULL, NULL),
+  (997, 3, 3, 3, 'NaN', 'NaN', 'NaN', 'city1', NULL, NULL, NULL, NULL),
+  (997, 3, 3, 3, '-Infinity', '-Infinity', '-Infinity', 'city2', NULL, NULL, NULL, NULL);
 """
 NUMBER_COLUMNS = ("i2", "i4", "i8", "f4", "f8", "n")
 
@@ -179,6 +183,13 @@ def _queries() -> list[tuple[str, str, str]]:
     for a in AGGREGATES:
         queries.append(
             ("aggregate", f"SELECT {a} FROM {{t}}", f"SELECT pid, {a} FROM {{t}} GROUP BY pid")
+        )
+        queries.append(
+            (
+                "aggregate",
+                f"SELECT t, {a} FROM {{t}} GROUP BY t",
+                f"SELECT t, {a} FROM {{t}} GROUP BY t",
+            )
         )
     return queries
 

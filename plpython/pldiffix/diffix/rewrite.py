@@ -116,7 +116,7 @@ def canonical_sql(expression: str, typ: SqlType | str) -> tuple[str, str]:
     name = typ.name if isinstance(typ, SqlType) else typ
     datetime = typ.is_datetime if isinstance(typ, SqlType) else name in _DATETIME
     if name == "numeric":
-        return float8_of_numeric(expression, None), "number"
+        return float8_of_numeric(expression), "number"
     if name in NUMERIC_TYPES:
         return f"({expression})::pg_catalog.float8", "number"
     if name == "timestamptz":
@@ -133,41 +133,45 @@ _DATETIME = frozenset({"date", "time", "timetz", "timestamp", "timestamptz"})
 
 # --- conversions that cannot fail (an error only some row triggers tells of that row) ------------
 
-# |summand| beyond which a float summand counts as this much: no sum of fewer than 1e18 (float8)
-# or 3e10 (float4) rows can then overflow, which PostgreSQL reports as an error.
-_SUMMAND_LIMITS = {"float8": "1e290", "float4": "1e28", "numeric": "1e290"}
+# |summand| beyond which (infinities included) a float summand counts as this much: no sum of
+# fewer than 1e18 (float8) or 3e10 (float4) rows can then overflow, which PostgreSQL reports as
+# an error, and the anonymizer's arithmetic (squares of per-AID sums, conversions to integers)
+# stays finite.
+_SUMMAND_LIMITS = {"float8": "1e100", "float4": "1e28", "numeric": "1e100"}
 
 
-def float8_of_numeric(expression: str, beyond: str | None) -> str:
-    """A numeric as float8 without the errors of `::float8` (beyond its range, or so small it
-    would be 0): tiny values are 0; huge ones are `beyond` (with the value's sign), or NULL."""
+def float8_of_numeric(expression: str) -> str:
+    """A numeric as float8 without the errors of `::float8`: NULL beyond float8's range, 0 when
+    so small that it would be 0."""
     x = f"(({expression})::pg_catalog.numeric)"
-    big = "NULL::pg_catalog.float8"
-    if beyond is not None:
-        big = f"pg_catalog.sign({x})::pg_catalog.float8 OPERATOR(pg_catalog.*) {beyond}"
-    limit = beyond or "1.7976931348623157e308"
     return (
-        f"CASE WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.>) {limit} AND "
-        f"pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 'Infinity' THEN {big} "
+        f"CASE WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.>) 1.7976931348623157e308 AND "
+        f"pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 'Infinity' THEN NULL::pg_catalog.float8 "
         f"WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 1e-300 THEN 0::pg_catalog.float8 "
         f"ELSE {x}::pg_catalog.float8 END"
     )
 
 
 def summand_sql(expression: str, type_name: str) -> str:
-    """A value to sum, as the engine sums it: numeric as float8, floats clamped so that no sum
-    can overflow (`_SUMMAND_LIMITS`), integers as they are (their sums are wider)."""
+    """A value to sum, as the engine sums it: integers as they are (their sums are wider); floats
+    and numerics (as float8) clamped to ±`_SUMMAND_LIMITS`, infinities included, NaN ignored
+    like NULL, numerics below 1e-300 as 0: nothing that can fail or overflow."""
     if type_name not in _SUMMAND_LIMITS:
         return expression
     limit = _SUMMAND_LIMITS[type_name]
-    if type_name == "numeric":
-        return float8_of_numeric(expression, limit)
-    typ = f"pg_catalog.{type_name}"
-    x = f"(({expression})::{typ})"
+    source = "numeric" if type_name == "numeric" else type_name
+    typ = "pg_catalog.float8" if type_name == "numeric" else f"pg_catalog.{type_name}"
+    x = f"(({expression})::pg_catalog.{source})"
+    tiny = (
+        f"WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 1e-300 THEN 0::{typ} "
+        if type_name == "numeric"
+        else ""
+    )
     return (
-        f"CASE WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.>) {limit} AND "
-        f"pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 'Infinity' "
-        f"THEN (pg_catalog.sign({x}) OPERATOR(pg_catalog.*) {limit})::{typ} ELSE {x} END"
+        f"CASE WHEN {x} OPERATOR(pg_catalog.=) 'NaN' THEN NULL::{typ} "
+        f"WHEN {x} OPERATOR(pg_catalog.>) {limit} THEN {limit}::{typ} "
+        f"WHEN {x} OPERATOR(pg_catalog.<) -{limit} THEN (-{limit})::{typ} "
+        f"{tiny}ELSE {x}::{typ} END"
     )
 
 
