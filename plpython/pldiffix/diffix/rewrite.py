@@ -159,9 +159,8 @@ def summand_sql(expression: str, type_name: str) -> str:
     if type_name not in _SUMMAND_LIMITS:
         return expression
     limit = _SUMMAND_LIMITS[type_name]
-    source = "numeric" if type_name == "numeric" else type_name
     typ = "pg_catalog.float8" if type_name == "numeric" else f"pg_catalog.{type_name}"
-    x = f"(({expression})::pg_catalog.{source})"
+    x = f"(({expression})::pg_catalog.{type_name})"
     tiny = (
         f"WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 1e-300 THEN 0::{typ} "
         if type_name == "numeric"
