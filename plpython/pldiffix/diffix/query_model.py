@@ -108,9 +108,11 @@ GeneralizationKind = Literal[
 class Generalization:
     """A (possibly generalized) column used for grouping or filtering.
 
-    `expression` is the complete expression with qualified columns, ready to be emitted;
-    `args` are the constant arguments of the generalizing function (sqlglot expressions), in the
-    order of the SQL call without the column argument.
+    `expression` is the complete expression with qualified columns, as the analyst wrote it
+    (what seeds and post-processing match); `emitted` is what the engine runs: the same value,
+    NULL where `expression` would fail on a row (validation/totality.py); `args` are the constant
+    arguments of the generalizing function (sqlglot expressions), in the order of the SQL call
+    without the column argument.
     """
 
     kind: GeneralizationKind
@@ -118,6 +120,7 @@ class Generalization:
     args: tuple[exp.Expression, ...]
     expression: exp.Expression
     type: str | None  # result type when known
+    emitted: exp.Expression
 
 
 @dataclass(frozen=True)

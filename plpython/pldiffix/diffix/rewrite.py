@@ -83,7 +83,7 @@ def from_sql(item: FromItem) -> str:
 def where_sql(model: AnonymizingQuery) -> str:
     if not model.filters:
         return "TRUE"
-    return " AND ".join(f"({sql(f.subject.expression)}) = ({sql(f.value)})" for f in model.filters)
+    return " AND ".join(f"({sql(f.subject.emitted)}) = ({sql(f.value)})" for f in model.filters)
 
 
 def emitted_expressions(model: AnonymizingQuery) -> list[exp.Expression]:
@@ -110,6 +110,8 @@ def canonical_sql(expression: str, typ: SqlType | str) -> tuple[str, str]:
     """SQL whose value Python turns into pg_diffix's seed text, and how (see `canonical_text`)."""
     name = typ.name if isinstance(typ, SqlType) else typ
     datetime = typ.is_datetime if isinstance(typ, SqlType) else name in _DATETIME
+    if name == "numeric":
+        return float8_of_numeric(expression), "number"
     if name in NUMERIC_TYPES:
         return f"({expression})::pg_catalog.float8", "number"
     if name == "timestamptz":
@@ -122,6 +124,49 @@ def canonical_sql(expression: str, typ: SqlType | str) -> tuple[str, str]:
 
 
 _DATETIME = frozenset({"date", "time", "timetz", "timestamp", "timestamptz"})
+
+
+# --- conversions that cannot fail (an error only some row triggers tells of that row) ------------
+
+# |summand| beyond which (infinities included) a float summand counts as this much: no sum of
+# fewer than 1e18 (float8) or 3e10 (float4) rows can then overflow, which PostgreSQL reports as
+# an error, and the anonymizer's arithmetic (squares of per-AID sums, conversions to integers)
+# stays finite.
+_SUMMAND_LIMITS = {"float8": "1e100", "float4": "1e28", "numeric": "1e100"}
+
+
+def float8_of_numeric(expression: str) -> str:
+    """A numeric as float8 without the errors of `::float8`: NULL beyond float8's range, 0 when
+    so small that it would be 0."""
+    x = f"(({expression})::pg_catalog.numeric)"
+    return (
+        f"CASE WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.>) 1.7976931348623157e308 AND "
+        f"pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 'Infinity' THEN NULL::pg_catalog.float8 "
+        f"WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 1e-300 THEN 0::pg_catalog.float8 "
+        f"ELSE {x}::pg_catalog.float8 END"
+    )
+
+
+def summand_sql(expression: str, type_name: str) -> str:
+    """A value to sum, as the engine sums it: integers as they are (their sums are wider); floats
+    and numerics (as float8) clamped to ±`_SUMMAND_LIMITS`, infinities included, NaN ignored
+    like NULL, numerics below 1e-300 as 0: nothing that can fail or overflow."""
+    if type_name not in _SUMMAND_LIMITS:
+        return expression
+    limit = _SUMMAND_LIMITS[type_name]
+    typ = "pg_catalog.float8" if type_name == "numeric" else f"pg_catalog.{type_name}"
+    x = f"(({expression})::pg_catalog.{type_name})"
+    tiny = (
+        f"WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 1e-300 THEN 0::{typ} "
+        if type_name == "numeric"
+        else ""
+    )
+    return (
+        f"CASE WHEN {x} OPERATOR(pg_catalog.=) 'NaN' THEN NULL::{typ} "
+        f"WHEN {x} OPERATOR(pg_catalog.>) {limit} THEN {limit}::{typ} "
+        f"WHEN {x} OPERATOR(pg_catalog.<) -{limit} THEN (-{limit})::{typ} "
+        f"{tiny}ELSE {x}::{typ} END"
+    )
 
 
 def canonical_value(value: Any, how: str) -> Any:
@@ -546,13 +591,13 @@ def bucket_query(
     # base: one row per input row
     base: list[str] = []
     for k, group in enumerate(model.groups):
-        base.append(f"{sql(group.expression)} AS {identifier(f'l{k}')}")
+        base.append(f"{sql(group.emitted)} AS {identifier(f'l{k}')}")
     for k, aid in enumerate(aids):
         base.append(f"{sql(aid.to_sql())} AS {identifier(f'i{k}')}")
     for j, value in enumerate(values):
         expression = sql(value)
-        if j in sums and value_types[j] == "numeric":
-            expression = f"({expression})::pg_catalog.float8"
+        if j in sums:
+            expression = summand_sql(expression, value_types[j])
         base.append(f"{expression} AS {identifier(f'v{j}')}")
     for d, j in enumerate(distinct):
         expression = sql(values[j])
@@ -638,9 +683,13 @@ def bucket_query(
         per_aid.append(
             f"pg_catalog.sum({v}) FILTER (WHERE live AND {v} >= 0) AS {identifier(f'sp{j}')}"
         )
-        per_aid.append(
-            f"pg_catalog.sum(-{v}) FILTER (WHERE live AND {v} <= 0) AS {identifier(f'sn{j}')}"
+        # -v overflows for an integer's minimum: negate the (wider) sum instead
+        negative = (
+            f"-pg_catalog.sum({v})"
+            if value_types[j] in ("int2", "int4", "int8")
+            else f"pg_catalog.sum(-{v})"
         )
+        per_aid.append(f"{negative} FILTER (WHERE live AND {v} <= 0) AS {identifier(f'sn{j}')}")
     for j in float_sums:
         v = identifier(f"v{j}")
         for k in range(n_aids):
@@ -828,7 +877,7 @@ def label_types_sql(model: AnonymizingQuery) -> str:
     if not model.groups:
         return "SELECT"
     columns = ", ".join(
-        f"{sql(g.expression)} AS {identifier(f'l{k}')}" for k, g in enumerate(model.groups)
+        f"{sql(g.emitted)} AS {identifier(f'l{k}')}" for k, g in enumerate(model.groups)
     )
     return f"SELECT {columns} FROM {from_sql(model.from_tree)} WHERE FALSE"
 

@@ -4,18 +4,22 @@
 post-processing of its released rows, as for Diffix) and checks it. Grouping and filtering reuse
 the Diffix validator: the SELECT's grouping expressions and WHERE clause are validated as the
 query `SELECT <groups>, count(*) FROM <from> WHERE <where> GROUP BY <groups>` at the trusted
-level, which resolves names, checks the generalizations and the simple equality filters and
-yields them qualified. The aggregates, which Diffix does not all have, are checked here.
+level with the untrusted level's rules against expressions that can fail (an error only some row
+triggers would answer a question about that row for nothing: validation/totality.py), which
+resolves names, checks the generalizations and the simple equality filters and yields them
+qualified, in the total form the engine runs. The aggregates, which Diffix does not all have,
+are checked here.
 Everything outside the subset is a `DpQueryError` saying what to write instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from sqlglot import exp
 
+from pldiffix.core import sqltext
 from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, UserError
 from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
 from pldiffix.diffix import rewrite
@@ -80,7 +84,8 @@ class DpQuery:
 
     @property
     def groups(self) -> tuple[Generalization, ...]:
-        return self.shadow.groups
+        """The grouping expressions; `expression` is the total form the planner emits."""
+        return tuple(replace(g, expression=g.emitted) for g in self.shadow.groups)
 
     @property
     def where_sql(self) -> str:
@@ -118,6 +123,7 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
         catalog,
         TRUSTED,
         treat_unmarked_tables_as_public=treat_unmarked_tables_as_public,
+        total_expressions=True,
     ).anonymizing[0]
     if len(shadow.relations) != 1:
         raise DpQueryError(
@@ -158,7 +164,7 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
 def _short(node: exp.Expression | None) -> str | None:
     if node is None:
         return None
-    text = node.sql(dialect="postgres")
+    text = sqltext.render(node)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -241,13 +247,13 @@ def _grouping(
             groups.append(aliases[entry.name])
         else:
             groups.append(entry)
-    keys = [g.sql(dialect="postgres") for g in groups]
+    keys = [sqltext.render(g) for g in groups]
     spec = []
     for name, expr in items:
         if isinstance(expr, _AGGREGATE_NODES):
             spec.append((name, expr, None))
             continue
-        text = expr.sql(dialect="postgres")
+        text = sqltext.render(expr)
         if text not in keys:
             raise DpQueryError(
                 "every SELECT item of a DP query is a grouping expression or an aggregate",
@@ -300,7 +306,7 @@ def _shadow(node: exp.Select, groups: list[exp.Expression]) -> str:
         shadow.set("where", node.args["where"].copy())
     if groups:
         shadow.set("group", exp.Group(expressions=[g.copy() for g in groups]))
-    return shadow.sql(dialect="postgres")
+    return sqltext.render(shadow)
 
 
 def _aggregate(node: exp.Expression, relation: RelationInfo, alias: str, aid: str) -> DpAggregate:

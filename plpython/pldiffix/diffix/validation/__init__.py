@@ -90,29 +90,39 @@ def validate(
     access_level: object,
     *,
     treat_unmarked_tables_as_public: bool = False,
+    total_expressions: bool = False,
 ) -> ValidatedQuery:
     """Validate analyst SQL for an anonymized access level.
 
     `access_level` is "anonymized_trusted" or "anonymized_untrusted" (or an enum whose value is).
-    Raises `ValidationError`.
+    `total_expressions` holds a trusted query to the untrusted level's rules against expressions
+    that can fail on some row (totality.py), as DP needs. Raises `ValidationError`.
     """
     level = str(getattr(access_level, "value", access_level))
     if level not in (TRUSTED, UNTRUSTED):
         raise ValueError(f"validation applies to anonymized access levels, not {level!r}")
     try:
-        return _validate(sql, catalog, level, treat_unmarked_tables_as_public)
+        return _validate(sql, catalog, level, treat_unmarked_tables_as_public, total_expressions)
     except ValidationError as error:
         attach_source(error, sql)
         raise
 
 
 def _validate(
-    sql: str, catalog: Catalog, level: str, treat_unmarked_tables_as_public: bool
+    sql: str,
+    catalog: Catalog,
+    level: str,
+    treat_unmarked_tables_as_public: bool,
+    total_expressions: bool,
 ) -> ValidatedQuery:
     statement = parse_statement(sql)
     ast = statement.copy()
     analysis = analyze(
-        ast, catalog, level, treat_unmarked_tables_as_public=treat_unmarked_tables_as_public
+        ast,
+        catalog,
+        level,
+        treat_unmarked_tables_as_public=treat_unmarked_tables_as_public,
+        total_expressions=total_expressions,
     )
     for source in analysis.catalog_sources:
         assert source.relation is not None

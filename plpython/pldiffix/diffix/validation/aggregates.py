@@ -29,6 +29,7 @@ from .pgtypes import (
 )
 from .scope import Resolved
 from .syntax import literal_value, strip_parens, walk_nodes
+from .totality import check_aggregate_argument
 
 AGGREGATES_HINT = (
     "Supported aggregates: count(*), count(col), count(DISTINCT col), sum(col), avg(col), "
@@ -208,6 +209,8 @@ def _check_aggregate(analysis: Analysis, node: exp.Expression) -> AggResult | No
             f"system column {column.name} cannot be used in a query that reads personal tables",
             "Use the columns of the table.",
         )
+    if analysis.total:
+        check_aggregate_argument(analysis, arg)
     kinds: dict[tuple[str, bool], AggregateKind] = {
         ("count", False): "count",
         ("count", True): "count_distinct",

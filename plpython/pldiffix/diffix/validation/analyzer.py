@@ -36,9 +36,10 @@ def analyze(
     access_level: str,
     *,
     treat_unmarked_tables_as_public: bool = False,
+    total_expressions: bool = False,
 ) -> Analysis:
     """Resolve and check a whole statement; the result holds what it uses and its models."""
-    analysis = Analysis(catalog, access_level, treat_unmarked_tables_as_public)
+    analysis = Analysis(catalog, access_level, treat_unmarked_tables_as_public, total_expressions)
     analyze_query(analysis, ast, None, {})
     return analysis
 

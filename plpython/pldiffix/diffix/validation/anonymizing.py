@@ -104,8 +104,8 @@ def check_and_model(
         node=select,
         relations=tuple(entries),
         from_tree=from_model,
-        filters=tuple(Filter(generalization(g), value.copy()) for g, value in filters),
-        groups=tuple(generalization(g) for g in groups),
+        filters=tuple(Filter(generalization(analysis, g), value.copy()) for g, value in filters),
+        groups=tuple(generalization(analysis, g) for g in groups),
         implicit_grouping=implicit,
         explicit_grouping=explicit,
         aggregates=tuple(

@@ -20,6 +20,7 @@ from .expressions import canon, is_const
 from .functions import SRF_NODES
 from .generalizers import GenResult, verify_bucket, verify_untrusted
 from .syntax import conjuncts, ident_name, strip_parens, unalias, walk_nodes
+from .totality import check_filter_total, check_total
 
 
 def check_unsupported_features(analysis: Analysis, select: exp.Select) -> None:
@@ -126,6 +127,9 @@ def check_where(analysis: Analysis, select: exp.Select) -> list[tuple[GenResult,
                 f"Compare {render(subject)} with a literal value, e.g. "
                 f"{render(subject)} = 'value'; the (generalized) column goes on the left.",
             )
+        if analysis.total:
+            check_total(analysis, subject)
+            check_filter_total(analysis, gen.type, target)
         filters.append((gen, target))
     return filters
 
@@ -178,6 +182,8 @@ def check_grouping(
         gen = verify_bucket(analysis, node, "group")
         if analysis.untrusted:
             verify_untrusted(analysis, node)
+        if analysis.total:
+            check_total(analysis, node)
         groups.append(gen)
         keys.append(key)
     for i, item in enumerate(items):

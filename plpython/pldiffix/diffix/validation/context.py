@@ -31,6 +31,7 @@ class Analysis:
     catalog: Catalog
     access_level: str
     treat_unmarked_tables_as_public: bool = False
+    total_expressions: bool = False  # the DP level asks for the untrusted level's total rules
     resolved: dict[int, Resolved] = field(default_factory=dict)
     relations: dict[tuple[str, str], RelationRef] = field(default_factory=dict)
     functions: dict[tuple[str, str], FunctionRef] = field(default_factory=dict)
@@ -41,6 +42,12 @@ class Analysis:
     @property
     def untrusted(self) -> bool:
         return self.access_level == UNTRUSTED
+
+    @property
+    def total(self) -> bool:
+        """Whether every expression run over personal rows must be unable to fail
+        (totality.py): untrusted analysts and DP."""
+        return self.untrusted or self.total_expressions
 
     def search_path(self) -> list[str]:
         """The schemas unqualified names are looked up in (pg_catalog first unless listed)."""

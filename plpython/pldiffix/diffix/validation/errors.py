@@ -7,6 +7,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.tokens import Token, TokenType
 
 from pldiffix.core.errors import (
+from pldiffix.core import sqltext
     FEATURE_NOT_SUPPORTED,
     UserError,
 )
@@ -59,7 +60,7 @@ def render(node: exp.Expression | None) -> str | None:
     if node is None:
         return None
     try:
-        return node.sql(dialect="postgres")
+        return sqltext.render(node)
     except Exception:  # rendering must never hide the real error
         return str(node)
 

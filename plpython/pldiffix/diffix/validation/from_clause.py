@@ -15,6 +15,7 @@ from .errors import error_at
 from .expressions import unwrap
 from .scope import FromLeaf, FromTree, Resolved, column_ref, leaves
 from .syntax import conjuncts, ident_name
+from .totality import check_join_total
 
 
 def check_from(analysis: Analysis, tree: FromTree) -> tuple[list[RangeEntry], FromItem]:
@@ -103,6 +104,8 @@ def _from_model(analysis: Analysis, tree: FromTree, entries: dict[int, RangeEntr
         for name in using:
             lsrc = next(s for s in leaves(tree.left) if s.has_column(name))
             rsrc = next(s for s in leaves(tree.right) if s.has_column(name))
+            if analysis.total:
+                check_join_total(join, lsrc.column_type(name), rsrc.column_type(name))
             conditions.append(
                 JoinCondition(
                     column_ref(Resolved(lsrc, name, lsrc.column_type(name), 0)),
@@ -122,6 +125,7 @@ def _from_model(analysis: Analysis, tree: FromTree, entries: dict[int, RangeEntr
                     "Write the join condition as a.col = b.col [AND ...].",
                 )
             sides = []
+            types: list[str | None] = []
             for side_name, operand in (
                 ("left", condition.this),
                 ("right", condition.expression),
@@ -136,5 +140,8 @@ def _from_model(analysis: Analysis, tree: FromTree, entries: dict[int, RangeEntr
                         "Join on columns directly: a.col = b.col.",
                     )
                 sides.append(column_ref(column))
+                types.append(column.type)
+            if analysis.total:
+                check_join_total(condition, types[0], types[1])
             conditions.append(JoinCondition(sides[0], sides[1]))
     return Join(kind, left, right, tuple(conditions))

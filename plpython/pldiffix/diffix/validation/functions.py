@@ -8,6 +8,8 @@ from typing import Literal
 
 from sqlglot import exp
 
+from pldiffix.core import sqltext
+
 from .pgtypes import PREFERRED_TYPES, UNKNOWN, category, implicitly_castable
 
 # What the untrusted access level allows for an overload:
@@ -216,7 +218,7 @@ def builtin_name(node: exp.Func) -> str | None:
     if isinstance(node, exp.Extract):
         return "extract"
     try:
-        text = node.sql(dialect="postgres")
+        text = sqltext.render(node)
     except Exception:
         return None
     match = _LEADING_NAME.match(text)

@@ -37,6 +37,7 @@ from .pgtypes import (
 )
 from .scope import Resolved, column_ref
 from .syntax import is_literal_constant, strip_parens
+from .totality import total_form
 
 GENERALIZERS_TRUSTED = (
     "substring(col, start, length), floor(col), round(col), ceil(col), "
@@ -307,12 +308,13 @@ def verify_untrusted(analysis: Analysis, node: exp.Expression) -> None:
     )
 
 
-def generalization(gen: GenResult) -> Generalization:
-    """The query model of a verified grouping or filtering expression."""
+def generalization(analysis: Analysis, gen: GenResult) -> Generalization:
+    """The query model of a verified (and qualified) grouping or filtering expression."""
     return Generalization(
         gen.kind,
         column_ref(gen.column),
         tuple(a.copy() for a in gen.args),
         strip_parens(gen.node).copy(),
         gen.type,
+        total_form(analysis, gen.node),
     )
