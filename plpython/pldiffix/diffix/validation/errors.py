@@ -6,8 +6,8 @@ from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.tokens import Token, TokenType
 
-from pldiffix.core.errors import (
 from pldiffix.core import sqltext
+from pldiffix.core.errors import (
     FEATURE_NOT_SUPPORTED,
     UserError,
 )
