@@ -31,6 +31,7 @@ PUBLIC_DEFINERS = {
     "diffix.unmark_role": "admin check",
     "diffix.set_privacy_budget": "admin check",
     "diffix.acknowledge_finding": "admin check",
+    "diffix.audit_storage": "admin check",
     "diffix.show_audit": "admin check",
     "diffix._ledger_findings": "check_security's ledger findings: names of roles, no data",
     "diffix._forget_dropped_objects": "event trigger: forgets labels of dropped objects",

@@ -199,7 +199,8 @@ def test_a_backslash_constant_cannot_inject_sql(world):
     same = clean.execute("SELECT diffix.query_json(%s)", (payload,)).fetchone()[0]
     assert same == doc
     logged = world.execute(
-        "SELECT accepted FROM diffix.show_audit(%s) WHERE sql = %s", (role, payload)
+        "SELECT accepted FROM diffix.audit_log WHERE session_role = %s AND sql = %s",
+        (role, payload),
     )
     assert logged == [(True,), (True,)]
 
