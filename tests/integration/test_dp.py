@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 import pytest
 
@@ -649,3 +651,64 @@ def test_a_key_never_released_leaves_the_order_of_the_released_rows_alone(dpdb):
             on_d_prime = _dp(conn, sql, 1.0, 1e-6)
             dpdb.admin.execute("DELETE FROM shops WHERE id = 20000")
             assert [row[0] for row in on_d_prime["rows"]] == expected
+
+
+# --- DP from plain SQL: post-processing, hints per entry point, accuracy columns ---------------
+
+
+def _query_json(conn, sql: str) -> dict:
+    return conn.execute("SELECT diffix.query_json(%s)", (sql,)).fetchone()[0]
+
+
+def test_order_by_limit_and_offset_apply_to_the_released_rows(dpdb):
+    role = _analyst(dpdb)
+    grouped = "SELECT city, count(*) AS n FROM visits GROUP BY city"
+    with dpdb.as_role(role) as conn:
+        conn.execute("SELECT diffix.set('dp_epsilon', '0.5')")
+        for order in ("city DESC", "1 DESC", "visits.city DESC", "v.city DESC"):
+            sql = grouped.replace("visits", "visits v") if "v." in order else grouped
+            rows = _query_json(conn, f"{sql} ORDER BY {order}")["rows"]
+            assert [row[0] for row in rows] == ["Rome", "Oslo"]
+        doc = _query_json(conn, f"{grouped} ORDER BY city LIMIT 1 OFFSET 1")
+        assert [row[0] for row in doc["rows"]] == ["Rome"]
+        assert len(doc["dp"]["rows"]) == 2  # both released, the LIMIT came after
+        for order in ("n DESC", "count(*) DESC", "2 DESC"):
+            counts = [row[1] for row in _query_json(conn, f"{grouped} ORDER BY {order}")["rows"]]
+            assert counts == sorted(counts, reverse=True)
+        rows = _query_json(conn, f"{grouped} ORDER BY city FETCH FIRST 1 ROWS ONLY")["rows"]
+        assert [row[0] for row in rows] == ["Oslo"]
+        # inside a subquery too, and under an outer query's own ORDER BY
+        rows = _query_json(
+            conn, f"SELECT city FROM ({grouped} ORDER BY city LIMIT 1) AS t ORDER BY 1 DESC"
+        )["rows"]
+        assert rows == [["Oslo"]]
+        # LIMIT is no part of the aggregation: 601 rows counted at epsilon 0.5 (scale 2)
+        (count,) = _query_json(conn, "SELECT count(*) FROM towns LIMIT 1")["rows"][0]
+        assert abs(count - 601) < 60
+    assert _spent(dpdb, role) == (pytest.approx(0.5 * 11), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("clause", "message"),
+    [
+        ("ORDER BY amount", "ORDER BY amount names no columns"),
+        ("ORDER BY sum(amount)", "ORDER BY SUM(amount) names no columns"),
+        ("ORDER BY 4", "ORDER BY 4 names no columns"),
+        ("ORDER BY n", "ORDER BY n names several columns"),
+        ("LIMIT pid", "LIMIT of a DP query takes a constant"),
+        ("LIMIT (SELECT 1)", "subqueries"),
+        ("OFFSET (SELECT count(*) FROM visits)", "exactly one SELECT"),
+        ("HAVING count(*) > 1", "HAVING is not supported"),
+    ],
+)
+def test_post_processing_clauses_that_name_no_released_column_are_refused_for_free(
+    dpdb, clause, message
+):
+    role = _analyst(dpdb)
+    sql = f"SELECT city, count(*) AS n, count(pid) AS n FROM visits GROUP BY city {clause}"
+    with (
+        dpdb.as_role(role) as conn,
+        pytest.raises(psycopg.errors.FeatureNotSupported, match=re.escape(message)),
+    ):
+        _dp(conn, sql, 0.5)
+    assert _spent(dpdb, role) == (0.0, 0.0)
