@@ -712,3 +712,104 @@ def test_post_processing_clauses_that_name_no_released_column_are_refused_for_fr
     ):
         _dp(conn, sql, 0.5)
     assert _spent(dpdb, role) == (0.0, 0.0)
+
+
+_MORE = "ask an administrator for more budget; SELECT * FROM diffix.privacy_budget() shows it"
+_DOMAIN = (
+    "ask an administrator to declare the keys' domain: "
+    "CALL diffix.set_dp_domain(table, column, ARRAY[...])"
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "explicit", "hint"),
+    [
+        (
+            "max_epsilon",
+            True,
+            "ask for at most 1, e.g. diffix.dp_query_json(sql, 1); "
+            "administrators set dp_max_epsilon with diffix.configure",
+        ),
+        (
+            "max_epsilon",
+            False,
+            "ask for at most 1, e.g. SELECT diffix.set('dp_epsilon', '1'); "
+            "administrators set dp_max_epsilon with diffix.configure",
+        ),
+        (
+            "max_delta",
+            True,
+            "ask for at most 1e-05, e.g. diffix.dp_query_json(sql, epsilon, "
+            "1e-05); administrators set dp_max_delta with diffix.configure",
+        ),
+        (
+            "max_delta",
+            False,
+            "ask for at most 1e-05, e.g. SELECT diffix.set('dp_delta', "
+            "'1e-05'); administrators set dp_max_delta with diffix.configure",
+        ),
+        (
+            "partition_delta",
+            True,
+            f"allow a delta, e.g. diffix.dp_query_json(sql, epsilon, 1e-06), or {_DOMAIN}",
+        ),
+        (
+            "partition_delta",
+            False,
+            f"allow a delta, e.g. SELECT diffix.set('dp_delta', '1e-06'), or {_DOMAIN}",
+        ),
+        (
+            "over_budget",
+            True,
+            f"ask for at most 0.3, e.g. diffix.dp_query_json(sql, 0.3), or {_MORE}",
+        ),
+        (
+            "over_budget",
+            False,
+            f"ask for at most 0.3, e.g. SELECT diffix.set('dp_epsilon', '0.3'), or {_MORE}",
+        ),
+        ("no_delta_left", True, f"no delta is left in this period; {_MORE}"),
+        ("no_delta_left", False, f"no delta is left in this period; {_MORE}"),
+        ("positive_epsilon", True, "e.g. diffix.dp_query_json(sql, 0.5)"),
+    ],
+)
+def test_each_hint_names_what_the_entry_point_can_change(dpdb, case, explicit, hint):
+    """dp_query_json takes epsilon and delta as arguments; query_json, query and the proxy
+    spend the session's dp_epsilon and dp_delta (the proxy's hints are query_json's)."""
+    budget = {"over_budget": (0.3, 1e-3), "no_delta_left": (1.0, 0.0)}.get(case, (10.0, 1e-3))
+    role = _analyst(dpdb, *budget)
+    epsilon, delta, sql = 0.5, 0.0, "SELECT count(*) FROM people"
+    if case == "max_epsilon":
+        epsilon = 2.0
+    elif case == "max_delta":
+        delta = 0.1
+    elif case == "positive_epsilon":
+        epsilon = -1.0
+    elif case in ("partition_delta", "no_delta_left"):
+        sql = "SELECT town, count(*) FROM towns GROUP BY town"
+        delta = 1e-6 if case == "no_delta_left" else 0.0
+    with dpdb.as_role(role) as conn, pytest.raises(psycopg.Error) as refused:
+        if explicit:
+            _dp(conn, sql, epsilon, delta)
+        else:
+            conn.execute("SELECT diffix.set('dp_epsilon', %s)", (str(epsilon),))
+            conn.execute("SELECT diffix.set('dp_delta', %s)", (str(delta),))
+            _query_json(conn, sql)
+    assert refused.value.diag.message_hint == hint
+    assert _spent(dpdb, role) == (0.0, 0.0)
+
+
+def test_hints_no_session_setting_can_reach_are_written_for_it_too():
+    """dp_epsilon cannot be set to 0 or less, nor dp_delta outside [0, 0.5]: the engine's
+    hints for those values are checked without a database."""
+    from pldiffix.core.ledger import Remaining
+    from pldiffix.dp.engine import Hints
+
+    session = Hints(explicit=False)
+    assert session.positive_epsilon() == "e.g. SELECT diffix.set('dp_epsilon', '0.5')"
+    assert session.over_budget(Remaining(1.0, 2.5e-7), 0.5) == (
+        f"ask for at most 2.5e-07, e.g. SELECT diffix.set('dp_delta', '2.5e-07'), or {_MORE}"
+    )
+    assert Hints(explicit=True).over_budget(Remaining(0.0, 0.0), 0.5) == (
+        f"no epsilon is left in this period; {_MORE}"
+    )

@@ -18,6 +18,7 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from sqlglot import exp
@@ -110,35 +111,35 @@ class Hints:
 
     explicit: bool
 
-    def epsilon(self, example: float) -> str:
+    def epsilon(self, value: float) -> str:
         if self.explicit:
-            return f"pass it as the second argument: diffix.dp_query_json(sql, {example:g})"
-        return f"set the session's epsilon: SELECT diffix.set('dp_epsilon', '{example:g}')"
+            return f"diffix.dp_query_json(sql, {value:g})"
+        return f"SELECT diffix.set('dp_epsilon', '{value:g}')"
 
-    def delta(self, example: float) -> str:
+    def delta(self, value: float) -> str:
         if self.explicit:
-            return f"pass it as the third argument: diffix.dp_query_json(sql, epsilon, {example:g})"
-        return f"set the session's delta: SELECT diffix.set('dp_delta', '{example:g}')"
+            return f"diffix.dp_query_json(sql, epsilon, {value:g})"
+        return f"SELECT diffix.set('dp_delta', '{value:g}')"
 
     def positive_epsilon(self) -> str:
-        return self.epsilon(0.5)
+        return f"e.g. {self.epsilon(0.5)}"
 
     def max_epsilon(self, maximum: float) -> str:
         return (
-            f"ask for at most {maximum:g}; {self.epsilon(maximum)} "
-            "(administrators set dp_max_epsilon with diffix.configure)"
+            f"ask for at most {maximum:g}, e.g. {self.epsilon(maximum)}; administrators set "
+            "dp_max_epsilon with diffix.configure"
         )
 
     def max_delta(self, maximum: float) -> str:
         return (
-            f"ask for at most {maximum:g}; {self.delta(maximum)} "
-            "(administrators set dp_max_delta with diffix.configure)"
+            f"ask for at most {maximum:g}, e.g. {self.delta(maximum)}; administrators set "
+            "dp_max_delta with diffix.configure"
         )
 
     def partition_delta(self) -> str:
         return (
-            f"{self.delta(1e-6)}; or ask an administrator to declare the keys' domain: "
-            "CALL diffix.set_dp_domain(table, column, ARRAY[...])"
+            f"allow a delta, e.g. {self.delta(1e-6)}, or ask an administrator to declare the "
+            "keys' domain: CALL diffix.set_dp_domain(table, column, ARRAY[...])"
         )
 
     def over_budget(self, remaining: ledger.Remaining, epsilon: float) -> str:
@@ -147,24 +148,23 @@ class Hints:
             "ask an administrator for more budget; SELECT * FROM diffix.privacy_budget() shows it"
         )
         if epsilon <= remaining.epsilon:  # the delta is short
-            left = _rounded_down(remaining.delta)
-            what = "delta"
+            what, left = "delta", _rounded_down(remaining.delta)
             change = self.delta(left)
         else:
-            left = _rounded_down(remaining.epsilon)
-            what = "epsilon"
+            what, left = "epsilon", _rounded_down(remaining.epsilon)
             change = self.epsilon(left)
         if left <= 0:
             return f"no {what} is left in this period; {more}"
-        return f"ask for at most {left:g}: {change}; or {more}"
+        return f"ask for at most {left:g}, e.g. {change}, or {more}"
 
 
 def _rounded_down(value: float) -> float:
     """`value` rounded down to 6 significant digits, so that its %g text does not exceed it."""
     if value <= 0:
         return 0.0
-    scale = 10.0 ** (math.floor(math.log10(value)) - 5)
-    return math.floor(value / scale) * scale
+    shortest = Decimal(repr(value))
+    step = Decimal(1).scaleb(shortest.adjusted() - 5)
+    return float(shortest.quantize(step, rounding=ROUND_DOWN))
 
 
 def _checked_parameters(
