@@ -813,3 +813,75 @@ def test_hints_no_session_setting_can_reach_are_written_for_it_too():
     assert Hints(explicit=True).over_budget(Remaining(0.0, 0.0), 0.5) == (
         f"no epsilon is left in this period; {_MORE}"
     )
+
+
+def test_interval_and_budget_columns_in_the_select_list(dpdb):
+    role = _analyst(dpdb, epsilon=5.0)
+    with dpdb.as_role(role) as conn:
+        conn.execute("SELECT diffix.set('dp_epsilon', '0.5')")
+        doc = _query_json(
+            conn,
+            "SELECT city, avg(amount) AS mean, diffix.dp_ci_low(avg(amount)) AS lo, "
+            "diffix.dp_ci_high(avg(amount)) AS hi, diffix.dp_ci_high(count(*)), "
+            "diffix.dp_budget_remaining() AS budget FROM visits GROUP BY city ORDER BY lo",
+        )
+        assert doc["columns"] == ["city", "mean", "lo", "hi", "dp_ci_high", "budget"]
+        # the markers show the intervals of the report: avg's own, and count(*)'s, which
+        # the select list does not show but which is released (and paid) all the same
+        assert [a["aggregate"] for a in doc["dp"]["aggregates"]] == ["avg", "count_star"]
+        assert [a["epsilon"] for a in doc["dp"]["aggregates"]] == [0.25, 0.25]
+        released = {row[0]: row[1:] for row in doc["dp"]["rows"]}
+        for city, mean, low, high, count_high, budget in doc["rows"]:
+            average, count = released[city]
+            assert mean == average["value"] and [low, high] == average["interval_95"]
+            assert low <= mean <= high and count_high == count["interval_95"][1]
+            assert budget == pytest.approx(4.5)
+        assert [row[2] for row in doc["rows"]] == sorted(row[2] for row in doc["rows"])
+        # a marker over an aggregate of the list adds no aggregate: one share, one interval
+        doc = _query_json(
+            conn,
+            "SELECT count(*), diffix.dp_ci_low(count(*)), diffix.dp_ci_high(count(*)) FROM people",
+        )
+        assert len(doc["dp"]["aggregates"]) == 1
+        (count, low, high) = doc["rows"][0]
+        assert [low, high] == doc["dp"]["rows"][0][0]["interval_95"] and low <= count <= high
+        # typed double precision for clients that see columns only
+        types = conn.execute(
+            "SELECT pg_typeof(lo), pg_typeof(budget) FROM diffix.query('SELECT count(*), "
+            "diffix.dp_ci_low(count(*)) AS lo, diffix.dp_budget_remaining() AS budget "
+            "FROM people') AS t(n bigint, lo float8, budget float8)"
+        ).fetchone()
+        assert types == ("double precision", "double precision")
+        # outside a DP query: the budget is a plain function, the intervals refuse
+        assert conn.execute("SELECT diffix.dp_budget_remaining()").fetchone() == (
+            pytest.approx(3.5),
+        )
+    assert _spent(dpdb, role) == (pytest.approx(1.5), 0.0)
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="only works in the select list"):
+        dpdb.execute("SELECT diffix.dp_ci_low(count(*)) FROM people")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="only works in the select list"):
+        dpdb.execute("SELECT diffix.dp_ci_high(1.5)")
+    assert dpdb.execute("SELECT diffix.dp_budget_remaining()") == [(None,)]  # no budget
+
+
+@pytest.mark.parametrize(
+    ("select", "message"),
+    [
+        ("diffix.dp_ci_low(amount)", "not supported"),
+        ("diffix.dp_ci_low(count(*), 1)", "takes one aggregate"),
+        ("diffix.dp_ci_high()", "takes one aggregate"),
+        ("diffix.dp_budget_remaining(1)", "takes no arguments"),
+        ("diffix.dp_ci_low(diffix.dp_ci_high(count(*)))", "not supported"),
+        ("diffix.dp_ci_low(max(amount))", "not supported"),
+        ("diffix.dp_ci_low(count(*)) + 1", "grouping expression or an aggregate"),
+        ("diffix.dp_budget_remaining()", "at least one aggregate"),
+    ],
+)
+def test_markers_out_of_place_are_refused_for_free(dpdb, select, message):
+    role = _analyst(dpdb)
+    with (
+        dpdb.as_role(role) as conn,
+        pytest.raises(psycopg.errors.FeatureNotSupported, match=re.escape(message)),
+    ):
+        _dp(conn, f"SELECT {select} FROM people", 0.5)
+    assert _spent(dpdb, role) == (0.0, 0.0)
