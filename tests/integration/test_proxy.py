@@ -602,7 +602,13 @@ def test_a_bi_tools_dp_query_gets_ordered_limited_rows_with_typed_intervals(worl
         assert left == pytest.approx(4.0)
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="only works in the select"):
             conn.execute("SELECT diffix.dp_ci_low(count(*)) FROM cities")
-    assert _spent(world, role) == pytest.approx(1.0)
+        # a filter and expressions over released values in an outer query
+        rows = conn.execute(
+            "SELECT lower(city), n > 100 FROM (SELECT city, count(*) AS n FROM customers "
+            "GROUP BY city) AS t WHERE n > 100 ORDER BY 1"
+        ).fetchall()
+        assert rows == [("berlin", True), ("lima", True), ("oslo", True), ("rome", True)]
+    assert _spent(world, role) == pytest.approx(1.5)
 
 
 def test_dp_hints_through_the_proxy_name_the_session_settings(world):
