@@ -156,7 +156,7 @@ def _dispatch(
             return _guarded(
                 plpy,
                 AccessLevel.ANONYMIZED_DP,
-                lambda: _dp(plpy, sql, epsilon, delta, search_path),
+                lambda: _dp(plpy, sql, epsilon, delta, search_path, explicit_dp),
             )
         return _public(plpy, sql, tree, live, AccessLevel.ANONYMIZED_UNTRUSTED, admission)
     return _diffix(plpy, sql, tree, live, level, search_path, admission)
@@ -236,11 +236,18 @@ def _diffix(
 
 
 def _dp(
-    plpy: Any, sql: str, epsilon: float | None, delta: float | None, search_path: list[str]
+    plpy: Any,
+    sql: str,
+    epsilon: float | None,
+    delta: float | None,
+    search_path: list[str],
+    explicit_dp: bool,
 ) -> Outcome:
     from pldiffix.dp import engine as dp_engine
 
-    result = dp_engine.run(plpy, sql, epsilon, delta, search_path or ["public"])
+    result = dp_engine.run(
+        plpy, sql, epsilon, delta, search_path or ["public"], explicit=explicit_dp
+    )
     report = result["dp"]
     return Outcome(
         "dp",

@@ -35,3 +35,48 @@ EXCEPTION WHEN OTHERS THEN
   PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
 END
 $$;
+
+-- Accuracy and budget columns for clients that only see columns (dp/markers.py). Inside the DP
+-- subquery's select list the engine answers them from the released rows; anywhere else the
+-- interval markers have nothing to describe, so they refuse (an aggregate computed outside the
+-- DP engine has no noise).
+CREATE OR REPLACE FUNCTION diffix.dp_ci_low(aggregate anyelement) RETURNS double precision
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+AS $$
+BEGIN
+  RAISE EXCEPTION 'diffix.dp_ci_low(aggregate) only works in the select list of a DP query'
+    USING ERRCODE = 'feature_not_supported',
+          HINT = 'put it next to the aggregate in the query sent to diffix.dp_query_json, or '
+                 'as an anonymized_dp role to diffix.query_json or the proxy: '
+                 'SELECT count(*), diffix.dp_ci_low(count(*)) FROM t';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION diffix.dp_ci_high(aggregate anyelement) RETURNS double precision
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+AS $$
+BEGIN
+  RAISE EXCEPTION 'diffix.dp_ci_high(aggregate) only works in the select list of a DP query'
+    USING ERRCODE = 'feature_not_supported',
+          HINT = 'put it next to the aggregate in the query sent to diffix.dp_query_json, or '
+                 'as an anonymized_dp role to diffix.query_json or the proxy: '
+                 'SELECT count(*), diffix.dp_ci_high(count(*)) FROM t';
+END
+$$;
+
+-- The epsilon the invoking role has left in the current period (NULL: it has no budget). In a
+-- DP query's select list: what is left once that query is paid.
+CREATE OR REPLACE FUNCTION diffix.dp_budget_remaining() RETURNS double precision
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+AS $$
+BEGIN
+  RETURN (SELECT CAST(b.epsilon_remaining AS pg_catalog.float8) FROM diffix.privacy_budget() b
+          WHERE b.role OPERATOR(pg_catalog.=) diffix._invoking_role());
+END
+$$;

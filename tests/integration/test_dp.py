@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 import pytest
 
@@ -649,3 +651,245 @@ def test_a_key_never_released_leaves_the_order_of_the_released_rows_alone(dpdb):
             on_d_prime = _dp(conn, sql, 1.0, 1e-6)
             dpdb.admin.execute("DELETE FROM shops WHERE id = 20000")
             assert [row[0] for row in on_d_prime["rows"]] == expected
+
+
+# --- DP from plain SQL: post-processing, hints per entry point, accuracy columns ---------------
+
+
+def _query_json(conn, sql: str) -> dict:
+    return conn.execute("SELECT diffix.query_json(%s)", (sql,)).fetchone()[0]
+
+
+def test_order_by_limit_and_offset_apply_to_the_released_rows(dpdb):
+    role = _analyst(dpdb)
+    grouped = "SELECT city, count(*) AS n FROM visits GROUP BY city"
+    with dpdb.as_role(role) as conn:
+        conn.execute("SELECT diffix.set('dp_epsilon', '0.5')")
+        for order in ("city DESC", "1 DESC", "visits.city DESC", "v.city DESC"):
+            sql = grouped.replace("visits", "visits v") if "v." in order else grouped
+            rows = _query_json(conn, f"{sql} ORDER BY {order}")["rows"]
+            assert [row[0] for row in rows] == ["Rome", "Oslo"]
+        doc = _query_json(conn, f"{grouped} ORDER BY city LIMIT 1 OFFSET 1")
+        assert [row[0] for row in doc["rows"]] == ["Rome"]
+        assert len(doc["dp"]["rows"]) == 2  # both released, the LIMIT came after
+        for order in ("n DESC", "count(*) DESC", "2 DESC"):
+            counts = [row[1] for row in _query_json(conn, f"{grouped} ORDER BY {order}")["rows"]]
+            assert counts == sorted(counts, reverse=True)
+        rows = _query_json(conn, f"{grouped} ORDER BY city FETCH FIRST 1 ROWS ONLY")["rows"]
+        assert [row[0] for row in rows] == ["Oslo"]
+        # inside a subquery too, and under an outer query's own ORDER BY
+        rows = _query_json(
+            conn, f"SELECT city FROM ({grouped} ORDER BY city LIMIT 1) AS t ORDER BY 1 DESC"
+        )["rows"]
+        assert rows == [["Oslo"]]
+        # an outer query filters and computes over released values
+        rows = _query_json(
+            conn, f"SELECT upper(city) FROM ({grouped}) AS t WHERE n > -1000 ORDER BY 1"
+        )["rows"]
+        assert rows == [["OSLO"], ["ROME"]]
+        # LIMIT is no part of the aggregation: 601 rows counted at epsilon 0.5 (scale 2)
+        (count,) = _query_json(conn, "SELECT count(*) FROM towns LIMIT 1")["rows"][0]
+        assert abs(count - 601) < 60
+    assert _spent(dpdb, role) == (pytest.approx(0.5 * 12), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("clause", "message"),
+    [
+        ("ORDER BY amount", "ORDER BY amount names no columns"),
+        ("ORDER BY sum(amount)", "ORDER BY SUM(amount) names no columns"),
+        ("ORDER BY 4", "ORDER BY 4 names no columns"),
+        ("ORDER BY n", "ORDER BY n names several columns"),
+        ("LIMIT pid", "LIMIT of a DP query takes a constant"),
+        ("LIMIT (SELECT 1)", "subqueries"),
+        ("OFFSET (SELECT count(*) FROM visits)", "exactly one SELECT"),
+        ("HAVING count(*) > 1", "HAVING is not supported"),
+    ],
+)
+def test_post_processing_clauses_that_name_no_released_column_are_refused_for_free(
+    dpdb, clause, message
+):
+    role = _analyst(dpdb)
+    sql = f"SELECT city, count(*) AS n, count(pid) AS n FROM visits GROUP BY city {clause}"
+    with (
+        dpdb.as_role(role) as conn,
+        pytest.raises(psycopg.errors.FeatureNotSupported, match=re.escape(message)),
+    ):
+        _dp(conn, sql, 0.5)
+    assert _spent(dpdb, role) == (0.0, 0.0)
+
+
+_MORE = "ask an administrator for more budget; SELECT * FROM diffix.privacy_budget() shows it"
+_DOMAIN = (
+    "ask an administrator to declare the keys' domain: "
+    "CALL diffix.set_dp_domain(table, column, ARRAY[...])"
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "explicit", "hint"),
+    [
+        (
+            "max_epsilon",
+            True,
+            "ask for at most 1, e.g. diffix.dp_query_json(sql, 1); "
+            "administrators set dp_max_epsilon with diffix.configure",
+        ),
+        (
+            "max_epsilon",
+            False,
+            "ask for at most 1, e.g. SELECT diffix.set('dp_epsilon', '1'); "
+            "administrators set dp_max_epsilon with diffix.configure",
+        ),
+        (
+            "max_delta",
+            True,
+            "ask for at most 1e-05, e.g. diffix.dp_query_json(sql, epsilon, "
+            "1e-05); administrators set dp_max_delta with diffix.configure",
+        ),
+        (
+            "max_delta",
+            False,
+            "ask for at most 1e-05, e.g. SELECT diffix.set('dp_delta', "
+            "'1e-05'); administrators set dp_max_delta with diffix.configure",
+        ),
+        (
+            "partition_delta",
+            True,
+            f"allow a delta, e.g. diffix.dp_query_json(sql, epsilon, 1e-06), or {_DOMAIN}",
+        ),
+        (
+            "partition_delta",
+            False,
+            f"allow a delta, e.g. SELECT diffix.set('dp_delta', '1e-06'), or {_DOMAIN}",
+        ),
+        (
+            "over_budget",
+            True,
+            f"ask for at most 0.3, e.g. diffix.dp_query_json(sql, 0.3), or {_MORE}",
+        ),
+        (
+            "over_budget",
+            False,
+            f"ask for at most 0.3, e.g. SELECT diffix.set('dp_epsilon', '0.3'), or {_MORE}",
+        ),
+        ("no_delta_left", True, f"no delta is left in this period; {_MORE}"),
+        ("no_delta_left", False, f"no delta is left in this period; {_MORE}"),
+        ("positive_epsilon", True, "e.g. diffix.dp_query_json(sql, 0.5)"),
+    ],
+)
+def test_each_hint_names_what_the_entry_point_can_change(dpdb, case, explicit, hint):
+    """dp_query_json takes epsilon and delta as arguments; query_json, query and the proxy
+    spend the session's dp_epsilon and dp_delta (the proxy's hints are query_json's)."""
+    budget = {"over_budget": (0.3, 1e-3), "no_delta_left": (1.0, 0.0)}.get(case, (10.0, 1e-3))
+    role = _analyst(dpdb, *budget)
+    epsilon, delta, sql = 0.5, 0.0, "SELECT count(*) FROM people"
+    if case == "max_epsilon":
+        epsilon = 2.0
+    elif case == "max_delta":
+        delta = 0.1
+    elif case == "positive_epsilon":
+        epsilon = -1.0
+    elif case in ("partition_delta", "no_delta_left"):
+        sql = "SELECT town, count(*) FROM towns GROUP BY town"
+        delta = 1e-6 if case == "no_delta_left" else 0.0
+    with dpdb.as_role(role) as conn, pytest.raises(psycopg.Error) as refused:
+        if explicit:
+            _dp(conn, sql, epsilon, delta)
+        else:
+            conn.execute("SELECT diffix.set('dp_epsilon', %s)", (str(epsilon),))
+            conn.execute("SELECT diffix.set('dp_delta', %s)", (str(delta),))
+            _query_json(conn, sql)
+    assert refused.value.diag.message_hint == hint
+    assert _spent(dpdb, role) == (0.0, 0.0)
+
+
+def test_hints_no_session_setting_can_reach_are_written_for_it_too():
+    """dp_epsilon cannot be set to 0 or less, nor dp_delta outside [0, 0.5]: the engine's
+    hints for those values are checked without a database."""
+    from pldiffix.core.ledger import Remaining
+    from pldiffix.dp.engine import Hints
+
+    session = Hints(explicit=False)
+    assert session.positive_epsilon() == "e.g. SELECT diffix.set('dp_epsilon', '0.5')"
+    assert session.over_budget(Remaining(1.0, 2.5e-7), 0.5) == (
+        f"ask for at most 2.5e-07, e.g. SELECT diffix.set('dp_delta', '2.5e-07'), or {_MORE}"
+    )
+    assert Hints(explicit=True).over_budget(Remaining(0.0, 0.0), 0.5) == (
+        f"no epsilon is left in this period; {_MORE}"
+    )
+
+
+def test_interval_and_budget_columns_in_the_select_list(dpdb):
+    role = _analyst(dpdb, epsilon=5.0)
+    with dpdb.as_role(role) as conn:
+        conn.execute("SELECT diffix.set('dp_epsilon', '0.5')")
+        doc = _query_json(
+            conn,
+            "SELECT city, avg(amount) AS mean, diffix.dp_ci_low(avg(amount)) AS lo, "
+            "diffix.dp_ci_high(avg(amount)) AS hi, diffix.dp_ci_high(count(*)), "
+            "diffix.dp_budget_remaining() AS budget FROM visits GROUP BY city ORDER BY lo",
+        )
+        assert doc["columns"] == ["city", "mean", "lo", "hi", "dp_ci_high", "budget"]
+        # the markers show the intervals of the report: avg's own, and count(*)'s, which
+        # the select list does not show but which is released (and paid) all the same
+        assert [a["aggregate"] for a in doc["dp"]["aggregates"]] == ["avg", "count_star"]
+        assert [a["epsilon"] for a in doc["dp"]["aggregates"]] == [0.25, 0.25]
+        released = {row[0]: row[1:] for row in doc["dp"]["rows"]}
+        for city, mean, low, high, count_high, budget in doc["rows"]:
+            average, count = released[city]
+            assert mean == average["value"] and [low, high] == average["interval_95"]
+            assert low <= mean <= high and count_high == count["interval_95"][1]
+            assert budget == pytest.approx(4.5)
+        assert [row[2] for row in doc["rows"]] == sorted(row[2] for row in doc["rows"])
+        # a marker over an aggregate of the list adds no aggregate: one share, one interval
+        doc = _query_json(
+            conn,
+            "SELECT count(*), diffix.dp_ci_low(count(*)), diffix.dp_ci_high(count(*)) FROM people",
+        )
+        assert len(doc["dp"]["aggregates"]) == 1
+        (count, low, high) = doc["rows"][0]
+        assert [low, high] == doc["dp"]["rows"][0][0]["interval_95"] and low <= count <= high
+        # typed double precision for clients that see columns only
+        types = conn.execute(
+            "SELECT pg_typeof(lo), pg_typeof(budget) FROM diffix.query('SELECT count(*), "
+            "diffix.dp_ci_low(count(*)) AS lo, diffix.dp_budget_remaining() AS budget "
+            "FROM people') AS t(n bigint, lo float8, budget float8)"
+        ).fetchone()
+        assert types == ("double precision", "double precision")
+        # outside a DP query: the budget is a plain function, the intervals refuse
+        assert conn.execute("SELECT diffix.dp_budget_remaining()").fetchone() == (
+            pytest.approx(3.5),
+        )
+        # quantiles have no interval (see their rank error)
+        doc = _query_json(conn, "SELECT median(age), diffix.dp_ci_low(median(age)) FROM towns")
+        assert doc["rows"][0][1] is None and doc["rows"][0][0] is not None
+    assert _spent(dpdb, role) == (pytest.approx(2.0), 0.0)
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="only works in the select list"):
+        dpdb.execute("SELECT diffix.dp_ci_low(count(*)) FROM people")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="only works in the select list"):
+        dpdb.execute("SELECT diffix.dp_ci_high(1.5)")
+    assert dpdb.execute("SELECT diffix.dp_budget_remaining()") == [(None,)]  # no budget
+
+
+@pytest.mark.parametrize(
+    ("select", "message"),
+    [
+        ("diffix.dp_ci_low(amount)", "not supported"),
+        ("diffix.dp_ci_low(count(*), 1)", "takes one aggregate"),
+        ("diffix.dp_ci_high()", "takes one aggregate"),
+        ("diffix.dp_budget_remaining(1)", "takes no arguments"),
+        ("diffix.dp_ci_low(diffix.dp_ci_high(count(*)))", "not supported"),
+        ("diffix.dp_ci_low(max(amount))", "not supported"),
+        ("diffix.dp_ci_low(count(*)) + 1", "grouping expression or an aggregate"),
+        ("diffix.dp_budget_remaining()", "at least one aggregate"),
+    ],
+)
+def test_markers_out_of_place_are_refused_for_free(dpdb, select, message):
+    role = _analyst(dpdb)
+    with (
+        dpdb.as_role(role) as conn,
+        pytest.raises(psycopg.errors.FeatureNotSupported, match=re.escape(message)),
+    ):
+        _dp(conn, f"SELECT {select} FROM people", 0.5)
+    assert _spent(dpdb, role) == (0.0, 0.0)

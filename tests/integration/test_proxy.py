@@ -573,6 +573,65 @@ def test_a_dp_role_spends_its_budget_through_the_proxy_and_is_refused_when_it_is
     assert _spent(world, role) == pytest.approx(0.8)
 
 
+_BI_QUERY = (
+    "SELECT city, count(*) AS n, diffix.dp_ci_low(count(*)) AS lo, "
+    "diffix.dp_ci_high(count(*)) AS hi, diffix.dp_budget_remaining() AS budget "
+    "FROM customers GROUP BY city ORDER BY n DESC LIMIT 2"
+)
+
+
+def test_a_bi_tools_dp_query_gets_ordered_limited_rows_with_typed_intervals(world):
+    """ORDER BY and LIMIT apply to the released rows; the interval and budget columns come
+    typed double precision in both protocols, each query paid once."""
+    role = world.db.create_role("anonymized_dp", prefix="dp")
+    world.db.admin.execute("CALL diffix.set_privacy_budget(%s, 5.0, 1e-3)", (role,))
+    with psycopg.connect(world.proxy_dsn(role), autocommit=True) as conn:
+        conn.execute("SELECT diffix.set('dp_epsilon', '0.5')")
+        conn.execute("SELECT diffix.set('dp_delta', '1e-6')")
+        for spent, prepare in ((0.5, False), (1.0, True)):
+            cur = conn.execute(_BI_QUERY, prepare=prepare)
+            rows = cur.fetchall()
+            assert [c.name for c in cur.description] == ["city", "n", "lo", "hi", "budget"]
+            assert [c.type_code for c in cur.description] == [25, 20, 701, 701, 701]
+            assert len(rows) == 2 and rows[0][1] >= rows[1][1]
+            for city, n, low, high, budget in rows:
+                assert city in ("Berlin", "Rome", "Oslo", "Lima")
+                assert isinstance(low, float) and low <= n <= high
+                assert budget == pytest.approx(5.0 - spent)
+        (left,) = conn.execute("SELECT diffix.dp_budget_remaining()").fetchone()
+        assert left == pytest.approx(4.0)
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="only works in the select"):
+            conn.execute("SELECT diffix.dp_ci_low(count(*)) FROM cities")
+        # a filter and expressions over released values in an outer query
+        rows = conn.execute(
+            "SELECT lower(city), n > 100 FROM (SELECT city, count(*) AS n FROM customers "
+            "GROUP BY city) AS t WHERE n > 100 ORDER BY 1"
+        ).fetchall()
+        assert rows == [("berlin", True), ("lima", True), ("oslo", True), ("rome", True)]
+    assert _spent(world, role) == pytest.approx(1.5)
+
+
+def test_dp_hints_through_the_proxy_name_the_session_settings(world):
+    role = world.db.create_role("anonymized_dp", prefix="dp")
+    world.db.admin.execute("CALL diffix.set_privacy_budget(%s, 5.0, 1e-3)", (role,))
+    sql = "SELECT city, count(*) FROM customers GROUP BY city ORDER BY city"
+    with psycopg.connect(world.proxy_dsn(role), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as refused:
+            conn.execute(sql)
+        conn.execute("SELECT diffix.set('dp_epsilon', '5')")
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as too_much:
+            conn.execute("SELECT count(*) FROM customers")
+    assert refused.value.diag.message_hint == (
+        "allow a delta, e.g. SELECT diffix.set('dp_delta', '1e-06'), or ask an administrator "
+        "to declare the keys' domain: CALL diffix.set_dp_domain(table, column, ARRAY[...])"
+    )
+    assert too_much.value.diag.message_hint == (
+        "ask for at most 1, e.g. SELECT diffix.set('dp_epsilon', '1'); administrators set "
+        "dp_max_epsilon with diffix.configure"
+    )
+    assert _spent(world, role) == 0.0
+
+
 def test_stashed_answers_are_only_for_the_role_that_asked(world):
     """A session that changes role after an answer was kept cannot read it as the other role."""
     other = world.db.create_role("anonymized_trusted", prefix="other")

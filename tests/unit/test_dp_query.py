@@ -79,7 +79,6 @@ def test_the_supported_aggregates_and_generalized_groups() -> None:
         ("SELECT count(DISTINCT city) FROM customers", "only supported over the AID", "id"),
         ("SELECT sum(city) FROM customers", "needs a numeric column", "numeric"),
         ("SELECT city, count(*) * 2 FROM customers GROUP BY city", "grouping expression", "outer"),
-        ("SELECT city, count(*) FROM customers GROUP BY city ORDER BY 2", "ORDER BY", "wrap"),
         ("SELECT city, count(*) FROM customers GROUP BY 1 HAVING count(*) > 1", "HAVING", "wrap"),
         ("SELECT count(*) FROM customers JOIN cities ON city = name", "exactly one table", "join"),
         ("SELECT count(*) FROM couples", "2 AID columns", "single column"),
@@ -114,6 +113,41 @@ def test_post_processing_around_the_dp_subquery_is_kept() -> None:
     )
     assert query.node is not query.tree
     assert [o.name for o in query.outputs] == ["city", "c"]
+
+
+def test_order_by_and_limit_never_reach_the_aggregation() -> None:
+    """They order and cut the released rows (dp/engine.py); a LIMIT in the plan would decide
+    which rows are counted."""
+    from pldiffix.dp import engine
+
+    query = parse(
+        "SELECT city AS c, count(*) AS n, diffix.dp_ci_low(count(*)) FROM customers "
+        "GROUP BY city ORDER BY n DESC, customers.city, 3 LIMIT 1 OFFSET 2",
+        CATALOG,
+    )
+    sql = planner.plan(query, planner.TableMetadata(1, False, BOUNDS), seed=1).sql
+    assert "LIMIT" not in sql and "OFFSET" not in sql and "ORDER BY n" not in sql
+    finishing = {key: clause.sql("postgres") for key, clause in engine._finishing(query).items()}
+    assert finishing == {
+        "order": "ORDER BY 2 DESC, 1, 3",
+        "limit": "LIMIT 1",
+        "offset": "OFFSET 2",
+    }
+
+
+def test_interval_markers_show_an_aggregate_of_the_list_or_their_own() -> None:
+    query = parse(
+        "SELECT diffix.dp_ci_high(sum(amount)) AS hi, count(*), diffix.dp_ci_low(count(*)), "
+        "diffix.dp_budget_remaining() FROM customers",
+        CATALOG,
+    )
+    assert [a.kind for a in query.aggregates] == ["count_star", "sum"]
+    assert [(o.name, o.aggregate_index, o.marker) for o in query.outputs] == [
+        ("hi", 1, "dp_ci_high"),
+        ("count", 0, None),
+        ("dp_ci_low", 0, "dp_ci_low"),
+        ("dp_budget_remaining", None, "dp_budget_remaining"),
+    ]
 
 
 def test_plan_bounds_contributions_unless_the_aid_is_unique() -> None:

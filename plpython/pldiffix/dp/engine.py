@@ -18,6 +18,7 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from sqlglot import exp
@@ -27,7 +28,7 @@ from pldiffix.core.errors import UserError
 from pldiffix.core.relations import RelationKind
 from pldiffix.diffix import rewrite
 from pldiffix.diffix.engine import SecurityChecks
-from pldiffix.dp import planner, release
+from pldiffix.dp import markers, planner, release
 from pldiffix.dp.mechanisms import rational_epsilon
 from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, DpQueryError, parse
 
@@ -36,11 +37,21 @@ _PLACEHOLDER = "__pldiffix_dp_rows"
 
 
 def run(
-    plpy: Any, sql: str, epsilon: float | None, delta: float | None, search_path: Sequence[str]
+    plpy: Any,
+    sql: str,
+    epsilon: float | None,
+    delta: float | None,
+    search_path: Sequence[str],
+    *,
+    explicit: bool,
 ) -> dict[str, Any]:
+    """`explicit`: called through diffix.dp_query_json (epsilon and delta are its arguments),
+    else through query_json, query or the proxy (the session's dp_epsilon and dp_delta); the
+    hints name what the caller can change."""
     role = catalog.invoking_role(plpy)
     values = catalog.effective_settings(plpy)
-    epsilon, delta = _checked_parameters(epsilon, delta, values)
+    hints = Hints(explicit)
+    epsilon, delta = _checked_parameters(epsilon, delta, values, hints)
     schemas = catalog.usable_schemas(plpy, role, search_path)
     live = catalog.LiveCatalog(plpy, schemas)
     query = parse(
@@ -57,13 +68,12 @@ def run(
     if budget.partition_selection and query.groups and delta <= 0:
         raise UserError(
             "grouping by keys without a declared domain needs delta > 0 (partition selection)",
-            hint="pass a delta, e.g. diffix.dp_query_json(sql, epsilon, 1e-6), or declare the "
-            "keys: CALL diffix.set_dp_domain(table, column, ARRAY[...])",
+            hint=hints.partition_delta(),
         )
     if not query.groups:  # one global row, always released: no partition selection
         budget = release.Budget(budget.epsilon, delta, budget.aggregates, False)
     placement = _placement(plpy, query, plan)
-    _check_budget(ledger.remaining(plpy), epsilon, budget.delta_spent, role)
+    _check_budget(ledger.remaining(plpy), epsilon, budget.delta_spent, role, hints)
     # Paid before any personal row is read: a query that then fails has still spent its
     # epsilon, so an error that only some rows raise is no free answer.
     remaining = ledger.charge(
@@ -80,7 +90,7 @@ def run(
         groups = [{"units": 0} | {s.name: 0 for a in plan.aggregates for s in a.statistics}]
     rows = release.release(plan, budget, groups, histograms, metadata.contributions)
     return {
-        "query": _post_processing(placement, query, rows),
+        "query": _post_processing(placement, query, rows, remaining),
         "dp": {
             "epsilon": epsilon,
             "delta": budget.delta_spent,
@@ -93,19 +103,82 @@ def run(
     }
 
 
+@dataclass(frozen=True)
+class Hints:
+    """What to change, written for the entry point the query came through: the arguments of
+    diffix.dp_query_json (explicit), or the session settings that query_json, query and the
+    proxy spend."""
+
+    explicit: bool
+
+    def epsilon(self, value: float) -> str:
+        if self.explicit:
+            return f"diffix.dp_query_json(sql, {value:g})"
+        return f"SELECT diffix.set('dp_epsilon', '{value:g}')"
+
+    def delta(self, value: float) -> str:
+        if self.explicit:
+            return f"diffix.dp_query_json(sql, epsilon, {value:g})"
+        return f"SELECT diffix.set('dp_delta', '{value:g}')"
+
+    def positive_epsilon(self) -> str:
+        return f"e.g. {self.epsilon(0.5)}"
+
+    def max_epsilon(self, maximum: float) -> str:
+        return (
+            f"ask for at most {maximum:g}, e.g. {self.epsilon(maximum)}; administrators set "
+            "dp_max_epsilon with diffix.configure"
+        )
+
+    def max_delta(self, maximum: float) -> str:
+        return (
+            f"ask for at most {maximum:g}, e.g. {self.delta(maximum)}; administrators set "
+            "dp_max_delta with diffix.configure"
+        )
+
+    def partition_delta(self) -> str:
+        return (
+            f"allow a delta, e.g. {self.delta(1e-6)}, or ask an administrator to declare the "
+            "keys' domain: CALL diffix.set_dp_domain(table, column, ARRAY[...])"
+        )
+
+    def over_budget(self, remaining: ledger.Remaining, epsilon: float) -> str:
+        """`epsilon`: what the refused query asked for."""
+        more = (
+            "ask an administrator for more budget; SELECT * FROM diffix.privacy_budget() shows it"
+        )
+        if epsilon <= remaining.epsilon:  # the delta is short
+            what, left = "delta", _rounded_down(remaining.delta)
+            change = self.delta(left)
+        else:
+            what, left = "epsilon", _rounded_down(remaining.epsilon)
+            change = self.epsilon(left)
+        if left <= 0:
+            return f"no {what} is left in this period; {more}"
+        return f"ask for at most {left:g}, e.g. {change}, or {more}"
+
+
+def _rounded_down(value: float) -> float:
+    """`value` rounded down to 6 significant digits, so that its %g text does not exceed it."""
+    if value <= 0:
+        return 0.0
+    shortest = Decimal(repr(value))
+    step = Decimal(1).scaleb(shortest.adjusted() - 5)
+    return float(shortest.quantize(step, rounding=ROUND_DOWN))
+
+
 def _checked_parameters(
-    epsilon: float | None, delta: float | None, values: dict[str, Any]
+    epsilon: float | None, delta: float | None, values: dict[str, Any], hints: Hints
 ) -> tuple[float, float]:
     if epsilon is None or not math.isfinite(epsilon) or epsilon <= 0:
         raise UserError(
-            f"epsilon must be a positive number, not {epsilon}",
-            hint="e.g. diffix.dp_query_json(sql, 0.5)",
+            f"epsilon must be a positive number, not {epsilon}", hint=hints.positive_epsilon()
         )
     if epsilon > values["dp_max_epsilon"]:
         raise UserError(
             f"epsilon {epsilon:g} exceeds the per-query maximum dp_max_epsilon = "
             f"{values['dp_max_epsilon']:g}",
-            hint="ask for less; administrators set dp_max_epsilon with diffix.configure",
+            hint=hints.max_epsilon(values["dp_max_epsilon"]),
         )
     delta = 0.0 if delta is None else delta
     if not math.isfinite(delta) or not 0 <= delta < 1:
@@ -114,7 +187,7 @@ def _checked_parameters(
         raise UserError(
             f"delta {delta:g} exceeds the per-query maximum dp_max_delta = "
             f"{values['dp_max_delta']:g}",
-            hint="ask for less; administrators set dp_max_delta with diffix.configure",
+            hint=hints.max_delta(values["dp_max_delta"]),
         )
     return float(epsilon), float(delta)
 
@@ -210,7 +283,7 @@ def _check_metadata(query: DpQuery, metadata: planner.TableMetadata) -> None:
 
 
 def _check_budget(
-    remaining: ledger.Remaining | None, epsilon: float, delta: float, role: str
+    remaining: ledger.Remaining | None, epsilon: float, delta: float, role: str, hints: Hints
 ) -> None:
     """Refuses before anything is read when the budget cannot pay (the charge decides, later)."""
     if remaining is None:
@@ -226,8 +299,7 @@ def _check_budget(
             f"{epsilon:g} and delta {delta:g}, {remaining.epsilon:g} and {remaining.delta:g} "
             "remain",
             ledger.BUDGET_EXCEEDED,
-            hint="ask with a smaller epsilon, or ask an administrator for more budget; "
-            "SELECT * FROM diffix.privacy_budget() shows it",
+            hint=hints.over_budget(remaining, epsilon),
         )
 
 
@@ -263,10 +335,11 @@ def _remaining_document(remaining: Any) -> dict[str, Any] | None:
 @dataclass(frozen=True)
 class _Placement:
     """Where the released rows go: the analyst's statement with the DP subquery replaced by
-    `SELECT * FROM <marker>`, and the SQL types of the grouping values. Prepared before any data
-    is read, so that nothing can fail between the charge and the answer."""
+    `SELECT * FROM <marker> AS <alias>` and the DP subquery's own ORDER BY, LIMIT and OFFSET,
+    and the SQL types of the grouping values. Prepared before any data is read, so that nothing
+    can fail between the charge and the answer."""
 
-    template: str | None  # None: the DP subquery is the whole statement
+    template: str | None  # None: the rows themselves are the whole statement
     marker: str
     group_types: list[str]
 
@@ -274,16 +347,91 @@ class _Placement:
 def _placement(plpy: Any, query: DpQuery, plan: planner.Plan) -> _Placement:
     marker = f"{_PLACEHOLDER}_{secrets.token_hex(8)}"
     types = _group_types(plpy, plan)
-    if query.node is query.tree:
+    finishing = _finishing(query)
+    if query.node is query.tree and not finishing:
         return _Placement(None, marker, types)
-    query.node.replace(exp.select("*").from_(marker))
-    template = query.tree.sql(dialect=sqltext.POSTGRES)
-    if template.count(marker) != 1 or template.count(f"SELECT * FROM {marker}") != 1:
+    replacement = exp.select("*").from_(exp.to_table(marker).as_(_PLACEHOLDER))
+    for key, clause in finishing.items():
+        replacement.set(key, clause)
+    tree = replacement if query.node is query.tree else query.tree
+    query.node.replace(replacement)  # (the root has no parent to be replaced in)
+    template = tree.sql(dialect=sqltext.POSTGRES)
+    if template.count(marker) != 1 or template.count(f"FROM {marker} AS {_PLACEHOLDER}") != 1:
         raise DpQueryError("the DP subquery cannot be placed in this statement")
     return _Placement(template, marker, types)
 
 
-def _post_processing(placement: _Placement, query: DpQuery, rows: list[release.Released]) -> str:
+def _finishing(query: DpQuery) -> dict[str, exp.Expression]:
+    """The DP subquery's ORDER BY, LIMIT (or FETCH) and OFFSET, rewritten to apply to its
+    released rows. They are post-processing: the aggregation never sees them (a LIMIT there
+    would decide which rows are counted), and ordering released values costs no privacy."""
+    node = query.node
+    clauses: dict[str, exp.Expression] = {}
+    order = node.args.get("order")
+    if order is not None:
+        ordered = [_by_position(key, query) for key in order.expressions]
+        clauses["order"] = exp.Order(expressions=ordered)
+    for key in ("limit", "offset"):
+        clause = node.args.get(key)
+        if clause is None:
+            continue
+        if any(clause.find_all(exp.Column, exp.Table, exp.Select, exp.Subquery)):
+            raise DpQueryError(
+                f"{key.upper()} of a DP query takes a constant",
+                fragment=clause.sql(dialect=sqltext.POSTGRES),
+                hint="write a number, e.g. LIMIT 10",
+            )
+        clauses[key] = clause.copy()
+    return clauses
+
+
+def _by_position(key: exp.Expression, query: DpQuery) -> exp.Ordered:
+    """An ORDER BY key of the DP subquery as the position of the select item it names (an
+    output name, a position, or an expression of the select list): the released rows have the
+    select list's columns, under names that need not be unique."""
+    ordered = key.copy() if isinstance(key, exp.Ordered) else exp.Ordered(this=key.copy())
+    target = ordered.this
+    items = query.node.expressions
+    text = target.sql(dialect=sqltext.POSTGRES)
+    if isinstance(target, exp.Literal) and not target.is_string:
+        positions = [int(text)] if text.isdigit() and 1 <= int(text) <= len(items) else []
+    elif (
+        isinstance(target, exp.Column)
+        and not target.table
+        and any(output.name == target.name for output in query.outputs)
+    ):
+        positions = [i for i, o in enumerate(query.outputs, start=1) if o.name == target.name]
+    else:
+        shown = [item.this if isinstance(item, exp.Alias) else item for item in items]
+        positions = [
+            i
+            for i, item in enumerate(shown, start=1)
+            if item.sql(dialect=sqltext.POSTGRES) == text or _same_column(item, target)
+        ][:1]
+    if len(positions) != 1:
+        raise DpQueryError(
+            f"ORDER BY {text} names {'several' if positions else 'no'} columns of the select "
+            "list; a DP query's rows are ordered after their release, by their columns",
+            fragment=text,
+            hint="order by an output name or position, or add the expression to the select list",
+        )
+    ordered.set("this", exp.Literal.number(positions[0]))
+    return ordered
+
+
+def _same_column(item: exp.Expression, target: exp.Expression) -> bool:
+    """`city` and `v.city` name the same column of the one table a DP subquery reads."""
+    return (
+        isinstance(item, exp.Column) and isinstance(target, exp.Column) and item.name == target.name
+    )
+
+
+def _post_processing(
+    placement: _Placement,
+    query: DpQuery,
+    rows: list[release.Released],
+    remaining: ledger.Remaining,
+) -> str:
     """The analyst's statement with the DP subquery replaced by its released rows."""
     columns = []
     for output in query.outputs:
@@ -291,6 +439,14 @@ def _post_processing(placement: _Placement, query: DpQuery, rows: list[release.R
             index = output.group_index
             values = [row.keys[index] for row in rows]
             columns.append((output.name, placement.group_types[index], values))
+        elif output.marker == markers.BUDGET_MARKER:
+            columns.append((output.name, "double precision", [remaining.epsilon] * len(rows)))
+        elif output.marker is not None:
+            assert output.aggregate_index is not None
+            bound = markers.INTERVAL_MARKERS.index(output.marker)
+            intervals = [row.values[output.aggregate_index].interval for row in rows]
+            values = [None if i is None else float(i[bound]) for i in intervals]
+            columns.append((output.name, "double precision", values))
         else:
             assert output.aggregate_index is not None
             kind = query.aggregates[output.aggregate_index].kind
@@ -306,7 +462,7 @@ def _post_processing(placement: _Placement, query: DpQuery, rows: list[release.R
     )
     if placement.template is None:
         return rows_sql
-    return placement.template.replace(f"SELECT * FROM {placement.marker}", rows_sql)
+    return placement.template.replace(placement.marker, rows_sql)
 
 
 def _group_types(plpy: Any, plan: planner.Plan) -> list[str]:

@@ -26,6 +26,7 @@ from pldiffix.diffix import rewrite
 from pldiffix.diffix.query_model import AnonymizingQuery, Generalization
 from pldiffix.diffix.validation import TRUSTED, parse_statement, validate
 from pldiffix.diffix.validation.pgtypes import category, normalize_type
+from pldiffix.dp.markers import Marker, MarkerName, marker_of
 
 AggregateKind = Literal[
     "count_star", "count", "count_units", "sum", "avg", "variance", "stddev", "quantile"
@@ -65,7 +66,8 @@ class DpAggregate:
 class DpOutput:
     name: str
     group_index: int | None  # the grouping expression it shows, or
-    aggregate_index: int | None  # the aggregate it shows
+    aggregate_index: int | None  # the aggregate it shows (or whose interval a marker shows)
+    marker: MarkerName | None = None  # dp/markers.py
 
 
 @dataclass
@@ -143,22 +145,47 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
         )
     aid = entry.aid_columns[0]
     aggregates: list[DpAggregate] = []
-    outputs: list[DpOutput] = []
+    outputs: list[DpOutput | Marker] = []
     for name, item, group_index in outputs_spec:
+        marker = marker_of(item)
         if group_index is not None:
             outputs.append(DpOutput(name, group_index, None))
-            continue
-        aggregates.append(_aggregate(item, relation, entry.alias, aid))
-        outputs.append(DpOutput(name, None, len(aggregates) - 1))
+        elif marker is not None:
+            outputs.append(marker)  # placed once the aggregates it may show are known
+        else:
+            aggregates.append(_aggregate(item, relation, entry.alias, aid))
+            outputs.append(DpOutput(name, None, len(aggregates) - 1))
+    placed = tuple(
+        _marker_output(name, output, aggregates, relation, entry.alias, aid)
+        if isinstance(output, Marker)
+        else output
+        for (name, _, _), output in zip(outputs_spec, outputs, strict=True)
+    )
     if not aggregates:
         raise DpQueryError(
             "a DP query needs at least one aggregate",
             fragment=_short(node),
             hint=f"add an aggregate to the SELECT list: {SUPPORTED}",
         )
-    return DpQuery(
-        tree, node, relation, entry.alias, aid, shadow, tuple(aggregates), tuple(outputs)
-    )
+    return DpQuery(tree, node, relation, entry.alias, aid, shadow, tuple(aggregates), placed)
+
+
+def _marker_output(
+    name: str,
+    marker: Marker,
+    aggregates: list[DpAggregate],
+    relation: RelationInfo,
+    alias: str,
+    aid: str,
+) -> DpOutput:
+    """An interval marker shows the interval of the first equal aggregate of the select list,
+    or of its own aggregate (one more share of epsilon) when the list has none."""
+    if marker.argument is None:
+        return DpOutput(name, None, None, marker.name)
+    aggregate = _aggregate(marker.argument, relation, alias, aid)
+    if aggregate not in aggregates:
+        aggregates.append(aggregate)
+    return DpOutput(name, None, aggregates.index(aggregate), marker.name)
 
 
 def _short(node: exp.Expression | None) -> str | None:
@@ -186,18 +213,13 @@ def _is_personal(table: exp.Table, catalog: Catalog) -> bool:
 
 
 def _check_clauses(node: exp.Select) -> None:
-    for key, what, suffix in (
-        ("having", "HAVING", "WHERE ..."),
-        ("order", "ORDER BY", "ORDER BY ..."),
-        ("limit", "LIMIT", "LIMIT ..."),
-        ("offset", "OFFSET", "OFFSET ..."),
-    ):
-        if node.args.get(key) is not None:
-            raise DpQueryError(
-                f"{what} is not supported inside the DP query",
-                fragment=_short(node.args[key]),
-                hint=_WRAP_HINT.format(suffix),
-            )
+    # ORDER BY, LIMIT and OFFSET apply to the released rows (dp/engine.py, _placement)
+    if node.args.get("having") is not None:
+        raise DpQueryError(
+            "HAVING is not supported inside the DP query",
+            fragment=_short(node.args["having"]),
+            hint=_WRAP_HINT.format("WHERE ..."),
+        )
     if node.args.get("distinct") is not None:
         raise DpQueryError(
             "SELECT DISTINCT is not supported in a DP query",
@@ -250,7 +272,7 @@ def _grouping(
     keys = [sqltext.render(g) for g in groups]
     spec = []
     for name, expr in items:
-        if isinstance(expr, _AGGREGATE_NODES):
+        if isinstance(expr, _AGGREGATE_NODES) or marker_of(expr) is not None:
             spec.append((name, expr, None))
             continue
         text = sqltext.render(expr)
