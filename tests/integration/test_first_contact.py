@@ -7,10 +7,12 @@ NULL and a NOTICE saying so. Browsing the catalog works as docs/proxy.md says.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -187,3 +189,22 @@ def test_information_schema_hides_tables_the_role_cannot_select(world):
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'panel'"
         ).fetchall()
     assert ("panel",) not in tables and columns == []
+
+
+JDBC_JAR = "/usr/share/java/postgresql.jar"
+JDBC_CLIENT = Path(__file__).parents[1] / "clients" / "jdbc" / "ProxyClient.java"
+
+
+def test_pgjdbc_view_data(world):
+    """DBeaver's own statement through pgjdbc, six times: pgjdbc moves to named server-side
+    statements and binary results after five."""
+    java = shutil.which("java")
+    if java is None or not Path(JDBC_JAR).exists():
+        pytest.skip("pgjdbc: no Java runtime or no /usr/share/java/postgresql.jar")
+    url = f"jdbc:postgresql://127.0.0.1:{world.port}/{world.db.name}"
+    role = world.roles["anonymized_untrusted"]
+    command = [java, "-cp", JDBC_JAR, str(JDBC_CLIENT), url, role, "6", VIEW_DATA]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    (answer,) = json.loads(result.stdout)
+    assert answer["columns"] == ["person_id", "city", "age_band", "score"], answer
+    assert len(answer["rows"]) == 200 and all(row[0] is None for row in answer["rows"])
