@@ -129,10 +129,9 @@ def _dispatch(
     tree = parse_single_select(sql)
     assert sql is not None
     if level is AccessLevel.PERTURBED:
-        raise PermissionError(
-            "the perturbed access level reads the views in diffix_perturbed with plain SQL, "
-            "not through diffix.query_json"
-        )
+        from pldiffix.perturb import readers
+
+        raise readers.refusal(plpy, _named_tables(tree), search_path)
     if level is AccessLevel.DIRECT and not explicit_dp:
         admission.mechanism = "direct"
         return Outcome("direct", {"own": sqltext.render(tree)})
