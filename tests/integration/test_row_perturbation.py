@@ -1128,3 +1128,22 @@ def test_the_report_explains_each_figure(pdb: Any) -> None:
     assert "1 means some row is unique" in explained["min_group_size"]
     assert "too small" in explained["min_group_size"]
     assert "nearest-neighbour" in explained["linkage_share"]
+
+
+def test_an_upgrade_replaces_the_report_without_its_explanation(pdb: Any) -> None:
+    """A previous version's report returned five columns; installing over it changes its type."""
+    pdb.admin.execute(
+        """
+        DROP FUNCTION diffix.perturbation_report(text);
+        DROP FUNCTION diffix._perturbation_report(oid);
+        CREATE FUNCTION diffix._perturbation_report(relid oid)
+        RETURNS TABLE (metric text, column_name text, other_column text, original float8,
+                       perturbed float8) LANGUAGE sql AS 'SELECT NULL, NULL, NULL, 1.0, 1.0';
+        CREATE FUNCTION diffix.perturbation_report(table_name text)
+        RETURNS TABLE (metric text, column_name text, other_column text, original float8,
+                       perturbed float8) LANGUAGE sql AS 'SELECT NULL, NULL, NULL, 1.0, 1.0';
+        """
+    )
+    install.install(pdb.dsn(), out=io.StringIO())
+    rows = pdb.execute("SELECT explanation FROM diffix.perturbation_report('patients')")
+    assert rows and all(text for (text,) in rows)
