@@ -208,3 +208,34 @@ def test_pgjdbc_view_data(world):
     (answer,) = json.loads(result.stdout)
     assert answer["columns"] == ["person_id", "city", "age_band", "score"], answer
     assert len(answer["rows"]) == 200 and all(row[0] is None for row in answer["rows"])
+
+
+def test_hostile_names_and_settings_change_nothing(world):
+    """Column names with quotes and backslashes, a session with standard_conforming_strings off
+    and a search_path it controls: the rewrite quotes every name and the answer is the same."""
+    world.db.admin.execute(
+        """
+        CREATE TABLE odd ("per'son\\" integer, "c'i\\ty" text, "x"")--" integer);
+        INSERT INTO odd SELECT i, 'Rome', i % 2 FROM generate_series(1, 400) i;
+        CALL diffix.mark_personal('odd', 'per''son\\');
+        """
+    )
+    role = world.roles["anonymized_untrusted"]
+    world.db.admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{role}" AUTHORIZATION "{role}"')
+    with psycopg.connect(world.dsn("anonymized_untrusted", proxy=False), autocommit=True) as conn:
+        plain = conn.execute("SELECT diffix.query_json('SELECT * FROM odd')").fetchone()[0]
+        conn.execute("SET standard_conforming_strings = off")
+        conn.execute(f'SET search_path = "{role}", public')
+        hostile = conn.execute("SELECT diffix.query_json(%s)", ("SELECT * FROM odd",)).fetchone()
+    assert plain["columns"] == ["per'son\\", "c'i\\ty", 'x")--']
+    assert hostile[0] == plain
+    assert 300 <= len(plain["rows"]) <= 500
+    assert {tuple(row) for row in plain["rows"]} <= {(None, "Rome", 0), (None, "Rome", 1)}
+
+
+def test_a_hostile_limit_is_not_rewritten(world):
+    with (
+        psycopg.connect(world.dsn("anonymized_untrusted"), autocommit=True) as conn,
+        pytest.raises(psycopg.Error, match="subqueries are not allowed"),
+    ):
+        conn.execute("SELECT * FROM panel LIMIT (SELECT max(person_id) FROM panel)")

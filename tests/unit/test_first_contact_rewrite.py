@@ -93,6 +93,11 @@ def test_two_aid_columns_are_both_left_out() -> None:
         "SELECT * FROM test_customers UNION SELECT * FROM test_customers",
         "SELECT * FROM nowhere",
         "SELECT * FROM other.test_customers",
+        "SELECT * FROM test_customers LIMIT (SELECT max(id) FROM test_customers)",
+        "SELECT * FROM test_customers OFFSET (SELECT count(*) FROM test_customers WHERE id = 1)",
+        "SELECT * FROM test_customers LIMIT ALL",
+        "SELECT * FROM test_customers LIMIT '5'",
+        "SELECT * FROM test_customers FETCH FIRST 5 ROWS ONLY",
     ],
 )
 def test_other_statements_are_left_to_validation(sql: str) -> None:

@@ -78,10 +78,19 @@ def row_read(tree: exp.Expression, resolve: Resolve) -> RowRead | None:
         return None
     if not relation.aid_columns or len(relation.aid_columns) == len(relation.columns):
         return None
+    limit, offset = tree.args.get("limit"), tree.args.get("offset")
+    if not all(_is_count(clause) for clause in (limit, offset) if clause is not None):
+        return None
     columns = _listed_columns(tree.expressions, table, relation)
     if columns is None:
         return None
-    return RowRead(table, relation, columns, tree.args.get("limit"), tree.args.get("offset"))
+    return RowRead(table, relation, columns, limit, offset)
+
+
+def _is_count(clause: exp.Expression) -> bool:
+    """LIMIT or OFFSET of a plain number: anything else stays the analyst's own query."""
+    value = clause.args.get("expression")
+    return isinstance(value, exp.Literal) and not value.is_string and value.name.isdigit()
 
 
 def rewritten(read: RowRead) -> exp.Select:
