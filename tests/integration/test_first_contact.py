@@ -127,6 +127,7 @@ def test_sqlalchemy_inspect_and_pandas_read_sql_table(world, level):
         columns = inspector.get_columns("panel")
         assert [c["name"] for c in columns] == ["person_id", "city", "age_band", "score"]
         frame = pandas.read_sql_table("panel", engine)
+        qualified = pandas.read_sql_table("panel", engine, schema="public")
     finally:
         engine.dispose()
     assert list(frame.columns) == ["person_id", "city", "age_band", "score"]
@@ -135,6 +136,9 @@ def test_sqlalchemy_inspect_and_pandas_read_sql_table(world, level):
     assert set(frame["city"]) <= {"Berlin", "Rome", "Oslo", "*"}
     # what read_sql_table sends for the data: every column, qualified by the table's name
     assert any(s.startswith("SELECT panel.person_id, panel.city") for s in sent), sent
+    assert any(s.startswith("SELECT public.panel.person_id") for s in sent), sent
+    assert list(qualified.columns) == list(frame.columns)
+    assert 1000 <= len(qualified) <= 1400 and qualified["person_id"].isna().all()
 
 
 def _psql(world: World, level: str, command: str) -> subprocess.CompletedProcess[str]:

@@ -39,6 +39,8 @@ ALL_COLUMNS = [
     " test_customers.planet FROM test_customers",
     "SELECT planet, id, discount, city FROM TEST_CUSTOMERS",
     'SELECT "id", city, discount, planet FROM "test_customers"',
+    "SELECT public.test_customers.id, public.test_customers.city,"
+    " public.test_customers.discount, public.test_customers.planet FROM public.test_customers",
 ]
 
 
@@ -84,6 +86,9 @@ def test_two_aid_columns_are_both_left_out() -> None:
         "SELECT * FROM test_customers JOIN test_purchases ON id = cid",
         "SELECT other.* FROM test_customers",
         "SELECT x.id, x.city, x.discount, x.planet FROM test_customers",
+        "SELECT other.test_customers.id, test_customers.city, test_customers.discount,"
+        " test_customers.planet FROM test_customers",
+        "SELECT public.t.id, t.city, t.discount, t.planet FROM test_customers t",
         "SELECT t.* FROM test_customers t(a, b, c, d)",
         "SELECT * FROM test_products",  # public
         "SELECT * FROM unlabeled_table",

@@ -139,15 +139,20 @@ def _listed_columns(
     """The columns of `relation` in the select list's order, if it lists each exactly once
     (as `*`, `alias.*` or plain column names) and nothing else."""
     names = {_folded(table.this)}
+    schemas = {relation.schema}  # `schema.table.column`, as pandas writes with schema=
     alias = table.args.get("alias")
     if isinstance(alias, exp.TableAlias) and isinstance(alias.this, exp.Identifier):
         if alias.columns:
             return None
-        names = {_folded(alias.this)}
+        names, schemas = {_folded(alias.this)}, set()
 
     def qualifier_ok(column: exp.Column) -> bool:
-        qualifier = column.args.get("table")
-        if column.args.get("db") is not None or column.args.get("catalog") is not None:
+        qualifier, schema = column.args.get("table"), column.args.get("db")
+        if column.args.get("catalog") is not None:
+            return False
+        if schema is not None and not (
+            isinstance(schema, exp.Identifier) and _folded(schema) in schemas
+        ):
             return False
         return qualifier is None or (
             isinstance(qualifier, exp.Identifier) and _folded(qualifier) in names
