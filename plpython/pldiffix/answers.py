@@ -30,6 +30,7 @@ from pldiffix.core.errors import UserError
 from pldiffix.core.levels import AccessLevel
 from pldiffix.core.relations import RelationKind
 from pldiffix.core.statements import parse_single_select
+from pldiffix.diffix import first_contact
 
 # Levels whose analysts are not trusted with errors raised by personal rows.
 _UNTRUSTED_ERRORS = (AccessLevel.ANONYMIZED_UNTRUSTED, AccessLevel.ANONYMIZED_DP)
@@ -128,10 +129,9 @@ def _dispatch(
     tree = parse_single_select(sql)
     assert sql is not None
     if level is AccessLevel.PERTURBED:
-        raise PermissionError(
-            "the perturbed access level reads the views in diffix_perturbed with plain SQL, "
-            "not through diffix.query_json"
-        )
+        from pldiffix.perturb import readers
+
+        raise readers.refusal(plpy, _named_tables(tree), search_path)
     if level is AccessLevel.DIRECT and not explicit_dp:
         admission.mechanism = "direct"
         return Outcome("direct", {"own": sqltext.render(tree)})
@@ -147,6 +147,14 @@ def _dispatch(
             )
         admission.mechanism = "cellkey"
         return _guarded(plpy, level, lambda: _cellkey(plpy, tree, live))
+    read = first_contact.row_read(tree, lambda schema, name: _relation(live, schema, name))
+    if read is not None:
+        if level is AccessLevel.ANONYMIZED_DP or explicit_dp:
+            admission.mechanism = "dp"
+            raise first_contact.RowReadRefused(read)
+        plpy.notice(first_contact.notice(read))
+        tree = first_contact.rewritten(read)
+        sql = sqltext.render(tree)
     if level is AccessLevel.ANONYMIZED_DP or explicit_dp:
         if explicit_dp or _reads_personal_table(tree, live):
             admission.mechanism = "dp"
@@ -291,6 +299,11 @@ def _resolved(live: catalog.LiveCatalog, schema: str | None, name: str) -> Any:
         if relation is not None:
             return candidate, relation
     return None
+
+
+def _relation(live: catalog.LiveCatalog, schema: str | None, name: str) -> Any:
+    found = _resolved(live, schema, name)
+    return None if found is None else found[1]
 
 
 def _reads_personal_table(tree: exp.Expression, live: catalog.LiveCatalog) -> bool:

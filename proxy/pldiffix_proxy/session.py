@@ -44,6 +44,16 @@ _ROUTING_CHECK = (
     " AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'diffix'"
     " AND pg_catalog.has_schema_privilege(oid, 'USAGE'))"
 )
+# The perturbed views of row-perturbed tables, by table name, for a role of the perturbed level
+# (none for other roles): a permission error on such a table gets a hint naming its view.
+_PERTURBED_VIEWS = (
+    "SELECT c.relname::pg_catalog.text, pg_catalog.format('%I.%I', m.view_schema, m.view_name)"
+    " FROM diffix.microdata_tables m"
+    " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) m.relid"
+    " JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) 'diffix_perturbed'"
+    " WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')"
+)
+_DENIED_TABLE = "permission denied for table "
 _TEXT, _BOOL, _OID_ARRAY, _INT4_ARRAY = 25, 16, 1028, 1007
 _ROUTES_KEPT = 512
 # Statements after which cached routes are forgotten: anything but reading and transaction
@@ -156,6 +166,7 @@ class Session:
         self.statements: dict[str, LocalStatement] = {}
         self.probe_portals: dict[str, bytes] = {}  # portal -> its RowDescription
         self.routes = RouteCache()
+        self.perturbed_views: dict[str, list[str]] = {}
         self._out: list[bytes] = []
         self._inbox = inbox
         self._gone = asyncio.Event()
@@ -173,6 +184,8 @@ class Session:
         reader = asyncio.ensure_future(self._read_client())
         try:
             self.routing = await self._routing_available()
+            if self.routing:
+                self.perturbed_views = await self._perturbed_views()
             while True:
                 message = await self._next_client(idle=not self.pending)
                 if message.kind == b"X":
@@ -277,7 +290,7 @@ class Session:
         """Relays the server's replies up to ReadyForQuery, COPY FROM STDIN data included."""
         while True:
             message = await self._next_server()
-            self._to_client(message.raw)
+            self._to_client(self._hinted(message))
             if message.kind == b"Z":
                 self._ready(message)
                 return
@@ -297,6 +310,21 @@ class Session:
             await self._let_server_catch_up(self.server.ready.append)
             if message.kind != b"d":
                 raise ProtocolError(f"unexpected message {message.kind!r} during COPY")
+
+    def _hinted(self, message: Message) -> bytes:
+        """A server message as relayed: "permission denied for table t", where t has a
+        perturbed view the role may read, with a hint naming that view."""
+        if message.kind != b"E" or b"C42501\0" not in message.body or not self.perturbed_views:
+            return message.raw
+        text = codec.parse_error_fields(message.body).get("M", "")
+        views = self.perturbed_views.get(text.removeprefix(_DENIED_TABLE))
+        if not text.startswith(_DENIED_TABLE) or not views:
+            return message.raw
+        return codec.with_hint(
+            message.body,
+            f"your role reads this table's perturbed rows in the view {' or '.join(views)}: "
+            f"write SELECT ... FROM {views[0]}",
+        )
 
     def _forget_routes_if_denied(self, error: Message) -> None:
         """A forwarded statement was denied: perhaps a table was labeled since its route was
@@ -321,7 +349,7 @@ class Session:
 
     def _relay_reply(self, message: Message) -> None:
         """One reply to forwarded extended-protocol messages, relayed and counted."""
-        self._to_client(message.raw)
+        self._to_client(self._hinted(message))
         if message.kind == b"E":
             self._forget_routes_if_denied(message)
             self.pending = 0
@@ -377,6 +405,16 @@ class Session:
         if not available:
             log.info("%s: no diffix.proxy_plan for this role; relaying only", self.peer_name)
         return available
+
+    async def _perturbed_views(self) -> dict[str, list[str]]:
+        replies = await self._exchange(codec.query(_PERTURBED_VIEWS), 0, sync=True, extended=False)
+        views: dict[str, list[str]] = {}
+        for message in replies:
+            if message.kind == b"D":
+                table, view = codec.parse_data_row(message.body)
+                if table is not None and view is not None:
+                    views.setdefault(table.decode(), []).append(view.decode())
+        return views
 
     def _should_route(self) -> bool:
         return self.routing and self.status != b"E" and not self.skipping

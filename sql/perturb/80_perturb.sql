@@ -130,9 +130,12 @@ REVOKE ALL ON PROCEDURE diffix.set_perturbation_key(text) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE diffix.set_perturbation_key(text) TO diffix_admin;
 
 -- Utility and risk figures (administrators only): see pldiffix.perturb.admin.perturbation_report.
+-- Dropped first: an upgrade from a version without the explanation column changes the result type.
+DROP FUNCTION IF EXISTS diffix.perturbation_report(text);
+DROP FUNCTION IF EXISTS diffix._perturbation_report(oid);
 CREATE OR REPLACE FUNCTION diffix._perturbation_report(relid oid)
 RETURNS TABLE (metric text, column_name text, other_column text, original float8,
-               perturbed float8)
+               perturbed float8, explanation text)
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on
@@ -158,7 +161,7 @@ GRANT EXECUTE ON FUNCTION diffix._perturbation_report(oid) TO PUBLIC;
 
 CREATE OR REPLACE FUNCTION diffix.perturbation_report(table_name text)
 RETURNS TABLE (metric text, column_name text, other_column text, original float8,
-               perturbed float8)
+               perturbed float8, explanation text)
 LANGUAGE plpgsql
 AS $$
 DECLARE

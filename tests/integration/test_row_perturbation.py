@@ -18,10 +18,12 @@ import numpy as np
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from pldiffix.perturb import methods
 from pldiffix.perturb.config import Column, Rule
 from pldiffix_installer import cli, install, uninstall
+from pldiffix_proxy.listener import running_in_thread
 
 PATIENTS = """
 CREATE TABLE patients (
@@ -236,7 +238,7 @@ def test_noise_means_stay_within_their_standard_error(pdb: Any) -> None:
 
 def _report(db: Any, table: str) -> dict[tuple, tuple]:
     rows = db.execute("SELECT * FROM diffix.perturbation_report(%s)", (table,))
-    return {(m, c, o): (before, after) for m, c, o, before, after in rows}
+    return {(m, c, o): (before, after) for m, c, o, before, after, _explanation in rows}
 
 
 def _linkage(originals: np.ndarray, perturbed: np.ndarray) -> float:
@@ -1055,3 +1057,95 @@ def test_multiplicative_floats_are_rounded_relative_to_the_output(pdb: Any) -> N
         assert y == _round_relative(x + x * 0.2 * sym, relative)
         # moved by at most half the resolution, itself at most |v| * relative
         assert abs(y - (x + x * 0.2 * sym)) <= abs(y) * relative * 0.5 * 1.25
+
+
+# --- what a new administrator and a perturbed role are told -------------------------------
+
+
+def test_marking_a_table_prints_no_internal_notice(pdb: Any) -> None:
+    pdb.admin.execute(
+        "CREATE TABLE quiet AS SELECT i AS id, i * 2 AS v FROM generate_series(1, 50) i"
+    )
+    notices: list[str] = []
+
+    def handler(diagnostic: psycopg.errors.Diagnostic) -> None:
+        notices.append(diagnostic.message_primary or "")
+
+    pdb.admin.add_notice_handler(handler)
+    try:
+        pdb.admin.execute("CALL diffix.mark_perturbed('quiet', 'id')")
+        pdb.admin.execute("CALL diffix.mark_perturbed('quiet', 'id')")  # marked again
+        pdb.admin.execute("DROP VIEW diffix_perturbed.quiet")
+        pdb.admin.execute("CALL diffix.mark_perturbed('quiet', 'v')")  # its view gone meanwhile
+        pdb.admin.execute("CALL diffix.unmark_perturbed('quiet')")
+    finally:
+        pdb.admin.remove_notice_handler(handler)
+    assert [n for n in notices if "skipping" in n or "does not exist" in n] == [], notices
+
+
+def test_query_json_refusal_names_the_view(pdb: Any) -> None:
+    reader = pdb.as_role(pdb.create_role("perturbed"))
+    error = _refused(reader, "SELECT diffix.query_json('SELECT count(*) FROM patients')")
+    assert error.sqlstate == "42501"
+    assert "diffix_perturbed.patients" in (error.diag.message_hint or "")
+    other = _refused(reader, "SELECT diffix.query_json('SELECT 1')")
+    assert "diffix_perturbed" in (other.diag.message_hint or "")
+
+
+def test_through_the_proxy_a_denied_table_points_to_its_view(pdb: Any) -> None:
+    perturbed = pdb.create_role("perturbed")
+    analyst = pdb.create_role("anonymized_trusted")
+    with running_in_thread(pdb.dsn(), startup_timeout=2.0, max_message=1 << 20) as front:
+
+        def denied(role: str, statement: str, **options: Any) -> psycopg.Error:
+            dsn = make_conninfo(pdb.dsn(role), host="127.0.0.1", port=front.port)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                return _refused_with(conn, statement, **options)
+
+        for prepare in (False, True):
+            error = denied(perturbed, "SELECT count(*) FROM patients", prepare=prepare)
+            assert error.sqlstate == "42501"
+            assert "diffix_perturbed.patients" in (error.diag.message_hint or ""), prepare
+        unrelated = denied(perturbed, "SELECT * FROM diffix.microdata_key")
+        assert unrelated.diag.message_hint is None
+        assert denied(analyst, "SELECT count(*) FROM patients_large").diag.message_hint is None
+    direct = _refused(pdb.as_role(perturbed), "SELECT count(*) FROM patients")
+    assert direct.diag.message_hint is None  # the server's own error, without the proxy
+
+
+def _refused_with(conn: psycopg.Connection, statement: str, **options: Any) -> psycopg.Error:
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute(statement, **options)
+    return raised.value
+
+
+def test_the_report_explains_each_figure(pdb: Any) -> None:
+    rows = pdb.execute(
+        "SELECT metric, perturbed, explanation FROM diffix.perturbation_report('patients')"
+    )
+    explained = {metric: text for metric, _after, text in rows}
+    assert set(explained) >= {"rows", "mean", "sd", "min", "max", "linkage_share", "min_group_size"}
+    assert all(text for _metric, _after, text in rows)
+    # every country is unique in the ten patients: the smallest group is 1, which is bad
+    assert "1 means some row is unique" in explained["min_group_size"]
+    assert "too small" in explained["min_group_size"]
+    assert "nearest-neighbour" in explained["linkage_share"]
+
+
+def test_an_upgrade_replaces_the_report_without_its_explanation(pdb: Any) -> None:
+    """A previous version's report returned five columns; installing over it changes its type."""
+    pdb.admin.execute(
+        """
+        DROP FUNCTION diffix.perturbation_report(text);
+        DROP FUNCTION diffix._perturbation_report(oid);
+        CREATE FUNCTION diffix._perturbation_report(relid oid)
+        RETURNS TABLE (metric text, column_name text, other_column text, original float8,
+                       perturbed float8) LANGUAGE sql AS 'SELECT NULL, NULL, NULL, 1.0, 1.0';
+        CREATE FUNCTION diffix.perturbation_report(table_name text)
+        RETURNS TABLE (metric text, column_name text, other_column text, original float8,
+                       perturbed float8) LANGUAGE sql AS 'SELECT NULL, NULL, NULL, 1.0, 1.0';
+        """
+    )
+    install.install(pdb.dsn(), out=io.StringIO())
+    rows = pdb.execute("SELECT explanation FROM diffix.perturbation_report('patients')")
+    assert rows and all(text for (text,) in rows)

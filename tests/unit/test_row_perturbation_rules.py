@@ -250,3 +250,47 @@ def test_float_cells_round_a_raw_value_computed_once_per_row():
     assert 'CROSS JOIN LATERAL (SELECT (t."weight"::pg_catalog.float8 + ' in sql
     assert ") AS v2 OFFSET 0) r" in sql
     assert "pg_catalog.round(r.v2 * 10.0) / 10.0" in sql
+
+
+@pytest.mark.parametrize(
+    ("metric", "column", "other", "original", "perturbed", "says"),
+    [
+        ("rows", None, None, 10.0, 10.0, ["every one"]),
+        ("mean", "expense", None, 100.0, 101.0, ["mean of expense", "1.0%", "small"]),
+        ("sd", "expense", None, 10.0, 14.0, ["standard deviation", "40.0%", "lower the noise"]),
+        ("max", "expense", None, None, None, ["no values"]),
+        ("correlation", "a", "b", 0.8, 0.75, ["Pearson", "0.05", "kept"]),
+        ("correlation", "a", "b", 0.8, 0.2, ["0.60", "weakened"]),
+        ("correlation", "a", "b", None, None, ["undefined"]),
+        ("linkage_share", "weight", None, None, 1.0, ["nearest-neighbour", "1.00 is high"]),
+        ("linkage_share", "weight", None, None, 0.15, ["0.15 is moderate"]),
+        ("linkage_share", "weight", None, None, 0.01, ["0.01 is low"]),
+        ("linkage_share", None, None, None, None, ["Not computed"]),
+        ("min_group_size", "city, age", None, 1.0, 1.0, ["(city, age)", "1 is too small"]),
+        ("min_group_size", "city", None, 40.0, 38.0, ["38 is good"]),
+        ("min_group_size", "city", None, None, None, ["shows none"]),
+    ],
+)
+def test_each_report_figure_is_explained_and_judged(
+    metric, column, other, original, perturbed, says
+) -> None:
+    text = report.explanation(metric, column, other, original, perturbed)
+    for part in says:
+        assert part in text, (part, text)
+
+
+def test_the_views_a_refused_statement_names() -> None:
+    from pldiffix.perturb.readers import views_named
+
+    rows = [
+        ("public", "flc", "diffix_perturbed.flc"),
+        ("other", "flc", "diffix_perturbed.other_flc"),
+        ("public", "patients", "diffix_perturbed.patients"),
+    ]
+    assert views_named(rows, [(None, "flc")], ["public"]) == ["diffix_perturbed.flc"]
+    assert views_named(rows, [("other", "flc")], ["public"]) == ["diffix_perturbed.other_flc"]
+    assert views_named(rows, [(None, "flc"), (None, "flc")], ["public", "other"]) == [
+        "diffix_perturbed.flc",
+        "diffix_perturbed.other_flc",
+    ]
+    assert views_named(rows, [(None, "cities")], ["public"]) == []

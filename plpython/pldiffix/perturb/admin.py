@@ -133,11 +133,24 @@ def rebuild(plpy: Any, table: MicrodataTable) -> None:
         with plpy.subtransaction():
             plpy.execute(f"CREATE OR REPLACE VIEW {view} AS {select}")
     except plpy.SPIError:
-        plpy.execute(f"DROP VIEW IF EXISTS {view}")
+        _drop_view(plpy, view)
         plpy.execute(f"CREATE VIEW {view} AS {select}")
     plpy.execute(f"ALTER VIEW {view} OWNER TO {VIEW_OWNER}")
     plpy.execute(f"REVOKE ALL ON {view} FROM PUBLIC")
     plpy.execute(f"GRANT SELECT ON {view} TO {READER_GROUP}, diffix_admin")
+
+
+def _drop_view(plpy: Any, view: str) -> None:
+    """Drops `view` (quoted, schema-qualified) if it is there: the check comes first so that an
+    administrator does not see the server's "view ... does not exist, skipping"."""
+    present = catalog.query(
+        plpy,
+        "SELECT pg_catalog.to_regclass($1) IS NOT NULL AS present",
+        ("text",),
+        (view,),
+    )[0]["present"]
+    if present:
+        plpy.execute(f"DROP VIEW {view}")
 
 
 def _find_column(
@@ -211,7 +224,7 @@ def mark(plpy: Any, relid: int, row_key: str | None, view_schema: str | None) ->
         ("oid",),
         (relid,),
     ):
-        plpy.execute(f"DROP VIEW IF EXISTS {identifier(old['vs'])}.{identifier(old['vn'])}")
+        _drop_view(plpy, f"{identifier(old['vs'])}.{identifier(old['vn'])}")
     catalog.query(
         plpy,
         "INSERT INTO diffix.microdata_tables (relid, row_key_attnum, table_tag, view_schema,"
@@ -342,7 +355,7 @@ def unmark(plpy: Any, relid: int) -> str:
     perturbed level stay revoked."""
     _require_admin(plpy)
     table = load(plpy, relid)
-    plpy.execute(f"DROP VIEW IF EXISTS {table.view_sql_name}")
+    _drop_view(plpy, table.view_sql_name)
     catalog.query(plpy, "DELETE FROM diffix.microdata_tables WHERE relid = $1", ("oid",), (relid,))
     plpy.execute(f"REVOKE SELECT ON {table.sql_name} FROM {VIEW_OWNER}")
     return f"{table.sql_name}: no longer perturbed; view {table.view_sql_name} dropped"
@@ -361,12 +374,15 @@ def rebuild_view(plpy: Any, relid: int) -> str:
 
 
 def _row(metric: str, column: str | None, other: str | None, before: Any, after: Any) -> dict:
+    original = None if before is None else float(before)
+    perturbed = None if after is None else float(after)
     return {
         "metric": metric,
         "column_name": column,
         "other_column": other,
-        "original": None if before is None else float(before),
-        "perturbed": None if after is None else float(after),
+        "original": original,
+        "perturbed": perturbed,
+        "explanation": report.explanation(metric, column, other, original, perturbed),
     }
 
 
