@@ -282,14 +282,18 @@ def _cellkey(plpy: Any, tree: exp.Expression, live: catalog.LiveCatalog) -> Outc
 
 def _named_tables(tree: exp.Expression) -> list[tuple[str | None, str]]:
     """(schema or None, name) of each table the statement names, CTE names left out."""
-    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    from pldiffix.diffix.validation.syntax import ident_name
+
+    ctes = {ident_name(cte.args["alias"].this) for cte in tree.find_all(exp.CTE)}
     names = []
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
             continue
-        if not table.db and table.name in ctes:
+        name = ident_name(table.this)
+        schema = ident_name(table.args["db"]) if table.args.get("db") is not None else None
+        if schema is None and name in ctes:
             continue
-        names.append((table.db or None, table.name))
+        names.append((schema, name))
     return names
 
 

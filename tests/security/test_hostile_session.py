@@ -296,3 +296,22 @@ def test_through_the_proxy_a_hostile_session_gets_the_same_answers(world):
             assert hostile.execute(query).fetchall() == expected
     assert "a\\" in {row[0] for row in expected}
     _assert_contained(world, role, schema)
+
+
+def test_unquoted_upper_case_names_route_like_postgresql_reads_them(world):
+    """FROM CUSTOMERS is customers: the gate must see the personal and the cell-key table."""
+    role = world.create_role("anonymized_dp")
+    world.admin.execute("CALL diffix.set_privacy_budget(%s, 1.0, 1e-6)", (role,))
+    conn = world.as_role(role)
+    conn.execute("SELECT diffix.set('dp_epsilon', '0.1')")
+    doc = conn.execute("SELECT diffix.query_json('SELECT count(*) FROM CUSTOMERS')").fetchone()[0]
+    assert doc["dp"]["epsilon"] == 0.1
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="cell-key"):
+        conn.execute("SELECT diffix.query_json('SELECT count(*) FROM Noisy')")
+    analyst = world.create_role("anonymized_trusted")
+    laplace = (
+        world.as_role(analyst)
+        .execute("SELECT diffix.query_json('SELECT PET, count(*) FROM NOISY GROUP BY PET')")
+        .fetchone()[0]
+    )
+    assert laplace["columns"] == ["pet", "count"]

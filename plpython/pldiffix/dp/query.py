@@ -26,6 +26,7 @@ from pldiffix.diffix import rewrite
 from pldiffix.diffix.query_model import AnonymizingQuery, Generalization
 from pldiffix.diffix.validation import TRUSTED, parse_statement, validate
 from pldiffix.diffix.validation.pgtypes import category, normalize_type
+from pldiffix.diffix.validation.syntax import ident_name
 from pldiffix.dp.markers import Marker, MarkerName, marker_of
 
 AggregateKind = Literal[
@@ -203,8 +204,9 @@ def _reads_personal(select: exp.Select, catalog: Catalog) -> bool:
 
 
 def _is_personal(table: exp.Table, catalog: Catalog) -> bool:
-    name = table.name
-    schemas = [table.db] if table.db else list(catalog.search_path)
+    name = ident_name(table.this)
+    db = table.args.get("db")
+    schemas = [ident_name(db)] if db is not None else list(catalog.search_path)
     for schema in schemas:
         relation = catalog.get_relation(schema, name)
         if relation is not None:
