@@ -454,11 +454,12 @@ BEGIN
   renewed := period <> budget.period_start;
   spent := CASE WHEN renewed THEN 0 WHEN budget.unit = 'rho' THEN budget.rho_spent
                 ELSE budget.epsilon_spent END;
+  -- (CASE expressions in parentheses: PL/pgSQL ends an IF condition at its first THEN)
   IF spent + cost > COALESCE(budget.epsilon_total, budget.rho_total)
-     OR CASE WHEN renewed THEN 0 ELSE budget.delta_spent END + delta > budget.delta_total THEN
+     OR (CASE WHEN renewed THEN 0 ELSE budget.delta_spent END) + delta > budget.delta_total THEN
     limit_hit := 'period';
-  ELSIF CASE budget.unit WHEN 'rho' THEN budget.rho_lifetime + cost > budget.lifetime_rho
-                         ELSE budget.epsilon_lifetime + cost > budget.lifetime_epsilon END
+  ELSIF (CASE budget.unit WHEN 'rho' THEN budget.rho_lifetime + cost > budget.lifetime_rho
+                          ELSE budget.epsilon_lifetime + cost > budget.lifetime_epsilon END)
         OR budget.delta_lifetime + delta > budget.lifetime_delta THEN
     limit_hit := 'lifetime';
   END IF;

@@ -173,7 +173,11 @@ def test_analysts_see_their_own_budget_and_admins_see_all(db, analyst):
     other = db.create_role("anonymized_untrusted")
     db.admin.execute("CALL diffix.set_privacy_budget(%s, 7, 0)", (other,))
     rows = db.as_role(analyst).execute("SELECT * FROM diffix.privacy_budget()").fetchall()
-    assert rows == [(analyst, 3, Decimal("0.001"), 0, 0, 3, Decimal("0.001"), None)]
+    assert rows == [
+        (analyst, 3, Decimal("0.001"), 0, 0, 3, Decimal("0.001"), None, "eps_delta")
+        + (None,) * 4
+        + (0, 0, 0, None, None, None)
+    ]
     assert {r[0] for r in db.execute("SELECT * FROM diffix.privacy_budget()")} >= {analyst, other}
 
 
@@ -276,9 +280,9 @@ def test_analysts_cannot_read_or_change_budgets_or_the_ledger(db, analyst):
         f"CALL diffix.set_privacy_budget('{analyst}', 100, 0)",
         # the internal writers: reset, refund or charge someone else
         f"SELECT diffix._ledger_spend('{victim}'::regrole::oid, '{victim}', '{victim}', 3, 0, "
-        "'dp', 'x', 1, NULL)",
+        "NULL, 'dp', 'x', 1, NULL)",
         f"SELECT diffix._ledger_spend('{analyst}'::regrole::oid, '{analyst}', '{analyst}', -1, "
-        "0, 'dp', 'x', 1, NULL)",
+        "0, NULL, 'dp', 'x', 1, NULL)",
         "SELECT diffix._loopback('UPDATE diffix.privacy_budgets SET epsilon_spent = 0')",
         "SELECT diffix._ledger_connstr()",
         "SELECT diffix._ledger_probe('host=/tmp')",
