@@ -534,9 +534,10 @@ def test_analysts_cannot_set_a_zcdp_budget(db, analyst):
 
 
 def _renew(db, role: str) -> None:
-    """Moves the budget's period one renewal into the past: the next charge starts a new one."""
+    """Moves the budget's start one and a half renewals into the past: the current period is
+    then a new one, which began half a renewal ago."""
     db.execute(
-        "UPDATE diffix.privacy_budgets SET period_start = period_start - renew_every "
+        "UPDATE diffix.privacy_budgets SET period_start = period_start - renew_every * 1.5 "
         "WHERE roleid = %s::regrole",
         (role,),
     )
