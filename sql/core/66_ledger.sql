@@ -597,7 +597,12 @@ AS $$
          b.epsilon_remaining, b.delta_remaining, b.renews_at, b.unit, b.rho_total, b.rho_spent,
          b.rho_remaining, b.conversion_delta, b.epsilon_lifetime, b.delta_lifetime,
          b.rho_lifetime, b.lifetime_epsilon, b.lifetime_delta, b.lifetime_rho
-  FROM diffix._budget_now(NULL, clock_timestamp()) b JOIN pg_roles r ON r.oid = b.roleid
+  -- an analyst's own budget only is computed (the DP path reads it before every answer)
+  FROM diffix._budget_now(CASE WHEN NOT diffix._is_admin(diffix._invoking_role())
+                               THEN (SELECT o.oid FROM pg_roles o
+                                     WHERE o.rolname = diffix._invoking_role()) END,
+                          clock_timestamp()) b
+  JOIN pg_roles r ON r.oid = b.roleid
   WHERE diffix._is_admin(diffix._invoking_role()) OR r.rolname = diffix._invoking_role()
   ORDER BY r.rolname
 $$;
