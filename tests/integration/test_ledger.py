@@ -686,6 +686,35 @@ def test_100_counts_cost_less_under_zcdp_by_what_theory_predicts(people):
     assert float(_row(people, pure)["epsilon_spent"]) == pytest.approx(spent_pure)
 
 
+def test_gaussian_answers_with_partition_selection_and_quantiles(people):
+    """Under Gaussian noise the query's rho = epsilon^2 / 2 is split among 3 aggregates and
+    partition selection; the pure-DP parts (selection, median) get epsilon_share with
+    epsilon_share^2 / 2 = rho / 4, and the ledger charges rho and the selection's delta."""
+    role = people.create_role("anonymized_dp")
+    people.admin.execute("CALL diffix.set_privacy_budget_zcdp(%s, 1, delta => 1e-5)", (role,))
+    with people.as_role(role) as conn:
+        conn.execute("SELECT diffix.set('dp_noise', 'gaussian')")
+        doc = _dp(
+            conn,
+            "SELECT diffix.floor_by(id, 100) AS band, count(*), avg(amount), "
+            "median(amount) FROM people GROUP BY 1",
+            1.0,
+            1e-6,
+        )
+    report = doc["dp"]
+    assert report["rho"] == 0.5 and report["delta"] == 1e-6
+    selection_epsilon = math.sqrt(2 * 0.5 / 4)
+    assert report["partition_selection"]["epsilon"] == pytest.approx(selection_epsilon, 1e-6)
+    count, average, median = report["aggregates"]
+    assert count["mechanism"] == average["mechanism"] == "discrete_gaussian"
+    assert count["rho"] == average["rho"] == 0.125
+    assert median["mechanism"] == "exponential"
+    assert median["epsilon"] == pytest.approx(selection_epsilon, 1e-6)
+    assert {row[0] for row in doc["rows"]} <= {0, 100, 200}
+    assert _row(people, role)["rho_spent"] == Decimal("0.5")
+    assert _row(people, role)["delta_spent"] == Decimal("0.000001")
+
+
 def test_gaussian_noise_needs_a_zcdp_budget_and_is_refused_for_free(people):
     role = people.create_role("anonymized_dp")
     people.admin.execute("CALL diffix.set_privacy_budget(%s, 10, 0)", (role,))
