@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from pldiffix.core import audit, catalog, sqltext
+from pldiffix.core import audit, catalog, results, sqltext
 from pldiffix.core.errors import UserError
 from pldiffix.core.levels import AccessLevel
 from pldiffix.core.relations import RelationKind
@@ -54,7 +54,8 @@ class Outcome:
     document: str | None = None  # a finished answer, kept as text so its numbers stay exact
 
     def reply_text(self) -> str:
-        text = json.dumps(self.reply | {"mechanism": self.mechanism})
+        # encode_value keeps numerics exact (a DP report's keys may be Decimal)
+        text = results.encode_value(self.reply | {"mechanism": self.mechanism})
         if self.document is None:
             return text
         return f'{text[:-1]}, "document": {self.document}}}'

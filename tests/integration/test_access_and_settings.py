@@ -129,6 +129,7 @@ def test_show_settings_lists_every_setting_with_pg_diffix_defaults(db):
         "max_pass_mb",
         "dp_epsilon",
         "dp_delta",
+        "dp_noise",
         "dp_max_epsilon",
         "dp_max_delta",
         "audit_sql_max_bytes",

@@ -30,6 +30,7 @@ PUBLIC_DEFINERS = {
     "diffix.mark_role": "admin check",
     "diffix.unmark_role": "admin check",
     "diffix.set_privacy_budget": "admin check",
+    "diffix.set_privacy_budget_zcdp": "admin check",
     "diffix.acknowledge_finding": "admin check",
     "diffix.audit_storage": "admin check",
     "diffix.show_audit": "admin check",
@@ -55,6 +56,7 @@ ADMIN_ONLY_CALLS = [
     "SELECT diffix._perturbation_report('customers'::regclass)",
     "CALL diffix.mark_role(current_user, 'direct')",
     "CALL diffix.set_privacy_budget(current_user, 100, 0)",
+    "CALL diffix.set_privacy_budget_zcdp(current_user, 100)",
     "SELECT * FROM diffix.show_audit()",
 ]
 

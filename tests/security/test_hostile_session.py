@@ -315,3 +315,17 @@ def test_unquoted_upper_case_names_route_like_postgresql_reads_them(world):
         .fetchone()[0]
     )
     assert laplace["columns"] == ["pet", "count"]
+
+
+def test_a_dp_query_grouped_by_a_numeric_key_is_answered_after_its_charge(world):
+    """The report's keys are numerics (Decimal in Python): the reply must encode them."""
+    world.admin.execute("CALL diffix.set_dp_bounds('customers', 'age', 0, 100)")
+    role = world.create_role("anonymized_dp")
+    world.admin.execute("CALL diffix.set_privacy_budget(%s, 1.0, 1e-3)", (role,))
+    conn = world.as_role(role)
+    doc = conn.execute(
+        "SELECT diffix.dp_query_json('SELECT diffix.floor_by(age::numeric, 10.0) AS decade, "
+        "count(*) FROM customers GROUP BY 1', 0.5, 1e-6)"
+    ).fetchone()[0]
+    assert doc["columns"] == ["decade", "count"]
+    assert doc["dp"]["epsilon"] == 0.5

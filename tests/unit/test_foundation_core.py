@@ -70,7 +70,17 @@ def test_only_reporting_settings_and_the_dp_cost_are_open_to_everyone():
         "session_access_level",
         "dp_epsilon",  # what a DP query spends, capped by the admins' dp_max_epsilon
         "dp_delta",
+        "dp_noise",  # laplace or gaussian: the budget's unit decides what it costs
     }
+
+
+def test_dp_noise_takes_one_of_its_choices_only():
+    spec = settings.SPECS["dp_noise"]
+    assert settings.parse_value(spec, " Gaussian ") == "gaussian"
+    assert settings.parse_value(spec, spec.default) == "laplace"
+    for bad in ("uniform", "", "laplace; gaussian"):
+        with pytest.raises(settings.SettingError, match="laplace, gaussian"):
+            settings.parse_value(spec, bad)
 
 
 def test_session_values_belong_to_the_session_user_that_set_them():

@@ -62,15 +62,45 @@ def test_affordable_compares_with_what_is_left():
 
 
 def test_a_charge_returns_what_is_left():
-    plpy = FakePlpy([{"epsilon_remaining": 2.0, "delta_remaining": 0.5}])
+    plpy = FakePlpy([{"epsilon_remaining": 2.0, "delta_remaining": 0.5, "rho_remaining": None}])
     left = ledger.charge(plpy, epsilon=1.0, delta=0.0, sql="SELECT 1", mechanism="dp")
     assert left == ledger.Remaining(2.0, 0.5)
-    assert plpy.executed == [[1.0, 0.0, "SELECT 1", "dp"]]
+    assert plpy.executed == [[1.0, 0.0, "SELECT 1", "dp", None]]
+
+
+def test_a_zcdp_charge_passes_rho_and_returns_what_is_left():
+    plpy = FakePlpy([{"epsilon_remaining": None, "delta_remaining": 0.0, "rho_remaining": 0.3}])
+    left = ledger.charge(plpy, epsilon=None, delta=0.0, rho=0.2, sql="q", mechanism="dp")
+    assert left == ledger.Remaining(None, 0.0, ledger.RHO, 0.3)
+    assert plpy.executed == [[None, 0.0, "q", "dp", 0.2]]
 
 
 def test_remaining_is_none_without_a_budget():
     assert ledger.remaining(FakePlpy([])) is None
-    assert ledger.remaining(FakePlpy([{"e": 0.5, "d": 0.0}])) == ledger.Remaining(0.5, 0.0)
+    row = {"e": 0.5, "d": 0.0, "u": "eps_delta", "r": None}
+    assert ledger.remaining(FakePlpy([row])) == ledger.Remaining(0.5, 0.0)
+
+
+def test_a_cost_is_paid_in_the_budget_unit():
+    laplace = ledger.Cost(epsilon=0.5, rho=0.125, delta=0.0)
+    gaussian = ledger.Cost(epsilon=None, rho=0.125, delta=0.0)
+    epsilon_budget = ledger.Remaining(0.5, 0.0)
+    rho_budget = ledger.Remaining(None, 0.0, ledger.RHO, 0.125)
+    assert ledger.covers(epsilon_budget, laplace) and ledger.covers(rho_budget, laplace)
+    assert ledger.covers(rho_budget, gaussian)
+    assert not ledger.covers(epsilon_budget, gaussian)  # Gaussian noise is not epsilon-DP
+    assert not ledger.covers(ledger.Remaining(None, 0.0, ledger.RHO, 0.1), gaussian)
+    assert not ledger.covers(rho_budget, ledger.Cost(None, 0.1, 1e-9))  # no delta left
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "rho"), [(None, None), (None, -0.1), (None, math.inf), (0.5, math.nan)]
+)
+def test_an_invalid_zcdp_cost_never_reaches_the_ledger(epsilon, rho):
+    plpy = FakePlpy([])
+    with pytest.raises(ledger.BudgetError):
+        ledger.charge(plpy, epsilon=epsilon, delta=0.0, rho=rho, sql="x", mechanism="dp")
+    assert plpy.executed == []
 
 
 def test_an_invalid_charge_never_reaches_the_ledger():

@@ -31,6 +31,7 @@ class SettingSpec:
     any_user: bool = False  # any user may change it for their session
     secret: bool = False  # never shown to non-admins
     session_only: bool = False  # has no database-wide value
+    choices: tuple[str, ...] = ()  # a text setting's allowed values, when limited
 
 
 _MAX = 1000
@@ -173,6 +174,14 @@ SPECS: dict[str, SettingSpec] = {
             any_user=True,
         ),
         SettingSpec(
+            "dp_noise",
+            "text",
+            "laplace",
+            "Noise of DP answers: laplace (epsilon-DP) or gaussian (zCDP; needs a zCDP budget).",
+            any_user=True,
+            choices=("laplace", "gaussian"),
+        ),
+        SettingSpec(
             "dp_max_epsilon",
             "float",
             "1.0",
@@ -238,6 +247,10 @@ def parse_value(spec: SettingSpec, raw: str | None) -> Any:
     if spec.kind == "text":
         if spec.name == "salt" and not raw:
             raise SettingError("salt must not be empty")
+        if spec.choices:
+            if text.lower() not in spec.choices:
+                raise SettingError(f"{spec.name} must be one of {', '.join(spec.choices)}")
+            return text.lower()
         return raw
     try:
         number: float = int(text) if spec.kind == "int" else float(text)

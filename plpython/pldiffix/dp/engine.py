@@ -7,9 +7,11 @@ everything it executes, and runs only SQL generated from the validated model. Th
 accounting's: everything that can refuse the query (subset, metadata, epsilon caps, the remaining
 budget) comes before any data is read, and so does the charge: a refused query spends nothing, a
 query that fails while reading data has paid (its failure could tell something about a person),
-and no answer is ever returned unpaid. It runs behind the gate (answers.py), which writes the
-audit row. It returns the post-processing query (the analyst's statement with the DP subquery
-replaced by its released rows, run by the caller with its own privileges) and the DP report.
+and no answer is ever returned unpaid. An identical query within the budget period gets its
+stored answer again at no cost (replay.py), found before anything is charged or read. It runs
+behind the gate (answers.py), which writes the audit row. It returns the post-processing query
+(the analyst's statement with the DP subquery replaced by its released rows, run by the caller
+with its own privileges) and the DP report.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, Context, Decimal
+from fractions import Fraction
 from typing import Any
 
 from sqlglot import exp
@@ -28,7 +31,7 @@ from pldiffix.core.errors import UserError
 from pldiffix.core.relations import RelationKind
 from pldiffix.diffix import rewrite
 from pldiffix.diffix.engine import SecurityChecks
-from pldiffix.dp import markers, planner, release
+from pldiffix.dp import markers, planner, release, replay
 from pldiffix.dp.mechanisms import rational_epsilon
 from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, DpQueryError, parse
 
@@ -52,6 +55,7 @@ def run(
     values = catalog.effective_settings(plpy)
     hints = Hints(explicit)
     epsilon, delta = _checked_parameters(epsilon, delta, values, hints)
+    noise = str(values["dp_noise"])
     schemas = catalog.usable_schemas(plpy, role, search_path)
     live = catalog.LiveCatalog(plpy, schemas)
     query = parse(
@@ -59,11 +63,12 @@ def run(
     )
     _check_other_reads(query, live)
     SecurityChecks(plpy, role, live).check(query.shadow)
-    metadata = load_metadata(plpy, query)
+    relid = _relation_oid(plpy, query)
+    metadata = load_metadata(plpy, query, relid)
     _check_metadata(query, metadata)
     plan = planner.plan(query, metadata, secrets.randbits(62))
     budget = release.Budget(
-        rational_epsilon(epsilon), delta, len(query.aggregates), not plan.declared_keys
+        rational_epsilon(epsilon), delta, len(query.aggregates), not plan.declared_keys, noise
     )
     if budget.partition_selection and query.groups and delta <= 0:
         raise UserError(
@@ -71,13 +76,32 @@ def run(
             hint=hints.partition_delta(),
         )
     if not query.groups:  # one global row, always released: no partition selection
-        budget = release.Budget(budget.epsilon, delta, budget.aggregates, False)
+        budget = release.Budget(budget.epsilon, delta, budget.aggregates, False, noise)
+    key = replay.replay_key(
+        tree=query.tree,
+        relation=(query.relation.schema, query.relation.name, relid),
+        search_path=schemas,
+        epsilon=epsilon,
+        delta=delta,
+        noise=noise,
+        metadata=metadata,
+        snapshot=replay.relation_snapshot(plpy, relid),
+    )
+    stored = replay.stored(plpy, key)
+    if stored is not None:  # paid for in this period: the same answer again, free
+        return replay.replayed(stored, _remaining_document(ledger.remaining(plpy)))
     placement = _placement(plpy, query, plan)
-    _check_budget(ledger.remaining(plpy), epsilon, budget.delta_spent, role, hints)
+    cost = _cost(epsilon, budget)
+    _check_budget(ledger.remaining(plpy), cost, role, hints, epsilon)
     # Paid before any personal row is read: a query that then fails has still spent its
     # epsilon, so an error that only some rows raise is no free answer.
     remaining = ledger.charge(
-        plpy, epsilon=epsilon, delta=budget.delta_spent, sql=sql, mechanism=MECHANISM
+        plpy,
+        epsilon=cost.epsilon,
+        delta=cost.delta,
+        rho=cost.rho if noise == release.GAUSSIAN else None,
+        sql=sql,
+        mechanism=MECHANISM,
     )
 
     groups = list(plpy.execute(plan.sql))
@@ -89,11 +113,14 @@ def run(
     if not query.groups and not groups:  # a global aggregate over no rows is still one row
         groups = [{"units": 0} | {s.name: 0 for a in plan.aggregates for s in a.statistics}]
     rows = release.release(plan, budget, groups, histograms, metadata.contributions)
-    return {
+    answer = {
         "query": _post_processing(placement, query, rows, remaining),
         "dp": {
             "epsilon": epsilon,
             "delta": budget.delta_spent,
+            "noise": noise,
+            "rho": cost.rho,
+            "replayed": False,
             "remaining": _remaining_document(remaining),
             "max_contributions": metadata.contributions,
             "partition_selection": _selection_document(budget, metadata),
@@ -101,6 +128,23 @@ def run(
             "rows": [[*row.keys, *(value.document() for value in row.values)] for row in rows],
         },
     }
+    replay.store(plpy, key, answer)
+    return answer
+
+
+def _cost(epsilon: float, budget: release.Budget) -> ledger.Cost:
+    """Under Laplace noise the answer is epsilon-DP (epsilon^2 / 2-zCDP); under Gaussian noise
+    it is rho-zCDP only, rho = budget.rho, charged rounded up to 12 significant digits (so that
+    its float8 reaches the ledger's numeric exactly, never below what the noise assumed)."""
+    rho = _rounded_up(budget.rho)
+    if budget.noise == release.GAUSSIAN:
+        return ledger.Cost(None, rho, budget.delta_spent)
+    return ledger.Cost(epsilon, max(rho, epsilon * epsilon / 2), budget.delta_spent)
+
+
+def _rounded_up(value: Fraction) -> float:
+    context = Context(prec=12, rounding=ROUND_CEILING)
+    return float(context.divide(Decimal(value.numerator), Decimal(value.denominator)))
 
 
 @dataclass(frozen=True)
@@ -221,14 +265,17 @@ def _inside(node: exp.Expression, ancestor: exp.Expression) -> bool:
     return False
 
 
-def load_metadata(plpy: Any, query: DpQuery) -> planner.TableMetadata:
-    relid = catalog.query(
+def _relation_oid(plpy: Any, query: DpQuery) -> int:
+    return catalog.query(
         plpy,
         "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
         "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
         ("name", "name"),
         (query.relation.schema, query.relation.name),
     )[0]["oid"]
+
+
+def load_metadata(plpy: Any, query: DpQuery, relid: int) -> planner.TableMetadata:
     table = catalog.query(
         plpy,
         "SELECT t.max_contributions, EXISTS (SELECT FROM pg_catalog.pg_index i "
@@ -283,7 +330,11 @@ def _check_metadata(query: DpQuery, metadata: planner.TableMetadata) -> None:
 
 
 def _check_budget(
-    remaining: ledger.Remaining | None, epsilon: float, delta: float, role: str, hints: Hints
+    remaining: ledger.Remaining | None,
+    cost: ledger.Cost,
+    role: str,
+    hints: Hints,
+    epsilon: float,
 ) -> None:
     """Refuses before anything is read when the budget cannot pay (the charge decides, later)."""
     if remaining is None:
@@ -293,13 +344,26 @@ def _check_budget(
             hint="an administrator grants one: "
             "CALL diffix.set_privacy_budget(role, epsilon, delta)",
         )
-    if not ledger.affordable(remaining, epsilon, delta):
+    amount = cost.in_unit(remaining.unit)
+    if amount is None:
         raise ledger.BudgetError(
-            f"the privacy budget of role {role} does not cover this query: it needs epsilon "
-            f"{epsilon:g} and delta {delta:g}, {remaining.epsilon:g} and {remaining.delta:g} "
-            "remain",
+            f"Gaussian noise is accounted in zCDP (rho), and role {role} has an (epsilon, delta) "
+            "budget",
+            ledger.INVALID_PARAMETER,
+            hint="SELECT diffix.set('dp_noise', 'laplace'), or an administrator sets a zCDP "
+            "budget: CALL diffix.set_privacy_budget_zcdp(role, rho)",
+        )
+    if not ledger.covers(remaining, cost):
+        name = "rho" if remaining.unit == ledger.RHO else "epsilon"
+        left = remaining.rho if remaining.unit == ledger.RHO else remaining.epsilon
+        raise ledger.BudgetError(
+            f"the privacy budget of role {role} does not cover this query: it needs {name} "
+            f"{amount:g} and delta {cost.delta:g}, {left:g} and {remaining.delta:g} remain",
             ledger.BUDGET_EXCEEDED,
-            hint=hints.over_budget(remaining, epsilon),
+            hint=hints.over_budget(remaining, epsilon)
+            if remaining.unit != ledger.RHO
+            else "ask with a smaller epsilon, or ask an administrator for more budget; "
+            "SELECT * FROM diffix.privacy_budget() shows it",
         )
 
 
@@ -326,10 +390,13 @@ def _selection_document(budget: release.Budget, metadata: planner.TableMetadata)
     }
 
 
-def _remaining_document(remaining: Any) -> dict[str, Any] | None:
+def _remaining_document(remaining: ledger.Remaining | None) -> dict[str, Any] | None:
     if remaining is None:
         return None
-    return {"epsilon": remaining.epsilon, "delta": remaining.delta}
+    document: dict[str, Any] = {"epsilon": remaining.epsilon, "delta": remaining.delta}
+    if remaining.unit == ledger.RHO:
+        document["rho"] = remaining.rho
+    return document
 
 
 @dataclass(frozen=True)

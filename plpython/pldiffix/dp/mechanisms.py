@@ -1,8 +1,9 @@
 """DP mechanisms with exact, integer-only sampling and a CSPRNG.
 
 Noise on integers is sampled exactly (Canonne, Kamath, Steinke 2020, "The Discrete Gaussian for
-Differential Privacy", algorithms 1 and 2): every step is a comparison of integers drawn by
-`secrets.randbelow`, so no floating-point rounding can reveal the true value (Mironov 2012).
+Differential Privacy", algorithms 1, 2 and 3: discrete Laplace and discrete Gaussian): every
+step is a comparison of integers drawn by `secrets.randbelow`, so no floating-point rounding can
+reveal the true value (Mironov 2012).
 Scales are rationals; an epsilon given as a float is converted to a rational no larger than it,
 so the noise is never smaller than the scale the accounting assumes.
 
@@ -67,6 +68,35 @@ def discrete_laplace(scale: Fraction) -> int:
         return -magnitude if negative else magnitude
 
 
+def discrete_gaussian(sigma_squared: Fraction) -> int:
+    """An integer Z with P(Z = z) proportional to exp(-z^2 / (2 sigma^2)) (CKS 2020, algorithm 3).
+
+    Rejection from a discrete Laplace of scale t = floor(sigma) + 1: a draw Y is kept with
+    probability exp(-(|Y| - sigma^2 / t)^2 / (2 sigma^2)), an exact Bernoulli on a rational.
+    """
+    if sigma_squared <= 0:
+        raise ValueError("the variance of the discrete Gaussian must be positive")
+    # floor(sqrt(x)) = isqrt(floor(x)) for x >= 0
+    t = math.isqrt(sigma_squared.numerator // sigma_squared.denominator) + 1
+    laplace_scale = Fraction(t)
+    offset = sigma_squared / t
+    while True:
+        y = discrete_laplace(laplace_scale)
+        if bernoulli_exp((abs(y) - offset) ** 2 / (2 * sigma_squared)):
+            return y
+
+
+def rational_sqrt_floor(value: Fraction) -> Fraction:
+    """A rational not above sqrt(value), value >= 0: the largest multiple of
+    1 / EPSILON_DENOMINATOR, or of a finer step when that one is 0."""
+    denominator = EPSILON_DENOMINATOR
+    while True:  # a finer grid for values below the first one's step (value > 0)
+        root = math.isqrt(value.numerator * denominator**2 // value.denominator)
+        if root > 0 or value == 0:
+            return Fraction(root, denominator)
+        denominator *= EPSILON_DENOMINATOR
+
+
 def rational_epsilon(epsilon: float) -> Fraction:
     """The largest rational with a bounded denominator that does not exceed epsilon."""
     if not (epsilon > 0 and math.isfinite(epsilon)):
@@ -110,6 +140,32 @@ class DiscreteLaplace:
 
     def release(self, value: int) -> int:
         return value + discrete_laplace(self.scale)
+
+
+@dataclass(frozen=True)
+class DiscreteGaussian:
+    """The discrete Gaussian mechanism for an integer query of L2 sensitivity `sensitivity`,
+    rho-zCDP with sigma^2 = sensitivity^2 / (2 rho) (CKS 2020)."""
+
+    sensitivity: int
+    rho: Fraction
+
+    @property
+    def variance_parameter(self) -> Fraction:
+        return Fraction(self.sensitivity**2) / (2 * self.rho)
+
+    @property
+    def scale(self) -> float:
+        """sigma; the variance of the discrete Gaussian is at most sigma^2."""
+        return math.sqrt(float(self.variance_parameter))
+
+    def half_width(self, confidence: float = 0.95) -> int:
+        """A w with P(|Z| <= w) >= confidence: the discrete Gaussian is sigma^2-subgaussian
+        (CKS 2020), so P(|Z| >= w) <= 2 exp(-w^2 / (2 sigma^2))."""
+        return math.ceil(self.scale * math.sqrt(2.0 * math.log(2.0 / (1.0 - confidence))))
+
+    def release(self, value: int) -> int:
+        return value + discrete_gaussian(self.variance_parameter)
 
 
 def tail_above(scale: Fraction, m: int) -> float:

@@ -4,7 +4,12 @@ Sequential composition: a query's epsilon is split evenly among its aggregates, 
 share for partition selection when grouping keys are not all declared; an aggregate made of
 several statistics (avg: count and sum; variance and stddev: count, sum and sum of squares)
 splits its share evenly among them. All of delta goes to partition selection. Counts are
-discrete Laplace noised integers; sums are integers on the aggregate's grid (planner.grid_step).
+noised integers; sums are integers on the aggregate's grid (planner.grid_step).
+
+The noise is discrete Laplace (epsilon-DP per statistic) or, with the session setting dp_noise =
+gaussian, discrete Gaussian: the query then spends rho = epsilon^2 / 2 (zCDP, the cost an
+epsilon-DP query has under zCDP), split evenly among the same shares, and the pure-DP mechanisms
+(partition selection, quantiles) get the epsilon whose epsilon^2 / 2 is their share of rho.
 Intervals of derived values (avg, variance, stddev) combine their statistics' intervals, each
 taken at confidence 1 - 0.05 / (number of statistics), so by the union bound they cover the
 noise-free value with probability at least 95%. Intervals describe the noise only, not the
@@ -21,14 +26,18 @@ from fractions import Fraction
 from typing import Any
 
 from pldiffix.dp.mechanisms import (
+    DiscreteGaussian,
     DiscreteLaplace,
     PartitionSelection,
     exponential_quantile,
     quantile_rank_error,
+    rational_sqrt_floor,
 )
 from pldiffix.dp.planner import QUANTILE_BINS, AggregatePlan, Plan
 
 CONFIDENCE = 0.95
+LAPLACE = "laplace"
+GAUSSIAN = "gaussian"
 
 
 @dataclass(frozen=True)
@@ -39,10 +48,38 @@ class Budget:
     delta: float
     aggregates: int
     partition_selection: bool
+    noise: str = LAPLACE
+
+    @property
+    def shares(self) -> int:
+        return self.aggregates + (1 if self.partition_selection else 0)
+
+    @property
+    def rho(self) -> Fraction:
+        """The query's zCDP cost: epsilon-DP implies epsilon^2 / 2-zCDP (Bun and Steinke 2016),
+        and under Gaussian noise the query spends exactly that."""
+        return self.epsilon * self.epsilon / 2
+
+    @property
+    def rho_share(self) -> Fraction:
+        return self.rho / self.shares
 
     @property
     def share(self) -> Fraction:
-        return self.epsilon / (self.aggregates + (1 if self.partition_selection else 0))
+        """The epsilon of each pure-DP mechanism: every share under Laplace noise; under Gaussian
+        noise partition selection and quantiles, whose share^2 / 2 is at most rho_share."""
+        if self.noise == GAUSSIAN:
+            return rational_sqrt_floor(2 * self.rho_share)
+        return self.epsilon / self.shares
+
+    def statistic_mechanism(
+        self, sensitivity: int, statistics: int
+    ) -> DiscreteLaplace | DiscreteGaussian:
+        """The noise of one of an aggregate's `statistics` statistics. The Gaussian's L2
+        sensitivity is taken as the L1 one: a unit's k rows may all fall in one group."""
+        if self.noise == GAUSSIAN:
+            return DiscreteGaussian(sensitivity, self.rho_share / statistics)
+        return DiscreteLaplace(sensitivity, self.share / statistics)
 
     @property
     def delta_spent(self) -> float:
@@ -88,7 +125,7 @@ def release(
                 counts = histograms.get(index, {}).get(keys)
                 values.append(_quantile(aggregate, budget.share, counts))
             else:
-                values.append(_noisy(aggregate, budget.share, row))
+                values.append(_noisy(aggregate, budget, row))
         out.append(Released(keys, tuple(values)))
     out.sort(key=lambda row: key_order(row.keys))
     return out
@@ -142,10 +179,15 @@ def noise_report(plan: Plan, budget: Budget) -> list[dict[str, Any]]:
                 QUANTILE_BINS, budget.share, aggregate.contributions
             )
         else:
-            entry["mechanism"] = "discrete_laplace"
-            epsilon = budget.share / len(aggregate.statistics)
+            count = len(aggregate.statistics)
+            if budget.noise == GAUSSIAN:
+                del entry["epsilon"]
+                entry["mechanism"] = "discrete_gaussian"
+                entry["rho"] = float(budget.rho_share)
+            else:
+                entry["mechanism"] = "discrete_laplace"
             entry["noise_scale"] = {
-                s.name.split("_")[-1]: float(DiscreteLaplace(s.sensitivity, epsilon).scale)
+                s.name.split("_")[-1]: float(budget.statistic_mechanism(s.sensitivity, count).scale)
                 * (1.0 if s.name.endswith("_n") else _unit(aggregate, s.name))
                 for s in aggregate.statistics
             }
@@ -169,20 +211,21 @@ class _Component:
 
 
 def _component(
-    sensitivity: int, epsilon: Fraction, true_value: Any, confidence: float
+    mechanism: DiscreteLaplace | DiscreteGaussian, true_value: Any, confidence: float
 ) -> _Component:
-    mechanism = DiscreteLaplace(sensitivity, epsilon)
     noisy = mechanism.release(int(true_value or 0))
     width = mechanism.half_width(confidence)
     return _Component(noisy, noisy - width, noisy + width)
 
 
-def _noisy(aggregate: AggregatePlan, share: Fraction, row: Mapping[str, Any]) -> NoisyValue:
+def _noisy(aggregate: AggregatePlan, budget: Budget, row: Mapping[str, Any]) -> NoisyValue:
     kind = aggregate.aggregate.kind
     stats = aggregate.statistics
-    epsilon = share / len(stats)
     confidence = 1.0 - (1.0 - CONFIDENCE) / len(stats)
-    parts = [_component(s.sensitivity, epsilon, row[s.name], confidence) for s in stats]
+    parts = [
+        _component(budget.statistic_mechanism(s.sensitivity, len(stats)), row[s.name], confidence)
+        for s in stats
+    ]
     if kind in ("count_star", "count", "count_units"):
         (n,) = parts
         return NoisyValue(max(0, n.value), (max(0, n.low), max(0, n.high)))
