@@ -1,0 +1,176 @@
+"""DP synthetic twins end to end: publication charged and audited, analysts read the twin,
+refusals spend nothing, no raw value of an undeclared column reaches a twin."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+PATIENTS = """
+CREATE TYPE mood AS ENUM ('calm', 'busy');
+CREATE TABLE patients (
+  id integer PRIMARY KEY, city text, age integer, weight double precision, born date,
+  insured boolean, state mood, secret text, visit_id bigint);
+INSERT INTO patients
+SELECT i, CASE WHEN i % 3 = 0 THEN 'Rome' WHEN i % 3 = 1 THEN 'Oslo' ELSE 'Lima' END,
+       20 + (i * 7) % 60, 50 + (i % 40), DATE '1950-01-01' + (i * 37) % 20000,
+       i % 4 = 0, CASE WHEN i % 5 = 0 THEN 'busy'::mood ELSE 'calm'::mood END,
+       'secret-' || md5(i::text), i * 1000
+FROM generate_series(1, 3000) i;
+CALL diffix.mark_personal('patients', 'id');
+CALL diffix.set_dp_domain('patients', 'city', ARRAY['Rome', 'Oslo']);
+CALL diffix.set_dp_bounds('patients', 'age', 0, 100);
+CALL diffix.set_dp_bounds('patients', 'weight', 40, 100);
+CREATE TABLE visits (pid integer, amount numeric);
+INSERT INTO visits SELECT 1 + i % 50, i % 100 FROM generate_series(1, 2000) i;
+CALL diffix.mark_personal('visits', 'pid');
+CALL diffix.set_dp_bounds('visits', 'amount', 0, 100);
+CALL diffix.set_dp_max_contributions('visits', 5);
+"""
+
+
+@pytest.fixture(scope="module")
+def world(module_db):
+    module_db.admin.execute(PATIENTS)
+    return module_db
+
+
+def _budget(db, role: str, epsilon: float = 10, delta: float = 1e-3) -> None:
+    db.admin.execute("CALL diffix.set_privacy_budget(%s, %s, %s)", (role, epsilon, delta))
+
+
+def _ledger(db) -> list[tuple]:
+    return db.execute(
+        "SELECT role_name, epsilon::float8, delta::float8, mechanism FROM diffix.budget_ledger "
+        "WHERE mechanism = 'synthetic' ORDER BY id"
+    )
+
+
+def test_publication_is_charged_audited_and_readable_by_analysts(world):
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    before = len(_ledger(world))
+    notices: list[str] = []
+    world.admin.add_notice_handler(lambda d: notices.append(d.message_primary))
+    world.admin.execute(
+        "CALL diffix.synthesize('patients', 1.0, 1e-6, 'patients_twin', "
+        "options => %s)",
+        (json.dumps({"bins": {"born": ["1950-01-01", "1980-01-01", "2005-01-01"]}}),),
+    )
+    assert any("patients_twin" in n for n in notices)
+    spent = _ledger(world)[before:]
+    assert spent == [(admin, 1.0, 1e-6, "synthetic")]
+    log = world.execute(
+        "SELECT mechanism, accepted, epsilon::float8, delta::float8, rows_returned, level "
+        "FROM diffix.show_audit() WHERE mechanism = 'synthetic'"
+    )
+    assert log[-1][:4] == ("synthetic", True, 1.0, 1e-6) and log[-1][5] == "admin"
+    columns = world.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'diffix_synthetic' AND table_name = 'patients_twin' "
+        "ORDER BY ordinal_position"
+    )
+    originals = world.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND table_name = 'patients' ORDER BY ordinal_position"
+    )
+    assert columns == originals
+    count = world.execute("SELECT count(*) FROM diffix_synthetic.patients_twin")[0][0]
+    assert 2500 < count < 3500  # a noisy count of 3000
+    for level in ("anonymized_trusted", "anonymized_untrusted", "anonymized_dp"):
+        analyst = world.create_role(level)
+        rows = world.as_role(analyst).execute(
+            "SELECT count(*) FROM diffix_synthetic.patients_twin"
+        ).fetchone()
+        assert rows == (count,)
+        sample = world.as_role(analyst).execute(
+            "SELECT * FROM diffix.dp_sample('patients', 5)"
+        ).fetchall()
+        assert len(sample) == 5 and set(sample[0][0]) == {c for c, _ in originals}
+
+
+def test_twin_values_come_from_declarations_only(world):
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    world.admin.execute("CALL diffix.synthesize('patients', 2.0, 1e-6, 'declared', 2000)")
+    twin = "diffix_synthetic.declared"
+    assert world.execute(f"SELECT count(*) FROM {twin}")[0][0] == 2000
+    # undeclared text: placeholders; the raw strings never appear
+    leaked = world.execute(
+        f"SELECT count(*) FROM {twin} s JOIN patients p ON p.secret = s.secret"
+    )[0][0]
+    assert leaked == 0
+    assert world.execute(f"SELECT count(*) FROM {twin} WHERE secret NOT LIKE 'synthetic_%'") == [
+        (0,)
+    ]
+    # categorical values only from the domain (Lima is not declared: NULL), enum and boolean
+    cities = {r[0] for r in world.execute(f"SELECT DISTINCT city FROM {twin}")}
+    assert cities <= {"Rome", "Oslo", None} and "Rome" in cities
+    assert {r[0] for r in world.execute(f"SELECT DISTINCT state FROM {twin}")} <= {
+        "calm",
+        "busy",
+        None,
+    }
+    # numeric values inside the declared bounds; undeclared columns NULL
+    low, high = world.execute(f"SELECT min(age), max(age) FROM {twin}")[0]
+    assert 0 <= low and high <= 100
+    assert world.execute(f"SELECT count(visit_id), count(born) FROM {twin}") == [(0, 0)]
+    # synthetic identifiers, not the real ones reused by accident of the data: 1..n
+    assert world.execute(f"SELECT min(id), max(id), count(DISTINCT id) FROM {twin}") == [
+        (1, 2000, 2000)
+    ]
+
+
+def test_refusals_spend_nothing(world):
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin, epsilon=1, delta=1e-3)
+    before = _ledger(world)
+    analyst = world.create_role("anonymized_dp")
+    _budget(world, analyst)
+    cases = [
+        (world.admin, "CALL diffix.synthesize('patients', 5, 1e-6, 'too_much')", "budget"),
+        (world.admin, "CALL diffix.synthesize('patients', 0.5, 0, 'no_delta')", "delta"),
+        (world.admin, "CALL diffix.synthesize('patients', 0.5, 1e-6, 'Bad-Name')", "name"),
+        (
+            world.admin,
+            "CALL diffix.synthesize('patients', 0.5, 1e-6, 'x', columns => ARRAY['secret'])",
+            "neither bins nor a domain",
+        ),
+        (
+            world.admin,
+            "CALL diffix.synthesize('patients', 0.5, 1e-6, 'x', options => '{\"bins\": 3}')",
+            "object",
+        ),
+        (
+            world.as_role(analyst),
+            "CALL diffix.synthesize('patients', 0.5, 1e-6, 'mine')",
+            "only superusers",
+        ),
+        (world.admin, "CALL diffix.synthesize('pg_class', 0.5, 1e-6, 'x')", "personal"),
+    ]
+    for conn, statement, message in cases:
+        with pytest.raises(psycopg.Error) as error:
+            conn.execute(statement)
+        assert message in str(error.value)
+    assert _ledger(world) == before
+    assert world.execute(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'diffix_synthetic' "
+        "AND tablename IN ('too_much', 'no_delta', 'x', 'mine')"
+    ) == [(0,)]
+
+
+def test_synthesizing_again_spends_again_and_says_so(world):
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    notices: list[str] = []
+    world.admin.add_notice_handler(lambda d: notices.append(d.message_primary))
+    before = len(_ledger(world))
+    world.admin.execute("CALL diffix.synthesize('visits', 0.5, 1e-6, 'visits_twin')")
+    world.admin.execute("CALL diffix.synthesize('visits', 0.5, 1e-6, 'visits_twin')")
+    assert len(_ledger(world)) == before + 2
+    assert any("synthesized 1 time(s) before" in n for n in notices)
+    assert world.execute(
+        "SELECT count(*) FROM diffix.synthetic_tables WHERE name = 'visits_twin'"
+    ) == [(1,)]
