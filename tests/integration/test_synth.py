@@ -55,8 +55,7 @@ def test_publication_is_charged_audited_and_readable_by_analysts(world):
     notices: list[str] = []
     world.admin.add_notice_handler(lambda d: notices.append(d.message_primary))
     world.admin.execute(
-        "CALL diffix.synthesize('patients', 1.0, 1e-6, 'patients_twin', "
-        "options => %s)",
+        "CALL diffix.synthesize('patients', 1.0, 1e-6, 'patients_twin', options => %s)",
         (json.dumps({"bins": {"born": ["1950-01-01", "1980-01-01", "2005-01-01"]}}),),
     )
     assert any("patients_twin" in n for n in notices)
@@ -81,13 +80,17 @@ def test_publication_is_charged_audited_and_readable_by_analysts(world):
     assert 2500 < count < 3500  # a noisy count of 3000
     for level in ("anonymized_trusted", "anonymized_untrusted", "anonymized_dp"):
         analyst = world.create_role(level)
-        rows = world.as_role(analyst).execute(
-            "SELECT count(*) FROM diffix_synthetic.patients_twin"
-        ).fetchone()
+        rows = (
+            world.as_role(analyst)
+            .execute("SELECT count(*) FROM diffix_synthetic.patients_twin")
+            .fetchone()
+        )
         assert rows == (count,)
-        sample = world.as_role(analyst).execute(
-            "SELECT * FROM diffix.dp_sample('patients', 5)"
-        ).fetchall()
+        sample = (
+            world.as_role(analyst)
+            .execute("SELECT * FROM diffix.dp_sample('patients', 5)")
+            .fetchall()
+        )
         assert len(sample) == 5 and set(sample[0][0]) == {c for c, _ in originals}
 
 
@@ -98,9 +101,9 @@ def test_twin_values_come_from_declarations_only(world):
     twin = "diffix_synthetic.declared"
     assert world.execute(f"SELECT count(*) FROM {twin}")[0][0] == 2000
     # undeclared text: placeholders; the raw strings never appear
-    leaked = world.execute(
-        f"SELECT count(*) FROM {twin} s JOIN patients p ON p.secret = s.secret"
-    )[0][0]
+    leaked = world.execute(f"SELECT count(*) FROM {twin} s JOIN patients p ON p.secret = s.secret")[
+        0
+    ][0]
     assert leaked == 0
     assert world.execute(f"SELECT count(*) FROM {twin} WHERE secret NOT LIKE 'synthetic_%'") == [
         (0,)
@@ -115,7 +118,7 @@ def test_twin_values_come_from_declarations_only(world):
     }
     # numeric values inside the declared bounds; undeclared columns NULL
     low, high = world.execute(f"SELECT min(age), max(age) FROM {twin}")[0]
-    assert 0 <= low and high <= 100
+    assert low >= 0 and high <= 100
     assert world.execute(f"SELECT count(visit_id), count(born) FROM {twin}") == [(0, 0)]
     # synthetic identifiers, not the real ones reused by accident of the data: 1..n
     assert world.execute(f"SELECT min(id), max(id), count(DISTINCT id) FROM {twin}") == [
