@@ -153,3 +153,48 @@ BEGIN
     'ORDER BY pg_catalog.random() LIMIT $1', twin) USING k;
 END
 $$;
+
+-- A twin against its source, exactly (administrators only): TVD of every one-way and two-way
+-- marginal over the synthesis's cells, correlations of binned columns, exact-match share.
+CREATE OR REPLACE FUNCTION diffix._synthetic_report(name text)
+RETURNS TABLE (metric text, column_name text, other_column text, "real" float8,
+               synthetic float8, value float8)
+LANGUAGE plpython3u STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
+SET datestyle = 'ISO, MDY'
+SET intervalstyle = postgres
+SET timezone = 'UTC'
+SET extra_float_digits = 1
+SET bytea_output = hex
+SET array_nulls = on
+SET quote_all_identifiers = off
+SET lc_monetary = 'C'
+SET lc_numeric = 'C'
+AS $python$
+import sys
+if "pldiffix.synth.engine" not in sys.modules:
+    plpy.execute("SELECT diffix._load_python()")
+from pldiffix.synth import engine
+return engine.synthetic_report(plpy, name)
+$python$;
+ALTER FUNCTION diffix._synthetic_report(text) OWNER TO diffix_engine;
+REVOKE ALL ON FUNCTION diffix._synthetic_report(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._synthetic_report(text) TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION diffix.synthetic_report(name text)
+RETURNS TABLE (metric text, column_name text, other_column text, "real" float8,
+               synthetic float8, value float8)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  message text; detail text; hint text;
+BEGIN
+  RETURN QUERY SELECT * FROM diffix._synthetic_report(name);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                          hint = PG_EXCEPTION_HINT;
+  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+END
+$$;

@@ -37,7 +37,7 @@ def world(module_db):
     return module_db
 
 
-def _budget(db, role: str, epsilon: float = 10, delta: float = 1e-3) -> None:
+def _budget(db, role: str, epsilon: float = 1000, delta: float = 0.5) -> None:
     db.admin.execute("CALL diffix.set_privacy_budget(%s, %s, %s)", (role, epsilon, delta))
 
 
@@ -128,7 +128,11 @@ def test_twin_values_come_from_declarations_only(world):
 
 def test_refusals_spend_nothing(world):
     admin = world.execute("SELECT current_user")[0][0]
-    _budget(world, admin, epsilon=1, delta=1e-3)
+    spent = world.execute(
+        "SELECT COALESCE(sum(epsilon), 0)::float8 FROM diffix.budget_ledger WHERE role_name = %s",
+        (admin,),
+    )[0][0]
+    _budget(world, admin, epsilon=spent + 1)
     before = _ledger(world)
     analyst = world.create_role("anonymized_dp")
     _budget(world, analyst)
@@ -177,3 +181,84 @@ def test_synthesizing_again_spends_again_and_says_so(world):
     assert world.execute(
         "SELECT count(*) FROM diffix.synthetic_tables WHERE name = 'visits_twin'"
     ) == [(1,)]
+
+
+def test_report_measures_the_twin_against_its_source(world, capsys):
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    world.admin.execute("CALL diffix.synthesize('patients', 4.0, 1e-6, 'reported')")
+    rows = world.execute("SELECT * FROM diffix.synthetic_report('reported')")
+    by_key = {(r[0], r[1], r[2]): r[3:] for r in rows}
+    real, synthetic, ratio = by_key[("rows", None, None)]
+    assert real == 3000 and 2500 < synthetic < 3500 and ratio == synthetic / real
+    one_way = {k[1]: v[2] for k, v in by_key.items() if k[0] == "tvd" and k[2] is None}
+    assert set(one_way) == {"city", "age", "weight", "insured", "state"}
+    assert all(0 <= tvd < 0.1 for tvd in one_way.values())  # epsilon 4 on 3000 rows
+    two_way = [v[2] for k, v in by_key.items() if k[0] == "tvd" and k[2] is not None]
+    assert len(two_way) == 10 and all(0 <= tvd < 0.5 for tvd in two_way)
+    real_corr, synthetic_corr, difference = by_key[("correlation", "age", "weight")]
+    assert difference == pytest.approx(synthetic_corr - real_corr)
+    share = by_key[("exact_match_share", None, None)][2]
+    assert 0 <= share <= 1
+    # the command prints the same figures
+    from pldiffix_installer import cli
+
+    assert cli.main(["synthetic-report", "--dsn", world.dsn(), "--name", "reported"]) == 0
+    printed = capsys.readouterr().out
+    assert "diffix_synthetic.reported" in printed and "exact_match_share" in printed
+
+
+def test_reports_and_publications_are_for_administrators_only(world):
+    analyst = world.create_role("anonymized_trusted")
+    conn = world.as_role(analyst)
+    for statement in (
+        "SELECT * FROM diffix.synthetic_report('reported')",
+        "SELECT * FROM diffix._synthetic_report('reported')",
+        "SELECT diffix._synthesize('patients'::regclass, 1, 1e-6, 'x', NULL, NULL, '{}')",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
+    for statement in (
+        "SELECT diffix._audit_publication('synthetic', 'forged', true, NULL, 1, 1, 0)",
+        "INSERT INTO diffix.synthetic_tables VALUES ('f', 1, 'f', 1, 0, 1, 1, '{}', now(), 'x')",
+        "CREATE TABLE diffix_synthetic.mine (a int)",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
+    with pytest.raises(psycopg.Error, match="no synthetic twin"):
+        world.admin.execute("SELECT * FROM diffix.synthetic_report('nothing_here')")
+
+
+def test_hostile_session_settings_do_not_change_a_synthesis(world):
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    conn = world.connect()
+    conn.execute("CREATE TEMP TABLE diffix_synthetic (x int)")  # a decoy in pg_temp
+    conn.execute(
+        "SET search_path = pg_temp, public; SET standard_conforming_strings = off; "
+        "SET datestyle = 'SQL, DMY'; SET extra_float_digits = -15"
+    )
+    conn.execute(
+        "CALL diffix.synthesize('patients', 1.0, 1e-6, 'hostile', 500, ARRAY['city', 'age'])"
+    )
+    assert (
+        world.execute("SELECT count(*), count(city), min(age) >= 0 FROM diffix_synthetic.hostile")[
+            0
+        ][0]
+        == 500
+    )
+    # a domain with quotes and backslashes reaches the twin verbatim
+    world.admin.execute(
+        "CALL diffix.set_dp_domain('visits', 'amount', ARRAY[1, 2]::numeric[]);"
+        "CALL diffix.set_dp_bounds('visits', 'amount', NULL, NULL)"
+    )
+    world.admin.execute("CREATE TABLE odd (id int PRIMARY KEY, label text)")
+    world.admin.execute(
+        "INSERT INTO odd SELECT i, CASE WHEN i % 2 = 0 THEN E'a''b\\\\c' ELSE 'plain' END "
+        "FROM generate_series(1, 400) i"
+    )
+    world.admin.execute("CALL diffix.mark_personal('odd', 'id')")
+    world.admin.execute("CALL diffix.set_dp_domain('odd', 'label', ARRAY[E'a''b\\\\c', 'plain'])")
+    conn.execute("CALL diffix.synthesize('odd', 2.0, 1e-6, 'odd_twin')")
+    labels = {r[0] for r in world.execute("SELECT DISTINCT label FROM diffix_synthetic.odd_twin")}
+    assert "a'b\\c" in labels and labels <= {"a'b\\c", "plain", None}

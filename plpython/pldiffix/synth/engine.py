@@ -23,7 +23,7 @@ import numpy as np
 
 from pldiffix.core import audit, catalog, ledger
 from pldiffix.core.errors import reports_errors
-from pldiffix.synth import accounting, model, noise, queries
+from pldiffix.synth import accounting, model, noise, queries, report
 from pldiffix.synth.columns import (
     Column,
     ColumnFacts,
@@ -152,7 +152,8 @@ def _synthesize(
 def _exact_counts(
     plpy: Any, source: _Source, modeled: list[Column], *, pairs: bool
 ) -> dict[tuple[int, ...], np.ndarray]:
-    """Every one-way marginal and, if `pairs` or there are two columns, every two-way one."""
+    """Every one-way marginal and, if `pairs` or there are two columns, every two-way one,
+    over the bounded rows of the units."""
     both = pairs or len(modeled) == 2
     sql = queries.marginals_sql(
         source.schema,
@@ -163,9 +164,17 @@ def _exact_counts(
         secrets.randbits(62),
         both,
     )
-    sizes = [c.cells for c in modeled]
+    return _counts(plpy, sql, modeled, both)
+
+
+def _counts(
+    plpy: Any, sql: str, modeled: list[Column], both: bool
+) -> dict[tuple[int, ...], np.ndarray]:
+    """The marginals of `queries.marginals_sql`'s rows as arrays keyed by column positions
+    (the row count under () when nothing is modeled)."""
     if not modeled:
         return {(): np.array([int(plpy.execute(sql)[0]["n"])])}
+    sizes = [c.cells for c in modeled]
     counts: dict[tuple[int, ...], np.ndarray] = {
         (j,): np.zeros(sizes[j], dtype=np.int64) for j in range(len(modeled))
     }
@@ -441,6 +450,58 @@ def _register(
         "published_by) VALUES ($1, $2, $3, $4, $5)",
         ("name", "oid", "float8", "float8", "name"),
         (name, relid, budget.epsilon, budget.delta, role),
+    )
+
+
+@reports_errors
+def synthetic_report(plpy: Any, name: str | None) -> list[report.Row]:
+    """diffix.synthetic_report(name): the twin against its source table, exactly, over the
+    synthesis's own cells (administrators only)."""
+    _require_admin(plpy, "read synthetic data reports")
+    found = catalog.query(
+        plpy,
+        "SELECT n.nspname, c.relname, CAST(s.model AS pg_catalog.text) AS model, s.rows "
+        "FROM diffix.synthetic_tables s LEFT JOIN pg_catalog.pg_class c "
+        "ON c.oid OPERATOR(pg_catalog.=) s.source_relid LEFT JOIN pg_catalog.pg_namespace n "
+        "ON n.oid OPERATOR(pg_catalog.=) c.relnamespace WHERE s.name OPERATOR(pg_catalog.=) $1",
+        ("name",),
+        (name,),
+    )
+    if not found:
+        raise SynthesisError(
+            f"no synthetic twin named {name!r}",
+            hint="SELECT name FROM diffix.synthetic_tables lists them",
+        )
+    row = found[0]
+    if row["relname"] is None:
+        raise SynthesisError(f"the source table of {queries.SCHEMA}.{name} no longer exists")
+    modeled = [c for c in stored_columns(json.loads(row["model"])) if c.modeled]
+    both = len(modeled) >= 2
+    real = _counts(
+        plpy,
+        queries.marginals_sql(row["nspname"], row["relname"], None, modeled, None, 0, both),
+        modeled,
+        both,
+    )
+    synthetic = _counts(
+        plpy,
+        queries.marginals_sql(queries.SCHEMA, name, None, modeled, None, 0, both),
+        modeled,
+        both,
+    )
+    source = queries.qualified(row["nspname"], row["relname"])
+    twin = queries.qualified(queries.SCHEMA, name)
+    sizes = plpy.execute(
+        f"SELECT (SELECT pg_catalog.count(*) FROM {source}) AS real, "
+        f"(SELECT pg_catalog.count(*) FROM {twin}) AS synthetic"
+    )[0]
+    matches = 0
+    if modeled:
+        matches = int(
+            plpy.execute(queries.matches_sql(row["nspname"], row["relname"], name, modeled))[0]["n"]
+        )
+    return report.rows(
+        modeled, real, synthetic, int(sizes["real"]), int(sizes["synthetic"]), matches
     )
 
 

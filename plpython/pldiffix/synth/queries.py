@@ -104,3 +104,14 @@ def insert_sql(name: str, columns: Sequence[Column]) -> tuple[str, list[str]]:
         f"FROM ROWS FROM ({', '.join(sources)}) AS u({', '.join(aliases)})"
     )
     return sql, types
+
+
+def matches_sql(schema: str, table: str, twin: str, modeled: Sequence[Column]) -> str:
+    """How many rows of the twin equal some row of the source on every modeled column (NULL
+    equals nothing)."""
+    columns = ", ".join(identifier(c.name) for c in modeled)
+    synthetic = ", ".join(f"s.{identifier(c.name)}" for c in modeled)
+    return (
+        f"SELECT pg_catalog.count(*) AS n FROM {qualified(SCHEMA, twin)} AS s "
+        f"WHERE ({synthetic}) IN (SELECT {columns} FROM {qualified(schema, table)})"
+    )
