@@ -299,11 +299,9 @@ def _value_text(scale: str, number: float) -> str:
     return repr(float(number))
 
 
-def values_in_cells(
-    column: Column, cells: np.ndarray, rng: np.random.Generator
-) -> list[str | None]:
+def values_in_cells(column: Column, cells: np.ndarray, rng: np.random.Generator) -> list[str]:
     """Text values for sampled cells of a binned column: uniform inside each bin (whole numbers
-    for integer columns and dates, whole seconds for timestamps); cell 0 is NULL."""
+    for integer columns and dates, whole seconds for timestamps); "" (NULL) for cell 0."""
     edges = np.asarray(column.edges)
     bins = len(edges) - 1
     index = np.clip(cells, 1, bins) - 1
@@ -314,12 +312,13 @@ def values_in_cells(
         last = np.where(index == bins - 1, np.floor(upper), np.ceil(upper) - 1)
         last = np.maximum(last, first)
         drawn = first + np.floor(rng.random(cells.size) * (last - first + 1))
-        drawn = np.minimum(drawn, last).astype(np.int64)
-        texts = _whole_texts(column.scale, drawn)
+        texts = _whole_texts(column.scale, np.minimum(drawn, last).astype(np.int64))
     else:
         drawn = lower + rng.random(cells.size) * (upper - lower)
-        texts = [repr(v) for v in drawn.tolist()]
-    return [None if cell == 0 else text for cell, text in zip(cells.tolist(), texts, strict=True)]
+        texts = list(map(repr, drawn.tolist()))
+    for position in np.flatnonzero(cells == 0).tolist():
+        texts[position] = ""
+    return texts
 
 
 def _whole_texts(scale: str, drawn: np.ndarray) -> list[str]:
@@ -329,4 +328,4 @@ def _whole_texts(scale: str, drawn: np.ndarray) -> list[str]:
         return np.datetime_as_string(drawn.astype("datetime64[s]")).tolist()
     if scale == "timestamptz":
         return [t + "+00" for t in np.datetime_as_string(drawn.astype("datetime64[s]")).tolist()]
-    return drawn.astype(str).tolist()
+    return list(map(str, drawn.tolist()))

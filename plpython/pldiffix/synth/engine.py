@@ -222,7 +222,7 @@ def _write(
         for column in columns:
             if column.kind == "binned":
                 values = values_in_cells(column, chunk[:, position[column.name]], rng)
-                arguments.append("\n".join("" if v is None else v for v in values))
+                arguments.append("\n".join(values))
             elif column.kind == "categorical":
                 arguments.append("\n".join(map(str, chunk[:, position[column.name]].tolist())))
                 arguments.append(list(column.categories))
