@@ -262,3 +262,47 @@ def test_hostile_session_settings_do_not_change_a_synthesis(world):
     conn.execute("CALL diffix.synthesize('odd', 2.0, 1e-6, 'odd_twin')")
     labels = {r[0] for r in world.execute("SELECT DISTINCT label FROM diffix_synthetic.odd_twin")}
     assert "a'b\\c" in labels and labels <= {"a'b\\c", "plain", None}
+
+
+def test_more_refusals_spend_nothing(world):
+    admin = world.create_role()
+    world.admin.execute(f'GRANT diffix_admin TO "{admin}"')
+    conn = world.as_role(admin)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no privacy budget"):
+        conn.execute("CALL diffix.synthesize('patients', 0.5, 1e-6, 'unpaid')")
+    _budget(world, admin)
+    world.admin.execute("CREATE TABLE diffix_synthetic.taken (a int)")
+    with pytest.raises(psycopg.Error, match="not a synthetic twin"):
+        conn.execute("CALL diffix.synthesize('patients', 0.5, 1e-6, 'taken')")
+    assert world.execute(
+        "SELECT count(*) FROM diffix.budget_ledger WHERE role_name = %s", (admin,)
+    ) == [(0,)]
+    # the admin's own budget pays, not the login's: SET ROLE to an analyst is refused outright
+    analyst = world.create_role("anonymized_trusted")
+    world.admin.execute(f'GRANT "{analyst}" TO "{admin}"')
+    conn.execute(f'SET ROLE "{analyst}"')
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only superusers"):
+        conn.execute("CALL diffix.synthesize('patients', 0.5, 1e-6, 'as_analyst')")
+    conn.execute("RESET ROLE")
+    conn.execute("CALL diffix.synthesize('patients', 0.5, 1e-6, 'paid_by_admin', 100)")
+    assert world.execute(
+        "SELECT epsilon::float8, mechanism FROM diffix.budget_ledger WHERE role_name = %s",
+        (admin,),
+    ) == [(0.5, "synthetic")]
+
+
+def test_twins_are_public_tables_for_the_gate_and_raise_no_finding(world):
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    world.admin.execute("CALL diffix.synthesize('patients', 1.0, 1e-6, 'gated', 300)")
+    analyst = world.create_role("anonymized_dp")
+    answer = (
+        world.as_role(analyst)
+        .execute("SELECT diffix.query_json('SELECT count(*) AS n FROM diffix_synthetic.gated')")
+        .fetchone()[0]
+    )
+    assert "300" in json.dumps(answer)
+    findings = world.execute(
+        "SELECT severity, object FROM diffix.check_security() WHERE object LIKE '%synthetic%'"
+    )
+    assert findings == []
