@@ -306,3 +306,22 @@ def test_twins_are_public_tables_for_the_gate_and_raise_no_finding(world):
         "SELECT severity, object FROM diffix.check_security() WHERE object LIKE '%synthetic%'"
     )
     assert findings == []
+
+
+def test_uninstall_drops_the_twins(empty_db):
+    import io
+
+    from pldiffix_installer import install, uninstall
+
+    install.install(empty_db.dsn(), out=io.StringIO())
+    empty_db.admin.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, b boolean); "
+        "INSERT INTO t SELECT i, i % 2 = 0 FROM generate_series(1, 50) i; "
+        "CALL diffix.mark_personal('t', 'id'); "
+        "CALL diffix.set_privacy_budget(current_user, 5, 1e-3)"
+    )
+    empty_db.admin.execute("CALL diffix.synthesize('t', 1, 1e-6, 't_twin')")
+    uninstall.uninstall(empty_db.dsn(), out=io.StringIO())
+    assert empty_db.execute(
+        "SELECT count(*) FROM pg_namespace WHERE nspname = 'diffix_synthetic'"
+    ) == [(0,)]
