@@ -325,3 +325,36 @@ def test_uninstall_drops_the_twins(empty_db):
     assert empty_db.execute(
         "SELECT count(*) FROM pg_namespace WHERE nspname = 'diffix_synthetic'"
     ) == [(0,)]
+
+
+def test_a_domain_column_is_written_as_its_base_type(world):
+    """A domain's CHECK could call any function; the twin never casts into one."""
+    world.admin.execute(
+        "CREATE FUNCTION public.noisy_check(v integer) RETURNS boolean LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE NOTICE 'check ran as %', current_user; RETURN true; END $$; "
+        "CREATE DOMAIN score AS integer CHECK (public.noisy_check(VALUE)); "
+        "CREATE DOMAIN label AS text CHECK (public.noisy_check(length(VALUE))); "
+        "CREATE TABLE scored (id int PRIMARY KEY, s score, l label); "
+        "INSERT INTO scored SELECT i, i % 10, 'x' FROM generate_series(1, 200) i; "
+        "CALL diffix.mark_personal('scored', 'id'); "
+        "CALL diffix.set_dp_bounds('scored', 's', 0, 10)"
+    )
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    notices: list[str] = []
+    conn = world.connect()
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    conn.execute("CALL diffix.synthesize('scored', 1.0, 1e-6, 'scored_twin')")
+    assert not any("check ran" in n for n in notices)
+    assert world.execute(
+        "SELECT column_name, data_type, domain_name FROM information_schema.columns "
+        "WHERE table_schema = 'diffix_synthetic' AND table_name = 'scored_twin' "
+        "ORDER BY ordinal_position"
+    ) == [("id", "integer", None), ("s", "integer", None), ("l", "text", None)]
+    assert (
+        world.execute(
+            "SELECT count(*) FILTER (WHERE s BETWEEN 0 AND 10), count(*) FILTER (WHERE l LIKE "
+            "'synthetic_%') FROM diffix_synthetic.scored_twin"
+        )[0][0]
+        > 0
+    )

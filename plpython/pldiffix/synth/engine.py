@@ -320,15 +320,24 @@ def _source(plpy: Any, relid: int) -> _Source:
 
 
 def _facts(plpy: Any, relid: int) -> list[ColumnFacts]:
+    """The columns, a domain replaced by the type it is based on: the twin never casts into a
+    domain, whose CHECK constraints could call functions of any owner with the engine's rights."""
     rows = catalog.query(
         plpy,
-        "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS sql_type, "
-        "pg_catalog.format_type(a.atttypid, NULL) AS base_type, "
-        "(SELECT pg_catalog.array_agg(e.enumlabel ORDER BY e.enumsortorder) "
-        " FROM pg_catalog.pg_enum e WHERE e.enumtypid OPERATOR(pg_catalog.=) a.atttypid) "
-        " AS labels "
-        "FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) $1 "
-        "AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        "WITH RECURSIVE base AS ("
+        " SELECT a.attnum, a.attname, a.atttypid AS typid, a.atttypmod AS typmod, 0 AS depth"
+        " FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) $1"
+        " AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
+        " UNION ALL"
+        " SELECT b.attnum, b.attname, t.typbasetype, t.typtypmod, b.depth OPERATOR(pg_catalog.+) 1"
+        " FROM base b JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) b.typid"
+        " WHERE t.typtype OPERATOR(pg_catalog.=) 'd')"
+        " SELECT DISTINCT ON (b.attnum) b.attname,"
+        " pg_catalog.format_type(b.typid, b.typmod) AS sql_type,"
+        " pg_catalog.format_type(b.typid, NULL) AS base_type,"
+        " (SELECT pg_catalog.array_agg(e.enumlabel ORDER BY e.enumsortorder)"
+        "  FROM pg_catalog.pg_enum e WHERE e.enumtypid OPERATOR(pg_catalog.=) b.typid) AS labels"
+        " FROM base b ORDER BY b.attnum, b.depth DESC",
         ("oid",),
         (relid,),
     )
