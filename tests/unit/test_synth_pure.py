@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pldiffix.synth import accounting, model, noise, queries
+from pldiffix.synth import accounting, model, noise, queries, report
 from pldiffix.synth.columns import (
     Column,
     ColumnFacts,
@@ -279,3 +279,46 @@ def test_insert_sql_reads_payloads_and_never_raw_values():
     assert 'INSERT INTO "diffix_synthetic"."twin"' in sql
     assert "CAST('synthetic_' OPERATOR(pg_catalog.||) CAST(u.n AS pg_catalog.text) AS text)" in sql
     assert "CAST(u.n AS integer)" in sql and "CAST(NULL AS date)" in sql
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def test_total_variation_distance():
+    assert report.total_variation(np.array([5, 5]), np.array([50, 50])) == 0.0
+    assert report.total_variation(np.array([10, 0]), np.array([0, 3])) == 1.0
+    assert report.total_variation(np.array([3, 1]), np.array([1, 1])) == pytest.approx(0.25)
+    assert report.total_variation(np.array([0, 0]), np.array([1, 1])) == 0.0
+
+
+def test_bin_correlation_ignores_nulls_and_detects_direction():
+    rising = np.zeros((4, 4))
+    rising[1, 1] = rising[2, 2] = rising[3, 3] = 10
+    rising[0, :] = rising[:, 0] = 1000  # NULL on either side: left out
+    assert report.bin_correlation(rising) == pytest.approx(1.0)
+    falling = np.zeros((3, 3))
+    falling[1, 2] = falling[2, 1] = 5
+    assert report.bin_correlation(falling) == pytest.approx(-1.0)
+    assert report.bin_correlation(np.ones((3, 1))) is None
+
+
+def test_report_rows_cover_every_marginal_and_the_matches():
+    binned = Column("a", "integer", "binned", "integer", (0.0, 1.0, 2.0))
+    other = Column("b", "integer", "binned", "integer", (0.0, 1.0, 2.0))
+    category = Column("c", "text", "categorical", categories=("x",))
+    modeled = [binned, other, category]
+    counts = {(0,): np.array([0, 5, 5]), (1,): np.array([0, 5, 5]), (2,): np.array([1, 9])}
+    counts |= {(0, 1): np.diag([0, 5, 5]), (0, 2): np.ones((3, 2)), (1, 2): np.ones((3, 2))}
+    rows = report.rows(modeled, counts, counts, 10, 20, 4)
+    assert rows[0] == ("rows", None, None, 10.0, 20.0, 2.0)
+    assert [(r[1], r[2]) for r in rows if r[0] == "tvd"] == [
+        ("a", None),
+        ("b", None),
+        ("c", None),
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "c"),
+    ]
+    assert all(r[5] == 0.0 for r in rows if r[0] == "tvd")
+    assert [r[:3] for r in rows if r[0] == "correlation"] == [("correlation", "a", "b")]
+    assert rows[-1] == ("exact_match_share", None, None, None, 4.0, 0.2)
