@@ -358,3 +358,23 @@ def test_a_domain_column_is_written_as_its_base_type(world):
         )[0][0]
         > 0
     )
+
+
+def test_with_nothing_modeled_the_twin_is_a_noisy_count_of_placeholders(world):
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    world.admin.execute(
+        "CALL diffix.synthesize('patients', 5.0, 1e-6, 'only_count', columns => '{}'::text[])"
+    )
+    rows = world.execute(
+        "SELECT count(*), count(DISTINCT id), count(age), count(insured), "
+        "count(*) FILTER (WHERE city LIKE 'synthetic_%' AND secret LIKE 'synthetic_%') "
+        "FROM diffix_synthetic.only_count"
+    )[0]
+    assert 2900 < rows[0] < 3100 and rows[1] == rows[0] and rows[2:4] == (0, 0)
+    assert rows[4] == rows[0]
+    budget = world.execute(
+        "SELECT model -> 'budget' -> 'measurement' ->> 'marginals' FROM diffix.synthetic_tables "
+        "WHERE name = 'only_count'"
+    )
+    assert budget == [("1",)]
