@@ -139,13 +139,7 @@ def _synthesize(
         total = float(max(0, int(noise.noisy(counts[()], variance).sum())))
     del counts  # nothing exact past this point
     count = rows if rows is not None else min(MAX_ROWS, round(total))
-    rng = np.random.default_rng(secrets.randbits(128))
-    cells = (
-        model.sample(fitted, count, rng)
-        if fitted is not None
-        else np.zeros((count, 0), dtype=np.int32)
-    )
-    _write(plpy, name, columns, modeled, cells, rng)
+    _write(plpy, name, columns, modeled, fitted, count)
     return count, tree
 
 
@@ -209,16 +203,24 @@ def _write(
     name: str,
     columns: list[Column],
     modeled: list[Column],
-    cells: np.ndarray,
-    rng: np.random.Generator,
+    fitted: model.TreeModel | None,
+    count: int,
 ) -> None:
+    """Creates the twin and fills it chunk by chunk, each chunk sampled on its own (memory stays
+    that of one chunk whatever the row count)."""
+    rng = np.random.default_rng(secrets.randbits(128))
     plpy.execute(queries.create_sql(name, columns))
     sql, types = queries.insert_sql(name, columns)
     plan = plpy.prepare(sql, [f"pg_catalog.{t}" for t in types])
     position = {c.name: j for j, c in enumerate(modeled)}
-    for start in range(0, cells.shape[0], queries.CHUNK_ROWS):
-        chunk = cells[start : start + queries.CHUNK_ROWS]
-        arguments: list[Any] = [start + 1, chunk.shape[0]]
+    for start in range(0, count, queries.CHUNK_ROWS):
+        size = min(queries.CHUNK_ROWS, count - start)
+        chunk = (
+            model.sample(fitted, size, rng)
+            if fitted is not None
+            else np.zeros((size, 0), dtype=np.int32)
+        )
+        arguments: list[Any] = [start + 1, size]
         for column in columns:
             if column.kind == "binned":
                 values = values_in_cells(column, chunk[:, position[column.name]], rng)
