@@ -378,3 +378,29 @@ def test_with_nothing_modeled_the_twin_is_a_noisy_count_of_placeholders(world):
         "WHERE name = 'only_count'"
     )
     assert budget == [("1",)]
+
+
+def test_a_synthesis_failing_after_the_charge_has_paid_and_is_logged(world):
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    before = len(_ledger(world))
+    locker = world.connect()
+    locker.autocommit = False
+    locker.execute("LOCK TABLE patients IN ACCESS EXCLUSIVE MODE")
+    try:
+        conn = world.connect()
+        conn.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            conn.execute("CALL diffix.synthesize('patients', 0.25, 1e-6, 'locked_out')")
+    finally:
+        locker.rollback()
+    assert _ledger(world)[before:] == [(admin, 0.25, 1e-6, "synthetic")]
+    last = world.execute(
+        "SELECT accepted, reason, epsilon::float8 FROM diffix.show_audit() "
+        "WHERE mechanism = 'synthetic' ORDER BY id DESC LIMIT 1"
+    )[0]
+    assert last[0] is False and "lock timeout" in last[1] and last[2] == 0.25
+    assert world.execute(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'diffix_synthetic' "
+        "AND tablename = 'locked_out'"
+    ) == [(0,)]
