@@ -89,6 +89,12 @@ def synthesize(
         )
     try:
         made, tree = _synthesize(plpy, source, columns, modeled, budget, rows, name)
+        document = {
+            "columns": [dataclasses.asdict(c) for c in columns],
+            "tree": [[modeled[a].name, modeled[b].name] for a, b in tree],
+            "budget": budget.document(),
+        }
+        _register(plpy, name, relid, source, budget, made, document, role)
     except Exception as error:
         audit.record_publication(
             plpy,
@@ -99,12 +105,6 @@ def synthesize(
             delta=delta,
         )
         raise
-    document = {
-        "columns": [dataclasses.asdict(c) for c in columns],
-        "tree": [[modeled[a].name, modeled[b].name] for a, b in tree],
-        "budget": budget.document(),
-    }
-    _register(plpy, name, relid, source, budget, made, document, role)
     audit.record_publication(
         plpy, sql=description, accepted=True, rows=made, epsilon=epsilon, delta=delta
     )
