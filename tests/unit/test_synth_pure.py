@@ -145,6 +145,13 @@ def test_declared_bins_and_categories_in_the_options():
     assert plan["email"].categories == ("a@x", "b@x")
 
 
+def test_too_many_cells_are_refused_before_anything_is_measured():
+    wide = {"bins": {"age": 1000, "score": [float(i) for i in range(300)]}}
+    with pytest.raises(SynthesisError, match="more than 200000"):
+        _plan(wide, bounds={"age": (0.0, 100.0)})
+    assert _plan({"bins": {"age": 1000}})["age"].cells == 1001
+
+
 def test_selected_columns_only_are_modeled():
     plan = _plan(selected=["age"])
     assert plan["age"].modeled and not plan["city"].modeled and not plan["paid"].modeled

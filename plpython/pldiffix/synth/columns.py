@@ -26,6 +26,7 @@ from pldiffix.core.errors import UserError
 DEFAULT_BINS = 10
 MAX_BINS = 1000
 MAX_MODELED_COLUMNS = 32
+MAX_PAIR_CELLS = 200_000  # cells of all two-way marginals: each gets an exact noise draw
 
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 FLOAT_TYPES = ("real", "double precision")
@@ -167,10 +168,18 @@ def plan_columns(
             planned.append(Column(fact.name, fact.sql_type, kind, source="not modeled"))
             continue
         planned.append(column)
-    if sum(column.modeled for column in planned) > MAX_MODELED_COLUMNS:
+    modeled = [column for column in planned if column.modeled]
+    if len(modeled) > MAX_MODELED_COLUMNS:
         raise SynthesisError(
             f"at most {MAX_MODELED_COLUMNS} columns can be modeled",
             hint="name the columns to model in the columns argument",
+        )
+    pair_cells = sum(a.cells * b.cells for a, b in itertools.combinations(modeled, 2))
+    if pair_cells > MAX_PAIR_CELLS:
+        raise SynthesisError(
+            f"the two-way marginals of the modeled columns have {pair_cells} cells, more than "
+            f"{MAX_PAIR_CELLS}",
+            hint="model fewer columns, or give them fewer bins or categories",
         )
     return planned
 
