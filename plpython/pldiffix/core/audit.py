@@ -3,7 +3,7 @@
 `record` hands the row to diffix._audit_record, which takes who asked from the session itself
 (session_user and the role SET ROLE chose) and appends it over the ledger's loopback connection,
 so that a ROLLBACK does not erase it. Administrators' queries are not logged (the SQL side
-decides).
+decides); their publications of synthetic twins are (`record_publication`).
 """
 
 from __future__ import annotations
