@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from pldiffix_installer import audit, cellkey, install, perturb, uninstall
+from pldiffix_installer import audit, cellkey, install, perturb, synthetic, uninstall
 from pldiffix_proxy import command as proxy_command
 
 
@@ -28,6 +28,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ("laplace-configure", "validate a Laplace configuration, then apply it"),
         ("perturb-report", "utility and risk figures of a row-perturbed table"),
         ("perturb-export", "write a row-perturbed table's view to a CSV file"),
+        ("synthetic-report", "utility and risk figures of a DP synthetic twin"),
         ("audit", "show the audit log of analyst queries (administrators)"),
         ("proxy", "serve plain SQL to any PostgreSQL client, anonymized (docs/proxy.md)"),
     ]:
@@ -61,6 +62,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parsers["tbe-keys"].add_argument("--column", required=True, help="the new column's name")
     parsers["tbe-keys"].add_argument(
         "--big-n", type=int, help="bigN (default: from the table's stored TBE configuration)"
+    )
+    parsers["synthetic-report"].add_argument(
+        "--name", required=True, help="the twin's name in diffix_synthetic"
     )
     parsers["perturb-export"].add_argument("--csv", required=True, help="the file to write")
     parsers["uninstall"].add_argument(
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             perturb.report(args.dsn, args.table)
         elif args.command == "perturb-export":
             perturb.export(args.dsn, args.table, args.csv)
+        elif args.command == "synthetic-report":
+            synthetic.report(args.dsn, args.name)
         elif args.command == "audit":
             audit.show(args.dsn, args.role, args.since)
         elif args.command == "proxy":

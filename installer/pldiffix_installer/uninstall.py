@@ -303,6 +303,7 @@ def _remove_here(conn: psycopg.Connection, out: TextIO) -> None:
     labeled = _count(conn, "diffix.table_labels")
     _restore_dblink(conn, out)
     conn.execute("DROP SCHEMA IF EXISTS diffix_perturbed CASCADE")
+    conn.execute("DROP SCHEMA IF EXISTS diffix_synthetic CASCADE")
     for trigger in EVENT_TRIGGERS:
         conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(sql.Identifier(trigger)))
     conn.execute("DROP SCHEMA diffix CASCADE")

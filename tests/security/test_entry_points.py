@@ -27,6 +27,8 @@ PUBLIC_DEFINERS = {
     "diffix._set_dp_bounds": "admin check",
     "diffix._set_dp_domain": "admin check",
     "diffix._set_dp_max_contributions": "admin check",
+    "diffix._synthesize": "admin check",
+    "diffix._synthetic_report": "admin check",
     "diffix.mark_role": "admin check",
     "diffix.unmark_role": "admin check",
     "diffix.set_privacy_budget": "admin check",

@@ -475,6 +475,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=1800, help="statement timeout in seconds per run"
     )
     parser.add_argument("--no-pg-diffix", action="store_true", help="skip pg_diffix")
+    parser.add_argument(
+        "--synthesis",
+        type=_scales_arg,
+        metavar="ROWS",
+        help="only time diffix.synthesize on an 8-column table of these sizes, e.g. 100k,300k",
+    )
     args = parser.parse_args(argv)
     args.scales = args.scale or [args.rows]
     return args
@@ -843,6 +849,95 @@ def run(dsn: str, settings: dict[str, str], args: argparse.Namespace) -> list[Sc
     return results
 
 
+# --- synthesis (docs/synthetic.md) --------------------------------------------------------------
+
+DB_SYNTH = "bench_synth"
+SYNTH_SQL = """
+CREATE TABLE people (id bigint PRIMARY KEY, age integer, income numeric(12, 2), city text,
+                     gender text, score double precision, joined date, active boolean);
+INSERT INTO people
+SELECT i, 18 + (h % 70), round((20000 + (h % 70) * 900 + (h >> 8) % 30000)::numeric, 2),
+       'city_' || ((h >> 4) % 20), CASE WHEN (h >> 12) % 2 = 0 THEN 'f' ELSE 'm' END,
+       ((h >> 16) % 1000) / 10.0 + (h % 70) / 2.0, DATE '2000-01-01' + ((h >> 20) % 8000),
+       (h >> 24) % 3 <> 0
+FROM (SELECT i, abs(hashint8(i)) AS h FROM generate_series(1, {rows}) i) g;
+ANALYZE people;
+CALL diffix.mark_personal('people', 'id');
+CALL diffix.set_dp_bounds('people', 'age', 0, 100);
+CALL diffix.set_dp_bounds('people', 'income', 0, 200000);
+CALL diffix.set_dp_bounds('people', 'score', 0, 150);
+CALL diffix.set_dp_domain('people', 'city', string_to_array(
+  'city_0 city_1 city_2 city_3 city_4 city_5 city_6 city_7 city_8 city_9 city_10 city_11 '
+  || 'city_12 city_13 city_14 city_15 city_16 city_17 city_18 city_19', ' '));
+CALL diffix.set_dp_domain('people', 'gender', ARRAY['f', 'm']);
+CALL diffix.set_privacy_budget(current_user, 1000, 0.5);
+"""
+SYNTH_CALL = (
+    "CALL diffix.synthesize('people', 1.0, 1e-6, 'people_twin', options => "
+    '\'{"bins": {"joined": ["2000-01-01", "2005-01-01", "2010-01-01", '
+    '"2015-01-01", "2022-01-01"]}}\')'
+)
+
+
+@dataclass
+class SynthesisResult:
+    rows: int
+    build_seconds: float
+    scan_ms: float  # the source's GROUP BY of one column, for scale
+    synthesize_seconds: float | None = None
+    twin_rows: int | None = None
+    error: str | None = None
+
+
+def measure_synthesis(dsn: str, rows: int) -> SynthesisResult:
+    """diffix.synthesize of an 8-column personal table of `rows` rows (7 modeled columns: 28
+    two-way marginals for selection, 13 measured), after a warm-up synthesis that loads the
+    modules; wall-clock time of the CALL."""
+    with _connect(dsn, "postgres") as admin:
+        admin.execute(
+            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(DB_SYNTH))
+        )
+        admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(DB_SYNTH)))
+    install.install(make_conninfo(dsn, dbname=DB_SYNTH), out=io.StringIO())
+    try:
+        with _connect(dsn, DB_SYNTH) as conn:
+            start = time.perf_counter()
+            conn.execute(SYNTH_SQL.format(rows=rows))
+            build = time.perf_counter() - start
+            start = time.perf_counter()
+            conn.execute("SELECT city, count(*) FROM people GROUP BY city").fetchall()
+            result = SynthesisResult(rows, build, (time.perf_counter() - start) * 1000)
+            try:
+                conn.execute(SYNTH_CALL.replace("people_twin", "warm_up"))
+                start = time.perf_counter()
+                conn.execute(SYNTH_CALL)
+                result.synthesize_seconds = time.perf_counter() - start
+                result.twin_rows = conn.execute(
+                    "SELECT count(*) FROM diffix_synthetic.people_twin"
+                ).fetchone()[0]
+            except psycopg.Error as error:
+                result.error = _error_text(error)
+    finally:
+        with _connect(dsn, "postgres") as admin:
+            admin.execute(
+                pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    pgsql.Identifier(DB_SYNTH)
+                )
+            )
+    return result
+
+
+def format_synthesis(result: SynthesisResult) -> str:
+    if result.error:
+        return f"== synthesis of {format_rows(result.rows)} rows: {result.error}"
+    return (
+        f"== synthesis of {format_rows(result.rows)} rows x 8 columns (epsilon 1, delta 1e-6): "
+        f"{_fmt(result.synthesize_seconds, 2)} s for {result.twin_rows} synthetic rows "
+        f"(one GROUP BY over the source: {_fmt(result.scan_ms)} ms; table built in "
+        f"{result.build_seconds:.0f} s)"
+    )
+
+
 @contextlib.contextmanager
 def _server(args: argparse.Namespace) -> Iterator[tuple[str, dict[str, str]]]:
     if args.dsn:
@@ -857,7 +952,11 @@ def _server(args: argparse.Namespace) -> Iterator[tuple[str, dict[str, str]]]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with _server(args) as (dsn, settings):
-        run(dsn, settings, args)
+        if args.synthesis:
+            for rows in args.synthesis:
+                print(format_synthesis(measure_synthesis(dsn, rows)), flush=True)
+        else:
+            run(dsn, settings, args)
     return 0
 
 

@@ -3,7 +3,7 @@
 `record` hands the row to diffix._audit_record, which takes who asked from the session itself
 (session_user and the role SET ROLE chose) and appends it over the ledger's loopback connection,
 so that a ROLLBACK does not erase it. Administrators' queries are not logged (the SQL side
-decides).
+decides); their publications of synthetic twins are (`record_publication`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from typing import Any
 from pldiffix.core import context
 from pldiffix.core.errors import describe
 
-MECHANISMS = ("diffix", "cellkey", "laplace", "dp", "direct", "public")
+MECHANISMS = ("diffix", "cellkey", "laplace", "dp", "direct", "public", "synthetic")
 
 _RECORD = (
     "SELECT diffix._audit_record($1, $2, $3, $4, $5, $6, $7, $8)",
     ("text", "text", "text", "bool", "text", "int8", "float8", "float8"),
+)
+_PUBLICATION = (
+    "SELECT diffix._audit_publication($1, $2, $3, $4, $5, $6, $7)",
+    ("text", "text", "bool", "text", "int8", "float8", "float8"),
 )
 _PREFIX = re.compile(r"^((plpy|spiexceptions)\.\w+: )+")
 
@@ -41,6 +45,24 @@ def record(
     plpy.execute(
         context.prepared(plpy, *_RECORD),
         [level, mechanism, sql, accepted, reason, rows, epsilon, delta],
+    )
+
+
+def record_publication(
+    plpy: Any,
+    *,
+    sql: str,
+    accepted: bool,
+    reason: str | None = None,
+    rows: int | None = None,
+    epsilon: float | None = None,
+    delta: float | None = None,
+) -> None:
+    """Appends the row of an administrator's publication (mechanism 'synthetic'), which
+    `record` leaves out for administrators; committed before returning."""
+    plpy.execute(
+        context.prepared(plpy, *_PUBLICATION),
+        ["synthetic", sql, accepted, reason, rows, epsilon, delta],
     )
 
 
