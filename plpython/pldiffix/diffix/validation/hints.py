@@ -85,7 +85,10 @@ def construct_hint(analysis: Analysis, node: exp.Expression, context: str) -> st
         )
     resolved, column_node = column
     size = _bin_size(analysis, node, resolved)
-    if size is not None:
+    if size == 1:  # the bounds share no larger divisor: each value is its own bucket
+        bucket = resolved.name
+        start = f"Group by {resolved.name} and "
+    elif size is not None:
         bucket = f"diffix.floor_by({resolved.name}, {size})"
         start = f"Group by {bucket}, whose buckets do not straddle the bounds of the {name}, and "
     elif category(resolved.type) == "N":
@@ -114,9 +117,8 @@ def _single_column(analysis: Analysis, node: exp.Expression) -> tuple[Resolved, 
         resolved = analysis.column_of(column)
         if resolved is None or resolved.system or resolved.whole_row:
             return None
-        if found is not None and (found[0].source, found[0].name) != (
-            resolved.source,
-            resolved.name,
+        if found is not None and (
+            found[0].source is not resolved.source or found[0].name != resolved.name
         ):
             return None
         found = (resolved, column)
@@ -143,7 +145,7 @@ def _bin_size(analysis: Analysis, node: exp.Expression, column: Resolved) -> int
         return None
     if analysis.untrusted:
         size = max(m for m in _money_sizes(size) if size % m == 0)
-    return size if size > 1 else None
+    return size
 
 
 def _comparisons(condition: exp.Expression) -> Iterator[exp.Expression]:
