@@ -169,6 +169,9 @@ _FLIPPED: dict[type[exp.Expression], type[exp.Expression]] = {
 }
 
 
+_EXACT_INTEGERS = 2.0**53  # bounds beyond it are not told apart from their neighbours
+
+
 def _lower_bound(comparison: exp.Expression, integer: bool) -> int | None:
     """The first value of the upper side of `col <op> constant`: buckets starting there or
     ending just before it do not straddle the comparison."""
@@ -179,7 +182,9 @@ def _lower_bound(comparison: exp.Expression, integer: bool) -> int | None:
     if not isinstance(left, exp.Column):
         left, right, kind = right, left, _FLIPPED[kind]
     value = literal_value(right)
-    if not isinstance(left, exp.Column) or not isinstance(value, float) or value != int(value):
+    if not isinstance(left, exp.Column) or not isinstance(value, float):
+        return None
+    if not abs(value) <= _EXACT_INTEGERS or value != int(value):  # NaN, huge or fractional
         return None
     if kind in (exp.LT, exp.GTE):
         return int(value)
