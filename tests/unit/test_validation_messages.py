@@ -131,6 +131,16 @@ def test_bin_size_divides_every_bound_of_the_case(case: str, level: str, size: i
         assert hint.startswith(f"Group by diffix.floor_by(age, {size}), whose buckets")
 
 
+def test_case_rewrite_keeps_a_quoted_alias() -> None:
+    sql = 'SELECT CASE WHEN p.age < 40 THEN 1 END AS "Age Group", count(*) FROM panel p GROUP BY 1'
+    hint = refusal(sql, TRUSTED)[2]
+    assert hint is not None
+    assert (
+        'SELECT CASE WHEN age < 40 THEN 1 END AS "Age Group", sum(n) FROM (SELECT diffix.floor_by(age, 40) AS age, count(*) AS n FROM panel AS p GROUP BY 1) t GROUP BY 1.'
+        in hint
+    )
+
+
 @pytest.mark.parametrize(
     ("sql", "level", "start"),
     [

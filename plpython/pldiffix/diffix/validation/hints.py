@@ -68,7 +68,7 @@ def construct_hint(analysis: Analysis, node: exp.Expression, context: str) -> st
     A CASE that splits one numeric column at constant bounds becomes a diffix.floor_by whose
     buckets do not straddle the bounds, with the CASE applied to the buckets in an outer query.
     """
-    name = CONSTRUCT_NAMES.get(type(node), "it")
+    name = CONSTRUCT_NAMES[type(node)]
     if context != "group":
         return (
             f"Compare a column, or one of {generalizations(analysis)}, with a constant; or group "
@@ -102,8 +102,8 @@ def construct_hint(analysis: Analysis, node: exp.Expression, context: str) -> st
         start = f"Group by {resolved.name} and "
     named = bucket if bucket == resolved.name else f"{bucket} AS {resolved.name}"
     inner = f"SELECT {named}, count(*) AS n {_from_text(node)} GROUP BY 1"
-    alias = node.parent.alias if isinstance(node.parent, exp.Alias) else ""
-    outer = _unqualified(node, column_node) + (f" AS {alias}" if alias else "")
+    alias = node.parent.args.get("alias") if isinstance(node.parent, exp.Alias) else None
+    outer = _unqualified(node, column_node) + (f" AS {render(alias)}" if alias else "")
     return (
         start + f"apply the {name} to the anonymized buckets in an outer query: SELECT {outer}, "
         f"sum(n) FROM ({inner}) t GROUP BY 1. " + _OUTER_SUM_CAVEAT
