@@ -14,7 +14,7 @@ from .aggregates import check_aggregates
 from .clauses import check_grouping, check_post_processing, check_unsupported_features, check_where
 from .context import Analysis
 from .errors import error_at, error_rendered
-from .from_clause import check_from
+from .from_clause import check_cross_joins, check_from
 from .generalizers import generalization
 from .resolve import qualify
 from .scope import FromTree, Scope, column_ref
@@ -80,6 +80,7 @@ def check_and_model(
     """
     aliases = {name: i for i, (name, is_alias) in enumerate(zip_aliases(select)) if is_alias}
     check_unsupported_features(analysis, select)
+    check_cross_joins(analysis, select, tree)
     filters = check_where(analysis, select)
     aggregates = check_aggregates(analysis, select)
     entries, from_model = check_from(analysis, tree)

@@ -19,6 +19,7 @@ from .errors import error_at, error_rendered, render
 from .expressions import canon, is_const
 from .functions import SRF_NODES
 from .generalizers import GenResult, verify_bucket, verify_untrusted
+from .hints import negation_hint
 from .syntax import conjuncts, ident_name, strip_parens, unalias, walk_nodes
 from .totality import check_filter_total, check_total
 
@@ -95,6 +96,14 @@ def check_where(analysis: Analysis, select: exp.Select) -> list[tuple[GenResult,
         return []
     filters = []
     for condition in conjuncts(where.this):
+        if isinstance(condition, (exp.Not, exp.NEQ)):
+            raise error_at(
+                condition,
+                f"{'NOT' if isinstance(condition, exp.Not) else '<>'} cannot be used in the "
+                "WHERE clause of a query that reads personal tables: only equality conditions "
+                "joined by AND are allowed",
+                negation_hint(analysis, condition),
+            )
         if not isinstance(condition, exp.EQ):
             raise error_at(
                 condition,
@@ -179,9 +188,9 @@ def check_grouping(
         key = canon(analysis, node)
         if key in keys:
             continue
-        gen = verify_bucket(analysis, node, "group")
-        if analysis.untrusted:
+        if analysis.untrusted:  # first, so that no hint offers what the level refuses
             verify_untrusted(analysis, node)
+        gen = verify_bucket(analysis, node, "group")
         if analysis.total:
             check_total(analysis, node)
         groups.append(gen)

@@ -165,6 +165,15 @@ def _source_span(sql: str, node: exp.Expression) -> tuple[int, int] | None:
         if isinstance(layer, exp.Neg) and i > 0 and tokens[i - 1].text == "-":
             i -= 1
             continue
+        if isinstance(layer, exp.Not) and i > 0 and tokens[i - 1].token_type == TokenType.NOT:
+            i -= 1
+            continue
+        if isinstance(layer, exp.Case):  # CASE [WHEN] <first operand>
+            if i > 0 and tokens[i - 1].token_type == TokenType.WHEN:
+                i -= 1
+            if i > 0 and tokens[i - 1].token_type == TokenType.CASE:
+                i -= 1
+            continue
         if not isinstance(layer, _CALL_LIKE):
             continue
         k = i - 1
@@ -182,14 +191,10 @@ def _source_span(sql: str, node: exp.Expression) -> tuple[int, int] | None:
         if i >= 2 and tokens[i - 1].token_type == TokenType.DOT:
             i -= 2
 
-    depth = 0
-    for t in tokens[i : j + 1]:
-        depth += (t.token_type == TokenType.L_PAREN) - (t.token_type == TokenType.R_PAREN)
+    depth = sum(map(_opens, tokens[i : j + 1]))  # unclosed ( and CASE
     while depth > 0 and j + 1 < len(tokens):
         j += 1
-        depth += (tokens[j].token_type == TokenType.L_PAREN) - (
-            tokens[j].token_type == TokenType.R_PAREN
-        )
+        depth += _opens(tokens[j])
     casts = 0
     current = node
     while isinstance(current, exp.Cast):
@@ -204,3 +209,12 @@ def _source_span(sql: str, node: exp.Expression) -> tuple[int, int] | None:
         while j + 2 < len(tokens) and tokens[j + 1].token_type == TokenType.L_BRACKET:
             j += 2
     return tokens[i].start, tokens[j].end
+
+
+def _opens(token: Token) -> int:
+    """+1 for a token that opens a bracketed construct ( ( or CASE), -1 for one that closes it."""
+    if token.token_type in (TokenType.L_PAREN, TokenType.CASE):
+        return 1
+    if token.token_type in (TokenType.R_PAREN, TokenType.END):
+        return -1
+    return 0

@@ -13,7 +13,8 @@ from ..query_model import FromItem, Join, JoinCondition, JoinKind, RangeEntry, R
 from .context import Analysis
 from .errors import error_at
 from .expressions import unwrap
-from .scope import FromLeaf, FromTree, Resolved, column_ref, leaves
+from .hints import join_on_rewrite
+from .scope import FromJoin, FromLeaf, FromTree, Resolved, column_ref, leaves
 from .syntax import conjuncts, ident_name
 from .totality import check_join_total
 
@@ -74,19 +75,54 @@ def check_from(analysis: Analysis, tree: FromTree) -> tuple[list[RangeEntry], Fr
     return entries, _from_model(analysis, tree, by_source)
 
 
+def check_cross_joins(analysis: Analysis, select: exp.Select, tree: FromTree) -> None:
+    """Refuse comma-separated FROM lists and CROSS JOIN, before WHERE is checked: the condition
+    of a comma join is in WHERE, where it would be refused as a filter, while JOIN ... ON with
+    the same condition is accepted."""
+    crossed = _first_cross_join(tree)
+    if crossed is None:
+        return
+    where = select.args.get("where")
+    links = [c for c in conjuncts(where.this) if _links_sources(analysis, c)] if where else []
+    rewrite = join_on_rewrite(analysis, tree, links, where.this if where else None)
+    if rewrite is None:
+        raise error_at(
+            crossed.join.this,
+            "CROSS JOIN and comma-separated FROM lists are not allowed in queries that read "
+            "personal tables",
+            "Join on equal columns instead: FROM a JOIN b ON a.col = b.col.",
+        )
+    raise error_at(
+        links[0],
+        "a join condition in WHERE (an implicit join of a comma-separated FROM list) is not "
+        "allowed in queries that read personal tables",
+        f"Join with JOIN ... ON instead: {rewrite}.",
+    )
+
+
+def _first_cross_join(tree: FromTree) -> FromJoin | None:
+    if isinstance(tree, FromLeaf):
+        return None
+    if tree.comma or tree.join.args.get("kind") == "CROSS":
+        return tree
+    return _first_cross_join(tree.left) or _first_cross_join(tree.right)
+
+
+def _links_sources(analysis: Analysis, condition: exp.Expression) -> bool:
+    """Whether a condition is an equality between columns of two different FROM items."""
+    if not isinstance(condition, exp.EQ):
+        return False
+    left = analysis.column_of(condition.this)
+    right = analysis.column_of(condition.expression)
+    return left is not None and right is not None and left.source is not right.source
+
+
 def _from_model(analysis: Analysis, tree: FromTree, entries: dict[int, RangeEntry]) -> FromItem:
     if isinstance(tree, FromLeaf):
         return entries[id(tree.source)]
     join = tree.join
     left = _from_model(analysis, tree.left, entries)
     right = _from_model(analysis, tree.right, entries)
-    if tree.comma or join.args.get("kind") == "CROSS":
-        raise error_at(
-            join.this,
-            "CROSS JOIN and comma-separated FROM lists are not allowed in queries that read "
-            "personal tables",
-            "Join on equal columns instead: FROM a JOIN b ON a.col = b.col.",
-        )
     side = (join.args.get("side") or "").upper()
     kind: JoinKind = {"LEFT": "left", "RIGHT": "right", "FULL": "full"}.get(side, "inner")  # type: ignore[assignment]
     conditions: list[JoinCondition] = []

@@ -22,10 +22,15 @@ from .functions import (
     PRIMARY_ARG,
     GeneralizerCall,
     Signature,
-    builtin_name,
     choose_signature,
     family_display,
     family_example,
+)
+from .hints import (
+    CONSTRUCT_NAMES,
+    bin_size_example,
+    construct_hint,
+    generalizations,
 )
 from .pgtypes import (
     CastKind,
@@ -38,18 +43,6 @@ from .pgtypes import (
 from .scope import Resolved, column_ref
 from .syntax import is_literal_constant, strip_parens
 from .totality import total_form
-
-GENERALIZERS_TRUSTED = (
-    "substring(col, start, length), floor(col), round(col), ceil(col), "
-    "width_bucket(col, low, high, count), date_trunc('unit', col), extract(field FROM col), "
-    "date_part('field', col), diffix.floor_by(col, K), diffix.round_by(col, K), "
-    "diffix.ceil_by(col, K), and casts between numeric types or from date/time to text"
-)
-
-GENERALIZERS_UNTRUSTED = (
-    "substring(col, 1, length), floor(col), round(col) and diffix.floor_by(col, K) with K "
-    "1, 2 or 5 times a power of ten"
-)
 
 
 @dataclass
@@ -93,13 +86,12 @@ def verify_bucket(analysis: Analysis, node: exp.Expression, context: str) -> Gen
     call = generalizer(analysis, node_bare)
     if call is not None:
         return _verify_generalizer(analysis, call, node, where)
-    if isinstance(node_bare, (exp.Coalesce, exp.Nullif, exp.Greatest, exp.Least, exp.Case, exp.If)):
-        kind = builtin_name(node_bare) or "this"
+    construct = CONSTRUCT_NAMES.get(type(node_bare))
+    if construct is not None:
         raise error_at(
             node_bare,
-            f"{kind.upper()} cannot be used as {where} of a query that reads personal tables",
-            f"Use the bare column, or one of: {GENERALIZERS_TRUSTED}. Apply {kind.upper()} "
-            "to the anonymized result in an outer query.",
+            f"{construct} cannot be used as {where} of a query that reads personal tables",
+            construct_hint(analysis, node_bare, context),
         )
     function = analysis.function_of(node_bare)
     if function is not None:
@@ -109,7 +101,7 @@ def verify_bucket(analysis: Analysis, node: exp.Expression, context: str) -> Gen
             f"{fname}() cannot be used as {where} of a query that reads personal tables",
             f"Group by the column and apply {fname}() to the grouped value (for example "
             f"SELECT {fname}(col), count(*) ... GROUP BY col), or use one of: "
-            f"{GENERALIZERS_TRUSTED}.",
+            f"{generalizations(analysis)}.",
         )
     if isinstance(node_bare, (exp.Binary, exp.Unary)) and not isinstance(
         node_bare, (exp.Connector, exp.Not)
@@ -119,12 +111,12 @@ def verify_bucket(analysis: Analysis, node: exp.Expression, context: str) -> Gen
             f"operators cannot be used in {where} of a query that reads personal tables",
             "Group by the column and apply the operator to the grouped value, e.g. "
             "SELECT city || 'x', count(*) ... GROUP BY city; for numeric ranges use "
-            "diffix.floor_by(col, K).",
+            f"{bin_size_example(analysis)}.",
         )
     raise error_at(
         node_bare,
         f"this expression cannot be used as {where} of a query that reads personal tables",
-        f"Use the bare column or one of: {GENERALIZERS_TRUSTED}.",
+        f"Use the bare column or one of: {generalizations(analysis)}.",
     )
 
 
@@ -148,8 +140,8 @@ def _verify_cast(
                 cast,
                 f"a cast to {cast.to.sql(dialect='postgres')} rounds its input, which must be "
                 "a plain column",
-                "Apply a single generalization directly to a column, e.g. CAST(col AS integer) "
-                "or floor(col).",
+                "Apply a single generalization directly to a column, e.g. "
+                + ("floor(col)." if analysis.untrusted else "CAST(col AS integer) or floor(col)."),
             )
         return GenResult("integer_cast", column, inner_node, [], whole, target)
     if kind is CastKind.NOT_TO_TEXT:
@@ -157,14 +149,21 @@ def _verify_cast(
             cast,
             f"only date/time values can be cast to text in {where} of a query that reads "
             f"personal tables ({render(cast.this)} is {type_display(source_type)})",
-            "Group by the column itself, or generalize numbers with diffix.floor_by(col, K) "
-            "or width_bucket(...).",
+            "Group by the column itself, or generalize numbers with "
+            + (
+                "floor(col), round(col) or diffix.floor_by(col, 10)."
+                if analysis.untrusted
+                else "diffix.floor_by(col, K) or width_bucket(col, low, high, count)."
+            ),
         )
     raise error_at(
         cast,
         f"casting {source_type or 'this value'} to {cast.to.sql(dialect='postgres')} is not "
         f"allowed in {where} of a query that reads personal tables",
-        "Allowed casts: between smallint/integer/bigint/real/double precision/numeric "
+        "Untrusted analysts can cast date/time values to text or varchar and text to "
+        "varchar; generalize numbers with floor(col), round(col) or diffix.floor_by(col, 10)."
+        if analysis.untrusted
+        else "Allowed casts: between smallint/integer/bigint/real/double precision/numeric "
         "(without precision), from date/time types to text or varchar, and from date to "
         "timestamptz.",
     )
@@ -261,7 +260,7 @@ def verify_untrusted(analysis: Analysis, node: exp.Expression) -> None:
             f"casting to {bare.to.sql(dialect='postgres')} in a grouping expression is not "
             "allowed for untrusted analysts",
             f"Select the column without the cast and cast the anonymized result in an outer "
-            f"query, or generalize with {GENERALIZERS_UNTRUSTED}.",
+            f"query, or generalize with {generalizations(analysis)}.",
         )
     call = generalizer(analysis, bare)
     if call is None:
@@ -304,7 +303,7 @@ def verify_untrusted(analysis: Analysis, node: exp.Expression) -> None:
         call.node,
         f"{fname}() is not allowed for untrusted analysts"
         + (" with a numeric argument" if call.family == "round" else ""),
-        f"Untrusted analysts can generalize with {GENERALIZERS_UNTRUSTED}.",
+        f"Untrusted analysts can generalize with {generalizations(analysis)}.",
     )
 
 
