@@ -150,6 +150,11 @@ def _dispatch(
         return _guarded(plpy, level, lambda: _cellkey(plpy, tree, live))
     read = first_contact.row_read(tree, lambda schema, name: _relation(live, schema, name))
     if read is not None:
+        twin = _published_twin(plpy, live, read)
+        if twin is not None:  # synthetic rows, public: they run as the caller at every level
+            plpy.notice(first_contact.twin_notice(read, *twin))
+            admission.mechanism = "public"
+            return Outcome("public", {"own": sqltext.render(first_contact.from_twin(read, *twin))})
         if level is AccessLevel.ANONYMIZED_DP or explicit_dp:
             admission.mechanism = "dp"
             raise first_contact.RowReadRefused(read)
@@ -169,6 +174,26 @@ def _dispatch(
             )
         return _public(plpy, sql, tree, live, AccessLevel.ANONYMIZED_UNTRUSTED, admission)
     return _diffix(plpy, sql, tree, live, level, search_path, admission)
+
+
+def _published_twin(
+    plpy: Any, live: catalog.LiveCatalog, read: first_contact.RowRead
+) -> tuple[str, str] | None:
+    """(schema, name) of the newest synthetic twin of the table a row read names, if any."""
+    details = live.details.get((read.relation.schema, read.relation.name))
+    if details is None:
+        return None
+    rows = catalog.query(
+        plpy,
+        "SELECT s.name FROM diffix.synthetic_tables s"
+        " WHERE s.source_relid OPERATOR(pg_catalog.=) $1"
+        " AND pg_catalog.to_regclass(pg_catalog.quote_ident('diffix_synthetic')"
+        " OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(s.name))"
+        " IS NOT NULL ORDER BY s.created_at DESC LIMIT 1",
+        ("oid",),
+        (details.oid,),
+    )
+    return ("diffix_synthetic", rows[0]["name"]) if rows else None
 
 
 def _guarded(plpy: Any, level: AccessLevel, run: Callable[[], Outcome]) -> Outcome:

@@ -404,3 +404,41 @@ def test_a_synthesis_failing_after_the_charge_has_paid_and_is_logged(world):
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'diffix_synthetic' "
         "AND tablename = 'locked_out'"
     ) == [(0,)]
+
+
+def test_a_bi_tools_row_read_is_answered_from_the_published_twin(world):
+    """SELECT * FROM <personal table> LIMIT n, at every anonymized level, through query_json
+    and the proxy: the twin's rows, with a NOTICE saying they are synthetic."""
+    from psycopg.conninfo import make_conninfo
+
+    from pldiffix_proxy.listener import running_in_thread
+
+    world.admin.execute("CREATE TABLE clinic (pid integer, ward text, stay integer)")
+    world.admin.execute(
+        "INSERT INTO clinic SELECT i, (ARRAY['A', 'B'])[1 + i % 2], i % 9 "
+        "FROM generate_series(1, 500) i"
+    )
+    world.admin.execute("CALL diffix.mark_personal('clinic', 'pid')")
+    world.admin.execute("CALL diffix.set_dp_domain('clinic', 'ward', ARRAY['A', 'B'])")
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    world.admin.execute("CALL diffix.synthesize('clinic', 1.0, 1e-6, 'clinic_twin')")
+    twin = {tuple(r) for r in world.execute("SELECT * FROM diffix_synthetic.clinic_twin")}
+    for level in ("anonymized_trusted", "anonymized_untrusted", "anonymized_dp"):
+        analyst = world.create_role(level)
+        conn = world.as_role(analyst)
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d, seen=notices: seen.append(d.message_primary))
+        doc = conn.execute("SELECT diffix.query_json('SELECT * FROM clinic LIMIT 5')").fetchone()[0]
+        assert doc["columns"] == ["pid", "ward", "stay"] and len(doc["rows"]) == 5
+        assert all(tuple(row) in twin for row in doc["rows"])
+        assert any("synthetic twin diffix_synthetic.clinic_twin" in n for n in notices)
+    spent = world.execute(
+        "SELECT count(*) FROM diffix.budget_ledger WHERE role_name = %s", (analyst,)
+    )
+    assert spent == [(0,)]  # free at the DP level too
+    with running_in_thread(world.dsn(), startup_timeout=2.0) as front:
+        dsn = make_conninfo(world.dsn(analyst), host="127.0.0.1", port=front.port)
+        with psycopg.connect(dsn, autocommit=True) as client:
+            rows = client.execute("SELECT * FROM public.clinic LIMIT 3").fetchall()
+    assert len(rows) == 3 and all(row in twin for row in rows)

@@ -118,6 +118,32 @@ def rewritten(read: RowRead) -> exp.Select:
     return outer
 
 
+def from_twin(read: RowRead, twin_schema: str, twin: str) -> exp.Select:
+    """`SELECT <the columns, in the tool's order> FROM <the published synthetic twin>
+    [LIMIT n] [OFFSET m]`: the twin has the source's column names and types, so the tool gets
+    the rows it expects, all synthetic (docs/synthetic.md)."""
+    outputs = [exp.Column(this=exp.to_identifier(c.name, quoted=True)) for c in read.columns]
+    table = exp.Table(
+        this=exp.to_identifier(twin, quoted=True), db=exp.to_identifier(twin_schema, quoted=True)
+    )
+    select = exp.Select(expressions=outputs).from_(table)
+    if read.limit is not None:
+        select.set("limit", read.limit.copy())
+    if read.offset is not None:
+        select.set("offset", read.offset.copy())
+    return select
+
+
+def twin_notice(read: RowRead, twin_schema: str, twin: str) -> str:
+    relation = f"{read.relation.schema}.{read.relation.name}"
+    return (
+        f"pldiffix: the rows of personal table {relation} are answered from its published "
+        f"synthetic twin {twin_schema}.{twin}: they are synthetic, drawn from a differentially "
+        f"private model of the table, and describe no real person. Ask aggregate questions for "
+        f"answers about the real data."
+    )
+
+
 def notice(read: RowRead) -> str:
     """What the answer left out and why, for the client's NOTICE."""
     relation = f"{read.relation.schema}.{read.relation.name}"
