@@ -28,6 +28,8 @@ CATALOG = StaticCatalog(
     }
 )
 
+ONE_ROW = planner.TableMetadata(unique_aid=True)  # one row per unit
+
 
 def _plan(sql: str) -> planner.Plan:
     return planner.plan(parse(sql, CATALOG), planner.TableMetadata(unique_aid=True), seed=1)
@@ -57,8 +59,8 @@ def test_a_key_that_is_never_released_does_not_change_the_order_of_the_others() 
         fresh = _groups([("a town of one",)], 1)
         d_prime = _groups(shuffler.sample(keys, len(keys)), 300)
         d_prime.insert(shuffler.randrange(len(d_prime) + 1), fresh[0])
-        on_d = [row.keys for row in release.release(plan, budget, d, {}, 1)]
-        on_d_prime = [row.keys for row in release.release(plan, budget, d_prime, {}, 1)]
+        on_d = [row.keys for row in release.release(plan, budget, d, {}, ONE_ROW)]
+        on_d_prime = [row.keys for row in release.release(plan, budget, d_prime, {}, ONE_ROW)]
         assert on_d == on_d_prime == expected
 
 
@@ -70,7 +72,9 @@ def test_declared_keys_come_in_key_order_too() -> None:
     keys = [(city, age) for city in ("Rome", "Oslo", "Bern") for age in (40, 3, None, 25)]
     for seed in range(5):
         shuffled = random.Random(seed).sample(keys, len(keys))
-        released = [row.keys for row in release.release(plan, budget, _groups(shuffled, 5), {}, 1)]
+        released = [
+            row.keys for row in release.release(plan, budget, _groups(shuffled, 5), {}, ONE_ROW)
+        ]
         assert released == [
             (city, age) for city in ("Bern", "Oslo", "Rome") for age in (3, 25, 40, None)
         ]

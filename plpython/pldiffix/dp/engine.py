@@ -52,7 +52,11 @@ def run(
     _check_metadata(query, metadata)
     plan = planner.plan(query, metadata, secrets.randbits(62))
     budget = release.Budget(
-        rational_epsilon(epsilon), delta, len(query.aggregates), not plan.declared_keys
+        rational_epsilon(epsilon),
+        delta,
+        len(query.aggregates),
+        not plan.declared_keys,
+        release.selection_count(plan) is not None,
     )
     if budget.partition_selection and query.groups and delta <= 0:
         raise UserError(
@@ -61,7 +65,7 @@ def run(
             "keys: CALL diffix.set_dp_domain(table, column, ARRAY[...])",
         )
     if not query.groups:  # one global row, always released: no partition selection
-        budget = release.Budget(budget.epsilon, delta, budget.aggregates, False)
+        budget = release.Budget(budget.epsilon, delta, budget.aggregates, False, False)
     placement = _placement(plpy, query, plan)
     _check_budget(ledger.remaining(plpy), epsilon, budget.delta_spent, role)
     # Paid before any personal row is read: a query that then fails has still spent its
@@ -78,7 +82,7 @@ def run(
     }
     if not query.groups and not groups:  # a global aggregate over no rows is still one row
         groups = [{"units": 0} | {s.name: 0 for a in plan.aggregates for s in a.statistics}]
-    rows = release.release(plan, budget, groups, histograms, metadata.contributions)
+    rows = release.release(plan, budget, groups, histograms, metadata)
     return {
         "query": _post_processing(placement, query, rows),
         "dp": {
@@ -86,7 +90,9 @@ def run(
             "delta": budget.delta_spent,
             "remaining": _remaining_document(remaining),
             "max_contributions": metadata.contributions,
-            "partition_selection": _selection_document(budget, metadata),
+            "max_groups_per_unit": metadata.max_partitions,
+            "max_rows_per_group": metadata.rows_per_partition,
+            "partition_selection": _selection_document(plan, budget, metadata),
             "aggregates": release.noise_report(plan, budget),
             "rows": [[*row.keys, *(value.document() for value in row.values)] for row in rows],
         },
@@ -158,7 +164,8 @@ def load_metadata(plpy: Any, query: DpQuery) -> planner.TableMetadata:
     )[0]["oid"]
     table = catalog.query(
         plpy,
-        "SELECT t.max_contributions, EXISTS (SELECT FROM pg_catalog.pg_index i "
+        "SELECT t.max_contributions, t.max_groups_per_unit, t.max_rows_per_group, "
+        "EXISTS (SELECT FROM pg_catalog.pg_index i "
         "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
         "WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 "
         "AND i.indpred IS NULL AND a.attname = $2) AS unique_aid "
@@ -176,6 +183,8 @@ def load_metadata(plpy: Any, query: DpQuery) -> planner.TableMetadata:
     )
     return planner.TableMetadata(
         max_contributions=int(table["max_contributions"] or 1),
+        max_groups_per_unit=table["max_groups_per_unit"],
+        max_rows_per_group=table["max_rows_per_group"],
         unique_aid=bool(table["unique_aid"]),
         bounds={
             row["attname"]: planner.Bounds(float(row["lower_bound"]), float(row["upper_bound"]))
@@ -231,26 +240,27 @@ def _check_budget(
         )
 
 
-def _histograms(plpy: Any, sql: str, group_count: int) -> dict[tuple[Any, ...], list[int]]:
-    out: dict[tuple[Any, ...], list[int]] = {}
+def _histograms(plpy: Any, sql: str, group_count: int) -> dict[tuple[Any, ...], dict[int, int]]:
+    out: dict[tuple[Any, ...], dict[int, int]] = {}
     for row in plpy.execute(sql):
         keys = tuple(row[f"g{i}"] for i in range(group_count))
-        counts = out.setdefault(keys, [0] * planner.QUANTILE_BINS)
-        counts[int(row["bin"]) - 1] += int(row["n"])
+        out.setdefault(keys, {})[int(row["bin"])] = int(row["n"])
     return out
 
 
-def _selection_document(budget: release.Budget, metadata: planner.TableMetadata) -> Any:
-    if not budget.partition_selection:
+def _selection_document(
+    plan: planner.Plan, budget: release.Budget, metadata: planner.TableMetadata
+) -> Any:
+    selection = release.selection(plan, budget, metadata)
+    if selection is None:
         return None
-    from pldiffix.dp.mechanisms import PartitionSelection
-
-    selection = PartitionSelection(metadata.contributions, budget.share, budget.delta)
+    index = release.selection_count(plan) if budget.selection_by_count else None
     return {
         "epsilon": float(budget.share),
         "delta": budget.delta,
         "threshold": selection.threshold,
         "noise_scale": float(selection.noise.scale),
+        "count": None if index is None else plan.aggregates[index].aggregate.kind,
     }
 
 
