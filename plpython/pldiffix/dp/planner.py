@@ -315,9 +315,10 @@ def _from_where(query: DpQuery) -> str:
 
 
 def _clamped_sum(name: str, largest: int) -> str:
-    """A unit's sum of grid values in a group clamped to +-kept * largest: kept rows' worth."""
+    """A unit's sum of grid values in a group clamped to +-kept * largest: kept rows' worth.
+    NULL (no values) is 0 first: GREATEST and LEAST skip NULLs, and would return the bound."""
     limit = f"(CAST(kept AS pg_catalog.numeric) OPERATOR(pg_catalog.*) {_decimal(largest)})"
-    return f"LEAST(GREATEST({name}, OPERATOR(pg_catalog.-) {limit}), {limit})"
+    return f"LEAST(GREATEST(COALESCE({name}, 0), OPERATOR(pg_catalog.-) {limit}), {limit})"
 
 
 def _scaled(name: str, count: str) -> str:
