@@ -339,16 +339,12 @@ def _rows(query: DpQuery, row_columns: dict[str, str], extra: Sequence[str] = ()
     return f"SELECT {', '.join([*items, *extra])} {_from_where(query)}"
 
 
-def _group_text(groups: Sequence[str]) -> str:
-    """The grouping values as one text (total: every type has a text form), for hashing."""
-    return f'CAST(ROW({", ".join(groups)}) AS pg_catalog.text) COLLATE pg_catalog."C"'
-
-
 def _group_order(groups: Sequence[str], seed: int) -> str:
-    """A unit's groups in a pseudo-random order keyed by the query's seed; the text breaks ties
-    of the hash, so the order depends on the unit's own groups only."""
-    text = _group_text(groups)
-    return f"pg_catalog.hashtextextended({text}, {seed}), {text}"
+    """A unit's groups in a pseudo-random order keyed by the query's seed: a hash of their text
+    (total: every type has a text form), then the values themselves, which break ties of the
+    hash so that the order depends on the unit's own groups only."""
+    text = f"CAST(ROW({', '.join(groups)}) AS pg_catalog.text)"
+    return f"pg_catalog.hashtextextended({text}, {seed}), {', '.join(groups)}"
 
 
 def _kept(metadata: TableMetadata, groups: Sequence[str], seed: int) -> str:
