@@ -332,11 +332,15 @@ def _scaled(name: str, count: str) -> str:
 
 
 def _rows(query: DpQuery, row_columns: dict[str, str], extra: Sequence[str] = ()) -> str:
-    """The rows before bounding: u (the unit), g0.. (grouping values), the row columns."""
+    """The rows before bounding: u (the unit), g0.. (grouping values), the row columns.
+
+    OFFSET 0 keeps PostgreSQL from flattening the subquery, which would copy a row column's
+    expression into every place that reads it (the clamp is read 3 times by a grid value):
+    computed once per row, a sum over 300 000 rows took 0.9 s instead of 1.3."""
     items = [f"{_qualified(query, query.aid)} AS u"]
     items += [f"{sqltext.render(g.expression)} AS g{i}" for i, g in enumerate(query.groups)]
     items += [f"{expression} AS {name}" for name, expression in row_columns.items()]
-    return f"SELECT {', '.join([*items, *extra])} {_from_where(query)}"
+    return f"SELECT {', '.join([*items, *extra])} {_from_where(query)} OFFSET 0"
 
 
 def _group_order(groups: Sequence[str], seed: int) -> str:
