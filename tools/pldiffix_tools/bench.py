@@ -94,6 +94,11 @@ DP_QUERIES: tuple[Query, ...] = (
     Query("DP tx count, sum by kind (k 20)", TX_BY_KIND, TOTAL_BOUND),
     Query("DP tx count, sum by kind (L0 20, Linf 5)", TX_BY_KIND, PER_KIND_BOUNDS),
     Query(
+        "DP tx by floor_by(kind, 10) (L0 20, Linf 5)",
+        "SELECT diffix.floor_by(kind, 10), count(*), sum(amount) FROM tx GROUP BY 1",
+        PER_KIND_BOUNDS,
+    ),
+    Query(
         "DP tx count, sum (L0 20, Linf 5)", "SELECT count(*), sum(amount) FROM tx", PER_KIND_BOUNDS
     ),
     Query(
