@@ -100,6 +100,75 @@ def test_partition_selection_never_releases_a_single_unit_key() -> None:
     assert all(selection.keeps(selection.threshold + 60) for _ in range(1_000))
 
 
+@pytest.mark.parametrize(
+    ("partitions", "per_partition", "sensitivity", "delta"), [(3, 2, 6, 1e-6), (20, 5, 20, 1e-9)]
+)
+def test_thresholding_a_count_bounds_the_keys_of_a_single_unit(
+    partitions: int, per_partition: int, sensitivity: int, delta: float
+) -> None:
+    """Over a released count (Linf per_partition, noise scale sensitivity / epsilon): a key
+    that one unit alone makes has a count of at most per_partition, and is released with
+    probability partitions * P(per_partition + Z >= threshold) <= delta; the threshold is the
+    smallest such."""
+    selection = PartitionSelection(
+        partitions, Fraction(1), delta, per_partition=per_partition, sensitivity=sensitivity
+    )
+    scale = selection.noise.scale
+    assert scale == sensitivity
+    margin = selection.threshold - per_partition  # Z must reach this
+    assert partitions * tail_above(scale, margin) <= delta
+    assert partitions * tail_above(scale, margin - 1) > delta
+
+
+def test_partition_selection_by_a_count_on_neighbouring_datasets() -> None:
+    """Count by key, one row per unit, epsilon 1, delta 0.3 (large, so that the delta event is
+    seen): D has a key of 1 unit; D' adds one unit to it, D'' adds one in a key of its own.
+    10 000 releases each: every outcome for the key (its value, or not released) seen 300 times
+    on D and D' keeps the ratio of its frequencies within e^epsilon * 1.3 (over 3 standard
+    errors); on D'' the new key is released with frequency at most delta + 0.015 (theory
+    P(1 + Z >= threshold), within 5 standard errors)."""
+    catalog = StaticCatalog(
+        {
+            ("public", "visits"): RelationInfo(
+                "public",
+                "visits",
+                RelationKind.PERSONAL,
+                (ColumnInfo("id", "integer", is_aid=True), ColumnInfo("city", "text")),
+            )
+        }
+    )
+    query = parse("SELECT city, count(*) FROM visits GROUP BY city", catalog)
+    metadata = planner.TableMetadata(1, False)
+    plan = planner.plan(query, metadata, seed=1)
+    budget = release.Budget(Fraction(1), 0.3, 1, True, selection_by_count=True)
+    threshold = release.selection(plan, budget, metadata).threshold
+
+    def outcomes(rows: list[dict]) -> Counter[int | None]:
+        seen: Counter[int | None] = Counter()
+        for _ in range(10_000):
+            released = release.release(plan, budget, rows, {}, metadata)
+            values = {row.keys[0]: row.values[0].value for row in released}
+            seen[values.get("Rome")] += 1
+        return seen
+
+    on_d = outcomes([{"g0": "Rome", "units": 1, "a0_n": 1}])
+    on_d_prime = outcomes([{"g0": "Rome", "units": 2, "a0_n": 2}])
+    compared = [v for v in on_d if on_d[v] >= 300 and on_d_prime[v] >= 300]
+    assert None in compared and len(compared) >= 3
+    for value in compared:
+        ratio = on_d[value] / on_d_prime[value]
+        assert 1 / (math.e * 1.3) <= ratio <= math.e * 1.3, (value, ratio)
+    fresh = {"g0": "Oslo", "units": 1, "a0_n": 1}
+    draws = 10_000
+    fresh_released = sum(
+        any(row.keys == ("Oslo",) for row in release.release(plan, budget, [fresh], {}, metadata))
+        for _ in range(draws)
+    )
+    theory = tail_above(Fraction(1), threshold - 1)
+    assert theory <= 0.3 and fresh_released / draws <= 0.3 + 0.015
+    assert abs(fresh_released / draws - theory) < 5 * math.sqrt(theory / draws)
+
+
 def test_partition_selection_needs_a_delta() -> None:
     with pytest.raises(ValueError):
         PartitionSelection(1, Fraction(1), 0.0)
