@@ -507,6 +507,19 @@ def test_quantiles_land_near_the_true_value(dpdb):
     assert report["mechanism"] == "exponential" and report["rank_error_95"] < 41
 
 
+def test_grouped_quantiles_with_partition_selection(dpdb):
+    """towns: Rome and Oslo with 300 ages over 20..69 each, and one Lonely person. The median
+    by town: Lonely is never released (thresholded on the count), the others land near 44.5
+    (epsilon 0.5 each: 12 years, 72 ranks, off has probability below 101 e^-18 = 2e-6)."""
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        doc = _dp(conn, "SELECT town, count(*), median(age) FROM towns GROUP BY town", 1.0, 1e-6)
+    rows = {row[0]: row for row in doc["rows"]}
+    assert set(rows) == {"Oslo", "Rome"}
+    assert all(abs(row[2] - 44.5) < 12 for row in rows.values())
+    assert doc["dp"]["aggregates"][1]["grid_points"] == 101  # [0, 100], step 1
+
+
 def test_metadata_follows_its_table(db):
     db.admin.execute(
         "CREATE TABLE t (id int, v numeric, w numeric); CALL diffix.mark_personal('t', 'id');"

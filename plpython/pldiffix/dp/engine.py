@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +75,7 @@ def run(
     )
 
     groups = list(plpy.execute(plan.sql))
-    histograms = {
+    histograms = {  # read lazily, one group at a time, once the released groups are known
         index: _histograms(plpy, plan.histogram_sql(query, metadata, index), plan.group_count)
         for index, aggregate in enumerate(plan.aggregates)
         if aggregate.aggregate.kind == "quantile"
@@ -240,12 +240,28 @@ def _check_budget(
         )
 
 
-def _histograms(plpy: Any, sql: str, group_count: int) -> dict[tuple[Any, ...], dict[int, int]]:
-    out: dict[tuple[Any, ...], dict[int, int]] = {}
-    for row in plpy.execute(sql):
-        keys = tuple(row[f"g{i}"] for i in range(group_count))
-        out.setdefault(keys, {})[int(row["bin"])] = int(row["n"])
-    return out
+HISTOGRAM_FETCH = 10_000  # rows of a quantile's histogram fetched at a time
+
+
+def _histograms(
+    plpy: Any, sql: str, group_count: int
+) -> Iterator[tuple[tuple[Any, ...], dict[int, int]]]:
+    """Each group's rows per grid point, one group at a time (the SQL orders the rows by group):
+    a grid has up to 10^5 points, so holding every group's at once could take gigabytes."""
+    cursor = plpy.cursor(sql)
+    keys: tuple[Any, ...] | None = None
+    counts: dict[int, int] = {}
+    while batch := cursor.fetch(HISTOGRAM_FETCH):
+        for row in batch:
+            row_keys = tuple(row[f"g{i}"] for i in range(group_count))
+            if keys is not None and row_keys != keys:
+                yield keys, counts
+                counts = {}
+            keys = row_keys
+            counts[int(row["bin"])] = int(row["n"])
+    cursor.close()
+    if keys is not None:
+        yield keys, counts
 
 
 def _selection_document(

@@ -138,7 +138,7 @@ class Plan:
     def histogram_sql(self, query: DpQuery, metadata: TableMetadata, index: int) -> str:
         """Per group and grid point: the bounded rows whose clamped value of the quantile's
         column rounds to it. Grid points are `bin` in [-half, half], the value middle + bin *
-        step (`quantile_grid`)."""
+        step (`quantile_grid`). Ordered by group, so that a reader holds one group at a time."""
         plan = self.aggregates[index]
         assert plan.bounds is not None and plan.aggregate.column is not None
         groups = [f"g{i}" for i in range(self.group_count)]
@@ -153,7 +153,7 @@ class Plan:
         return (
             f"WITH bounded AS ({bounded_rows(query, metadata, self.seed, clamped)}) "
             f"SELECT {', '.join([*groups, ''])}{bin_sql} AS bin, pg_catalog.count(*) AS n "
-            f"FROM bounded WHERE {value} IS NOT NULL GROUP BY {keys}"
+            f"FROM bounded WHERE {value} IS NOT NULL GROUP BY {keys} ORDER BY {keys}"
         )
 
 

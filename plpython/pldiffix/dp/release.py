@@ -16,7 +16,7 @@ bias of clamping and contribution bounding.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -107,14 +107,16 @@ def release(
     plan: Plan,
     budget: Budget,
     groups: Sequence[Mapping[str, Any]],
-    histograms: Mapping[int, Mapping[tuple[Any, ...], Mapping[int, int]]],
+    histograms: Mapping[int, Iterable[tuple[tuple[Any, ...], Mapping[int, int]]]],
     metadata: TableMetadata,
 ) -> list[Released]:
-    """The released rows of `groups` (the rows of plan.sql). `histograms[i]` maps the keys of a
-    group to the rows per grid point (`Plan.histogram_sql`) of quantile aggregate i."""
+    """The released rows of `groups` (the rows of plan.sql). `histograms[i]` yields the keys of
+    each group with its rows per grid point (`Plan.histogram_sql`) for quantile aggregate i; it
+    is read after partition selection, and only released groups are kept from it."""
     selector = selection(plan, budget, metadata)
     by_count = selection_count(plan) if budget.selection_by_count else None
-    out = []
+    # by key_order(keys): hashable whatever the keys hold (PL/Python gives arrays as lists)
+    released: dict[tuple[Any, ...], tuple[tuple[Any, ...], dict[int, NoisyValue]]] = {}
     for row in groups:
         keys = tuple(row[f"g{i}"] for i in range(plan.group_count))
         if selector is not None and by_count is None and not selector.keeps(int(row["units"])):
@@ -125,16 +127,23 @@ def release(
             if not selector.kept(int(values[by_count].value or 0)):
                 continue
         for index, aggregate in enumerate(plan.aggregates):
-            if index in values:
-                continue
-            if aggregate.aggregate.kind == "quantile":
-                counts = histograms.get(index, {}).get(keys, {})
-                values[index] = _quantile(aggregate, budget.share, counts)
-            else:
+            if index not in values and aggregate.aggregate.kind != "quantile":
                 values[index] = _noisy(aggregate, budget.share, row)
-        out.append(Released(keys, tuple(values[i] for i in range(len(plan.aggregates)))))
-    out.sort(key=lambda row: key_order(row.keys))
-    return out
+        released[key_order(keys)] = (keys, values)
+    for index, aggregate in enumerate(plan.aggregates):
+        if aggregate.aggregate.kind != "quantile":
+            continue
+        for keys, counts in histograms.get(index, ()):
+            found = released.get(key_order(keys))
+            if found is not None:
+                found[1][index] = _quantile(aggregate, budget.share, counts)
+        for _, values in released.values():  # groups without a value of the column
+            if index not in values:
+                values[index] = _quantile(aggregate, budget.share, {})
+    return [
+        Released(keys, tuple(values[i] for i in range(len(plan.aggregates))))
+        for _, (keys, values) in sorted(released.items(), key=lambda item: item[0])
+    ]
 
 
 def key_order(keys: tuple[Any, ...]) -> tuple[Any, ...]:
