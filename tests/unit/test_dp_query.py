@@ -161,10 +161,10 @@ def test_per_partition_bounds_set_the_sensitivities() -> None:
     assert [s.sensitivity for s in average.statistics] == [6, 6 * 36]
     assert median.contributions == 6
     assert "row_number() OVER (PARTITION BY u ORDER BY pg_catalog.hashtextextended" in plan.sql
-    assert "<= 3 THEN LEAST(m, 2) ELSE 0 END" in plan.sql
+    assert "OPERATOR(pg_catalog.<=) 3 THEN LEAST(m, 2) ELSE 0 END" in plan.sql
     histogram = plan.histogram_sql(query, metadata, 4)
-    assert "dense_rank() OVER" in histogram and "gr <= 3" in histogram
-    assert "rr <= 2" in histogram and "hashtidextended" in histogram
+    assert "dense_rank() OVER" in histogram and "gr OPERATOR(pg_catalog.<=) 3" in histogram
+    assert "rr OPERATOR(pg_catalog.<=) 2" in histogram and "hashtidextended" in histogram
     unique = planner.TableMetadata(7, True, BOUNDS, max_groups_per_unit=3, max_rows_per_group=2)
     assert (unique.contributions, unique.max_partitions, unique.rows_per_partition) == (1, 1, 1)
 

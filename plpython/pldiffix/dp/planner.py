@@ -43,6 +43,7 @@ MAX_DOMAIN_CELLS = 10_000  # declared keys released at most (the cross product o
 INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
 INT8_LIMIT = 2**62  # grid values up to this are int8
 INT8_SQUARE_LIMIT = 3_037_000_499  # the largest n with n * n < 2^63
+_LE = "OPERATOR(pg_catalog.<=)"
 TINY_NUMERIC = 1e-300  # numerics of smaller magnitude count as 0 (their cast to double can fail)
 
 
@@ -326,7 +327,7 @@ def _scaled(name: str, count: str) -> str:
     values than it keeps: |sum| <= count * bound becomes <= kept * bound (then rounded to an
     integer, which keeps the integer bound). The division only runs when count > kept >= 1."""
     return (
-        f"CASE WHEN {count} <= kept THEN {name} ELSE pg_catalog.round((CAST({name} AS "
+        f"CASE WHEN {count} {_LE} kept THEN {name} ELSE pg_catalog.round((CAST({name} AS "
         f"pg_catalog.numeric) OPERATOR(pg_catalog.*) kept) OPERATOR(pg_catalog./) {count}) END"
     )
 
@@ -361,7 +362,7 @@ def _kept(metadata: TableMetadata, groups: Sequence[str], seed: int) -> str:
         rank = (
             f"pg_catalog.row_number() OVER (PARTITION BY u ORDER BY {_group_order(groups, seed)})"
         )
-        return f"CASE WHEN {rank} <= {metadata.max_partitions} THEN LEAST(m, {linf}) ELSE 0 END"
+        return f"CASE WHEN {rank} {_LE} {metadata.max_partitions} THEN LEAST(m, {linf}) ELSE 0 END"
     k = metadata.max_contributions
     if not groups:
         return f"LEAST(m, {k})"
@@ -429,14 +430,14 @@ def bounded_rows(
         unit_group = [_qualified(query, query.aid), *_group_expressions(query)]
         within = f"PARTITION BY {', '.join(unit_group)}"
         extra = [f"pg_catalog.row_number() OVER ({within} ORDER BY {row_hash}) AS rr"]
-        keep = f"rr <= {metadata.rows_per_partition}"
+        keep = f"rr {_LE} {metadata.rows_per_partition}"
         if groups:
             order = _group_order(_group_expressions(query), seed)
             extra.append(
                 f"pg_catalog.dense_rank() OVER (PARTITION BY {_qualified(query, query.aid)} "
                 f"ORDER BY {order}) AS gr"
             )
-            keep += f" AND gr <= {metadata.max_partitions}"
+            keep += f" AND gr {_LE} {metadata.max_partitions}"
     else:
         order = (
             f"{_group_order(_group_expressions(query), seed)}, {row_hash}" if groups else row_hash
@@ -445,7 +446,7 @@ def bounded_rows(
             f"pg_catalog.row_number() OVER (PARTITION BY {_qualified(query, query.aid)} "
             f"ORDER BY {order}) AS rr"
         ]
-        keep = f"rr <= {metadata.max_contributions}"
+        keep = f"rr {_LE} {metadata.max_contributions}"
     return f"SELECT * FROM ({_rows(query, row_columns, extra)}) AS ranked WHERE {keep}"
 
 
