@@ -1,12 +1,21 @@
 -- DP metadata declared by administrators, never derived from the data (docs/dp.md): per table the
--- most rows one privacy unit contributes, per column clamping bounds (sums, averages, deviations,
--- quantiles) and an optional domain of grouping values (released without partition selection).
+-- most rows one privacy unit contributes (in all, or per group and groups per unit), per column
+-- clamping bounds (sums, averages, deviations, quantiles) and an optional domain of grouping
+-- values (released without partition selection).
 -- Rows go with the table's personal label (foreign key); relabeling the table removes them.
 
 CREATE TABLE IF NOT EXISTS diffix.dp_tables (
   relid oid PRIMARY KEY REFERENCES diffix.table_labels (relid) ON DELETE CASCADE,
-  max_contributions integer NOT NULL CHECK (max_contributions BETWEEN 1 AND 100000)
+  max_contributions integer NOT NULL DEFAULT 1 CHECK (max_contributions BETWEEN 1 AND 100000)
 );
+-- Per-partition bounds (both or neither, set_dp_bounds_per_partition); when set they replace
+-- max_contributions. Added to tables of earlier installations.
+ALTER TABLE diffix.dp_tables ALTER COLUMN max_contributions SET DEFAULT 1;
+ALTER TABLE diffix.dp_tables
+  ADD COLUMN IF NOT EXISTS max_groups_per_unit integer
+    CHECK (max_groups_per_unit BETWEEN 1 AND 100000),
+  ADD COLUMN IF NOT EXISTS max_rows_per_group integer
+    CHECK (max_rows_per_group BETWEEN 1 AND 100000);
 
 CREATE TABLE IF NOT EXISTS diffix.dp_columns (
   relid oid NOT NULL REFERENCES diffix.table_labels (relid) ON DELETE CASCADE,
@@ -124,10 +133,44 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'the most rows one privacy unit contributes to an answer (1 for one row per person)';
   END IF;
+  -- the L1 bound replaces per-partition bounds
   INSERT INTO diffix.dp_tables (relid, max_contributions) VALUES (relid, contributions)
-  ON CONFLICT ON CONSTRAINT dp_tables_pkey DO UPDATE SET max_contributions = EXCLUDED.max_contributions;
+  ON CONFLICT ON CONSTRAINT dp_tables_pkey DO UPDATE
+    SET max_contributions = EXCLUDED.max_contributions, max_groups_per_unit = NULL,
+        max_rows_per_group = NULL;
 END
 $$;
+
+CREATE OR REPLACE FUNCTION diffix._set_dp_bounds_per_partition(
+  relid oid, max_groups_per_unit integer, max_rows_per_group integer)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
+SET backslash_quote = safe_encoding
+AS $$
+BEGIN
+  PERFORM diffix._dp_target(relid, NULL, 'set DP contribution limits');
+  IF (max_groups_per_unit IS NULL) <> (max_rows_per_group IS NULL) THEN
+    RAISE EXCEPTION 'give both per-partition bounds, or NULL for both to remove them'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF max_groups_per_unit IS NOT NULL AND NOT (max_groups_per_unit BETWEEN 1 AND 100000
+                                              AND max_rows_per_group BETWEEN 1 AND 100000) THEN
+    RAISE EXCEPTION 'max_groups_per_unit and max_rows_per_group must be between 1 and 100000, not % and %',
+      max_groups_per_unit, max_rows_per_group
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'the most groups one privacy unit is in, and its most rows in one group';
+  END IF;
+  INSERT INTO diffix.dp_tables (relid, max_groups_per_unit, max_rows_per_group)
+  VALUES (relid, max_groups_per_unit, max_rows_per_group)
+  ON CONFLICT ON CONSTRAINT dp_tables_pkey DO UPDATE
+    SET max_groups_per_unit = EXCLUDED.max_groups_per_unit,
+        max_rows_per_group = EXCLUDED.max_rows_per_group;
+END
+$$;
+REVOKE ALL ON FUNCTION diffix._set_dp_bounds_per_partition(oid, integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._set_dp_bounds_per_partition(oid, integer, integer) TO PUBLIC;
 
 CREATE OR REPLACE FUNCTION diffix._set_dp_domain(relid oid, column_name text, vals text[])
 RETURNS void
@@ -185,6 +228,14 @@ BEGIN ATOMIC
   SELECT diffix._set_dp_max_contributions(diffix._resolve_table(table_name), contributions);
 END;
 
+CREATE OR REPLACE PROCEDURE diffix.set_dp_bounds_per_partition(
+  table_name text, max_groups_per_unit integer, max_rows_per_group integer)
+LANGUAGE sql
+BEGIN ATOMIC
+  SELECT diffix._set_dp_bounds_per_partition(diffix._resolve_table(table_name),
+                                             max_groups_per_unit, max_rows_per_group);
+END;
+
 DROP PROCEDURE IF EXISTS diffix.set_dp_domain(text, text, text[]);
 -- Any array (text[], integer[], date[], ...): stored as the values' text.
 CREATE OR REPLACE PROCEDURE diffix.set_dp_domain(table_name text, column_name text, vals anyarray)
@@ -209,6 +260,12 @@ AS $$
            || CASE WHEN t.relid IS NULL THEN ' (default)' ELSE '' END AS value
     FROM diffix.table_labels l LEFT JOIN diffix.dp_tables t ON t.relid = l.relid
     WHERE l.label = 'personal'
+    UNION ALL
+    SELECT 'table', t.relid::regclass::text, 'max_groups_per_unit', t.max_groups_per_unit::text
+    FROM diffix.dp_tables t WHERE t.max_groups_per_unit IS NOT NULL
+    UNION ALL
+    SELECT 'table', t.relid::regclass::text, 'max_rows_per_group', t.max_rows_per_group::text
+    FROM diffix.dp_tables t WHERE t.max_rows_per_group IS NOT NULL
     UNION ALL
     SELECT 'column', c.relid::regclass::text || '.' || quote_ident(a.attname), 'bounds',
            format('[%s, %s]', c.lower_bound, c.upper_bound)

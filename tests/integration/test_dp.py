@@ -98,8 +98,9 @@ def test_the_quantile_histogram_counts_bounded_clamped_rows(dpdb):
     with dpdb.admin.cursor() as cur:
         cur.execute(plan.histogram_sql(query, metadata, 0))
         rows = sorted(cur.fetchall())
-    # Rome: three rows clamped to 0 (bin 1) and person 1's two rows clamped to 100 (last bin)
-    assert ("Rome", 1, 3) in rows and ("Rome", planner.QUANTILE_BINS, 2) in rows
+    # grid points -5000..5000 (step 0.01 around 50): Rome's three rows clamped to 0 at -5000,
+    # person 1's two rows (of 10) clamped to 100 at 5000
+    assert ("Rome", -5000, 3) in rows and ("Rome", 5000, 2) in rows
     assert sum(n for city, _, n in rows if city == "Rome") == 5
 
 
@@ -292,7 +293,9 @@ def test_partition_selection_never_releases_a_single_person_key(dpdb):
             towns = {row[0] for row in doc["rows"]}
             assert "Lonely" not in towns and towns == {"Rome", "Oslo"}
             selection = doc["dp"]["partition_selection"]
-            assert selection["delta"] == 1e-6 and selection["epsilon"] == 0.5
+            # thresholded on the released count, which takes all of epsilon
+            assert selection["delta"] == 1e-6 and selection["epsilon"] == 1.0
+            assert selection["count"] == "count_star"
     assert _spent(dpdb, role) == (pytest.approx(20.0), pytest.approx(20e-6))
 
 
@@ -507,6 +510,19 @@ def test_quantiles_land_near_the_true_value(dpdb):
     assert report["mechanism"] == "exponential" and report["rank_error_95"] < 41
 
 
+def test_grouped_quantiles_with_partition_selection(dpdb):
+    """towns: Rome and Oslo with 300 ages over 20..69 each, and one Lonely person. The median
+    by town: Lonely is never released (thresholded on the count), the others land near 44.5
+    (epsilon 0.5 each: 12 years, 72 ranks, off has probability below 101 e^-18 = 2e-6)."""
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        doc = _dp(conn, "SELECT town, count(*), median(age) FROM towns GROUP BY town", 1.0, 1e-6)
+    rows = {row[0]: row for row in doc["rows"]}
+    assert set(rows) == {"Oslo", "Rome"}
+    assert all(abs(row[2] - 44.5) < 12 for row in rows.values())
+    assert doc["dp"]["aggregates"][1]["grid_points"] == 101  # [0, 100], step 1
+
+
 def test_metadata_follows_its_table(db):
     db.admin.execute(
         "CREATE TABLE t (id int, v numeric, w numeric); CALL diffix.mark_personal('t', 'id');"
@@ -593,8 +609,9 @@ def test_no_value_of_a_row_makes_the_statistics_fail(extremes, unique):
     # -1e300, 0 (5e-324), 1e300
     assert (row["a0_s"], row["a1_n"], row["a1_s"], row["a2_q"]) == (10**4, 4, 10**4, 3 * 10**8)
     assert (row["a4_s"], row["a5_n"], row["a5_s"]) == (10**4, 5, 10**4)
-    n_bins, f_bins = (sorted(h) for h in histograms)  # (bin, rows); 0 is in bin 501
-    assert n_bins == [(1, 1), (501, 1), (1000, 2)] and f_bins == [(1, 1), (501, 2), (1000, 2)]
+    n_bins, f_bins = (sorted(h) for h in histograms)  # (grid point, rows): -10^4, 0, 10^4
+    assert n_bins == [(-(10**4), 1), (0, 1), (10**4, 2)]
+    assert f_bins == [(-(10**4), 1), (0, 2), (10**4, 2)]
     # narrow bounds away from 0: the numeric 1e-400 counts as 0 and is clamped to 0.5
     narrow = {"n": planner.Bounds(0.5, 3.0), "f": planner.Bounds(1e20, 1e20 + 1e8)}
     row, _ = _statistics(
@@ -894,3 +911,160 @@ def test_markers_out_of_place_are_refused_for_free(dpdb, select, message):
     ):
         _dp(conn, f"SELECT {select} FROM people", 0.5)
     assert _spent(dpdb, role) == (0.0, 0.0)
+
+
+# --- per-partition contribution bounds -------------------------------------------------------
+
+SHOPPING = """
+CREATE TABLE shopping (pid integer, shop text, amount numeric, note text);
+-- person 1: 40 rows spread over 8 shops, amounts far above the bounds; persons 2..31: one to
+-- three rows in one or two shops; a shop name that needs quoting and a NULL shop
+INSERT INTO shopping SELECT 1, 'shop ' || (j % 8), 1000, 'x' FROM generate_series(1, 40) j;
+INSERT INTO shopping SELECT i, CASE WHEN r = 1 THEN 'shop ' || (i % 3) ELSE 'O''Brien' END,
+  i + r, CASE WHEN r = 2 THEN NULL ELSE 'y' END
+  FROM generate_series(2, 31) i, generate_series(1, 1 + i % 3) r;
+INSERT INTO shopping VALUES (2, NULL, 5, NULL);
+CALL diffix.mark_personal('shopping', 'pid');
+CALL diffix.set_dp_bounds('shopping', 'amount', 0, 50);
+"""
+
+
+def _shopping_catalog() -> StaticCatalog:
+    columns = (
+        ColumnInfo("pid", "integer", is_aid=True),
+        ColumnInfo("shop", "text"),
+        ColumnInfo("amount", "numeric"),
+        ColumnInfo("note", "text"),
+    )
+    relation = RelationInfo("public", "shopping", RelationKind.PERSONAL, columns)
+    return StaticCatalog({("public", "shopping"): relation})
+
+
+@pytest.fixture(scope="module")
+def shopping(dpdb):
+    dpdb.admin.execute(SHOPPING)
+    return dpdb
+
+
+SHOPPING_SQL = (
+    "SELECT shop, count(*), count(DISTINCT pid), count(note), sum(amount), avg(amount), "
+    "variance(amount) FROM shopping GROUP BY shop"
+)
+BOUNDINGS = [
+    pytest.param(planner.TableMetadata(5, False, {}), id="total k=5"),
+    pytest.param(
+        planner.TableMetadata(1, False, {}, max_groups_per_unit=3, max_rows_per_group=2),
+        id="L0=3 Linf=2",
+    ),
+]
+
+
+@pytest.mark.parametrize("metadata", BOUNDINGS)
+@pytest.mark.parametrize("seed", [11, 12])
+def test_one_unit_moves_every_statistic_by_at_most_its_sensitivity(shopping, metadata, seed):
+    """The statistics of every group with and without person 1 (40 rows in 8 shops, values
+    above the bounds), and without person 4 (2 rows in 2 shops): the L1 distance over all groups
+    of each statistic is at most its sensitivity, and person 1 reaches it for the counts (it has
+    more rows and groups than the bounds keep; its count of units too with per-partition
+    bounds, while total bounds keep its first group whole)."""
+    metadata = planner.TableMetadata(
+        metadata.max_contributions,
+        False,
+        {"amount": planner.Bounds(0.0, 50.0)},
+        max_groups_per_unit=metadata.max_groups_per_unit,
+        max_rows_per_group=metadata.max_rows_per_group,
+    )
+    plan = planner.plan(parse(SHOPPING_SQL, _shopping_catalog()), metadata, seed)
+    names = ["units", *(s.name for a in plan.aggregates for s in a.statistics)]
+    sensitivity = {s.name: s.sensitivity for a in plan.aggregates for s in a.statistics}
+    sensitivity["units"] = metadata.max_partitions
+
+    def statistics(without: int | None) -> dict:
+        sql = (
+            plan.sql
+            if without is None
+            else plan.sql.replace(
+                '"shopping"."pid" IS NOT NULL', f'"shopping"."pid" IS DISTINCT FROM {without}'
+            )
+        )
+        assert without is None or sql != plan.sql
+        return _groups(shopping, sql)
+
+    full = statistics(None)
+    for person in (1, 4):
+        smaller = statistics(person)
+        for name in names:
+            moved = sum(
+                abs(int(full[g][name]) - int(smaller.get(g, {}).get(name, 0))) for g in full
+            )
+            assert moved <= sensitivity[name], (person, name, moved)
+            if person == 1 and name == "a0_n":
+                assert moved == sensitivity[name]
+            if person == 1 and name == "units" and metadata.per_partition:
+                assert moved == sensitivity[name]  # L1 keeps whole groups: 1 of 5 rows
+    # person 1 is in at most L0 (or k) groups after bounding
+    without_1 = statistics(1)
+    changed = [g for g in full if full[g]["units"] != without_1.get(g, {}).get("units", 0)]
+    assert 1 <= len(changed) <= metadata.max_partitions
+
+
+def test_per_partition_quantile_rows_keep_the_bounds(shopping):
+    """The quantile's bounded rows: person 1 keeps at most Linf = 2 rows in at most L0 = 3
+    shops (6 values at the upper bound: grid point 25000, step 0.001 around 25)."""
+    query = parse("SELECT shop, median(amount) FROM shopping GROUP BY shop", _shopping_catalog())
+    metadata = planner.TableMetadata(
+        1, False, {"amount": planner.Bounds(0.0, 50.0)}, max_groups_per_unit=3, max_rows_per_group=2
+    )
+    for seed in (1, 2, 3):
+        plan = planner.plan(query, metadata, seed)
+        with shopping.admin.cursor() as cur:
+            rows = cur.execute(plan.histogram_sql(query, metadata, 0)).fetchall()
+        top = [(shop, n) for shop, point, n in rows if point == 25000]
+        assert sum(n for _, n in top) == 6 and len(top) == 3 and all(n == 2 for _, n in top)
+
+
+def test_admins_set_per_partition_bounds_and_analysts_get_them(shopping):
+    shopping.admin.execute("CALL diffix.set_dp_bounds_per_partition('shopping', 3, 2)")
+    rows = shopping.execute(
+        "SELECT setting, value FROM diffix.show_dp_metadata() WHERE objname = 'public.shopping' "
+        "AND objtype = 'table'"
+    )
+    assert ("max_groups_per_unit", "3") in rows and ("max_rows_per_group", "2") in rows
+    role = _analyst(shopping, epsilon=100.0, delta=0.01)
+    with shopping.as_role(role) as conn:
+        doc = _dp(conn, "SELECT shop, count(*), median(amount) FROM shopping GROUP BY 1", 1, 1e-6)
+        report = doc["dp"]
+        assert (report["max_groups_per_unit"], report["max_rows_per_group"]) == (3, 2)
+        assert report["max_contributions"] == 6
+        assert report["partition_selection"]["count"] == "count_star"
+        # 30 people over 5 shops: no shop reaches a threshold of 2 + ~83 (scale 6, delta 1e-6 / 3)
+        assert doc["rows"] == []
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CALL diffix.set_dp_bounds_per_partition('shopping', 100, 100)")
+    # the L1 shorthand replaces them
+    shopping.admin.execute("CALL diffix.set_dp_max_contributions('shopping', 4)")
+    rows = shopping.execute(
+        "SELECT setting FROM diffix.show_dp_metadata() WHERE objname = 'public.shopping' "
+        "AND objtype = 'table'"
+    )
+    assert rows == [("max_contributions",)]
+
+
+@pytest.mark.parametrize(
+    ("groups", "rows", "message"),
+    [
+        ("3", "NULL", "give both"),
+        ("0", "2", "between 1 and 100000"),
+        ("3", "100001", "between 1 and 100000"),
+        ("-1", "-1", "between 1 and 100000"),
+    ],
+)
+def test_bad_per_partition_bounds_are_refused(shopping, groups, rows, message):
+    before = shopping.execute("SELECT * FROM diffix.dp_tables ORDER BY relid")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+        shopping.admin.execute(
+            f"CALL diffix.set_dp_bounds_per_partition('shopping', {groups}, {rows})"
+        )
+    assert shopping.execute("SELECT * FROM diffix.dp_tables ORDER BY relid") == before
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="not personal"):
+        shopping.admin.execute("CALL diffix.set_dp_bounds_per_partition('lookup', 1, 1)")

@@ -31,6 +31,8 @@ from pldiffix.dp.mechanisms import (
 )
 from pldiffix.dp.query import parse
 
+ONE_ROW = planner.TableMetadata(unique_aid=True)  # one row per unit
+
 
 def test_discrete_laplace_variance_and_tail_match_theory() -> None:
     """10^5 draws at scale 2: the variance 2p/(1-p)^2 within 5% (the estimate's standard error
@@ -101,6 +103,75 @@ def test_partition_selection_never_releases_a_single_unit_key() -> None:
     assert all(selection.keeps(selection.threshold + 60) for _ in range(1_000))
 
 
+@pytest.mark.parametrize(
+    ("partitions", "per_partition", "sensitivity", "delta"), [(3, 2, 6, 1e-6), (20, 5, 20, 1e-9)]
+)
+def test_thresholding_a_count_bounds_the_keys_of_a_single_unit(
+    partitions: int, per_partition: int, sensitivity: int, delta: float
+) -> None:
+    """Over a released count (Linf per_partition, noise scale sensitivity / epsilon): a key
+    that one unit alone makes has a count of at most per_partition, and is released with
+    probability partitions * P(per_partition + Z >= threshold) <= delta; the threshold is the
+    smallest such."""
+    selection = PartitionSelection(
+        partitions, Fraction(1), delta, per_partition=per_partition, sensitivity=sensitivity
+    )
+    scale = selection.noise.scale
+    assert scale == sensitivity
+    margin = selection.threshold - per_partition  # Z must reach this
+    assert partitions * tail_above(scale, margin) <= delta
+    assert partitions * tail_above(scale, margin - 1) > delta
+
+
+def test_partition_selection_by_a_count_on_neighbouring_datasets() -> None:
+    """Count by key, one row per unit, epsilon 1, delta 0.3 (large, so that the delta event is
+    seen): D has a key of 1 unit; D' adds one unit to it, D'' adds one in a key of its own.
+    10 000 releases each: every outcome for the key (its value, or not released) seen 300 times
+    on D and D' keeps the ratio of its frequencies within e^epsilon * 1.3 (over 3 standard
+    errors); on D'' the new key is released with frequency at most delta + 0.015 (theory
+    P(1 + Z >= threshold), within 5 standard errors)."""
+    catalog = StaticCatalog(
+        {
+            ("public", "visits"): RelationInfo(
+                "public",
+                "visits",
+                RelationKind.PERSONAL,
+                (ColumnInfo("id", "integer", is_aid=True), ColumnInfo("city", "text")),
+            )
+        }
+    )
+    query = parse("SELECT city, count(*) FROM visits GROUP BY city", catalog)
+    metadata = planner.TableMetadata(1, False)
+    plan = planner.plan(query, metadata, seed=1)
+    budget = release.Budget(Fraction(1), 0.3, 1, True, selection_by_count=True)
+    threshold = release.selection(plan, budget, metadata).threshold
+
+    def outcomes(rows: list[dict]) -> Counter[int | None]:
+        seen: Counter[int | None] = Counter()
+        for _ in range(10_000):
+            released = release.release(plan, budget, rows, {}, metadata)
+            values = {row.keys[0]: row.values[0].value for row in released}
+            seen[values.get("Rome")] += 1
+        return seen
+
+    on_d = outcomes([{"g0": "Rome", "units": 1, "a0_n": 1}])
+    on_d_prime = outcomes([{"g0": "Rome", "units": 2, "a0_n": 2}])
+    compared = [v for v in on_d if on_d[v] >= 300 and on_d_prime[v] >= 300]
+    assert None in compared and len(compared) >= 3
+    for value in compared:
+        ratio = on_d[value] / on_d_prime[value]
+        assert 1 / (math.e * 1.3) <= ratio <= math.e * 1.3, (value, ratio)
+    fresh = {"g0": "Oslo", "units": 1, "a0_n": 1}
+    draws = 10_000
+    fresh_released = sum(
+        any(row.keys == ("Oslo",) for row in release.release(plan, budget, [fresh], {}, metadata))
+        for _ in range(draws)
+    )
+    theory = tail_above(Fraction(1), threshold - 1)
+    assert theory <= 0.3 and fresh_released / draws <= 0.3 + 0.015
+    assert abs(fresh_released / draws - theory) < 5 * math.sqrt(theory / draws)
+
+
 def test_partition_selection_needs_a_delta() -> None:
     with pytest.raises(ValueError):
         PartitionSelection(1, Fraction(1), 0.0)
@@ -132,7 +203,8 @@ def test_empirical_privacy_of_a_dp_count_on_neighbouring_datasets() -> None:
     def answers(count: int) -> Counter[int]:
         row = {"units": count, "a0_n": count}
         return Counter(
-            release.release(plan, budget, [row], {}, 1)[0].values[0].value for _ in range(10_000)
+            release.release(plan, budget, [row], {}, ONE_ROW)[0].values[0].value
+            for _ in range(10_000)
         )
 
     smaller, larger = answers(50), answers(51)
@@ -151,39 +223,72 @@ def test_intervals_cover_the_true_count_at_least_95_percent() -> None:
     row = {"units": 40, "a0_n": 40}
     covered = 0
     for _ in range(2000):
-        low, high = release.release(plan, budget, [row], {}, 1)[0].values[0].interval or (0, 0)
+        low, high = release.release(plan, budget, [row], {}, ONE_ROW)[0].values[0].interval or (
+            0,
+            0,
+        )
         covered += low <= 40 <= high
     assert covered / 2000 >= 0.93
 
 
 def test_exponential_quantile_lands_near_the_median_for_a_large_epsilon() -> None:
-    counts = [0] * 100
+    counts = [0] * 101
     counts[30] = 500
-    counts[70] = 500  # median between bins 30 and 70: any grid point in [31, 70] is optimal
-    values = [exponential_quantile(counts, 0.0, 100.0, 0.5, Fraction(10), 1) for _ in range(200)]
-    assert all(31.0 <= v <= 70.0 for v in values)
-    assert mechanisms.quantile_rank_error(100, Fraction(10), 1) == pytest.approx(
+    counts[70] = 500  # the ranks 500 and 501 are at 30 and 70: every point in [30, 70] is best
+    values = [exponential_quantile(counts, 0.5, Fraction(10), 1) for _ in range(200)]
+    assert all(30 <= v <= 70 for v in values)
+    assert mechanisms.quantile_rank_error(101, Fraction(10), 1) == pytest.approx(
         0.2 * math.log(101 / 0.05)
     )
 
 
+def _quantile_theory(counts: list[int], q: float, epsilon: float, k: int) -> list[float]:
+    """Smith's probabilities on the grid: exp(-epsilon * dist(q n, ranks of j) / 2k)."""
+    n, below, weights = sum(counts), 0, []
+    for count in counts:
+        low, high = below, below + count
+        weights.append(math.exp(-epsilon * max(0.0, low - q * n, q * n - high) / (2 * k)))
+        below = high
+    return [w / sum(weights) for w in weights]
+
+
 @pytest.mark.parametrize("q", [0.5, 0.3])
 def test_exponential_quantile_draws_each_candidate_with_its_exact_probability(q: float) -> None:
-    """4 bins of [0, 4] (5 candidates), 6 rows, epsilon 1: the theory's probabilities are
-    exp(-|rows below - q n| / 2) normalized, the smallest about 0.05. 20 000 draws: the total
-    variation distance to them below 0.02 (its expectation is ~0.005; with twice the rate it
-    would be ~0.19), and every candidate drawn within 5 standard errors of its probability."""
+    """4 grid points, 6 values, epsilon 1: the theory's probabilities are exp(-dist(q n,
+    [rows below j, rows up to j]) / 2) normalized, the smallest about 0.08. 20 000 draws: the
+    total variation distance to them below 0.02 (its expectation is ~0.005; with twice the rate
+    it would be ~0.1), and every point drawn within 5 standard errors of its probability."""
     counts = [3, 0, 2, 1]
-    below = [0, 3, 3, 5, 6]
-    weights = [math.exp(-abs(b - q * 6) / 2) for b in below]
-    theory = [w / sum(weights) for w in weights]
+    theory = _quantile_theory(counts, q, 1.0, 1)
     draws = 20_000
-    seen = Counter(exponential_quantile(counts, 0.0, 4.0, q, Fraction(1), 1) for _ in range(draws))
-    assert set(seen) == {0.0, 1.0, 2.0, 3.0, 4.0}
-    observed = [seen[float(j)] / draws for j in range(5)]
+    seen = Counter(exponential_quantile(counts, q, Fraction(1), 1) for _ in range(draws))
+    observed = [seen[j] / draws for j in range(4)]
     assert sum(abs(o - t) for o, t in zip(observed, theory, strict=True)) / 2 < 0.02
     for o, t in zip(observed, theory, strict=True):
         assert abs(o - t) < 5 * math.sqrt(t * (1 - t) / draws)
+
+
+def test_exponential_quantile_on_neighbouring_datasets_stays_within_e_to_the_epsilon() -> None:
+    """D: 6 values on 5 grid points; D': D plus one unit's 2 values (k = 2), epsilon 1. 20 000
+    draws each: for every point the ratio of its frequencies stays within e^epsilon * 1.2 (the
+    smallest probability is about 0.1, so 1.2 is over 4 standard errors of the ratio); theory
+    bounds it by e^(epsilon / 2) here, and a mechanism at twice the rate would exceed e * 1.2."""
+    d = [2, 1, 0, 2, 1]
+    d_prime = [2, 1, 2, 2, 1]
+    draws = 20_000
+    on_d = Counter(exponential_quantile(d, 0.5, Fraction(1), 2) for _ in range(draws))
+    on_d_prime = Counter(exponential_quantile(d_prime, 0.5, Fraction(1), 2) for _ in range(draws))
+    for point in range(5):
+        ratio = on_d[point] / on_d_prime[point]
+        assert math.exp(-1) / 1.2 <= ratio <= math.e * 1.2, (point, ratio)
+    on_d_theory = _quantile_theory(d, 0.5, 1, 2)
+    theory = [a / b for a, b in zip(on_d_theory, _quantile_theory(d_prime, 0.5, 1, 2), strict=True)]
+    assert max(max(theory), 1 / min(theory)) <= math.exp(0.5) + 1e-9
+
+
+def test_exponential_quantile_refuses_a_quantile_outside_0_1() -> None:
+    with pytest.raises(ValueError):
+        exponential_quantile([1, 2], 1.5, Fraction(1), 1)
 
 
 def test_exponential_mechanism_follows_its_losses_and_rate() -> None:
@@ -216,12 +321,12 @@ def test_a_far_candidate_keeps_a_positive_probability(monkeypatch: pytest.Monkey
 
 
 def test_exponential_mechanism_takes_huge_counts_exactly() -> None:
-    """10^12 rows on either side of the middle of [0, 100]: the middle is the only likely
-    answer (every other candidate is e^-(5 * 10^11) less likely), drawn without overflow."""
-    counts = [0] * 100
+    """10^12 values at grid points 10 and 90: the points between them are the only likely
+    answers (every other is e^-(5 * 10^11) less likely), drawn without overflow."""
+    counts = [0] * 101
     counts[10], counts[90] = 10**12, 10**12
-    values = {exponential_quantile(counts, 0.0, 100.0, 0.5, Fraction(1), 1) for _ in range(50)}
-    assert values <= {float(j) for j in range(11, 91)}
+    values = {exponential_quantile(counts, 0.5, Fraction(1), 1) for _ in range(50)}
+    assert values <= set(range(10, 91))
 
 
 def test_exponential_mechanism_refuses_nonsense() -> None:

@@ -44,6 +44,8 @@ CATALOG = StaticCatalog(
 )
 BOUNDS = {"amount": planner.Bounds(0.0, 1000.0), "age": planner.Bounds(18.0, 90.0)}
 
+ONE_ROW = planner.TableMetadata(unique_aid=True)  # one row per unit
+
 
 def test_the_supported_aggregates_and_generalized_groups() -> None:
     query = parse(
@@ -126,7 +128,8 @@ def test_order_by_and_limit_never_reach_the_aggregation() -> None:
         CATALOG,
     )
     sql = planner.plan(query, planner.TableMetadata(1, False, BOUNDS), seed=1).sql
-    assert "LIMIT" not in sql and "OFFSET" not in sql and "ORDER BY n" not in sql
+    # (the planner's own OFFSET 0 fences are no cut)
+    assert "LIMIT" not in sql and "OFFSET 2" not in sql and "ORDER BY n" not in sql
     finishing = {key: clause.sql("postgres") for key, clause in engine._finishing(query).items()}
     assert finishing == {
         "order": "ORDER BY 2 DESC, 1, 3",
@@ -151,11 +154,15 @@ def test_interval_markers_show_an_aggregate_of_the_list_or_their_own() -> None:
 
 
 def test_plan_bounds_contributions_unless_the_aid_is_unique() -> None:
+    """Total bounds (L1, k = 3): rows aggregated per (group, unit) first, then a unit's groups
+    in keyed-hash order until 3 rows are used, with no window over the raw rows."""
     query = parse("SELECT city, count(*), sum(amount) FROM customers GROUP BY city", CATALOG)
     bounded = planner.plan(query, planner.TableMetadata(3, False, BOUNDS), seed=42)
-    assert "row_number() OVER (PARTITION BY" in bounded.sql
-    assert "hashtidextended" in bounded.sql and ", 42)" in bounded.sql
-    assert "r <= 3" in bounded.sql and "GROUP BY g0, u" in bounded.sql
+    per_unit, ranked = bounded.sql.split("ranked AS")
+    assert "GROUP BY g0, u" in per_unit and " OVER " not in per_unit
+    assert "pg_catalog.hashtextextended(CAST(ROW(g0) AS pg_catalog.text), 42), g0" in ranked
+    assert "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING" in ranked
+    assert "LEAST(m, 3 OPERATOR(pg_catalog.-)" in ranked
     assert "LEAST(GREATEST(" in bounded.sql  # clamping
     count, total = bounded.aggregates
     assert count.statistics[0].sensitivity == 3
@@ -165,6 +172,46 @@ def test_plan_bounds_contributions_unless_the_aid_is_unique() -> None:
     assert "row_number" not in unique.sql and "per_unit" not in unique.sql
     assert unique.aggregates[0].statistics[0].sensitivity == 1
     assert not unique.declared_keys
+
+
+def test_per_partition_bounds_set_the_sensitivities() -> None:
+    """L0 = 3 groups per unit, Linf = 2 rows per group: a count moves by at most L0 * Linf = 6
+    over all groups, a count of units by L0 = 3, a sum by 6 times the largest grid value, an
+    avg's count and sum by 6 and 6 * half; quantiles' utility by 6."""
+    query = parse(
+        "SELECT city, count(*), count(DISTINCT id), sum(amount), avg(age), "
+        "percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) FROM customers GROUP BY city",
+        CATALOG,
+    )
+    metadata = planner.TableMetadata(7, False, BOUNDS, max_groups_per_unit=3, max_rows_per_group=2)
+    assert (metadata.contributions, metadata.max_partitions, metadata.rows_per_partition) == (
+        6,
+        3,
+        2,
+    )
+    plan = planner.plan(query, metadata, seed=5)
+    count, units, total, average, median = plan.aggregates
+    assert count.statistics[0].sensitivity == 6 and units.statistics[0].sensitivity == 3
+    assert total.statistics[0].sensitivity == 6 * 10_000
+    assert [s.sensitivity for s in average.statistics] == [6, 6 * 36]
+    assert median.contributions == 6
+    assert "row_number() OVER (PARTITION BY u ORDER BY pg_catalog.hashtextextended" in plan.sql
+    assert "OPERATOR(pg_catalog.<=) 3 THEN LEAST(m, 2) ELSE 0 END" in plan.sql
+    histogram = plan.histogram_sql(query, metadata, 4)
+    assert "dense_rank() OVER" in histogram and "gr OPERATOR(pg_catalog.<=) 3" in histogram
+    assert "rr OPERATOR(pg_catalog.<=) 2" in histogram and "hashtidextended" in histogram
+    unique = planner.TableMetadata(7, True, BOUNDS, max_groups_per_unit=3, max_rows_per_group=2)
+    assert (unique.contributions, unique.max_partitions, unique.rows_per_partition) == (1, 1, 1)
+
+
+def test_a_global_aggregate_bounds_rows_without_ranking_groups() -> None:
+    query = parse("SELECT count(*) FROM customers", CATALOG)
+    total = planner.plan(query, planner.TableMetadata(4, False, BOUNDS), seed=1)
+    assert "LEAST(m, 4) AS kept" in total.sql and " OVER " not in total.sql
+    metadata = planner.TableMetadata(4, False, BOUNDS, max_groups_per_unit=2, max_rows_per_group=3)
+    per_partition = planner.plan(query, metadata, seed=1)
+    assert "LEAST(m, 3) AS kept" in per_partition.sql and " OVER " not in per_partition.sql
+    assert per_partition.aggregates[0].statistics[0].sensitivity == 6
 
 
 def test_declared_domains_release_every_key() -> None:
@@ -189,7 +236,7 @@ def test_avg_and_variance_are_released_within_the_bounds() -> None:
     row = {"units": 1000, "a0_n": 1000, "a0_s": 2_000_000, "a1_n": 1000, "a1_s": 2_000_000}
     row["a1_q"] = 1000 * 2000 * 2000
     budget = release.Budget(Fraction(100), 0.0, 2, False)
-    (released,) = release.release(plan, budget, [row], {}, 1)
+    (released,) = release.release(plan, budget, [row], {}, ONE_ROW)
     average, variance = released.values
     assert average.value == pytest.approx(700, abs=5)
     assert average.interval is not None and average.interval[0] <= 700 <= average.interval[1]
@@ -202,3 +249,20 @@ def test_partition_selection_takes_an_equal_share() -> None:
     budget = release.Budget(Fraction(3, 2), 1e-6, 2, True)
     assert budget.share == Fraction(1, 2) and budget.delta_spent == 1e-6
     assert release.Budget(Fraction(1), 1e-6, 2, False).delta_spent == 0.0
+
+
+def test_partition_selection_by_a_count_takes_no_share_of_its_own() -> None:
+    budget = release.Budget(Fraction(3, 2), 1e-6, 2, True, selection_by_count=True)
+    assert budget.share == Fraction(3, 4) and budget.delta_spent == 1e-6
+
+
+def test_the_selecting_count_prefers_units_then_rows() -> None:
+    def selecting(sql: str) -> int | None:
+        plan = planner.plan(parse(sql, CATALOG), planner.TableMetadata(2, False, BOUNDS), 1)
+        return release.selection_count(plan)
+
+    assert selecting("SELECT city, sum(amount), count(*) FROM customers GROUP BY city") == 1
+    sql = "SELECT city, count(age), count(*), count(DISTINCT id) FROM customers GROUP BY city"
+    assert selecting(sql) == 2
+    assert selecting("SELECT city, count(age) FROM customers GROUP BY city") == 0
+    assert selecting("SELECT city, avg(age) FROM customers GROUP BY city") is None

@@ -63,6 +63,7 @@ DB_PG_DIFFIX = "bench_pg_diffix"
 class Query:
     name: str
     sql: str
+    setup: str = ""  # run by the administrator before the query is measured (DP metadata)
 
 
 QUERIES: tuple[Query, ...] = (
@@ -81,14 +82,35 @@ QUERIES: tuple[Query, ...] = (
 
 # Differentially private queries (docs/dp.md), as an anonymized_dp role with a budget that does
 # not run out, against the same queries in plain SQL. customers gets a primary key first: one row
-# per person, which the DP planner trusts instead of bounding contributions (a sort per query).
+# per person, which the DP planner trusts instead of bounding contributions. tx has about 15
+# rows per person over 50 kinds: its contributions are bounded, in all (max_contributions 20)
+# or per kind (20 kinds per person, 5 rows per kind).
+TOTAL_BOUND = "CALL diffix.set_dp_max_contributions('tx', 20)"
+PER_KIND_BOUNDS = "CALL diffix.set_dp_bounds_per_partition('tx', 20, 5)"
+TX_BY_KIND = "SELECT kind, count(*), sum(amount) FROM tx GROUP BY kind"
 DP_QUERIES: tuple[Query, ...] = (
     Query("DP count by city", "SELECT city, count(*) FROM customers GROUP BY city"),
     Query("DP sum by city", "SELECT city, sum(amount) FROM customers GROUP BY city"),
+    Query("DP tx count, sum by kind (k 20)", TX_BY_KIND, TOTAL_BOUND),
+    Query("DP tx count, sum by kind (L0 20, Linf 5)", TX_BY_KIND, PER_KIND_BOUNDS),
+    Query(
+        "DP tx by floor_by(kind, 10) (L0 20, Linf 5)",
+        "SELECT diffix.floor_by(kind, 10), count(*), sum(amount) FROM tx GROUP BY 1",
+        PER_KIND_BOUNDS,
+    ),
+    Query(
+        "DP tx count, sum (L0 20, Linf 5)", "SELECT count(*), sum(amount) FROM tx", PER_KIND_BOUNDS
+    ),
+    Query(
+        "DP tx median by kind (L0 20, Linf 5)",
+        "SELECT kind, percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) FROM tx GROUP BY kind",
+        PER_KIND_BOUNDS,
+    ),
 )
 DP_CALL = "SELECT diffix.dp_query_json(%s, 1.0, 1e-6)"
 DP_SETUP = f"""
 CALL diffix.set_dp_bounds('customers', 'amount', 0, 1000);
+CALL diffix.set_dp_bounds('tx', 'amount', 0, 1000);
 CREATE ROLE {ROLE_DP} LOGIN;
 CALL diffix.mark_role('{ROLE_DP}', 'anonymized_dp');
 CALL diffix.set_privacy_budget('{ROLE_DP}', 1e9, 0.5);
@@ -326,12 +348,14 @@ def format_scale(result: ScaleResult) -> str:
                 _fmt(q.plain.best_ms),
                 "error" if q.anonymized.error else _fmt(q.anonymized.best_ms),
                 _fmt(q.ratio, 2, "x"),
+                _fmt(_mib(q.anonymized.peak_private_kib)),
                 _short_error(q.anonymized.error or q.plain.error),
             ]
             for q in result.dp
         ]
-        dp_headers = ["DP query (epsilon 1, delta 1e-6)", "plain ms", "DP ms", "ratio", "notes"]
-        lines.append(render_table(dp_headers, dp_rows, [1, 2, 3]))
+        dp_headers = ["DP query (epsilon 1, delta 1e-6)", "plain ms", "DP ms", "ratio"]
+        dp_headers += ["DP peak MiB", "notes"]
+        lines.append(render_table(dp_headers, dp_rows, [1, 2, 3, 4]))
     read = result.perturbed_read
     if read is not None:
         error = read.plain.error or read.anonymized.error
@@ -481,7 +505,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="ROWS",
         help="only time diffix.synthesize on an 8-column table of these sizes, e.g. 100k,300k",
     )
+    parser.add_argument(
+        "--only-dp", action="store_true", help="time the DP queries only (implies --no-pg-diffix)"
+    )
     args = parser.parse_args(argv)
+    args.no_pg_diffix = args.no_pg_diffix or args.only_dp
     args.scales = args.scale or [args.rows]
     return args
 
@@ -760,6 +788,11 @@ def run_scale(
     pg_diffix = make_conninfo(dsn, dbname=DB_PG_DIFFIX, user=ROLE_PG_DIFFIX)
     pg_diffix_direct = make_conninfo(dsn, dbname=DB_PG_DIFFIX)
     results = []
+    if args.only_dp:
+        dp_results = measure_dp(dsn, direct, args)
+        return ScaleResult(
+            customers, 3 * customers, build_seconds, results, FirstCall(), note, dp_results
+        )
     for query in QUERIES:
         print(f"   {query.name} ...", flush=True)
         plain = measure(direct, query.sql, None, args.repeat, args.timeout)
@@ -787,6 +820,9 @@ def measure_dp(dsn: str, direct: str, args: argparse.Namespace) -> list[QueryRes
     results = []
     for query in DP_QUERIES:
         print(f"   {query.name} ...", flush=True)
+        if query.setup:
+            with _connect(dsn, DB_PLDIFFIX) as conn:
+                conn.execute(query.setup)
         plain = measure(direct, query.sql, None, args.repeat, args.timeout)
         answer = measure(dp, DP_CALL, (query.sql,), args.repeat, args.timeout)
         results.append(QueryResult(query.name, query.sql, plain, answer))

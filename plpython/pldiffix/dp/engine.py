@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_DOWN, Context, Decimal
 from fractions import Fraction
@@ -68,7 +68,13 @@ def run(
     _check_metadata(query, metadata)
     plan = planner.plan(query, metadata, secrets.randbits(62))
     budget = release.Budget(
-        rational_epsilon(epsilon), delta, len(query.aggregates), not plan.declared_keys, noise
+        rational_epsilon(epsilon),
+        delta,
+        len(query.aggregates),
+        not plan.declared_keys,
+        noise=noise,
+        # the threshold assumes the count's discrete Laplace noise
+        selection_by_count=noise == release.LAPLACE and release.selection_count(plan) is not None,
     )
     if budget.partition_selection and query.groups and delta <= 0:
         raise UserError(
@@ -76,7 +82,7 @@ def run(
             hint=hints.partition_delta(),
         )
     if not query.groups:  # one global row, always released: no partition selection
-        budget = release.Budget(budget.epsilon, delta, budget.aggregates, False, noise)
+        budget = release.Budget(budget.epsilon, delta, budget.aggregates, False, noise=noise)
     key = replay.replay_key(
         tree=query.tree,
         relation=(query.relation.schema, query.relation.name, relid),
@@ -105,14 +111,14 @@ def run(
     )
 
     groups = list(plpy.execute(plan.sql))
-    histograms = {
+    histograms = {  # read lazily, one group at a time, once the released groups are known
         index: _histograms(plpy, plan.histogram_sql(query, metadata, index), plan.group_count)
         for index, aggregate in enumerate(plan.aggregates)
         if aggregate.aggregate.kind == "quantile"
     }
     if not query.groups and not groups:  # a global aggregate over no rows is still one row
         groups = [{"units": 0} | {s.name: 0 for a in plan.aggregates for s in a.statistics}]
-    rows = release.release(plan, budget, groups, histograms, metadata.contributions)
+    rows = release.release(plan, budget, groups, histograms, metadata)
     answer = {
         "query": _post_processing(placement, query, rows, remaining),
         "dp": {
@@ -123,7 +129,9 @@ def run(
             "replayed": False,
             "remaining": _remaining_document(remaining),
             "max_contributions": metadata.contributions,
-            "partition_selection": _selection_document(budget, metadata),
+            "max_groups_per_unit": metadata.max_partitions,
+            "max_rows_per_group": metadata.rows_per_partition,
+            "partition_selection": _selection_document(plan, budget, metadata),
             "aggregates": release.noise_report(plan, budget),
             "rows": [[*row.keys, *(value.document() for value in row.values)] for row in rows],
         },
@@ -278,7 +286,8 @@ def _relation_oid(plpy: Any, query: DpQuery) -> int:
 def load_metadata(plpy: Any, query: DpQuery, relid: int) -> planner.TableMetadata:
     table = catalog.query(
         plpy,
-        "SELECT t.max_contributions, EXISTS (SELECT FROM pg_catalog.pg_index i "
+        "SELECT t.max_contributions, t.max_groups_per_unit, t.max_rows_per_group, "
+        "EXISTS (SELECT FROM pg_catalog.pg_index i "
         "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
         "WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 "
         "AND i.indpred IS NULL AND a.attname = $2) AS unique_aid "
@@ -296,6 +305,8 @@ def load_metadata(plpy: Any, query: DpQuery, relid: int) -> planner.TableMetadat
     )
     return planner.TableMetadata(
         max_contributions=int(table["max_contributions"] or 1),
+        max_groups_per_unit=table["max_groups_per_unit"],
+        max_rows_per_group=table["max_rows_per_group"],
         unique_aid=bool(table["unique_aid"]),
         bounds={
             row["attname"]: planner.Bounds(float(row["lower_bound"]), float(row["upper_bound"]))
@@ -367,26 +378,43 @@ def _check_budget(
         )
 
 
-def _histograms(plpy: Any, sql: str, group_count: int) -> dict[tuple[Any, ...], list[int]]:
-    out: dict[tuple[Any, ...], list[int]] = {}
-    for row in plpy.execute(sql):
-        keys = tuple(row[f"g{i}"] for i in range(group_count))
-        counts = out.setdefault(keys, [0] * planner.QUANTILE_BINS)
-        counts[int(row["bin"]) - 1] += int(row["n"])
-    return out
+HISTOGRAM_FETCH = 10_000  # rows of a quantile's histogram fetched at a time
 
 
-def _selection_document(budget: release.Budget, metadata: planner.TableMetadata) -> Any:
-    if not budget.partition_selection:
+def _histograms(
+    plpy: Any, sql: str, group_count: int
+) -> Iterator[tuple[tuple[Any, ...], dict[int, int]]]:
+    """Each group's rows per grid point, one group at a time (the SQL orders the rows by group):
+    a grid has up to 10^5 points, so holding every group's at once could take gigabytes."""
+    cursor = plpy.cursor(sql)
+    keys: tuple[Any, ...] | None = None
+    counts: dict[int, int] = {}
+    while batch := cursor.fetch(HISTOGRAM_FETCH):
+        for row in batch:
+            row_keys = tuple(row[f"g{i}"] for i in range(group_count))
+            if keys is not None and row_keys != keys:
+                yield keys, counts
+                counts = {}
+            keys = row_keys
+            counts[int(row["bin"])] = int(row["n"])
+    cursor.close()
+    if keys is not None:
+        yield keys, counts
+
+
+def _selection_document(
+    plan: planner.Plan, budget: release.Budget, metadata: planner.TableMetadata
+) -> Any:
+    selection = release.selection(plan, budget, metadata)
+    if selection is None:
         return None
-    from pldiffix.dp.mechanisms import PartitionSelection
-
-    selection = PartitionSelection(metadata.contributions, budget.share, budget.delta)
+    index = release.selection_count(plan) if budget.selection_by_count else None
     return {
         "epsilon": float(budget.share),
         "delta": budget.delta,
         "threshold": selection.threshold,
         "noise_scale": float(selection.noise.scale),
+        "count": None if index is None else plan.aggregates[index].aggregate.kind,
     }
 
 

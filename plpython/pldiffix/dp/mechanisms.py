@@ -176,17 +176,22 @@ def tail_above(scale: Fraction, m: int) -> float:
 
 @dataclass(frozen=True)
 class PartitionSelection:
-    """Releases a grouping key only when its noisy count of privacy units reaches a threshold.
+    """Releases a grouping key only when a noisy count of it reaches a threshold.
 
-    Each unit is in at most `max_partitions` keys (contribution bounding), so the unit counts have
-    L1 sensitivity `max_partitions`; they get discrete Laplace noise of scale max_partitions /
-    epsilon. The threshold is the smallest with max_partitions * P(1 + Z >= threshold) <= delta:
-    the keys that a unit alone makes appear are all released with probability at most delta.
+    Each unit is in at most `max_partitions` keys (L0) and adds at most `per_partition` to one
+    key's count (Linf: 1 for a count of units); the counts have L1 sensitivity `sensitivity`
+    (max_partitions * per_partition when None) and get discrete Laplace noise of scale
+    sensitivity / epsilon. The threshold is the smallest with max_partitions * P(per_partition
+    + Z >= threshold) <= delta: the keys that a unit alone makes appear are all released with
+    probability at most delta. The noisy count that passed is a release of the count itself
+    (Wilson et al. 2020, "Differentially private SQL with bounded user contribution").
     """
 
     max_partitions: int
     epsilon: Fraction
     delta: float
+    per_partition: int = 1
+    sensitivity: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.delta < 1:
@@ -194,7 +199,8 @@ class PartitionSelection:
 
     @property
     def noise(self) -> DiscreteLaplace:
-        return DiscreteLaplace(self.max_partitions, self.epsilon)
+        sensitivity = self.sensitivity or self.max_partitions * self.per_partition
+        return DiscreteLaplace(sensitivity, self.epsilon)
 
     @property
     def threshold(self) -> int:
@@ -205,10 +211,14 @@ class PartitionSelection:
         m = max(1, math.ceil(math.log(per_key * (1.0 + p)) / math.log(p)))
         while tail_above(scale, m) > per_key:  # guards the float rounding of the logarithms
             m += 1
-        return 1 + m
+        return self.per_partition + m
 
     def keeps(self, units: int) -> bool:
         return self.noise.release(units) >= self.threshold
+
+    def kept(self, noisy_count: int) -> bool:
+        """Whether a count already released with this mechanism's noise passes."""
+        return noisy_count >= self.threshold
 
 
 def exponential_mechanism(losses: Sequence[int], rate: Fraction) -> int:
@@ -260,40 +270,40 @@ def exponential_mechanism(losses: Sequence[int], rate: Fraction) -> int:
 
 
 def exponential_quantile(
-    counts: list[int],
-    lower: float,
-    upper: float,
-    q: float,
-    epsilon: Fraction,
-    sensitivity: int,
-) -> float:
-    """The q-quantile by the exponential mechanism over the len(counts)+1 grid points of
-    [lower, upper]: counts[i] is the number of (bounded) rows in the i-th of equal-width bins.
+    counts: Sequence[int], q: float, epsilon: Fraction, sensitivity: int
+) -> int:
+    """The index of a grid point drawn as the q-quantile of the values on the grid: counts[j]
+    is the number of (bounded) values at grid point j, the grid fine (planner.grid_step) and
+    the values rounded to it.
 
-    Candidate j (value lower + j * width) has utility -|rows below it - q * n|. A unit adds or
-    removes at most `sensitivity` rows, which moves rows-below by some a in [0, sensitivity]
-    and q * n by q * sensitivity: the utility changes by at most max(q, 1 - q) * sensitivity.
-    Candidate j is drawn with probability proportional to exp(epsilon * utility / (2 *
-    sensitivity)), exactly (`exponential_mechanism`): q = a / b as the exact rational of the
-    float, the losses are the integers |b * below - a * n| and the rate epsilon / (2 *
-    sensitivity * b).
+    The exponential mechanism over the intervals of the sorted data (Smith 2011), on the grid:
+    point j covers the ranks [lo_j, hi_j] (lo_j values below it, hi_j = lo_j + counts[j]) and
+    has utility -dist(q * n, [lo_j, hi_j]), 0 when q * n falls among its ranks. The points
+    between two consecutive values share their utility, so an interval of the data is drawn
+    with probability proportional to its width (in grid steps) times exp(epsilon * utility /
+    (2 * sensitivity)), then a point uniformly inside it: Smith's mechanism with the uniform
+    base measure on the grid. A unit adds or removes at most `sensitivity` values, which moves
+    lo_j and hi_j by some a in [0, sensitivity] and q * n by q * sensitivity: the utility moves
+    by at most max(q, 1 - q) * sensitivity. Exact (`exponential_mechanism`): q = a / b as the
+    exact rational of the float, the losses are the integers max(0, b * lo_j - a * n, a * n -
+    b * hi_j) and the rate epsilon / (2 * sensitivity * b).
     """
-    bins = len(counts)
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("a quantile is in [0, 1]")
     fraction = Fraction(q)
     a, b = fraction.numerator, fraction.denominator
     target = a * sum(counts)
     losses = []
     below = 0
-    for j in range(bins + 1):
-        losses.append(abs(b * below - target))
-        if j < bins:
-            below += counts[j]
-    chosen = exponential_mechanism(losses, epsilon / (2 * sensitivity * b))
-    return lower + chosen * (upper - lower) / bins
+    for count in counts:
+        above = below + count
+        losses.append(max(0, b * below - target, target - b * above))
+        below = above
+    return exponential_mechanism(losses, epsilon / (2 * sensitivity * b))
 
 
-def quantile_rank_error(bins: int, epsilon: Fraction, sensitivity: int) -> float:
+def quantile_rank_error(candidates: int, epsilon: Fraction, sensitivity: int) -> float:
     """With probability >= 95% the rank of `exponential_quantile`'s answer is within this of
-    the best candidate's: the mechanism's utility bound (2 sensitivity / epsilon) ln(|R| / 0.05)
-    over |R| = bins + 1 candidates."""
-    return 2.0 * sensitivity / float(epsilon) * math.log((bins + 1) / 0.05)
+    the target rank q * n: the mechanism's utility bound (2 sensitivity / epsilon) ln(|R| /
+    0.05) over |R| = `candidates` grid points."""
+    return 2.0 * sensitivity / float(epsilon) * math.log(candidates / 0.05)

@@ -1,7 +1,9 @@
 """Noise per group: the released rows and, per noisy value, its noise scale and 95% interval.
 
 Sequential composition: a query's epsilon is split evenly among its aggregates, plus one equal
-share for partition selection when grouping keys are not all declared; an aggregate made of
+share for partition selection when grouping keys are not all declared and the query has no count
+(with a count, a key is released when its noisy count passes the threshold: the count pays for
+both, Wilson et al. 2020); an aggregate made of
 several statistics (avg: count and sum; variance and stddev: count, sum and sum of squares)
 splits its share evenly among them. All of delta goes to partition selection. Counts are
 noised integers; sums are integers on the aggregate's grid (planner.grid_step).
@@ -19,7 +21,7 @@ bias of clamping and contribution bounding.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -33,7 +35,7 @@ from pldiffix.dp.mechanisms import (
     quantile_rank_error,
     rational_sqrt_floor,
 )
-from pldiffix.dp.planner import QUANTILE_BINS, AggregatePlan, Plan
+from pldiffix.dp.planner import AggregatePlan, Plan, TableMetadata, quantile_grid
 
 CONFIDENCE = 0.95
 LAPLACE = "laplace"
@@ -49,10 +51,12 @@ class Budget:
     aggregates: int
     partition_selection: bool
     noise: str = LAPLACE
+    selection_by_count: bool = False  # partition selection thresholds a released count
 
     @property
     def shares(self) -> int:
-        return self.aggregates + (1 if self.partition_selection else 0)
+        separate = self.partition_selection and not self.selection_by_count
+        return self.aggregates + (1 if separate else 0)
 
     @property
     def rho(self) -> Fraction:
@@ -102,33 +106,81 @@ class Released:
     values: tuple[NoisyValue, ...]
 
 
+SELECTION_COUNTS = ("count_units", "count_star", "count")  # in the order of preference
+
+
+def selection_count(plan: Plan) -> int | None:
+    """The aggregate whose noisy count selects the keys: a count of units if the query has one
+    (a unit adds 1 to it, so the threshold is lowest), else a count of rows."""
+    for kind in SELECTION_COUNTS:
+        for index, aggregate in enumerate(plan.aggregates):
+            if aggregate.aggregate.kind == kind:
+                return index
+    return None
+
+
+def selection(plan: Plan, budget: Budget, metadata: TableMetadata) -> PartitionSelection | None:
+    """The partition selection of the query, if it has one: over the released count
+    (`selection_count`) when budget.selection_by_count, else over a separate noisy count of
+    units taking its own share."""
+    if not budget.partition_selection:
+        return None
+    index = selection_count(plan) if budget.selection_by_count else None
+    if index is None:
+        return PartitionSelection(metadata.max_partitions, budget.share, budget.delta)
+    aggregate = plan.aggregates[index]
+    (statistic,) = aggregate.statistics
+    units = aggregate.aggregate.kind == "count_units"
+    return PartitionSelection(
+        metadata.max_partitions,
+        budget.share,
+        budget.delta,
+        per_partition=1 if units else metadata.rows_per_partition,
+        sensitivity=statistic.sensitivity,
+    )
+
+
 def release(
     plan: Plan,
     budget: Budget,
     groups: Sequence[Mapping[str, Any]],
-    histograms: Mapping[int, Mapping[tuple[Any, ...], list[int]]],
-    max_partitions: int,
+    histograms: Mapping[int, Iterable[tuple[tuple[Any, ...], Mapping[int, int]]]],
+    metadata: TableMetadata,
 ) -> list[Released]:
-    """The released rows of `groups` (the rows of plan.sql). `histograms[i]` maps the keys of a
-    group to the bin counts of quantile aggregate i."""
-    selection = None
-    if budget.partition_selection:
-        selection = PartitionSelection(max_partitions, budget.share, budget.delta)
-    out = []
+    """The released rows of `groups` (the rows of plan.sql). `histograms[i]` yields the keys of
+    each group with its rows per grid point (`Plan.histogram_sql`) for quantile aggregate i; it
+    is read after partition selection, and only released groups are kept from it."""
+    selector = selection(plan, budget, metadata)
+    by_count = selection_count(plan) if budget.selection_by_count else None
+    # by key_order(keys): hashable whatever the keys hold (PL/Python gives arrays as lists)
+    released: dict[tuple[Any, ...], tuple[tuple[Any, ...], dict[int, NoisyValue]]] = {}
     for row in groups:
         keys = tuple(row[f"g{i}"] for i in range(plan.group_count))
-        if selection is not None and not selection.keeps(int(row["units"])):
+        if selector is not None and by_count is None and not selector.keeps(int(row["units"])):
             continue
-        values = []
+        values: dict[int, NoisyValue] = {}
+        if selector is not None and by_count is not None:
+            values[by_count] = _noisy(plan.aggregates[by_count], budget, row)
+            if not selector.kept(int(values[by_count].value or 0)):
+                continue
         for index, aggregate in enumerate(plan.aggregates):
-            if aggregate.aggregate.kind == "quantile":
-                counts = histograms.get(index, {}).get(keys)
-                values.append(_quantile(aggregate, budget.share, counts))
-            else:
-                values.append(_noisy(aggregate, budget, row))
-        out.append(Released(keys, tuple(values)))
-    out.sort(key=lambda row: key_order(row.keys))
-    return out
+            if index not in values and aggregate.aggregate.kind != "quantile":
+                values[index] = _noisy(aggregate, budget, row)
+        released[key_order(keys)] = (keys, values)
+    for index, aggregate in enumerate(plan.aggregates):
+        if aggregate.aggregate.kind != "quantile":
+            continue
+        for keys, counts in histograms.get(index, ()):
+            found = released.get(key_order(keys))
+            if found is not None:
+                found[1][index] = _quantile(aggregate, budget.share, counts)
+        for _, values in released.values():  # groups without a value of the column
+            if index not in values:
+                values[index] = _quantile(aggregate, budget.share, {})
+    return [
+        Released(keys, tuple(values[i] for i in range(len(plan.aggregates))))
+        for _, (keys, values) in sorted(released.items(), key=lambda item: item[0])
+    ]
 
 
 def key_order(keys: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -174,9 +226,10 @@ def noise_report(plan: Plan, budget: Budget) -> list[dict[str, Any]]:
         if kind == "quantile":
             assert aggregate.bounds is not None
             entry["mechanism"] = "exponential"
-            entry["grid_points"] = QUANTILE_BINS + 1
+            candidates = 2 * quantile_grid(aggregate.bounds, aggregate.step) + 1
+            entry["grid_points"] = candidates
             entry["rank_error_95"] = quantile_rank_error(
-                QUANTILE_BINS, budget.share, aggregate.contributions
+                candidates, budget.share, aggregate.contributions
             )
         else:
             count = len(aggregate.statistics)
@@ -284,14 +337,16 @@ def _clamp(value: float, lower: float, upper: float) -> float:
     return min(max(value, lower), upper)
 
 
-def _quantile(aggregate: AggregatePlan, share: Fraction, counts: list[int] | None) -> NoisyValue:
-    assert aggregate.bounds is not None and aggregate.aggregate.quantile is not None
-    value = exponential_quantile(
-        counts or [0] * QUANTILE_BINS,
-        aggregate.bounds.lower,
-        aggregate.bounds.upper,
-        aggregate.aggregate.quantile,
-        share,
-        aggregate.contributions,
+def _quantile(aggregate: AggregatePlan, share: Fraction, counts: Mapping[int, int]) -> NoisyValue:
+    """counts: rows per grid point j in [-half, half] (value middle + j * step)."""
+    bounds = aggregate.bounds
+    assert bounds is not None and aggregate.aggregate.quantile is not None
+    half = quantile_grid(bounds, aggregate.step)
+    grid = [0] * (2 * half + 1)
+    for point, rows in counts.items():
+        grid[min(max(point, -half), half) + half] += rows
+    chosen = exponential_quantile(
+        grid, aggregate.aggregate.quantile, share, aggregate.contributions
     )
-    return NoisyValue(value, None)
+    value = bounds.middle + (chosen - half) * aggregate.step
+    return NoisyValue(_clamp(value, bounds.lower, bounds.upper), None)
