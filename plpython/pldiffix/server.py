@@ -355,7 +355,7 @@ def _is_protected(plpy: Any, name: str) -> bool:
         rows = catalog.query(
             plpy,
             "SELECT 1 FROM diffix.table_labels"
-            " WHERE relid = pg_catalog.to_regclass($1) AND label IN ('personal', 'perturbed')",
+            " WHERE relid = pg_catalog.to_regclass($1) AND label IN ('personal', 'cellkey')",
             ("text",),
             (name,),
         )

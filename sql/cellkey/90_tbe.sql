@@ -1,6 +1,6 @@
 -- Cell-key (TBE) perturbation and keyed Laplace noise (docs/tbe.md).
 --
--- A perturbed table carries the label 'perturbed' in diffix.table_labels, so it is protected like
+-- A cell-key table carries the label 'cellkey' in diffix.table_labels, so it is protected like
 -- a personal table (diffix._personal_table_exposures, the event trigger, check_security, mark_role
 -- all cover it), and one row here with its validated configuration, everything inline. Dropping or
 -- unmarking the table removes the row (foreign key); relabeling it removes it too (trigger below).
@@ -21,7 +21,7 @@ SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on
 AS $$
 BEGIN
-  IF NEW.label <> 'perturbed' THEN
+  IF NEW.label <> 'cellkey' THEN
     DELETE FROM diffix.perturbation_configs p WHERE p.relid = NEW.relid;
   END IF;
   RETURN NULL;

@@ -166,7 +166,7 @@ DECLARE
   names text;
 BEGIN
   SELECT l.label INTO table_label FROM diffix.table_labels l WHERE l.relid = _protection_of.relid;
-  IF table_label IS NULL OR table_label NOT IN ('personal', 'perturbed') THEN
+  IF table_label IS NULL OR table_label NOT IN ('personal', 'cellkey') THEN
     RETURN NULL;
   END IF;
   FOREACH column_label IN ARRAY ARRAY['aid', 'not_filterable'] LOOP

@@ -239,8 +239,8 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
 
     catalog.query(
         plpy,
-        "INSERT INTO diffix.table_labels (relid, label) VALUES ($1, 'perturbed') "
-        "ON CONFLICT (relid) DO UPDATE SET label = 'perturbed'",
+        "INSERT INTO diffix.table_labels (relid, label) VALUES ($1, 'cellkey') "
+        "ON CONFLICT (relid) DO UPDATE SET label = 'cellkey'",
         ("oid",),
         (relid,),
     )

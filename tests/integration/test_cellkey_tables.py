@@ -1,7 +1,8 @@
-"""Perturbed tables: diffix.mark_tbe / mark_laplace, the SQL functions, the query path, the CLI."""
+"""Cell-key tables: diffix.mark_tbe / mark_laplace, the SQL functions, the query path, the CLI."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from decimal import Decimal
@@ -11,7 +12,7 @@ import psycopg
 import pytest
 
 from pldiffix.cellkey import laplace, tbe
-from pldiffix_installer import cli
+from pldiffix_installer import cli, install
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tbe"
 CONFIG = tbe.load_config_from_directory(EXAMPLES / "dataset.json")
@@ -343,14 +344,14 @@ def test_analysts_cannot_read_the_table_or_its_keys_directly(analyst):
         "GRANT SELECT ON dwellings TO diffix_anonymized_trusted",
     ],
 )
-def test_grants_exposing_a_perturbed_table_are_refused(dwellings, grant):
+def test_grants_exposing_a_cellkey_table_are_refused(dwellings, grant):
     with pytest.raises(
-        psycopg.errors.InsufficientPrivilege, match=r"refused: perturbed table public\.dwellings"
+        psycopg.errors.InsufficientPrivilege, match=r"refused: cellkey table public\.dwellings"
     ):
         dwellings.admin.execute(grant)
 
 
-def test_check_security_reports_exposures_of_perturbed_tables(dwellings):
+def test_check_security_reports_exposures_of_cellkey_tables(dwellings):
     analyst = dwellings.create_role("anonymized_untrusted")
     group = dwellings.create_role(login=False)
     dwellings.admin.execute(f'GRANT SELECT ON dwellings TO "{group}"')
@@ -442,7 +443,7 @@ def test_mark_tbe_needs_an_admin_and_an_existing_table(dwellings):
 
 
 def test_marking_labels_and_unmarking_clears_the_configuration(dwellings):
-    assert ("table", "public.dwellings", "perturbed") in dwellings.execute(
+    assert ("table", "public.dwellings", "cellkey") in dwellings.execute(
         "SELECT * FROM diffix.show_labels()"
     )
     [(name, method, summary, _)] = dwellings.execute("SELECT * FROM diffix.show_perturbations()")
@@ -459,6 +460,44 @@ def test_marking_labels_and_unmarking_clears_the_configuration(dwellings):
     _mark(dwellings)
     dwellings.admin.execute("DROP TABLE dwellings")
     assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(0,)]
+
+
+def test_an_upgrade_relabels_tables_an_older_version_labeled_perturbed(dwellings):
+    """Older versions labeled cell-key tables 'perturbed' (now the row-level level's name), with
+    a CHECK constraint and a relabel trigger of their own; reinstalling relabels them 'cellkey'
+    and keeps their configuration, so the cell-key engine still answers."""
+    dwellings.admin.execute(
+        """
+        ALTER TABLE diffix.table_labels DROP CONSTRAINT table_labels_label_check;
+        ALTER TABLE diffix.table_labels ADD CONSTRAINT table_labels_label_check
+          CHECK (label IN ('personal', 'public', 'perturbed'));
+        CREATE OR REPLACE FUNCTION diffix._forget_perturbation() RETURNS trigger
+        LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+        BEGIN
+          IF NEW.label <> 'perturbed' THEN
+            DELETE FROM diffix.perturbation_configs p WHERE p.relid = NEW.relid;
+          END IF;
+          RETURN NULL;
+        END $$;
+        UPDATE diffix.table_labels SET label = 'perturbed' WHERE relid = 'dwellings'::regclass;
+        """
+    )
+    assert ("table", "public.dwellings", "perturbed") in dwellings.execute(
+        "SELECT * FROM diffix.show_labels()"
+    )
+    install.install(dwellings.dsn(), out=io.StringIO())
+    labels = dwellings.execute("SELECT * FROM diffix.show_labels()")
+    assert ("table", "public.dwellings", "cellkey") in labels
+    assert not [row for row in labels if row[2] == "perturbed"]
+    assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(1,)]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        dwellings.admin.execute(
+            "UPDATE diffix.table_labels SET label = 'perturbed' WHERE relid = 'dwellings'::regclass"
+        )
+    analyst = dwellings.as_role(dwellings.create_role("anonymized_untrusted"))
+    rows = query(analyst, "SELECT pet, count(*) FROM dwellings GROUP BY pet")
+    want = expected(CONFIG, {}, ["pet"])
+    assert {pet: count for pet, count in rows} == {k[0]: v.count for k, v in want.items()}
 
 
 # --- SQL functions -------------------------------------------------------------------------------
