@@ -1,8 +1,8 @@
-"""Perturbed tables (cell-key "TBE" and keyed Laplace): configuration, validation, SQL helpers.
+"""Cell-key tables (TBE and keyed Laplace): configuration, validation, SQL helpers.
 
-Server side, talks to the database through plpy. The pure algorithms are in tbe.py and laplace.py;
-the query path is in engine.py. Every statement is schema-qualified and built only from
-identifiers read from the catalog (quoted) and parameters.
+Server side, talks to the database through plpy. The pure algorithms are in tbe_config.py, tbe.py
+and laplace.py; the query path is in engine.py. Every statement is schema-qualified and built only
+from identifiers read from the catalog (quoted) and parameters.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pldiffix.cellkey import laplace, tbe
+from pldiffix.cellkey import laplace, tbe, tbe_config
 from pldiffix.core import catalog, sqltext
 from pldiffix.core.errors import UserError, reports_errors
 from pldiffix.core.levels import AccessLevel
@@ -47,7 +47,7 @@ class PerturbedTable:
     canonical_name: str  # schema.table unquoted, for Laplace cell descriptions
     columns: dict[str, Column]
     method: str
-    tbe_config: tbe.TbeConfig | None = None
+    tbe_config: tbe_config.TbeConfig | None = None
     laplace_config: laplace.LaplaceConfig | None = None
     field_of: dict[str, str] = field(default_factory=dict)  # column name -> declared field
     record_key: Column | None = None  # TBE only
@@ -112,9 +112,9 @@ def _find_column(columns: dict[str, Column], name: str, what: str, table: str) -
     )
 
 
-def _parse(method: str, config: Any) -> tbe.TbeConfig | laplace.LaplaceConfig:
+def _parse(method: str, config: Any) -> tbe_config.TbeConfig | laplace.LaplaceConfig:
     if method == "tbe":
-        return tbe.parse_config(config)
+        return tbe_config.parse_config(config)
     return laplace.parse_config(config)
 
 
@@ -141,7 +141,7 @@ def load(plpy: Any, relid: int) -> PerturbedTable:
         columns=_columns(plpy, relid),
         method=method,
     )
-    if isinstance(config, tbe.TbeConfig):
+    if isinstance(config, tbe_config.TbeConfig):
         table.tbe_config = config
         table.record_key = _find_column(
             table.columns, config.record_key_name, "record_key_name", table.sql_name
@@ -225,7 +225,7 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
         raise UserError("the configuration must not be NULL")
     config = _parse(method, config_text)
     columns = _columns(plpy, relid)
-    if isinstance(config, tbe.TbeConfig):
+    if isinstance(config, tbe_config.TbeConfig):
         _check_tbe(plpy, name, columns, config)
         parameters = config.to_parameters()
         summary = (
@@ -263,7 +263,9 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
     return summary
 
 
-def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: tbe.TbeConfig) -> None:
+def _check_tbe(
+    plpy: Any, name: str, columns: dict[str, Column], config: tbe_config.TbeConfig
+) -> None:
     key = _find_column(columns, config.record_key_name, "record_key_name", name)
     if key.type_name not in _INTEGER_TYPES:
         raise UserError(
@@ -317,7 +319,7 @@ def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: tbe.Tbe
         else:
             rows = plpy.execute(f"SELECT DISTINCT {column.sql}::pg_catalog.text AS v FROM {name}")
             present[declared] = [r["v"] for r in rows]
-            if tbe.NULL_LABEL in present[declared]:
+            if tbe_config.NULL_LABEL in present[declared]:
                 raise UserError(
                     f"field {declared!r}: column {column.name} holds the empty string, which "
                     "cannot be declared: the empty value name declares NULL",
@@ -364,9 +366,9 @@ def perturb_count(
     assert config is not None
     if n == 0:
         return 0
-    tbe.validate_record_key(key, config.big_n)
+    tbe_config.validate_record_key(key, config.big_n)
     if config.scoped:
-        sk = 1 if scope_key is None else tbe.validate_record_key(scope_key, config.big_n)
+        sk = 1 if scope_key is None else tbe_config.validate_record_key(scope_key, config.big_n)
     elif scope_key is not None:
         raise UserError("the table has no scope key declarations: pass no scope key")
     else:

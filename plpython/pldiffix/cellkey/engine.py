@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from pldiffix.cellkey import laplace, tbe
+from pldiffix.cellkey import laplace, tbe, tbe_config
 from pldiffix.cellkey.config import Column, PerturbedTable, load
 from pldiffix.core import context, results, sqltext
 from pldiffix.core.errors import reports_errors
@@ -568,9 +568,9 @@ class _Filter:
 def _undeclared(condition: Condition, labels: Sequence[str | None], declared: Any) -> QueryError:
     shown = ", ".join("NULL" if v is None else repr(v) for v in labels)
     hint = "declared values: " + ", ".join(
-        "NULL" if v == tbe.NULL_LABEL else repr(v) for v in declared
+        "NULL" if v == tbe_config.NULL_LABEL else repr(v) for v in declared
     )
-    if tbe.NULL_LABEL in declared:
+    if tbe_config.NULL_LABEL in declared:
         hint += f"; for NULL write {condition.column.name} IS NULL"
     return QueryError(
         f"{shown} is not a declared value of {condition.column.name}",
@@ -602,13 +602,13 @@ def _where(plpy: Any, plan: Plan) -> _Filter:
         else:
             _, texts = _typed_values(plpy, column, _non_null(condition.values), condition.fragment)
             # a literal '' is the empty string, not the NULL sentinel: undeclared
-            labels = [t for t in texts if t != tbe.NULL_LABEL]
+            labels = [t for t in texts if t != tbe_config.NULL_LABEL]
             if len(labels) < len(texts):
-                raise _undeclared(condition, [tbe.NULL_LABEL], declared)
+                raise _undeclared(condition, [tbe_config.NULL_LABEL], declared)
             if None in condition.values:
-                if tbe.NULL_LABEL not in declared:
+                if tbe_config.NULL_LABEL not in declared:
                     raise _undeclared(condition, [None], declared)
-                labels.append(tbe.NULL_LABEL)
+                labels.append(tbe_config.NULL_LABEL)
         bad = [v for v in labels if v not in declared]
         if bad:
             raise _undeclared(condition, bad, declared)
@@ -620,7 +620,7 @@ def _where(plpy: Any, plan: Plan) -> _Filter:
             out.sql.append(f"({label}) = ANY({out.parameter(list(canonical), 'text[]')})")
         else:
             canonical_condition = Condition(
-                column, False, [None if v == tbe.NULL_LABEL else v for v in canonical]
+                column, False, [None if v == tbe_config.NULL_LABEL else v for v in canonical]
             )
             out.sql.append(_condition_sql(canonical_condition, out))
         if column.name in grouped:
@@ -631,7 +631,7 @@ def _where(plpy: Any, plan: Plan) -> _Filter:
                 matches.append((value, None))
             elif column.numeric:
                 matches.append((value, f"({label}) = {out.parameter(value, 'text')}"))
-            elif value == tbe.NULL_LABEL:
+            elif value == tbe_config.NULL_LABEL:
                 matches.append((value, f"{column.sql} IS NULL"))
             else:
                 constant = out.parameter(value, "text")
@@ -658,18 +658,18 @@ def _condition_sql(condition: Condition, out: _Filter) -> str:
 
 
 def _point_ranges(
-    condition: Condition, declarations: tbe.ScopeKeyDeclarations, field_name: str
+    condition: Condition, declarations: tbe_config.ScopeKeyDeclarations, field_name: str
 ) -> Condition:
     """`bedrooms = 2` on a numeric field: allowed where 2 is a declared single-value range."""
     labels: list[str | None] = []
     for value in condition.values:
         if value is None:
-            labels.append(tbe.NULL_LABEL)
+            labels.append(tbe_config.NULL_LABEL)
             continue
         try:
             number = Decimal(value)
             label = declarations.range_label(field_name, number)
-            bounds = tbe.parse_range_label(label)
+            bounds = tbe_config.parse_range_label(label)
         except (ArithmeticError, ValueError) as error:
             raise QueryError(
                 f"{condition.column.name} = {value}: {error}", fragment=condition.fragment
@@ -719,7 +719,7 @@ def _perturb_row(
     if table.tbe_config is not None:
         config = table.tbe_config
         if n and row["key_n"] != n:
-            raise tbe.TbeInputError(
+            raise tbe_config.TbeInputError(
                 f"{n - row['key_n']} record(s) have no record key; an administrator must give "
                 "every record a key and re-run diffix.mark_tbe"
             )
@@ -731,7 +731,7 @@ def _perturb_row(
                 if key.ranged:
                     label = group_values[i]
                     if label is None:
-                        raise tbe.TbeInputError(
+                        raise tbe_config.TbeInputError(
                             f"field {field_name!r}: a value of {key.column.name} is in no "
                             "declared range; an administrator must declare it and re-run "
                             "diffix.mark_tbe"
@@ -747,7 +747,7 @@ def _perturb_row(
                 ]
                 for i, (name, matches) in enumerate(where_scoped)
             }
-            sk = config.scope_keys.scope_key(tbe.row_scope(where_scope, group_scope))
+            sk = config.scope_keys.scope_key(tbe_config.row_scope(where_scope, group_scope))
         cell = tbe.CellInput(
             n=n,
             key_sum=row["key_sum"] if n else 0,
