@@ -26,7 +26,8 @@ from sqlglot import exp
 
 from pldiffix.core import sqltext
 from pldiffix.core.sqltext import identifier
-from pldiffix.dp.query import DpAggregate, DpQuery, DpQueryError
+from pldiffix.core.statements import QueryError
+from pldiffix.dp.query import DpAggregate, DpQuery
 
 QUANTILE_BINS = 1000  # grid points of the exponential mechanism: the bounds cut into this many bins
 MAX_DOMAIN_CELLS = 10_000  # declared keys released at most (the cross product of the domains)
@@ -162,7 +163,7 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
         if kind in ("variance", "stddev"):
             width = bounds.upper - bounds.lower
             if not math.isfinite(width * width):
-                raise DpQueryError(
+                raise QueryError(
                     f"the bounds of {aggregate.column} are too wide for a variance: its largest "
                     "value is beyond double precision",
                     hint="an administrator narrows them with diffix.set_dp_bounds",
