@@ -21,7 +21,7 @@ from pldiffix.cellkey.tbe_config import (
     TbeInputError,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tbe"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "tbe"
 SEED_N = 1766976779
 
 # A toy configuration small enough to compute by hand.
