@@ -1,4 +1,4 @@
-"""`pldiffix tbe-configure`, `tbe-keys` and `laplace-configure`: set up perturbed tables.
+"""`pldiffix tbe-configure`, `tbe-keys` and `laplace-configure`: set up cell-key tables.
 
 The configuration is validated here first (same parser as the server), then sent inline to
 diffix.mark_tbe / diffix.mark_laplace, which validate it again against the table and its data.

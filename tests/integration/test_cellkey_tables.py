@@ -467,8 +467,10 @@ def test_marking_labels_and_unmarking_clears_the_configuration(dwellings):
 
 def test_an_upgrade_relabels_tables_an_older_version_labeled_perturbed(dwellings):
     """Older versions labeled cell-key tables 'perturbed' (now the row-level level's name), with
-    a CHECK constraint and a relabel trigger of their own; reinstalling relabels them 'cellkey'
-    and keeps their configuration, so the cell-key engine still answers."""
+    a CHECK constraint and a relabel trigger of their own, and named the definer that marks them
+    _mark_perturbed; reinstalling relabels the tables 'cellkey', keeps their configuration (the
+    cell-key engine still answers), renames the label in the history of unlabeled tables and drops
+    the old definer."""
     dwellings.admin.execute(
         """
         ALTER TABLE diffix.table_labels DROP CONSTRAINT table_labels_label_check;
@@ -483,6 +485,14 @@ def test_an_upgrade_relabels_tables_an_older_version_labeled_perturbed(dwellings
         UPDATE diffix.table_labels SET label = 'perturbed' WHERE relid = 'dwellings'::regclass;
         ALTER TABLE diffix.table_labels ADD CONSTRAINT table_labels_label_check
           CHECK (label IN ('personal', 'public', 'perturbed'));
+        CREATE FUNCTION diffix._mark_perturbed(relid oid, method text, config jsonb)
+        RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS 'SELECT method';
+        CREATE PROCEDURE diffix._mark_perturbed_table(table_name text, method text, config jsonb)
+        LANGUAGE sql AS 'SELECT 1';
+        INSERT INTO diffix.unlabeled_tables
+          (table_name, previous_label, new_label, dropped, changed_by, session_role)
+        VALUES ('public.gone', 'perturbed', NULL, 'its cell-key configuration', 'x', 'x');
         """
     )
     assert ("table", "public.dwellings", "perturbed") in dwellings.execute(
@@ -493,6 +503,13 @@ def test_an_upgrade_relabels_tables_an_older_version_labeled_perturbed(dwellings
     assert ("table", "public.dwellings", "cellkey") in labels
     assert not [row for row in labels if row[2] == "perturbed"]
     assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(1,)]
+    assert dwellings.execute(
+        "SELECT to_regprocedure('diffix._mark_perturbed(oid, text, jsonb)'),"
+        " to_regprocedure('diffix._mark_perturbed_table(text, text, jsonb)')"
+    ) == [(None, None)]
+    assert dwellings.execute(
+        "SELECT previous_label FROM diffix.unlabeled_tables WHERE table_name = 'public.gone'"
+    ) == [("cellkey",)]
     with pytest.raises(psycopg.errors.CheckViolation):
         dwellings.admin.execute(
             "UPDATE diffix.table_labels SET label = 'perturbed' WHERE relid = 'dwellings'::regclass"

@@ -119,7 +119,7 @@ def _parse(method: str, config: Any) -> tbe_config.TbeConfig | laplace.LaplaceCo
 
 
 def load(plpy: Any, relid: int) -> PerturbedTable:
-    """The perturbed table with its parsed configuration (the caller must be able to read it)."""
+    """The cell-key table with its parsed configuration (the caller must be able to read it)."""
     rows = catalog.query(
         plpy,
         "SELECT method, config::text AS config FROM diffix.perturbation_configs WHERE relid = $1",
@@ -253,7 +253,7 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
         ("oid", "text", "jsonb"),
         (relid, method, json.dumps(parameters)),
     )
-    # Analysts read perturbed tables only through the engine, as personal ones.
+    # Analysts read cell-key tables only through the engine, as personal ones.
     plpy.execute(
         f"REVOKE SELECT ON {name} FROM PUBLIC, diffix_anonymized_trusted, "
         "diffix_anonymized_untrusted, diffix_anonymized_dp"

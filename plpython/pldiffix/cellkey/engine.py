@@ -1,4 +1,4 @@
-"""Analyst queries over perturbed (TBE or Laplace) tables.
+"""Analyst queries over cell-key (TBE or Laplace) tables.
 
 The accepted subset, on one table:
 
@@ -55,7 +55,7 @@ _CLAUSE_NAMES = {
     "sample": "TABLESAMPLE",
 }
 _SUBSET_HINT = (
-    "on perturbed tables write SELECT <grouping columns or diffix.tbe_range(column)>, count(*), "
+    "on cell-key tables write SELECT <grouping columns or diffix.tbe_range(column)>, count(*), "
     "sum(column), avg(column) FROM table [WHERE column = constant AND column IN (...)] "
     "GROUP BY ...; see docs/tbe.md"
 )
@@ -225,11 +225,11 @@ def _tbe_range_call(node: exp.Expression) -> exp.Column | None:
 
 def _plan(tree: exp.Expression, table: PerturbedTable) -> Plan:
     if not isinstance(tree, exp.Select):
-        raise _reject("only a plain SELECT is supported on perturbed tables", tree)
+        raise _reject("only a plain SELECT is supported on cell-key tables", tree)
     for key, value in tree.args.items():
         if value and key not in _ALLOWED_SELECT_ARGS:
             clause = _CLAUSE_NAMES.get(key, key.upper())
-            raise _reject(f"{clause} is not supported on perturbed tables", tree)
+            raise _reject(f"{clause} is not supported on cell-key tables", tree)
     source = tree.args.get("from") or tree.args.get("from_")
     if source is None or not isinstance(source.this, exp.Table):
         raise _reject("the query must read exactly one table", tree)
@@ -288,12 +288,12 @@ def _output_item(node: exp.Expression, resolver: _Resolver) -> OutputItem:
     if isinstance(node, exp.Count):
         if isinstance(node.this, exp.Star):
             return OutputItem("count", "count")
-        raise _reject("only count(*) is supported on perturbed tables", node, hint="write count(*)")
+        raise _reject("only count(*) is supported on cell-key tables", node, hint="write count(*)")
     if isinstance(node, exp.Sum | exp.Avg):
         kind = "sum" if isinstance(node, exp.Sum) else "avg"
         argument = node.this
         if not isinstance(argument, exp.Column):
-            raise _reject(f"{kind} takes one column on perturbed tables", node)
+            raise _reject(f"{kind} takes one column on cell-key tables", node)
         column = resolver.column(argument)
         if not column.numeric:
             raise _reject(f"{kind}({column.name}): the column is not numeric", node)
@@ -303,13 +303,13 @@ def _output_item(node: exp.Expression, resolver: _Resolver) -> OutputItem:
         return OutputItem("tbe_range" if key.ranged else key.column.name, "group", group=key)
     if isinstance(node, exp.AggFunc):
         raise _reject(
-            f"aggregate {node.key} is not supported on perturbed tables",
+            f"aggregate {node.key} is not supported on cell-key tables",
             node,
             hint="use count(*), sum(column) or avg(column)",
         )
     raise _reject(
         "only grouping columns, diffix.tbe_range(column), count(*), sum(column) and avg(column) "
-        "can be selected from perturbed tables",
+        "can be selected from cell-key tables",
         node,
     )
 
@@ -378,7 +378,7 @@ def _conditions(where: exp.Where | None, resolver: _Resolver) -> list[Condition]
         else:
             raise _reject(
                 "only column = constant, column IN (constants) and column IS NULL, joined by "
-                "AND, are allowed in the WHERE clause of a query on a perturbed table",
+                "AND, are allowed in the WHERE clause of a query on a cell-key table",
                 node,
                 hint="other conditions (ranges, OR, NOT) have no scope key; for numeric fields "
                 "write diffix.tbe_range(column) = 'range name'",
