@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pldiffix.cellkey import laplace, tbe, tbe_config
+from pldiffix.cellkey.tbe_config import TbeConfig
 from pldiffix.core import catalog, sqltext
 from pldiffix.core.errors import UserError, reports_errors
 from pldiffix.core.levels import AccessLevel
@@ -41,13 +42,13 @@ class Column:
 
 
 @dataclass
-class PerturbedTable:
+class CellKeyTable:
     relid: int
     sql_name: str  # schema-qualified and quoted, for statements
     canonical_name: str  # schema.table unquoted, for Laplace cell descriptions
     columns: dict[str, Column]
     method: str
-    tbe_config: tbe_config.TbeConfig | None = None
+    tbe_config: TbeConfig | None = None
     laplace_config: laplace.LaplaceConfig | None = None
     field_of: dict[str, str] = field(default_factory=dict)  # column name -> declared field
     record_key: Column | None = None  # TBE only
@@ -112,13 +113,13 @@ def _find_column(columns: dict[str, Column], name: str, what: str, table: str) -
     )
 
 
-def _parse(method: str, config: Any) -> tbe_config.TbeConfig | laplace.LaplaceConfig:
+def _parse(method: str, config: Any) -> TbeConfig | laplace.LaplaceConfig:
     if method == "tbe":
         return tbe_config.parse_config(config)
     return laplace.parse_config(config)
 
 
-def load(plpy: Any, relid: int) -> PerturbedTable:
+def load(plpy: Any, relid: int) -> CellKeyTable:
     """The cell-key table with its parsed configuration (the caller must be able to read it)."""
     rows = catalog.query(
         plpy,
@@ -134,14 +135,14 @@ def load(plpy: Any, relid: int) -> PerturbedTable:
         )
     facts = _table_facts(plpy, relid)
     method, config = rows[0]["method"], _parse(rows[0]["method"], rows[0]["config"])
-    table = PerturbedTable(
+    table = CellKeyTable(
         relid=relid,
         sql_name=facts["sql_name"],
         canonical_name=f"{facts['nspname']}.{facts['relname']}",
         columns=_columns(plpy, relid),
         method=method,
     )
-    if isinstance(config, tbe_config.TbeConfig):
+    if isinstance(config, TbeConfig):
         table.tbe_config = config
         table.record_key = _find_column(
             table.columns, config.record_key_name, "record_key_name", table.sql_name
@@ -225,7 +226,7 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
         raise UserError("the configuration must not be NULL")
     config = _parse(method, config_text)
     columns = _columns(plpy, relid)
-    if isinstance(config, tbe_config.TbeConfig):
+    if isinstance(config, TbeConfig):
         _check_tbe(plpy, name, columns, config)
         parameters = config.to_parameters()
         summary = (
@@ -263,9 +264,7 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
     return summary
 
 
-def _check_tbe(
-    plpy: Any, name: str, columns: dict[str, Column], config: tbe_config.TbeConfig
-) -> None:
+def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: TbeConfig) -> None:
     key = _find_column(columns, config.record_key_name, "record_key_name", name)
     if key.type_name not in _INTEGER_TYPES:
         raise UserError(
@@ -343,7 +342,7 @@ def _require_direct_or_admin(plpy: Any, action: str) -> None:
         )
 
 
-def _tbe_table(plpy: Any, relid: int | str) -> PerturbedTable:
+def _tbe_table(plpy: Any, relid: int | str) -> CellKeyTable:
     if isinstance(relid, str):  # a regclass argument arrives as its (schema-qualified) name
         relid = catalog.query(
             plpy, "SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ("text",), (relid,)

@@ -25,7 +25,7 @@ from typing import Any
 from sqlglot import exp
 
 from pldiffix.cellkey import laplace, tbe, tbe_config
-from pldiffix.cellkey.config import Column, PerturbedTable, load
+from pldiffix.cellkey.config import CellKeyTable, Column, load
 from pldiffix.core import context, results, sqltext
 from pldiffix.core.errors import reports_errors
 from pldiffix.core.statements import QueryError
@@ -89,7 +89,7 @@ class Condition:
 
 @dataclass
 class Plan:
-    table: PerturbedTable
+    table: CellKeyTable
     items: list[OutputItem]
     groups: list[GroupKey]
     conditions: list[Condition]
@@ -121,7 +121,7 @@ def _reject(
 
 
 class _Resolver:
-    def __init__(self, table: PerturbedTable, names: set[str]):
+    def __init__(self, table: CellKeyTable, names: set[str]):
         self.table = table
         self.names = names  # what a column may be qualified with
 
@@ -223,7 +223,7 @@ def _tbe_range_call(node: exp.Expression) -> exp.Column | None:
     return args[0]
 
 
-def _plan(tree: exp.Expression, table: PerturbedTable) -> Plan:
+def _plan(tree: exp.Expression, table: CellKeyTable) -> Plan:
     if not isinstance(tree, exp.Select):
         raise _reject("only a plain SELECT is supported on cell-key tables", tree)
     for key, value in tree.args.items():
@@ -455,7 +455,7 @@ def _order_index(node: exp.Expression, items: list[OutputItem]) -> int | None:
 # --- SQL generation and perturbation -----------------------------------------------------------
 
 
-def _key_sql(table: PerturbedTable, key: GroupKey) -> str:
+def _key_sql(table: CellKeyTable, key: GroupKey) -> str:
     if key.ranged:
         assert table.tbe_config is not None and table.tbe_config.scope_keys is not None
         return table.tbe_config.scope_keys.range_case_sql(
