@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,6 +22,10 @@ from psycopg.conninfo import make_conninfo
 
 from pldiffix_installer import install
 from pldiffix_tools.cluster import EmbeddedCluster
+
+# Helper modules shared by the test directories (tests/helpers: bucket_replay, packed_arrays,
+# tbe_helpers), importable by name from any of them.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 
 def _container_dsn() -> Iterator[str]:

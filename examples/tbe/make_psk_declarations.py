@@ -2,8 +2,9 @@
 
 The keys of PET cat/dog, DWELLING 001/999 and BEDROOMS <0/0/1 are the seed's worked-example keys;
 the others are drawn from a seeded PRNG except the last value of each field, which balances the
-field's keys to 1 mod bigN. For real declarations use pldiffix.cellkey.tbe.generate_field_keys
-with its default (secrets.randbelow) and keep the file secret.
+field's keys to 1 mod bigN. For real declarations use
+pldiffix.cellkey.tbe_config.generate_field_keys with its default (secrets.randbelow) and keep the
+file secret.
 
     .venv/bin/python examples/tbe/make_psk_declarations.py > examples/tbe/psk_declarations.csv
 """
@@ -14,7 +15,7 @@ import csv
 import random
 import sys
 
-from pldiffix.cellkey.tbe import generate_field_keys
+from pldiffix.cellkey.tbe_config import generate_field_keys
 
 BIG_N = 1766976779
 

@@ -1,4 +1,4 @@
-"""`pldiffix tbe-configure`, `tbe-keys` and `laplace-configure`: set up perturbed tables.
+"""`pldiffix tbe-configure`, `tbe-keys` and `laplace-configure`: set up cell-key tables.
 
 The configuration is validated here first (same parser as the server), then sent inline to
 diffix.mark_tbe / diffix.mark_laplace, which validate it again against the table and its data.
@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import psycopg
 from psycopg import sql
 
-from pldiffix.cellkey import laplace, tbe
+from pldiffix.cellkey import laplace, tbe_config
 from pldiffix_installer.install import InstallError, Progress, connect
 
 _FILE_PARAMETERS = (
@@ -58,13 +58,15 @@ def _tbe_parameters(obj: Any) -> Mapping[str, Any]:
     """The tbe_perturb parameters inside whatever wrapping the seed's JSON uses."""
     if not isinstance(obj, Mapping):
         return {}
-    for key in ("transform_definitions", tbe.TRANSFORM_NAME, "parameters"):
+    for key in ("transform_definitions", tbe_config.TRANSFORM_NAME, "parameters"):
         if isinstance(obj.get(key), Mapping):
             obj = obj[key]
     return obj
 
 
-def load_tbe_config(config_path: str | Path, directory: str | Path | None = None) -> tbe.TbeConfig:
+def load_tbe_config(
+    config_path: str | Path, directory: str | Path | None = None
+) -> tbe_config.TbeConfig:
     """Reads and validates a TBE configuration and the CSV files it names.
 
     The files are read from `directory`, else from the configuration's `path` parameter relative
@@ -92,8 +94,8 @@ def load_tbe_config(config_path: str | Path, directory: str | Path | None = None
         except (OSError, UnicodeDecodeError) as error:
             raise PerturbError(f"{parameter} {name!r}: cannot read {path}: {error}") from None
     try:
-        return tbe.parse_config(obj, files)
-    except tbe.TbeConfigError as error:
+        return tbe_config.parse_config(obj, files)
+    except tbe_config.TbeConfigError as error:
         raise PerturbError(f"invalid TBE configuration in {config_path}: {error}") from None
 
 
@@ -129,7 +131,7 @@ def configure_tbe(
     config_path: str | Path,
     directory: str | Path | None = None,
     out: TextIO | None = None,
-) -> tbe.TbeConfig:
+) -> tbe_config.TbeConfig:
     """pldiffix tbe-configure: validate locally, then CALL diffix.mark_tbe with it all inline."""
     out = out or sys.stdout
     config = load_tbe_config(config_path, directory)

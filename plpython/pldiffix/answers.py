@@ -353,7 +353,7 @@ def _cellkey_relid(plpy: Any, tree: exp.Expression, live: catalog.LiveCatalog) -
         rows = catalog.query(
             plpy,
             "SELECT 1 FROM diffix.table_labels l WHERE l.relid OPERATOR(pg_catalog.=) $1"
-            " AND l.label OPERATOR(pg_catalog.=) 'perturbed'",
+            " AND l.label OPERATOR(pg_catalog.=) 'cellkey'",
             ("oid",),
             (details.oid,),
         )

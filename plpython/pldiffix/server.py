@@ -307,17 +307,17 @@ def proxy_plan(
     column_types: list[int] | None,
     column_typmods: list[int] | None,
 ) -> list[tuple[str, str | None]]:
-    """diffix.proxy_plan: the route of a client statement (core/routing.py) and, when asked to
+    """diffix.proxy_plan: the route of a client statement (core/proxy_routing.py) and, when asked to
     answer one routed to the engine, the statement that returns its anonymized rows."""
-    from pldiffix.core import routing
+    from pldiffix.core import proxy_routing
 
     level = catalog.person_level(plpy)
-    statements = routing.parse_statements(sql or "")
+    statements = proxy_routing.parse_statements(sql or "")
     if level in (AccessLevel.DIRECT, AccessLevel.PERTURBED) or not statements:
-        return [(routing.Route.PASS.value, None)]
+        return [(proxy_routing.Route.PASS.value, None)]
     try:
-        chosen = routing.route(statements, lambda name: _is_protected(plpy, name))
-    except routing.RoutingError as error:
+        chosen = proxy_routing.route(statements, lambda name: _is_protected(plpy, name))
+    except proxy_routing.RoutingError as error:
         mechanism = "dp" if level is AccessLevel.ANONYMIZED_DP else "diffix"
         catalog.query(
             plpy,
@@ -326,16 +326,16 @@ def proxy_plan(
             (sql, mechanism, audit.reason_of(error)),
         )
         raise
-    if chosen is not routing.Route.ENGINE or not answer:
+    if chosen is not proxy_routing.Route.ENGINE or not answer:
         return [(chosen.value, None)]
-    copied = routing.copied_query(statements[0])  # COPY (query) TO STDOUT: answer the query
+    copied = proxy_routing.copied_query(statements[0])  # COPY (query) TO STDOUT: answer the query
     query = statements[0] if copied is None else copied
     statement = sql if copied is None else sqltext.render(copied)
     if params:
         oids = list(param_types or [0] * len(params))
         names = catalog.type_names(plpy, oids, [-1] * len(oids))
         known = [name if oid else None for name, oid in zip(names, oids, strict=True)]
-        statement = sqltext.render(routing.inline_parameters(query, params, known))
+        statement = sqltext.render(proxy_routing.inline_parameters(query, params, known))
     names, types, rows = _answer_rows(plpy, statement)
     token = next(_proxy_tokens)
     _proxy_answers[token] = (catalog.current_role(plpy), rows)
@@ -346,8 +346,8 @@ def proxy_plan(
         client_types = catalog.type_names(plpy, column_types, column_typmods or [])
         if len(client_types) != len(types):
             client_types = None
-    fetch = routing.fetch_statement(token, names, types, client_types)
-    return [(chosen.value, fetch if copied is None else routing.copy_out(sql or "", fetch))]
+    fetch = proxy_routing.fetch_statement(token, names, types, client_types)
+    return [(chosen.value, fetch if copied is None else proxy_routing.copy_out(sql or "", fetch))]
 
 
 def _is_protected(plpy: Any, name: str) -> bool:
@@ -355,7 +355,7 @@ def _is_protected(plpy: Any, name: str) -> bool:
         rows = catalog.query(
             plpy,
             "SELECT 1 FROM diffix.table_labels"
-            " WHERE relid = pg_catalog.to_regclass($1) AND label IN ('personal', 'perturbed')",
+            " WHERE relid = pg_catalog.to_regclass($1) AND label IN ('personal', 'cellkey')",
             ("text",),
             (name,),
         )

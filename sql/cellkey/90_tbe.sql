@@ -1,6 +1,6 @@
 -- Cell-key (TBE) perturbation and keyed Laplace noise (docs/tbe.md).
 --
--- A perturbed table carries the label 'perturbed' in diffix.table_labels, so it is protected like
+-- A cell-key table carries the label 'cellkey' in diffix.table_labels, so it is protected like
 -- a personal table (diffix._personal_table_exposures, the event trigger, check_security, mark_role
 -- all cover it), and one row here with its validated configuration, everything inline. Dropping or
 -- unmarking the table removes the row (foreign key); relabeling it removes it too (trigger below).
@@ -21,7 +21,7 @@ SET search_path = pg_catalog, pg_temp
 SET standard_conforming_strings = on
 AS $$
 BEGIN
-  IF NEW.label <> 'perturbed' THEN
+  IF NEW.label <> 'cellkey' THEN
     DELETE FROM diffix.perturbation_configs p WHERE p.relid = NEW.relid;
   END IF;
   RETURN NULL;
@@ -34,7 +34,11 @@ CREATE TRIGGER forget_perturbation AFTER UPDATE OF label ON diffix.table_labels
 -- Validates the configuration against the table and its data (in Python, with the same parser the
 -- queries use), then labels the table, stores the configuration and moves SELECT to the engine.
 -- Any error leaves everything as it was.
-CREATE OR REPLACE FUNCTION diffix._mark_perturbed(relid oid, method text, config jsonb)
+-- Named _mark_perturbed and _mark_perturbed_table before 'perturbed' became the row-level level's
+-- name alone: dropped on upgrade.
+DROP PROCEDURE IF EXISTS diffix._mark_perturbed_table(text, text, jsonb);
+DROP FUNCTION IF EXISTS diffix._mark_perturbed(oid, text, jsonb);
+CREATE OR REPLACE FUNCTION diffix._mark_cellkey(relid oid, method text, config jsonb)
 RETURNS text
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -56,18 +60,18 @@ if "pldiffix.cellkey.config" not in sys.modules:
 from pldiffix.cellkey import config as cellkey_config
 return cellkey_config.mark(plpy, relid, method, config)
 $python$;
-REVOKE ALL ON FUNCTION diffix._mark_perturbed(oid, text, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION diffix._mark_perturbed(oid, text, jsonb) TO PUBLIC;
+REVOKE ALL ON FUNCTION diffix._mark_cellkey(oid, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._mark_cellkey(oid, text, jsonb) TO PUBLIC;
 
 -- Configures a table and reports the summary; errors are re-raised without PL/Python's
 -- "plpy.Error: " prefix.
-CREATE OR REPLACE PROCEDURE diffix._mark_perturbed_table(table_name text, method text, config jsonb)
+CREATE OR REPLACE PROCEDURE diffix._mark_cellkey_table(table_name text, method text, config jsonb)
 LANGUAGE plpgsql
 AS $$
 DECLARE
   message text; detail text; hint text; summary text;
 BEGIN
-  summary := diffix._mark_perturbed(diffix._resolve_table(table_name), method, config);
+  summary := diffix._mark_cellkey(diffix._resolve_table(table_name), method, config);
   RAISE NOTICE '%', summary;
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
@@ -80,7 +84,7 @@ CREATE OR REPLACE PROCEDURE diffix.mark_tbe(table_name text, config jsonb)
 LANGUAGE plpgsql
 AS $$
 BEGIN
-  CALL diffix._mark_perturbed_table(table_name, 'tbe', config);
+  CALL diffix._mark_cellkey_table(table_name, 'tbe', config);
 END
 $$;
 
@@ -88,7 +92,7 @@ CREATE OR REPLACE PROCEDURE diffix.mark_laplace(table_name text, config jsonb)
 LANGUAGE plpgsql
 AS $$
 BEGIN
-  CALL diffix._mark_perturbed_table(table_name, 'laplace', config);
+  CALL diffix._mark_cellkey_table(table_name, 'laplace', config);
 END
 $$;
 

@@ -14,12 +14,17 @@ CREATE TABLE IF NOT EXISTS diffix.installation (
 -- Table labels, keyed by OID so that renames keep working.
 CREATE TABLE IF NOT EXISTS diffix.table_labels (
   relid oid PRIMARY KEY,
-  label text NOT NULL CHECK (label IN ('personal', 'public', 'perturbed'))
+  label text NOT NULL CHECK (label IN ('personal', 'public', 'cellkey'))
 );
--- 'perturbed' (cell-key or Laplace tables, sql/cellkey/90_tbe.sql) came later: widen older installs.
+-- 'cellkey' (cell-key or Laplace tables, sql/cellkey/90_tbe.sql) came later: widen older installs.
+-- Older installs called that label 'perturbed', which now names the row-level access level only:
+-- relabel their tables. The trigger that forgets a table's configuration when it is relabeled is
+-- dropped first (an old one would forget it here); sql/cellkey/90_tbe.sql creates it again.
 ALTER TABLE diffix.table_labels DROP CONSTRAINT IF EXISTS table_labels_label_check;
+DROP TRIGGER IF EXISTS forget_perturbation ON diffix.table_labels;
+UPDATE diffix.table_labels SET label = 'cellkey' WHERE label = 'perturbed';
 ALTER TABLE diffix.table_labels ADD CONSTRAINT table_labels_label_check
-  CHECK (label IN ('personal', 'public', 'perturbed'));
+  CHECK (label IN ('personal', 'public', 'cellkey'));
 
 -- Column labels: AID columns of personal tables and columns untrusted users cannot filter on.
 CREATE TABLE IF NOT EXISTS diffix.column_labels (

@@ -10,7 +10,7 @@ SET standard_conforming_strings = on
 AS $$
   WITH personal AS (
     SELECT c.oid, c.relacl, c.relowner FROM diffix.table_labels l
-    JOIN pg_class c ON c.oid = l.relid WHERE l.label IN ('personal', 'perturbed')
+    JOIN pg_class c ON c.oid = l.relid WHERE l.label IN ('personal', 'cellkey')
     UNION  -- tables perturbed row by row for the perturbed level (sql/perturb)
     SELECT c.oid, c.relacl, c.relowner FROM diffix.microdata_tables m
     JOIN pg_class c ON c.oid = m.relid

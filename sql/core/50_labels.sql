@@ -133,7 +133,7 @@ BEGIN
 END
 $$;
 
--- Taking the label off a personal (or perturbed) table ends its protection: the next ordinary
+-- Taking the label off a personal (or cell-key) table ends its protection: the next ordinary
 -- GRANT (ON ALL TABLES IN SCHEMA ...) hands its raw rows out. So mark_public and unmark_table
 -- refuse such a table unless called with force => true; with force they warn what goes with the
 -- label and leave a check_security finding until an administrator acknowledges it.
@@ -149,6 +149,8 @@ CREATE TABLE IF NOT EXISTS diffix.unlabeled_tables (
   acknowledged_by name,
   acknowledged_at timestamptz
 );
+-- The label 'cellkey' was called 'perturbed' before (sql/core/10_schema.sql): its history too.
+UPDATE diffix.unlabeled_tables SET previous_label = 'cellkey' WHERE previous_label = 'perturbed';
 -- Like the labels themselves, everyone may read what happened to them.
 REVOKE ALL ON diffix.unlabeled_tables FROM PUBLIC;
 GRANT SELECT ON diffix.unlabeled_tables TO PUBLIC;
@@ -166,7 +168,7 @@ DECLARE
   names text;
 BEGIN
   SELECT l.label INTO table_label FROM diffix.table_labels l WHERE l.relid = _protection_of.relid;
-  IF table_label IS NULL OR table_label NOT IN ('personal', 'perturbed') THEN
+  IF table_label IS NULL OR table_label NOT IN ('personal', 'cellkey') THEN
     RETURN NULL;
   END IF;
   FOREACH column_label IN ARRAY ARRAY['aid', 'not_filterable'] LOOP

@@ -34,7 +34,7 @@ BEGIN
   IF NOT EXISTS (
     SELECT 1 FROM diffix.table_labels l
     JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) l.relid
-    WHERE l.label OPERATOR(pg_catalog.=) ANY (ARRAY['personal', 'perturbed'])
+    WHERE l.label OPERATOR(pg_catalog.=) ANY (ARRAY['personal', 'cellkey'])
       AND pg_catalog.strpos(pg_catalog.lower(sql), pg_catalog.lower(c.relname))
           OPERATOR(pg_catalog.>) 0
   ) THEN

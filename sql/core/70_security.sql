@@ -36,7 +36,7 @@ AS $$
   FROM pg_class c
   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
     AND c.oid NOT IN (SELECT l.relid FROM diffix.table_labels l
-                      WHERE l.label IN ('personal', 'perturbed'))
+                      WHERE l.label IN ('personal', 'cellkey'))
     AND c.oid NOT IN (SELECT m.relid FROM diffix.microdata_tables m)
 $$;
 
@@ -126,7 +126,7 @@ SET standard_conforming_strings = on
 AS $$
   WITH personal AS (
     SELECT c.oid FROM diffix.table_labels l JOIN pg_class c ON c.oid = l.relid
-    WHERE l.label IN ('personal', 'perturbed')
+    WHERE l.label IN ('personal', 'cellkey')
     UNION
     SELECT m.relid FROM diffix.microdata_tables m
   ), anonymized AS (

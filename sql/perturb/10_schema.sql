@@ -1,7 +1,7 @@
 -- Row-level perturbation catalog. A table is perturbed for the `perturbed` level by a row here,
 -- independent of its label in diffix.table_labels: a personal table can also be perturbed (Diffix
--- roles query it through the engine, perturbed roles read its view). The label 'perturbed' there
--- belongs to cell-key tables (sql/cellkey); these are called microdata tables internally.
+-- roles query it through the engine, perturbed roles read its view). Cell-key tables (sql/cellkey) carry the
+-- label 'cellkey' there; the tables here are called microdata tables internally.
 
 CREATE TABLE IF NOT EXISTS diffix.microdata_tables (
   relid oid PRIMARY KEY,

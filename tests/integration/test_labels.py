@@ -164,7 +164,7 @@ def test_analysts_cannot_write_the_label_tables(db):
         db.as_role(analyst).execute("DELETE FROM diffix.python_modules")
 
 
-# --- taking protection off a personal or perturbed table ---
+# --- taking protection off a personal or cell-key table ---
 
 PROTECTED = """
 CREATE TABLE t (id int, city text, amount numeric);

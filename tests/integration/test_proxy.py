@@ -165,7 +165,7 @@ def test_copy_of_a_personal_table_is_refused(world):
                     cur.copy(statement) as copy,
                 ):
                     list(copy)
-                assert "COPY is not available for personal or perturbed tables" in str(error.value)
+                assert "COPY is not available for personal or cell-key tables" in str(error.value)
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
@@ -239,11 +239,11 @@ def test_psql_copy_of_an_anonymizing_query(world):
     [
         (
             "PREPARE counts AS SELECT city, count(*) FROM customers GROUP BY city",
-            "PREPARE of a statement over personal or perturbed tables is not available",
+            "PREPARE of a statement over personal or cell-key tables is not available",
         ),
         (
             "EXPLAIN SELECT city, count(*) FROM customers GROUP BY city",
-            "EXPLAIN of a query over personal or perturbed tables is not available",
+            "EXPLAIN of a query over personal or cell-key tables is not available",
         ),
     ],
 )

@@ -21,7 +21,7 @@ PUBLIC_DEFINERS = {
     "diffix._mark_public": "admin check",
     "diffix._unmark_table": "admin check",
     "diffix._set_filterable": "admin check",
-    "diffix._mark_perturbed": "admin check",
+    "diffix._mark_cellkey": "admin check",
     "diffix._perturb_admin": "admin check",
     "diffix._perturbation_report": "admin check",
     "diffix._set_dp_bounds": "admin check",

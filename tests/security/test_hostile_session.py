@@ -170,7 +170,7 @@ def test_every_entry_point_first_called_from_a_hostile_session(world):
     for call in [
         "SELECT diffix._configure('noise_layer_sd', '0')",
         "SELECT diffix._mark_personal('cities'::regclass, ARRAY['name'])",
-        "SELECT diffix._mark_perturbed('cities'::regclass, 'laplace', '{}'::jsonb)",
+        "SELECT diffix._mark_cellkey('cities'::regclass, 'laplace', '{}'::jsonb)",
         "SELECT diffix._perturb_admin('mark', 'cities'::regclass, '{}'::jsonb)",
         "SELECT diffix._perturbation_report('cities'::regclass)",
         "SELECT * FROM diffix.show_audit()",

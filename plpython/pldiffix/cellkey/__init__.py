@@ -1,1 +1,1 @@
-"""Cell-key (TBE) perturbation and keyed Laplace noise over perturbed tables."""
+"""Cell-key (TBE) perturbation and keyed Laplace noise over cell-key tables."""

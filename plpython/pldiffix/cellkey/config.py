@@ -1,8 +1,8 @@
-"""Perturbed tables (cell-key "TBE" and keyed Laplace): configuration, validation, SQL helpers.
+"""Cell-key tables (TBE and keyed Laplace): configuration, validation, SQL helpers.
 
-Server side, talks to the database through plpy. The pure algorithms are in tbe.py and laplace.py;
-the query path is in engine.py. Every statement is schema-qualified and built only from
-identifiers read from the catalog (quoted) and parameters.
+Server side, talks to the database through plpy. The pure algorithms are in tbe_config.py, tbe.py
+and laplace.py; the query path is in engine.py. Every statement is schema-qualified and built only
+from identifiers read from the catalog (quoted) and parameters.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pldiffix.cellkey import laplace, tbe
+from pldiffix.cellkey import laplace, tbe, tbe_config
+from pldiffix.cellkey.tbe_config import TbeConfig
 from pldiffix.core import catalog, sqltext
 from pldiffix.core.errors import UserError, reports_errors
 from pldiffix.core.levels import AccessLevel
@@ -41,13 +42,13 @@ class Column:
 
 
 @dataclass
-class PerturbedTable:
+class CellKeyTable:
     relid: int
     sql_name: str  # schema-qualified and quoted, for statements
     canonical_name: str  # schema.table unquoted, for Laplace cell descriptions
     columns: dict[str, Column]
     method: str
-    tbe_config: tbe.TbeConfig | None = None
+    tbe_config: TbeConfig | None = None
     laplace_config: laplace.LaplaceConfig | None = None
     field_of: dict[str, str] = field(default_factory=dict)  # column name -> declared field
     record_key: Column | None = None  # TBE only
@@ -112,14 +113,14 @@ def _find_column(columns: dict[str, Column], name: str, what: str, table: str) -
     )
 
 
-def _parse(method: str, config: Any) -> tbe.TbeConfig | laplace.LaplaceConfig:
+def _parse(method: str, config: Any) -> TbeConfig | laplace.LaplaceConfig:
     if method == "tbe":
-        return tbe.parse_config(config)
+        return tbe_config.parse_config(config)
     return laplace.parse_config(config)
 
 
-def load(plpy: Any, relid: int) -> PerturbedTable:
-    """The perturbed table with its parsed configuration (the caller must be able to read it)."""
+def load(plpy: Any, relid: int) -> CellKeyTable:
+    """The cell-key table with its parsed configuration (the caller must be able to read it)."""
     rows = catalog.query(
         plpy,
         "SELECT method, config::text AS config FROM diffix.perturbation_configs WHERE relid = $1",
@@ -134,14 +135,14 @@ def load(plpy: Any, relid: int) -> PerturbedTable:
         )
     facts = _table_facts(plpy, relid)
     method, config = rows[0]["method"], _parse(rows[0]["method"], rows[0]["config"])
-    table = PerturbedTable(
+    table = CellKeyTable(
         relid=relid,
         sql_name=facts["sql_name"],
         canonical_name=f"{facts['nspname']}.{facts['relname']}",
         columns=_columns(plpy, relid),
         method=method,
     )
-    if isinstance(config, tbe.TbeConfig):
+    if isinstance(config, TbeConfig):
         table.tbe_config = config
         table.record_key = _find_column(
             table.columns, config.record_key_name, "record_key_name", table.sql_name
@@ -225,7 +226,7 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
         raise UserError("the configuration must not be NULL")
     config = _parse(method, config_text)
     columns = _columns(plpy, relid)
-    if isinstance(config, tbe.TbeConfig):
+    if isinstance(config, TbeConfig):
         _check_tbe(plpy, name, columns, config)
         parameters = config.to_parameters()
         summary = (
@@ -239,8 +240,8 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
 
     catalog.query(
         plpy,
-        "INSERT INTO diffix.table_labels (relid, label) VALUES ($1, 'perturbed') "
-        "ON CONFLICT (relid) DO UPDATE SET label = 'perturbed'",
+        "INSERT INTO diffix.table_labels (relid, label) VALUES ($1, 'cellkey') "
+        "ON CONFLICT (relid) DO UPDATE SET label = 'cellkey'",
         ("oid",),
         (relid,),
     )
@@ -253,7 +254,7 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
         ("oid", "text", "jsonb"),
         (relid, method, json.dumps(parameters)),
     )
-    # Analysts read perturbed tables only through the engine, as personal ones.
+    # Analysts read cell-key tables only through the engine, as personal ones.
     plpy.execute(
         f"REVOKE SELECT ON {name} FROM PUBLIC, diffix_anonymized_trusted, "
         "diffix_anonymized_untrusted, diffix_anonymized_dp"
@@ -263,7 +264,7 @@ def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
     return summary
 
 
-def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: tbe.TbeConfig) -> None:
+def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: TbeConfig) -> None:
     key = _find_column(columns, config.record_key_name, "record_key_name", name)
     if key.type_name not in _INTEGER_TYPES:
         raise UserError(
@@ -317,7 +318,7 @@ def _check_tbe(plpy: Any, name: str, columns: dict[str, Column], config: tbe.Tbe
         else:
             rows = plpy.execute(f"SELECT DISTINCT {column.sql}::pg_catalog.text AS v FROM {name}")
             present[declared] = [r["v"] for r in rows]
-            if tbe.NULL_LABEL in present[declared]:
+            if tbe_config.NULL_LABEL in present[declared]:
                 raise UserError(
                     f"field {declared!r}: column {column.name} holds the empty string, which "
                     "cannot be declared: the empty value name declares NULL",
@@ -341,7 +342,7 @@ def _require_direct_or_admin(plpy: Any, action: str) -> None:
         )
 
 
-def _tbe_table(plpy: Any, relid: int | str) -> PerturbedTable:
+def _tbe_table(plpy: Any, relid: int | str) -> CellKeyTable:
     if isinstance(relid, str):  # a regclass argument arrives as its (schema-qualified) name
         relid = catalog.query(
             plpy, "SELECT $1::pg_catalog.regclass::pg_catalog.oid AS oid", ("text",), (relid,)
@@ -364,9 +365,9 @@ def perturb_count(
     assert config is not None
     if n == 0:
         return 0
-    tbe.validate_record_key(key, config.big_n)
+    tbe_config.validate_record_key(key, config.big_n)
     if config.scoped:
-        sk = 1 if scope_key is None else tbe.validate_record_key(scope_key, config.big_n)
+        sk = 1 if scope_key is None else tbe_config.validate_record_key(scope_key, config.big_n)
     elif scope_key is not None:
         raise UserError("the table has no scope key declarations: pass no scope key")
     else:

@@ -1,4 +1,4 @@
-"""Analyst queries over perturbed (TBE or Laplace) tables.
+"""Analyst queries over cell-key (TBE or Laplace) tables.
 
 The accepted subset, on one table:
 
@@ -24,8 +24,8 @@ from typing import Any
 
 from sqlglot import exp
 
-from pldiffix.cellkey import laplace, tbe
-from pldiffix.cellkey.config import Column, PerturbedTable, load
+from pldiffix.cellkey import laplace, tbe, tbe_config
+from pldiffix.cellkey.config import CellKeyTable, Column, load
 from pldiffix.core import context, results, sqltext
 from pldiffix.core.errors import reports_errors
 from pldiffix.core.statements import QueryError
@@ -55,7 +55,7 @@ _CLAUSE_NAMES = {
     "sample": "TABLESAMPLE",
 }
 _SUBSET_HINT = (
-    "on perturbed tables write SELECT <grouping columns or diffix.tbe_range(column)>, count(*), "
+    "on cell-key tables write SELECT <grouping columns or diffix.tbe_range(column)>, count(*), "
     "sum(column), avg(column) FROM table [WHERE column = constant AND column IN (...)] "
     "GROUP BY ...; see docs/tbe.md"
 )
@@ -89,7 +89,7 @@ class Condition:
 
 @dataclass
 class Plan:
-    table: PerturbedTable
+    table: CellKeyTable
     items: list[OutputItem]
     groups: list[GroupKey]
     conditions: list[Condition]
@@ -121,7 +121,7 @@ def _reject(
 
 
 class _Resolver:
-    def __init__(self, table: PerturbedTable, names: set[str]):
+    def __init__(self, table: CellKeyTable, names: set[str]):
         self.table = table
         self.names = names  # what a column may be qualified with
 
@@ -223,13 +223,13 @@ def _tbe_range_call(node: exp.Expression) -> exp.Column | None:
     return args[0]
 
 
-def _plan(tree: exp.Expression, table: PerturbedTable) -> Plan:
+def _plan(tree: exp.Expression, table: CellKeyTable) -> Plan:
     if not isinstance(tree, exp.Select):
-        raise _reject("only a plain SELECT is supported on perturbed tables", tree)
+        raise _reject("only a plain SELECT is supported on cell-key tables", tree)
     for key, value in tree.args.items():
         if value and key not in _ALLOWED_SELECT_ARGS:
             clause = _CLAUSE_NAMES.get(key, key.upper())
-            raise _reject(f"{clause} is not supported on perturbed tables", tree)
+            raise _reject(f"{clause} is not supported on cell-key tables", tree)
     source = tree.args.get("from") or tree.args.get("from_")
     if source is None or not isinstance(source.this, exp.Table):
         raise _reject("the query must read exactly one table", tree)
@@ -288,12 +288,12 @@ def _output_item(node: exp.Expression, resolver: _Resolver) -> OutputItem:
     if isinstance(node, exp.Count):
         if isinstance(node.this, exp.Star):
             return OutputItem("count", "count")
-        raise _reject("only count(*) is supported on perturbed tables", node, hint="write count(*)")
+        raise _reject("only count(*) is supported on cell-key tables", node, hint="write count(*)")
     if isinstance(node, exp.Sum | exp.Avg):
         kind = "sum" if isinstance(node, exp.Sum) else "avg"
         argument = node.this
         if not isinstance(argument, exp.Column):
-            raise _reject(f"{kind} takes one column on perturbed tables", node)
+            raise _reject(f"{kind} takes one column on cell-key tables", node)
         column = resolver.column(argument)
         if not column.numeric:
             raise _reject(f"{kind}({column.name}): the column is not numeric", node)
@@ -303,13 +303,13 @@ def _output_item(node: exp.Expression, resolver: _Resolver) -> OutputItem:
         return OutputItem("tbe_range" if key.ranged else key.column.name, "group", group=key)
     if isinstance(node, exp.AggFunc):
         raise _reject(
-            f"aggregate {node.key} is not supported on perturbed tables",
+            f"aggregate {node.key} is not supported on cell-key tables",
             node,
             hint="use count(*), sum(column) or avg(column)",
         )
     raise _reject(
         "only grouping columns, diffix.tbe_range(column), count(*), sum(column) and avg(column) "
-        "can be selected from perturbed tables",
+        "can be selected from cell-key tables",
         node,
     )
 
@@ -378,7 +378,7 @@ def _conditions(where: exp.Where | None, resolver: _Resolver) -> list[Condition]
         else:
             raise _reject(
                 "only column = constant, column IN (constants) and column IS NULL, joined by "
-                "AND, are allowed in the WHERE clause of a query on a perturbed table",
+                "AND, are allowed in the WHERE clause of a query on a cell-key table",
                 node,
                 hint="other conditions (ranges, OR, NOT) have no scope key; for numeric fields "
                 "write diffix.tbe_range(column) = 'range name'",
@@ -455,7 +455,7 @@ def _order_index(node: exp.Expression, items: list[OutputItem]) -> int | None:
 # --- SQL generation and perturbation -----------------------------------------------------------
 
 
-def _key_sql(table: PerturbedTable, key: GroupKey) -> str:
+def _key_sql(table: CellKeyTable, key: GroupKey) -> str:
     if key.ranged:
         assert table.tbe_config is not None and table.tbe_config.scope_keys is not None
         return table.tbe_config.scope_keys.range_case_sql(
@@ -568,9 +568,9 @@ class _Filter:
 def _undeclared(condition: Condition, labels: Sequence[str | None], declared: Any) -> QueryError:
     shown = ", ".join("NULL" if v is None else repr(v) for v in labels)
     hint = "declared values: " + ", ".join(
-        "NULL" if v == tbe.NULL_LABEL else repr(v) for v in declared
+        "NULL" if v == tbe_config.NULL_LABEL else repr(v) for v in declared
     )
-    if tbe.NULL_LABEL in declared:
+    if tbe_config.NULL_LABEL in declared:
         hint += f"; for NULL write {condition.column.name} IS NULL"
     return QueryError(
         f"{shown} is not a declared value of {condition.column.name}",
@@ -602,13 +602,13 @@ def _where(plpy: Any, plan: Plan) -> _Filter:
         else:
             _, texts = _typed_values(plpy, column, _non_null(condition.values), condition.fragment)
             # a literal '' is the empty string, not the NULL sentinel: undeclared
-            labels = [t for t in texts if t != tbe.NULL_LABEL]
+            labels = [t for t in texts if t != tbe_config.NULL_LABEL]
             if len(labels) < len(texts):
-                raise _undeclared(condition, [tbe.NULL_LABEL], declared)
+                raise _undeclared(condition, [tbe_config.NULL_LABEL], declared)
             if None in condition.values:
-                if tbe.NULL_LABEL not in declared:
+                if tbe_config.NULL_LABEL not in declared:
                     raise _undeclared(condition, [None], declared)
-                labels.append(tbe.NULL_LABEL)
+                labels.append(tbe_config.NULL_LABEL)
         bad = [v for v in labels if v not in declared]
         if bad:
             raise _undeclared(condition, bad, declared)
@@ -620,7 +620,7 @@ def _where(plpy: Any, plan: Plan) -> _Filter:
             out.sql.append(f"({label}) = ANY({out.parameter(list(canonical), 'text[]')})")
         else:
             canonical_condition = Condition(
-                column, False, [None if v == tbe.NULL_LABEL else v for v in canonical]
+                column, False, [None if v == tbe_config.NULL_LABEL else v for v in canonical]
             )
             out.sql.append(_condition_sql(canonical_condition, out))
         if column.name in grouped:
@@ -631,7 +631,7 @@ def _where(plpy: Any, plan: Plan) -> _Filter:
                 matches.append((value, None))
             elif column.numeric:
                 matches.append((value, f"({label}) = {out.parameter(value, 'text')}"))
-            elif value == tbe.NULL_LABEL:
+            elif value == tbe_config.NULL_LABEL:
                 matches.append((value, f"{column.sql} IS NULL"))
             else:
                 constant = out.parameter(value, "text")
@@ -658,18 +658,18 @@ def _condition_sql(condition: Condition, out: _Filter) -> str:
 
 
 def _point_ranges(
-    condition: Condition, declarations: tbe.ScopeKeyDeclarations, field_name: str
+    condition: Condition, declarations: tbe_config.ScopeKeyDeclarations, field_name: str
 ) -> Condition:
     """`bedrooms = 2` on a numeric field: allowed where 2 is a declared single-value range."""
     labels: list[str | None] = []
     for value in condition.values:
         if value is None:
-            labels.append(tbe.NULL_LABEL)
+            labels.append(tbe_config.NULL_LABEL)
             continue
         try:
             number = Decimal(value)
             label = declarations.range_label(field_name, number)
-            bounds = tbe.parse_range_label(label)
+            bounds = tbe_config.parse_range_label(label)
         except (ArithmeticError, ValueError) as error:
             raise QueryError(
                 f"{condition.column.name} = {value}: {error}", fragment=condition.fragment
@@ -719,7 +719,7 @@ def _perturb_row(
     if table.tbe_config is not None:
         config = table.tbe_config
         if n and row["key_n"] != n:
-            raise tbe.TbeInputError(
+            raise tbe_config.TbeInputError(
                 f"{n - row['key_n']} record(s) have no record key; an administrator must give "
                 "every record a key and re-run diffix.mark_tbe"
             )
@@ -731,7 +731,7 @@ def _perturb_row(
                 if key.ranged:
                     label = group_values[i]
                     if label is None:
-                        raise tbe.TbeInputError(
+                        raise tbe_config.TbeInputError(
                             f"field {field_name!r}: a value of {key.column.name} is in no "
                             "declared range; an administrator must declare it and re-run "
                             "diffix.mark_tbe"
@@ -747,7 +747,7 @@ def _perturb_row(
                 ]
                 for i, (name, matches) in enumerate(where_scoped)
             }
-            sk = config.scope_keys.scope_key(tbe.row_scope(where_scope, group_scope))
+            sk = config.scope_keys.scope_key(tbe_config.row_scope(where_scope, group_scope))
         cell = tbe.CellInput(
             n=n,
             key_sum=row["key_sum"] if n else 0,

@@ -181,7 +181,7 @@ class LiveCatalog:
 
     `search_path` is given by the caller: the session's `current_schemas(false)`, or in the engine
     the caller's schemas filtered to those the invoking role may use. Relations labeled
-    'perturbed' (cell-key tables) count as unlabeled here: the anonymizing engine never reads them.
+    'cellkey' (cell-key tables) count as unlabeled here: the anonymizing engine never reads them.
     """
 
     def __init__(self, plpy: Any, search_path: Sequence[str]) -> None:

@@ -29,11 +29,12 @@ from sqlglot import exp
 from pldiffix.core import catalog, ledger, sqltext
 from pldiffix.core.errors import UserError
 from pldiffix.core.relations import RelationKind
+from pldiffix.core.statements import QueryError
 from pldiffix.diffix import rewrite
 from pldiffix.diffix.engine import SecurityChecks
 from pldiffix.dp import markers, planner, release, replay
 from pldiffix.dp.mechanisms import rational_epsilon
-from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, DpQueryError, parse
+from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, parse
 
 MECHANISM = "dp"
 _PLACEHOLDER = "__pldiffix_dp_rows"
@@ -256,7 +257,7 @@ def _check_other_reads(query: DpQuery, live: catalog.LiveCatalog) -> None:
             if relation is None:
                 continue
             if relation.kind is RelationKind.PERSONAL:
-                raise DpQueryError(
+                raise QueryError(
                     f"{schema}.{table.name} is read outside the DP subquery",
                     fragment=table.sql(dialect=sqltext.POSTGRES),
                     hint="a DP query reads personal data in one aggregating SELECT only",
@@ -321,7 +322,7 @@ def _check_metadata(query: DpQuery, metadata: planner.TableMetadata) -> None:
     table = f"{query.relation.schema}.{query.relation.name}"
     for aggregate in query.aggregates:
         if aggregate.kind in BOUNDED_KINDS and aggregate.column not in metadata.bounds:
-            raise DpQueryError(
+            raise QueryError(
                 f"{aggregate.kind} of {aggregate.column} needs clamping bounds, and "
                 f"{table}.{aggregate.column} has none",
                 hint=f"an administrator declares them: CALL diffix.set_dp_bounds('{table}', "
@@ -333,7 +334,7 @@ def _check_metadata(query: DpQuery, metadata: planner.TableMetadata) -> None:
         and cells > planner.MAX_DOMAIN_CELLS
         and all(g.kind == "column" and g.column.name in metadata.domains for g in query.groups)
     ):
-        raise DpQueryError(
+        raise QueryError(
             f"the declared domains of the grouping columns make {cells} groups, more than "
             f"{planner.MAX_DOMAIN_CELLS}",
             hint="group by fewer columns",
@@ -452,7 +453,7 @@ def _placement(plpy: Any, query: DpQuery, plan: planner.Plan) -> _Placement:
     query.node.replace(replacement)  # (the root has no parent to be replaced in)
     template = tree.sql(dialect=sqltext.POSTGRES)
     if template.count(marker) != 1 or template.count(f"FROM {marker} AS {_PLACEHOLDER}") != 1:
-        raise DpQueryError("the DP subquery cannot be placed in this statement")
+        raise QueryError("the DP subquery cannot be placed in this statement")
     return _Placement(template, marker, types)
 
 
@@ -471,7 +472,7 @@ def _finishing(query: DpQuery) -> dict[str, exp.Expression]:
         if clause is None:
             continue
         if any(clause.find_all(exp.Column, exp.Table, exp.Select, exp.Subquery)):
-            raise DpQueryError(
+            raise QueryError(
                 f"{key.upper()} of a DP query takes a constant",
                 fragment=clause.sql(dialect=sqltext.POSTGRES),
                 hint="write a number, e.g. LIMIT 10",
@@ -504,7 +505,7 @@ def _by_position(key: exp.Expression, query: DpQuery) -> exp.Ordered:
             if item.sql(dialect=sqltext.POSTGRES) == text or _same_column(item, target)
         ][:1]
     if len(positions) != 1:
-        raise DpQueryError(
+        raise QueryError(
             f"ORDER BY {text} names {'several' if positions else 'no'} columns of the select "
             "list; a DP query's rows are ordered after their release, by their columns",
             fragment=text,

@@ -37,7 +37,8 @@ from sqlglot import exp
 
 from pldiffix.core import sqltext
 from pldiffix.core.sqltext import identifier
-from pldiffix.dp.query import DpAggregate, DpQuery, DpQueryError
+from pldiffix.core.statements import QueryError
+from pldiffix.dp.query import DpAggregate, DpQuery
 
 MAX_DOMAIN_CELLS = 10_000  # declared keys released at most (the cross product of the domains)
 INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
@@ -218,7 +219,7 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
         if kind in ("variance", "stddev"):
             width = bounds.upper - bounds.lower
             if not math.isfinite(width * width):
-                raise DpQueryError(
+                raise QueryError(
                     f"the bounds of {aggregate.column} are too wide for a variance: its largest "
                     "value is beyond double precision",
                     hint="an administrator narrows them with diffix.set_dp_bounds",

@@ -9,7 +9,8 @@ triggers would answer a question about that row for nothing: validation/totality
 resolves names, checks the generalizations and the simple equality filters and yields them
 qualified, in the total form the engine runs. The aggregates, which Diffix does not all have,
 are checked here.
-Everything outside the subset is a `DpQueryError` saying what to write instead.
+Everything outside the subset is a `QueryError` saying what to write instead; nothing was
+computed and nothing was spent.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Literal
 from sqlglot import exp
 
 from pldiffix.core import sqltext
-from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, UserError
 from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
+from pldiffix.core.statements import QueryError
 from pldiffix.diffix import rewrite
 from pldiffix.diffix.query_model import AnonymizingQuery, Generalization
 from pldiffix.diffix.validation import TRUSTED, parse_statement, validate
@@ -39,19 +40,6 @@ SUPPORTED = (
     "variance(col), percentile_cont(q) WITHIN GROUP (ORDER BY col), median(col)"
 )
 _WRAP_HINT = "wrap the DP query and post-process its rows: SELECT * FROM (<DP query>) AS t {}"
-
-
-class DpQueryError(UserError):
-    """A query outside the DP subset; nothing was computed and nothing was spent."""
-
-    default_sqlstate = FEATURE_NOT_SUPPORTED
-
-    def __init__(self, message: str, *, fragment: str | None = None, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.fragment = fragment
-
-    def detail_text(self) -> str | None:
-        return f"offending expression: {self.fragment}" if self.fragment else None
 
 
 @dataclass(frozen=True)
@@ -100,20 +88,20 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
     tree = parse_statement(sql)
     selects = [s for s in tree.find_all(exp.Select) if _reads_personal(s, catalog)]
     if not selects:
-        raise DpQueryError(
+        raise QueryError(
             "the query reads no personal table",
             hint="DP queries aggregate a personal table; public tables are read with "
             "diffix.query_json",
         )
     if len(selects) > 1:
-        raise DpQueryError(
+        raise QueryError(
             "a DP query reads personal data in exactly one SELECT",
             fragment=_short(selects[1]),
             hint="send each aggregate query over personal tables in its own call",
         )
     node = selects[0]
     for inner in node.find_all(exp.Subquery, exp.CTE, exp.Union, exp.Window):
-        raise DpQueryError(
+        raise QueryError(
             "subqueries, CTEs and window functions are not supported inside the DP query",
             fragment=_short(inner),
             hint="aggregate the table directly; post-process in an outer query",
@@ -129,7 +117,7 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
         total_expressions=True,
     ).anonymizing[0]
     if len(shadow.relations) != 1:
-        raise DpQueryError(
+        raise QueryError(
             "a DP query reads exactly one table",
             fragment=_short(node.args.get("from_")),
             hint="joins are not supported; aggregate one personal table (declare public "
@@ -139,7 +127,7 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
     relation = catalog.get_relation(entry.relation.schema, entry.relation.name)
     assert relation is not None
     if len(entry.aid_columns) != 1:
-        raise DpQueryError(
+        raise QueryError(
             f"{entry.relation.qualified_name} has {len(entry.aid_columns)} AID columns; DP "
             "needs exactly one privacy unit",
             hint="mark the table personal with the single column that identifies a person",
@@ -163,7 +151,7 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
         for (name, _, _), output in zip(outputs_spec, outputs, strict=True)
     )
     if not aggregates:
-        raise DpQueryError(
+        raise QueryError(
             "a DP query needs at least one aggregate",
             fragment=_short(node),
             hint=f"add an aggregate to the SELECT list: {SUPPORTED}",
@@ -217,18 +205,18 @@ def _is_personal(table: exp.Table, catalog: Catalog) -> bool:
 def _check_clauses(node: exp.Select) -> None:
     # ORDER BY, LIMIT and OFFSET apply to the released rows (dp/engine.py, _placement)
     if node.args.get("having") is not None:
-        raise DpQueryError(
+        raise QueryError(
             "HAVING is not supported inside the DP query",
             fragment=_short(node.args["having"]),
             hint=_WRAP_HINT.format("WHERE ..."),
         )
     if node.args.get("distinct") is not None:
-        raise DpQueryError(
+        raise QueryError(
             "SELECT DISTINCT is not supported in a DP query",
             hint="group by the columns instead: SELECT col, count(*) FROM t GROUP BY col",
         )
     if node.args.get("joins"):
-        raise DpQueryError(
+        raise QueryError(
             "a DP query reads exactly one table",
             fragment=_short(node.args["joins"][0]),
             hint="joins are not supported; aggregate one personal table",
@@ -262,7 +250,7 @@ def _grouping(
         if isinstance(entry, exp.Literal) and not entry.is_string:
             position = int(entry.this)
             if not 1 <= position <= len(items):
-                raise DpQueryError(
+                raise QueryError(
                     f"GROUP BY position {position} is not in the select list",
                     hint="GROUP BY positions count the SELECT items from 1",
                 )
@@ -279,7 +267,7 @@ def _grouping(
             continue
         text = sqltext.render(expr)
         if text not in keys:
-            raise DpQueryError(
+            raise QueryError(
                 "every SELECT item of a DP query is a grouping expression or an aggregate",
                 fragment=_short(expr),
                 hint=f"group by it, or use one of {SUPPORTED}; arithmetic over aggregates goes "
@@ -342,7 +330,7 @@ def _aggregate(node: exp.Expression, relation: RelationInfo, alias: str, aid: st
             columns = argument.expressions
             column = _column(columns[0], relation, alias, node) if len(columns) == 1 else None
             if column is None or column != aid:
-                raise DpQueryError(
+                raise QueryError(
                     "count(DISTINCT ...) is only supported over the AID column",
                     fragment=_short(node),
                     hint=f"count privacy units with count(DISTINCT {aid}), or rows with count(*)",
@@ -360,14 +348,14 @@ def _aggregate(node: exp.Expression, relation: RelationInfo, alias: str, aid: st
             or len(ordered) != 1
             or ordered[0].args.get("desc")
         ):
-            raise DpQueryError(
+            raise QueryError(
                 "percentile_cont takes a constant fraction and one ascending ORDER BY column",
                 fragment=_short(node),
                 hint="write percentile_cont(0.9) WITHIN GROUP (ORDER BY col)",
             )
         q = float(fraction.this)
         if not 0 <= q <= 1:
-            raise DpQueryError(
+            raise QueryError(
                 f"percentile_cont fraction {q:g} is outside [0, 1]", fragment=_short(node)
             )
         column = _numeric_column(ordered[0].this, relation, alias, node)
@@ -392,7 +380,7 @@ def _aggregate(node: exp.Expression, relation: RelationInfo, alias: str, aid: st
             quantile=0.5 if kind == "quantile" else None,
             population=population,
         )
-    raise DpQueryError(
+    raise QueryError(
         f"aggregate {_short(node)} is not supported in a DP query",
         fragment=_short(node),
         hint=f"use one of {SUPPORTED}",
@@ -403,12 +391,12 @@ def _column(node: exp.Expression, relation: RelationInfo, alias: str, call: exp.
     if isinstance(node, exp.Column) and node.table in ("", alias, relation.name):
         if relation.column(node.name) is not None:
             return node.name
-        raise DpQueryError(
+        raise QueryError(
             f'column "{node.name}" does not exist in {relation.schema}.{relation.name}',
             fragment=_short(call),
             hint="columns: " + ", ".join(c.name for c in relation.columns),
         )
-    raise DpQueryError(
+    raise QueryError(
         "DP aggregates take a plain column of the table",
         fragment=_short(call),
         hint="aggregate the column itself (bounds are set per column with diffix.set_dp_bounds)",
@@ -420,7 +408,7 @@ def _numeric_column(
 ) -> str:
     column = _column(node, relation, alias, call)
     if category(_type(relation, column)) != "N":
-        raise DpQueryError(
+        raise QueryError(
             f"{_short(call)} needs a numeric column; {column} is {_type(relation, column)}",
             fragment=_short(call),
             hint="sums, averages, deviations and quantiles apply to numeric columns",

@@ -12,7 +12,7 @@ turn them into what flattening needs:
 - ``PythonKernel``: the same results in pure Python (table-driven hashing, ``heapq``).
 
 ``KERNEL`` is the numpy one when numpy can be imported. Both give identical results
-(tests/unit/test_anonymization_bulk.py runs every case through both).
+(tests/unit/diffix/test_anonymization_bulk.py runs every case through both).
 
 A *summary* is all that ``aggregate_contributions`` reads from one AID instance: how many AIDs
 contribute, the XOR of their hashes, the total, and the largest ``(contribution, hash)`` pairs.

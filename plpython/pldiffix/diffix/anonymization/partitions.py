@@ -10,7 +10,7 @@ combined state a summary.
 
 This is exact only if two different AIDs never share a hash, since pg_diffix would count them as
 one contributor even when they sit in different passes: the engine splits only int4 AIDs, on which
-FNV-1a is injective (tests/unit/test_anonymization_partitions.py proves it).
+FNV-1a is injective (tests/unit/diffix/test_anonymization_partitions.py proves it).
 
 Float totals are added part by part, so they can differ in the last bits from a single pass that
 adds all rows in scan order (as PostgreSQL's own sum() differs between a serial and a parallel or

@@ -1,7 +1,7 @@
 """What the wire-protocol front (proxy/) does with one client statement.
 
 A statement is forwarded to the server untouched unless it reads a protected (personal or
-perturbed) table: then it is answered through the engine, or, when it only asks for the result's
+cell-key) table: then it is answered through the engine, or, when it only asks for the result's
 shape (`LIMIT 0`, `WHERE 1 <> 1`, as BI tools do), answered with an empty typed result. Pure: the
 caller says which tables are protected.
 """
@@ -69,14 +69,14 @@ def route(statements: Sequence[exp.Expression], is_protected: Callable[[str], bo
         return Route.ENGINE  # COPY (query) TO STDOUT: the server copies out the engine's rows
     if any(isinstance(s, exp.Copy) for s in protected):
         raise RoutingError(
-            "COPY is not available for personal or perturbed tables",
+            "COPY is not available for personal or cell-key tables",
             sqlstate=INSUFFICIENT_PRIVILEGE,
             hint="query them with SELECT, or COPY (SELECT ...) TO STDOUT; answers are "
             "anonymized per bucket",
         )
     if len(statements) != 1:
         raise RoutingError(
-            "a query that reads personal or perturbed tables must be sent alone",
+            "a query that reads personal or cell-key tables must be sent alone",
             hint="send each statement in its own query",
         )
     tree = statements[0]
@@ -145,13 +145,13 @@ def _refuse_wrapped_protected_query(
         return
     if command == "PREPARE":
         raise RoutingError(
-            "PREPARE of a statement over personal or perturbed tables is not available "
+            "PREPARE of a statement over personal or cell-key tables is not available "
             "through pldiffix proxy",
             hint="use your driver's prepared statements (the extended protocol), which the "
             "proxy answers, or send the query itself",
         )
     raise RoutingError(
-        "EXPLAIN of a query over personal or perturbed tables is not available",
+        "EXPLAIN of a query over personal or cell-key tables is not available",
         hint="a plan describes the protected rows; send the query itself to get its "
         "anonymized answer",
     )

@@ -16,7 +16,7 @@ import pytest
 from pldiffix.cellkey import laplace
 from pldiffix.cellkey.laplace import LaplaceConfig, LaplaceConfigError, LaplaceInputError
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tbe"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "tbe"
 CONFIG = LaplaceConfig(scale=1, key="secret100")
 
 

@@ -10,18 +10,18 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import tbe_helpers
 
-from pldiffix.cellkey import tbe
-from pldiffix.cellkey.tbe import (
-    CellInput,
+from pldiffix.cellkey import tbe, tbe_config
+from pldiffix.cellkey.tbe import CellInput, SumInput
+from pldiffix.cellkey.tbe_config import (
     ScopeKeyDeclarations,
-    SumInput,
     TbeConfig,
     TbeConfigError,
     TbeInputError,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tbe"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "tbe"
 SEED_N = 1766976779
 
 # A toy configuration small enough to compute by hand.
@@ -90,7 +90,7 @@ AMOUNT,>=100.01,668653844
 
 
 def toy(**overrides: object) -> TbeConfig:
-    return tbe.parse_config({**TOY_PARAMS, **overrides})
+    return tbe_config.parse_config({**TOY_PARAMS, **overrides})
 
 
 def scoped_toy(**overrides: object) -> TbeConfig:
@@ -99,7 +99,7 @@ def scoped_toy(**overrides: object) -> TbeConfig:
 
 @pytest.fixture(scope="module")
 def sample() -> TbeConfig:
-    return tbe.load_config_from_directory(EXAMPLES / "dataset.json")
+    return tbe_helpers.load_config_from_directory(EXAMPLES / "dataset.json")
 
 
 # The hand-computed cell: keys 10 + 20 + 30 = 60 -> ck 60, row 2; n = 3 -> col 2.
@@ -120,7 +120,7 @@ CELL = CellInput(n=3, key_sum=60, sums={"y": SumInput(2, (-8, 5))})
 
 
 def test_row_index():
-    assert [tbe.row_index(k, 100, 4) for k in (0, 24, 25, 49, 50, 74, 75, 99)] == [
+    assert [tbe_config.row_index(k, 100, 4) for k in (0, 24, 25, 49, 50, 74, 75, 99)] == [
         0,
         0,
         1,
@@ -131,18 +131,18 @@ def test_row_index():
         3,
     ]
     # Seed-sized: the last key maps to the last row, never past it.
-    assert tbe.row_index(SEED_N - 1, SEED_N, 8) == 7
-    assert tbe.row_index(SEED_N // 8 + 1, SEED_N, 8) == 1
+    assert tbe_config.row_index(SEED_N - 1, SEED_N, 8) == 7
+    assert tbe_config.row_index(SEED_N // 8 + 1, SEED_N, 8) == 1
     with pytest.raises(TbeInputError):
-        tbe.row_index(100, 100, 4)
+        tbe_config.row_index(100, 100, 4)
     with pytest.raises(TbeInputError):
-        tbe.row_index(-1, 100, 4)
+        tbe_config.row_index(-1, 100, 4)
 
 
 def test_col_index():
-    assert [tbe.col_index(n, 5) for n in (1, 2, 4, 5, 6, 1000)] == [0, 1, 3, 4, 4, 4]
+    assert [tbe_config.col_index(n, 5) for n in (1, 2, 4, 5, 6, 1000)] == [0, 1, 3, 4, 4, 4]
     with pytest.raises(TbeInputError):
-        tbe.col_index(0, 5)
+        tbe_config.col_index(0, 5)
 
 
 def test_cell_and_total_keys():
@@ -154,10 +154,10 @@ def test_cell_and_total_keys():
 
 
 def test_validate_record_key():
-    assert tbe.validate_record_key(Decimal(5), 100) == 5
+    assert tbe_config.validate_record_key(Decimal(5), 100) == 5
     for bad in (-1, 100, 1.5, "x", True, None):
         with pytest.raises(TbeInputError):
-            tbe.validate_record_key(bad, 100)
+            tbe_config.validate_record_key(bad, 100)
 
 
 def test_round_half_away_from_zero():
@@ -242,7 +242,7 @@ def test_top_is_limited_to_len_m_and_shorter_tops_use_fewer_weights():
 def test_tiebreaker_decides_the_order_of_equal_abs_values():
     cfg = toy(m=[1, 0])
     # |y| tie between 5 (uid b) and -5 (uid a): a comes first, so y_1 = -5.
-    cell = tbe.summarize_records(
+    cell = tbe_helpers.summarize_records(
         [{"rk": 60, "uid": "b", "y": 5}, {"rk": 0, "uid": "a", "y": -5}], cfg, ["y"]
     )
     assert cell.sums["y"].top == (-5, 5)
@@ -250,28 +250,30 @@ def test_tiebreaker_decides_the_order_of_equal_abs_values():
 
 
 def test_summarize_records_matches_the_hand_computed_cell_and_ignores_null_y():
-    cell = tbe.summarize_records(RECORDS, toy(), ["y"])
+    cell = tbe_helpers.summarize_records(RECORDS, toy(), ["y"])
     assert cell.n == 4 and cell.key_sum == 60 and cell.key_min == 0 and cell.key_max == 30
     assert cell.sums["y"] == SumInput(2, (-8, 5))
 
 
 def test_same_records_in_any_order_give_the_same_result():
     cfg = toy()
-    expected = tbe.perturb_cell(cfg, tbe.summarize_records(RECORDS, cfg, ["y"]))
+    expected = tbe.perturb_cell(cfg, tbe_helpers.summarize_records(RECORDS, cfg, ["y"]))
     rng = random.Random(1)
     for _ in range(20):
         shuffled = RECORDS[:]
         rng.shuffle(shuffled)
-        assert tbe.perturb_cell(cfg, tbe.summarize_records(shuffled, cfg, ["y"])) == expected
+        assert (
+            tbe.perturb_cell(cfg, tbe_helpers.summarize_records(shuffled, cfg, ["y"])) == expected
+        )
 
 
 def test_weighted_count_is_scaled_and_rounded():
-    assert tbe.perturb_weighted_count(Decimal("25.5"), 3, 1) == 34  # 25.5 * 4 / 3
-    assert tbe.perturb_weighted_count(7.5, 3, -1) == 5
-    assert tbe.perturb_weighted_count(2.5, 1, 0) == 3  # halves away from zero
-    assert tbe.perturb_weighted_count(2.5, 1, -2) == 0
+    assert tbe_helpers.perturb_weighted_count(Decimal("25.5"), 3, 1) == 34  # 25.5 * 4 / 3
+    assert tbe_helpers.perturb_weighted_count(7.5, 3, -1) == 5
+    assert tbe_helpers.perturb_weighted_count(2.5, 1, 0) == 3  # halves away from zero
+    assert tbe_helpers.perturb_weighted_count(2.5, 1, -2) == 0
     with pytest.raises(TbeInputError):
-        tbe.perturb_weighted_count(1, 0, 0)
+        tbe_helpers.perturb_weighted_count(1, 0, 0)
 
 
 @pytest.mark.parametrize(
@@ -301,11 +303,11 @@ def test_bad_cell_input(cell: CellInput, message: str):
 
 
 def test_seed_worked_example_scope_keys():
-    decl = tbe.parse_declarations(SEED_DECLARATIONS, SEED_N)
+    decl = tbe_config.parse_declarations(SEED_DECLARATIONS, SEED_N)
     where = {"PET": ["cat", "dog"], "DWELLING": ["001", "999"]}
     base = (1609262920 + 782519905) * (183810198 + 1664310739)
     for bedrooms, key in (("<0", 465455415), ("0", 195061038), ("1", 851514097)):
-        scope = tbe.row_scope(where, {"BEDROOMS": bedrooms})
+        scope = tbe_config.row_scope(where, {"BEDROOMS": bedrooms})
         assert decl.scope_key(scope) == base * key % SEED_N
 
 
@@ -315,7 +317,10 @@ def test_sample_declarations_keep_the_seed_example_keys(sample: TbeConfig):
     where = {"pet": ["dog", "cat"], "dwelling": ["999", "001"]}  # case and order do not matter
     base = (1609262920 + 782519905) * (183810198 + 1664310739)
     for bedrooms, key in (("<0", 465455415), ("0", 195061038), ("1", 851514097)):
-        assert decl.scope_key(tbe.row_scope(where, {"BEDROOMS": bedrooms})) == base * key % SEED_N
+        assert (
+            decl.scope_key(tbe_config.row_scope(where, {"BEDROOMS": bedrooms}))
+            == base * key % SEED_N
+        )
 
 
 def test_sample_declarations_match_their_generator():
@@ -440,7 +445,7 @@ def test_group_by_scope_keys_add_up_to_the_ungrouped_scope_key(sample: TbeConfig
     assert decl is not None
     where = {"PET": ["cat", "dog"], "DWELLING": ["001", "999"]}
     rows = [
-        decl.scope_key(tbe.row_scope(where, {"BEDROOMS": value}))
+        decl.scope_key(tbe_config.row_scope(where, {"BEDROOMS": value}))
         for value in decl.fields["BEDROOMS"]
     ]
     assert sum(rows) % SEED_N == decl.scope_key(where)
@@ -453,10 +458,10 @@ def test_same_cell_same_perturbation_whichever_query(sample: TbeConfig):
     # WHERE PET = 'cat'  vs  WHERE PET IN ('cat', 'dog') GROUP BY PET, row 'cat'
     # vs  GROUP BY PET, row 'cat'  vs  WHERE pet IN ('cat', 'cat')
     scopes = [
-        tbe.row_scope({"PET": ["cat"]}, {}),
-        tbe.row_scope({"PET": ["cat", "dog"]}, {"PET": "cat"}),
-        tbe.row_scope({}, {"pet": "cat"}),
-        tbe.row_scope({"pet": ["cat", "cat"]}, {}),
+        tbe_config.row_scope({"PET": ["cat"]}, {}),
+        tbe_config.row_scope({"PET": ["cat", "dog"]}, {"PET": "cat"}),
+        tbe_config.row_scope({}, {"pet": "cat"}),
+        tbe_config.row_scope({"pet": ["cat", "cat"]}, {}),
     ]
     keys = [decl.scope_key(s) for s in scopes]
     assert keys == [1609262920] * 4
@@ -477,7 +482,7 @@ def test_different_scopes_usually_perturb_differently(sample: TbeConfig):
 
 
 def test_null_scope_values_use_the_sentinel():
-    decl = tbe.parse_declarations(TOY_DECLARATIONS, 100)
+    decl = tbe_config.parse_declarations(TOY_DECLARATIONS, 100)
     assert decl.scope_key({"B": [None]}) == 56
     assert decl.scope_key({"B": [""]}) == 56
     assert decl.scope_key({"B": ["u", None, ""]}) == 61  # duplicates count once
@@ -486,7 +491,7 @@ def test_null_scope_values_use_the_sentinel():
 def test_canonical_conditions():
     """One value set, one canonical condition, whatever the spelling; every declared value is
     no condition (the same records as none)."""
-    decl = tbe.parse_declarations(TOY_DECLARATIONS, 100)
+    decl = tbe_config.parse_declarations(TOY_DECLARATIONS, 100)
     assert decl.canonical_condition("A", ["y", "x", "y"]) is None  # A declares x, y
     assert decl.canonical_condition("b", ["v", "u"]) == ("u", "v")
     assert decl.canonical_condition("B", ["u", "v", "u"]) == ("u", "v")
@@ -514,25 +519,25 @@ def test_canonical_conditions():
     ],
 )
 def test_bad_scopes(scope: dict, message: str):
-    decl = tbe.parse_declarations(TOY_DECLARATIONS, 100)
+    decl = tbe_config.parse_declarations(TOY_DECLARATIONS, 100)
     with pytest.raises(TbeInputError, match=message):
         decl.scope_key(scope)
 
 
 def test_row_scope():
-    assert tbe.row_scope({"PET": ["cat", "dog", "cat"]}, {"BEDROOMS": "1"}) == {
+    assert tbe_config.row_scope({"PET": ["cat", "dog", "cat"]}, {"BEDROOMS": "1"}) == {
         "PET": ["cat", "dog"],
         "BEDROOMS": ["1"],
     }
-    assert tbe.row_scope({"PET": ["cat", "dog"]}, {"pet": "dog"}) == {"PET": ["dog"]}
+    assert tbe_config.row_scope({"PET": ["cat", "dog"]}, {"pet": "dog"}) == {"PET": ["dog"]}
     with pytest.raises(TbeInputError, match="outside the WHERE scope"):
-        tbe.row_scope({"PET": ["cat"]}, {"PET": "dog"})
+        tbe_config.row_scope({"PET": ["cat"]}, {"PET": "dog"})
     with pytest.raises(TbeInputError, match="twice"):
-        tbe.row_scope({"PET": ["cat"], "pet": ["dog"]}, {})
+        tbe_config.row_scope({"PET": ["cat"], "pet": ["dog"]}, {})
 
 
 def test_check_complete():
-    decl = tbe.parse_declarations(TOY_DECLARATIONS, 100)
+    decl = tbe_config.parse_declarations(TOY_DECLARATIONS, 100)
     decl.check_complete({"A": ["x", "y"], "b": ["u", None]})
     with pytest.raises(TbeConfigError) as excinfo:
         decl.check_complete({"A": ["x", "w", None], "B": ["u"], "C": ["q"]})
@@ -622,7 +627,7 @@ def test_a_non_numeric_field_has_no_ranges(sample: TbeConfig):
     ],
 )
 def test_parse_range_label(label, low, low_inc, high, high_inc):
-    r = tbe.parse_range_label(label)
+    r = tbe_config.parse_range_label(label)
     assert r.label == label
     assert r.low == (None if low is None else Decimal(low)) and r.low_inclusive == low_inc
     assert r.high == (None if high is None else Decimal(high)) and r.high_inclusive == high_inc
@@ -631,7 +636,7 @@ def test_parse_range_label(label, low, low_inc, high, high_inc):
 @pytest.mark.parametrize("label", ["dog", "5-1", "1e3", "<", "1-2-3", "--1"])
 def test_parse_range_label_rejects(label):
     with pytest.raises(ValueError):
-        tbe.parse_range_label(label)
+        tbe_config.parse_range_label(label)
 
 
 @pytest.mark.parametrize(
@@ -715,7 +720,7 @@ def test_parse_accepts_every_wrapping_and_json_text():
         TOY_PARAMS,
         json.dumps(dataset),
     ]
-    configs = [tbe.parse_config(f) for f in forms]
+    configs = [tbe_config.parse_config(f) for f in forms]
     assert all(c == configs[0] for c in configs)
 
 
@@ -726,7 +731,7 @@ def test_parse_from_files_and_inline_agree():
         "sm": "\n".join(",".join(str(v) for v in row) for row in S),
         "decl.csv": TOY_DECLARATIONS,
     }
-    from_files = tbe.parse_config(
+    from_files = tbe_config.parse_config(
         {
             **params,
             "p_filename": "pm",
@@ -741,9 +746,9 @@ def test_parse_from_files_and_inline_agree():
 
 def test_to_parameters_round_trips(sample: TbeConfig):
     text = json.dumps(sample.to_parameters())
-    assert tbe.parse_config(text) == sample
+    assert tbe_config.parse_config(text) == sample
     additive = scoped_toy(use_additive_scope_perturbation=True, scope_p_matrix=SCOPE_P)
-    assert tbe.parse_config(additive.to_parameters()) == additive
+    assert tbe_config.parse_config(additive.to_parameters()) == additive
 
 
 def test_integral_p_values_in_other_spellings_are_accepted():
@@ -846,18 +851,18 @@ def params_without(*names: str) -> dict:
 )
 def test_configuration_errors(params: dict, files: dict, message: str):
     with pytest.raises(TbeConfigError, match=message):
-        tbe.parse_config(params, files)
+        tbe_config.parse_config(params, files)
 
 
 def test_configuration_document_errors():
     with pytest.raises(TbeConfigError, match="not valid JSON"):
-        tbe.parse_config("{")
+        tbe_config.parse_config("{")
     with pytest.raises(TbeConfigError, match="must be a JSON object"):
-        tbe.parse_config("[]")
+        tbe_config.parse_config("[]")
     with pytest.raises(TbeConfigError, match="no 'tbe_perturb' entry"):
-        tbe.parse_config({"transform_definitions": {"laplace_perturb": {}}})
+        tbe_config.parse_config({"transform_definitions": {"laplace_perturb": {}}})
     with pytest.raises(TbeConfigError, match="no 'tbe_perturb' entry"):
-        tbe.parse_config({"laplace_perturb": {"parameters": {}}})
+        tbe_config.parse_config({"laplace_perturb": {"parameters": {}}})
 
 
 @pytest.mark.parametrize(
@@ -879,20 +884,20 @@ def test_configuration_document_errors():
 )
 def test_declaration_errors(declarations: str, message: str):
     with pytest.raises(TbeConfigError, match=message):
-        tbe.parse_config({**TOY_PARAMS, "primitive_scope_key_declarations": declarations})
+        tbe_config.parse_config({**TOY_PARAMS, "primitive_scope_key_declarations": declarations})
 
 
 def test_declarations_as_rows_and_quoted_values():
-    decl = tbe.parse_declarations([["A", "x,y", 30], ["A", "", "71"]], 100)
+    decl = tbe_config.parse_declarations([["A", "x,y", 30], ["A", "", "71"]], 100)
     assert decl.fields == {"A": {"x,y": 30, "": 71}}
-    decl2 = tbe.parse_declarations('A,"x,y",30\nA,,71\n', 100)
+    decl2 = tbe_config.parse_declarations('A,"x,y",30\nA,,71\n', 100)
     assert decl2 == decl
     with pytest.raises(TbeConfigError, match="expected a row"):
-        tbe.parse_declarations(["A,x,1"], 100)
+        tbe_config.parse_declarations(["A,x,1"], 100)
 
 
 def test_declarations_must_use_the_config_big_n():
-    decl = tbe.parse_declarations("A,x,1\n", 7)
+    decl = tbe_config.parse_declarations("A,x,1\n", 7)
     with pytest.raises(TbeConfigError, match="bigN=7"):
         dataclasses.replace(toy(), scope_keys=decl)
 
@@ -901,7 +906,7 @@ def test_load_config_from_directory_errors(tmp_path: Path):
     params = {k: v for k, v in TOY_PARAMS.items() if k != "p_matrix"}
     (tmp_path / "cfg.json").write_text(json.dumps({**params, "p_filename": "missing"}))
     with pytest.raises(TbeConfigError, match=r"missing\.csv does not exist"):
-        tbe.load_config_from_directory(tmp_path / "cfg.json")
+        tbe_helpers.load_config_from_directory(tmp_path / "cfg.json")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "missing.csv").write_text(
         "\n".join(",".join(map(str, r)) for r in P), encoding="utf-8"
@@ -909,22 +914,22 @@ def test_load_config_from_directory_errors(tmp_path: Path):
     (tmp_path / "cfg.json").write_text(
         json.dumps({**params, "p_filename": "missing", "path": "sub"})
     )
-    assert tbe.load_config_from_directory(tmp_path / "cfg.json") == toy()
+    assert tbe_helpers.load_config_from_directory(tmp_path / "cfg.json") == toy()
 
 
 def test_generate_field_keys():
     rng = random.Random(3)
-    keys = tbe.generate_field_keys(SEED_N, ["a", "b", "c", ""], {"b": 12345}, rng.randrange)
+    keys = tbe_config.generate_field_keys(SEED_N, ["a", "b", "c", ""], {"b": 12345}, rng.randrange)
     assert list(keys) == ["a", "b", "c", ""]
     assert keys["b"] == 12345
     assert sum(keys.values()) % SEED_N == 1
     assert all(0 <= k < SEED_N for k in keys.values())
-    real = tbe.generate_field_keys(SEED_N, ["x", "y"])  # secrets
+    real = tbe_config.generate_field_keys(SEED_N, ["x", "y"])  # secrets
     assert sum(real.values()) % SEED_N == 1
-    assert tbe.generate_field_keys(100, ["x", "y"], {"x": 30, "y": 71}) == {"x": 30, "y": 71}
+    assert tbe_config.generate_field_keys(100, ["x", "y"], {"x": 30, "y": 71}) == {"x": 30, "y": 71}
     with pytest.raises(ValueError, match="do not sum to 1"):
-        tbe.generate_field_keys(100, ["x"], {"x": 3})
+        tbe_config.generate_field_keys(100, ["x"], {"x": 3})
     with pytest.raises(ValueError, match="undeclared"):
-        tbe.generate_field_keys(100, ["x"], {"z": 3})
+        tbe_config.generate_field_keys(100, ["x"], {"z": 3})
     with pytest.raises(ValueError, match="duplicate"):
-        tbe.generate_field_keys(100, ["x", "x"])
+        tbe_config.generate_field_keys(100, ["x", "x"])

@@ -1,11 +1,11 @@
-"""What the front does with a statement (plpython/pldiffix/core/routing.py)."""
+"""What the front does with a statement (plpython/pldiffix/core/proxy_routing.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pldiffix.core import routing
-from pldiffix.core.routing import Route, RoutingError
+from pldiffix.core import proxy_routing as routing
+from pldiffix.core.proxy_routing import Route, RoutingError
 
 PROTECTED = {"customers", "public.customers", '"Accounts"'}
 

@@ -1,4 +1,4 @@
-"""Pure foundation modules: levels, settings, statement gate, result encoding, installer pieces."""
+"""Pure foundation modules: levels, settings, statement gate, result encoding."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import pytest
 from pldiffix.core import results, session, settings
 from pldiffix.core.levels import AccessLevel, most_restricted
 from pldiffix.core.statements import QueryError, parse_single_select
-from pldiffix_installer.modules import server_modules
-from pldiffix_installer.tables import format_table
 
 
 def test_levels_order_from_direct_to_untrusted():
@@ -162,20 +160,4 @@ def test_row_json_decoding_keeps_repeated_keys_in_order():
         1,
         Decimal("2.5"),
         {"c": [1]},
-    ]
-
-
-def test_deployed_modules_include_pldiffix_and_sqlglot_packages():
-    names = {module.name: module for module in server_modules()}
-    assert names["pldiffix"].is_package and not names["pldiffix.server"].is_package
-    assert names["sqlglot"].is_package and "sqlglot.dialects.postgres" in names
-    assert not any("test" in name.split(".")[0] for name in names)
-
-
-def test_format_table_aligns_numbers_right_and_text_left():
-    assert format_table(["city", "n"], [["Berlin", 7], ["Rome", 12]]).splitlines() == [
-        "  city   |  n",
-        "  -------+---",
-        "  Berlin |  7",
-        "  Rome   | 12",
     ]

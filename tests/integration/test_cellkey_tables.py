@@ -1,7 +1,8 @@
-"""Perturbed tables: diffix.mark_tbe / mark_laplace, the SQL functions, the query path, the CLI."""
+"""Cell-key tables: diffix.mark_tbe / mark_laplace, the SQL functions, the query path, the CLI."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from decimal import Decimal
@@ -9,16 +10,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import tbe_helpers
 
-from pldiffix.cellkey import laplace, tbe
-from pldiffix_installer import cli
+from pldiffix.cellkey import laplace, tbe, tbe_config
+from pldiffix_installer import cli, install
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tbe"
-CONFIG = tbe.load_config_from_directory(EXAMPLES / "dataset.json")
-UNSCOPED = tbe.parse_config(
+CONFIG = tbe_helpers.load_config_from_directory(EXAMPLES / "dataset.json")
+UNSCOPED = tbe_config.parse_config(
     {k: v for k, v in CONFIG.to_parameters().items() if k != "primitive_scope_key_declarations"}
 )
-ADDITIVE = tbe.parse_config(CONFIG.to_parameters() | {"use_additive_scope_perturbation": True})
+ADDITIVE = tbe_config.parse_config(
+    CONFIG.to_parameters() | {"use_additive_scope_perturbation": True}
+)
 LAPLACE = {"scale": 2, "key": "test-key"}
 
 
@@ -56,7 +60,7 @@ def _create(db, name: str = "dwellings", records: list[dict] = RECORDS) -> None:
     db.admin.execute(f"GRANT SELECT ON {name} TO PUBLIC")
 
 
-def _mark(db, config: tbe.TbeConfig = CONFIG, table: str = "dwellings") -> None:
+def _mark(db, config: tbe_config.TbeConfig = CONFIG, table: str = "dwellings") -> None:
     db.admin.execute(
         "CALL diffix.mark_tbe(%s, %s::jsonb)", (table, json.dumps(config.to_parameters()))
     )
@@ -87,13 +91,13 @@ def _label(field: str, value) -> str:
 
 
 def expected(
-    config: tbe.TbeConfig,
+    config: tbe_config.TbeConfig,
     where: dict,
     group: list[str],
     sums: tuple[str, ...] = (),
     records: list[dict] = RECORDS,
 ) -> dict[tuple, tbe.CellOutput]:
-    """Per group: the pure core's answer (tbe.summarize_records + tbe.perturb_cell)."""
+    """Per group: the pure core's answer (tbe_helpers.summarize_records + tbe.perturb_cell)."""
 
     def label(field: str, record: dict):
         value = record[field]
@@ -109,7 +113,7 @@ def expected(
         cells[()] = []
     out = {}
     for key, rows in cells.items():
-        cell = tbe.summarize_records(rows, config, sums)
+        cell = tbe_helpers.summarize_records(rows, config, sums)
         sk = None
         if config.scoped and rows:
             # a restricted, ungrouped field's scope: the value names present in the cell; a
@@ -120,7 +124,7 @@ def expected(
                 if f not in group
                 and config.scope_keys.canonical_condition(f.upper(), vs) is not None
             }
-            scope = tbe.row_scope(
+            scope = tbe_config.row_scope(
                 where_scope, {f.upper(): v for f, v in zip(group, key, strict=True)}
             )
             sk = config.scope_keys.scope_key(scope)
@@ -185,7 +189,7 @@ def test_grand_total_is_unchanged_by_scope_keys_but_not_in_the_additive_variant(
         for t in ("scoped", "unscoped", "additive")
     }
     assert totals["scoped"] == totals["unscoped"]
-    cell = tbe.summarize_records(RECORDS, CONFIG, ("amount",))
+    cell = tbe_helpers.summarize_records(RECORDS, CONFIG, ("amount",))
     assert totals["unscoped"][0] == tbe.perturb_cell(UNSCOPED, cell).count
     assert totals["additive"][0] == tbe.perturb_cell(ADDITIVE, cell, scope_key=1).count
     # a scope listing every declared value of a field is the grand total's scope
@@ -343,14 +347,14 @@ def test_analysts_cannot_read_the_table_or_its_keys_directly(analyst):
         "GRANT SELECT ON dwellings TO diffix_anonymized_trusted",
     ],
 )
-def test_grants_exposing_a_perturbed_table_are_refused(dwellings, grant):
+def test_grants_exposing_a_cellkey_table_are_refused(dwellings, grant):
     with pytest.raises(
-        psycopg.errors.InsufficientPrivilege, match=r"refused: perturbed table public\.dwellings"
+        psycopg.errors.InsufficientPrivilege, match=r"refused: cellkey table public\.dwellings"
     ):
         dwellings.admin.execute(grant)
 
 
-def test_check_security_reports_exposures_of_perturbed_tables(dwellings):
+def test_check_security_reports_exposures_of_cellkey_tables(dwellings):
     analyst = dwellings.create_role("anonymized_untrusted")
     group = dwellings.create_role(login=False)
     dwellings.admin.execute(f'GRANT SELECT ON dwellings TO "{group}"')
@@ -442,7 +446,7 @@ def test_mark_tbe_needs_an_admin_and_an_existing_table(dwellings):
 
 
 def test_marking_labels_and_unmarking_clears_the_configuration(dwellings):
-    assert ("table", "public.dwellings", "perturbed") in dwellings.execute(
+    assert ("table", "public.dwellings", "cellkey") in dwellings.execute(
         "SELECT * FROM diffix.show_labels()"
     )
     [(name, method, summary, _)] = dwellings.execute("SELECT * FROM diffix.show_perturbations()")
@@ -459,6 +463,61 @@ def test_marking_labels_and_unmarking_clears_the_configuration(dwellings):
     _mark(dwellings)
     dwellings.admin.execute("DROP TABLE dwellings")
     assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(0,)]
+
+
+def test_an_upgrade_relabels_tables_an_older_version_labeled_perturbed(dwellings):
+    """Older versions labeled cell-key tables 'perturbed' (now the row-level level's name), with
+    a CHECK constraint and a relabel trigger of their own, and named the definer that marks them
+    _mark_perturbed; reinstalling relabels the tables 'cellkey', keeps their configuration (the
+    cell-key engine still answers), renames the label in the history of unlabeled tables and drops
+    the old definer."""
+    dwellings.admin.execute(
+        """
+        ALTER TABLE diffix.table_labels DROP CONSTRAINT table_labels_label_check;
+        CREATE OR REPLACE FUNCTION diffix._forget_perturbation() RETURNS trigger
+        LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+        BEGIN
+          IF NEW.label <> 'perturbed' THEN
+            DELETE FROM diffix.perturbation_configs p WHERE p.relid = NEW.relid;
+          END IF;
+          RETURN NULL;
+        END $$;
+        UPDATE diffix.table_labels SET label = 'perturbed' WHERE relid = 'dwellings'::regclass;
+        ALTER TABLE diffix.table_labels ADD CONSTRAINT table_labels_label_check
+          CHECK (label IN ('personal', 'public', 'perturbed'));
+        CREATE FUNCTION diffix._mark_perturbed(relid oid, method text, config jsonb)
+        RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS 'SELECT method';
+        CREATE PROCEDURE diffix._mark_perturbed_table(table_name text, method text, config jsonb)
+        LANGUAGE sql AS 'SELECT 1';
+        INSERT INTO diffix.unlabeled_tables
+          (table_name, previous_label, new_label, dropped, changed_by, session_role)
+        VALUES ('public.gone', 'perturbed', NULL, 'its cell-key configuration', 'x', 'x');
+        """
+    )
+    assert ("table", "public.dwellings", "perturbed") in dwellings.execute(
+        "SELECT * FROM diffix.show_labels()"
+    )
+    install.install(dwellings.dsn(), out=io.StringIO())
+    labels = dwellings.execute("SELECT * FROM diffix.show_labels()")
+    assert ("table", "public.dwellings", "cellkey") in labels
+    assert not [row for row in labels if row[2] == "perturbed"]
+    assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(1,)]
+    assert dwellings.execute(
+        "SELECT to_regprocedure('diffix._mark_perturbed(oid, text, jsonb)'),"
+        " to_regprocedure('diffix._mark_perturbed_table(text, text, jsonb)')"
+    ) == [(None, None)]
+    assert dwellings.execute(
+        "SELECT previous_label FROM diffix.unlabeled_tables WHERE table_name = 'public.gone'"
+    ) == [("cellkey",)]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        dwellings.admin.execute(
+            "UPDATE diffix.table_labels SET label = 'perturbed' WHERE relid = 'dwellings'::regclass"
+        )
+    analyst = dwellings.as_role(dwellings.create_role("anonymized_untrusted"))
+    rows = query(analyst, "SELECT pet, count(*) FROM dwellings GROUP BY pet")
+    want = expected(CONFIG, {}, ["pet"])
+    assert {pet: count for pet, count in rows} == {k[0]: v.count for k, v in want.items()}
 
 
 # --- SQL functions -------------------------------------------------------------------------------
@@ -641,7 +700,7 @@ def test_equivalent_tbe_scopes_give_one_answer(dwellings, level):
     want = expected(CONFIG, {"pet": ["cat", "dog"], "bedrooms": ["2", "3"]}, [], ("amount",))[()]
     assert answers == {(want.count, float(want.sums["amount"]))}
     # the test has power: scope keys of the spelled-out value lists would give several answers
-    cell = tbe.summarize_records(
+    cell = tbe_helpers.summarize_records(
         [r for r in RECORDS if r["pet"] in ("cat", "dog") and r["bedrooms"] in (2, 3)],
         CONFIG,
         ("amount",),
