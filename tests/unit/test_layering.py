@@ -30,6 +30,7 @@ KNOWN_CROSSINGS = {
     ("pldiffix.dp.query", "pldiffix.diffix.query_model"),
     ("pldiffix.dp.query", "pldiffix.diffix.validation"),
     ("pldiffix.dp.query", "pldiffix.diffix.validation.pgtypes"),
+    ("pldiffix.dp.query", "pldiffix.diffix.validation.syntax"),
 }
 
 # Pure modules importing one that touches the database, from before the rule (issue 29):

@@ -28,12 +28,12 @@ from sqlglot import exp
 
 from pldiffix.core import catalog, ledger, sqltext
 from pldiffix.core.errors import UserError
+from pldiffix.core.exact_sampling import rational_epsilon
 from pldiffix.core.relations import RelationKind
 from pldiffix.core.statements import QueryError
 from pldiffix.diffix import rewrite
 from pldiffix.diffix.engine import SecurityChecks
 from pldiffix.dp import markers, planner, release, replay
-from pldiffix.dp.mechanisms import rational_epsilon
 from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, parse
 
 MECHANISM = "dp"

@@ -27,13 +27,13 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from pldiffix.core.exact_sampling import rational_sqrt_floor
 from pldiffix.dp.mechanisms import (
     DiscreteGaussian,
     DiscreteLaplace,
     PartitionSelection,
     exponential_quantile,
     quantile_rank_error,
-    rational_sqrt_floor,
 )
 from pldiffix.dp.planner import AggregatePlan, Plan, TableMetadata, quantile_grid
 

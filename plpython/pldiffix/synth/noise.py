@@ -13,7 +13,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from pldiffix.dp.mechanisms import bernoulli_exp, discrete_laplace
+from pldiffix.core.exact_sampling import bernoulli_exp, discrete_laplace
 
 
 def discrete_gaussian(variance: Fraction) -> int:

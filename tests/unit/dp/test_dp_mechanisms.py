@@ -14,19 +14,22 @@ from pathlib import Path
 
 import pytest
 
+from pldiffix.core import exact_sampling
+from pldiffix.core.exact_sampling import (
+    bernoulli_exp,
+    discrete_gaussian,
+    discrete_laplace,
+    rational_epsilon,
+    rational_sqrt_floor,
+)
 from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind, StaticCatalog
 from pldiffix.dp import mechanisms, planner, release
 from pldiffix.dp.mechanisms import (
     DiscreteGaussian,
     DiscreteLaplace,
     PartitionSelection,
-    bernoulli_exp,
-    discrete_gaussian,
-    discrete_laplace,
     exponential_mechanism,
     exponential_quantile,
-    rational_epsilon,
-    rational_sqrt_floor,
     tail_above,
 )
 from pldiffix.dp.query import parse
@@ -315,7 +318,8 @@ def test_a_far_candidate_keeps_a_positive_probability(monkeypatch: pytest.Monkey
         calls.append((numerator, denominator))
         return len(calls) != 2  # the level G = 1, then every coin of the acceptance succeeds
 
-    monkeypatch.setattr(mechanisms, "_bernoulli_exp_at_most_one", scripted)
+    monkeypatch.setattr(mechanisms, "bernoulli_exp_at_most_one", scripted)
+    monkeypatch.setattr(exact_sampling, "bernoulli_exp_at_most_one", scripted)
     assert exponential_mechanism([0, 2000], Fraction(1, 2)) == 1
     assert calls == [(1, 1)] * 2 + [(1, 1)] * 998 + [(2, 2)]  # level; e^-999 as 999 e^-1
 

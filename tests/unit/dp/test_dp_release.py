@@ -8,9 +8,9 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from pldiffix.core.exact_sampling import rational_epsilon
 from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind, StaticCatalog
 from pldiffix.dp import planner, release
-from pldiffix.dp.mechanisms import rational_epsilon
 from pldiffix.dp.query import parse
 
 CATALOG = StaticCatalog(

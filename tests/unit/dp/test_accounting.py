@@ -11,9 +11,10 @@ import pytest
 import sqlglot
 
 from pldiffix.core import ledger
+from pldiffix.core.exact_sampling import rational_epsilon
 from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind, StaticCatalog
 from pldiffix.dp import engine, planner, release, replay
-from pldiffix.dp.mechanisms import DiscreteGaussian, DiscreteLaplace, rational_epsilon
+from pldiffix.dp.mechanisms import DiscreteGaussian, DiscreteLaplace
 
 CATALOG = StaticCatalog(
     {
