@@ -18,7 +18,6 @@ GRANT SELECT ON diffix.perturbation_configs TO diffix_engine;
 CREATE OR REPLACE FUNCTION diffix._forget_perturbation() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 BEGIN
   IF NEW.label <> 'cellkey' THEN
@@ -42,17 +41,6 @@ CREATE OR REPLACE FUNCTION diffix._mark_cellkey(relid oid, method text, config j
 RETURNS text
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.cellkey.config" not in sys.modules:
@@ -101,8 +89,6 @@ CREATE OR REPLACE FUNCTION diffix.show_perturbations()
 RETURNS TABLE (table_name text, method text, summary text, configured_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._require_admin('see perturbation configurations');
@@ -132,7 +118,6 @@ GRANT EXECUTE ON FUNCTION diffix.show_perturbations() TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._tbe_bad_key(record_key bigint, big_n bigint) RETURNS numeric[]
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 BEGIN
   IF big_n IS NULL OR big_n <= 0 THEN
@@ -170,17 +155,6 @@ CREATE OR REPLACE FUNCTION diffix._tbe_perturb(n bigint, key bigint, table_name 
 RETURNS bigint
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.cellkey.config" not in sys.modules:
@@ -195,7 +169,6 @@ CREATE OR REPLACE FUNCTION diffix.tbe_perturb(n bigint, key bigint, table_name r
 RETURNS bigint
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   message text; detail text; hint text;
@@ -217,17 +190,6 @@ CREATE OR REPLACE FUNCTION diffix._tbe_range(value numeric, field text, table_na
 RETURNS text
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.cellkey.config" not in sys.modules:
@@ -241,7 +203,6 @@ CREATE OR REPLACE FUNCTION diffix.tbe_range(value numeric, field text, table_nam
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   message text; detail text; hint text;
@@ -262,17 +223,6 @@ CREATE OR REPLACE FUNCTION diffix._tbe_range(value double precision, field text,
 RETURNS text
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.cellkey.config" not in sys.modules:
@@ -286,7 +236,6 @@ CREATE OR REPLACE FUNCTION diffix.tbe_range(value double precision, field text, 
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   message text; detail text; hint text;
@@ -304,7 +253,6 @@ ALTER FUNCTION diffix.tbe_range(double precision, text, regclass) OWNER TO CURRE
 CREATE OR REPLACE FUNCTION diffix.tbe_range(value anyelement) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 BEGIN
   RAISE EXCEPTION 'diffix.tbe_range(column) only works inside diffix.query_json'

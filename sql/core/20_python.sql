@@ -18,7 +18,6 @@ GRANT SELECT ON diffix.python_modules TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._load_python() RETURNS void
 LANGUAGE plpython3u
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $python$
 import sys
 
@@ -85,7 +84,6 @@ GRANT EXECUTE ON FUNCTION diffix._load_python() TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._compile_python() RETURNS integer
 LANGUAGE plpython3u
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $python$
 import importlib.util
 import marshal
@@ -106,7 +104,6 @@ REVOKE ALL ON FUNCTION diffix._compile_python() FROM PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._python_versions() RETURNS jsonb
 LANGUAGE plpython3u
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $python$
 import json, sys
 plpy.execute("SELECT diffix._load_python()")

@@ -7,7 +7,6 @@ CREATE OR REPLACE FUNCTION diffix._reraise(state text, message text, detail text
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   clean text := regexp_replace(message, '^((plpy|spiexceptions)\.\w+: )+', '');
@@ -28,7 +27,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._invoking_role() RETURNS name
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   SELECT CASE WHEN pg_catalog.current_setting('role') = 'none'
               THEN pg_catalog.session_user()
@@ -38,7 +36,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._is_admin(role_name name) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   SELECT COALESCE((SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'diffix_admin', 'MEMBER')
                    FROM pg_catalog.pg_roles r WHERE r.rolname = role_name), false)
@@ -48,8 +45,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._database_settings() RETURNS TABLE (name text, value text)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
   SELECT s.name, s.value FROM diffix.database_settings s WHERE s.name <> 'salt'
 $$;
@@ -59,8 +54,6 @@ ALTER FUNCTION diffix._database_settings() OWNER TO diffix_engine;
 CREATE OR REPLACE FUNCTION diffix._salt() RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   IF NOT diffix._is_admin(diffix._invoking_role()) THEN
@@ -89,17 +82,6 @@ $python$;
 CREATE OR REPLACE FUNCTION diffix._set(name text, value text) RETURNS text
 LANGUAGE plpython3u VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:
@@ -114,17 +96,6 @@ GRANT EXECUTE ON FUNCTION diffix._set(text, text) TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._configure(name text, value text) RETURNS void
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:

@@ -16,7 +16,6 @@ $python$;
 CREATE OR REPLACE FUNCTION diffix._stored_level(role_oid oid) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   WITH RECURSIVE memberships (roleid) AS (
     SELECT role_oid
@@ -36,7 +35,6 @@ CREATE OR REPLACE FUNCTION diffix._anonymized_roles()
 RETURNS TABLE (roleid oid, rolname name, level text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   WITH defaults AS (
     SELECT COALESCE((SELECT s.value FROM diffix._database_settings() s
@@ -55,7 +53,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._revoke_exposures() RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   exposure record;
@@ -83,7 +80,6 @@ GRANT EXECUTE ON FUNCTION diffix._revoke_exposures() TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._leave_level_groups(target oid) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   membership record;
@@ -106,8 +102,6 @@ REVOKE ALL ON FUNCTION diffix._leave_level_groups(oid) FROM PUBLIC;
 CREATE OR REPLACE PROCEDURE diffix.mark_role(role_name text, access_level text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   target oid;
@@ -150,8 +144,6 @@ $$;
 CREATE OR REPLACE PROCEDURE diffix.unmark_role(role_name text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   target oid;

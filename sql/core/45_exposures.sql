@@ -6,7 +6,6 @@ CREATE OR REPLACE FUNCTION diffix._personal_table_exposures()
 RETURNS TABLE (relid oid, table_name text, grantee text, via text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   WITH personal AS (
     SELECT c.oid, c.relacl, c.relowner FROM diffix.table_labels l

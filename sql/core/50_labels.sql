@@ -5,7 +5,6 @@
 CREATE OR REPLACE FUNCTION diffix._require_admin(action text) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 BEGIN
   IF NOT diffix._is_admin(diffix._invoking_role()) THEN
@@ -38,7 +37,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._column_attnum(relid oid, column_name text) RETURNS int2
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   found int2;
@@ -56,7 +54,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._check_labelable(relid oid, label text) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   kind "char";
@@ -87,8 +84,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._mark_personal(relid oid, aid_columns text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   aid_column text;
@@ -159,7 +154,6 @@ GRANT SELECT ON diffix.unlabeled_tables TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._protection_of(relid oid) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   table_label text;
@@ -209,7 +203,6 @@ CREATE OR REPLACE FUNCTION diffix._release_protection(relid oid, force boolean, 
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   previous text := (SELECT l.label FROM diffix.table_labels l
@@ -248,8 +241,6 @@ DROP FUNCTION IF EXISTS diffix._unmark_table(oid);
 CREATE OR REPLACE FUNCTION diffix._mark_public(relid oid, force boolean) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._require_admin('label tables');
@@ -266,8 +257,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._unmark_table(relid oid, force boolean) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._require_admin('label tables');
@@ -284,8 +273,6 @@ $$;
 CREATE OR REPLACE PROCEDURE diffix.acknowledge_finding(finding_id bigint)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._require_admin('acknowledge findings');
@@ -304,8 +291,6 @@ CREATE OR REPLACE FUNCTION diffix._set_filterable(relid oid, column_name text, f
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   column_attnum int2;
@@ -382,7 +367,6 @@ CREATE OR REPLACE FUNCTION diffix.show_labels()
 RETURNS TABLE (objtype text, objname text, label text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   SELECT objtype, objname, label FROM (
     SELECT 1 AS sort, 'table' AS objtype, l.relid::regclass::text AS objname, l.label

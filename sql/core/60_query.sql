@@ -94,17 +94,6 @@ CREATE OR REPLACE FUNCTION diffix._answer(
 RETURNS jsonb
 LANGUAGE plpython3u VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:
@@ -125,17 +114,6 @@ CREATE OR REPLACE FUNCTION diffix._audit_refusal(statement text, mechanism text,
 RETURNS void
 LANGUAGE plpython3u VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.server" not in sys.modules:

@@ -204,7 +204,6 @@ $dblink$;
 CREATE OR REPLACE FUNCTION diffix._loopback(statement text) RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   link constant pg_catalog.text := 'pldiffix_ledger';
@@ -231,8 +230,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._ledger_probe(options text) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   probe constant pg_catalog.text := 'pldiffix_ledger_probe';
@@ -253,7 +250,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._conninfo_value(value text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   SELECT '''' || replace(replace(value, '\', '\\'), '''', '\''') || ''''
 $$;
@@ -263,7 +259,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._ledger_connstr(options text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   link record;
@@ -290,7 +285,6 @@ DROP FUNCTION IF EXISTS diffix._ledger_choose_link();
 CREATE FUNCTION diffix._ledger_choose_link(OUT options text, OUT reasons text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   port text := current_setting('port');
@@ -332,7 +326,6 @@ CREATE OR REPLACE FUNCTION diffix._budget_period(period_start timestamptz, renew
                                                  at timestamptz) RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   start timestamptz := period_start;
@@ -361,7 +354,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._zcdp_epsilon(rho numeric, delta numeric) RETURNS numeric
 LANGUAGE sql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   SELECT rho + 2 * sqrt(rho * ln(1 / delta))
 $$;
@@ -381,7 +373,6 @@ RETURNS TABLE (roleid oid, unit text, epsilon_total numeric, delta_total numeric
                period_start timestamptz)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   SELECT p.roleid, p.unit,
          CASE p.unit WHEN 'rho' THEN diffix._zcdp_epsilon(p.rho_total, p.conversion_delta)
@@ -426,7 +417,6 @@ CREATE OR REPLACE FUNCTION diffix._ledger_spend(
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   budget record;
@@ -505,8 +495,6 @@ CREATE OR REPLACE FUNCTION diffix._charge_budget(
   OUT rho_remaining double precision)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   role_name name := diffix._invoking_role();
@@ -590,8 +578,6 @@ RETURNS TABLE (role name, epsilon_total numeric, delta_total numeric, epsilon_sp
                lifetime_delta numeric, lifetime_rho numeric)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
   SELECT r.rolname, b.epsilon_total, b.delta_total, b.epsilon_spent, b.delta_spent,
          b.epsilon_remaining, b.delta_remaining, b.renews_at, b.unit, b.rho_total, b.rho_spent,
@@ -616,7 +602,6 @@ CREATE OR REPLACE FUNCTION diffix._write_budget(
   lifetime_delta double precision) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   target oid;
@@ -696,8 +681,6 @@ CREATE OR REPLACE PROCEDURE diffix.set_privacy_budget(
   lifetime_delta double precision DEFAULT NULL)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   IF NOT diffix._is_admin(diffix._invoking_role()) THEN
@@ -719,8 +702,6 @@ CREATE OR REPLACE PROCEDURE diffix.set_privacy_budget_zcdp(
   lifetime_rho double precision DEFAULT NULL, lifetime_delta double precision DEFAULT NULL)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   IF NOT diffix._is_admin(diffix._invoking_role()) THEN
@@ -738,8 +719,6 @@ CREATE OR REPLACE FUNCTION diffix._ledger_findings()
 RETURNS TABLE (severity text, object text, finding text, fix text)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
   SELECT 'critical', p.oid::regprocedure::text,
          format('%s may execute it and so use the ledger''s loopback connection',

@@ -37,7 +37,6 @@ REVOKE ALL ON diffix.audit_log FROM PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._audit_sql_max_bytes() RETURNS integer
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   SELECT COALESCE((SELECT LEAST(s.value::pg_catalog.int4, 1048576)
                    FROM diffix._database_settings() s
@@ -51,7 +50,6 @@ CREATE OR REPLACE FUNCTION diffix._kept_text(value text, max_bytes integer,
                                              OUT sha256 text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   cap integer := GREATEST(COALESCE(max_bytes, 0), 0);
@@ -83,7 +81,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._visible(value text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   backslash text := pg_catalog.chr(92);
@@ -135,7 +132,6 @@ CREATE OR REPLACE FUNCTION diffix._audit_append(
 RETURNS text
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   INSERT INTO diffix.audit_log (session_role, effective_role, level, mechanism, sql, sql_bytes,
                                 sql_sha256, accepted, reason, rows_returned, epsilon, delta)
@@ -153,8 +149,6 @@ CREATE OR REPLACE FUNCTION diffix._audit_record(
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   role_name name := diffix._invoking_role();
@@ -193,8 +187,6 @@ RETURNS TABLE (id bigint, logged_at timestamptz, session_role text, effective_ro
                delta numeric)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -220,8 +212,6 @@ CREATE OR REPLACE FUNCTION diffix.audit_storage()
 RETURNS TABLE (relation text, row_count bigint, total_bytes bigint, total_size text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   IF NOT diffix._is_admin(diffix._invoking_role()) THEN

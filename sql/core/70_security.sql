@@ -4,8 +4,6 @@
 CREATE OR REPLACE FUNCTION diffix._forget_dropped_objects() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   DELETE FROM diffix.table_labels l
@@ -26,7 +24,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._other_tables_acl_digest() RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   SELECT md5(COALESCE(string_agg(
            c.oid::text || ':' || COALESCE(c.relacl::text, '') || ':' ||
@@ -43,7 +40,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._note_acls_before_grant() RETURNS event_trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 BEGIN
   PERFORM set_config('pldiffix.acl_digest_before_grant', diffix._other_tables_acl_digest(), true);
@@ -64,7 +60,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._refuse_exposing_grants() RETURNS event_trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   exposure record;
@@ -122,7 +117,6 @@ CREATE OR REPLACE FUNCTION diffix.check_security()
 RETURNS TABLE (severity text, object text, finding text, fix text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   WITH personal AS (
     SELECT c.oid FROM diffix.table_labels l JOIN pg_class c ON c.oid = l.relid

@@ -34,7 +34,6 @@ GRANT SELECT ON diffix.dp_tables, diffix.dp_columns TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._forget_dp_metadata() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 BEGIN
   IF NEW.label <> 'personal' THEN
@@ -53,7 +52,6 @@ CREATE OR REPLACE FUNCTION diffix._dp_target(relid oid, column_name text, action
 RETURNS int2
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   found int2;
@@ -84,8 +82,6 @@ CREATE OR REPLACE FUNCTION diffix._set_dp_bounds(
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   target int2 := diffix._dp_target(relid, column_name, 'set DP bounds');
@@ -123,8 +119,6 @@ CREATE OR REPLACE FUNCTION diffix._set_dp_max_contributions(relid oid, contribut
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._dp_target(relid, NULL, 'set DP contribution limits');
@@ -146,8 +140,6 @@ CREATE OR REPLACE FUNCTION diffix._set_dp_bounds_per_partition(
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._dp_target(relid, NULL, 'set DP contribution limits');
@@ -176,8 +168,6 @@ CREATE OR REPLACE FUNCTION diffix._set_dp_domain(relid oid, column_name text, va
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   target int2 := diffix._dp_target(relid, column_name, 'set DP domains');
@@ -252,7 +242,6 @@ CREATE OR REPLACE FUNCTION diffix.show_dp_metadata()
 RETURNS TABLE (objtype text, objname text, setting text, value text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
   SELECT objtype, objname, setting, value FROM (
     SELECT 'table' AS objtype, l.relid::regclass::text AS objname, 'max_contributions' AS setting,

@@ -43,7 +43,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix.dp_ci_low(aggregate anyelement) RETURNS double precision
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 BEGIN
   RAISE EXCEPTION 'diffix.dp_ci_low(aggregate) only works in the select list of a DP query'
@@ -57,7 +56,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix.dp_ci_high(aggregate anyelement) RETURNS double precision
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 BEGIN
   RAISE EXCEPTION 'diffix.dp_ci_high(aggregate) only works in the select list of a DP query'
@@ -73,7 +71,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix.dp_budget_remaining() RETURNS double precision
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 BEGIN
   RETURN (SELECT CAST(b.epsilon_remaining AS pg_catalog.float8) FROM diffix.privacy_budget() b

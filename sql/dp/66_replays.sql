@@ -20,7 +20,6 @@ REVOKE ALL ON diffix.dp_replays FROM PUBLIC;
 CREATE OR REPLACE FUNCTION diffix._dp_replay_put(target oid, key text, answer text) RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
 AS $$
 DECLARE
   period timestamptz;
@@ -44,8 +43,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._dp_replay(key text) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
   SELECT r.answer
   FROM pg_catalog.pg_roles o
@@ -60,8 +57,6 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._dp_replay_store(key text, answer text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 BEGIN
   PERFORM diffix._loopback(pg_catalog.format(

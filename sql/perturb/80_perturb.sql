@@ -7,17 +7,6 @@ CREATE OR REPLACE FUNCTION diffix._perturb_admin(action text, relid oid, options
 RETURNS text
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import json
 import sys
@@ -109,8 +98,6 @@ $$;
 CREATE OR REPLACE PROCEDURE diffix.set_perturbation_key(new_key text DEFAULT NULL)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   chosen text := COALESCE(new_key, replace(gen_random_uuid()::text || gen_random_uuid()::text,
@@ -138,17 +125,6 @@ RETURNS TABLE (metric text, column_name text, other_column text, original float8
                perturbed float8, explanation text)
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.perturb.admin" not in sys.modules:

@@ -47,8 +47,6 @@ CREATE OR REPLACE FUNCTION diffix._audit_publication(
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
 AS $$
 DECLARE
   kept record;
@@ -78,17 +76,6 @@ CREATE FUNCTION diffix._synthesize(
 RETURNS text
 LANGUAGE plpython3u VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.synth.engine" not in sys.modules:
@@ -161,17 +148,6 @@ RETURNS TABLE (metric text, column_name text, other_column text, "real" float8,
                synthetic float8, value float8)
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on
-SET backslash_quote = safe_encoding
-SET datestyle = 'ISO, MDY'
-SET intervalstyle = postgres
-SET timezone = 'UTC'
-SET extra_float_digits = 1
-SET bytea_output = hex
-SET array_nulls = on
-SET quote_all_identifiers = off
-SET lc_monetary = 'C'
-SET lc_numeric = 'C'
 AS $python$
 import sys
 if "pldiffix.synth.engine" not in sys.modules:
