@@ -72,13 +72,18 @@ class _Admission:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def refused(self, error: BaseException) -> None:
+        # administrators read the log: a failure keeps its cause there, not in the analyst's error
+        cause = error.__cause__ if isinstance(error, ExecutionFailed) else None
+        reason = audit.reason_of(error)
+        if cause is not None:
+            reason = f"{reason}: {audit.reason_of(cause)}"
         audit.record(
             self.plpy,
             level=self.level.value,
             mechanism=self.mechanism,
             sql=self.sql,
             accepted=False,
-            reason=audit.reason_of(error),
+            reason=reason,
         )
 
     def accepted(self, outcome: Outcome) -> None:
@@ -139,7 +144,8 @@ def _dispatch(
     role = catalog.invoking_role(plpy)
     schemas = catalog.usable_schemas(plpy, role, search_path)
     live = catalog.LiveCatalog(plpy, schemas)
-    if _reads_cellkey_table(plpy, tree, live):
+    cellkey_relid = _cellkey_relid(plpy, tree, live)
+    if cellkey_relid is not None:
         if level is AccessLevel.ANONYMIZED_DP or explicit_dp:
             raise PermissionError(
                 "roles at the anonymized_dp level cannot read perturbed (cell-key) tables"
@@ -147,7 +153,7 @@ def _dispatch(
                 else "differentially private queries cannot read perturbed (cell-key) tables"
             )
         admission.mechanism = "cellkey"
-        return _guarded(plpy, level, lambda: _cellkey(plpy, tree, live))
+        return _guarded(plpy, level, lambda: _cellkey(plpy, tree, cellkey_relid))
     read = first_contact.row_read(tree, lambda schema, name: _relation(live, schema, name))
     if read is not None:
         twin = _published_twin(plpy, live, read)
@@ -206,7 +212,7 @@ def _guarded(plpy: Any, level: AccessLevel, run: Callable[[], Outcome]) -> Outco
         return run()
     except (UserError, PermissionError):
         raise
-    except (plpy.SPIError, ArithmeticError, ValueError) as error:
+    except Exception as error:  # the database's or Python's text could name a value
         raise ExecutionFailed(
             "the query failed while reading the data",
             hint="the cause is not reported at this access level, since it could depend on "
@@ -292,11 +298,9 @@ def _dp(
     )
 
 
-def _cellkey(plpy: Any, tree: exp.Expression, live: catalog.LiveCatalog) -> Outcome:
+def _cellkey(plpy: Any, tree: exp.Expression, relid: int) -> Outcome:
     from pldiffix.cellkey import engine as cellkey_engine
 
-    relid = _cellkey_relid(plpy, tree, live)
-    assert relid is not None
     document, method = cellkey_engine.answer(plpy, tree, relid)
     mechanism = "laplace" if method == "laplace" else "cellkey"
     rows = len(json.loads(document)["rows"])
@@ -360,7 +364,3 @@ def _cellkey_relid(plpy: Any, tree: exp.Expression, live: catalog.LiveCatalog) -
         if rows:
             return details.oid
     return None
-
-
-def _reads_cellkey_table(plpy: Any, tree: exp.Expression, live: catalog.LiveCatalog) -> bool:
-    return _cellkey_relid(plpy, tree, live) is not None

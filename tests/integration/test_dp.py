@@ -1068,3 +1068,16 @@ def test_bad_per_partition_bounds_are_refused(shopping, groups, rows, message):
     assert shopping.execute("SELECT * FROM diffix.dp_tables ORDER BY relid") == before
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="not personal"):
         shopping.admin.execute("CALL diffix.set_dp_bounds_per_partition('lookup', 1, 1)")
+
+
+def test_a_query_showing_the_remaining_budget_is_never_replayed(dpdb):
+    """dp_budget_remaining() changes with every spend: the same query pays again and shows the
+    budget as it is now, not a stored answer's."""
+    role = _analyst(dpdb, epsilon=1.0, delta=0.0)
+    sql = "SELECT count(*), diffix.dp_budget_remaining() FROM people"
+    with dpdb.as_role(role) as conn:
+        first = _dp(conn, sql, 0.25)
+        second = _dp(conn, sql, 0.25)
+    assert first["rows"][0][1] == pytest.approx(0.75)
+    assert second["rows"][0][1] == pytest.approx(0.5)
+    assert _spent(dpdb, role) == (pytest.approx(0.5), 0.0)

@@ -33,6 +33,8 @@ def _failing(error: Exception):
         ZeroDivisionError("division by zero"),
         OverflowError("math range error"),
         ValueError("could not convert 'Alice'"),
+        KeyError("Alice"),
+        RuntimeError("unexpected value 'Alice'"),
     ],
 )
 def test_data_errors_become_one_fixed_message(level, error):
