@@ -27,7 +27,6 @@ from sqlglot import exp
 from pldiffix.cellkey import laplace, tbe, tbe_config
 from pldiffix.cellkey.config import CellKeyTable, Column, load
 from pldiffix.core import context, results, sqltext
-from pldiffix.core.errors import reports_errors
 from pldiffix.core.statements import QueryError
 
 _TEXT_OID = 25
@@ -99,7 +98,6 @@ class Plan:
     offset: int = 0
 
 
-@reports_errors
 def answer(plpy: Any, tree: exp.Expression, relid: int) -> tuple[str, str]:
     """The perturbed answer over the cell-key table `relid` as a document (with its result
     types), and the table's method. Runs behind the gate (answers.py): never raw rows, and every
