@@ -19,6 +19,7 @@ from sqlglot.errors import ParseError
 
 from pldiffix.core.errors import INSUFFICIENT_PRIVILEGE, UserError
 from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind
+from pldiffix.diffix.validation.syntax import ident_name
 
 # The only clauses a row read may carry: anything else is an analyst's own query, judged as such.
 _ROW_READ_CLAUSES = frozenset({"expressions", "from_", "from", "limit", "offset"})
@@ -72,8 +73,8 @@ def row_read(tree: exp.Expression, resolve: Resolve) -> RowRead | None:
         return None
     if table.args.get("catalog") is not None:
         return None
-    schema = _folded(table.args["db"]) if table.args.get("db") is not None else None
-    relation = resolve(schema, _folded(table.this))
+    schema = ident_name(table.args["db"]) if table.args.get("db") is not None else None
+    relation = resolve(schema, ident_name(table.this))
     if relation is None or relation.kind is not RelationKind.PERSONAL:
         return None
     if not relation.aid_columns or len(relation.aid_columns) == len(relation.columns):
@@ -164,24 +165,24 @@ def _listed_columns(
 ) -> tuple[ColumnInfo, ...] | None:
     """The columns of `relation` in the select list's order, if it lists each exactly once
     (as `*`, `alias.*` or plain column names) and nothing else."""
-    names = {_folded(table.this)}
+    names = {ident_name(table.this)}
     schemas = {relation.schema}  # `schema.table.column`, as pandas writes with schema=
     alias = table.args.get("alias")
     if isinstance(alias, exp.TableAlias) and isinstance(alias.this, exp.Identifier):
         if alias.columns:
             return None
-        names, schemas = {_folded(alias.this)}, set()
+        names, schemas = {ident_name(alias.this)}, set()
 
     def qualifier_ok(column: exp.Column) -> bool:
         qualifier, schema = column.args.get("table"), column.args.get("db")
         if column.args.get("catalog") is not None:
             return False
         if schema is not None and not (
-            isinstance(schema, exp.Identifier) and _folded(schema) in schemas
+            isinstance(schema, exp.Identifier) and ident_name(schema) in schemas
         ):
             return False
         return qualifier is None or (
-            isinstance(qualifier, exp.Identifier) and _folded(qualifier) in names
+            isinstance(qualifier, exp.Identifier) and ident_name(qualifier) in names
         )
 
     if len(items) == 1:
@@ -196,18 +197,11 @@ def _listed_columns(
             return None
         if not qualifier_ok(item):
             return None
-        column = relation.column(_folded(item.this))
+        column = relation.column(ident_name(item.this))
         if column is None or column in listed:
             return None
         listed.append(column)
     return tuple(listed) if len(listed) == len(relation.columns) else None
-
-
-def _folded(identifier: exp.Expression) -> str:
-    """A name as PostgreSQL resolves it: unquoted identifiers fold to lower case."""
-    if isinstance(identifier, exp.Identifier) and not identifier.quoted:
-        return identifier.name.lower()
-    return identifier.name
 
 
 def _data_type(type_name: str) -> exp.DataType:

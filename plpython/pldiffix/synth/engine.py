@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pldiffix.core import audit, catalog, ledger
+from pldiffix.core import audit, catalog, context, ledger
 from pldiffix.core.errors import reports_errors
 from pldiffix.synth import accounting, model, noise, queries, report
 from pldiffix.synth.columns import (
@@ -211,7 +211,7 @@ def _write(
     rng = np.random.default_rng(secrets.randbits(128))
     plpy.execute(queries.create_sql(name, columns))
     sql, types = queries.insert_sql(name, columns)
-    plan = plpy.prepare(sql, [f"pg_catalog.{t}" for t in types])
+    plan = context.prepared(plpy, sql, tuple(types))
     position = {c.name: j for j, c in enumerate(modeled)}
     for start in range(0, count, queries.CHUNK_ROWS):
         size = min(queries.CHUNK_ROWS, count - start)
