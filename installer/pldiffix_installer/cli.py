@@ -64,7 +64,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--big-n", type=int, help="bigN (default: from the table's stored TBE configuration)"
     )
     parsers["synthetic-report"].add_argument(
-        "--name", required=True, help="the twin's name in diffix_synthetic"
+        "name", nargs="?", help="the twin's name in diffix_synthetic"
+    )
+    parsers["synthetic-report"].add_argument(
+        "--name", dest="name_option", metavar="NAME", help="the same, as an option"
+    )
+    parsers["synthetic-report"].add_argument(
+        "--html", type=Path, metavar="FILE", help="also write an HTML page with plots to FILE"
     )
     parsers["perturb-export"].add_argument("--csv", required=True, help="the file to write")
     parsers["uninstall"].add_argument(
@@ -128,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "perturb-export":
             perturb.export(args.dsn, args.table, args.csv)
         elif args.command == "synthetic-report":
-            synthetic.report(args.dsn, args.name)
+            name = args.name or args.name_option
+            if not name:
+                parser.error("synthetic-report needs the twin's name")
+            synthetic.report(args.dsn, name, html_file=args.html)
         elif args.command == "audit":
             audit.show(args.dsn, args.role, args.since)
         elif args.command == "proxy":

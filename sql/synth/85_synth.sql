@@ -111,7 +111,8 @@ END
 $$;
 
 -- k rows drawn at random from the newest published twin of a personal table, as jsonb. Free: a
--- twin is public once published (its privacy cost was paid then). Caller's rights: it reads
+-- twin is public once published (its privacy cost was paid then). diffix.dp_sample(table, k,
+-- epsilon [, delta]) below samples the table itself instead, charged. Caller's rights: it reads
 -- the twin with the caller's own SELECT privilege.
 CREATE OR REPLACE FUNCTION diffix.dp_sample(table_name text, k integer)
 RETURNS SETOF jsonb
@@ -138,6 +139,45 @@ BEGIN
   RETURN QUERY EXECUTE pg_catalog.format(
     'SELECT pg_catalog.to_jsonb(t) FROM diffix_synthetic.%I AS t '
     'ORDER BY pg_catalog.random() LIMIT $1', twin) USING k;
+END
+$$;
+
+-- k synthetic rows of a personal table, as jsonb, paid from the caller's own budget: a tree
+-- model fitted to noisy marginals of the table on each call (docs/synthetic.md). Every refusal
+-- comes before the charge, the charge before any personal row is read; each call is audited.
+CREATE OR REPLACE FUNCTION diffix._dp_sample(
+  relid oid, k integer, epsilon double precision, delta double precision)
+RETURNS SETOF jsonb
+LANGUAGE plpython3u VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $python$
+import sys
+if "pldiffix.synth.engine" not in sys.modules:
+    plpy.execute("SELECT diffix._load_python()")
+from pldiffix.synth import engine
+return engine.dp_sample(plpy, relid, k, epsilon, delta)
+$python$;
+ALTER FUNCTION diffix._dp_sample(oid, integer, double precision, double precision)
+  OWNER TO diffix_engine;
+REVOKE ALL ON FUNCTION diffix._dp_sample(oid, integer, double precision, double precision)
+  FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._dp_sample(oid, integer, double precision, double precision)
+  TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION diffix.dp_sample(
+  table_name text, k integer, epsilon double precision, delta double precision DEFAULT 1e-6)
+RETURNS SETOF jsonb
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  message text; detail text; hint text;
+BEGIN
+  RETURN QUERY SELECT * FROM diffix._dp_sample(diffix._resolve_table(table_name), k, epsilon,
+                                               delta);
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                          hint = PG_EXCEPTION_HINT;
+  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
 END
 $$;
 

@@ -442,3 +442,158 @@ def test_a_bi_tools_row_read_is_answered_from_the_published_twin(world):
         with psycopg.connect(dsn, autocommit=True) as client:
             rows = client.execute("SELECT * FROM public.clinic LIMIT 3").fetchall()
     assert len(rows) == 3 and all(row in twin for row in rows)
+
+
+# --- diffix.dp_sample(table, k, epsilon [, delta]): charged to the caller ----------------------
+
+
+def _spent(db, role: str) -> list[tuple]:
+    return db.execute(
+        "SELECT epsilon::float8, delta::float8, mechanism FROM diffix.budget_ledger "
+        "WHERE role_name = %s ORDER BY id",
+        (role,),
+    )
+
+
+def _sample_audit(db, role: str) -> list[tuple]:
+    return db.execute(
+        "SELECT accepted, level, rows_returned, epsilon::float8, reason FROM "
+        "diffix.show_audit(%s) WHERE mechanism = 'synthetic' ORDER BY id",
+        (role,),
+    )
+
+
+def _sampler(world, level: str = "anonymized_dp", *, budget: float | None = 10) -> str:
+    analyst = world.create_role(level)
+    if budget is not None:
+        _budget(world, analyst, epsilon=budget, delta=1e-4)
+    return analyst
+
+
+def test_a_charged_sample_is_paid_audited_and_holds_no_raw_value(world):
+    analyst = _sampler(world)
+    conn = world.as_role(analyst)
+    rows = [r[0] for r in conn.execute("SELECT * FROM diffix.dp_sample('patients', 300, 0.5)")]
+    assert len(rows) == 300
+    assert set(rows[0]) == {
+        "id",
+        "city",
+        "age",
+        "weight",
+        "born",
+        "insured",
+        "state",
+        "secret",
+        "visit_id",
+    }
+    assert {r["city"] for r in rows} <= {"Rome", "Oslo", None}
+    assert all(r["secret"].startswith("synthetic_") for r in rows)
+    assert all(r["age"] is None or 0 <= r["age"] <= 100 for r in rows)
+    assert sorted(r["id"] for r in rows) == list(range(1, 301))
+    assert _spent(world, analyst) == [(0.5, 1e-6, "synthetic")]
+    accepted, level, returned, epsilon, _ = _sample_audit(world, analyst)[-1]
+    assert (accepted, level, returned, epsilon) == (True, "anonymized_dp", 300, 0.5)
+    # an explicit delta; a trusted analyst pays the same way
+    trusted = _sampler(world, "anonymized_trusted")
+    world.as_role(trusted).execute("SELECT * FROM diffix.dp_sample('patients', 5, 0.25, 1e-5)")
+    assert _spent(world, trusted) == [(0.25, 1e-5, "synthetic")]
+
+
+def test_a_rolled_back_sample_stays_paid_and_logged(world):
+    analyst = _sampler(world)
+    conn = world.as_role(analyst)
+    conn.autocommit = False
+    assert len(conn.execute("SELECT * FROM diffix.dp_sample('patients', 10, 0.5)").fetchall()) == 10
+    conn.rollback()
+    assert _spent(world, analyst) == [(0.5, 1e-6, "synthetic")]
+    assert [row[0] for row in _sample_audit(world, analyst)] == [True]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        ("'patients', 0, 0.5", "k must be between 1 and 100000"),
+        ("'patients', -5, 0.5", "k must be between"),
+        ("'patients', 2000000000, 0.5", "k must be between"),
+        ("'patients', NULL, 0.5", "k must be between"),
+        ("'patients', 5, 0", "epsilon must be a positive number"),
+        ("'patients', 5, -1", "epsilon must be a positive number"),
+        ("'patients', 5, 'NaN'", "epsilon must be a positive number"),
+        ("'patients', 5, 'Infinity'", "epsilon must be a positive number"),
+        ("'patients', 5, NULL", "epsilon must be a positive number"),
+        ("'patients', 5, 5", "dp_max_epsilon"),
+        ("'patients', 5, 0.5, 0", "delta must be in (0, 1)"),
+        ("'patients', 5, 0.5, 0.01", "dp_max_delta"),
+        ("'patients', 5, 2, 1e-6", "does not cover"),  # within dp_max_epsilon once raised
+        ("'pg_class', 5, 0.5", "personal"),
+    ],
+)
+def test_charged_sample_refusals_spend_nothing(world, call, message):
+    world.admin.execute("CALL diffix.configure('dp_max_epsilon', '3')")
+    analyst = _sampler(world, budget=1)
+    conn = world.as_role(analyst)
+    with pytest.raises(psycopg.Error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        conn.execute(f"SELECT * FROM diffix.dp_sample({call})")
+    assert _spent(world, analyst) == []
+    assert [row[0] for row in _sample_audit(world, analyst)] == [False]
+
+
+def test_a_sample_needs_budget_schema_usage_and_declared_cells(world):
+    no_budget = _sampler(world, budget=None)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no privacy budget"):
+        world.as_role(no_budget).execute("SELECT * FROM diffix.dp_sample('patients', 5, 0.5)")
+    world.admin.execute(
+        "CREATE SCHEMA vault; CREATE TABLE vault.kept (id int PRIMARY KEY, b boolean); "
+        "INSERT INTO vault.kept SELECT i, i % 2 = 0 FROM generate_series(1, 100) i; "
+        "CALL diffix.mark_personal('vault.kept', 'id')"
+    )
+    outsider = _sampler(world)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for schema"):
+        world.as_role(outsider).execute("SELECT * FROM diffix.dp_sample('vault.kept', 5, 0.5)")
+    # the internal function, given the table's oid directly, refuses too
+    relid = world.execute("SELECT 'vault.kept'::regclass::oid::int8")[0][0]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no USAGE"):
+        world.as_role(outsider).execute(
+            "SELECT * FROM diffix._dp_sample(%s::oid, 5, 0.5, 1e-6)", (relid,)
+        )
+    world.admin.execute(f'GRANT USAGE ON SCHEMA vault TO "{outsider}"')
+    # the engine, which reads the table, needs USAGE too: refused before the charge
+    with pytest.raises(psycopg.Error, match="engine cannot read"):
+        world.as_role(outsider).execute("SELECT * FROM diffix.dp_sample('vault.kept', 5, 0.5)")
+    world.admin.execute("GRANT USAGE ON SCHEMA vault TO diffix_engine")
+    rows = world.as_role(outsider).execute("SELECT * FROM diffix.dp_sample('vault.kept', 5, 0.5)")
+    assert len(rows.fetchall()) == 5
+    world.admin.execute(
+        "CREATE TABLE bare (id int PRIMARY KEY, note text); INSERT INTO bare VALUES (1, 'x'); "
+        "CALL diffix.mark_personal('bare', 'id')"
+    )
+    with pytest.raises(psycopg.Error, match="no column with declared cells"):
+        world.as_role(outsider).execute("SELECT * FROM diffix.dp_sample('bare', 5, 0.5)")
+    perturbed = _sampler(world, "perturbed")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="perturbed"):
+        world.as_role(perturbed).execute("SELECT * FROM diffix.dp_sample('patients', 5, 0.5)")
+    assert _spent(world, no_budget) == [] and _spent(world, perturbed) == []
+    assert _spent(world, outsider) == [(0.5, 1e-6, "synthetic")]
+    assert [row[0] for row in _sample_audit(world, outsider)] == [False, False, True, False]
+
+
+def test_a_sample_after_set_role_is_paid_by_the_role_acted_as(world):
+    login = world.create_role("anonymized_dp")  # no budget of its own
+    payer = _sampler(world, budget=2)
+    world.admin.execute(f'GRANT "{payer}" TO "{login}"')
+    conn = world.as_role(login)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no privacy budget"):
+        conn.execute("SELECT * FROM diffix.dp_sample('patients', 5, 0.5)")
+    conn.execute("CREATE TEMP TABLE budget_ledger (x int)")  # decoys in pg_temp
+    conn.execute(
+        "CREATE FUNCTION pg_temp.has_schema_privilege(name, oid, text) RETURNS boolean "
+        "LANGUAGE sql AS 'SELECT true'"
+    )
+    conn.execute(f'SET ROLE "{payer}"; SET search_path = pg_temp, public')
+    assert len(conn.execute("SELECT * FROM diffix.dp_sample('patients', 5, 0.5)").fetchall()) == 5
+    assert _spent(world, payer) == [(0.5, 1e-6, "synthetic")]
+    assert _spent(world, login) == []
+    conn.execute("RESET ROLE")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no privacy budget"):
+        conn.execute("SELECT * FROM diffix.dp_sample('patients', 5, 0.5)")
+    assert _spent(world, login) == []

@@ -29,6 +29,8 @@ PUBLIC_DEFINERS = {
     "diffix._set_dp_max_contributions": "admin check",
     "diffix._synthesize": "admin check",
     "diffix._synthetic_report": "admin check",
+    # level, k, cost, SELECT on the columns and budget checked inside before the charge
+    "diffix._dp_sample": "charged to the caller's own budget",
     "diffix._set_dp_bounds_per_partition": "admin check",
     "diffix.mark_role": "admin check",
     "diffix.unmark_role": "admin check",

@@ -96,7 +96,24 @@ class Column:
     def edge_texts(self) -> list[str]:
         return [_value_text(self.scale, edge) for edge in self.edges]
 
+    def cell_labels(self) -> list[str]:
+        """What each cell holds, for reports: cell 0 first, then the bins or categories."""
+        if self.kind == "categorical":
+            return ["NULL or other", *self.categories]
+        if self.kind != "binned":
+            return []
+        edges = [
+            f"{edge:g}" if self.scale in _COMPARE_NUMBERS else _value_text(self.scale, edge)
+            for edge in self.edges
+        ]
+        last = len(edges) - 2
+        return ["NULL"] + [
+            f"[{low}, {high}{']' if i == last else ')'}"
+            for i, (low, high) in enumerate(itertools.pairwise(edges))
+        ]
 
+
+_COMPARE_NUMBERS = ("integer", "numeric", "float")
 _COMPARE_TYPES = {
     "integer": "pg_catalog.numeric",
     "numeric": "pg_catalog.numeric",

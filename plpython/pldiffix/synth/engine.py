@@ -23,6 +23,7 @@ import numpy as np
 
 from pldiffix.core import audit, catalog, context, ledger
 from pldiffix.core.errors import reports_errors
+from pldiffix.core.levels import AccessLevel
 from pldiffix.synth import accounting, model, noise, queries, report
 from pldiffix.synth.columns import (
     Column,
@@ -34,6 +35,7 @@ from pldiffix.synth.columns import (
 
 MECHANISM = "synthetic"
 MAX_ROWS = 100_000_000
+MAX_SAMPLE_ROWS = queries.CHUNK_ROWS  # one chunk, held in memory as jsonb
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -66,6 +68,7 @@ def synthesize(
     if not isinstance(options, dict):
         raise SynthesisError("options must be a jsonb object")
     source = _source(plpy, relid)
+    _check_engine_reads(plpy, source, relid)
     bounds, domains = _dp_columns(plpy, relid)
     columns = plan_columns(_facts(plpy, relid), source.aid, bounds, domains, options, selected)
     modeled = [c for c in columns if c.modeled]
@@ -116,6 +119,160 @@ def synthesize(
     )
 
 
+@reports_errors
+def dp_sample(
+    plpy: Any, relid: int, k: int | None, epsilon: float | None, delta: float | None
+) -> list[str]:
+    """diffix.dp_sample(table, k, epsilon [, delta]): k rows sampled from a tree model fitted
+    to the table's noisy marginals, as jsonb texts, paid from the caller's own budget.
+
+    The caller is the role the session acts as; its level comes from the catalog (the
+    perturbed level reads perturbed views only), and it needs USAGE on the table's schema, as
+    for any anonymized query. Every refusal comes before the charge, the charge before any
+    personal row is read; every call gets an audit row, accepted or not (the gate's rule)."""
+    level = catalog.person_level(plpy)
+    description = f"dp_sample of relation {relid}"
+    try:
+        description, source, columns, modeled, budget = _sample_plan(
+            plpy, level, relid, k, epsilon, delta
+        )
+        assert k is not None and epsilon is not None and delta is not None
+        ledger.charge(
+            plpy,
+            epsilon=epsilon,
+            delta=delta,
+            rho=budget.rho_spent,
+            sql=description,
+            mechanism=MECHANISM,
+        )
+        fitted, _, _ = _fit(plpy, source, modeled, budget)
+        rng = np.random.default_rng(secrets.randbits(128))
+        sql, types = queries.sample_sql(columns)
+        plan = context.prepared(plpy, sql, tuple(types))
+        arguments = _chunk_arguments(columns, modeled, fitted, 0, k, rng)
+        rows = [row["row"] for row in plpy.execute(plan, arguments)]
+    except Exception as error:
+        audit.record(
+            plpy,
+            level=level.value,
+            mechanism=MECHANISM,
+            sql=description,
+            accepted=False,
+            reason=audit.reason_of(error),
+        )
+        raise
+    audit.record(
+        plpy,
+        level=level.value,
+        mechanism=MECHANISM,
+        sql=description,
+        accepted=True,
+        rows=len(rows),
+        epsilon=epsilon,
+        delta=delta,
+    )
+    return rows
+
+
+def _sample_plan(
+    plpy: Any,
+    level: AccessLevel,
+    relid: int,
+    k: int | None,
+    epsilon: float | None,
+    delta: float | None,
+) -> tuple[str, _Source, list[Column], list[Column], accounting.BudgetPlan]:
+    """Everything that can refuse a charged sample, nothing spent: the level, k, the cost
+    against the per-query maxima, the table, the caller's privileges, the budget."""
+    if level is AccessLevel.PERTURBED:
+        raise PermissionError("roles at the perturbed level read perturbed views only")
+    if k is None or not 1 <= k <= MAX_SAMPLE_ROWS:
+        raise SynthesisError(
+            f"k must be between 1 and {MAX_SAMPLE_ROWS}, not {k}",
+            hint="for more rows, an administrator publishes a twin (diffix.synthesize)",
+        )
+    values = catalog.effective_settings(plpy)
+    epsilon, delta = _checked_cost(epsilon, delta)
+    if epsilon > values["dp_max_epsilon"]:
+        raise SynthesisError(
+            f"epsilon {epsilon:g} exceeds the per-query maximum dp_max_epsilon = "
+            f"{values['dp_max_epsilon']:g}",
+            hint="ask for less; administrators set dp_max_epsilon with diffix.configure",
+        )
+    if delta > values["dp_max_delta"]:
+        raise SynthesisError(
+            f"delta {delta:g} exceeds the per-query maximum dp_max_delta = "
+            f"{values['dp_max_delta']:g}",
+            hint="ask for less; administrators set dp_max_delta with diffix.configure",
+        )
+    source = _source(plpy, relid)
+    description = (
+        f"SELECT * FROM diffix.dp_sample('{source.schema}.{source.table}', {k}, {epsilon:g}, "
+        f"{delta:g})"
+    )
+    bounds, domains = _dp_columns(plpy, relid)
+    columns = plan_columns(_facts(plpy, relid), source.aid, bounds, domains, {}, None)
+    modeled = [c for c in columns if c.modeled]
+    if not modeled:
+        raise SynthesisError(
+            f"{source.schema}.{source.table} has no column with declared cells to sample",
+            hint="an administrator declares DP bounds (diffix.set_dp_bounds) or domains "
+            "(diffix.set_dp_domain)",
+        )
+    role = catalog.invoking_role(plpy)
+    _check_schema_usage(plpy, role, relid)
+    _check_engine_reads(plpy, source, relid)
+    budget = accounting.plan_budget(epsilon, delta, len(modeled), source.contributions)
+    remaining = ledger.remaining(plpy)
+    cost = ledger.Cost(epsilon, budget.rho_spent, delta)
+    if remaining is None:
+        raise ledger.BudgetError(
+            f"role {role} has no privacy budget",
+            ledger.NO_BUDGET,
+            hint="ask an administrator for one (diffix.set_privacy_budget)",
+        )
+    if not ledger.covers(remaining, cost):
+        raise ledger.BudgetError(
+            f"the privacy budget of role {role} does not cover this sample (epsilon "
+            f"{epsilon:g}, delta {delta:g})",
+            ledger.BUDGET_EXCEEDED,
+            hint="ask for less, or ask an administrator for more budget; SELECT * FROM "
+            "diffix.privacy_budget() shows it",
+        )
+    return description, source, columns, modeled, budget
+
+
+def _check_schema_usage(plpy: Any, role: str, relid: int) -> None:
+    """The gate's rule for personal tables (diffix/engine.py): the caller needs USAGE on the
+    table's schema; anonymized roles never hold SELECT on a personal table."""
+    usage = catalog.query(
+        plpy,
+        "SELECT pg_catalog.has_schema_privilege($1, c.relnamespace, 'USAGE') AS ok "
+        "FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $2",
+        ("name", "oid"),
+        (role, relid),
+    )
+    if not usage or not usage[0]["ok"]:
+        raise PermissionError(f"role {role} has no USAGE on the schema of this table")
+
+
+def _check_engine_reads(plpy: Any, source: _Source, relid: int) -> None:
+    """The engine reads the table itself: refused before the charge when it cannot."""
+    ok = catalog.query(
+        plpy,
+        "SELECT pg_catalog.has_schema_privilege(c.relnamespace, 'USAGE') "
+        "AND pg_catalog.has_table_privilege(c.oid, 'SELECT') AS ok "
+        "FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+        ("oid",),
+        (relid,),
+    )[0]["ok"]
+    if not ok:
+        raise SynthesisError(
+            f"the engine cannot read {source.schema}.{source.table}",
+            hint=f"GRANT USAGE ON SCHEMA {source.schema} TO diffix_engine",
+        )
+
+
 def _synthesize(
     plpy: Any,
     source: _Source,
@@ -125,6 +282,17 @@ def _synthesize(
     rows: int | None,
     name: str,
 ) -> tuple[int, list[model.Pair]]:
+    fitted, tree, total = _fit(plpy, source, modeled, budget)
+    count = rows if rows is not None else min(MAX_ROWS, round(total))
+    _write(plpy, name, columns, modeled, fitted, count)
+    return count, tree
+
+
+def _fit(
+    plpy: Any, source: _Source, modeled: list[Column], budget: accounting.BudgetPlan
+) -> tuple[model.TreeModel | None, list[model.Pair], float]:
+    """The tree model from noisy marginals of the source (None with no modeled column), its
+    edges and the noisy row count. Reads the personal rows: the budget is already charged."""
     counts = _exact_counts(plpy, source, modeled, pairs=budget.selection_variance is not None)
     sizes = [c.cells for c in modeled]
     tree = _tree(sizes, counts, budget)
@@ -132,15 +300,11 @@ def _synthesize(
     if modeled:
         one_way = [noise.noisy(counts[(j,)], variance) for j in range(len(modeled))]
         edges = {pair: noise.noisy(counts[pair], variance) for pair in tree}
+        del counts  # nothing exact past this point
         fitted = model.estimate(sizes, one_way, edges, float(variance))
-        total = fitted.total
-    else:
-        fitted = None
-        total = float(max(0, int(noise.noisy(counts[()], variance).sum())))
-    del counts  # nothing exact past this point
-    count = rows if rows is not None else min(MAX_ROWS, round(total))
-    _write(plpy, name, columns, modeled, fitted, count)
-    return count, tree
+        return fitted, tree, fitted.total
+    total = float(max(0, int(noise.noisy(counts[()], variance).sum())))
+    return None, tree, total
 
 
 def _exact_counts(
@@ -212,24 +376,33 @@ def _write(
     plpy.execute(queries.create_sql(name, columns))
     sql, types = queries.insert_sql(name, columns)
     plan = context.prepared(plpy, sql, tuple(types))
-    position = {c.name: j for j, c in enumerate(modeled)}
     for start in range(0, count, queries.CHUNK_ROWS):
         size = min(queries.CHUNK_ROWS, count - start)
-        chunk = (
-            model.sample(fitted, size, rng)
-            if fitted is not None
-            else np.zeros((size, 0), dtype=np.int32)
-        )
-        arguments: list[Any] = [start + 1, size]
-        for column in columns:
-            if column.kind == "binned":
-                values = values_in_cells(column, chunk[:, position[column.name]], rng)
-                arguments.append("\n".join(values))
-            elif column.kind == "categorical":
-                arguments.append("\n".join(map(str, chunk[:, position[column.name]].tolist())))
-                arguments.append(list(column.categories))
-        plpy.execute(plan, arguments)
+        plpy.execute(plan, _chunk_arguments(columns, modeled, fitted, start, size, rng))
     _publish(plpy, name)
+
+
+def _chunk_arguments(
+    columns: list[Column],
+    modeled: list[Column],
+    fitted: model.TreeModel | None,
+    start: int,
+    size: int,
+    rng: np.random.Generator,
+) -> list[Any]:
+    """The parameters of `queries.rows_sql` for `size` rows sampled from the model, numbered
+    from start + 1."""
+    chunk = model.sample(fitted, size, rng) if fitted is not None else np.zeros((size, 0), np.int32)
+    position = {c.name: j for j, c in enumerate(modeled)}
+    arguments: list[Any] = [start + 1, size]
+    for column in columns:
+        if column.kind == "binned":
+            values = values_in_cells(column, chunk[:, position[column.name]], rng)
+            arguments.append("\n".join(values))
+        elif column.kind == "categorical":
+            arguments.append("\n".join(map(str, chunk[:, position[column.name]].tolist())))
+            arguments.append(list(column.categories))
+    return arguments
 
 
 def _publish(plpy: Any, name: str) -> None:

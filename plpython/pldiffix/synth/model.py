@@ -180,20 +180,39 @@ def sample(model: TreeModel, rows: int, rng: np.random.Generator) -> np.ndarray:
     cells = np.zeros((rows, columns), dtype=np.int32)
     if columns == 0 or rows == 0:
         return cells
-    cells[:, model.root] = _draw(model.root_probabilities, rows, rng)
+    cells[:, model.root] = draw(model.root_probabilities, rows, rng)
     for child in model.order()[1:]:
         parent = model.parents[child]
         parent_cells = cells[:, parent]
         table = model.conditionals[child]
         for value in np.unique(parent_cells):
             where = np.flatnonzero(parent_cells == value)
-            cells[where, child] = _draw(table[value], where.size, rng)
+            cells[where, child] = draw(table[value], where.size, rng)
     return cells
 
 
-def _draw(probabilities: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    cumulative = np.cumsum(probabilities)
-    cumulative /= cumulative[-1]
-    return np.searchsorted(cumulative, rng.random(count), side="right").clip(
-        0, probabilities.size - 1
-    )
+def draw(probabilities: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` cells with the given probabilities, by randomized rounding: each cell gets the
+    whole part of count * p and one more with probability its fractional part (systematic
+    sampling over the fractional parts in random order), and the result is shuffled. Every
+    cell's expected count is count * p, as for independent draws, but the counts deviate from it
+    by less than one: a sample's marginals carry no sampling noise beyond the model's."""
+    weights = np.clip(np.asarray(probabilities, dtype=float), 0.0, None)
+    total = weights.sum()
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    weights = weights / total if total > 0 else np.full(weights.size, 1.0 / weights.size)
+    expected = weights * count
+    counts = np.floor(expected).astype(np.int64)
+    missing = count - int(counts.sum())
+    if missing > 0:
+        fractions = expected - counts
+        fractions *= missing / fractions.sum()
+        order = rng.permutation(weights.size)
+        ends = np.cumsum(fractions[order])
+        points = rng.random() + np.arange(missing)
+        chosen = np.searchsorted(ends, points, side="right").clip(0, weights.size - 1)
+        np.add.at(counts, order[chosen], 1)
+    cells = np.repeat(np.arange(weights.size), counts)
+    rng.shuffle(cells)
+    return cells

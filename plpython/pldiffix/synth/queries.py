@@ -65,11 +65,12 @@ def create_sql(name: str, columns: Sequence[Column]) -> str:
     return f"CREATE TABLE {qualified(SCHEMA, name)} ({items})"
 
 
-def insert_sql(name: str, columns: Sequence[Column]) -> tuple[str, list[str]]:
-    """INSERT of one chunk from newline-separated payloads (one text parameter per modeled
-    column, the empty string for NULL; categorical columns send cell numbers and read their
-    categories from a text[] parameter), and the parameters' types. $1 is the first row number
-    of the chunk, $2 the chunk's row count."""
+def rows_sql(columns: Sequence[Column]) -> tuple[str, list[str]]:
+    """A SELECT of one chunk of synthetic rows, one output column per column of the twin (named
+    as it), from newline-separated payloads (one text parameter per modeled column, the empty
+    string for NULL; categorical columns send cell numbers and read their categories from a
+    text[] parameter), and the parameters' types. $1 is the first row number of the chunk, $2
+    the chunk's row count."""
     types = ["int8", "int8"]
     sources = [
         "pg_catalog.generate_series($1, $1 OPERATOR(pg_catalog.+) $2 OPERATOR(pg_catalog.-) 1)"
@@ -98,12 +99,22 @@ def insert_sql(name: str, columns: Sequence[Column]) -> tuple[str, list[str]]:
         else:
             values.append(f"CAST(NULL AS {target})")
     aliases = ["n", *(f"v{i}" for i in range(1, len(sources)))]
-    targets = ", ".join(identifier(c.name) for c in columns)
-    sql = (
-        f"INSERT INTO {qualified(SCHEMA, name)} ({targets}) SELECT {', '.join(values)} "
-        f"FROM ROWS FROM ({', '.join(sources)}) AS u({', '.join(aliases)})"
-    )
+    named = ", ".join(f"{v} AS {identifier(c.name)}" for v, c in zip(values, columns, strict=True))
+    sql = f"SELECT {named} FROM ROWS FROM ({', '.join(sources)}) AS u({', '.join(aliases)})"
     return sql, types
+
+
+def insert_sql(name: str, columns: Sequence[Column]) -> tuple[str, list[str]]:
+    """INSERT of one chunk of `rows_sql` into the twin, and the parameters' types."""
+    select, types = rows_sql(columns)
+    targets = ", ".join(identifier(c.name) for c in columns)
+    return f"INSERT INTO {qualified(SCHEMA, name)} ({targets}) {select}", types
+
+
+def sample_sql(columns: Sequence[Column]) -> tuple[str, list[str]]:
+    """One chunk of `rows_sql` as jsonb objects (column "row"), and the parameters' types."""
+    select, types = rows_sql(columns)
+    return f"SELECT pg_catalog.to_jsonb(s) AS row FROM ({select}) AS s", types
 
 
 def matches_sql(schema: str, table: str, twin: str, modeled: Sequence[Column]) -> str:

@@ -327,5 +327,39 @@ def test_report_rows_cover_every_marginal_and_the_matches():
         ("b", "c"),
     ]
     assert all(r[5] == 0.0 for r in rows if r[0] == "tvd")
+    marginals = [r for r in rows if r[0] == "marginal"]
+    assert [r[1:3] for r in marginals if r[1] == "a"] == [
+        ("a", "NULL"),
+        ("a", "[0, 1)"),
+        ("a", "[1, 2]"),
+    ]
+    assert [r[1:] for r in marginals if r[1] == "c"] == [
+        ("c", "NULL or other", 1.0, 1.0, 0.0),
+        ("c", "x", 9.0, 9.0, 1.0),
+    ]
     assert [r[:3] for r in rows if r[0] == "correlation"] == [("correlation", "a", "b")]
     assert rows[-1] == ("exact_match_share", None, None, None, 4.0, 0.2)
+
+
+# --- randomized rounding ------------------------------------------------------------------------
+
+
+def test_draw_rounds_each_cell_to_within_one_of_its_share():
+    probabilities = np.array([0.5, 0.0, 0.3333, 0.1667])
+    rng = np.random.default_rng(5)
+    totals = np.zeros(4)
+    for _ in range(400):
+        cells = model.draw(probabilities, 1001, rng)
+        counts = np.bincount(cells, minlength=4)
+        assert cells.size == 1001 and counts[1] == 0
+        assert np.all(np.abs(counts - 1001 * probabilities) < 1)
+        totals += counts
+    # unbiased: the fractional remainders are spread by their weights
+    assert np.abs(totals / 400 - 1001 * probabilities).max() < 0.1
+
+
+def test_draw_shuffles_and_handles_degenerate_weights():
+    cells = model.draw(np.array([0.5, 0.5]), 1000, np.random.default_rng(1))
+    assert 0 < cells[:500].sum() < 500  # not sorted by cell
+    assert model.draw(np.array([0.0, 0.0]), 10, np.random.default_rng(1)).size == 10
+    assert model.draw(np.array([1.0]), 0, np.random.default_rng(1)).size == 0
