@@ -183,7 +183,7 @@ def test_synthesizing_again_spends_again_and_says_so(world):
     ) == [(1,)]
 
 
-def test_report_measures_the_twin_against_its_source(world, capsys):
+def test_report_measures_the_twin_against_its_source(world, capsys, tmp_path):
     admin = world.execute("SELECT current_user")[0][0]
     _budget(world, admin)
     world.admin.execute("CALL diffix.synthesize('patients', 4.0, 1e-6, 'reported')")
@@ -206,6 +206,41 @@ def test_report_measures_the_twin_against_its_source(world, capsys):
     assert cli.main(["synthetic-report", "--dsn", world.dsn(), "--name", "reported"]) == 0
     printed = capsys.readouterr().out
     assert "diffix_synthetic.reported" in printed and "exact_match_share" in printed
+    assert "marginal" not in printed  # the per-cell rows are for the plots
+    # per cell, the real and synthetic counts of each modeled column
+    cities = [v for k, v in by_key.items() if k[0] == "marginal" and k[1] == "city"]
+    assert sum(v[0] for v in cities) == 3000 and sum(v[1] for v in cities) == synthetic
+    page = tmp_path / "report.html"
+    assert (
+        cli.main(["synthetic-report", "--dsn", world.dsn(), "reported", "--html", str(page)]) == 0
+    )
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.count("<svg") == 5
+
+
+def test_the_html_report_escapes_hostile_names_and_values(world, tmp_path):
+    world.admin.execute(
+        'CREATE TABLE hostile (id int PRIMARY KEY, "<b onmouseover=alert(1)>" text); '
+        "INSERT INTO hostile SELECT i, CASE WHEN i % 2 = 0 THEN '<script>alert(2)</script>' "
+        "ELSE 'plain' END FROM generate_series(1, 200) i; "
+        "CALL diffix.mark_personal('hostile', 'id'); "
+        "CALL diffix.set_dp_domain('hostile', '<b onmouseover=alert(1)>', "
+        "ARRAY['<script>alert(2)</script>', 'plain'])"
+    )
+    admin = world.execute("SELECT current_user")[0][0]
+    _budget(world, admin)
+    world.admin.execute("CALL diffix.synthesize('hostile', 2.0, 1e-6, 'hostile_twin')")
+    from pldiffix_installer import cli
+
+    page = tmp_path / "hostile.html"
+    assert (
+        cli.main(["synthetic-report", "--dsn", world.dsn(), "hostile_twin", "--html", str(page)])
+        == 0
+    )
+    text = page.read_text()
+    assert "<script" not in text and "<b " not in text
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in text
+    assert "&lt;b onmouseover=alert(1)&gt;" in text and text.count("<svg") == 1
 
 
 def test_reports_and_publications_are_for_administrators_only(world):
