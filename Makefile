@@ -29,10 +29,12 @@ unit: $(STAMP)
 demo: deps
 	$(PY) -m pldiffix_tools.demo
 
-# BENCH_ARGS go to the engine benchmark, PROXY_BENCH_ARGS to the proxy's (overhead and load)
+# BENCH_ARGS go to the engine benchmark, PROXY_BENCH_ARGS to the proxy's (overhead and load),
+# SYNTH_BENCH_ARGS to the synthesis-vs-MST comparison (MST in its own .venv-mst, made on first use)
 bench: deps
 	$(PY) -m pldiffix_tools.bench $(BENCH_ARGS)
 	$(PY) -m pldiffix_tools.bench_proxy $(PROXY_BENCH_ARGS)
+	$(PY) -m pldiffix_tools.bench_synth $(SYNTH_BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -205,6 +205,8 @@ def _sample_plan(
             f"{values['dp_max_delta']:g}",
             hint="ask for less; administrators set dp_max_delta with diffix.configure",
         )
+    role = catalog.invoking_role(plpy)
+    _check_schema_usage(plpy, role, relid)  # before anything is said about the table
     source = _source(plpy, relid)
     description = (
         f"SELECT * FROM diffix.dp_sample('{source.schema}.{source.table}', {k}, {epsilon:g}, "
@@ -219,8 +221,6 @@ def _sample_plan(
             hint="an administrator declares DP bounds (diffix.set_dp_bounds) or domains "
             "(diffix.set_dp_domain)",
         )
-    role = catalog.invoking_role(plpy)
-    _check_schema_usage(plpy, role, relid)
     _check_engine_reads(plpy, source, relid)
     budget = accounting.plan_budget(epsilon, delta, len(modeled), source.contributions)
     remaining = ledger.remaining(plpy)
