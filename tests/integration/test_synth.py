@@ -632,3 +632,23 @@ def test_a_sample_after_set_role_is_paid_by_the_role_acted_as(world):
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no privacy budget"):
         conn.execute("SELECT * FROM diffix.dp_sample('patients', 5, 0.5)")
     assert _spent(world, login) == []
+
+
+def test_a_zcdp_budget_pays_a_sample_in_rho_without_delta(world):
+    from pldiffix.synth import accounting
+
+    analyst = world.create_role("anonymized_dp")
+    world.admin.execute("CALL diffix.set_privacy_budget_zcdp(%s, 0.02)", (analyst,))
+    conn = world.as_role(analyst)
+    assert len(conn.execute("SELECT * FROM diffix.dp_sample('patients', 20, 0.5)").fetchall()) == 20
+    charged = world.execute(
+        "SELECT rho::float8, delta::float8, mechanism FROM diffix.budget_ledger "
+        "WHERE role_name = %s",
+        (analyst,),
+    )
+    planned = accounting.rho_for(0.5, 1e-6)
+    assert len(charged) == 1 and charged[0][1:] == (0.0, "synthetic")
+    assert planned * 0.999 <= charged[0][0] <= planned
+    # 0.02 - 0.0045 left: not the 0.0175 of epsilon 1
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="does not cover"):
+        conn.execute("SELECT * FROM diffix.dp_sample('patients', 20, 1.0)")

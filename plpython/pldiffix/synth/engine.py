@@ -133,14 +133,14 @@ def dp_sample(
     level = catalog.person_level(plpy)
     description = f"dp_sample of relation {relid}"
     try:
-        description, source, columns, modeled, budget = _sample_plan(
+        description, source, columns, modeled, budget, cost = _sample_plan(
             plpy, level, relid, k, epsilon, delta
         )
-        assert k is not None and epsilon is not None and delta is not None
+        assert k is not None
         ledger.charge(
             plpy,
-            epsilon=epsilon,
-            delta=delta,
+            epsilon=cost.epsilon,
+            delta=cost.delta,
             rho=budget.rho_spent,
             sql=description,
             mechanism=MECHANISM,
@@ -168,8 +168,8 @@ def dp_sample(
         sql=description,
         accepted=True,
         rows=len(rows),
-        epsilon=epsilon,
-        delta=delta,
+        epsilon=cost.epsilon,
+        delta=cost.delta,
     )
     return rows
 
@@ -181,9 +181,11 @@ def _sample_plan(
     k: int | None,
     epsilon: float | None,
     delta: float | None,
-) -> tuple[str, _Source, list[Column], list[Column], accounting.BudgetPlan]:
+) -> tuple[str, _Source, list[Column], list[Column], accounting.BudgetPlan, ledger.Cost]:
     """Everything that can refuse a charged sample, nothing spent: the level, k, the cost
-    against the per-query maxima, the table, the caller's privileges, the budget."""
+    against the per-query maxima, the table, the caller's privileges, the budget. The cost is
+    (epsilon, delta) for an (epsilon, delta) budget; a zCDP budget pays the measurements' rho
+    and no delta (delta only converts rho to epsilon)."""
     if level is AccessLevel.PERTURBED:
         raise PermissionError("roles at the perturbed level read perturbed views only")
     if k is None or not 1 <= k <= MAX_SAMPLE_ROWS:
@@ -224,7 +226,8 @@ def _sample_plan(
     _check_engine_reads(plpy, source, relid)
     budget = accounting.plan_budget(epsilon, delta, len(modeled), source.contributions)
     remaining = ledger.remaining(plpy)
-    cost = ledger.Cost(epsilon, budget.rho_spent, delta)
+    zcdp = remaining is not None and remaining.unit == ledger.RHO
+    cost = ledger.Cost(epsilon, budget.rho_spent, 0.0 if zcdp else delta)
     if remaining is None:
         raise ledger.BudgetError(
             f"role {role} has no privacy budget",
@@ -239,7 +242,7 @@ def _sample_plan(
             hint="ask for less, or ask an administrator for more budget; SELECT * FROM "
             "diffix.privacy_budget() shows it",
         )
-    return description, source, columns, modeled, budget
+    return description, source, columns, modeled, budget, cost
 
 
 def _check_schema_usage(plpy: Any, role: str, relid: int) -> None:

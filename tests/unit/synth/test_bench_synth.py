@@ -43,3 +43,17 @@ def test_forward_sample_reproduces_a_tree_distribution():
     np.add.at(joint, (drawn["a"], drawn["b"], drawn["c"]), 1)
     expected = ab[:, :, None] * b_given[None, :, :]
     assert joint / 200_000 == pytest.approx(expected, abs=0.005)
+
+
+def test_without_mst_the_bench_says_so_and_goes_on(tmp_path, monkeypatch, capsys):
+    class Failed:
+        returncode = 1
+        stdout = ""
+        stderr = "ERROR: No matching distribution found for smartnoise-synth==1.0.8"
+
+    monkeypatch.setattr(bench_synth.subprocess, "run", lambda *a, **k: Failed())
+    assert bench_synth.ensure_mst_venv(tmp_path / "venv") is None
+    printed = capsys.readouterr().out
+    assert "MST cannot be installed" in printed and "No matching distribution" in printed
+    result = bench_synth.Comparison(10, 1.0, 1e-6, [2], [bench_synth.Run("MST", note="absent")])
+    assert "absent" in bench_synth.format_comparison(result)

@@ -288,6 +288,17 @@ def test_insert_sql_reads_payloads_and_never_raw_values():
     assert "CAST(u.n AS integer)" in sql and "CAST(NULL AS date)" in sql
 
 
+def test_sample_sql_returns_the_same_rows_as_jsonb():
+    plan = list(_plan().values())
+    select, types = queries.rows_sql(plan)
+    sql, sample_types = queries.sample_sql(plan)
+    assert sample_types == types
+    assert sql == f"SELECT pg_catalog.to_jsonb(s) AS row FROM ({select}) AS s"
+    # every column of the twin is named as in the table, whatever its name
+    for column in plan:
+        assert f' AS "{column.name}"' in select
+
+
 # --- the report ---------------------------------------------------------------------------------
 
 
