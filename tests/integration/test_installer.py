@@ -117,6 +117,28 @@ def test_failed_install_rolls_back_completely(empty_db, monkeypatch):
     assert empty_db.execute("SELECT count(*) FROM pg_event_trigger") == [(0,)]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "LANGUAGE sql AS $$ SELECT n FROM diffix.no_such_table $$",
+        "LANGUAGE plpgsql AS $$ BEGIN RETURN 1 END $$",
+        "LANGUAGE plpython3u AS $python$\nreturn (\n$python$",
+    ],
+)
+def test_a_routine_body_that_does_not_compile_fails_the_install(
+    empty_db, monkeypatch, tmp_path, body
+):
+    """Bodies are checked after every folder is applied, as CREATE FUNCTION would have."""
+    late = tmp_path / "dp" / "98_broken.sql"
+    late.parent.mkdir()
+    late.write_text(f"CREATE FUNCTION diffix._broken() RETURNS integer {body};")
+    original = install.sql_files
+    monkeypatch.setattr(install, "sql_files", lambda: [*original()[:-1], late, original()[-1]])
+    with pytest.raises(install.InstallError, match="installation rolled back"):
+        install.install(empty_db.dsn(), out=io.StringIO())
+    assert not _schema_exists(empty_db)
+
+
 class _FakeConnection:
     def __init__(self, version: int, rows: list):
         self.info = SimpleNamespace(server_version=version)
