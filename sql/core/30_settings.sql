@@ -41,7 +41,7 @@ AS $$
                    FROM pg_catalog.pg_roles r WHERE r.rolname = role_name), false)
 $$;
 
--- The admin check of every administrators-only definer: raises unless the role the caller acts
+-- The admin check of the SQL administrators-only definers: raises unless the role the caller acts
 -- as is a superuser or a member of diffix_admin. For definers only (their owners may call it).
 CREATE OR REPLACE FUNCTION diffix._require_admin(action text) RETURNS void
 LANGUAGE plpgsql STABLE

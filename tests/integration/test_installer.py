@@ -66,6 +66,23 @@ def test_reinstall_upgrades_in_place_keeping_labels_settings_roles_and_salt(empt
     assert empty_db.execute("SELECT upgraded_at IS NOT NULL FROM diffix.installation") == [(True,)]
 
 
+ROUTINES = """
+SELECT p.oid::regprocedure::text, p.prosrc, p.proconfig, p.proowner::regrole::text,
+       p.proacl::text, p.prosecdef
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname ~ '^diffix' ORDER BY 1
+"""
+
+
+def test_reinstall_leaves_every_routine_as_a_fresh_install_makes_it(empty_db):
+    """Sources (with the shared code in place), pinned settings, owners and grants."""
+    install.install(empty_db.dsn(), out=io.StringIO())
+    fresh = empty_db.execute(ROUTINES)
+    assert not [name for name, source, *_ in fresh if "#@" in source or "--@" in source]
+    install.install(empty_db.dsn(), out=io.StringIO())
+    assert empty_db.execute(ROUTINES) == fresh
+
+
 def test_uninstall_removes_everything_and_is_idempotent(empty_db):
     install.install(empty_db.dsn(), out=io.StringIO())
     empty_db.admin.execute("CREATE TABLE t (id int); CALL diffix.mark_personal('t', 'id')")
