@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import psycopg
+from psycopg import sql
 
 import pldiffix
 from pldiffix_installer.modules import server_modules
 from pldiffix_installer.paths import sql_files
 from pldiffix_installer.tables import format_table
+from pldiffix_installer.templates import expand
 
 MIN_SERVER_VERSION = 140000  # SQL-standard function bodies (BEGIN ATOMIC) need PostgreSQL 14
 ROLES = (
@@ -132,11 +134,33 @@ def _check_plpython(conn: psycopg.Connection) -> str:
 
 
 def _run_sql_files(conn: psycopg.Connection, progress: Progress) -> None:
+    """Folder by folder (paths.sql_files). A function body may name objects of a folder applied
+    later, so bodies are checked once every file has run (_check_routine_bodies)."""
+    conn.execute("SET LOCAL check_function_bodies = off")
     for path in sql_files():
         progress.step(
             f"apply {path.parent.name}/{path.name}",
-            lambda p=path: conn.execute(p.read_text()) and "",
+            lambda p=path: conn.execute(expand(p.read_text())) and "",
         )
+    conn.execute("SET LOCAL check_function_bodies = on")
+
+
+def _check_routine_bodies(conn: psycopg.Connection) -> str:
+    """Runs each pldiffix routine's language validator, as CREATE FUNCTION would have."""
+    routines = conn.execute(
+        "SELECT p.oid, vn.nspname, v.proname FROM pg_catalog.pg_proc p "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+        "JOIN pg_catalog.pg_language l ON l.oid = p.prolang "
+        "JOIN pg_catalog.pg_proc v ON v.oid = l.lanvalidator "
+        "JOIN pg_catalog.pg_namespace vn ON vn.oid = v.pronamespace "
+        "WHERE n.nspname ~ '^diffix' AND p.prokind IN ('f', 'p') AND l.lanname <> 'c'"
+    ).fetchall()
+    for oid, schema, validator in routines:
+        conn.execute(
+            sql.SQL("SELECT {}(%s::pg_catalog.oid)").format(sql.Identifier(schema, validator)),
+            (oid,),
+        )
+    return f"({len(routines)} routines)"
 
 
 def _deploy_modules(conn: psycopg.Connection) -> str:
@@ -227,7 +251,7 @@ def install(dsn: str, out: TextIO | None = None) -> None:
     """Installs or upgrades in place; all or nothing. Then connects the ledger's loopback."""
     out = out or sys.stdout
     files = sql_files()
-    progress = Progress(out, total=len(files) + 11)
+    progress = Progress(out, total=len(files) + 12)
     conn = progress.step("connect", lambda: connect(dsn))
     try:
         with conn.transaction():
@@ -238,6 +262,7 @@ def install(dsn: str, out: TextIO | None = None) -> None:
             progress.step("check PL/Python", lambda: _check_plpython(conn))
             dblink_before = _dblink_schema(conn)
             _run_sql_files(conn, progress)
+            progress.step("check routine bodies", lambda: _check_routine_bodies(conn))
             progress.step("deploy server-side Python", lambda: _deploy_modules(conn))
             progress.step("compile server-side Python", lambda: _compile_modules(conn))
             progress.step("initialize settings", lambda: _initialize_settings(conn))

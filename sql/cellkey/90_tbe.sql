@@ -42,10 +42,7 @@ RETURNS text
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.cellkey.config" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix.cellkey import config as cellkey_config
+#@load pldiffix.cellkey.config as cellkey_config
 return cellkey_config.mark(plpy, relid, method, config)
 $python$;
 REVOKE ALL ON FUNCTION diffix._mark_cellkey(oid, text, jsonb) FROM PUBLIC;
@@ -57,14 +54,11 @@ CREATE OR REPLACE PROCEDURE diffix._mark_cellkey_table(table_name text, method t
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  message text; detail text; hint text; summary text;
+  summary text;
 BEGIN
   summary := diffix._mark_cellkey(diffix._resolve_table(table_name), method, config);
   RAISE NOTICE '%', summary;
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 
@@ -156,10 +150,7 @@ RETURNS bigint
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.cellkey.config" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix.cellkey import config
+#@load pldiffix.cellkey.config
 return config.perturb_count(plpy, n, key, table_name, scope_key)
 $python$;
 ALTER FUNCTION diffix._tbe_perturb(bigint, bigint, regclass, bigint) OWNER TO diffix_engine;
@@ -170,14 +161,9 @@ RETURNS bigint
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   RETURN diffix._tbe_perturb(n, key, table_name, scope_key);
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 -- Earlier installs had the PL/Python function under this name, owned by the engine.
@@ -191,10 +177,7 @@ RETURNS text
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.cellkey.config" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix.cellkey import config
+#@load pldiffix.cellkey.config
 return config.range_label(plpy, value, field, table_name)
 $python$;
 ALTER FUNCTION diffix._tbe_range(numeric, text, regclass) OWNER TO diffix_engine;
@@ -204,14 +187,9 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   RETURN diffix._tbe_range(value, field, table_name);
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 -- (earlier installs: the PL/Python function, owned by the engine)
@@ -224,10 +202,7 @@ RETURNS text
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.cellkey.config" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix.cellkey import config
+#@load pldiffix.cellkey.config
 return config.range_label(plpy, value, field, table_name)
 $python$;
 ALTER FUNCTION diffix._tbe_range(double precision, text, regclass) OWNER TO diffix_engine;
@@ -237,14 +212,9 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   RETURN diffix._tbe_range(value, field, table_name);
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 -- (earlier installs: the PL/Python function, owned by the engine)

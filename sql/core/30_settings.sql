@@ -41,6 +41,40 @@ AS $$
                    FROM pg_catalog.pg_roles r WHERE r.rolname = role_name), false)
 $$;
 
+-- The admin check of the SQL administrators-only definers: raises unless the role the caller acts
+-- as is a superuser or a member of diffix_admin. For definers only (their owners may call it).
+CREATE OR REPLACE FUNCTION diffix._require_admin(action text) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT diffix._is_admin(diffix._invoking_role()) THEN
+    RAISE EXCEPTION 'only superusers and members of diffix_admin can %', action
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+END
+$$;
+
+-- A role's OID by name, with a clear error when there is no such role.
+CREATE OR REPLACE FUNCTION diffix._role_oid(role_name text) RETURNS oid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  found oid;
+BEGIN
+  SELECT r.oid INTO found FROM pg_catalog.pg_roles r WHERE r.rolname = role_name;
+  IF found IS NULL THEN
+    RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+  END IF;
+  RETURN found;
+END
+$$;
+REVOKE ALL ON FUNCTION diffix._require_admin(text), diffix._role_oid(text) FROM PUBLIC;
+-- for the definers that call them: those of superusers, the engine's and (66_ledger.sql) the
+-- ledger's
+GRANT EXECUTE ON FUNCTION diffix._require_admin(text), diffix._role_oid(text) TO diffix_engine;
+
 -- Database-wide values without the salt, for invoker-rights code run by any role.
 CREATE OR REPLACE FUNCTION diffix._database_settings() RETURNS TABLE (name text, value text)
 LANGUAGE sql STABLE SECURITY DEFINER
@@ -56,10 +90,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF NOT diffix._is_admin(diffix._invoking_role()) THEN
-    RAISE EXCEPTION 'only superusers and members of diffix_admin can read the salt'
-      USING ERRCODE = 'insufficient_privilege';
-  END IF;
+  PERFORM diffix._require_admin('read the salt');
   RETURN (SELECT s.value FROM diffix.database_settings s WHERE s.name = 'salt');
 END
 $$;
@@ -69,10 +100,7 @@ CREATE OR REPLACE FUNCTION diffix.show_settings()
 RETURNS TABLE (name text, setting text, source text, description text)
 LANGUAGE plpython3u STABLE
 AS $python$
-import sys
-if "pldiffix.server" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix import server
+#@load pldiffix.server
 return server.show_settings(plpy)
 $python$;
 
@@ -83,10 +111,7 @@ CREATE OR REPLACE FUNCTION diffix._set(name text, value text) RETURNS text
 LANGUAGE plpython3u VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.server" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix import server
+#@load pldiffix.server
 return server.set_setting(plpy, name, value)
 $python$;
 ALTER FUNCTION diffix._set(text, text) OWNER TO diffix_engine;
@@ -97,10 +122,7 @@ CREATE OR REPLACE FUNCTION diffix._configure(name text, value text) RETURNS void
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.server" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix import server
+#@load pldiffix.server
 server.configure(plpy, name, value)
 $python$;
 
@@ -112,27 +134,17 @@ GRANT EXECUTE ON FUNCTION diffix._configure(text, text) TO PUBLIC;
 CREATE OR REPLACE FUNCTION diffix.set(name text, value text) RETURNS text
 LANGUAGE plpgsql VOLATILE
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   RETURN diffix._set(name, value);
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 
 CREATE OR REPLACE PROCEDURE diffix.configure(name text, value text)
 LANGUAGE plpgsql
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   PERFORM diffix._configure(name, value);
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;

@@ -4,10 +4,7 @@
 CREATE OR REPLACE FUNCTION diffix.access_level() RETURNS text
 LANGUAGE plpython3u STABLE
 AS $python$
-import sys
-if "pldiffix.server" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix import server
+#@load pldiffix.server
 return server.access_level(plpy)
 $python$;
 
@@ -108,14 +105,8 @@ DECLARE
   wanted text := lower(trim(access_level));
   revoked integer;
 BEGIN
-  IF NOT diffix._is_admin(diffix._invoking_role()) THEN
-    RAISE EXCEPTION 'only superusers and members of diffix_admin can mark roles'
-      USING ERRCODE = 'insufficient_privilege';
-  END IF;
-  SELECT oid INTO target FROM pg_roles WHERE rolname = role_name;
-  IF target IS NULL THEN
-    RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
-  END IF;
+  PERFORM diffix._require_admin('mark roles');
+  target := diffix._role_oid(role_name);
   IF wanted IS NULL OR wanted NOT IN ('direct', 'anonymized_trusted', 'anonymized_untrusted',
                                       'anonymized_dp', 'perturbed') THEN
     RAISE EXCEPTION 'unknown access level "%"', access_level
@@ -148,14 +139,8 @@ AS $$
 DECLARE
   target oid;
 BEGIN
-  IF NOT diffix._is_admin(diffix._invoking_role()) THEN
-    RAISE EXCEPTION 'only superusers and members of diffix_admin can unmark roles'
-      USING ERRCODE = 'insufficient_privilege';
-  END IF;
-  SELECT oid INTO target FROM pg_roles WHERE rolname = role_name;
-  IF target IS NULL THEN
-    RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
-  END IF;
+  PERFORM diffix._require_admin('unmark roles');
+  target := diffix._role_oid(role_name);
   PERFORM diffix._leave_level_groups(target);
 END
 $$;

@@ -2,18 +2,6 @@
 -- rights only to resolve names with the caller's search_path; the work happens in definer-rights
 -- functions that take OIDs and check that the caller is an administrator.
 
-CREATE OR REPLACE FUNCTION diffix._require_admin(action text) RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  IF NOT diffix._is_admin(diffix._invoking_role()) THEN
-    RAISE EXCEPTION 'only superusers and members of diffix_admin can %', action
-      USING ERRCODE = 'insufficient_privilege';
-  END IF;
-END
-$$;
-
 -- Resolves a table name as the caller sees it, with a clear error when it does not exist.
 CREATE OR REPLACE FUNCTION diffix._resolve_table(table_name text) RETURNS oid
 LANGUAGE plpgsql STABLE

@@ -2,20 +2,14 @@
 -- diffix._answer (below), and runs what the gate hands back with the caller's own privileges.
 -- STABLE makes PostgreSQL refuse any data-modifying statement inside them.
 -- The settings that change how results are written (floats, arrays, bytea, intervals) are pinned
--- on the PL/Python functions; DateStyle and TimeZone are not: they govern casts inside the query,
--- and results are rendered with row_to_json (ISO 8601 dates and timestamps) whatever they are.
+-- on the PL/Python functions (by 99_routine_settings.sql); DateStyle and TimeZone are not: they
+-- govern casts inside the query, and results are rendered with row_to_json (ISO 8601 dates and
+-- timestamps) whatever they are.
 
 CREATE OR REPLACE FUNCTION diffix._query_json(sql text) RETURNS jsonb
 LANGUAGE plpython3u STABLE
-SET extra_float_digits = 1
-SET array_nulls = on
-SET bytea_output = hex
-SET intervalstyle = postgres
 AS $python$
-import sys
-if "pldiffix.server" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix import server
+#@load pldiffix.server
 return server.query_json(plpy, sql)
 $python$;
 
@@ -25,15 +19,8 @@ $python$;
 -- types), _query_stashed returns the rows it kept.
 CREATE OR REPLACE FUNCTION diffix._query_prepare(sql text) RETURNS text
 LANGUAGE plpython3u STABLE
-SET extra_float_digits = 1
-SET array_nulls = on
-SET bytea_output = hex
-SET intervalstyle = postgres
 AS $python$
-import sys
-if "pldiffix.server" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix import server
+#@load pldiffix.server
 return server.prepare_rows(plpy, sql)
 $python$;
 
@@ -69,14 +56,9 @@ $$;
 CREATE OR REPLACE FUNCTION diffix.query_json(sql text) RETURNS jsonb
 LANGUAGE plpgsql STABLE
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   RETURN diffix._query_json(sql);
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 
@@ -95,10 +77,7 @@ RETURNS jsonb
 LANGUAGE plpython3u VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.server" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix import server
+#@load pldiffix.server
 return server.gate(plpy, sql, epsilon, delta, search_path, explicit_dp)
 $python$;
 ALTER FUNCTION diffix._answer(text, double precision, double precision, text[], boolean)
@@ -115,10 +94,7 @@ RETURNS void
 LANGUAGE plpython3u VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.server" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix import server
+#@load pldiffix.server
 server.audit_refusal(plpy, statement, mechanism, reason)
 $python$;
 ALTER FUNCTION diffix._audit_refusal(text, text, text) OWNER TO diffix_engine;

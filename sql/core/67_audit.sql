@@ -190,10 +190,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
-  IF NOT diffix._is_admin(diffix._invoking_role()) THEN
-    RAISE EXCEPTION 'only superusers and members of diffix_admin can read the audit log'
-      USING ERRCODE = 'insufficient_privilege';
-  END IF;
+  PERFORM diffix._require_admin('read the audit log');
   RETURN QUERY
     SELECT a.id, a.logged_at, diffix._visible(a.session_role::pg_catalog.text),
            diffix._visible(a.effective_role::pg_catalog.text), diffix._visible(a.level),
@@ -214,10 +211,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF NOT diffix._is_admin(diffix._invoking_role()) THEN
-    RAISE EXCEPTION 'only superusers and members of diffix_admin can read the audit log''s size'
-      USING ERRCODE = 'insufficient_privilege';
-  END IF;
+  PERFORM diffix._require_admin('read the audit log''s size');
   RETURN QUERY
     SELECT 'diffix.audit_log', (SELECT pg_catalog.count(*) FROM diffix.audit_log),
            pg_catalog.pg_total_relation_size('diffix.audit_log'::pg_catalog.regclass),

@@ -7,15 +7,8 @@ CREATE OR REPLACE FUNCTION diffix._proxy_plan(
   column_typmods integer[]
 ) RETURNS TABLE (route text, statement text)
 LANGUAGE plpython3u VOLATILE
-SET extra_float_digits = 1
-SET array_nulls = on
-SET bytea_output = hex
-SET intervalstyle = postgres
 AS $python$
-import sys
-if "pldiffix.server" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix import server
+#@load pldiffix.server
 return server.proxy_plan(plpy, sql, answer, params, param_types, column_types, column_typmods)
 $python$;
 
@@ -28,8 +21,6 @@ CREATE OR REPLACE FUNCTION diffix.proxy_plan(
 ) RETURNS TABLE (route text, statement text)
 LANGUAGE plpgsql VOLATILE
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   IF NOT EXISTS (
     SELECT 1 FROM diffix.table_labels l
@@ -44,10 +35,7 @@ BEGIN
   END IF;
   RETURN QUERY SELECT * FROM diffix._proxy_plan(sql, answer, params, param_types, column_types,
                                                column_typmods);
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 

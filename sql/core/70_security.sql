@@ -98,19 +98,7 @@ BEGIN
 END
 $$;
 
-DROP EVENT TRIGGER IF EXISTS diffix_forget_dropped_objects;
-CREATE EVENT TRIGGER diffix_forget_dropped_objects ON sql_drop
-  EXECUTE FUNCTION diffix._forget_dropped_objects();
-
-DROP EVENT TRIGGER IF EXISTS diffix_note_acls_before_grant;
-CREATE EVENT TRIGGER diffix_note_acls_before_grant ON ddl_command_start
-  WHEN TAG IN ('GRANT')
-  EXECUTE FUNCTION diffix._note_acls_before_grant();
-
-DROP EVENT TRIGGER IF EXISTS diffix_refuse_exposing_grants;
-CREATE EVENT TRIGGER diffix_refuse_exposing_grants ON ddl_command_end
-  WHEN TAG IN ('GRANT', 'ALTER TABLE', 'ALTER MATERIALIZED VIEW')
-  EXECUTE FUNCTION diffix._refuse_exposing_grants();
+-- The event triggers that run these are created by 90_event_triggers.sql.
 
 -- Every remaining path from an anonymized role to personal data, and other configuration risks.
 CREATE OR REPLACE FUNCTION diffix.check_security()

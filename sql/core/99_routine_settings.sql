@@ -8,6 +8,9 @@
 -- - PL/Python SECURITY DEFINER ones run the SQL pldiffix generates and render the canonical texts
 --   that seed noise, so they also pin how values read and print.
 -- tests/security/test_entry_points.py checks pg_proc.proconfig of every definer.
+-- The invoker entry points that answer analysts (`answering` below) pin how results are written
+-- (floats, arrays, bytea, intervals) and nothing else: they run the caller's query under the
+-- caller's search_path, DateStyle and TimeZone (sql/core/60_query.sql).
 DO $pin$
 DECLARE
   routine record;
@@ -18,6 +21,13 @@ DECLARE
     'DateStyle = ''ISO, MDY''', 'IntervalStyle = postgres', 'TimeZone = ''UTC''',
     'extra_float_digits = 1', 'bytea_output = hex', 'array_nulls = on',
     'quote_all_identifiers = off', 'lc_monetary = ''C''', 'lc_numeric = ''C'''];
+  output constant text[] := ARRAY[
+    'extra_float_digits = 1', 'array_nulls = on', 'bytea_output = hex', 'intervalstyle = postgres'];
+  answering constant pg_catalog.regprocedure[] := ARRAY[
+    'diffix._query_json(text)', 'diffix._query_prepare(text)',
+    'diffix._dp_query_json(text, double precision, double precision)',
+    'diffix._proxy_plan(text, boolean, text[], oid[], oid[], integer[])'];
+  signature pg_catalog.regprocedure;
 BEGIN
   FOR routine IN
     SELECT p.oid::pg_catalog.regprocedure AS signature, p.prosecdef, l.lanname
@@ -34,6 +44,11 @@ BEGIN
               THEN generated_sql ELSE '{}' END
     LOOP
       EXECUTE pg_catalog.format('ALTER ROUTINE %s SET %s', routine.signature, setting);
+    END LOOP;
+  END LOOP;
+  FOREACH signature IN ARRAY answering LOOP
+    FOREACH setting IN ARRAY output LOOP
+      EXECUTE pg_catalog.format('ALTER ROUTINE %s SET %s', signature, setting);
     END LOOP;
   END LOOP;
 END

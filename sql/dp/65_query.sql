@@ -8,15 +8,8 @@ CREATE OR REPLACE FUNCTION diffix._dp_query_json(
   sql text, epsilon double precision, delta double precision)
 RETURNS jsonb
 LANGUAGE plpython3u STABLE
-SET extra_float_digits = 1
-SET array_nulls = on
-SET bytea_output = hex
-SET intervalstyle = postgres
 AS $python$
-import sys
-if "pldiffix.server" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix import server
+#@load pldiffix.server
 return server.dp_query_json(plpy, sql, epsilon, delta)
 $python$;
 
@@ -25,14 +18,9 @@ CREATE OR REPLACE FUNCTION diffix.dp_query_json(
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   RETURN diffix._dp_query_json(sql, epsilon, delta);
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 

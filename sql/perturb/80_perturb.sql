@@ -9,10 +9,7 @@ LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
 import json
-import sys
-if "pldiffix.perturb.admin" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix.perturb import admin
+#@load pldiffix.perturb.admin
 a = json.loads(options) if options is not None else {}
 if action == "mark":
     return admin.mark(plpy, relid, a.get("row_key"), a.get("view_schema"))
@@ -36,14 +33,11 @@ CREATE OR REPLACE PROCEDURE diffix._perturb_table(table_name text, action text, 
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  message text; detail text; hint text; summary text;
+  summary text;
 BEGIN
   summary := diffix._perturb_admin(action, diffix._resolve_table(table_name), args);
   RAISE NOTICE '%', summary;
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 
@@ -126,10 +120,7 @@ RETURNS TABLE (metric text, column_name text, other_column text, original float8
 LANGUAGE plpython3u SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.perturb.admin" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix.perturb import admin
+#@load pldiffix.perturb.admin
 return admin.perturbation_report(plpy, relid)
 $python$;
 REVOKE ALL ON FUNCTION diffix._perturbation_report(oid) FROM PUBLIC;
@@ -140,13 +131,8 @@ RETURNS TABLE (metric text, column_name text, other_column text, original float8
                perturbed float8, explanation text)
 LANGUAGE plpgsql
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   RETURN QUERY SELECT * FROM diffix._perturbation_report(diffix._resolve_table(table_name));
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;

@@ -77,10 +77,7 @@ RETURNS text
 LANGUAGE plpython3u VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.synth.engine" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix.synth import engine
+#@load pldiffix.synth.engine
 return engine.synthesize(plpy, relid, epsilon, delta, name, rows, columns, options)
 $python$;
 ALTER FUNCTION diffix._synthesize(oid, double precision, double precision, text, bigint, text[],
@@ -98,15 +95,12 @@ CREATE OR REPLACE PROCEDURE diffix.synthesize(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  message text; detail text; hint text; summary text;
+  summary text;
 BEGIN
   summary := diffix._synthesize(diffix._resolve_table(table_name), epsilon, delta, name, "rows",
                                 columns, options);
   RAISE NOTICE '%', summary;
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 
@@ -189,10 +183,7 @@ RETURNS TABLE (metric text, column_name text, other_column text, "real" float8,
 LANGUAGE plpython3u STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.synth.engine" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix.synth import engine
+#@load pldiffix.synth.engine
 return engine.synthetic_report(plpy, name)
 $python$;
 ALTER FUNCTION diffix._synthetic_report(text) OWNER TO diffix_engine;
@@ -204,13 +195,8 @@ RETURNS TABLE (metric text, column_name text, other_column text, "real" float8,
                synthetic float8, value float8)
 LANGUAGE plpgsql
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   RETURN QUERY SELECT * FROM diffix._synthetic_report(name);
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;

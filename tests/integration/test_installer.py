@@ -66,6 +66,23 @@ def test_reinstall_upgrades_in_place_keeping_labels_settings_roles_and_salt(empt
     assert empty_db.execute("SELECT upgraded_at IS NOT NULL FROM diffix.installation") == [(True,)]
 
 
+ROUTINES = """
+SELECT p.oid::regprocedure::text, p.prosrc, p.proconfig, p.proowner::regrole::text,
+       p.proacl::text, p.prosecdef
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname ~ '^diffix' ORDER BY 1
+"""
+
+
+def test_reinstall_leaves_every_routine_as_a_fresh_install_makes_it(empty_db):
+    """Sources (with the shared code in place), pinned settings, owners and grants."""
+    install.install(empty_db.dsn(), out=io.StringIO())
+    fresh = empty_db.execute(ROUTINES)
+    assert not [name for name, source, *_ in fresh if "#@" in source or "--@" in source]
+    install.install(empty_db.dsn(), out=io.StringIO())
+    assert empty_db.execute(ROUTINES) == fresh
+
+
 def test_uninstall_removes_everything_and_is_idempotent(empty_db):
     install.install(empty_db.dsn(), out=io.StringIO())
     empty_db.admin.execute("CREATE TABLE t (id int); CALL diffix.mark_personal('t', 'id')")
@@ -115,6 +132,28 @@ def test_failed_install_rolls_back_completely(empty_db, monkeypatch):
         install.install(empty_db.dsn(), out=io.StringIO())
     assert not _schema_exists(empty_db)
     assert empty_db.execute("SELECT count(*) FROM pg_event_trigger") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "LANGUAGE sql AS $$ SELECT n FROM diffix.no_such_table $$",
+        "LANGUAGE plpgsql AS $$ BEGIN RETURN 1 END $$",
+        "LANGUAGE plpython3u AS $python$\nreturn (\n$python$",
+    ],
+)
+def test_a_routine_body_that_does_not_compile_fails_the_install(
+    empty_db, monkeypatch, tmp_path, body
+):
+    """Bodies are checked after every folder is applied, as CREATE FUNCTION would have."""
+    late = tmp_path / "dp" / "98_broken.sql"
+    late.parent.mkdir()
+    late.write_text(f"CREATE FUNCTION diffix._broken() RETURNS integer {body};")
+    original = install.sql_files
+    monkeypatch.setattr(install, "sql_files", lambda: [*original()[:-1], late, original()[-1]])
+    with pytest.raises(install.InstallError, match="installation rolled back"):
+        install.install(empty_db.dsn(), out=io.StringIO())
+    assert not _schema_exists(empty_db)
 
 
 class _FakeConnection:

@@ -1,0 +1,16 @@
+-- The event triggers of 70_security.sql, created once every folder is applied: their functions
+-- read the catalogs of several folders (labels, row-level perturbation). An upgrade keeps the
+-- ones it finds until here, in the same transaction.
+DROP EVENT TRIGGER IF EXISTS diffix_forget_dropped_objects;
+CREATE EVENT TRIGGER diffix_forget_dropped_objects ON sql_drop
+  EXECUTE FUNCTION diffix._forget_dropped_objects();
+
+DROP EVENT TRIGGER IF EXISTS diffix_note_acls_before_grant;
+CREATE EVENT TRIGGER diffix_note_acls_before_grant ON ddl_command_start
+  WHEN TAG IN ('GRANT')
+  EXECUTE FUNCTION diffix._note_acls_before_grant();
+
+DROP EVENT TRIGGER IF EXISTS diffix_refuse_exposing_grants;
+CREATE EVENT TRIGGER diffix_refuse_exposing_grants ON ddl_command_end
+  WHEN TAG IN ('GRANT', 'ALTER TABLE', 'ALTER MATERIALIZED VIEW')
+  EXECUTE FUNCTION diffix._refuse_exposing_grants();
