@@ -145,10 +145,7 @@ RETURNS SETOF jsonb
 LANGUAGE plpython3u VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $python$
-import sys
-if "pldiffix.synth.engine" not in sys.modules:
-    plpy.execute("SELECT diffix._load_python()")
-from pldiffix.synth import engine
+#@load pldiffix.synth.engine
 return engine.dp_sample(plpy, relid, k, epsilon, delta)
 $python$;
 ALTER FUNCTION diffix._dp_sample(oid, integer, double precision, double precision)
@@ -163,15 +160,10 @@ CREATE OR REPLACE FUNCTION diffix.dp_sample(
 RETURNS SETOF jsonb
 LANGUAGE plpgsql VOLATILE
 AS $$
-DECLARE
-  message text; detail text; hint text;
 BEGIN
   RETURN QUERY SELECT * FROM diffix._dp_sample(diffix._resolve_table(table_name), k, epsilon,
                                                delta);
-EXCEPTION WHEN OTHERS THEN
-  GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
-                          hint = PG_EXCEPTION_HINT;
-  PERFORM diffix._reraise(SQLSTATE, message, detail, hint);
+--@reraise
 END
 $$;
 
