@@ -205,9 +205,7 @@ def record_columns(plpy: Any, relid: int, table_name: str) -> list[Column]:
 @reports_errors
 def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
     """diffix.mark_tbe / mark_laplace: validate everything, then label, store and move grants."""
-    role = catalog.invoking_role(plpy)
-    if not catalog.role_facts(plpy, role).is_admin:
-        raise PermissionError("only superusers and members of diffix_admin can label tables")
+    catalog.require_admin(plpy, "label tables")
     if method not in METHODS:
         raise UserError(f"unknown perturbation method {method!r}")
     facts = _table_facts(plpy, relid)

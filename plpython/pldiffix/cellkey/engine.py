@@ -11,7 +11,8 @@ The accepted subset, on one table:
 
 The query is parsed with sqlglot and SQL is generated from catalog identifiers and parameters only.
 SQL aggregates each cell (docs/tbe.md, "What the SQL side computes per cell"); Python perturbs each
-cell with tbe.perturb_cell or laplace.perturb_cell, then sorts and limits.
+cell with tbe.perturb_cell or laplace.perturb_cell; the perturbed cells return as a rows relation
+in a post-processing query that applies the ORDER BY, LIMIT and OFFSET (core/mechanism.py).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from sqlglot import exp
 
 from pldiffix.cellkey import laplace, tbe, tbe_config
 from pldiffix.cellkey.config import CellKeyTable, Column, load
-from pldiffix.core import context, results, sqltext
+from pldiffix.core import context, sqltext
+from pldiffix.core.mechanism import Release
 from pldiffix.core.statements import QueryError
+from pldiffix.diffix.rewrite import rows_relation
 
-_TEXT_OID = 25
 _ALLOWED_SELECT_ARGS = {
     "expressions",
     "from",
@@ -98,13 +100,18 @@ class Plan:
     offset: int = 0
 
 
-def answer(plpy: Any, tree: exp.Expression, relid: int) -> tuple[str, str]:
-    """The perturbed answer over the cell-key table `relid` as a document (with its result
-    types), and the table's method. Runs behind the gate (answers.py): never raw rows, and every
-    level gets the same answers."""
+def answer(plpy: Any, tree: exp.Expression, relid: int) -> Release:
+    """The perturbed answer over the cell-key table `relid`: its cells as a rows relation in the
+    post-processing query. Runs behind the gate (answers.py): never raw rows, and every level
+    gets the same answers."""
     table = load(plpy, relid)
-    plan = _plan(tree, table)
-    return _execute(plpy, plan), table.method
+    plan = plan_query(tree, table)
+    cells = _execute(plpy, plan)
+    return Release(
+        "laplace" if table.method == "laplace" else "cellkey",
+        post_processing(plan, cells),
+        rows=len(cells[plan.offset :][: plan.limit]),
+    )
 
 
 def _fragment(node: exp.Expression) -> str:
@@ -221,7 +228,8 @@ def _tbe_range_call(node: exp.Expression) -> exp.Column | None:
     return args[0]
 
 
-def _plan(tree: exp.Expression, table: CellKeyTable) -> Plan:
+def plan_query(tree: exp.Expression, table: CellKeyTable) -> Plan:
+    """The plan of a query over `table`, or a QueryError saying what to write instead. Pure."""
     if not isinstance(tree, exp.Select):
         raise _reject("only a plain SELECT is supported on cell-key tables", tree)
     for key, value in tree.args.items():
@@ -462,7 +470,8 @@ def _key_sql(table: CellKeyTable, key: GroupKey) -> str:
     return key.column.sql
 
 
-def _execute(plpy: Any, plan: Plan) -> str:
+def _execute(plpy: Any, plan: Plan) -> list[list[str | None]]:
+    """The perturbed cells, each value as text."""
     table = plan.table
     config = table.tbe_config
     where = _where(plpy, plan)
@@ -514,27 +523,48 @@ def _execute(plpy: Any, plan: Plan) -> str:
         statement += " GROUP BY " + ", ".join(_key_sql(table, g) for g in plan.groups)
     rows = plpy.execute(context.prepared(plpy, statement, tuple(where.types)), where.params)
 
-    out_rows: list[list[Any]] = []
+    cells: list[list[str | None]] = []
     for row in rows:
         values = _perturb_row(plan, row, where.scoped)
         if values is not None:
-            out_rows.append(values)
-    out_rows = _sorted(out_rows, plan.order)
-    out_rows = out_rows[plan.offset :]
-    if plan.limit is not None:
-        out_rows = out_rows[: plan.limit]
-    type_oids = [
-        (_TEXT_OID if item.group.ranged else item.group.column.type_oid)
-        if item.group is not None
-        else 0
-        for item in plan.items
-    ]
-    return results.encode_document(
-        [item.name for item in plan.items],
-        type_oids,
-        out_rows,
-        column_types=[_output_type(item) for item in plan.items],
+            cells.append([_as_text(value) for value in values])
+    return cells
+
+
+def post_processing(plan: Plan, cells: Sequence[Sequence[str | None]]) -> str:
+    """The statement the caller runs: the perturbed cells (text, in the order SQL grouped them)
+    as a rows relation, ordered as the query asks (text by code point, ties and no ORDER BY in
+    the cells' order), then limited. Pure."""
+    names = [f"c{i}" for i in range(len(plan.items))] + ["o"]
+    types = [_output_type(item) for item in plan.items] + ["bigint"]
+    relation = rows_relation(names, types, [[*c, str(i)] for i, c in enumerate(cells)], None)
+    columns = ", ".join(
+        f"t.c{i} AS {sqltext.identifier(item.name)}" for i, item in enumerate(plan.items)
     )
+    keys = []
+    for index, desc, nulls_first in plan.order:
+        collate = ' COLLATE "C"' if _is_text(plan.items[index]) else ""
+        direction = "DESC" if desc else "ASC"
+        keys.append(f"t.c{index}{collate} {direction} NULLS {'FIRST' if nulls_first else 'LAST'}")
+    statement = f"SELECT {columns} FROM {relation} AS t ORDER BY {', '.join([*keys, 't.o'])}"
+    if plan.limit is not None:
+        statement += f" LIMIT {plan.limit}"
+    return statement + (f" OFFSET {plan.offset}" if plan.offset else "")
+
+
+def _is_text(item: OutputItem) -> bool:
+    if item.group is None:
+        return False
+    return item.group.ranged or item.group.column.collatable
+
+
+def _as_text(value: Any) -> str | None:
+    """A perturbed value as the text of its SQL type (group values arrive as text already)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _output_type(item: OutputItem) -> str:
@@ -777,7 +807,8 @@ def _perturb_row(
     for item in plan.items:
         if item.kind == "group":
             assert item.group is not None
-            values.append(group_values[plan.groups.index(item.group)])
+            index = plan.groups.index(item.group)
+            values.append(group_values[index] if item.group.ranged else row[f"l{index}"])
         elif item.kind == "count":
             values.append(counts)
         else:
@@ -785,13 +816,3 @@ def _perturb_row(
             source = sums if item.kind == "sum" else means
             values.append(source.get(item.column.name))
     return values
-
-
-def _sorted(rows: list[list[Any]], order: list[tuple[int, bool, bool]]) -> list[list[Any]]:
-    """ORDER BY in Python, on the perturbed values (text by code point)."""
-    for index, desc, nulls_first in reversed(order):
-        present = [r for r in rows if r[index] is not None]
-        missing = [r for r in rows if r[index] is None]
-        present.sort(key=lambda r, i=index: r[i], reverse=desc)
-        rows = missing + present if nulls_first else present + missing
-    return rows
