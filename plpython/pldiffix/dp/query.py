@@ -21,12 +21,12 @@ from typing import Literal
 from sqlglot import exp
 
 from pldiffix.core import reads, sqltext
+from pldiffix.core.pgtypes import category, normalize_type
 from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
 from pldiffix.core.statements import QueryError
 from pldiffix.diffix import rewrite
 from pldiffix.diffix.query_model import AnonymizingQuery, Generalization
 from pldiffix.diffix.validation import TRUSTED, parse_statement, validate
-from pldiffix.diffix.validation.pgtypes import category, normalize_type
 from pldiffix.dp.markers import Marker, MarkerName, marker_of
 
 AggregateKind = Literal[
