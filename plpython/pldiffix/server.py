@@ -94,7 +94,7 @@ def set_setting(plpy: Any, name: str, raw: str | None) -> str:
 @reports_errors
 def configure(plpy: Any, name: str, raw: str | None) -> None:
     """diffix.configure(name, value): the database-wide value. Runs as definer; admins only."""
-    _require_admin(plpy, "change database-wide settings")
+    catalog.require_admin(plpy, "change database-wide settings")
     spec = settings.spec_for(name)
     if spec.session_only:
         raise settings.SettingError(
@@ -115,13 +115,6 @@ def configure(plpy: Any, name: str, raw: str | None) -> None:
         ("text", "text"),
         (spec.name, settings.format_value(value)),
     )
-
-
-def _require_admin(plpy: Any, action: str) -> str:
-    role = catalog.invoking_role(plpy)
-    if not catalog.role_facts(plpy, role).is_admin:
-        raise PermissionError(f"only superusers and members of diffix_admin can {action}")
-    return role
 
 
 # --- queries ------------------------------------------------------------------------------------
@@ -157,11 +150,7 @@ def gate(
 _GATE = (
     "SELECT d OPERATOR(pg_catalog.->>) 'mechanism' AS mechanism,"
     " d OPERATOR(pg_catalog.->>) 'own' AS own, d OPERATOR(pg_catalog.->>) 'query' AS query,"
-    " CAST(d OPERATOR(pg_catalog.->) 'dp' AS pg_catalog.text) AS dp,"
-    " CAST((d OPERATOR(pg_catalog.->) 'document') OPERATOR(pg_catalog.-) 'types'"
-    " AS pg_catalog.text) AS document,"
-    " CAST(d OPERATOR(pg_catalog.->) 'document' OPERATOR(pg_catalog.->) 'types'"
-    " AS pg_catalog.text) AS types"
+    " CAST(d OPERATOR(pg_catalog.->) 'dp' AS pg_catalog.text) AS dp"
     " FROM diffix._answer($1, $2, $3, $4, $5) AS d"
 )
 
@@ -179,13 +168,6 @@ def _answer(
         (sql, epsilon, delta, catalog.current_schemas(plpy), dp is not None),
     )[0]
     mechanism = reply["mechanism"]
-    if reply["document"] is not None:
-        return results.Answer(
-            reply["document"],
-            json.loads(reply["types"]),
-            len(json.loads(reply["document"])["rows"]),
-            mechanism,
-        )
     statement = reply["own"] if reply["own"] is not None else reply["query"]
     answer = _run_with_own_privileges(plpy, parse_single_select(statement), with_types, mechanism)
     if reply["dp"] is None:

@@ -1,20 +1,21 @@
 """Cell-key tables (TBE and keyed Laplace): configuration, validation, SQL helpers.
 
 Server side, talks to the database through plpy. The pure algorithms are in tbe_config.py, tbe.py
-and laplace.py; the query path is in engine.py. Every statement is schema-qualified and built only
-from identifiers read from the catalog (quoted) and parameters.
+and laplace.py, the table's description in table.py; the query path is in plan.py and engine.py.
+Every statement is schema-qualified and built only from identifiers read from the catalog (quoted)
+and parameters.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pldiffix.cellkey import laplace, tbe, tbe_config
+from pldiffix.cellkey.table import CellKeyTable, Column
 from pldiffix.cellkey.tbe_config import TbeConfig
-from pldiffix.core import catalog, sqltext
+from pldiffix.core import catalog
 from pldiffix.core.errors import UserError, reports_errors
 from pldiffix.core.levels import AccessLevel
 
@@ -25,45 +26,6 @@ _INTEGER_TYPES = ("int2", "int4", "int8")
 
 
 # --- the catalog -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type_oid: int
-    type_name: str  # pg_type.typname, e.g. int4
-    type_sql: str  # format_type without modifier, e.g. integer, character varying
-    numeric: bool  # type category N
-    collatable: bool
-
-    @property
-    def sql(self) -> str:
-        return sqltext.identifier(self.name)
-
-
-@dataclass
-class CellKeyTable:
-    relid: int
-    sql_name: str  # schema-qualified and quoted, for statements
-    canonical_name: str  # schema.table unquoted, for Laplace cell descriptions
-    columns: dict[str, Column]
-    method: str
-    tbe_config: TbeConfig | None = None
-    laplace_config: laplace.LaplaceConfig | None = None
-    field_of: dict[str, str] = field(default_factory=dict)  # column name -> declared field
-    record_key: Column | None = None  # TBE only
-    tiebreaker: Column | None = None  # TBE only
-    record_columns: list[Column] = field(default_factory=list)  # Laplace: hashed per record
-
-    @property
-    def hidden_columns(self) -> dict[str, str]:
-        """Columns analysts may never name, with the reason."""
-        hidden = {}
-        if self.record_key is not None:
-            hidden[self.record_key.name] = "the table's record key"
-        if self.tiebreaker is not None:
-            hidden[self.tiebreaker.name] = "the table's value tiebreaker"
-        return hidden
 
 
 _TABLE = """
@@ -205,9 +167,7 @@ def record_columns(plpy: Any, relid: int, table_name: str) -> list[Column]:
 @reports_errors
 def mark(plpy: Any, relid: int, method: str, config_text: str | None) -> str:
     """diffix.mark_tbe / mark_laplace: validate everything, then label, store and move grants."""
-    role = catalog.invoking_role(plpy)
-    if not catalog.role_facts(plpy, role).is_admin:
-        raise PermissionError("only superusers and members of diffix_admin can label tables")
+    catalog.require_admin(plpy, "label tables")
     if method not in METHODS:
         raise UserError(f"unknown perturbation method {method!r}")
     facts = _table_facts(plpy, relid)

@@ -69,6 +69,15 @@ def invoking_role(plpy: Any) -> str:
     return rows[0]["r"]
 
 
+def require_admin(plpy: Any, action: str) -> str:
+    """The invoking role, when it is a superuser or a member of diffix_admin; else a refusal
+    saying it cannot do `action`."""
+    role = invoking_role(plpy)
+    if not role_facts(plpy, role).is_admin:
+        raise PermissionError(f"only superusers and members of diffix_admin can {action}")
+    return role
+
+
 def database_settings(plpy: Any) -> dict[str, str]:
     """Database-wide values, without the salt (readable by everyone through a definer function)."""
     rows = query(plpy, "SELECT s.name, s.value FROM diffix._database_settings() s")

@@ -18,7 +18,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
-from pldiffix.core import sqltext
+from pldiffix.core import reads, sqltext
 from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, UserError
 
 _QUERY_ROOTS = (exp.Select, exp.SetOperation, exp.Subquery)
@@ -44,25 +44,11 @@ def parse_statements(sql: str) -> list[exp.Expression] | None:
         return None
 
 
-def table_names(tree: exp.Expression) -> list[str]:
-    """Each table the statement names, as text for to_regclass, CTE names left out."""
-    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-    names = []
-    for table in tree.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            continue
-        if not table.db and table.name in ctes:
-            continue
-        parts = [table.args.get(key) for key in ("catalog", "db", "this")]
-        names.append(".".join(p.sql(dialect=sqltext.POSTGRES) for p in parts if p is not None))
-    return names
-
-
 def route(statements: Sequence[exp.Expression], is_protected: Callable[[str], bool]) -> Route:
     """The route of a client's statement text (one or several statements)."""
     for statement in statements:
         _refuse_wrapped_protected_query(statement, is_protected)
-    protected = [s for s in statements if any(is_protected(n) for n in table_names(s))]
+    protected = [s for s in statements if _reads_protected(s, is_protected)]
     if not protected:
         return Route.PASS
     if len(statements) == 1 and copied_query(statements[0]) is not None:
@@ -83,6 +69,10 @@ def route(statements: Sequence[exp.Expression], is_protected: Callable[[str], bo
     if not isinstance(tree, _QUERY_ROOTS):
         return Route.PASS  # EXPLAIN, INSERT ... SELECT, CREATE TABLE AS: the server's privileges
     return Route.PROBE if is_probe(tree) else Route.ENGINE
+
+
+def _reads_protected(statement: exp.Expression, is_protected: Callable[[str], bool]) -> bool:
+    return any(is_protected(read.text) for read in reads.tables_read(statement))
 
 
 def copied_query(tree: exp.Expression) -> exp.Expression | None:
@@ -141,7 +131,7 @@ def _refuse_wrapped_protected_query(
     pattern = {"PREPARE": _PREPARED, "EXPLAIN": _EXPLAINED}.get(command)
     match = pattern.fullmatch(statement.expression.this) if pattern else None
     wrapped = parse_statements(match[1]) if match else None
-    if not wrapped or not any(is_protected(n) for s in wrapped for n in table_names(s)):
+    if not wrapped or not any(_reads_protected(s, is_protected) for s in wrapped):
         return
     if command == "PREPARE":
         raise RoutingError(

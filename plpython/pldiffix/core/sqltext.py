@@ -1,4 +1,5 @@
-"""The one place that writes names and values into SQL text.
+"""The one place that writes names and values into SQL text (and reads names as PostgreSQL folds
+them).
 
 SQL that pldiffix generates runs inside definer functions, so its meaning must not depend on the
 caller's session: a literal like 'a\\' is the one-character-plus-backslash string with
@@ -29,6 +30,19 @@ def identifier(name: str) -> str:
     if "\x00" in name:
         raise UnsafeText("identifiers cannot contain NUL characters")
     return '"' + name.replace('"', '""') + '"'
+
+
+def ident_name(node: exp.Expression | str | None) -> str:
+    """An identifier as PostgreSQL folds it: unquoted names in lower case."""
+    if node is None:
+        return ""
+    if isinstance(node, str):
+        return node.lower()
+    if isinstance(node, exp.Identifier):
+        return node.this if node.quoted else node.this.lower()
+    if isinstance(node, exp.Star):
+        return "*"
+    return node.name.lower()
 
 
 def qualified(schema: str, name: str) -> str:

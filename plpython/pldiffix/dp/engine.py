@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from pldiffix.core import catalog, ledger, sqltext
+from pldiffix.core import catalog, ledger, reads, sqltext
 from pldiffix.core.errors import UserError
 from pldiffix.core.exact_sampling import rational_epsilon
 from pldiffix.core.relations import RelationKind
@@ -251,21 +251,16 @@ def _checked_parameters(
 def _check_other_reads(query: DpQuery, live: catalog.LiveCatalog) -> None:
     """Outside the DP subquery no personal table may be read (refused before anything is spent,
     rather than failing for lack of privileges after the charge)."""
-    for table in query.tree.find_all(exp.Table):
-        if _inside(table, query.node):
+    for read in reads.tables_read(query.tree):
+        if _inside(read.node, query.node):
             continue
-        schemas = [table.db] if table.db else list(live.search_path)
-        for schema in schemas:
-            relation = live.get_relation(schema, table.name)
-            if relation is None:
-                continue
-            if relation.kind is RelationKind.PERSONAL:
-                raise QueryError(
-                    f"{schema}.{table.name} is read outside the DP subquery",
-                    fragment=table.sql(dialect=sqltext.POSTGRES),
-                    hint="a DP query reads personal data in one aggregating SELECT only",
-                )
-            break
+        relation = reads.resolve(read, live)
+        if relation is not None and relation.kind is RelationKind.PERSONAL:
+            raise QueryError(
+                f"{relation.schema}.{relation.name} is read outside the DP subquery",
+                fragment=read.node.sql(dialect=sqltext.POSTGRES),
+                hint="a DP query reads personal data in one aggregating SELECT only",
+            )
 
 
 def _inside(node: exp.Expression, ancestor: exp.Expression) -> bool:

@@ -20,14 +20,13 @@ from typing import Literal
 
 from sqlglot import exp
 
-from pldiffix.core import sqltext
+from pldiffix.core import reads, sqltext
+from pldiffix.core.pgtypes import category, normalize_type
 from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
 from pldiffix.core.statements import QueryError
 from pldiffix.diffix import rewrite
 from pldiffix.diffix.query_model import AnonymizingQuery, Generalization
 from pldiffix.diffix.validation import TRUSTED, parse_statement, validate
-from pldiffix.diffix.validation.pgtypes import category, normalize_type
-from pldiffix.diffix.validation.syntax import ident_name
 from pldiffix.dp.markers import Marker, MarkerName, marker_of
 
 AggregateKind = Literal[
@@ -86,7 +85,13 @@ class DpQuery:
 
 def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool = False) -> DpQuery:
     tree = parse_statement(sql)
-    selects = [s for s in tree.find_all(exp.Select) if _reads_personal(s, catalog)]
+    personal = {
+        id(read.node)
+        for read in reads.tables_read(tree)
+        if (relation := reads.resolve(read, catalog)) is not None
+        and relation.kind is RelationKind.PERSONAL
+    }
+    selects = [s for s in tree.find_all(exp.Select) if _reads_personal(s, personal)]
     if not selects:
         raise QueryError(
             "the query reads no personal table",
@@ -184,22 +189,11 @@ def _short(node: exp.Expression | None) -> str | None:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _reads_personal(select: exp.Select, catalog: Catalog) -> bool:
-    """Whether the SELECT's own FROM/JOIN items (not its subqueries) name a personal table."""
+def _reads_personal(select: exp.Select, personal: set[int]) -> bool:
+    """Whether the SELECT's own FROM/JOIN items (not its subqueries) are among the personal
+    tables read (ids of their nodes)."""
     items = [select.args.get("from_"), *(select.args.get("joins") or [])]
-    tables = [item.this for item in items if item is not None and isinstance(item.this, exp.Table)]
-    return any(_is_personal(table, catalog) for table in tables)
-
-
-def _is_personal(table: exp.Table, catalog: Catalog) -> bool:
-    name = ident_name(table.this)
-    db = table.args.get("db")
-    schemas = [ident_name(db)] if db is not None else list(catalog.search_path)
-    for schema in schemas:
-        relation = catalog.get_relation(schema, name)
-        if relation is not None:
-            return relation.kind is RelationKind.PERSONAL
-    return False
+    return any(item is not None and id(item.this) in personal for item in items)
 
 
 def _check_clauses(node: exp.Select) -> None:

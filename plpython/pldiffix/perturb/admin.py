@@ -12,9 +12,7 @@ from typing import Any
 
 from pldiffix.core import catalog
 from pldiffix.core.errors import (
-    INSUFFICIENT_PRIVILEGE,
     UNDEFINED_COLUMN,
-    UserError,
     reports_errors,
 )
 from pldiffix.core.sqltext import identifier
@@ -37,14 +35,6 @@ class MicrodataTable:
     quasi_identifiers: list[str]
     columns: list[Column]
     rules: dict[str, Rule]
-
-
-def _require_admin(plpy: Any, action: str = "configure perturbation") -> None:
-    if not catalog.role_facts(plpy, catalog.invoking_role(plpy)).is_admin:
-        raise UserError(
-            f"only superusers and members of diffix_admin can {action}",
-            sqlstate=INSUFFICIENT_PRIVILEGE,
-        )
 
 
 def _columns(plpy: Any, relid: int) -> list[tuple[int, Column]]:
@@ -167,7 +157,7 @@ def _find_column(
 @reports_errors
 def mark(plpy: Any, relid: int, row_key: str | None, view_schema: str | None) -> str:
     """diffix.mark_perturbed(table, row_key_column[, view_schema])."""
-    _require_admin(plpy)
+    catalog.require_admin(plpy, "configure perturbation")
     name = _sql_name(plpy, relid)
     facts = catalog.query(
         plpy,
@@ -255,7 +245,7 @@ def perturb_column(
     plpy: Any, relid: int, column_name: str | None, method: str | None, params_json: str | None
 ) -> str:
     """diffix.perturb_column(table, column, method, params): validates, stores, rebuilds."""
-    _require_admin(plpy)
+    catalog.require_admin(plpy, "configure perturbation")
     table = load(plpy, relid)
     numbered = _columns(plpy, relid)
     attnum, column = _find_column(numbered, column_name or "", table.sql_name)
@@ -336,7 +326,7 @@ def _slots(plpy: Any, relid: int, attnum: int, needed: int) -> list[int]:
 def set_quasi_identifiers(plpy: Any, relid: int, names: list[str] | None) -> str:
     """diffix.set_quasi_identifiers(table, VARIADIC columns): the columns the report's smallest
     group size is taken over."""
-    _require_admin(plpy)
+    catalog.require_admin(plpy, "configure perturbation")
     table = load(plpy, relid)
     numbered = _columns(plpy, relid)
     chosen = [_find_column(numbered, name, table.sql_name)[1].name for name in names or []]
@@ -353,7 +343,7 @@ def set_quasi_identifiers(plpy: Any, relid: int, names: list[str] | None) -> str
 def unmark(plpy: Any, relid: int) -> str:
     """diffix.unmark_perturbed(table): drops the view and the rules; the table's grants to the
     perturbed level stay revoked."""
-    _require_admin(plpy)
+    catalog.require_admin(plpy, "configure perturbation")
     table = load(plpy, relid)
     _drop_view(plpy, table.view_sql_name)
     catalog.query(plpy, "DELETE FROM diffix.microdata_tables WHERE relid = $1", ("oid",), (relid,))
@@ -364,7 +354,7 @@ def unmark(plpy: Any, relid: int) -> str:
 @reports_errors
 def rebuild_view(plpy: Any, relid: int) -> str:
     """diffix.rebuild_perturbed_view(table): after a column was added or the view dropped."""
-    _require_admin(plpy)
+    catalog.require_admin(plpy, "configure perturbation")
     table = load(plpy, relid)
     rebuild(plpy, table)
     return f"{table.sql_name}: view {table.view_sql_name} re-created"
@@ -391,7 +381,7 @@ def perturbation_report(plpy: Any, relid: int) -> list[dict[str, Any]]:
     """diffix.perturbation_report(table): utility (mean, sd, min, max, correlations before and
     after) and risk (nearest-neighbour linkage share, smallest group size over the
     quasi-identifiers)."""
-    _require_admin(plpy, "read perturbation reports")
+    catalog.require_admin(plpy, "read perturbation reports")
     table = load(plpy, relid)
     paired = expressions.select_sql(
         table.sql_name, table.tag, table.columns, table.rules, table.row_key, paired=True

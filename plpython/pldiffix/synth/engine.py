@@ -59,7 +59,7 @@ def synthesize(
     selected: Sequence[str] | None,
     options_text: str | None,
 ) -> str:
-    role = _require_admin(plpy, "publish synthetic data")
+    role = catalog.require_admin(plpy, "publish synthetic data")
     epsilon, delta = _checked_cost(epsilon, delta)
     name = _checked_name(name)
     if rows is not None and not 0 <= rows <= MAX_ROWS:
@@ -425,13 +425,6 @@ def _publish(plpy: Any, name: str) -> None:
     )
 
 
-def _require_admin(plpy: Any, action: str) -> str:
-    role = catalog.invoking_role(plpy)
-    if not catalog.role_facts(plpy, role).is_admin:
-        raise PermissionError(f"only superusers and members of diffix_admin can {action}")
-    return role
-
-
 def _checked_cost(epsilon: float | None, delta: float | None) -> tuple[float, float]:
     if epsilon is None or not math.isfinite(epsilon) or epsilon <= 0:
         raise SynthesisError(f"epsilon must be a positive number, not {epsilon}")
@@ -644,7 +637,7 @@ def _register(
 def synthetic_report(plpy: Any, name: str | None) -> list[report.Row]:
     """diffix.synthetic_report(name): the twin against its source table, exactly, over the
     synthesis's own cells (administrators only)."""
-    _require_admin(plpy, "read synthetic data reports")
+    catalog.require_admin(plpy, "read synthetic data reports")
     found = catalog.query(
         plpy,
         "SELECT n.nspname, c.relname, CAST(s.model AS pg_catalog.text) AS model, s.rows "

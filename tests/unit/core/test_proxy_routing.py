@@ -32,6 +32,16 @@ def _route(sql: str) -> Route:
         ("SELECT count(*) FROM customers LIMIT 1", Route.ENGINE),
         ("SELECT * FROM pg_catalog.pg_class", Route.PASS),
         ("WITH customers AS (SELECT 1 AS x) SELECT x FROM customers", Route.PASS),
+        ("WITH Customers AS (SELECT 1 AS x) SELECT x FROM CUSTOMERS", Route.PASS),
+        # a CTE hides a table only where it is in scope
+        (
+            "SELECT * FROM (WITH customers AS (SELECT 1 AS x) SELECT x FROM customers) AS a,"
+            " customers",
+            Route.ENGINE,
+        ),
+        ("WITH customers AS (SELECT 1 AS x) SELECT count(*) FROM public.customers", Route.ENGINE),
+        ("SELECT 1 UNION ALL SELECT count(*) FROM customers", Route.ENGINE),
+        ("SELECT 1 WHERE EXISTS (SELECT 1 FROM customers)", Route.ENGINE),
         ("EXPLAIN SELECT 1", Route.PASS),
         ("PREPARE q AS SELECT name FROM cities", Route.PASS),
         ("COPY (SELECT city, count(*) FROM customers GROUP BY city) TO STDOUT", Route.ENGINE),

@@ -9,8 +9,9 @@ from typing import Literal
 from sqlglot import exp
 
 from pldiffix.core import sqltext
+from pldiffix.core.pgtypes import UNKNOWN, category
 
-from .pgtypes import PREFERRED_TYPES, UNKNOWN, category, implicitly_castable
+from .pgtypes import PREFERRED_TYPES, implicitly_castable
 
 # What the untrusted access level allows for an overload:
 #   "ok"        always

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 
 from sqlglot import exp
 
+from pldiffix.core.pgtypes import INTEGER_TYPES, category
+
 from .context import Analysis
 from .errors import render
-from .pgtypes import INTEGER_TYPES, category
 from .scope import FromLeaf, FromTree, Resolved, Source, leaves
 from .syntax import conjuncts, ident_name, literal_value, strip_parens
 

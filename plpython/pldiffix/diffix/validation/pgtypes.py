@@ -2,7 +2,8 @@
 
 Types are named by their `pg_type.typname` (int4, float8, timestamptz, ...). The rules mirror what
 the PostgreSQL parser does before pg_diffix sees a query: which casts exist implicitly, which
-casts are plain re-labelings, and which are conversions through a function.
+casts are plain re-labelings, and which are conversions through a function. The type names,
+their normal spelling and categories are core/pgtypes.py's (DP uses them too).
 """
 
 from __future__ import annotations
@@ -13,47 +14,15 @@ import re
 
 from sqlglot import exp
 
-INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
-REAL_TYPES = frozenset({"float4", "float8", "numeric"})
-NUMERIC_TYPES = INTEGER_TYPES | REAL_TYPES
-DATETIME_TYPES = frozenset({"date", "time", "timetz", "timestamp", "timestamptz"})
-STRING_TYPES = frozenset({"text", "varchar", "bpchar", "name"})
-UNKNOWN = "unknown"  # an untyped literal ('...' or NULL) that adapts to its context
-
-_ALIASES = {
-    "smallint": "int2",
-    "integer": "int4",
-    "int": "int4",
-    "bigint": "int8",
-    "real": "float4",
-    "double precision": "float8",
-    "float": "float8",
-    "decimal": "numeric",
-    "character varying": "varchar",
-    "character": "bpchar",
-    "char": "bpchar",
-    "boolean": "bool",
-    "time without time zone": "time",
-    "time with time zone": "timetz",
-    "timestamp without time zone": "timestamp",
-    "timestamp with time zone": "timestamptz",
-    "smallserial": "int2",
-    "serial": "int4",
-    "bigserial": "int8",
-}
-
-
-def normalize_type(name: str) -> str:
-    """Normalize a catalog type name (`format_type` or `typname` spelling) to its typname."""
-    text = re.sub(r"\s+", " ", name.strip().lower())
-    text = re.sub(r"\(.*?\)", "", text).strip()  # drop typmods: varchar(20), numeric(10,2)
-    if text.startswith("pg_catalog."):
-        text = text[len("pg_catalog.") :]
-    text = text.replace('"', "")
-    if text.endswith("[]"):
-        return text
-    return _ALIASES.get(text, text)
-
+from pldiffix.core.pgtypes import (
+    DATETIME_TYPES,
+    INTEGER_TYPES,
+    NUMERIC_TYPES,
+    REAL_TYPES,
+    STRING_TYPES,
+    UNKNOWN,
+    normalize_type,
+)
 
 _DTYPE_NAMES: dict[exp.DataType.Type, str] = {
     exp.DataType.Type.SMALLINT: "int2",
@@ -106,23 +75,6 @@ def datatype_name(dtype: exp.DataType) -> tuple[str, bool]:
             precision = 53
         return ("float4" if precision <= 24 else "float8"), False
     return name, has_typmod
-
-
-def category(typ: str | None) -> str:
-    """PostgreSQL type category letter (N numeric, S string, D datetime, T timespan, ...)."""
-    if typ in NUMERIC_TYPES:
-        return "N"
-    if typ in STRING_TYPES:
-        return "S"
-    if typ in DATETIME_TYPES:
-        return "D"
-    if typ == "interval":
-        return "T"
-    if typ == "bool":
-        return "B"
-    if typ == UNKNOWN:
-        return "X"
-    return "U"
 
 
 PREFERRED_TYPES = frozenset({"float8", "text", "timestamptz", "interval", "bool"})

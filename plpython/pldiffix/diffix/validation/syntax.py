@@ -1,7 +1,8 @@
 """Pure helpers over sqlglot expressions, independent of any catalog or scope.
 
-Identifiers as PostgreSQL folds them, literal constants, the constant folding that tells a WHERE
-clause which is always false, conjuncts, and the output names PostgreSQL gives to SELECT items.
+Identifiers as PostgreSQL folds them (`ident_name`, from core/sqltext.py), literal constants,
+the constant folding that tells a WHERE clause which is always false, conjuncts, and the output
+names PostgreSQL gives to SELECT items.
 """
 
 from __future__ import annotations
@@ -10,21 +11,10 @@ from collections.abc import Iterable, Iterator
 
 from sqlglot import exp
 
+from pldiffix.core.sqltext import ident_name
+
 from .functions import builtin_name
 from .pgtypes import datatype_name, literal_number
-
-
-def ident_name(node: exp.Expression | str | None) -> str:
-    """An identifier as PostgreSQL folds it: unquoted names in lower case."""
-    if node is None:
-        return ""
-    if isinstance(node, str):
-        return node.lower()
-    if isinstance(node, exp.Identifier):
-        return node.this if node.quoted else node.this.lower()
-    if isinstance(node, exp.Star):
-        return "*"
-    return node.name.lower()
 
 
 def strip_parens(node: exp.Expression) -> exp.Expression:
