@@ -220,6 +220,12 @@ def _check_joins(tree: FromItem, personal: list[RangeEntry]) -> None:
     for join in joins:
         for condition in join.conditions:
             left, right = condition.left, condition.right
+            if category(normalize_type(left.type)) != category(normalize_type(right.type)):
+                raise QueryError(
+                    f"the join compares {left.alias}.{left.name} ({left.type}) with "
+                    f"{right.alias}.{right.name} ({right.type})",
+                    hint="join columns of the same type",
+                )
             if (
                 left.alias in component
                 and right.alias in component
