@@ -352,8 +352,9 @@ def _grid_value(
     precision (PostgreSQL converts a numeric to a double through its text, which cost more than
     the rest of the row's work): clamped by numeric_larger and numeric_smaller (strict, so NULL
     stays NULL; NaN is the largest numeric and becomes the upper bound), multiplied by the
-    integer 1 / step (step is a power of ten; when step > 1, divided by step), rounded and
-    clamped to +-limit, then an int8 (a numeric beyond INT8_LIMIT). Total: a product with an
+    integer 1 / step (step is a power of ten; when step > 1, divided by step), cast to int8
+    (which rounds) and clamped to +-limit in int8 (beyond INT8_LIMIT: rounded and clamped as a
+    numeric). Total: a product with an
     integer keeps the value's scale, a quotient's scale is capped, and numeric has no underflow.
     Each function reads the column once, so the planner may inline it into the aggregate (no
     OFFSET 0 fence), which lets the per-row work run in parallel workers."""
@@ -371,11 +372,19 @@ def _grid_value(
         value = f"({value} OPERATOR(pg_catalog.*) {_decimal(round(1 / step))})"
     else:
         value = f"({value} OPERATOR(pg_catalog./) {_decimal(step)})"
-    units = (
+    if limit <= INT8_LIMIT:
+        # the cast rounds (half away from zero) and cannot fail: the exact quotient is within
+        # the bounds' largest grid value, which Python rounded up in double precision (a relative
+        # error of 1e-16: far below 2^63 - 2^62); the clamp in int8 makes it exact
+        rounded = f"CAST({value} AS pg_catalog.int8)"
+        return (
+            f"pg_catalog.int8smaller(pg_catalog.int8larger({rounded}, "
+            f"CAST({-limit} AS pg_catalog.int8)), CAST({limit} AS pg_catalog.int8))"
+        )
+    return (
         f"pg_catalog.numeric_smaller(pg_catalog.numeric_larger(pg_catalog.round({value}), "
         f"{_decimal(-limit)}), {_decimal(limit)})"
     )
-    return f"CAST({units} AS pg_catalog.int8)" if limit <= INT8_LIMIT else units
 
 
 def _from_where(query: DpQuery) -> str:
@@ -390,9 +399,14 @@ def _from_where(query: DpQuery) -> str:
 
 def _clamped_sum(name: str, largest: int) -> str:
     """A unit's sum of grid values in a group clamped to +-kept * largest: kept rows' worth.
-    NULL (no values) is 0 first: GREATEST and LEAST skip NULLs, and would return the bound."""
+    NULL (no values) is 0 first: GREATEST and LEAST skip NULLs, and would return the bound.
+    When the unit keeps all its m rows there (m <= kept) the sum is within that already (each
+    row's value is within +-largest), and the numeric arithmetic is skipped."""
     limit = f"(CAST(kept AS pg_catalog.numeric) OPERATOR(pg_catalog.*) {_decimal(largest)})"
-    return f"LEAST(GREATEST(COALESCE({name}, 0), OPERATOR(pg_catalog.-) {limit}), {limit})"
+    return (
+        f"CASE WHEN m {_LE} kept THEN COALESCE({name}, 0) ELSE LEAST(GREATEST(COALESCE({name}, "
+        f"0), OPERATOR(pg_catalog.-) {limit}), {limit}) END"
+    )
 
 
 def _scaled(name: str, count: str) -> str:
@@ -484,8 +498,9 @@ def _group_sql(
             selected.append(f"{_one_level(name, per_unit)} AS {name}")
         return f"WITH bounded AS ({rows}) SELECT {', '.join(selected)} FROM bounded{group_by}"
     unit_items = [*groups, "u", "pg_catalog.count(*) AS m"]
-    unit_items += [f"{e} AS {n}" for n, e in per_unit.items()]
-    statistics = list(per_unit)
+    # a count(*) per (group, unit) is m itself, and its bounded form `kept`
+    statistics = [n for n, e in per_unit.items() if e != "pg_catalog.count(*)"]
+    unit_items += [f"{per_unit[n]} AS {n}" for n in statistics]
     selected = [*groups, "pg_catalog.count(*) AS units"]
     for name in names:
         if name in bounded:
