@@ -38,8 +38,6 @@ from sqlglot import exp
 from pldiffix.core import sqltext
 from pldiffix.core.sqltext import identifier
 from pldiffix.core.statements import QueryError
-from pldiffix.diffix import rewrite
-from pldiffix.diffix.query_model import Generalization
 from pldiffix.dp.query import DpAggregate, DpQuery
 
 MAX_DOMAIN_CELLS = 10_000  # declared keys released at most (the cross product of the domains)
@@ -246,7 +244,8 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
         aggregates.append(AggregatePlan(aggregate, tuple(stats), bounds, step))
 
     declared = bool(query.groups) and all(
-        g.kind == "column" and _domain(query, metadata, g) is not None for g in query.groups
+        g.kind == "column" and _domain(query, metadata, i) is not None
+        for i, g in enumerate(query.groups)
     )
     sql = _group_sql(query, metadata, seed, row_columns, per_unit, bounded, aggregates)
     if declared:
@@ -256,14 +255,15 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
 
 def domain_cells(query: DpQuery, metadata: TableMetadata) -> int:
     cells = 1
-    for group in query.groups:
-        cells *= len(_domain(query, metadata, group) or ())
+    for index in range(len(query.groups)):
+        cells *= len(_domain(query, metadata, index) or ())
     return cells
 
 
-def _domain(query: DpQuery, metadata: TableMetadata, group: Generalization) -> list[str] | None:
-    """The declared domain of a grouping column, in whichever joined table it is."""
-    return metadata.domain_of(query.table_of(group.column.alias), group.column.name)
+def _domain(query: DpQuery, metadata: TableMetadata, index: int) -> list[str] | None:
+    """The declared domain of grouping column `index`, in whichever joined table it is."""
+    column = query.groups[index].column
+    return metadata.domain_of(query.table_of(column.alias), column.name)
 
 
 def _num(value: float) -> str:
@@ -390,7 +390,7 @@ def _grid_value(
 def _from_where(query: DpQuery) -> str:
     """The table, or the joined tables (the validated join tree, qualified), and the filters."""
     if query.joined:
-        table = rewrite.from_sql(query.shadow.from_tree)
+        table = query.from_sql
     else:
         relation = sqltext.qualified(query.relation.schema, query.relation.name)
         table = f"{relation} AS {identifier(query.alias)}"
@@ -592,7 +592,7 @@ def _over_domains(
     keys = []
     for i, group in enumerate(query.groups):
         info = query.relation_of(query.table_of(group.column.alias)).column(group.column.name)
-        domain = _domain(query, metadata, group)
+        domain = _domain(query, metadata, i)
         assert info is not None and domain is not None
         values = exp.Array(expressions=[exp.Literal.string(v) for v in domain])
         keys.append(

@@ -98,6 +98,11 @@ class DpQuery:
         """The relation of a DpAggregate.table ("" for the primary table)."""
         return self.joined[table] if table else self.relation
 
+    @property
+    def from_sql(self) -> str:
+        """The FROM items as the engine runs them: the validated join tree, qualified."""
+        return rewrite.from_sql(self.shadow.from_tree)
+
     def table_of(self, alias: str) -> str:
         """A FROM alias as a DpAggregate.table: "" for the primary table."""
         return "" if alias == self.alias else alias
