@@ -161,11 +161,13 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
             )
     _check_joins(shadow.from_tree, personal)
     primary = personal[0]
-    tables = {e.alias: catalog.get_relation(e.relation.schema, e.relation.name) for e in entries}
-    assert all(tables.values())
+    tables: dict[str, RelationInfo] = {}
+    for entry in entries:
+        found = catalog.get_relation(entry.relation.schema, entry.relation.name)
+        assert found is not None
+        tables[entry.alias] = found
     relation = tables.pop(primary.alias)
-    assert relation is not None
-    sources = _Sources(primary.alias, relation, tables)  # type: ignore[arg-type]
+    sources = _Sources(primary.alias, relation, tables)
     aid = primary.aid_columns[0]
     aggregates: list[DpAggregate] = []
     outputs: list[DpOutput | Marker] = []
