@@ -33,7 +33,7 @@ from pldiffix.core.relations import RelationKind
 from pldiffix.core.statements import QueryError
 from pldiffix.diffix import rewrite
 from pldiffix.diffix.engine import SecurityChecks
-from pldiffix.dp import markers, planner, release, replay
+from pldiffix.dp import joins, markers, planner, release, replay
 from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, parse
 
 MECHANISM = "dp"
@@ -66,6 +66,9 @@ def run(
     SecurityChecks(plpy, role, live).check(query.shadow)
     relid = _relation_oid(plpy, query)
     metadata = load_metadata(plpy, query, relid)
+    oids = joins.relation_oids(plpy, query) if query.joined else {"": relid}
+    if query.joined:
+        metadata = joins.joined_metadata(plpy, query, oids, metadata)
     _check_metadata(query, metadata)
     plan = planner.plan(query, metadata, secrets.randbits(62))
     budget = release.Budget(
@@ -92,7 +95,7 @@ def run(
         delta=delta,
         noise=noise,
         metadata=metadata,
-        snapshot=replay.relation_snapshot(plpy, relid),
+        snapshot=[part for oid in oids.values() for part in replay.relation_snapshot(plpy, oid)],
     )
     # a query showing dp_budget_remaining() changes with every spend: it is never replayed
     replayable = all(output.marker != markers.BUDGET_MARKER for output in query.outputs)
@@ -317,9 +320,14 @@ def load_metadata(plpy: Any, query: DpQuery, relid: int) -> planner.TableMetadat
 
 
 def _check_metadata(query: DpQuery, metadata: planner.TableMetadata) -> None:
-    table = f"{query.relation.schema}.{query.relation.name}"
     for aggregate in query.aggregates:
-        if aggregate.kind in BOUNDED_KINDS and aggregate.column not in metadata.bounds:
+        relation = query.relation_of(aggregate.table)
+        table = f"{relation.schema}.{relation.name}"
+        if (
+            aggregate.kind in BOUNDED_KINDS
+            and aggregate.column is not None
+            and metadata.bounds_of(aggregate.table, aggregate.column) is None
+        ):
             raise QueryError(
                 f"{aggregate.kind} of {aggregate.column} needs clamping bounds, and "
                 f"{table}.{aggregate.column} has none",
@@ -330,7 +338,11 @@ def _check_metadata(query: DpQuery, metadata: planner.TableMetadata) -> None:
     if (
         query.groups
         and cells > planner.MAX_DOMAIN_CELLS
-        and all(g.kind == "column" and g.column.name in metadata.domains for g in query.groups)
+        and all(
+            g.kind == "column"
+            and metadata.domain_of(query.table_of(g.column.alias), g.column.name) is not None
+            for g in query.groups
+        )
     ):
         raise QueryError(
             f"the declared domains of the grouping columns make {cells} groups, more than "

@@ -69,6 +69,16 @@ class TableMetadata:
     # per-partition bounds (both or neither); when set they replace max_contributions
     max_groups_per_unit: int | None = None  # L0
     max_rows_per_group: int | None = None  # Linf
+    # the bounds and domains of the columns of the other joined tables, by their alias (their
+    # contribution fields are unused: the primary table's bound the joined rows)
+    joined: dict[str, TableMetadata] = field(default_factory=dict)
+
+    def bounds_of(self, table: str, column: str) -> Bounds | None:
+        """The bounds of a column of the primary table ("") or of a joined one (its alias)."""
+        return (self.joined[table] if table else self).bounds.get(column)
+
+    def domain_of(self, table: str, column: str) -> list[str] | None:
+        return (self.joined[table] if table else self).domains.get(column)
 
     @property
     def per_partition(self) -> bool:
@@ -148,9 +158,8 @@ class Plan:
         half = quantile_grid(plan.bounds, plan.step)
         offset = f"({value} OPERATOR(pg_catalog.-) {_num(plan.bounds.middle)})"
         bin_sql = _grid_units(offset, plan.step, half)
-        clamped = {
-            value: _clamped(query, plan.aggregate.column, plan.aggregate.column_type, plan.bounds)
-        }
+        column = _column_sql(query, plan.aggregate)
+        clamped = {value: _clamped(column, plan.aggregate.column_type, plan.bounds)}
         keys = ", ".join([*groups, "bin"])
         return (
             f"WITH bounded AS ({bounded_rows(query, metadata, self.seed, clamped)}) "
@@ -184,22 +193,25 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
             aggregates.append(AggregatePlan(aggregate, (Statistic(f"{name}_n", k),)))
             continue
         assert aggregate.column is not None
-        column = _qualified(query, aggregate.column)
+        column = _column_sql(query, aggregate)
         if kind == "count":
             row_columns[f"c{index}"] = f"CASE WHEN {column} IS NULL THEN 0 ELSE 1 END"
             per_unit[f"{name}_n"] = f"pg_catalog.sum(c{index})"
             bounded[f"{name}_n"] = f"LEAST({name}_n, kept)"
             aggregates.append(AggregatePlan(aggregate, (Statistic(f"{name}_n", k),)))
             continue
-        bounds = metadata.bounds[aggregate.column]
+        bounds = metadata.bounds_of(aggregate.table, aggregate.column)
+        assert bounds is not None
         step = grid_step(bounds, aggregate.column_type)
-        row_columns[f"x{index}"] = _clamped(query, aggregate.column, aggregate.column_type, bounds)
         if kind == "quantile":
             aggregates.append(AggregatePlan(aggregate, (), bounds, step, k))
             continue
         if kind == "sum":
             largest = math.ceil(max(abs(bounds.lower), abs(bounds.upper)) / step)
-            per_unit[f"{name}_s"] = f"pg_catalog.sum({_grid_units(f'x{index}', step, largest)})"
+            row_columns[f"y{index}"] = _grid_value(
+                column, aggregate.column_type, bounds, step, largest, None
+            )
+            per_unit[f"{name}_s"] = f"pg_catalog.sum(y{index})"
             bounded[f"{name}_s"] = _clamped_sum(f"{name}_s", largest)
             aggregates.append(
                 AggregatePlan(aggregate, (Statistic(f"{name}_s", k * largest),), bounds, step)
@@ -209,10 +221,12 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
         half = math.ceil((bounds.upper - bounds.lower) / 2.0 / step)
         # grid_step leaves fewer than 10^5 steps across the bounds: squares of int8 grid values fit
         assert half <= INT8_SQUARE_LIMIT
-        offset = f"(x{index} OPERATOR(pg_catalog.-) {_num(bounds.middle)})"
-        centred = _grid_units(offset, step, half)
-        per_unit[f"{name}_n"] = f"pg_catalog.count(x{index})"
-        per_unit[f"{name}_s"] = f"pg_catalog.sum({centred})"
+        row_columns[f"y{index}"] = _grid_value(
+            column, aggregate.column_type, bounds, step, half, bounds.middle
+        )
+        centred = f"CAST(y{index} AS pg_catalog.int8)"
+        per_unit[f"{name}_n"] = f"pg_catalog.count(y{index})"
+        per_unit[f"{name}_s"] = f"pg_catalog.sum(y{index})"
         bounded[f"{name}_n"] = f"LEAST({name}_n, kept)"
         bounded[f"{name}_s"] = _scaled(f"{name}_s", f"{name}_n")
         stats = [Statistic(f"{name}_n", k), Statistic(f"{name}_s", k * half)]
@@ -230,7 +244,8 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
         aggregates.append(AggregatePlan(aggregate, tuple(stats), bounds, step))
 
     declared = bool(query.groups) and all(
-        g.kind == "column" and g.column.name in metadata.domains for g in query.groups
+        g.kind == "column" and _domain(query, metadata, i) is not None
+        for i, g in enumerate(query.groups)
     )
     sql = _group_sql(query, metadata, seed, row_columns, per_unit, bounded, aggregates)
     if declared:
@@ -240,9 +255,15 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
 
 def domain_cells(query: DpQuery, metadata: TableMetadata) -> int:
     cells = 1
-    for group in query.groups:
-        cells *= len(metadata.domains.get(group.column.name, ()))
+    for index in range(len(query.groups)):
+        cells *= len(_domain(query, metadata, index) or ())
     return cells
+
+
+def _domain(query: DpQuery, metadata: TableMetadata, index: int) -> list[str] | None:
+    """The declared domain of grouping column `index`, in whichever joined table it is."""
+    column = query.groups[index].column
+    return metadata.domain_of(query.table_of(column.alias), column.name)
 
 
 def _num(value: float) -> str:
@@ -259,7 +280,14 @@ def _qualified(query: DpQuery, column: str) -> str:
     return f"{identifier(query.alias)}.{identifier(column)}"
 
 
-def _clamped(query: DpQuery, column: str, column_type: str | None, bounds: Bounds) -> str:
+def _column_sql(query: DpQuery, aggregate: DpAggregate) -> str:
+    """The aggregated column, qualified by its table's alias."""
+    assert aggregate.column is not None
+    alias = aggregate.table or query.alias
+    return f"{identifier(alias)}.{identifier(aggregate.column)}"
+
+
+def _clamped(value: str, column_type: str | None, bounds: Bounds) -> str:
     """The value clamped to the bounds as double precision; NULL stays NULL (which greatest and
     least alone would replace by a bound), NaN becomes the upper bound.
 
@@ -267,7 +295,6 @@ def _clamped(query: DpQuery, column: str, column_type: str | None, bounds: Bound
     beyond the range of a double, or so close to 0 that it would round to 0, the cast fails. So
     a numeric is clamped as a numeric first, and a magnitude below 1e-300 counts as 0 (then
     clamped again, in case 0 is outside the bounds)."""
-    value = _qualified(query, column)
     lower, upper = _num(bounds.lower), _num(bounds.upper)
     if column_type != "numeric":
         converted = f"CAST({value} AS double precision)"
@@ -310,17 +337,76 @@ def _grid_units(value: str, step: float, limit: int) -> str:
     )
 
 
+def _grid_value(
+    column: str,
+    column_type: str | None,
+    bounds: Bounds,
+    step: float,
+    limit: int,
+    centre: float | None,
+) -> str:
+    """A row's grid value: round((clamp(value) - centre) / step) as an integer in [-limit, limit]
+    (centre 0 when None); NULL stays NULL.
+
+    A numeric column is computed in numeric from start to end, without converting to double
+    precision (PostgreSQL converts a numeric to a double through its text, which cost more than
+    the rest of the row's work): clamped by numeric_larger and numeric_smaller (strict, so NULL
+    stays NULL; NaN is the largest numeric and becomes the upper bound), multiplied by the
+    integer 1 / step (step is a power of ten; when step > 1, divided by step), cast to int8
+    (which rounds) and clamped to +-limit in int8 (beyond INT8_LIMIT: rounded and clamped as a
+    numeric). Total: a product with an
+    integer keeps the value's scale, a quotient's scale is capped, and numeric has no underflow.
+    Each function reads the column once, so the planner may inline it into the aggregate (no
+    OFFSET 0 fence), which lets the per-row work run in parallel workers."""
+    if column_type != "numeric":
+        clamped = _clamped(column, column_type, bounds)
+        offset = clamped if centre is None else f"({clamped} OPERATOR(pg_catalog.-) {_num(centre)})"
+        return _grid_units(offset, step, limit)
+    value = (
+        f"pg_catalog.numeric_smaller(pg_catalog.numeric_larger({column}, "
+        f"{_decimal(bounds.lower)}), {_decimal(bounds.upper)})"
+    )
+    if centre is not None:
+        value = f"({value} OPERATOR(pg_catalog.-) {_decimal(centre)})"
+    if step <= 1:
+        value = f"({value} OPERATOR(pg_catalog.*) {_decimal(round(1 / step))})"
+    else:
+        value = f"({value} OPERATOR(pg_catalog./) {_decimal(step)})"
+    if limit <= INT8_LIMIT:
+        # the cast rounds (half away from zero) and cannot fail: the exact quotient is within
+        # the bounds' largest grid value, which Python rounded up in double precision (a relative
+        # error of 1e-16: far below 2^63 - 2^62); the clamp in int8 makes it exact
+        rounded = f"CAST({value} AS pg_catalog.int8)"
+        return (
+            f"pg_catalog.int8smaller(pg_catalog.int8larger({rounded}, "
+            f"CAST({-limit} AS pg_catalog.int8)), CAST({limit} AS pg_catalog.int8))"
+        )
+    return (
+        f"pg_catalog.numeric_smaller(pg_catalog.numeric_larger(pg_catalog.round({value}), "
+        f"{_decimal(-limit)}), {_decimal(limit)})"
+    )
+
+
 def _from_where(query: DpQuery) -> str:
-    relation = sqltext.qualified(query.relation.schema, query.relation.name)
-    table = f"{relation} AS {identifier(query.alias)}"
+    """The table, or the joined tables (the validated join tree, qualified), and the filters."""
+    if query.joined:
+        table = query.from_sql
+    else:
+        relation = sqltext.qualified(query.relation.schema, query.relation.name)
+        table = f"{relation} AS {identifier(query.alias)}"
     return f"FROM {table} WHERE {_qualified(query, query.aid)} IS NOT NULL AND {query.where_sql}"
 
 
 def _clamped_sum(name: str, largest: int) -> str:
     """A unit's sum of grid values in a group clamped to +-kept * largest: kept rows' worth.
-    NULL (no values) is 0 first: GREATEST and LEAST skip NULLs, and would return the bound."""
+    NULL (no values) is 0 first: GREATEST and LEAST skip NULLs, and would return the bound.
+    When the unit keeps all its m rows there (m <= kept) the sum is within that already (each
+    row's value is within +-largest), and the numeric arithmetic is skipped."""
     limit = f"(CAST(kept AS pg_catalog.numeric) OPERATOR(pg_catalog.*) {_decimal(largest)})"
-    return f"LEAST(GREATEST(COALESCE({name}, 0), OPERATOR(pg_catalog.-) {limit}), {limit})"
+    return (
+        f"CASE WHEN m {_LE} kept THEN COALESCE({name}, 0) ELSE LEAST(GREATEST(COALESCE({name}, "
+        f"0), OPERATOR(pg_catalog.-) {limit}), {limit}) END"
+    )
 
 
 def _scaled(name: str, count: str) -> str:
@@ -333,16 +419,21 @@ def _scaled(name: str, count: str) -> str:
     )
 
 
-def _rows(query: DpQuery, row_columns: dict[str, str], extra: Sequence[str] = ()) -> str:
+def _rows(
+    query: DpQuery, row_columns: dict[str, str], extra: Sequence[str] = (), *, fence: bool = False
+) -> str:
     """The rows before bounding: u (the unit), g0.. (grouping values), the row columns.
 
-    OFFSET 0 keeps PostgreSQL from flattening the subquery, which would copy a row column's
-    expression into every place that reads it (the clamp is read 3 times by a grid value):
-    computed once per row, a sum over 300 000 rows took 0.9 s instead of 1.3."""
+    `fence` (OFFSET 0) keeps PostgreSQL from flattening the subquery, which would copy a row
+    column's expression into every place that reads it (the quantiles' clamped value is read 3
+    times by a grid point); it also keeps the scan out of parallel workers, so the statistics'
+    row columns are written to read their column once instead (_grid_value) and go unfenced."""
     items = [f"{_qualified(query, query.aid)} AS u"]
     items += [f"{sqltext.render(g.expression)} AS g{i}" for i, g in enumerate(query.groups)]
     items += [f"{expression} AS {name}" for name, expression in row_columns.items()]
-    return f"SELECT {', '.join([*items, *extra])} {_from_where(query)} OFFSET 0"
+    return f"SELECT {', '.join([*items, *extra])} {_from_where(query)}" + (
+        " OFFSET 0" if fence else ""
+    )
 
 
 def _group_order(groups: Sequence[str], seed: int) -> str:
@@ -355,7 +446,7 @@ def _group_order(groups: Sequence[str], seed: int) -> str:
 
 def _kept(metadata: TableMetadata, groups: Sequence[str], seed: int) -> str:
     """Rows of the unit kept in the group (0: the group is dropped), over per-(group, unit)
-    rows with `m` the unit's rows in the group."""
+    rows with `m` the unit's rows in the group, ranked among the unit's groups."""
     if metadata.per_partition:
         linf = metadata.rows_per_partition
         if not groups:
@@ -372,6 +463,19 @@ def _kept(metadata: TableMetadata, groups: Sequence[str], seed: int) -> str:
         f"ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))"
     )
     return f"GREATEST(LEAST(m, {k} OPERATOR(pg_catalog.-) COALESCE({used_before}, 0)), 0)"
+
+
+def _uncrowded(metadata: TableMetadata) -> tuple[str, str]:
+    """(the condition on a unit's per-(group, unit) rows under which its bounds keep every
+    group, aggregated per unit; `kept` for such a unit's groups). Per partition: at most L0
+    groups, so every group keeps least(rows, Linf); in total: at most k rows, so every group
+    keeps its rows. The same `kept` as _kept's ranking gives them, without ranking."""
+    if metadata.per_partition:
+        return (
+            f"pg_catalog.count(*) {_LE} {metadata.max_partitions}",
+            f"LEAST(m, {metadata.rows_per_partition})",
+        )
+    return f"pg_catalog.sum(m) {_LE} {metadata.max_contributions}", "m"
 
 
 def _group_sql(
@@ -394,18 +498,40 @@ def _group_sql(
             selected.append(f"{_one_level(name, per_unit)} AS {name}")
         return f"WITH bounded AS ({rows}) SELECT {', '.join(selected)} FROM bounded{group_by}"
     unit_items = [*groups, "u", "pg_catalog.count(*) AS m"]
-    unit_items += [f"{e} AS {n}" for n, e in per_unit.items()]
+    # a count(*) per (group, unit) is m itself, and its bounded form `kept`
+    statistics = [n for n, e in per_unit.items() if e != "pg_catalog.count(*)"]
+    unit_items += [f"{per_unit[n]} AS {n}" for n in statistics]
     selected = [*groups, "pg_catalog.count(*) AS units"]
     for name in names:
         if name in bounded:
             selected.append(f"COALESCE(pg_catalog.sum({bounded[name]}), 0) AS {name}")
         else:  # count(DISTINCT aid): the units themselves
             selected.append(f"pg_catalog.count(*) AS {name}")
+    per_unit = (
+        f"SELECT {', '.join(unit_items)} FROM ({rows}) AS r GROUP BY {', '.join([*groups, 'u'])}"
+    )
     kept = _kept(metadata, groups, seed)
+    if not groups:
+        ranked = f"SELECT per_unit.*, {kept} AS kept FROM per_unit"
+        return (
+            f"WITH per_unit AS ({per_unit}), ranked AS ({ranked}) SELECT {', '.join(selected)} "
+            "FROM ranked WHERE kept OPERATOR(pg_catalog.>) 0"
+        )
+    # Only the units whose bounds may drop a group (crowded) are ranked: the others keep every
+    # group, and sorting all (group, unit) rows by unit for a window cost more than the rest.
+    uncrowded, plain_kept = _uncrowded(metadata)
+    columns = ", ".join(f"p.{c}" for c in [*groups, "u", "m", *statistics])
+    same_unit = "c.u OPERATOR(pg_catalog.=) p.u"
+    ranked = (
+        f"SELECT {columns}, {plain_kept} AS kept FROM per_unit AS p LEFT JOIN crowded AS c "
+        f"ON {same_unit} WHERE c.u IS NULL "
+        f"UNION ALL SELECT q.*, {kept} AS kept FROM (SELECT {columns} FROM per_unit AS p "
+        f"JOIN crowded AS c ON {same_unit}) AS q"
+    )
     return (
-        f"WITH per_unit AS (SELECT {', '.join(unit_items)} FROM ({rows}) AS r "
-        f"GROUP BY {', '.join([*groups, 'u'])}), "
-        f"ranked AS (SELECT per_unit.*, {kept} AS kept FROM per_unit) "
+        f"WITH per_unit AS MATERIALIZED ({per_unit}), "
+        f"crowded AS (SELECT u FROM per_unit GROUP BY u HAVING NOT {uncrowded}), "
+        f"ranked AS ({ranked}) "
         f"SELECT {', '.join(selected)} FROM ranked WHERE kept OPERATOR(pg_catalog.>) 0{group_by}"
     )
 
@@ -424,9 +550,13 @@ def bounded_rows(
     same groups per unit as the statistics keep (same hash order), and in them at most Linf
     rows (per partition) or k rows in all (total), chosen by a keyed hash of the row's ctid."""
     if metadata.unique_aid:
-        return _rows(query, row_columns)
+        return _rows(query, row_columns, fence=True)
     groups = [f"g{i}" for i in range(len(query.groups))]
-    row_hash = f"pg_catalog.hashtidextended({identifier(query.alias)}.ctid, {seed})"
+    # a joined row: the hashes of the ctids of all its tables' rows
+    row_hash = ", ".join(
+        f"pg_catalog.hashtidextended({identifier(alias)}.ctid, {seed})"
+        for alias in [query.alias, *query.joined]
+    )
     if metadata.per_partition:
         unit_group = [_qualified(query, query.aid), *_group_expressions(query)]
         within = f"PARTITION BY {', '.join(unit_group)}"
@@ -448,7 +578,7 @@ def bounded_rows(
             f"ORDER BY {order}) AS rr"
         ]
         keep = f"rr {_LE} {metadata.max_contributions}"
-    return f"SELECT * FROM ({_rows(query, row_columns, extra)}) AS ranked WHERE {keep}"
+    return f"SELECT * FROM ({_rows(query, row_columns, extra, fence=True)}) AS ranked WHERE {keep}"
 
 
 def _group_expressions(query: DpQuery) -> list[str]:
@@ -461,11 +591,10 @@ def _over_domains(
     """Every key of the declared domains, with the statistics of its group (0 when absent)."""
     keys = []
     for i, group in enumerate(query.groups):
-        info = query.relation.column(group.column.name)
-        assert info is not None
-        values = exp.Array(
-            expressions=[exp.Literal.string(v) for v in metadata.domains[group.column.name]]
-        )
+        info = query.relation_of(query.table_of(group.column.alias)).column(group.column.name)
+        domain = _domain(query, metadata, i)
+        assert info is not None and domain is not None
+        values = exp.Array(expressions=[exp.Literal.string(v) for v in domain])
         keys.append(
             f"pg_catalog.unnest(CAST(CAST({sqltext.render(values)} AS text[]) AS "
             f"{info.type}[])) AS d{i}(g{i})"

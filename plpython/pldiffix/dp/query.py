@@ -1,4 +1,5 @@
-"""The DP query subset: one SELECT over one personal table, grouped, with supported aggregates.
+"""The DP query subset: one SELECT over personal tables of one privacy unit, grouped, with
+supported aggregates.
 
 `parse` finds the one SELECT that reads a personal table (the DP subquery; SQL around it is
 post-processing of its released rows, as for Diffix) and checks it. Grouping and filtering reuse
@@ -9,13 +10,20 @@ triggers would answer a question about that row for nothing: validation/totality
 resolves names, checks the generalizations and the simple equality filters and yields them
 qualified, in the total form the engine runs. The aggregates, which Diffix does not all have,
 are checked here.
+Joins (docs/dp.md, "Joins on the privacy unit"): inner joins whose conditions the Diffix validator
+accepts (equalities of plain columns that cannot fail), where every personal table's AID column
+is equal to another's by a condition of the join itself (so that a joined row belongs to one
+unit) and public tables join on any such equality. The first personal table in FROM is the
+primary one: its AID is the unit's and its contribution bounds apply to the joined rows. That the
+personal tables share one unit is the administrators' declaration (set_dp_unit_path), checked by
+dp/joins.py once the catalog is read.
 Everything outside the subset is a `QueryError` saying what to write instead; nothing was
 computed and nothing was spent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from sqlglot import exp
@@ -25,7 +33,13 @@ from pldiffix.core.pgtypes import category, normalize_type
 from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
 from pldiffix.core.statements import QueryError
 from pldiffix.diffix import rewrite
-from pldiffix.diffix.query_model import AnonymizingQuery, Generalization
+from pldiffix.diffix.query_model import (
+    AnonymizingQuery,
+    FromItem,
+    Generalization,
+    Join,
+    RangeEntry,
+)
 from pldiffix.diffix.validation import TRUSTED, parse_statement, validate
 from pldiffix.dp.markers import Marker, MarkerName, marker_of
 
@@ -44,10 +58,11 @@ _WRAP_HINT = "wrap the DP query and post-process its rows: SELECT * FROM (<DP qu
 @dataclass(frozen=True)
 class DpAggregate:
     kind: AggregateKind
-    column: str | None  # the aggregated column of the table; None for count(*)
+    column: str | None  # the aggregated column; None for count(*)
     column_type: str | None  # its normalized type
     quantile: float | None = None  # percentile_cont's fraction (0.5 for median)
     population: bool = False  # var_pop / stddev_pop (else the sample forms)
+    table: str = ""  # the alias of the column's joined table; "" for the primary table
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,25 @@ class DpQuery:
     shadow: AnonymizingQuery
     aggregates: tuple[DpAggregate, ...]
     outputs: tuple[DpOutput, ...]
+    joined: dict[str, RelationInfo] = field(default_factory=dict)  # alias -> the other tables
+
+    @property
+    def personal_aliases(self) -> tuple[str, ...]:
+        """The aliases of the joined personal tables other than the primary one."""
+        return tuple(a for a, r in self.joined.items() if r.kind is RelationKind.PERSONAL)
+
+    def relation_of(self, table: str) -> RelationInfo:
+        """The relation of a DpAggregate.table ("" for the primary table)."""
+        return self.joined[table] if table else self.relation
+
+    @property
+    def from_sql(self) -> str:
+        """The FROM items as the engine runs them: the validated join tree, qualified."""
+        return rewrite.from_sql(self.shadow.from_tree)
+
+    def table_of(self, alias: str) -> str:
+        """A FROM alias as a DpAggregate.table: "" for the primary table."""
+        return "" if alias == self.alias else alias
 
     @property
     def groups(self) -> tuple[Generalization, ...]:
@@ -121,23 +155,25 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
         treat_unmarked_tables_as_public=treat_unmarked_tables_as_public,
         total_expressions=True,
     ).anonymizing[0]
-    if len(shadow.relations) != 1:
-        raise QueryError(
-            "a DP query reads exactly one table",
-            fragment=_short(node.args.get("from_")),
-            hint="joins are not supported; aggregate one personal table (declare public "
-            "lookup values with diffix.set_dp_domain)",
-        )
-    entry = shadow.relations[0]
-    relation = catalog.get_relation(entry.relation.schema, entry.relation.name)
-    assert relation is not None
-    if len(entry.aid_columns) != 1:
-        raise QueryError(
-            f"{entry.relation.qualified_name} has {len(entry.aid_columns)} AID columns; DP "
-            "needs exactly one privacy unit",
-            hint="mark the table personal with the single column that identifies a person",
-        )
-    aid = entry.aid_columns[0]
+    entries = list(shadow.relations)
+    personal = [e for e in entries if e.relation.kind is RelationKind.PERSONAL]
+    for entry in personal:
+        if len(entry.aid_columns) != 1:
+            raise QueryError(
+                f"{entry.relation.qualified_name} has {len(entry.aid_columns)} AID columns; DP "
+                "needs exactly one privacy unit",
+                hint="mark the table personal with the single column that identifies a person",
+            )
+    _check_joins(shadow.from_tree, personal)
+    primary = personal[0]
+    tables: dict[str, RelationInfo] = {}
+    for entry in entries:
+        found = catalog.get_relation(entry.relation.schema, entry.relation.name)
+        assert found is not None
+        tables[entry.alias] = found
+    relation = tables.pop(primary.alias)
+    sources = _Sources(primary.alias, relation, tables)
+    aid = primary.aid_columns[0]
     aggregates: list[DpAggregate] = []
     outputs: list[DpOutput | Marker] = []
     for name, item, group_index in outputs_spec:
@@ -147,10 +183,10 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
         elif marker is not None:
             outputs.append(marker)  # placed once the aggregates it may show are known
         else:
-            aggregates.append(_aggregate(item, relation, entry.alias, aid))
+            aggregates.append(_aggregate(item, sources, aid))
             outputs.append(DpOutput(name, None, len(aggregates) - 1))
     placed = tuple(
-        _marker_output(name, output, aggregates, relation, entry.alias, aid)
+        _marker_output(name, output, aggregates, sources, aid)
         if isinstance(output, Marker)
         else output
         for (name, _, _), output in zip(outputs_spec, outputs, strict=True)
@@ -161,22 +197,83 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
             fragment=_short(node),
             hint=f"add an aggregate to the SELECT list: {SUPPORTED}",
         )
-    return DpQuery(tree, node, relation, entry.alias, aid, shadow, tuple(aggregates), placed)
+    return DpQuery(
+        tree,
+        node,
+        relation,
+        primary.alias,
+        aid,
+        shadow,
+        tuple(aggregates),
+        placed,
+        sources.joined,
+    )
+
+
+def _check_joins(tree: FromItem, personal: list[RangeEntry]) -> None:
+    """Inner joins only, and every personal table's AID equal to another personal table's AID
+    by a condition of the join (directly, not through other columns), so that all of a joined
+    row's personal rows belong to the same unit and removing a unit removes exactly its joined
+    rows. Public tables may join on any equality the validator accepted."""
+    joins = _joins(tree)
+    for join in joins:
+        if join.kind != "inner":
+            raise QueryError(
+                f"{join.kind.upper()} JOIN is not supported in a DP query",
+                hint="join with JOIN ... ON (an inner join)",
+            )
+    component = {entry.alias: entry.alias for entry in personal}
+
+    def root(alias: str) -> str:
+        while component[alias] != alias:
+            alias = component[alias]
+        return alias
+
+    for join in joins:
+        for condition in join.conditions:
+            left, right = condition.left, condition.right
+            if category(normalize_type(left.type)) != category(normalize_type(right.type)):
+                raise QueryError(
+                    f"the join compares {left.alias}.{left.name} ({left.type}) with "
+                    f"{right.alias}.{right.name} ({right.type})",
+                    hint="join columns of the same type",
+                )
+            if (
+                left.alias in component
+                and right.alias in component
+                and left.is_aid
+                and right.is_aid
+            ):
+                component[root(left.alias)] = root(right.alias)
+    linked = {root(entry.alias) for entry in personal}
+    if len(linked) > 1:
+        names = ", ".join(entry.relation.qualified_name for entry in personal)
+        raise QueryError(
+            f"the personal tables {names} are not joined on their AID columns",
+            hint="join personal tables on the columns that identify the person, e.g. JOIN "
+            "customers c ON t.cid = c.id (declared with diffix.set_dp_unit_path); other data "
+            "joins from public tables",
+        )
+
+
+def _joins(item: FromItem) -> list[Join]:
+    if isinstance(item, RangeEntry):
+        return []
+    return [*_joins(item.left), *_joins(item.right), item]
 
 
 def _marker_output(
     name: str,
     marker: Marker,
     aggregates: list[DpAggregate],
-    relation: RelationInfo,
-    alias: str,
+    sources: _Sources,
     aid: str,
 ) -> DpOutput:
     """An interval marker shows the interval of the first equal aggregate of the select list,
     or of its own aggregate (one more share of epsilon) when the list has none."""
     if marker.argument is None:
         return DpOutput(name, None, None, marker.name)
-    aggregate = _aggregate(marker.argument, relation, alias, aid)
+    aggregate = _aggregate(marker.argument, sources, aid)
     if aggregate not in aggregates:
         aggregates.append(aggregate)
     return DpOutput(name, None, aggregates.index(aggregate), marker.name)
@@ -208,12 +305,6 @@ def _check_clauses(node: exp.Select) -> None:
         raise QueryError(
             "SELECT DISTINCT is not supported in a DP query",
             hint="group by the columns instead: SELECT col, count(*) FROM t GROUP BY col",
-        )
-    if node.args.get("joins"):
-        raise QueryError(
-            "a DP query reads exactly one table",
-            fragment=_short(node.args["joins"][0]),
-            hint="joins are not supported; aggregate one personal table",
         )
 
 
@@ -308,6 +399,8 @@ def _shadow(node: exp.Select, groups: list[exp.Expression]) -> str:
     """The Diffix query that validates the grouping and the filters."""
     shadow = exp.Select(expressions=[g.copy() for g in groups] + [exp.Count(this=exp.Star())])
     shadow.set("from_", node.args["from_"].copy())
+    if node.args.get("joins"):
+        shadow.set("joins", [join.copy() for join in node.args["joins"]])
     if node.args.get("where") is not None:
         shadow.set("where", node.args["where"].copy())
     if groups:
@@ -315,23 +408,23 @@ def _shadow(node: exp.Select, groups: list[exp.Expression]) -> str:
     return sqltext.render(shadow)
 
 
-def _aggregate(node: exp.Expression, relation: RelationInfo, alias: str, aid: str) -> DpAggregate:
+def _aggregate(node: exp.Expression, sources: _Sources, aid: str) -> DpAggregate:
     if isinstance(node, exp.Count):
         argument = node.this
         if isinstance(argument, exp.Star):
             return DpAggregate("count_star", None, None)
         if isinstance(argument, exp.Distinct):
             columns = argument.expressions
-            column = _column(columns[0], relation, alias, node) if len(columns) == 1 else None
-            if column is None or column != aid:
+            found = _column(columns[0], sources, node) if len(columns) == 1 else None
+            if found is None or not sources.is_aid(*found):
                 raise QueryError(
                     "count(DISTINCT ...) is only supported over the AID column",
                     fragment=_short(node),
                     hint=f"count privacy units with count(DISTINCT {aid}), or rows with count(*)",
                 )
             return DpAggregate("count_units", aid, None)
-        column = _column(argument, relation, alias, node)
-        return DpAggregate("count", column, _type(relation, column))
+        table, column = _column(argument, sources, node)
+        return DpAggregate("count", column, sources.type(table, column), table=table)
     if isinstance(node, exp.WithinGroup) and isinstance(node.this, exp.PercentileCont):
         fraction = node.this.this
         order = node.expression
@@ -352,8 +445,8 @@ def _aggregate(node: exp.Expression, relation: RelationInfo, alias: str, aid: st
             raise QueryError(
                 f"percentile_cont fraction {q:g} is outside [0, 1]", fragment=_short(node)
             )
-        column = _numeric_column(ordered[0].this, relation, alias, node)
-        return DpAggregate("quantile", column, _type(relation, column), quantile=q)
+        table, column = _numeric_column(ordered[0].this, sources, node)
+        return DpAggregate("quantile", column, sources.type(table, column), quantile=q, table=table)
     simple: dict[type, tuple[AggregateKind, bool]] = {
         exp.Sum: ("sum", False),
         exp.Avg: ("avg", False),
@@ -366,13 +459,14 @@ def _aggregate(node: exp.Expression, relation: RelationInfo, alias: str, aid: st
     }
     if type(node) in simple and not isinstance(node.this, exp.Distinct):
         kind, population = simple[type(node)]
-        column = _numeric_column(node.this, relation, alias, node)
+        table, column = _numeric_column(node.this, sources, node)
         return DpAggregate(
             kind,
             column,
-            _type(relation, column),
+            sources.type(table, column),
             quantile=0.5 if kind == "quantile" else None,
             population=population,
+            table=table,
         )
     raise QueryError(
         f"aggregate {_short(node)} is not supported in a DP query",
@@ -381,15 +475,55 @@ def _aggregate(node: exp.Expression, relation: RelationInfo, alias: str, aid: st
     )
 
 
-def _column(node: exp.Expression, relation: RelationInfo, alias: str, call: exp.Expression) -> str:
-    if isinstance(node, exp.Column) and node.table in ("", alias, relation.name):
-        if relation.column(node.name) is not None:
-            return node.name
-        raise QueryError(
-            f'column "{node.name}" does not exist in {relation.schema}.{relation.name}',
-            fragment=_short(call),
-            hint="columns: " + ", ".join(c.name for c in relation.columns),
-        )
+@dataclass(frozen=True)
+class _Sources:
+    """The tables of the DP SELECT: the primary personal table and the joined ones by alias."""
+
+    alias: str
+    relation: RelationInfo
+    joined: dict[str, RelationInfo]
+
+    def find(self, node: exp.Column) -> list[tuple[str, RelationInfo]]:
+        """(table, relation) of every table the column reference can name ("" is primary)."""
+        tables = [("", self.alias, self.relation)]
+        tables += [(alias, alias, relation) for alias, relation in self.joined.items()]
+        if node.table:
+            named = [(t, r) for t, alias, r in tables if node.table == alias]
+            if not named and not self.joined and node.table == self.relation.name:
+                named = [("", self.relation)]
+            return named
+        return [(t, r) for t, _, r in tables if r.column(node.name) is not None]
+
+    def is_aid(self, table: str, column: str) -> bool:
+        relation = self.joined[table] if table else self.relation
+        return relation.kind is RelationKind.PERSONAL and column in relation.aid_columns
+
+    def type(self, table: str, column: str) -> str:
+        relation = self.joined[table] if table else self.relation
+        info = relation.column(column)
+        assert info is not None
+        return normalize_type(info.type)
+
+
+def _column(node: exp.Expression, sources: _Sources, call: exp.Expression) -> tuple[str, str]:
+    """(table, column) of a plain column of one of the SELECT's tables."""
+    if isinstance(node, exp.Column) and not node.args.get("db"):
+        named = sources.find(node)
+        if len(named) > 1:
+            raise QueryError(
+                f'column reference "{node.name}" is ambiguous',
+                fragment=_short(call),
+                hint="qualify it with its table's alias",
+            )
+        if named and named[0][1].column(node.name) is not None:
+            return named[0][0], node.name
+        if named or not node.table:
+            relation = named[0][1] if named else sources.relation
+            raise QueryError(
+                f'column "{node.name}" does not exist in {relation.schema}.{relation.name}',
+                fragment=_short(call),
+                hint="columns: " + ", ".join(c.name for c in relation.columns),
+            )
     raise QueryError(
         "DP aggregates take a plain column of the table",
         fragment=_short(call),
@@ -398,19 +532,14 @@ def _column(node: exp.Expression, relation: RelationInfo, alias: str, call: exp.
 
 
 def _numeric_column(
-    node: exp.Expression, relation: RelationInfo, alias: str, call: exp.Expression
-) -> str:
-    column = _column(node, relation, alias, call)
-    if category(_type(relation, column)) != "N":
+    node: exp.Expression, sources: _Sources, call: exp.Expression
+) -> tuple[str, str]:
+    table, column = _column(node, sources, call)
+    column_type = sources.type(table, column)
+    if category(column_type) != "N":
         raise QueryError(
-            f"{_short(call)} needs a numeric column; {column} is {_type(relation, column)}",
+            f"{_short(call)} needs a numeric column; {column} is {column_type}",
             fragment=_short(call),
             hint="sums, averages, deviations and quantiles apply to numeric columns",
         )
-    return column
-
-
-def _type(relation: RelationInfo, column: str) -> str:
-    info = relation.column(column)
-    assert info is not None
-    return normalize_type(info.type)
+    return table, column
