@@ -642,13 +642,14 @@ def test_stashed_answers_are_only_for_the_role_that_asked(world):
     asker = world.db.create_role("anonymized_trusted", prefix="asker")
     world.db.admin.execute(f'GRANT "{other}" TO "{asker}"')
     with psycopg.connect(world.db.dsn(asker), autocommit=True) as conn:
-        _route, fetch = conn.execute(
+        _route, fetch, token = conn.execute(
             "SELECT * FROM diffix.proxy_plan(%s)", (ANALYST_QUERIES[0],)
         ).fetchone()
+        fetch = fetch.replace("$1", "%s")  # the token is the fetch statement's parameter
         conn.execute(f'SET ROLE "{other}"')
-        assert conn.execute(fetch).fetchall() == []
+        assert conn.execute(fetch, (token,)).fetchall() == []
         conn.execute("RESET ROLE")
-        assert conn.execute(fetch).fetchall() == []  # and each answer is handed out once
+        assert conn.execute(fetch, (token,)).fetchall() == []  # and handed out once
 
 
 def test_tls_to_the_client(world, tmp_path):

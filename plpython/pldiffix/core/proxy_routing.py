@@ -235,13 +235,15 @@ def _parameter_number(node: exp.Parameter) -> int | None:
 
 
 def fetch_statement(
-    token: int,
     names: Sequence[str],
     engine_types: Sequence[str],
     client_types: Sequence[str] | None,
+    *,
+    token: int | None = None,
 ) -> str:
-    """The statement that hands out the rows kept under `token`, under the query's own column
-    names (repeats allowed) and, when the client was told them, its Describe types.
+    """The statement that hands out the rows kept under a token, under the query's own column
+    names (repeats allowed) and, when the client was told them, its Describe types. The token is
+    its parameter $1 (bigint), or `token` inlined (COPY takes no parameters).
 
     Every name is quoted and every type comes from format_type(): nothing of the client's text
     is pasted into it.
@@ -253,5 +255,6 @@ def fetch_statement(
         if client_types is not None and client_types[i - 1] != engine_types[i - 1]:
             value = f"CAST({value} AS {client_types[i - 1]})"
         outputs.append(f"{value} AS {sqltext.identifier(name)}")
-    source = f"diffix._proxy_rows({int(token)})"
+    argument = "$1" if token is None else str(int(token))
+    source = f"diffix._proxy_rows({argument})"
     return f"SELECT {', '.join(outputs)} FROM {source} AS t({columns})"

@@ -92,19 +92,24 @@ def test_a_parameter_without_a_value_is_an_error():
 
 def test_fetch_statement_quotes_names_and_casts_to_the_described_types():
     statement = routing.fetch_statement(
-        7,
         ["city", "count", 'odd"name'],
         ["text", "bigint", "integer"],
         ["text", "bigint", "numeric"],
     )
     assert statement == (
         'SELECT t.c1 AS "city", t.c2 AS "count", CAST(t.c3 AS numeric) AS "odd""name"'
-        " FROM diffix._proxy_rows(7) AS t(c1 text, c2 bigint, c3 integer)"
+        " FROM diffix._proxy_rows($1) AS t(c1 text, c2 bigint, c3 integer)"
+    )
+
+
+def test_fetch_statement_inlines_the_token_only_when_given():
+    assert routing.fetch_statement(["n"], ["bigint"], None, token=7).endswith(
+        " FROM diffix._proxy_rows(7) AS t(c1 bigint)"
     )
 
 
 def test_fetch_statement_keeps_repeated_names():
-    statement = routing.fetch_statement(1, ["n", "n"], ["bigint", "bigint"], None)
+    statement = routing.fetch_statement(["n", "n"], ["bigint", "bigint"], None)
     assert statement.startswith('SELECT t.c1 AS "n", t.c2 AS "n" FROM')
 
 
