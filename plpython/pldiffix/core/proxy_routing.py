@@ -9,6 +9,7 @@ caller says which tables are protected.
 from __future__ import annotations
 
 import enum
+import functools
 import operator
 import re
 from collections.abc import Callable, Sequence
@@ -36,12 +37,27 @@ class RoutingError(UserError):
     default_sqlstate = FEATURE_NOT_SUPPORTED
 
 
-def parse_statements(sql: str) -> list[exp.Expression] | None:
+# Texts up to this long are parsed once per backend: a prepared statement is routed at Parse and
+# again at each Bind, and tools send the same text again. The trees are only read (never
+# changed) and only route: the gate parses what it answers itself.
+_CACHED_TEXT_LENGTH = 20_000
+
+
+def parse_statements(sql: str) -> tuple[exp.Expression, ...] | None:
     """The statements of `sql`, or None when sqlglot cannot read them (the server will judge)."""
+    if len(sql) > _CACHED_TEXT_LENGTH:
+        return _parse(sql)
+    return _parse_kept(sql)
+
+
+def _parse(sql: str) -> tuple[exp.Expression, ...] | None:
     try:
-        return [s for s in sqlglot.parse(sql, read="postgres") if s is not None]
+        return tuple(s for s in sqlglot.parse(sql, read="postgres") if s is not None)
     except (ParseError, TokenError, ValueError):
         return None
+
+
+_parse_kept = functools.lru_cache(maxsize=256)(_parse)
 
 
 def table_names(tree: exp.Expression) -> list[str]:

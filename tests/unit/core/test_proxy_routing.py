@@ -69,7 +69,7 @@ def test_a_protected_query_must_come_alone():
 
 
 def test_unparseable_text_is_left_to_the_server():
-    assert routing.parse_statements("SELEC city FRM") in (None, [])
+    assert routing.parse_statements("SELEC city FRM") in (None, ())
 
 
 def test_parameters_become_typed_literals():
@@ -145,3 +145,13 @@ def test_copy_out_puts_the_fetch_statement_in_place_of_the_query(sql, expected):
     (tree,) = routing.parse_statements(sql)
     assert routing.copied_query(tree) is not None
     assert routing.copy_out(sql, "FETCH") == expected
+
+
+def test_a_text_is_parsed_once_and_its_kept_tree_is_never_changed():
+    sql = "SELECT COUNT(*) FROM customers WHERE city = $1"
+    (tree,) = routing.parse_statements(sql)
+    inlined = routing.inline_parameters(tree, ["Rome"], ["text"])
+    (again,) = routing.parse_statements(sql)
+    assert again is tree
+    assert again.sql(dialect="postgres") == sql
+    assert "$1" not in inlined.sql(dialect="postgres")
