@@ -96,7 +96,9 @@ def effective_settings(plpy: Any, *, include_salt: bool = False) -> dict[str, An
 _PERSON = """
 SELECT w.login, w.acting,
        l.oid IS NOT NULL AS login_exists, diffix._stored_level(l.oid) AS login_level,
-       a.oid IS NOT NULL AS acting_exists, diffix._stored_level(a.oid) AS acting_level,
+       a.oid IS NOT NULL AS acting_exists,
+       CASE WHEN a.oid OPERATOR(pg_catalog.<>) l.oid THEN diffix._stored_level(a.oid) END
+         AS acting_level,
        d.default_access_level, d.session_access_level
 FROM (SELECT CAST(pg_catalog.session_user() AS pg_catalog.text) AS login,
              CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'none'
