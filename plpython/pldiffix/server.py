@@ -288,15 +288,18 @@ def proxy_plan(
     param_types: list[int] | None,
     column_types: list[int] | None,
     column_typmods: list[int] | None,
-) -> list[tuple[str, str | None]]:
+) -> list[tuple[str, str | None, int | None]]:
     """diffix.proxy_plan: the route of a client statement (core/proxy_routing.py) and, when asked to
-    answer one routed to the engine, the statement that returns its anonymized rows."""
+    answer one routed to the engine, the statement that returns its anonymized rows and the
+    token they wait under (its parameter $1; inlined in a COPY, which takes no parameters).
+    The fetch statement's text depends only on the result's shape, so the front can keep it
+    prepared."""
     from pldiffix.core import proxy_routing
 
     level = catalog.person_level(plpy)
     statements = proxy_routing.parse_statements(sql or "")
     if level in (AccessLevel.DIRECT, AccessLevel.PERTURBED) or not statements:
-        return [(proxy_routing.Route.PASS.value, None)]
+        return [(proxy_routing.Route.PASS.value, None, None)]
     try:
         chosen = proxy_routing.route(statements, lambda name: _is_protected(plpy, name))
     except proxy_routing.RoutingError as error:
@@ -309,27 +312,33 @@ def proxy_plan(
         )
         raise
     if chosen is not proxy_routing.Route.ENGINE or not answer:
-        return [(chosen.value, None)]
+        return [(chosen.value, None, None)]
     copied = proxy_routing.copied_query(statements[0])  # COPY (query) TO STDOUT: answer the query
     query = statements[0] if copied is None else copied
     statement = sql if copied is None else sqltext.render(copied)
+    param_oids = list(param_types or [0] * len(params)) if params else []
+    client_oids = list(column_types or [])
+    named = []  # the parameters' and the described columns' type names, in one lookup
+    if param_oids or client_oids:
+        typmods = [-1] * len(param_oids) + list(column_typmods or [-1] * len(client_oids))
+        named = catalog.type_names(plpy, param_oids + client_oids, typmods)
     if params:
-        oids = list(param_types or [0] * len(params))
-        names = catalog.type_names(plpy, oids, [-1] * len(oids))
-        known = [name if oid else None for name, oid in zip(names, oids, strict=True)]
+        known = [
+            n if oid else None for n, oid in zip(named[: len(param_oids)], param_oids, strict=True)
+        ]
         statement = sqltext.render(proxy_routing.inline_parameters(query, params, known))
     names, types, rows = _answer_rows(plpy, statement)
     token = next(_proxy_tokens)
     _proxy_answers[token] = (catalog.current_role(plpy), rows)
     while len(_proxy_answers) > _PROXY_ANSWERS_KEPT:
         _proxy_answers.popitem(last=False)
-    client_types = None
-    if column_types:
-        client_types = catalog.type_names(plpy, column_types, column_typmods or [])
-        if len(client_types) != len(types):
-            client_types = None
-    fetch = proxy_routing.fetch_statement(token, names, types, client_types)
-    return [(chosen.value, fetch if copied is None else proxy_routing.copy_out(sql or "", fetch))]
+    client_types = named[len(param_oids) :] if client_oids else None
+    if client_types is not None and len(client_types) != len(types):
+        client_types = None
+    if copied is not None:
+        fetch = proxy_routing.fetch_statement(names, types, client_types, token=token)
+        return [(chosen.value, proxy_routing.copy_out(sql or "", fetch), None)]
+    return [(chosen.value, proxy_routing.fetch_statement(names, types, client_types), token)]
 
 
 def _is_protected(plpy: Any, name: str) -> bool:

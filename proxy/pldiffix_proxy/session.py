@@ -35,9 +35,11 @@ MAX_LOCAL_STATEMENTS = 10_000
 SERVER_SEND_BUFFER = 1 << 20
 
 _PROBE_STATEMENT = "_pldiffix_describe"
-_PLAN_STATEMENT = "_pldiffix_plan"
 _PLAN_PORTAL = "_pldiffix_plan"
-_FETCH_PREFIX = "_pldiffix_fetch_"
+# The front's own statements kept prepared in the server connection (the routing call per
+# parameter types, the fetch statement per result shape), named _pldiffix_<n>.
+_OWN_PREFIX = "_pldiffix_"
+_OWN_KEPT = 64
 _ROUTING_CHECK = (
     "SELECT pg_catalog.to_regprocedure("
     "'diffix.proxy_plan(text,boolean,text[],oid[],oid[],integer[])') IS NOT NULL"
@@ -54,7 +56,7 @@ _PERTURBED_VIEWS = (
     " WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')"
 )
 _DENIED_TABLE = "permission denied for table "
-_TEXT, _BOOL, _OID_ARRAY, _INT4_ARRAY = 25, 16, 1028, 1007
+_TEXT, _BOOL, _INT8, _OID_ARRAY, _INT4_ARRAY = 25, 16, 20, 1028, 1007
 _ROUTES_KEPT = 512
 # Statements after which cached routes are forgotten: anything but reading and transaction
 # control may change labels, levels or name resolution (SET search_path, diffix.set(...)).
@@ -104,10 +106,52 @@ class RouteCache:
     def clear(self) -> None:
         self._routes.clear()
 
-    def note_forwarded(self, sql: str) -> None:
+    def note_forwarded(self, sql: str) -> bool:
+        """Forgets the routes after a statement that may change them; True if it did."""
         words = sql.lstrip(" \t\r\n(").split(None, 1)
         if not words or words[0].lower() not in _READ_ONLY_STARTS or "diffix" in sql.lower():
             self._routes.clear()
+            return True
+        return False
+
+
+class OwnStatements:
+    """The front's prepared statements in its server connection, by (text, parameter types).
+
+    Each is parsed the first time it is used and again after `forget` (the client may have sent
+    DEALLOCATE ALL or DISCARD ALL, or used one of the names); the oldest is closed beyond
+    _OWN_KEPT. A statement is never trusted to exist: at worst a Bind to it fails, as the
+    client's own Bind would.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[tuple[str, tuple[int, ...]], str] = {}
+        self._parsed: set[str] = set()
+        self._count = 0
+
+    def use(self, sql: str, param_types: tuple[int, ...]) -> tuple[str, bytes, int]:
+        """The statement's name, the messages to send before binding it, and how many
+        completions (CloseComplete, ParseComplete) those messages are answered with."""
+        key = (sql, param_types)
+        name = self._names.pop(key, None)
+        payload, replies = b"", 0
+        if name is None:
+            if len(self._names) >= _OWN_KEPT:
+                oldest = self._names.pop(next(iter(self._names)))
+                self._parsed.discard(oldest)
+                payload, replies = codec.close("S", oldest), 1
+            self._count += 1
+            name = f"{_OWN_PREFIX}{self._count}"
+        self._names[key] = name  # most recently used last
+        if name not in self._parsed:
+            payload += codec.close("S", name) + codec.parse(name, sql, param_types)
+            replies += 2
+            self._parsed.add(name)
+        return name, payload, replies
+
+    def forget(self) -> None:
+        """Each statement is parsed again before its next use."""
+        self._parsed.clear()
 
 
 class ClientGone(Exception):
@@ -152,6 +196,7 @@ class LocalStatement:
 class PlanResult:
     route: str
     statement: str | None
+    token: bytes | None = None  # the fetch statement's $1 (text), None if it takes none
 
 
 class Session:
@@ -166,6 +211,8 @@ class Session:
         self.statements: dict[str, LocalStatement] = {}
         self.probe_portals: dict[str, bytes] = {}  # portal -> its RowDescription
         self.routes = RouteCache()
+        self.own = OwnStatements()
+        self.hidden = 0  # completions owed for the front's own pipelined messages, not relayed
         self.perturbed_views: dict[str, list[str]] = {}
         self._out: list[bytes] = []
         self._inbox = inbox
@@ -290,6 +337,8 @@ class Session:
         """Relays the server's replies up to ReadyForQuery, COPY FROM STDIN data included."""
         while True:
             message = await self._next_server()
+            if self._hidden_reply(message):
+                continue
             self._to_client(self._hinted(message))
             if message.kind == b"Z":
                 self._ready(message)
@@ -347,8 +396,23 @@ class Session:
             self._relay_reply(await self._next_server())
         return not self.skipping
 
+    def _hidden_reply(self, message: Message) -> bool:
+        """True for a completion of the front's own pipelined messages (not the client's to
+        see). An error or ReadyForQuery ends them: the server skips the rest."""
+        if self.hidden and message.kind in (b"1", b"2", b"3"):
+            self.hidden -= 1
+            return True
+        if message.kind in (b"E", b"Z"):
+            if self.hidden:
+                self.own.forget()  # the error may be ours: a statement may not exist
+            self.hidden = 0
+        return False
+
     def _relay_reply(self, message: Message) -> None:
         """One reply to forwarded extended-protocol messages, relayed and counted."""
+        if self._hidden_reply(message):
+            self.pending -= 1
+            return
         self._to_client(self._hinted(message))
         if message.kind == b"E":
             self._forget_routes_if_denied(message)
@@ -432,7 +496,7 @@ class Session:
         values: list[bytes | None] = [sql.encode(), b"t" if answer else b"f"]
         types = [_TEXT, _BOOL]
         formats = [0, 0]
-        call = "SELECT route, statement FROM diffix.proxy_plan($1, $2"
+        call = "SELECT route, statement, token FROM diffix.proxy_plan($1, $2"
         if statement is not None and bind is not None:
             columns = _row_columns(statement.row_description)
             values += [
@@ -462,22 +526,32 @@ class Session:
                 else ", NULL, $3, $4, $5"
             )
         call += ")"
+        name, prepare, prepared_replies = self.own.use(call, tuple(types))
         payload = (
-            codec.close("S", _PLAN_STATEMENT)
-            + codec.parse(_PLAN_STATEMENT, call, types)
-            + codec.encode_bind(_PLAN_PORTAL, _PLAN_STATEMENT, formats, values, [0, 0])
+            prepare
+            + codec.encode_bind(_PLAN_PORTAL, name, formats, values, [0, 0, 0])
             + codec.execute(_PLAN_PORTAL)
             + codec.close("P", _PLAN_PORTAL)
-            + codec.close("S", _PLAN_STATEMENT)
         )
-        replies = await self._exchange(payload, 6, sync=sync)
+        replies = await self._exchange(payload, prepared_replies + 3, sync=sync)
         if any(m.kind == b"E" for m in replies):
+            self.own.forget()  # the error may be ours: the statement may not exist
             return None
         rows = [codec.parse_data_row(m.body) for m in replies if m.kind == b"D"]
-        route, fetch = rows[0]
+        route, fetch, token = rows[0]
         return PlanResult(
-            (route or b"pass").decode(), fetch.decode() if fetch is not None else None
+            (route or b"pass").decode(), fetch.decode() if fetch is not None else None, token
         )
+
+    def _bind_fetch(self, plan: PlanResult, portal: str, result_formats: list[int]) -> bytes:
+        """Bind of `portal` to the plan's fetch statement (kept prepared), after what prepares
+        it; the replies to those are owed as `hidden`."""
+        assert plan.statement is not None
+        types = (_INT8,) if plan.token is not None else ()
+        name, prepare, replies = self.own.use(plan.statement, types)
+        self.hidden += replies
+        values = [plan.token] if plan.token is not None else []
+        return prepare + codec.encode_bind(portal, name, [0] * len(values), values, result_formats)
 
     async def _describe(self, sql: str, param_types: list[int], *, sync: bool) -> list[Message]:
         payload = (
@@ -492,6 +566,7 @@ class Session:
 
     async def _simple_query(self, message: Message) -> None:
         sql = codec.query_text(message.body)
+        await self._drain()  # replies owed for a pipeline the client left without Sync
         cached = self.routes.get(sql)
         if not self._should_route() or not sql.strip() or cached == "pass":
             self._pass_query(message, sql)
@@ -514,14 +589,19 @@ class Session:
                 self._to_client(codec.command_complete("SELECT 0"))
             self._to_client(codec.ready_for_query(self.status))
             return
-        if plan.route == "engine" and plan.statement:
+        if plan.route == "engine" and plan.statement and plan.token is not None:
+            bind = self._bind_fetch(plan, "", [])
+            self.hidden += 1  # BindComplete: a simple query's reply has none
+            self.server.write(bind + codec.describe("P", "") + codec.execute("") + codec.SYNC)
+        elif plan.route == "engine" and plan.statement:  # COPY (query) TO STDOUT
             self.server.write(codec.query(plan.statement))
         else:
             self._pass_query(message, sql)
         await self._relay_until_ready()
 
     def _pass_query(self, message: Message, sql: str) -> None:
-        self.routes.note_forwarded(sql)
+        if self.routes.note_forwarded(sql):
+            self.own.forget()  # DEALLOCATE ALL, DISCARD ALL, ...
         self.server.write(message.raw)
 
     # --- extended query ------------------------------------------------------------------------
@@ -595,7 +675,8 @@ class Session:
             route = plan.route
             self.routes.put(parse.sql, route)
         if route == "pass":
-            self.routes.note_forwarded(parse.sql)
+            if self.routes.note_forwarded(parse.sql) or parse.name.startswith(_OWN_PREFIX):
+                self.own.forget()
             self.statements.pop(parse.name, None)
             await self._forward(message)
             return
@@ -668,15 +749,10 @@ class Session:
             )
             self.skipping = True
             return
-        fetch = _FETCH_PREFIX + bind.portal
-        payload = (
-            codec.close("S", fetch)
-            + codec.parse(fetch, plan.statement)
-            + codec.encode_bind(bind.portal, fetch, [], [], bind.result_formats)
-        )
-        replies = await self._exchange(payload, 3, sync=False)
-        if not any(m.kind == b"E" for m in replies):
-            self._to_client(codec.BIND_COMPLETE)
+        # pipelined like a forwarded Bind: its BindComplete is the client's
+        payload = self._bind_fetch(plan, bind.portal, bind.result_formats)
+        self.pending += self.hidden + 1
+        self.server.write(payload)
 
     async def _on_describe(self, message: Message) -> None:
         target, name = codec.parse_target(message.body)
@@ -706,6 +782,8 @@ class Session:
                 del local[name]
                 self._to_client(codec.CLOSE_COMPLETE)
         else:
+            if name.startswith(_OWN_PREFIX):
+                self.own.forget()
             await self._forward(message)
 
 

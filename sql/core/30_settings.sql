@@ -76,11 +76,16 @@ REVOKE ALL ON FUNCTION diffix._require_admin(text), diffix._role_oid(text) FROM 
 GRANT EXECUTE ON FUNCTION diffix._require_admin(text), diffix._role_oid(text) TO diffix_engine;
 
 -- Database-wide values without the salt, for invoker-rights code run by any role.
+-- PL/pgSQL keeps the plan for the session (a SQL function's is made again in every statement
+-- that calls it, and every answer reads the settings).
 CREATE OR REPLACE FUNCTION diffix._database_settings() RETURNS TABLE (name text, value text)
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT s.name, s.value FROM diffix.database_settings s WHERE s.name <> 'salt'
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY SELECT s.name, s.value FROM diffix.database_settings s WHERE s.name <> 'salt';
+END
 $$;
 ALTER FUNCTION diffix._database_settings() OWNER TO diffix_engine;
 

@@ -10,21 +10,27 @@ $python$;
 
 -- The level a role holds through (possibly indirect) membership in a group role, NULL when it
 -- has none. pg_has_role cannot be used: it answers true for superusers whatever they are members of.
+-- PL/pgSQL keeps the statement's plan for the session (a SQL function's is made again in every
+-- statement that calls it, and every answer reads the level).
 CREATE OR REPLACE FUNCTION diffix._stored_level(role_oid oid) RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-  WITH RECURSIVE memberships (roleid) AS (
-    SELECT role_oid
-    UNION
-    SELECT m.roleid FROM pg_auth_members m JOIN memberships ms ON m.member = ms.roleid
-  )
-  SELECT CASE WHEN bool_or(r.rolname = 'diffix_perturbed') THEN 'perturbed'
-              WHEN bool_or(r.rolname = 'diffix_anonymized_dp') THEN 'anonymized_dp'
-              WHEN bool_or(r.rolname = 'diffix_anonymized_untrusted') THEN 'anonymized_untrusted'
-              WHEN bool_or(r.rolname = 'diffix_anonymized_trusted') THEN 'anonymized_trusted'
-              WHEN bool_or(r.rolname = 'diffix_direct') THEN 'direct' END
-  FROM memberships ms JOIN pg_roles r ON r.oid = ms.roleid
+BEGIN
+  RETURN (
+    WITH RECURSIVE memberships (roleid) AS (
+      SELECT role_oid
+      UNION
+      SELECT m.roleid FROM pg_auth_members m JOIN memberships ms ON m.member = ms.roleid
+    )
+    SELECT CASE WHEN bool_or(r.rolname = 'diffix_perturbed') THEN 'perturbed'
+                WHEN bool_or(r.rolname = 'diffix_anonymized_dp') THEN 'anonymized_dp'
+                WHEN bool_or(r.rolname = 'diffix_anonymized_untrusted') THEN 'anonymized_untrusted'
+                WHEN bool_or(r.rolname = 'diffix_anonymized_trusted') THEN 'anonymized_trusted'
+                WHEN bool_or(r.rolname = 'diffix_direct') THEN 'direct' END
+    FROM memberships ms JOIN pg_roles r ON r.oid = ms.roleid
+  );
+END
 $$;
 
 -- Every role whose stored level is anonymized (session lowering aside), with that level.

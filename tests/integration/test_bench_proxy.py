@@ -23,6 +23,7 @@ def test_bench_proxy_runs_end_to_end(server_dsn, tmp_path, capsys):
         "relay: SELECT 1",
         "anonymized, simple protocol",
         "anonymized, extended protocol",
+        "anonymized, simple, new texts",
     ]
     for comparison in doc["comparisons"]:
         assert comparison["direct_ms"] > 0 and comparison["proxy_ms"] > 0

@@ -642,13 +642,14 @@ def test_stashed_answers_are_only_for_the_role_that_asked(world):
     asker = world.db.create_role("anonymized_trusted", prefix="asker")
     world.db.admin.execute(f'GRANT "{other}" TO "{asker}"')
     with psycopg.connect(world.db.dsn(asker), autocommit=True) as conn:
-        _route, fetch = conn.execute(
+        _route, fetch, token = conn.execute(
             "SELECT * FROM diffix.proxy_plan(%s)", (ANALYST_QUERIES[0],)
         ).fetchone()
+        fetch = fetch.replace("$1", "%s")  # the token is the fetch statement's parameter
         conn.execute(f'SET ROLE "{other}"')
-        assert conn.execute(fetch).fetchall() == []
+        assert conn.execute(fetch, (token,)).fetchall() == []
         conn.execute("RESET ROLE")
-        assert conn.execute(fetch).fetchall() == []  # and each answer is handed out once
+        assert conn.execute(fetch, (token,)).fetchall() == []  # and handed out once
 
 
 def test_tls_to_the_client(world, tmp_path):
@@ -729,3 +730,50 @@ def test_prepared_statements_over_protected_tables_are_bounded_per_client(world,
         sock.sendall(codec.SYNC)
         messages = read_until_ready(sock)
         assert _error_code(messages) is None and b"1" in [kind for kind, _ in messages]
+
+
+def test_a_simple_query_answer_shows_none_of_the_fronts_own_messages(world):
+    """The front binds its kept fetch statement with extended messages; the client of a simple
+    Query sees only RowDescription, DataRows, CommandComplete and ReadyForQuery, every time."""
+    sql = "SELECT city, count(*) FROM customers GROUP BY city ORDER BY city"
+    expected = world.expected(sql)
+    with signed_in(world, world.analyst) as sock:
+        for _ in range(3):  # parsed the first time, kept after
+            sock.sendall(codec.query(sql))
+            messages = read_until_ready(sock)
+            kinds = b"".join(kind for kind, _ in messages)
+            assert kinds == b"T" + b"D" * len(expected) + b"CZ"
+
+
+@pytest.mark.parametrize(
+    "disturbance",
+    ["DEALLOCATE ALL", "DISCARD ALL", "close _pldiffix_2", "parse _pldiffix_2"],
+)
+def test_the_fronts_kept_statements_survive_what_the_client_does_to_them(world, disturbance):
+    """DEALLOCATE ALL, DISCARD ALL, or the client's own Close or Parse of one of the front's
+    statement names: the next answers are still right, in both protocols."""
+    sql = "SELECT city, count(*) FROM customers GROUP BY city ORDER BY city"
+    expected = world.expected(sql)
+    with signed_in(world, world.analyst) as sock:
+        extended = codec.parse("", sql) + codec.encode_bind("", "", [], [], [])
+        extended += codec.execute("") + codec.SYNC
+        for message in (codec.query(sql), extended):
+            sock.sendall(message)
+            assert _error_code(read_until_ready(sock)) is None
+        if disturbance.startswith("close "):
+            sock.sendall(codec.close("S", disturbance.split()[1]) + codec.SYNC)
+        elif disturbance.startswith("parse "):
+            sock.sendall(codec.parse(disturbance.split()[1], "SELECT 1") + codec.SYNC)
+        else:
+            sock.sendall(codec.query(disturbance))
+        read_until_ready(sock)  # a Parse of a kept name fails: already exists
+        for message in (codec.query(sql), extended, codec.query(sql)):
+            sock.sendall(message)
+            messages = read_until_ready(sock)
+            assert _error_code(messages) is None
+            rows = [
+                [v.decode() for v in codec.parse_data_row(body)]
+                for kind, body in messages
+                if kind == b"D"
+            ]
+            assert [[city, int(n)] for city, n in rows] == expected

@@ -100,8 +100,32 @@ def effective_settings(plpy: Any, *, include_salt: bool = False) -> dict[str, An
     return values
 
 
-def role_level(facts: RoleFacts, default_level: AccessLevel) -> AccessLevel:
-    return facts.labeled if facts.labeled is not None else default_level
+# Everything the session's level depends on, in one statement: the login (session_user), the
+# role SET ROLE chose, their stored levels, and the database-wide level settings.
+_PERSON = """
+SELECT w.login, w.acting,
+       l.oid IS NOT NULL AS login_exists, diffix._stored_level(l.oid) AS login_level,
+       a.oid IS NOT NULL AS acting_exists,
+       CASE WHEN a.oid OPERATOR(pg_catalog.<>) l.oid THEN diffix._stored_level(a.oid) END
+         AS acting_level,
+       d.default_access_level, d.session_access_level
+FROM (SELECT CAST(pg_catalog.session_user() AS pg_catalog.text) AS login,
+             CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'none'
+                  THEN CAST(pg_catalog.session_user() AS pg_catalog.text)
+                  ELSE pg_catalog.current_setting('role') END AS acting) AS w
+LEFT JOIN pg_catalog.pg_roles l
+  ON l.rolname OPERATOR(pg_catalog.=) CAST(w.login AS pg_catalog.name)
+LEFT JOIN pg_catalog.pg_roles a
+  ON a.rolname OPERATOR(pg_catalog.=) CAST(w.acting AS pg_catalog.name)
+CROSS JOIN (
+  SELECT pg_catalog.max(s.value)
+           FILTER (WHERE s.name OPERATOR(pg_catalog.=) 'default_access_level')
+           AS default_access_level,
+         pg_catalog.max(s.value)
+           FILTER (WHERE s.name OPERATOR(pg_catalog.=) 'session_access_level')
+           AS session_access_level
+  FROM diffix._database_settings() s) AS d
+"""
 
 
 def person_level(plpy: Any) -> AccessLevel:
@@ -110,18 +134,36 @@ def person_level(plpy: Any) -> AccessLevel:
 
     SET ROLE to a role with a weaker level, or none (default_access_level), never weakens it:
     the level follows the person who logged in. Context-independent: the same in invoker and
-    definer functions.
+    definer functions. Read from the catalog on every call, in one statement.
     """
-    values = effective_settings(plpy)
-    default = values["default_access_level"]
-    login, acting = session_role(plpy), invoking_role(plpy)
-    level = role_level(role_facts(plpy, login), default)
-    if acting != login:
-        level = most_restricted(level, role_level(role_facts(plpy, acting), default))
+    row = query(plpy, _PERSON)[0]
+    for who in ("login", "acting"):
+        if not row[f"{who}_exists"]:
+            raise LookupError(f"role {row[who]!r} does not exist")
+    values = {
+        name: settings.parse_value(settings.SPECS[name], row[name])
+        for name in ("default_access_level", "session_access_level")
+        if row[name] is not None
+    }
+    values.update(session.overrides(row["login"]))
+    default = values.get("default_access_level", _DEFAULT_LEVEL)
+    level = _stored(row["login_level"], default)
+    if row["acting"] != row["login"]:
+        level = most_restricted(level, _stored(row["acting_level"], default))
     requested = values.get("session_access_level")
     if isinstance(requested, AccessLevel):
         level = most_restricted(level, requested)
     return level
+
+
+_DEFAULT_LEVEL = settings.parse_value(
+    settings.SPECS["default_access_level"], settings.SPECS["default_access_level"].default
+)
+
+
+def _stored(level: str | None, default: AccessLevel) -> AccessLevel:
+    """A role's stored level, `default` when the role has none."""
+    return AccessLevel(level) if level else default
 
 
 # --- the validator's catalog, live ---------------------------------------------------------------

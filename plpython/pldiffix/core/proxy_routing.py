@@ -9,6 +9,7 @@ caller says which tables are protected.
 from __future__ import annotations
 
 import enum
+import functools
 import operator
 import re
 from collections.abc import Callable, Sequence
@@ -36,12 +37,27 @@ class RoutingError(UserError):
     default_sqlstate = FEATURE_NOT_SUPPORTED
 
 
-def parse_statements(sql: str) -> list[exp.Expression] | None:
+# Texts up to this long are parsed once per backend: a prepared statement is routed at Parse and
+# again at each Bind, and tools send the same text again. The trees are only read (never
+# changed) and only route: the gate parses what it answers itself.
+_CACHED_TEXT_LENGTH = 20_000
+
+
+def parse_statements(sql: str) -> tuple[exp.Expression, ...] | None:
     """The statements of `sql`, or None when sqlglot cannot read them (the server will judge)."""
+    if len(sql) > _CACHED_TEXT_LENGTH:
+        return _parse(sql)
+    return _parse_kept(sql)
+
+
+def _parse(sql: str) -> tuple[exp.Expression, ...] | None:
     try:
-        return [s for s in sqlglot.parse(sql, read="postgres") if s is not None]
+        return tuple(s for s in sqlglot.parse(sql, read="postgres") if s is not None)
     except (ParseError, TokenError, ValueError):
         return None
+
+
+_parse_kept = functools.lru_cache(maxsize=256)(_parse)
 
 
 def route(statements: Sequence[exp.Expression], is_protected: Callable[[str], bool]) -> Route:
@@ -225,13 +241,15 @@ def _parameter_number(node: exp.Parameter) -> int | None:
 
 
 def fetch_statement(
-    token: int,
     names: Sequence[str],
     engine_types: Sequence[str],
     client_types: Sequence[str] | None,
+    *,
+    token: int | None = None,
 ) -> str:
-    """The statement that hands out the rows kept under `token`, under the query's own column
-    names (repeats allowed) and, when the client was told them, its Describe types.
+    """The statement that hands out the rows kept under a token, under the query's own column
+    names (repeats allowed) and, when the client was told them, its Describe types. The token is
+    its parameter $1 (bigint), or `token` inlined (COPY takes no parameters).
 
     Every name is quoted and every type comes from format_type(): nothing of the client's text
     is pasted into it.
@@ -243,5 +261,6 @@ def fetch_statement(
         if client_types is not None and client_types[i - 1] != engine_types[i - 1]:
             value = f"CAST({value} AS {client_types[i - 1]})"
         outputs.append(f"{value} AS {sqltext.identifier(name)}")
-    source = f"diffix._proxy_rows({int(token)})"
+    argument = "$1" if token is None else str(int(token))
+    source = f"diffix._proxy_rows({argument})"
     return f"SELECT {', '.join(outputs)} FROM {source} AS t({columns})"
