@@ -21,9 +21,9 @@ from typing import Literal
 from sqlglot import exp
 
 from pldiffix.core import sqltext
+from pldiffix.core.emitted_sql import equalities_sql
 from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
 from pldiffix.core.statements import QueryError
-from pldiffix.diffix import rewrite
 from pldiffix.diffix.query_model import AnonymizingQuery, Generalization
 from pldiffix.diffix.validation import TRUSTED, parse_statement, validate
 from pldiffix.diffix.validation.pgtypes import category, normalize_type
@@ -81,7 +81,7 @@ class DpQuery:
     @property
     def where_sql(self) -> str:
         """The filters as the Diffix rewriter emits them (what the security checks saw)."""
-        return rewrite.where_sql(self.shadow)
+        return equalities_sql((f.subject.emitted, f.value) for f in self.shadow.filters)
 
 
 def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool = False) -> DpQuery:
