@@ -533,13 +533,3 @@ def _argument(node: exp.Expression) -> exp.Expression | None:
     while isinstance(argument, exp.Paren):
         argument = argument.this
     return argument if isinstance(argument, exp.Expression) else None
-
-
-def label_types_sql(model: AnonymizingQuery) -> str:
-    """A query that reads no row and tells the label types (via the result's column types)."""
-    if not model.groups:
-        return "SELECT"
-    columns = ", ".join(
-        f"{sql(g.emitted)} AS {identifier(numbered(LABEL, k))}" for k, g in enumerate(model.groups)
-    )
-    return f"SELECT {columns} FROM {from_sql(model.from_tree)} WHERE FALSE"

@@ -20,6 +20,7 @@ from sqlglot import exp
 from pldiffix.core import sqltext
 from pldiffix.core.emitted_sql import equalities_sql
 from pldiffix.core.sqltext import identifier
+from pldiffix.diffix.anonymization.bucket_columns import LABEL, numbered
 from pldiffix.diffix.query_model import AnonymizingQuery, FromItem, Join, RangeEntry
 
 NUMERIC_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric"})
@@ -77,6 +78,16 @@ def from_sql(item: FromItem) -> str:
 def where_sql(model: AnonymizingQuery) -> str:
     """The model's filters as a condition."""
     return equalities_sql((f.subject.emitted, f.value) for f in model.filters)
+
+
+def label_types_sql(model: AnonymizingQuery) -> str:
+    """A query that reads no row and tells the label types (via the result's column types)."""
+    if not model.groups:
+        return "SELECT"
+    columns = ", ".join(
+        f"{sql(g.emitted)} AS {identifier(numbered(LABEL, k))}" for k, g in enumerate(model.groups)
+    )
+    return f"SELECT {columns} FROM {from_sql(model.from_tree)} WHERE FALSE"
 
 
 # --- canonical texts (seed material) -------------------------------------------------------------
