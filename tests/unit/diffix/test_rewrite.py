@@ -1,4 +1,4 @@
-"""The rewriter: seed material, the per-bucket SQL, and anonymized rows as a relation."""
+"""The rewriter: seed material, the per-bucket SQL, and the statement over the anonymized rows."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from decimal import Decimal
 import pytest
 from test_validation import CATALOG, TRUSTED
 
-from pldiffix.core import emitted_sql
-from pldiffix.core.security_checks import SecurityChecks
 from pldiffix.diffix import bucket_query, rewrite, seed_material
 from pldiffix.diffix.validation import validate
 
@@ -113,60 +111,12 @@ def test_anonymized_rows_replace_the_anonymizing_select() -> None:
     assert 'ORDER BY 2, "__pldiffix_b"."__i"' in text
 
 
-def test_rows_relation_and_values() -> None:
-    relation = emitted_sql.rows_relation(
-        ["__i", "l0", "a0"], ["integer", "bigint[]", "bigint"], [["0", "{1}", "5"]], "a0"
-    )
-    assert "CAST('{1}' AS bigint[])" in relation  # no backslash: a plain string constant
-    assert 'generate_series(1, v."a0")' in relation
-    columnar = emitted_sql.rows_relation(
-        ["__i", "l0"], ["integer", "text"], [["0", "O'Brien\\"], ["1", None]], None
-    )
-    assert 'ROWS FROM (pg_catalog.unnest(CAST(\'{"0","1"}\' AS integer[]))' in columnar
-    assert "CAST(E'{\"O''Brien\\\\\\\\\",NULL}' AS text[])" in columnar
-    assert emitted_sql.array_literal(['a"b', "", None]) == '{"a\\"b","",NULL}'
-    empty = emitted_sql.rows_relation(["__i"], ["integer"], [], None)
-    assert "WHERE FALSE" in empty
+def test_value_text() -> None:
     assert rewrite.value_text(1.5) == "1.5"
     assert rewrite.value_text(float("nan")) == "NaN"
     assert rewrite.value_text(Decimal("2.50")) == "2.50"
     assert rewrite.value_text([[None, 3], [1, 4]]) == "{{NULL,3},{1,4}}"
     assert rewrite.value_text(True) == "true"
-
-
-class _FakePlpy:
-    """Answers the volatility lookup: `volatile` names are volatile."""
-
-    def __init__(self, volatile: set[str]) -> None:
-        self.volatile = volatile
-
-    def prepare(self, sql, types):
-        return sql
-
-    def execute(self, plan, args):
-        return [{"volatile": args[1] in self.volatile}]
-
-
-@pytest.mark.parametrize(
-    ("expression", "refused"),
-    [
-        ("diffix.floor_by(c.x, 1)", False),
-        ("upper(c.city)", False),
-        ("sandbox.f(c.x)", True),
-        ("CAST(c.x AS sandbox.t)", True),
-        ("setseed(c.x)", True),
-    ],
-)
-def test_engine_refuses_foreign_functions_types_and_volatile_calls(expression, refused) -> None:
-    import sqlglot
-
-    checks = SecurityChecks(_FakePlpy({"setseed"}), "analyst", None)  # type: ignore[arg-type]
-    node = sqlglot.parse_one(expression, read="postgres")
-    if refused:
-        with pytest.raises(PermissionError):
-            checks._check_expression(node)
-    else:
-        checks._check_expression(node)
 
 
 def _bucket_query(
