@@ -223,6 +223,19 @@ class _Sql:
     def mask(self, column: str) -> int:
         return self.mask_at(self.grouping_cols.index(column))
 
+    def distinct_aids(self, k: int, name: str) -> str:
+        i = identifier(numbered(AID, k))
+        return (
+            f"pg_catalog.array_agg(DISTINCT {i}) FILTER (WHERE {i} IS NOT NULL) "
+            f"AS {identifier(name)}"
+        )
+
+    def entries(self, parts: Sequence[str], column: str, name: str) -> str:
+        return (
+            f"pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array({', '.join(parts)})) "
+            f"FILTER (WHERE gs = {self.mask(column)} AND {column} IS NOT NULL) AS {name}"
+        )
+
 
 def bucket_query(
     model: AnonymizingQuery,

@@ -39,8 +39,7 @@ class AggregateInput:
     value: int | None = None  # index of the aggregated column among the value columns
     summand: SummandType | None = None
     slot: int | None = None  # index among the inputs of its aggregate that have columns of its own
-    counted_instance: int | None = None  # count_histogram: the AID instance it counts
-    bin_size: int = 1
+    detail: Any = None  # what else its module records about the call (count_histogram: `Counted`)
     # count(DISTINCT aid) over the only AID instance: the bucket's AIDs are the distinct values
     distinct_aids: bool = False
 
@@ -82,6 +81,13 @@ class BucketSql(Protocol):
 
     def mask(self, column: str) -> int:
         """`gs` (GROUPING(...)) of the grouping set of the labels and `column` (quoted)."""
+
+    def distinct_aids(self, k: int, name: str) -> str:
+        """Per grouping set, the distinct AIDs of instance k, as column `name`."""
+
+    def entries(self, parts: Sequence[str], column: str, name: str) -> str:
+        """Per bucket, a jsonb array of the arrays `parts` over the rows of the grouping set of
+        `column` (quoted) where it is not NULL, as column `name`."""
 
 
 class BucketRow(Protocol):

@@ -27,7 +27,7 @@ from pldiffix.diffix.anonymization.agg_funcs import (
     json_array,
 )
 from pldiffix.diffix.anonymization.base import BucketContext
-from pldiffix.diffix.anonymization.bucket_columns import AID, numbered, per_instance
+from pldiffix.diffix.anonymization.bucket_columns import numbered, per_instance
 from pldiffix.diffix.anonymization.bulk import ContributionSummary
 from pldiffix.diffix.anonymization.contributions import (
     ResultAccumulator,
@@ -335,30 +335,20 @@ class _CountDistinct(AggFuncs):
         return [[*sql.labels_cols, column] for column in self.grouping_columns(items, sql)]
 
     def per_aid_columns(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[str]:
-        out = []
-        for item in _ranked(items):
-            assert item.slot is not None
-            for k in range(sql.n_aids):
-                i = identifier(numbered(AID, k))
-                out.append(
-                    f"pg_catalog.array_agg(DISTINCT {i}) FILTER (WHERE {i} IS NOT NULL) "
-                    f"AS {identifier(per_instance(AIDS, item.slot, k))}"
-                )
-        return out
+        return [
+            sql.distinct_aids(k, per_instance(AIDS, item.slot, k))
+            for item in _ranked(items)
+            if item.slot is not None
+            for k in range(sql.n_aids)
+        ]
 
     def bucket_columns(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[str]:
         out = []
         for item in _ranked(items):
             assert item.slot is not None
             r = identifier(numbered(RANK, item.slot))
-            parts = ", ".join(
-                [r] + [identifier(per_instance(AIDS, item.slot, k)) for k in range(sql.n_aids)]
-            )
-            out.append(
-                f"pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array({parts})) "
-                f"FILTER (WHERE gs = {sql.mask(r)} AND {r} IS NOT NULL) "
-                f"AS {numbered(VALUES, item.slot)}"
-            )
+            aids = [identifier(per_instance(AIDS, item.slot, k)) for k in range(sql.n_aids)]
+            out.append(sql.entries([r, *aids], r, numbered(VALUES, item.slot)))
         return out
 
     def state(self, item: AggregateInput, row: BucketRow) -> _DistinctFinalization:

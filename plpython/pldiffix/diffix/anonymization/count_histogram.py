@@ -153,41 +153,44 @@ AIDS = "ha"
 ENTRIES = "hv"
 
 
+@dataclass(frozen=True)
+class Counted:
+    """The counted AID instance and the bin size of one call (`AggregateInput.detail`)."""
+
+    instance: int
+    bin_size: int
+
+
 class _CountHistogram(AggFuncs):
     kinds = ("count_histogram",)
 
     def plan(self, item: AggregateInput, call: Any, plan: BucketPlan) -> None:
         column = call.column
-        item.counted_instance = next(
+        instance = next(
             k
             for k, aid in enumerate(plan.aids)
             if (aid.alias, aid.name) == (column.alias, column.name)
         )
         item.slot = plan.slot(self)
-        item.bin_size = int(call.bin_size or 1)
+        item.detail = Counted(instance, int(call.bin_size or 1))
 
     def combines(self, item: AggregateInput) -> bool:
         return False
 
     def per_aid_columns(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[str]:
-        out = []
-        for item in items:
-            assert item.slot is not None
-            for k in range(sql.n_aids):
-                if k == item.counted_instance:
-                    continue
-                i = identifier(numbered(AID, k))
-                out.append(
-                    f"pg_catalog.array_agg(DISTINCT {i}) FILTER (WHERE {i} IS NOT NULL) "
-                    f"AS {identifier(per_instance(AIDS, item.slot, k))}"
-                )
-        return out
+        return [
+            sql.distinct_aids(k, per_instance(AIDS, item.slot, k))
+            for item in items
+            if item.slot is not None
+            for k in range(sql.n_aids)
+            if k != item.detail.instance
+        ]
 
     def bucket_columns(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[str]:
         out = []
         for item in items:
-            assert item.slot is not None and item.counted_instance is not None
-            counted = item.counted_instance
+            assert item.slot is not None
+            counted = item.detail.instance
             i = identifier(numbered(AID, counted))
             parts = [i, ROWS] + [
                 f"pg_catalog.to_jsonb(ARRAY[{i}])"
@@ -195,21 +198,18 @@ class _CountHistogram(AggFuncs):
                 else identifier(per_instance(AIDS, item.slot, k))
                 for k in range(sql.n_aids)
             ]
-            out.append(
-                f"pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array({', '.join(parts)})) "
-                f"FILTER (WHERE gs = {sql.mask(i)} AND {i} IS NOT NULL) "
-                f"AS {numbered(ENTRIES, item.slot)}"
-            )
+            out.append(sql.entries(parts, i, numbered(ENTRIES, item.slot)))
         return out
 
     def state(self, item: AggregateInput, row: BucketRow) -> CountHistogramState:
-        assert item.slot is not None and item.counted_instance is not None
+        assert item.slot is not None
         entries = [
             HistogramEntryInput(e[0], int(e[1]), [list(a or []) for a in e[2:]])
             for e in json_array(row.column(numbered(ENTRIES, item.slot)))
         ]
+        counted: Counted = item.detail
         return CountHistogramState.from_inputs(
-            row.kinds, item.counted_instance, item.bin_size, entries
+            row.kinds, counted.instance, counted.bin_size, entries
         )
 
     def result_type(self, item: AggregateInput) -> str:

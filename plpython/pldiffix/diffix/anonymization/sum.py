@@ -258,9 +258,8 @@ class _Avg(AggFuncs):
     kinds = ("avg", "avg_noise")
 
     def plan(self, item: AggregateInput, call: Any, plan: BucketPlan) -> None:
-        item.value = plan.value(call)
-        item.summand = plan.summand(item.value)
-        plan.sum(item.value)
+        SUM.plan(item, call, plan)
+        assert item.value is not None
         plan.count(item.value)
 
     def state(self, item: AggregateInput, row: BucketRow) -> AvgState:
