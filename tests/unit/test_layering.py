@@ -22,13 +22,10 @@ ARCHITECTURE = REPO / "docs" / "architecture.md"
 MECHANISMS = ("diffix", "cellkey", "dp", "perturb", "synth")
 
 # Imports across mechanisms that predate the rule (issue 29, "one shape for every mechanism"): DP
-# reuses Diffix's validator and its query model, and DP and cell-key the rows relation, the filters'
-# SQL and the security checks of diffix/rewrite.py and diffix/engine.py, until those move to
-# core/. Remove an entry when its import goes; a new crossing fails.
+# reuses Diffix's validator and query model (and renders joins of that model with
+# diffix/rewrite.py) until those move to core/. Remove an entry when its import goes; a new
+# crossing fails.
 KNOWN_CROSSINGS = {
-    ("pldiffix.cellkey.plan", "pldiffix.diffix.rewrite"),
-    ("pldiffix.dp.engine", "pldiffix.diffix.engine"),
-    ("pldiffix.dp.engine", "pldiffix.diffix.rewrite"),
     ("pldiffix.dp.query", "pldiffix.diffix.rewrite"),
     ("pldiffix.dp.query", "pldiffix.diffix.query_model"),
     ("pldiffix.dp.query", "pldiffix.diffix.validation"),

@@ -24,8 +24,8 @@ from sqlglot import exp
 
 from pldiffix.cellkey.table import CellKeyTable, Column
 from pldiffix.core import sqltext
+from pldiffix.core.emitted_sql import rows_relation
 from pldiffix.core.statements import QueryError
-from pldiffix.diffix.rewrite import rows_relation
 
 _ALLOWED_SELECT_ARGS = {
     "expressions",

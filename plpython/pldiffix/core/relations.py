@@ -56,6 +56,17 @@ class RelationInfo:
         return None
 
 
+@dataclass(frozen=True)
+class RelationRead:
+    """A catalog relation a generated statement reads, under the alias its expressions use
+    (core/security_checks.py)."""
+
+    schema: str
+    name: str
+    kind: RelationKind
+    alias: str
+
+
 FunctionKind = Literal["function", "aggregate", "window", "procedure"]
 
 

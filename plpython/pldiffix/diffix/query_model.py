@@ -11,7 +11,7 @@ from typing import Literal
 
 from sqlglot import exp
 
-from pldiffix.core.relations import RelationKind
+from pldiffix.core.relations import RelationKind, RelationRead
 
 # --------------------------------------------------------------------------------------------------
 # Validated query model
@@ -213,6 +213,29 @@ class AnonymizingQuery:
         if self.explicit_grouping:
             return True
         return self.implicit_grouping and bool(self.groups)
+
+    def relation_reads(self) -> list[RelationRead]:
+        """The relations it reads, for the security checks (core/security_checks.py)."""
+        return [
+            RelationRead(e.relation.schema, e.relation.name, e.relation.kind, e.alias)
+            for e in self.relations
+        ]
+
+    def emitted_expressions(self) -> list[exp.Expression]:
+        """Every analyst-derived expression the engine executes for it, for the security checks."""
+        out: list[exp.Expression] = [g.expression for g in self.groups]
+        for f in self.filters:
+            out.extend((f.subject.expression, f.value))
+        for item in _join_conditions(self.from_tree):
+            out.extend((item.left.to_sql(), item.right.to_sql()))
+        out.extend(a.column.to_sql() for a in self.aggregates if a.column is not None)
+        return out
+
+
+def _join_conditions(item: FromItem) -> list[JoinCondition]:
+    if isinstance(item, RangeEntry):
+        return []
+    return [*_join_conditions(item.left), *_join_conditions(item.right), *item.conditions]
 
 
 @dataclass

@@ -27,12 +27,12 @@ from typing import Any
 from sqlglot import exp
 
 from pldiffix.core import catalog, ledger, reads, sqltext
+from pldiffix.core.emitted_sql import rows_relation
 from pldiffix.core.errors import UserError
 from pldiffix.core.exact_sampling import rational_epsilon
 from pldiffix.core.relations import RelationKind
+from pldiffix.core.security_checks import SecurityChecks
 from pldiffix.core.statements import QueryError
-from pldiffix.diffix import rewrite
-from pldiffix.diffix.engine import SecurityChecks
 from pldiffix.dp import joins, markers, planner, release, replay
 from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, parse
 
@@ -63,7 +63,9 @@ def run(
         sql, live, treat_unmarked_tables_as_public=bool(values["treat_unmarked_tables_as_public"])
     )
     _check_other_reads(query, live)
-    SecurityChecks(plpy, role, live).check(query.shadow)
+    SecurityChecks(plpy, role, live).check(
+        query.shadow.relation_reads(), query.shadow.emitted_expressions()
+    )
     relid = _relation_oid(plpy, query)
     metadata = load_metadata(plpy, query, relid)
     oids = joins.relation_oids(plpy, query) if query.joined else {"": relid}
@@ -560,7 +562,7 @@ def _post_processing(
             sql_type = "bigint" if counted else "double precision"
             values = [row.values[output.aggregate_index].value for row in rows]
             columns.append((output.name, sql_type, values))
-    rows_sql = rewrite.rows_relation(
+    rows_sql = rows_relation(
         [name for name, _, _ in columns],
         [sql_type for _, sql_type, _ in columns],
         [[_as_text(values[i]) for _, _, values in columns] for i in range(len(rows))],

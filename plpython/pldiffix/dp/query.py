@@ -29,6 +29,7 @@ from typing import Literal
 from sqlglot import exp
 
 from pldiffix.core import reads, sqltext
+from pldiffix.core.emitted_sql import equalities_sql
 from pldiffix.core.pgtypes import category, normalize_type
 from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
 from pldiffix.core.statements import QueryError
@@ -114,7 +115,7 @@ class DpQuery:
     @property
     def where_sql(self) -> str:
         """The filters as the Diffix rewriter emits them (what the security checks saw)."""
-        return rewrite.where_sql(self.shadow)
+        return equalities_sql((f.subject.emitted, f.value) for f in self.shadow.filters)
 
 
 def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool = False) -> DpQuery:

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from pldiffix.diffix import engine
+from pldiffix.diffix import reading
 from pldiffix.diffix.anonymization.bucket_rows import KeptRows
 from pldiffix.diffix.anonymization.bulk import NumpyKernel
 from pldiffix.diffix.anonymization.spill import (
@@ -173,7 +173,7 @@ def test_a_spill_of_serial_aids_uses_blocks_and_groups_as_kept_rows() -> None:
     ("code", "sqlstate"), [(errno.ENOSPC, "53100"), (errno.EDQUOT, "53100"), (errno.EIO, "58030")]
 )
 def test_a_failed_spill_is_reported_with_its_cause_and_a_way_out(code, sqlstate) -> None:
-    failure = engine.spill_failure(OSError(code, "the disk says no"))
+    failure = reading.spill_failure(OSError(code, "the disk says no"))
     assert failure.sqlstate == sqlstate
     assert failure.message == "the query's rows could not be spilled to disk: the disk says no"
     assert failure.hint is not None and "max_pass_mb" in failure.hint and "TMPDIR" in failure.hint

@@ -1,4 +1,4 @@
-"""The rewriter: seed material, the per-bucket SQL, and anonymized rows as a relation."""
+"""The rewriter: seed material, the per-bucket SQL, and the statement over the anonymized rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from test_validation import CATALOG, TRUSTED
 
-from pldiffix.diffix import engine, rewrite
+from pldiffix.diffix import bucket_query, rewrite, seed_material
 from pldiffix.diffix.validation import validate
 
 TYPES = {
@@ -30,7 +30,7 @@ def _materials(sql: str) -> list[str]:
     def type_of(column):
         return TYPES.get((relation_of.get(column.table), column.name))
 
-    plan = rewrite.seed_plan(model, type_of)
+    plan = seed_material.seed_plan(model, type_of)
     # constants rendered as pg_diffix would (numbers via float8, strings as they are)
     texts = {}
     for node, _ in plan.constants():
@@ -39,7 +39,7 @@ def _materials(sql: str) -> list[str]:
             if node.is_string
             else rewrite.value_text(float(node.this)).removesuffix(".0")
         )
-    return [rewrite.join_material(m, texts) for m in plan.materials]
+    return [seed_material.join_material(m, texts) for m in plan.materials]
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_bucket_query_groups_per_aid_and_bucket_and_qualifies_relations() -> Non
         "FROM test_customers c JOIN test_purchases p ON c.id = p.cid GROUP BY 1"
     )
     labels = [rewrite.SqlType(25, "text", "text", "S")]
-    query = rewrite.bucket_query(
+    query = bucket_query.bucket_query(
         model,
         labels,
         ["int4", "int4"],
@@ -111,20 +111,7 @@ def test_anonymized_rows_replace_the_anonymizing_select() -> None:
     assert 'ORDER BY 2, "__pldiffix_b"."__i"' in text
 
 
-def test_rows_relation_and_values() -> None:
-    relation = rewrite.rows_relation(
-        ["__i", "l0", "a0"], ["integer", "bigint[]", "bigint"], [["0", "{1}", "5"]], "a0"
-    )
-    assert "CAST('{1}' AS bigint[])" in relation  # no backslash: a plain string constant
-    assert 'generate_series(1, v."a0")' in relation
-    columnar = rewrite.rows_relation(
-        ["__i", "l0"], ["integer", "text"], [["0", "O'Brien\\"], ["1", None]], None
-    )
-    assert 'ROWS FROM (pg_catalog.unnest(CAST(\'{"0","1"}\' AS integer[]))' in columnar
-    assert "CAST(E'{\"O''Brien\\\\\\\\\",NULL}' AS text[])" in columnar
-    assert rewrite.array_literal(['a"b', "", None]) == '{"a\\"b","",NULL}'
-    empty = rewrite.rows_relation(["__i"], ["integer"], [], None)
-    assert "WHERE FALSE" in empty
+def test_value_text() -> None:
     assert rewrite.value_text(1.5) == "1.5"
     assert rewrite.value_text(float("nan")) == "NaN"
     assert rewrite.value_text(Decimal("2.50")) == "2.50"
@@ -132,52 +119,17 @@ def test_rows_relation_and_values() -> None:
     assert rewrite.value_text(True) == "true"
 
 
-class _FakePlpy:
-    """Answers the volatility lookup: `volatile` names are volatile."""
-
-    def __init__(self, volatile: set[str]) -> None:
-        self.volatile = volatile
-
-    def prepare(self, sql, types):
-        return sql
-
-    def execute(self, plan, args):
-        return [{"volatile": args[1] in self.volatile}]
-
-
-@pytest.mark.parametrize(
-    ("expression", "refused"),
-    [
-        ("diffix.floor_by(c.x, 1)", False),
-        ("upper(c.city)", False),
-        ("sandbox.f(c.x)", True),
-        ("CAST(c.x AS sandbox.t)", True),
-        ("setseed(c.x)", True),
-    ],
-)
-def test_engine_refuses_foreign_functions_types_and_volatile_calls(expression, refused) -> None:
-    import sqlglot
-
-    checks = engine.SecurityChecks(_FakePlpy({"setseed"}), "analyst", None)  # type: ignore[arg-type]
-    node = sqlglot.parse_one(expression, read="postgres")
-    if refused:
-        with pytest.raises(PermissionError):
-            checks._check_expression(node)
-    else:
-        checks._check_expression(node)
-
-
 def _bucket_query(
     sql: str,
     aid_types: list[str],
     shortcut: bool = True,
     max_row_bytes: float = 0.0,
-    partition: rewrite.Partition | None = None,
-    row_range: rewrite.RowRange | None = None,
-) -> rewrite.BucketQuery:
+    partition: bucket_query.Partition | None = None,
+    row_range: bucket_query.RowRange | None = None,
+) -> bucket_query.BucketQuery:
     model = _model(sql)
     labels = [rewrite.SqlType(25, "text", "text", "S")] * len(model.groups)
-    return rewrite.bucket_query(
+    return bucket_query.bucket_query(
         model,
         labels,
         aid_types,
@@ -268,7 +220,7 @@ def test_only_one_int4_aid_with_combinable_aggregates_is_read_in_passes(
         )
     if not partitionable:
         with pytest.raises(ValueError, match="passes"):
-            _bucket_query(sql, aid_types, partition=rewrite.Partition(1, 3))
+            _bucket_query(sql, aid_types, partition=bucket_query.Partition(1, 3))
 
 
 @pytest.mark.parametrize("max_row_bytes", [0.0, 64.0])
@@ -276,10 +228,10 @@ def test_a_pass_reads_its_partition_and_keys_its_buckets(max_row_bytes: float) -
     sql = "SELECT city, count(*), sum(id) FROM test_customers GROUP BY 1"
     whole = _bucket_query(sql, ["int4"], max_row_bytes=max_row_bytes)
     first = _bucket_query(
-        sql, ["int4"], max_row_bytes=max_row_bytes, partition=rewrite.Partition(0, 3)
+        sql, ["int4"], max_row_bytes=max_row_bytes, partition=bucket_query.Partition(0, 3)
     )
     other = _bucket_query(
-        sql, ["int4"], max_row_bytes=max_row_bytes, partition=rewrite.Partition(2, 3)
+        sql, ["int4"], max_row_bytes=max_row_bytes, partition=bucket_query.Partition(2, 3)
     )
     hashed = '(pg_catalog.hashint4("test_customers"."id") & 2147483647) OPERATOR(pg_catalog.%) 3'
     assert f"{hashed} = 2" in other.sql and f"{hashed} = 0" in first.sql
@@ -294,15 +246,15 @@ def test_a_pass_reads_its_partition_and_keys_its_buckets(max_row_bytes: float) -
 def test_partition_numbers_are_checked() -> None:
     for index, count in ((0, 1), (3, 3), (-1, 2)):
         with pytest.raises(ValueError, match="invalid partition"):
-            rewrite.Partition(index, count)
+            bucket_query.Partition(index, count)
 
 
 def test_a_row_range_reads_its_blocks_and_keys_its_buckets() -> None:
     sql = "SELECT city, count(*), sum(id) FROM test_customers AS c GROUP BY 1"
     whole = _bucket_query(sql, ["int4"], max_row_bytes=64)
-    middle = _bucket_query(sql, ["int4"], max_row_bytes=64, row_range=rewrite.RowRange(10, 20))
-    first = _bucket_query(sql, ["int4"], max_row_bytes=64, row_range=rewrite.RowRange(0, 10))
-    last = _bucket_query(sql, ["int4"], max_row_bytes=64, row_range=rewrite.RowRange(20, None))
+    middle = _bucket_query(sql, ["int4"], max_row_bytes=64, row_range=bucket_query.RowRange(10, 20))
+    first = _bucket_query(sql, ["int4"], max_row_bytes=64, row_range=bucket_query.RowRange(0, 10))
+    last = _bucket_query(sql, ["int4"], max_row_bytes=64, row_range=bucket_query.RowRange(20, None))
     low, high = "\"c\".ctid >= '({},0)'::pg_catalog.tid", "\"c\".ctid < '({},0)'::pg_catalog.tid"
     assert f"AND {low.format(10)} AND {high.format(20)}" in middle.sql
     assert f"AND {high.format(10)}" in first.sql and "ctid >=" not in first.sql
@@ -315,8 +267,8 @@ def test_a_row_range_reads_its_blocks_and_keys_its_buckets() -> None:
         sql,
         ["int4"],
         max_row_bytes=64,
-        partition=rewrite.Partition(1, 2),
-        row_range=rewrite.RowRange(10, 20),
+        partition=bucket_query.Partition(1, 2),
+        row_range=bucket_query.RowRange(10, 20),
     )
     assert "hashint4" in both.sql and low.format(10) in both.sql and both.sql.count(" AS k") == 1
 
@@ -333,7 +285,7 @@ def test_only_a_query_shipping_rows_of_one_relation_is_read_in_row_ranges(
     sql: str, aid_types: list[str]
 ) -> None:
     with pytest.raises(ValueError, match="row ranges"):
-        _bucket_query(sql, aid_types, max_row_bytes=64, row_range=rewrite.RowRange(0, 5))
+        _bucket_query(sql, aid_types, max_row_bytes=64, row_range=bucket_query.RowRange(0, 5))
 
 
 @pytest.mark.parametrize(
@@ -346,15 +298,15 @@ def test_only_a_query_shipping_rows_of_one_relation_is_read_in_row_ranges(
     ],
 )
 def test_row_ranges_cover_every_block_once(blocks: int, count: int, bounds: list) -> None:
-    ranges = rewrite.row_ranges(blocks, count)
+    ranges = bucket_query.row_ranges(blocks, count)
     assert [(r.first, r.end) for r in ranges] == bounds
-    assert rewrite.RowRange(0, None).predicate("t") == "TRUE"
+    assert bucket_query.RowRange(0, None).predicate("t") == "TRUE"
 
 
 @pytest.mark.parametrize(("first", "end"), [(-1, 4), (5, 5), (6, 2)])
 def test_row_range_bounds_are_checked(first: int, end: int) -> None:
     with pytest.raises(ValueError, match="invalid row range"):
-        rewrite.RowRange(first, end)
+        bucket_query.RowRange(first, end)
 
 
 def test_bytes_per_row_is_what_one_input_row_can_add() -> None:

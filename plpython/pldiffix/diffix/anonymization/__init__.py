@@ -1,7 +1,9 @@
 """Per-bucket anonymization core: hashing, noise, aggregators, low-count filter, LED, suppress bin.
 
-Pure Python (standard library only). SQL groups rows per bucket and AID value; this package turns
-those per-bucket summaries into the values pg_diffix would report. See docs/engine.md.
+Pure Python (the states standard library only). SQL groups rows per bucket and AID value; this
+package turns those per-bucket summaries into the values pg_diffix would report. See
+docs/engine.md. Each aggregate's module also says what its bucket row needs and how its state is
+read from it (`agg_funcs.AggFuncs`, found through `registry.find_agg_funcs`).
 """
 
 from pldiffix.diffix.anonymization.base import AidContributions, BucketContext

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from pldiffix.diffix.anonymization import bucket_columns
 from pldiffix.diffix.anonymization._cnum import c_round_to_int
+from pldiffix.diffix.anonymization.agg_funcs import AggFuncs, AggregateInput, BucketPlan, BucketRow
 from pldiffix.diffix.anonymization.base import AidContributions, BucketContext
 from pldiffix.diffix.anonymization.contributions import ContributionTracker, ResultAccumulator
 from pldiffix.diffix.anonymization.hashing import AidKind
+
+COUNTED = "c"  # c<j>, ac<j>_<k>, uc<j>_<k>: per AID, the non-NULL values of value column j
 
 
 def accumulate(trackers: Sequence[ContributionTracker], ctx: BucketContext) -> ResultAccumulator:
@@ -73,3 +78,35 @@ class CountState:
         if accumulator.not_enough_aid_values:
             return None
         return accumulator.reported_noise
+
+
+class _CountStar(AggFuncs):
+    """count(*): the rows per AID (`bucket_columns.ROWS`), which every bucket row has."""
+
+    kinds = ("count_star", "count_noise_star")
+
+    def state(self, item: AggregateInput, row: BucketRow) -> CountState:
+        return CountState(row.trackers(bucket_columns.ROWS, None), "_noise" in item.kind)
+
+    def result_type(self, item: AggregateInput) -> str:
+        return "double precision" if "_noise" in item.kind else "bigint"
+
+
+class _Count(AggFuncs):
+    """count(col): the non-NULL values per AID (`COUNTED`)."""
+
+    kinds = ("count", "count_noise")
+
+    def plan(self, item: AggregateInput, call: Any, plan: BucketPlan) -> None:
+        item.value = plan.value(call)
+        plan.count(item.value)
+
+    def state(self, item: AggregateInput, row: BucketRow) -> CountState:
+        return CountState(row.trackers(COUNTED, item.value), "_noise" in item.kind)
+
+    def result_type(self, item: AggregateInput) -> str:
+        return "double precision" if "_noise" in item.kind else "bigint"
+
+
+COUNT_STAR = _CountStar()
+COUNT = _Count()

@@ -12,9 +12,22 @@ from __future__ import annotations
 import heapq
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from sqlglot import exp
+
+from pldiffix.core.sqltext import identifier
 from pldiffix.diffix.anonymization._cnum import c_round_to_int
+from pldiffix.diffix.anonymization.agg_funcs import (
+    AggFuncs,
+    AggregateInput,
+    BucketPlan,
+    BucketRow,
+    BucketSql,
+    json_array,
+)
 from pldiffix.diffix.anonymization.base import BucketContext
+from pldiffix.diffix.anonymization.bucket_columns import numbered, per_instance
 from pldiffix.diffix.anonymization.bulk import ContributionSummary
 from pldiffix.diffix.anonymization.contributions import (
     ResultAccumulator,
@@ -269,3 +282,89 @@ class DistinctAidsState(_DistinctFinalization):
 def _sort_key(key: Hashable) -> tuple[int, object]:
     # Keys of one column share a type; the tuple only guards against NULL-like sentinels.
     return (0, key) if key is not None else (1, 0)
+
+
+# Per bucket, a jsonb array of [rank, AIDs of instance 0, AIDs of instance 1, ...] per distinct
+# value of the counted column (ranked by `dense_rank`, `RANK` r<d> per input row), its AIDs
+# gathered per instance in `AIDS` (da<d>_<k>): dv<d> (`VALUES`). d is the input's slot.
+RANK = "r"
+AIDS = "da"
+VALUES = "dv"
+
+
+def _ranked(items: Sequence[AggregateInput]) -> list[AggregateInput]:
+    """The inputs with columns of their own (not the shortcut over the bucket's AIDs)."""
+    return [item for item in items if item.slot is not None]
+
+
+class _CountDistinct(AggFuncs):
+    kinds = ("count_distinct", "count_distinct_noise")
+
+    def plan(self, item: AggregateInput, call: Any, plan: BucketPlan) -> None:
+        column, aids = call.column, plan.aids
+        if (
+            plan.distinct_aid_shortcut
+            and len(aids) == 1
+            and column is not None
+            and (column.alias, column.name) == (aids[0].alias, aids[0].name)
+            and not isinstance(plan.argument(call), exp.Cast)
+        ):
+            item.distinct_aids = True
+            return
+        item.value = plan.value(call)
+        item.slot = plan.slot(self)
+
+    def combines(self, item: AggregateInput) -> bool:
+        return item.distinct_aids
+
+    def base_columns(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[str]:
+        out = []
+        for item in _ranked(items):
+            assert item.value is not None and item.slot is not None
+            value = sql.value_sql(item.value)
+            out.append(
+                f"CASE WHEN {value} IS NOT NULL THEN pg_catalog.dense_rank() OVER "
+                f"(ORDER BY {value}) END AS {identifier(numbered(RANK, item.slot))}"
+            )
+        return out
+
+    def grouping_columns(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[str]:
+        return [identifier(numbered(RANK, i.slot)) for i in _ranked(items) if i.slot is not None]
+
+    def grouping_sets(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[list[str]]:
+        return [[*sql.labels_cols, column] for column in self.grouping_columns(items, sql)]
+
+    def per_aid_columns(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[str]:
+        return [
+            sql.distinct_aids(k, per_instance(AIDS, item.slot, k))
+            for item in _ranked(items)
+            if item.slot is not None
+            for k in range(sql.n_aids)
+        ]
+
+    def bucket_columns(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[str]:
+        out = []
+        for item in _ranked(items):
+            assert item.slot is not None
+            r = identifier(numbered(RANK, item.slot))
+            aids = [identifier(per_instance(AIDS, item.slot, k)) for k in range(sql.n_aids)]
+            out.append(sql.entries([r, *aids], r, numbered(VALUES, item.slot)))
+        return out
+
+    def state(self, item: AggregateInput, row: BucketRow) -> _DistinctFinalization:
+        noise = "_noise" in item.kind
+        if item.distinct_aids:
+            summary = row.aid_summary()
+            if summary is not None:
+                return DistinctAidsState(noise=noise, summary=summary)
+            return DistinctAidsState(set(row.aid_hashes(0)), noise=noise)
+        assert item.slot is not None
+        entries = json_array(row.column(numbered(VALUES, item.slot)))
+        inputs = [DistinctValueInput(e[0], [list(a or []) for a in e[1:]]) for e in entries]
+        return CountDistinctState.from_inputs(row.kinds, inputs, noise=noise)
+
+    def result_type(self, item: AggregateInput) -> str:
+        return "double precision" if "_noise" in item.kind else "bigint"
+
+
+COUNT_DISTINCT = _CountDistinct()

@@ -10,9 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from pldiffix.core.sqltext import identifier
 from pldiffix.diffix.anonymization._cnum import c_div, c_max, c_round_to_int, to_int32
+from pldiffix.diffix.anonymization.agg_funcs import (
+    AggFuncs,
+    AggregateInput,
+    BucketPlan,
+    BucketRow,
+    BucketSql,
+    json_array,
+)
 from pldiffix.diffix.anonymization.base import BucketContext
+from pldiffix.diffix.anonymization.bucket_columns import AID, ROWS, numbered, per_instance
 from pldiffix.diffix.anonymization.hashing import AidKind, AidValue, hash_aid
 from pldiffix.diffix.anonymization.noise import is_low_count, layered_noise
 from pldiffix.diffix.anonymization.params import AnonymizationParams
@@ -133,3 +144,76 @@ class CountHistogramState:
         if low_bins >= 2 and not _pool_is_low_count(ctx.params, suppressed):
             rows.insert(0, [None, self._noisy_size(ctx, suppressed)])
         return rows
+
+
+# Per bucket, a jsonb array of [AID, rows, [AID], AIDs of instance 1, ...] per value of the
+# counted AID instance (here instance 0), the AIDs of the other instances gathered in `AIDS`
+# (ha<h>_<k>): hv<h> (`ENTRIES`). h is the input's slot.
+AIDS = "ha"
+ENTRIES = "hv"
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The counted AID instance and the bin size of one call (`AggregateInput.detail`)."""
+
+    instance: int
+    bin_size: int
+
+
+class _CountHistogram(AggFuncs):
+    kinds = ("count_histogram",)
+
+    def plan(self, item: AggregateInput, call: Any, plan: BucketPlan) -> None:
+        column = call.column
+        instance = next(
+            k
+            for k, aid in enumerate(plan.aids)
+            if (aid.alias, aid.name) == (column.alias, column.name)
+        )
+        item.slot = plan.slot(self)
+        item.detail = Counted(instance, int(call.bin_size or 1))
+
+    def combines(self, item: AggregateInput) -> bool:
+        return False
+
+    def per_aid_columns(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[str]:
+        return [
+            sql.distinct_aids(k, per_instance(AIDS, item.slot, k))
+            for item in items
+            if item.slot is not None
+            for k in range(sql.n_aids)
+            if k != item.detail.instance
+        ]
+
+    def bucket_columns(self, items: Sequence[AggregateInput], sql: BucketSql) -> list[str]:
+        out = []
+        for item in items:
+            assert item.slot is not None
+            counted = item.detail.instance
+            i = identifier(numbered(AID, counted))
+            parts = [i, ROWS] + [
+                f"pg_catalog.to_jsonb(ARRAY[{i}])"
+                if k == counted
+                else identifier(per_instance(AIDS, item.slot, k))
+                for k in range(sql.n_aids)
+            ]
+            out.append(sql.entries(parts, i, numbered(ENTRIES, item.slot)))
+        return out
+
+    def state(self, item: AggregateInput, row: BucketRow) -> CountHistogramState:
+        assert item.slot is not None
+        entries = [
+            HistogramEntryInput(e[0], int(e[1]), [list(a or []) for a in e[2:]])
+            for e in json_array(row.column(numbered(ENTRIES, item.slot)))
+        ]
+        counted: Counted = item.detail
+        return CountHistogramState.from_inputs(
+            row.kinds, counted.instance, counted.bin_size, entries
+        )
+
+    def result_type(self, item: AggregateInput) -> str:
+        return "bigint[]"
+
+
+COUNT_HISTOGRAM = _CountHistogram()

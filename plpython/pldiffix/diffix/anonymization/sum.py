@@ -12,13 +12,26 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
+from pldiffix.diffix.anonymization import count
 from pldiffix.diffix.anonymization._cnum import c_round_to_int
+from pldiffix.diffix.anonymization.agg_funcs import AggFuncs, AggregateInput, BucketPlan, BucketRow
 from pldiffix.diffix.anonymization.base import AidContributions, BucketContext
 from pldiffix.diffix.anonymization.contributions import ContributionTracker, ResultAccumulator
 from pldiffix.diffix.anonymization.count import CountState
 from pldiffix.diffix.anonymization.hashing import AidKind
 from pldiffix.diffix.anonymization.numeric import float4, float8_to_numeric, numeric_div
+
+# Per AID, the sums of the non-negative (`POSITIVE`) and the magnitudes of the non-positive
+# (`NEGATIVE`) values of value column j: sp<j>, asp<j>_<k>, usp<j>_<k> (likewise sn). Float sums
+# also get exact per-instance totals added in row order: tp<j>_<k>, tn<j>_<k>. A bucket row that
+# ships rows carries each row's value instead: rv<j>.
+POSITIVE = "sp"
+NEGATIVE = "sn"
+TOTAL_POSITIVE = "tp"
+TOTAL_NEGATIVE = "tn"
+ROW_VALUES = "rv"
 
 
 class SummandType(enum.Enum):
@@ -202,3 +215,67 @@ class AvgState:
             assert isinstance(total, Decimal)
             return numeric_div(total, Decimal(count))
         return float(total) / float(count)
+
+
+def _sum_state(item: AggregateInput, row: BucketRow, summand: SummandType) -> SumState:
+    j, integer = item.value, summand.is_integer
+    exact = j is not None and row.sum_totals(j)
+    return SumState(
+        summand,
+        row.trackers(POSITIVE, j, integer, TOTAL_POSITIVE if exact else None),
+        row.trackers(NEGATIVE, j, integer, TOTAL_NEGATIVE if exact else None),
+        "_noise" in item.kind,
+    )
+
+
+class _Sum(AggFuncs):
+    kinds = ("sum", "sum_noise")
+
+    def plan(self, item: AggregateInput, call: Any, plan: BucketPlan) -> None:
+        item.value = plan.value(call)
+        item.summand = plan.summand(item.value)
+        plan.sum(item.value)
+
+    def state(self, item: AggregateInput, row: BucketRow) -> SumState:
+        assert item.summand is not None
+        return _sum_state(item, row, item.summand)
+
+    def result_type(self, item: AggregateInput) -> str:
+        if "_noise" in item.kind:
+            return "double precision"
+        assert item.summand is not None
+        return {
+            "int8": "bigint",
+            "numeric": "numeric",
+            "float4": "real",
+            "float8": "double precision",
+        }[item.summand.result_type]
+
+
+class _Avg(AggFuncs):
+    """avg(col): its sum and its count (`count.COUNTED`) of the same value column."""
+
+    kinds = ("avg", "avg_noise")
+
+    def plan(self, item: AggregateInput, call: Any, plan: BucketPlan) -> None:
+        SUM.plan(item, call, plan)
+        assert item.value is not None
+        plan.count(item.value)
+
+    def state(self, item: AggregateInput, row: BucketRow) -> AvgState:
+        summand = item.summand
+        if summand is SummandType.NUMERIC:
+            summand = SummandType.FLOAT8  # summed as float8 anyway; pg_diffix refuses it
+        assert summand is not None
+        counted = CountState(row.trackers(count.COUNTED, item.value))
+        noise = "_noise" in item.kind
+        return AvgState(_sum_state(item, row, summand), counted, noise=noise)
+
+    def result_type(self, item: AggregateInput) -> str:
+        if "_noise" in item.kind or item.summand in (SummandType.FLOAT4, SummandType.FLOAT8):
+            return "double precision"
+        return "numeric"
+
+
+SUM = _Sum()
+AVG = _Avg()

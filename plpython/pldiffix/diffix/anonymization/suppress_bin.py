@@ -8,8 +8,12 @@ least two buckets went into it and it passes the low-count filter itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from pldiffix.diffix.anonymization.buckets import Bucket, QueryContext
+from pldiffix.diffix.anonymization.agg_funcs import AggFuncs, AggregateInput, BucketRow
+from pldiffix.diffix.anonymization.base import BucketContext
+from pldiffix.diffix.anonymization.buckets import Bucket, OutputRow, QueryContext
 from pldiffix.diffix.anonymization.params import AnonymizationParams
 
 
@@ -36,3 +40,33 @@ def build_suppress_bin(
         star.merge(bucket)
     star.low_count = star.evaluate_low_count(params)
     return None if star.low_count else star
+
+
+@dataclass
+class SuppressBinFlag:
+    """is_suppress_bin(*): false in every bucket; the suppress bin's row reports true."""
+
+    def merge(self, other: SuppressBinFlag) -> None:
+        return None
+
+    def empty(self) -> SuppressBinFlag:
+        return SuppressBinFlag()
+
+    def finalize(self, ctx: BucketContext) -> bool:
+        return False
+
+
+class _IsSuppressBin(AggFuncs):
+    kinds = ("is_suppress_bin",)
+
+    def state(self, item: AggregateInput, row: BucketRow) -> SuppressBinFlag:
+        return SuppressBinFlag()
+
+    def result_type(self, item: AggregateInput) -> str:
+        return "boolean"
+
+    def reported(self, value: Any, output: OutputRow) -> Any:
+        return output.is_suppress_bin
+
+
+IS_SUPPRESS_BIN = _IsSuppressBin()
