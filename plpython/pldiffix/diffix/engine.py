@@ -36,7 +36,7 @@ from pldiffix.core.levels import AccessLevel
 from pldiffix.core.relations import RelationKind
 from pldiffix.core.sqltext import identifier
 from pldiffix.core.statements import QueryError
-from pldiffix.diffix import rewrite
+from pldiffix.diffix import rewrite, shards
 from pldiffix.diffix.anonymization import (
     AidKind,
     AnonymizationParams,
@@ -170,6 +170,8 @@ class SecurityChecks:
         )[0]
         if not row["usage"]:
             raise PermissionError(f"permission denied for schema {schema}")
+        if details.relkind == "p":  # hook: sharded personal tables (issue 32, diffix/shards.py)
+            shards.check_tree(self.plpy, details.oid, shown)
         if kind is RelationKind.PERSONAL:
             return
         if details.row_security:
