@@ -82,7 +82,9 @@ def create_server(admin: psycopg.Connection, server: str, shard: Shard) -> None:
     )
 
 
-def create_sharded_tx(admin: psycopg.Connection, shard: Shard, *, mark: bool = True) -> None:
+def create_sharded_tx(
+    admin: psycopg.Connection, shard: Shard, *, mark: bool = True, rows: str = ROWS
+) -> None:
     """tx partitioned by range of aid: tx_p0 local, tx_p1 on the shard; local_copy.tx the same
     rows in one plain table (bucket seeds name the table, not its schema). Both readable by
     PUBLIC before they are marked personal."""
@@ -91,12 +93,12 @@ def create_sharded_tx(admin: psycopg.Connection, shard: Shard, *, mark: bool = T
         f"""
         CREATE TABLE tx (aid integer, kind text, amount float8) PARTITION BY RANGE (aid);
         CREATE TABLE tx_p0 PARTITION OF tx FOR VALUES FROM (MINVALUE) TO ({SPLIT});
-        INSERT INTO tx_p0 SELECT * FROM ({ROWS}) r WHERE aid < {SPLIT};
+        INSERT INTO tx_p0 SELECT * FROM ({rows}) r WHERE aid < {SPLIT};
         CREATE FOREIGN TABLE tx_p1 PARTITION OF tx FOR VALUES FROM ({SPLIT}) TO (MAXVALUE)
           SERVER shard1 OPTIONS (table_name 'tx_remote', use_remote_estimate 'true');
         CREATE SCHEMA local_copy;
         GRANT USAGE ON SCHEMA local_copy TO PUBLIC;
-        CREATE TABLE local_copy.tx AS SELECT * FROM ({ROWS}) r;
+        CREATE TABLE local_copy.tx AS SELECT * FROM ({rows}) r;
         GRANT SELECT ON tx, tx_p0, tx_p1, local_copy.tx TO PUBLIC;
         ANALYZE tx_p0, local_copy.tx;
         """

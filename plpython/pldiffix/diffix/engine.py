@@ -344,6 +344,8 @@ def _anonymize(
     aid_types = [_column_type(live, aid) for aid in model.aid_columns]
     kinds = [AidKind.from_type_name(t) for t in aid_types]
     estimated_rows = _estimated_rows(model, live)
+    if estimated_rows is None:  # hook: partitioned tables (issue 32, diffix/shards.py)
+        estimated_rows = shards.estimated_rows(plpy, model, live)
     splittable = _splittable(labels, kinds)
     make_query = functools.partial(
         rewrite.bucket_query,
