@@ -106,6 +106,7 @@ DECLARE
   aid_attnum int2;
   attnums int2[] := '{}';
   aid_type oid;
+  partition oid;
 BEGIN
   PERFORM diffix._require_admin('label tables');
   PERFORM diffix._check_labelable(relid, 'personal');
@@ -141,6 +142,11 @@ BEGIN
                  'diffix_anonymized_untrusted, diffix_anonymized_dp', relid::regclass);
   PERFORM diffix._revoke_exposures();
   EXECUTE format('GRANT SELECT ON %s TO diffix_engine', relid::regclass);
+  -- The engine reads a table partitioned on its AID partition by partition (docs/scale-out.md).
+  FOR partition IN SELECT t.relid FROM pg_partition_tree(_mark_personal.relid) t
+                   WHERE t.relid <> _mark_personal.relid LOOP
+    EXECUTE format('GRANT SELECT ON %s TO diffix_engine', partition::regclass);
+  END LOOP;
 END
 $$;
 

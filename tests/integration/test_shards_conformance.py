@@ -82,7 +82,7 @@ def _coordinator(conn: psycopg.Connection, clusters: list[EmbeddedCluster], read
         conn.execute(
             sql.SQL(
                 "CREATE SERVER {} FOREIGN DATA WRAPPER postgres_fdw "
-                "OPTIONS (host {}, port {}, dbname 'postgres')"
+                "OPTIONS (host {}, port {}, dbname 'postgres', async_capable 'true')"
             ).format(server, sql.Literal(str(cluster.root)), sql.Literal(str(cluster.port)))
         )
         for role in ("diffix_engine", "CURRENT_USER"):  # CURRENT_USER only to load the rows

@@ -387,7 +387,17 @@ def _anonymize(
         else None
     )
     buckets: list[Bucket] | None = None
-    if passes > 1 or ranges:
+    # hook: a table partitioned on its AID is read per partition (issue 32, diffix/shards.py)
+    leaves = shards.aid_partitions(plpy, model, live) if splittable and query.partitionable else []
+    if leaves and not ranges and isinstance(model.from_tree, RangeEntry):
+        try:
+            buckets = shards.read_partitions(
+                plpy, reader, make_query, model.from_tree, leaves, passes, _read
+            )
+        except partitions.PartsDisagree as error:
+            plpy.debug(f"pldiffix: reading the query again at once: {error}")
+            reader.query, buckets = query, None
+    elif passes > 1 or ranges:
         plpy.debug(
             f"pldiffix: reading the query in {passes} passes of {len(ranges) or 1} row ranges"
         )

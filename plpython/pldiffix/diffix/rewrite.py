@@ -502,6 +502,7 @@ def bucket_query(
     max_row_bytes: float = 0.0,
     partition: Partition | None = None,
     row_range: RowRange | None = None,
+    keyed: bool = False,  # hook: per-leaf statements (issue 32, diffix/shards.py)
 ) -> BucketQuery:
     """The SQL that returns one row per bucket (see the module docstring).
 
@@ -513,7 +514,7 @@ def bucket_query(
     into at most `max_row_bytes` (the caller's memory budget divided by the relation's rows).
     With `partition`, only that pass's rows are read (`BucketQuery.partitionable` must hold);
     with `row_range`, only the rows in that range (the query must ship rows). Either adds the
-    bucket key `k` (`_key_select`).
+    bucket key `k` (`_key_select`), as does `keyed`.
     """
     aids = model.aid_columns
     n_aids = len(aids)
@@ -627,7 +628,8 @@ def bucket_query(
         # cast (numeric_out + strtod) would run that many times per row. OFFSET 0 keeps the
         # subquery, which computes each value once; the scan order, hence float sums, is the same.
         base_sql += " OFFSET 0"
-    keys = [_key_select(model)] if partition is not None or row_range is not None else []
+    keyed = keyed or partition is not None or row_range is not None
+    keys = [_key_select(model)] if keyed else []
 
     def finish(
         bucket_sql: str, packed: dict[str, str], bytes_per_row: int, rows: bool = False
@@ -849,7 +851,9 @@ def _row_query(
         outer.append(f"{_per_aid_array(identifier('i0'), aid_format, null_rows, False)} AS na{j}")
         packed[f"na{j}"] = aid_format
         if j in sums:
-            outer.append(f"{_per_aid_array(f'COALESCE({v}, 0)', sums[j], present, False)} AS rv{j}")
+            # CASE, not COALESCE: postgres_fdw 15 ships CASE to a shard (diffix/shards.py)
+            zeroed = f"CASE WHEN {v} IS NULL THEN 0 ELSE {v} END"
+            outer.append(f"{_per_aid_array(zeroed, sums[j], present, False)} AS rv{j}")
             packed[f"rv{j}"] = sums[j]
     labels_cols = [identifier(f"l{k}") for k in range(len(model.groups))]
     group_by = f" GROUP BY {', '.join(labels_cols)}" if labels_cols else ""
