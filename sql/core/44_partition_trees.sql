@@ -30,8 +30,8 @@ REVOKE ALL ON FUNCTION diffix._personal_tree_members() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION diffix._personal_tree_members() TO PUBLIC;  -- check_security's callers
 
 -- Why a partitioned table cannot be marked personal, or NULL when it can: it must be the root of
--- its tree, its partitions plain tables or postgres_fdw foreign tables without labels of their
--- own and without inheritance children outside the tree.
+-- its tree, its partitions plain tables or postgres_fdw foreign tables without row-level
+-- security, labels of their own or inheritance children outside the tree.
 CREATE OR REPLACE FUNCTION diffix._partition_tree_refusal(root oid) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -51,6 +51,10 @@ AS $$
      WHERE c.relkind NOT IN ('r', 'p', 'f') OR (c.relkind = 'f' AND w.fdwname IS DISTINCT FROM
                                                                       'postgres_fdw')
      ORDER BY t.relid LIMIT 1),
+    (SELECT format('partition %s has row-level security, which reads through the root and '
+                   'partition by partition would apply differently', t.relid::regclass)
+     FROM pg_partition_tree(root) t JOIN pg_class c ON c.oid = t.relid
+     WHERE t.relid <> root AND c.relrowsecurity ORDER BY t.relid LIMIT 1),
     (SELECT format('partition %s is labeled %s; unmark it first', t.relid::regclass, l.label)
      FROM pg_partition_tree(root) t JOIN diffix.table_labels l ON l.relid = t.relid
      WHERE t.relid <> root ORDER BY t.relid LIMIT 1),
@@ -104,6 +108,16 @@ AS $$
                 'shard holding rows of %s', a.rolname, a.level, s.tables),
          format('ALTER SERVER %I OWNER TO an administrator', s.srvname)
   FROM shards s JOIN anonymized a ON pg_has_role(a.roleid, s.srvowner, 'MEMBER')
+  UNION ALL
+  SELECT 'info', t.relid::regclass::text,
+         format('diffix_engine cannot read this partition of %s: queries read the table through '
+                'its root, not partition by partition', t.personal::regclass),
+         format('CALL diffix.mark_personal(%L, ...) again, or GRANT SELECT ON %s TO diffix_engine',
+                t.personal::regclass::text, t.relid::regclass)
+  FROM diffix._personal_tree_members() t JOIN pg_class c ON c.oid = t.relid
+  WHERE c.relispartition AND NOT has_table_privilege('diffix_engine', t.relid, 'SELECT')
+    AND EXISTS (SELECT FROM diffix.table_labels l WHERE l.relid = t.personal
+                AND l.label = 'personal')
   UNION ALL
   SELECT 'warning', format('server %I', s.srvname),
          format('no user mapping for diffix_engine: queries over %s fail', s.tables),
