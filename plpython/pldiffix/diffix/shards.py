@@ -98,8 +98,8 @@ def aid_partitions(
 
 
 def per_partition_sql(bucket_sql: str, entry: RangeEntry, leaves: Sequence[RelationRef]) -> str:
-    """`bucket_sql` (over `entry` only) once per partition, as branches of a UNION ALL. Raises
-    ValueError when the relation is not named exactly once."""
+    """`bucket_sql` (over `entry` only) once per partition, as branches of a UNION ALL, rows in
+    partition order. Raises ValueError when the relation is not named exactly once."""
     root = rewrite.from_sql(entry)
     if bucket_sql.count(root) != 1:
         raise ValueError("the bucket query does not name its relation once")
@@ -108,8 +108,11 @@ def per_partition_sql(bucket_sql: str, entry: RangeEntry, leaves: Sequence[Relat
         over_leaf = bucket_sql.replace(
             root, rewrite.from_sql(dataclasses.replace(entry, relation=leaf))
         )
-        branches.append(f"SELECT * FROM ({over_leaf}) {identifier(f'part{index}')}")
-    return " UNION ALL ".join(branches)
+        part = identifier(f"part{index}")
+        branches.append(f"SELECT {index} AS __part, * FROM ({over_leaf}) {part}")
+    # Parts in partition order, whatever order concurrent branches finish in: float totals are
+    # then combined in the same order run after run.
+    return f"SELECT * FROM ({' UNION ALL '.join(branches)}) parts ORDER BY __part"
 
 
 ReadFn = Callable[[Any, Any, str], Iterator[tuple[Bucket, int]]]
