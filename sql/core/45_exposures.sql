@@ -13,6 +13,9 @@ AS $$
     UNION  -- tables perturbed row by row for the perturbed level (sql/perturb)
     SELECT c.oid, c.relacl, c.relowner FROM diffix.microdata_tables m
     JOIN pg_class c ON c.oid = m.relid
+    UNION  -- partitions and parents holding a personal table's rows (44_partition_trees.sql)
+    SELECT c.oid, c.relacl, c.relowner FROM diffix._personal_tree_members() t
+    JOIN pg_class c ON c.oid = t.relid
   ), anonymized AS (
     SELECT a.roleid FROM diffix._anonymized_roles() a
     JOIN pg_roles r ON r.oid = a.roleid WHERE NOT r.rolsuper

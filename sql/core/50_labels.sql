@@ -46,6 +46,8 @@ AS $$
 DECLARE
   kind "char";
   schema_name name;
+  covering oid;
+  refusal text;
 BEGIN
   SELECT c.relkind, n.nspname INTO kind, schema_name
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = relid;
@@ -53,9 +55,23 @@ BEGIN
     RAISE EXCEPTION '% is a system table and cannot be labeled', relid::regclass
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  IF label = 'personal' THEN
+  -- A partition or parent of a personal table is covered by that table's label (44_partition_trees.sql).
+  SELECT t.personal INTO covering FROM diffix._personal_tree_members() t
+  WHERE t.relid = _check_labelable.relid LIMIT 1;
+  IF covering IS NOT NULL THEN
+    RAISE EXCEPTION '% holds rows of personal table % and takes no label of its own',
+      relid::regclass, covering::regclass USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'the label of the partitioned table covers its partitions';
+  END IF;
+  IF label = 'personal' AND kind = 'p' THEN  -- sharded personal tables (docs/scale-out.md)
+    refusal := diffix._partition_tree_refusal(relid);
+    IF refusal IS NOT NULL THEN
+      RAISE EXCEPTION '% cannot be marked personal: %', relid::regclass, refusal
+        USING ERRCODE = 'feature_not_supported';
+    END IF;
+  ELSIF label = 'personal' THEN
     IF kind NOT IN ('r', 'm') THEN
-      RAISE EXCEPTION '% is not a plain table or materialized view and cannot be marked personal',
+      RAISE EXCEPTION '% is not a plain table, materialized view or partitioned table and cannot be marked personal',
         relid::regclass USING ERRCODE = 'wrong_object_type',
         HINT = 'mark the underlying table personal instead';
     END IF;
@@ -78,6 +94,7 @@ DECLARE
   aid_attnum int2;
   attnums int2[] := '{}';
   aid_type oid;
+  partition oid;
 BEGIN
   PERFORM diffix._require_admin('label tables');
   PERFORM diffix._check_labelable(relid, 'personal');
@@ -113,6 +130,11 @@ BEGIN
                  'diffix_anonymized_untrusted, diffix_anonymized_dp', relid::regclass);
   PERFORM diffix._revoke_exposures();
   EXECUTE format('GRANT SELECT ON %s TO diffix_engine', relid::regclass);
+  -- The engine reads a table partitioned on its AID partition by partition (docs/scale-out.md).
+  FOR partition IN SELECT t.relid FROM pg_partition_tree(_mark_personal.relid) t
+                   WHERE t.relid <> _mark_personal.relid LOOP
+    EXECUTE format('GRANT SELECT ON %s TO diffix_engine', partition::regclass);
+  END LOOP;
 END
 $$;
 

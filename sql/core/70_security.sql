@@ -35,6 +35,7 @@ AS $$
     AND c.oid NOT IN (SELECT l.relid FROM diffix.table_labels l
                       WHERE l.label IN ('personal', 'cellkey'))
     AND c.oid NOT IN (SELECT m.relid FROM diffix.microdata_tables m)
+    AND c.oid NOT IN (SELECT t.relid FROM diffix._personal_tree_members() t)
 $$;
 
 CREATE OR REPLACE FUNCTION diffix._note_acls_before_grant() RETURNS event_trigger
@@ -111,6 +112,8 @@ AS $$
     WHERE l.label IN ('personal', 'cellkey')
     UNION
     SELECT m.relid FROM diffix.microdata_tables m
+    UNION  -- partitions and parents holding a personal table's rows (44_partition_trees.sql)
+    SELECT t.relid FROM diffix._personal_tree_members() t
   ), anonymized AS (
     SELECT a.roleid, a.rolname, a.level, r.rolsuper, r.rolbypassrls, r.rolcanlogin
     FROM diffix._anonymized_roles() a JOIN pg_roles r ON r.oid = a.roleid
@@ -204,6 +207,8 @@ AS $$
   FROM diffix.unlabeled_tables u WHERE u.acknowledged_at IS NULL
   UNION ALL
   SELECT * FROM diffix._ledger_findings()
+  UNION ALL
+  SELECT * FROM diffix._shard_findings()  -- servers holding partitions (44_partition_trees.sql)
   UNION ALL
   SELECT 'info', quote_ident(r.rolname), 'can log in but has no access level label; gets the default',
          format('CALL diffix.mark_role(%L, ''anonymized_untrusted'') or ''direct''', r.rolname)

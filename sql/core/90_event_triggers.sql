@@ -12,5 +12,6 @@ CREATE EVENT TRIGGER diffix_note_acls_before_grant ON ddl_command_start
 
 DROP EVENT TRIGGER IF EXISTS diffix_refuse_exposing_grants;
 CREATE EVENT TRIGGER diffix_refuse_exposing_grants ON ddl_command_end
-  WHEN TAG IN ('GRANT', 'ALTER TABLE', 'ALTER MATERIALIZED VIEW')
+  WHEN TAG IN ('GRANT', 'ALTER TABLE', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
+               'CREATE TABLE', 'CREATE FOREIGN TABLE')  -- partitions attached or created
   EXECUTE FUNCTION diffix._refuse_exposing_grants();

@@ -181,6 +181,7 @@ SELECT c.oid, c.relkind, c.relrowsecurity,
        c.relhassubclass OR c.relispartition
          OR EXISTS (SELECT FROM pg_catalog.pg_inherits i
                     WHERE i.inhrelid OPERATOR(pg_catalog.=) c.oid) AS inheritance,
+       c.relkind OPERATOR(pg_catalog.=) 'p' AND NOT c.relispartition AS partitioned,
        l.label
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
@@ -274,7 +275,14 @@ class LiveCatalog:
             None if row["estimated_rows"] is None else float(row["estimated_rows"]),
             None if row["blocks"] is None else int(row["blocks"]),
         )
-        return RelationInfo(schema, name, kind, infos, inheritance=bool(row["inheritance"]))
+        return RelationInfo(
+            schema,
+            name,
+            kind,
+            infos,
+            inheritance=bool(row["inheritance"]),
+            partitioned=bool(row["partitioned"]),
+        )
 
     def get_function(self, schema: str, name: str) -> FunctionInfo | None:
         rows = query(self._plpy, _FUNCTION, ("name", "name"), (schema, name))

@@ -44,6 +44,8 @@ class RelationInfo:
     columns: tuple[ColumnInfo, ...]
     #: True when the relation has a parent or children in an inheritance (or partition) tree.
     inheritance: bool = False
+    #: True for the root of a declarative partition tree (relkind 'p', itself no partition).
+    partitioned: bool = False
 
     @property
     def aid_columns(self) -> tuple[str, ...]:

@@ -69,6 +69,8 @@ class SecurityChecks:
         )[0]
         if not row["usage"]:
             raise PermissionError(f"permission denied for schema {schema}")
+        if details.relkind == "p":  # partitions attached later (docs/scale-out.md)
+            _check_partition_tree(self.plpy, details.oid, shown)
         if relation.kind is RelationKind.PERSONAL:
             return
         if details.row_security:
@@ -126,3 +128,14 @@ class SecurityChecks:
         )
         if rows and rows[0]["volatile"] and name.lower() not in HARMLESS_VOLATILE:
             raise PermissionError(f"volatile function {name} is not allowed")
+
+
+def _check_partition_tree(plpy: Any, relid: int, shown: str) -> None:
+    """Raises PermissionError when the partition tree rooted at `relid` may not be read: its
+    partitions must still be plain or postgres_fdw foreign tables, unlabeled, without children
+    (sql/core/44_partition_trees.sql)."""
+    refusal = catalog.query(
+        plpy, "SELECT diffix._partition_tree_refusal($1) AS refusal", ("oid",), (relid,)
+    )[0]["refusal"]
+    if refusal is not None:
+        raise PermissionError(f"{shown} cannot be read in an anonymizing query: {refusal}")

@@ -247,6 +247,7 @@ def bucket_query(
     max_row_bytes: float = 0.0,
     partition: Partition | None = None,
     row_range: RowRange | None = None,
+    keyed: bool = False,
 ) -> BucketQuery:
     """The SQL that returns one row per bucket (see the module docstring).
 
@@ -258,7 +259,7 @@ def bucket_query(
     into at most `max_row_bytes` (the caller's memory budget divided by the relation's rows).
     With `partition`, only that pass's rows are read (`BucketQuery.partitionable` must hold);
     with `row_range`, only the rows in that range (the query must ship rows). Either adds the
-    bucket key `k` (`_key_select`).
+    bucket key `k` (`_key_select`), as does `keyed` (per-partition statements, diffix/shards.py).
     """
     aids = model.aid_columns
     n_aids = len(aids)
@@ -322,7 +323,8 @@ def bucket_query(
         # cast (numeric_out + strtod) would run that many times per row. OFFSET 0 keeps the
         # subquery, which computes each value once; the scan order, hence float sums, is the same.
         base_sql += " OFFSET 0"
-    keys = [_key_select(model)] if partition is not None or row_range is not None else []
+    keyed = keyed or partition is not None or row_range is not None
+    keys = [_key_select(model)] if keyed else []
 
     def finish(
         bucket_sql: str, packed: dict[str, str], bytes_per_row: int, rows: bool = False
@@ -524,7 +526,9 @@ def _row_query(
         packed[name] = aid_format
         if j in sums:
             name = numbered(ROW_VALUES, j)
-            value = _per_aid_array(f"COALESCE({v}, 0)", sums[j], present, False)
+            # CASE, not COALESCE: postgres_fdw 15 ships CASE to a shard (diffix/shards.py)
+            zeroed = f"CASE WHEN {v} IS NULL THEN 0 ELSE {v} END"
+            value = _per_aid_array(zeroed, sums[j], present, False)
             outer.append(f"{value} AS {name}")
             packed[name] = sums[j]
     labels_cols = [identifier(numbered(LABEL, k)) for k in range(len(model.groups))]

@@ -33,7 +33,7 @@ from pldiffix.core.relations import RelationKind
 from pldiffix.core.security_checks import SecurityChecks
 from pldiffix.core.sqltext import identifier
 from pldiffix.core.statements import QueryError
-from pldiffix.diffix import bucket_query, reading, rewrite, seed_material
+from pldiffix.diffix import bucket_query, reading, rewrite, seed_material, shards
 from pldiffix.diffix.anonymization import (
     AidKind,
     AnonymizationParams,
@@ -186,6 +186,8 @@ def _anonymize(
     aid_types = [_column_type(live, aid) for aid in model.aid_columns]
     kinds = [AidKind.from_type_name(t) for t in aid_types]
     estimated_rows = _estimated_rows(model, live)
+    if estimated_rows is None:  # partitioned tables (diffix/shards.py)
+        estimated_rows = shards.estimated_rows(plpy, model, live)
     splittable = _splittable(labels, kinds)
     make_query = functools.partial(
         bucket_query.bucket_query,
@@ -227,7 +229,17 @@ def _anonymize(
         else None
     )
     buckets: list[Bucket] | None = None
-    if passes > 1 or ranges:
+    # a table partitioned on its AID is read per partition (diffix/shards.py)
+    leaves = shards.aid_partitions(plpy, model, live) if splittable and query.partitionable else []
+    if leaves and not ranges and isinstance(model.from_tree, RangeEntry):
+        try:
+            buckets = shards.read_partitions(
+                plpy, reader, make_query, model.from_tree, leaves, passes, reading.read
+            )
+        except partitions.PartsDisagree as error:
+            plpy.debug(f"pldiffix: reading the query again at once: {error}")
+            reader.query, buckets = query, None
+    elif passes > 1 or ranges:
         plpy.debug(
             f"pldiffix: reading the query in {passes} passes of {len(ranges) or 1} row ranges"
         )

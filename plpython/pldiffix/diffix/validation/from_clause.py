@@ -1,6 +1,7 @@
 """FROM checks of an anonymizing SELECT, and its range entries and join tree for the model.
 
-Only labeled tables (no subqueries, CTEs, functions or VALUES, no inheritance, no TABLESAMPLE),
+Only labeled tables (no subqueries, CTEs, functions or VALUES, no inheritance or partitions other
+than the root of a partitioned personal table, no TABLESAMPLE),
 personal ones with AID columns, joined by equalities of plain columns (ON, USING or NATURAL);
 cross joins and comma-separated lists are refused.
 """
@@ -44,7 +45,9 @@ def check_from(analysis: Analysis, tree: FromTree) -> tuple[list[RangeEntry], Fr
                 "other data with the anonymized result in an outer query.",
             )
         relation = source.relation
-        if relation.inheritance:
+        # A partitioned personal table is read through its root, whose label covers every
+        # partition (docs/scale-out.md); partitions and other trees are refused.
+        if relation.inheritance and not (relation.partitioned and source.is_personal):
             raise error_at(
                 node,
                 f"table {relation.schema}.{relation.name} is part of an inheritance or "
