@@ -342,14 +342,20 @@ def _error_text(error: Exception) -> str:
 
 
 def measure(
-    dsn: str, rows: int, runs: int, figures: dict[tuple[str, str], Figures], *, timing: bool
+    dsn: str,
+    rows: int,
+    runs: int,
+    figures: dict[tuple[str, str], Figures],
+    *,
+    timing: bool,
+    systems: Sequence[type] = SYSTEMS,
 ) -> None:
     """Error runs (timing False) or timed runs after a warm-up (timing True) of every case.
     figures: by (output or case name, system name)."""
     truth = truths(dsn)
     for case in CASES:
         _set_keys(dsn, case.declared)
-        for system_type in SYSTEMS:
+        for system_type in systems:
             name = system_type.name
             entries = [figures.setdefault((o, name), Figures()) for o in case.outputs]
             timed = figures.setdefault((case.name, name), Figures())
@@ -474,7 +480,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="override a server setting of the throwaway cluster (repeatable)",
     )
+    parser.add_argument(
+        "--systems",
+        type=_systems_arg,
+        default=SYSTEMS,
+        help="comma-separated, of: pldiffix, smartnoise, opendp (default all)",
+    )
     return parser.parse_args(argv)
+
+
+def _systems_arg(text: str) -> list[type]:
+    known = {system.name.split()[0].lower(): system for system in SYSTEMS}
+    try:
+        return [known[name.strip().lower()] for name in text.split(",")]
+    except KeyError as error:
+        raise argparse.ArgumentTypeError(f"unknown system {error.args[0]!r}") from None
 
 
 @contextlib.contextmanager
@@ -500,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 print(f"== {format_rows(rows)} people, {format_rows(3 * rows)} tx ...", flush=True)
                 build(dsn, rows)
-                measure(dsn, rows, runs, figures, timing=timing)
+                measure(dsn, rows, runs, figures, timing=timing, systems=args.systems)
         finally:
             drop(dsn)
     print(report(figures, args), flush=True)
