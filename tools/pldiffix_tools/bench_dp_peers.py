@@ -154,26 +154,32 @@ class Pldiffix:
 
 
 class SmartNoise:
-    """Its own PostgreSQL reader on a psycopg connection. It has no declared keys: without
-    `censor_dims` it releases every key it sees, with noisy counts."""
+    """Its own PostgreSQL reader on a psycopg connection. Its epsilon is per noisy aggregate (an
+    avg is a sum and a count: twice epsilon), so each query gets epsilon / k, k from its
+    get_privacy_cost, and spends epsilon in all like the others. It has no declared keys:
+    without `censor_dims` it releases every key it sees, with noisy counts."""
 
     name = "SmartNoise SQL"
 
     def __init__(self, dsn: str, rows: int):
         import snsql
 
+        self.snsql = snsql
+        self.rows = rows
         self.conn = psycopg.connect(make_conninfo(dsn, dbname=DB), autocommit=True)
-        self.readers = {
-            censor: snsql.from_connection(
-                self.conn,
-                engine="postgres",
-                privacy=snsql.Privacy(epsilon=EPSILON, delta=DELTA),
-                metadata=_smartnoise_metadata(rows, censor),
-            )
-            for censor in (True, False)
-        }
+
+    def _reader(self, censor: bool, epsilon: float) -> Any:
+        return self.snsql.from_connection(
+            self.conn,
+            engine="postgres",
+            privacy=self.snsql.Privacy(epsilon=epsilon, delta=DELTA),
+            metadata=_smartnoise_metadata(self.rows, censor),
+        )
 
     def release(self, case: Case) -> Answer:
+        return self.releases(case)()
+
+    def releases(self, case: Case) -> Callable[[], Answer]:
         if case.name == "median":
             raise NotImplementedError("no median in SmartNoise SQL")
         statement = (
@@ -182,10 +188,10 @@ class SmartNoise:
             .replace("FROM people", "FROM public.people")
             .replace("FROM tx", "FROM public.tx")
         )
-        return _answer(case, self.readers[not case.declared].execute(statement)[1:])
-
-    def releases(self, case: Case) -> Callable[[], Answer]:
-        return lambda: self.release(case)
+        censor = case.group is not None and not case.declared
+        spent = self._reader(censor, EPSILON).get_privacy_cost(statement)[0]
+        reader = self._reader(censor, EPSILON * EPSILON / spent)
+        return lambda: _answer(case, reader.execute(statement)[1:])
 
     def close(self) -> None:
         self.conn.close()
