@@ -54,7 +54,7 @@ def test_the_report_shows_each_output_and_case_with_notes():
     assert "SmartNoise SQL: no median in SmartNoise SQL" in text
     for output in (o for case in CASES for o in case.outputs):
         assert f"| {output}: error |" in text
-    assert "target undeclared keys <= 1.1x OpenDP: 0.90 vs 0.90 (1.00x): met" in text
+    assert "target undeclared keys <= 1.1x OpenDP: 0.90 ± 0.10 vs 0.90 ± 0.00 (1.00x): met" in text
     assert "target median <= 2x Tumult's 0.98: 3.00: MISSED" in text
 
 
