@@ -2,7 +2,8 @@
 
 The same PostgreSQL data for all three: `people`, one row per person in 10 skewed groups (group
 g holds half of what groups g - 1.. leave: N/2, N/4, ..., the last N/512), a value in [0, 1000);
-`tx`, 3N rows of N/5 persons (about 15 each) over 10 kinds, an amount in [0, 1000). At epsilon 1:
+`tx`, 3N rows of N/5 persons (exactly 15 each) over 10 kinds, an amount in [0, 1000). At
+epsilon 1:
 
 - count by group with undeclared keys (delta 1e-6: partition selection) and with declared keys;
 - avg and median of the value (bounds [0, 1000]);
@@ -14,9 +15,10 @@ does not release counts as an error of its true value). Time: the median of --ti
 
 How each system gets the data: pldiffix as an anonymized_dp role (diffix.dp_query_json, a fresh
 epsilon in (0.999, 1] each run, since an identical query would be a free replay); SmartNoise SQL
-through its PostgreSQL reader over the same psycopg connection; OpenDP (polars) on the rows read
-from PostgreSQL (tx: at most 20 rows per person kept in SQL, since OpenDP takes the bound as a
-promise), the read counted in its time. Tumult is not run: its figures are the issue's.
+through its PostgreSQL reader over the same psycopg connection, epsilon / k for k noisy
+aggregates; OpenDP (polars) on the rows read from PostgreSQL, the read counted in its time (tx:
+15 rows per person by construction, so OpenDP's bound of 20, a promise it does not enforce,
+holds). Tumult is not run: its figures are the issue's.
 The peers are bench-only dependencies (pyproject.toml's `bench` extra), never in the server.
 """
 
