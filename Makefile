@@ -29,12 +29,21 @@ unit: $(STAMP)
 demo: deps
 	$(PY) -m pldiffix_tools.demo
 
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+# the DP peers (SmartNoise SQL, OpenDP) go into the virtualenv only, never into the server
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -e '.[dev,bench]'
+	@touch $@
+
 # BENCH_ARGS go to the engine benchmark, PROXY_BENCH_ARGS to the proxy's (overhead and load),
-# SYNTH_BENCH_ARGS to the synthesis-vs-MST comparison (MST in its own .venv-mst, made on first use)
-bench: deps
+# SYNTH_BENCH_ARGS to the synthesis-vs-MST comparison (MST in its own .venv-mst, made on first use),
+# DP_PEERS_ARGS to the DP side by side (pldiffix, SmartNoise SQL, OpenDP)
+bench: deps $(BENCH_STAMP)
 	$(PY) -m pldiffix_tools.bench $(BENCH_ARGS)
 	$(PY) -m pldiffix_tools.bench_proxy $(PROXY_BENCH_ARGS)
 	$(PY) -m pldiffix_tools.bench_synth $(SYNTH_BENCH_ARGS)
+	$(PY) -m pldiffix_tools.bench_dp_peers $(DP_PEERS_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

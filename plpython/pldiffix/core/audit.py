@@ -57,12 +57,14 @@ def record_publication(
     rows: int | None = None,
     epsilon: float | None = None,
     delta: float | None = None,
+    mechanism: str = "synthetic",
 ) -> None:
-    """Appends the row of an administrator's publication (mechanism 'synthetic'), which
-    `record` leaves out for administrators; committed before returning."""
+    """Appends the row of an administrator's publication (a synthetic twin, or DP bounds:
+    mechanism 'dp_bounds'), which `record` leaves out for administrators; committed before
+    returning."""
     plpy.execute(
         context.prepared(plpy, *_PUBLICATION),
-        ["synthetic", sql, accepted, reason, rows, epsilon, delta],
+        [mechanism, sql, accepted, reason, rows, epsilon, delta],
     )
 
 
