@@ -115,13 +115,14 @@ def test_comma_join_on_the_aid(analysts, level: str) -> None:
     )
 
 
-def test_comma_join_at_the_dp_level_is_a_join(analysts) -> None:
-    """DP reads one table; its own check answers before the validator's."""
+def test_comma_join_at_the_dp_level_is_refused_as_at_the_others(analysts) -> None:
+    """DP joins on the privacy unit (docs/dp.md) with JOIN ... ON only: a comma join gets the
+    validator's refusal and hint, as at the other levels."""
     assert refusal(analysts["dp"], "dp", COMMA_JOIN) == (
         "0A000",
-        "a DP query reads exactly one table",
-        "offending expression: , panel AS p2",
-        "joins are not supported; aggregate one personal table",
+        "a join condition in WHERE (an implicit join of a comma-separated FROM list) is not allowed in queries that read personal tables",
+        "offending expression: p1.person_id = p2.person_id",
+        "Join with JOIN ... ON instead: FROM panel p1 JOIN panel p2 ON p1.person_id = p2.person_id.",
     )
 
 
