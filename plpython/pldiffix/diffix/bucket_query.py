@@ -20,7 +20,10 @@ from typing import Any
 from sqlglot import exp
 
 from pldiffix.core import sqltext
+from pldiffix.core.emitted_sql import from_sql
+from pldiffix.core.query_model import Aggregate, AnonymizingQuery, ColumnRef, RangeEntry
 from pldiffix.core.sqltext import identifier
+from pldiffix.core.validation.pgtypes import normalize_type
 from pldiffix.diffix.anonymization import bucket_columns as cols
 from pldiffix.diffix.anonymization.agg_funcs import AggFuncs, AggregateInput
 from pldiffix.diffix.anonymization.bucket_columns import (
@@ -44,9 +47,7 @@ from pldiffix.diffix.anonymization.sum import (
     TOTAL_POSITIVE,
     SummandType,
 )
-from pldiffix.diffix.query_model import Aggregate, AnonymizingQuery, ColumnRef, RangeEntry
-from pldiffix.diffix.rewrite import SqlType, canonical_sql, from_sql, sql, summand_sql, where_sql
-from pldiffix.diffix.validation.pgtypes import normalize_type
+from pldiffix.diffix.rewrite import SqlType, canonical_sql, sql, summand_sql, where_sql
 
 
 @dataclass

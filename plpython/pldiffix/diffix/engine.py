@@ -29,10 +29,12 @@ from sqlglot import exp
 from pldiffix.core import catalog, sqltext
 from pldiffix.core.emitted_sql import rows_relation
 from pldiffix.core.levels import AccessLevel
+from pldiffix.core.query_model import AnonymizingQuery, ColumnRef, RangeEntry, ValidatedQuery
 from pldiffix.core.relations import RelationKind
 from pldiffix.core.security_checks import SecurityChecks
 from pldiffix.core.sqltext import identifier
 from pldiffix.core.statements import QueryError
+from pldiffix.core.validation.pgtypes import normalize_type
 from pldiffix.diffix import bucket_query, reading, rewrite, seed_material, shards
 from pldiffix.diffix.anonymization import (
     AidKind,
@@ -49,10 +51,8 @@ from pldiffix.diffix.anonymization.hashing import hash_string
 from pldiffix.diffix.anonymization.led import MAX_LABELS_WITHOUT_LED
 from pldiffix.diffix.anonymization.registry import find_agg_funcs
 from pldiffix.diffix.bucket_reader import BucketReader
-from pldiffix.diffix.query_model import AnonymizingQuery, ColumnRef, RangeEntry, ValidatedQuery
 from pldiffix.diffix.rewrite import SqlType
 from pldiffix.diffix.validation import validate
-from pldiffix.diffix.validation.pgtypes import normalize_type
 
 # Packed rows of one relation the rows form may ship when the query cannot be split into passes.
 # Unless read in row ranges, the backend's hash aggregate holds all of them until it ends and one

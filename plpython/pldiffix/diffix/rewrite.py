@@ -1,7 +1,8 @@
-"""The rewriter's SQL fragments: an anonymizing query's FROM and WHERE, canonical texts of values,
-conversions that cannot fail, and the analyst's statement turned into a SELECT over the
-anonymized rows (`replace_by_rows`). The per-bucket query is built in `bucket_query.py`, seed
-material in `seed_material.py`, the rows themselves by core/emitted_sql.py.
+"""The rewriter's SQL fragments: an anonymizing query's WHERE and label types (its FROM is
+core/emitted_sql.py's `from_sql`), canonical texts of values, conversions that cannot fail, and
+the analyst's statement turned into a SELECT over the anonymized rows (`replace_by_rows`). The
+per-bucket query is built in `bucket_query.py`, seed material in `seed_material.py`, the rows
+themselves by core/emitted_sql.py.
 
 Everything emitted by the rewriter (these modules and the aggregates' modules under
 anonymization/) comes from the validated model: schema-qualified relations from the catalog,
@@ -18,10 +19,10 @@ from typing import Any
 from sqlglot import exp
 
 from pldiffix.core import sqltext
-from pldiffix.core.emitted_sql import equalities_sql
+from pldiffix.core.emitted_sql import equalities_sql, from_sql
+from pldiffix.core.query_model import AnonymizingQuery
 from pldiffix.core.sqltext import identifier
 from pldiffix.diffix.anonymization.bucket_columns import LABEL, numbered
-from pldiffix.diffix.query_model import AnonymizingQuery, FromItem, Join, RangeEntry
 
 NUMERIC_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric"})
 TEXT_LABEL_TYPES = frozenset({"text", "varchar", "bpchar", "cstring"})
@@ -53,26 +54,6 @@ class SqlType:
 
 
 # --- FROM / WHERE --------------------------------------------------------------------------------
-
-
-def from_sql(item: FromItem) -> str:
-    if isinstance(item, RangeEntry):
-        relation = item.relation
-        return (
-            f"{identifier(relation.schema)}.{identifier(relation.name)} AS {identifier(item.alias)}"
-        )
-    assert isinstance(item, Join)
-    left, right = from_sql(item.left), from_sql(item.right)
-    kind = {"inner": "INNER", "left": "LEFT", "right": "RIGHT", "full": "FULL"}[item.kind]
-    if not item.conditions:
-        if item.kind == "inner":
-            return f"({left} CROSS JOIN {right})"
-        return f"({left} {kind} JOIN {right} ON TRUE)"
-    condition = " AND ".join(
-        f"{sql(c.left.to_sql())} OPERATOR(pg_catalog.=) {sql(c.right.to_sql())}"
-        for c in item.conditions
-    )
-    return f"({left} {kind} JOIN {right} ON {condition})"
 
 
 def where_sql(model: AnonymizingQuery) -> str:

@@ -13,6 +13,7 @@ from pldiffix.core import errors as sqlstate
 from pldiffix.core.relations import Catalog
 
 from ..query_model import FunctionRef
+from .aggregates import AggregateRules
 from .anonymizing import check_and_model, check_no_outer_references, check_single_level
 from .context import Analysis
 from .errors import error_at, error_rendered
@@ -34,12 +35,15 @@ def analyze(
     ast: exp.Query,
     catalog: Catalog,
     access_level: str,
+    aggregates: AggregateRules,
     *,
     treat_unmarked_tables_as_public: bool = False,
     total_expressions: bool = False,
 ) -> Analysis:
     """Resolve and check a whole statement; the result holds what it uses and its models."""
-    analysis = Analysis(catalog, access_level, treat_unmarked_tables_as_public, total_expressions)
+    analysis = Analysis(
+        catalog, access_level, aggregates, treat_unmarked_tables_as_public, total_expressions
+    )
     analyze_query(analysis, ast, None, {})
     return analysis
 

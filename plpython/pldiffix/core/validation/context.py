@@ -8,6 +8,7 @@ anonymizing SELECT adds its model to `anonymizing`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
@@ -20,6 +21,9 @@ from .functions import SYNTAX_NOT_FUNCTIONS, builtin_name
 from .scope import Resolved, Source
 from .syntax import ident_name, strip_parens
 
+if TYPE_CHECKING:
+    from .aggregates import AggregateRules
+
 TRUSTED = "anonymized_trusted"
 UNTRUSTED = "anonymized_untrusted"
 
@@ -30,6 +34,7 @@ class Analysis:
 
     catalog: Catalog
     access_level: str
+    aggregate_rules: AggregateRules  # the mechanism's aggregates (aggregates.py)
     treat_unmarked_tables_as_public: bool = False
     total_expressions: bool = False  # the DP level asks for the untrusted level's total rules
     resolved: dict[int, Resolved] = field(default_factory=dict)
