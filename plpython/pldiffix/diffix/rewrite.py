@@ -53,7 +53,7 @@ class SqlType:
         return self.name in TEXT_LABEL_TYPES
 
 
-# --- FROM / WHERE --------------------------------------------------------------------------------
+# --- WHERE, label types --------------------------------------------------------------------------
 
 
 def where_sql(model: AnonymizingQuery) -> str:
@@ -96,12 +96,6 @@ _DATETIME = frozenset({"date", "time", "timetz", "timestamp", "timestamptz"})
 
 # --- conversions that cannot fail (an error only some row triggers tells of that row) ------------
 
-# |summand| beyond which (infinities included) a float summand counts as this much: no sum of
-# fewer than 1e18 (float8) or 3e10 (float4) rows can then overflow, which PostgreSQL reports as
-# an error, and the anonymizer's arithmetic (squares of per-AID sums, conversions to integers)
-# stays finite.
-_SUMMAND_LIMITS = {"float8": "1e100", "float4": "1e28", "numeric": "1e100"}
-
 
 def float8_of_numeric(expression: str) -> str:
     """A numeric as float8 without the errors of `::float8`: NULL beyond float8's range, 0 when
@@ -112,28 +106,6 @@ def float8_of_numeric(expression: str) -> str:
         f"pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 'Infinity' THEN NULL::pg_catalog.float8 "
         f"WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 1e-300 THEN 0::pg_catalog.float8 "
         f"ELSE {x}::pg_catalog.float8 END"
-    )
-
-
-def summand_sql(expression: str, type_name: str) -> str:
-    """A value to sum, as the engine sums it: integers as they are (their sums are wider); floats
-    and numerics (as float8) clamped to ±`_SUMMAND_LIMITS`, infinities included, NaN ignored
-    like NULL, numerics below 1e-300 as 0: nothing that can fail or overflow."""
-    if type_name not in _SUMMAND_LIMITS:
-        return expression
-    limit = _SUMMAND_LIMITS[type_name]
-    typ = "pg_catalog.float8" if type_name == "numeric" else f"pg_catalog.{type_name}"
-    x = f"(({expression})::pg_catalog.{type_name})"
-    tiny = (
-        f"WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 1e-300 THEN 0::{typ} "
-        if type_name == "numeric"
-        else ""
-    )
-    return (
-        f"CASE WHEN {x} OPERATOR(pg_catalog.=) 'NaN' THEN NULL::{typ} "
-        f"WHEN {x} OPERATOR(pg_catalog.>) {limit} THEN {limit}::{typ} "
-        f"WHEN {x} OPERATOR(pg_catalog.<) -{limit} THEN (-{limit})::{typ} "
-        f"{tiny}ELSE {x}::{typ} END"
     )
 
 

@@ -12,10 +12,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pldiffix.core.sqltext import identifier
 from pldiffix.diffix.anonymization import bucket_columns
 from pldiffix.diffix.anonymization._cnum import c_round_to_int
-from pldiffix.diffix.anonymization.agg_funcs import AggFuncs, AggregateInput, BucketPlan, BucketRow
+from pldiffix.diffix.anonymization.agg_funcs import (
+    AggFuncs,
+    AggregateInput,
+    BucketPlan,
+    BucketRow,
+    BucketSql,
+    PerAidArray,
+    ValueTracker,
+)
 from pldiffix.diffix.anonymization.base import AidContributions, BucketContext
+from pldiffix.diffix.anonymization.bucket_columns import VALUE, numbered
 from pldiffix.diffix.anonymization.contributions import ContributionTracker, ResultAccumulator
 from pldiffix.diffix.anonymization.hashing import AidKind
 
@@ -80,6 +90,31 @@ class CountState:
         return accumulator.reported_noise
 
 
+class _CountedValues(ValueTracker):
+    """Per AID, the non-NULL values of a value column (`COUNTED`); count(col) and avg(col)."""
+
+    def per_aid_columns(self, js: Sequence[int], types: Sequence[str], sql: BucketSql) -> list[str]:
+        return [
+            f"pg_catalog.count({identifier(numbered(VALUE, j))}) FILTER (WHERE live) "
+            f"AS {identifier(numbered(COUNTED, j))}"
+            for j in js
+        ]
+
+    def instance_columns(
+        self, js: Sequence[int], k: int, absent: str, types: Sequence[str], sql: BucketSql
+    ) -> list[str | PerAidArray]:
+        out: list[str | PerAidArray] = []
+        for j in js:
+            c = identifier(numbered(COUNTED, j))
+            out.append(PerAidArray(bucket_columns.per_aid(COUNTED, k, j), c, "int8"))
+            unaccounted = bucket_columns.unaccounted(COUNTED, k, j)
+            out.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS {unaccounted}")
+        return out
+
+
+COUNTED_VALUES = _CountedValues()
+
+
 class _CountStar(AggFuncs):
     """count(*): the rows per AID (`bucket_columns.ROWS`), which every bucket row has."""
 
@@ -99,7 +134,7 @@ class _Count(AggFuncs):
 
     def plan(self, item: AggregateInput, call: Any, plan: BucketPlan) -> None:
         item.value = plan.value(call)
-        plan.count(item.value)
+        plan.track(COUNTED_VALUES, item.value)
 
     def state(self, item: AggregateInput, row: BucketRow) -> CountState:
         return CountState(row.trackers(COUNTED, item.value), "_noise" in item.kind)
