@@ -42,8 +42,7 @@ from pldiffix.core.query_model import (
 from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
 from pldiffix.core.statements import QueryError
 from pldiffix.core.validation import TRUSTED, parse_statement, validate
-from pldiffix.core.validation.aggregates import AggResult
-from pldiffix.core.validation.context import Analysis
+from pldiffix.core.validation.context import AggResult, Analysis
 from pldiffix.core.validation.syntax import walk_nodes
 from pldiffix.dp.markers import Marker, MarkerName, marker_of
 

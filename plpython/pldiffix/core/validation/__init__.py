@@ -23,9 +23,8 @@ from pldiffix.core import errors as sqlstate
 from pldiffix.core.relations import Catalog
 
 from ..query_model import ValidatedQuery
-from .aggregates import AggregateRules
 from .analyzer import analyze
-from .context import TRUSTED, UNTRUSTED
+from .context import TRUSTED, UNTRUSTED, AggregateRules
 from .errors import (
     ValidationError,
     attach_source,

@@ -1,40 +1,17 @@
-"""Aggregate calls of an anonymizing SELECT: how one is recognised, and the shape of the rules a
-mechanism supplies for which calls it accepts.
+"""Aggregate calls of an anonymizing SELECT: how one is recognised.
 
 The statement validator knows what an aggregate call is (`aggregate_identity`); which ones a
-query may use, on what arguments, is the mechanism's (Diffix: diffix/validation/aggregates.py;
-DP checks its own aggregates and gives the validator only the count(*) of its grouping query).
+query may use, on what arguments, is the mechanism's `AggregateRules` (context.py; Diffix's:
+diffix/validation/aggregates.py; DP checks its own aggregates and gives the validator only the
+count(*) of its grouping query).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Protocol
 
 from sqlglot import exp
 
 from .context import Analysis
 from .functions import DIFFIX_AGGREGATES, builtin_name
-from .scope import Resolved
-
-
-@dataclass
-class AggResult:
-    """A verified aggregate call; `kind` is the mechanism's name for it."""
-
-    kind: str
-    node: exp.Expression
-    column: Resolved | None = None
-    bin_size: int | None = None
-
-
-class AggregateRules(Protocol):
-    """A mechanism's aggregates, as the validator asks for them."""
-
-    def check(self, analysis: Analysis, select: exp.Select) -> list[AggResult]:
-        """Every aggregate call in the select list, HAVING and ORDER BY, verified (raises
-        `ValidationError` for one the mechanism does not accept)."""
-        ...
 
 
 def aggregate_identity(

@@ -13,9 +13,8 @@ from pldiffix.core import errors as sqlstate
 from pldiffix.core.relations import Catalog
 
 from ..query_model import FunctionRef
-from .aggregates import AggregateRules
 from .anonymizing import check_and_model, check_no_outer_references, check_single_level
-from .context import Analysis
+from .context import AggregateRules, Analysis
 from .errors import error_at, error_rendered
 from .resolve import (
     expand_stars,

@@ -1,4 +1,5 @@
-"""The state one validation shares across its passes, and the catalog's functions.
+"""The state one validation shares across its passes, the catalog's functions, and the shape of a
+mechanism's aggregate rules (`AggregateRules`: which aggregate calls it accepts).
 
 An `Analysis` is created per statement. Name resolution fills `resolved` (column node -> what it
 points at), the passes record the relations and functions the statement uses, and every accepted
@@ -8,7 +9,7 @@ anonymizing SELECT adds its model to `anonymizing`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlglot import exp
 
@@ -21,8 +22,25 @@ from .functions import SYNTAX_NOT_FUNCTIONS, builtin_name
 from .scope import Resolved, Source
 from .syntax import ident_name, strip_parens
 
-if TYPE_CHECKING:
-    from .aggregates import AggregateRules
+
+@dataclass
+class AggResult:
+    """A verified aggregate call; `kind` is the mechanism's name for it."""
+
+    kind: str
+    node: exp.Expression
+    column: Resolved | None = None
+    bin_size: int | None = None
+
+
+class AggregateRules(Protocol):
+    """A mechanism's aggregates, as the validator asks for them."""
+
+    def check(self, analysis: Analysis, select: exp.Select) -> list[AggResult]:
+        """Every aggregate call in the select list, HAVING and ORDER BY, verified (raises
+        `ValidationError` for one the mechanism does not accept)."""
+        ...
+
 
 TRUSTED = "anonymized_trusted"
 UNTRUSTED = "anonymized_untrusted"
@@ -34,7 +52,7 @@ class Analysis:
 
     catalog: Catalog
     access_level: str
-    aggregate_rules: AggregateRules  # the mechanism's aggregates (aggregates.py)
+    aggregate_rules: AggregateRules  # the mechanism's aggregates
     treat_unmarked_tables_as_public: bool = False
     total_expressions: bool = False  # the DP level asks for the untrusted level's total rules
     resolved: dict[int, Resolved] = field(default_factory=dict)

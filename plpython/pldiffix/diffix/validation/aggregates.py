@@ -14,8 +14,8 @@ from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
 from pldiffix.core.money import is_money_rounded
-from pldiffix.core.validation.aggregates import AggResult, aggregate_identity
-from pldiffix.core.validation.context import Analysis
+from pldiffix.core.validation.aggregates import aggregate_identity
+from pldiffix.core.validation.context import AggResult, Analysis
 from pldiffix.core.validation.errors import error_at, error_rendered
 from pldiffix.core.validation.expressions import type_of, unwrap
 from pldiffix.core.validation.pgtypes import (
