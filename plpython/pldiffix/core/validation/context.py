@@ -14,6 +14,7 @@ from typing import Protocol
 from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
+from pldiffix.core import reads
 from pldiffix.core.relations import Catalog, FunctionInfo
 
 from ..query_model import AnonymizingQuery, FunctionRef, RelationRef
@@ -74,8 +75,7 @@ class Analysis:
 
     def search_path(self) -> list[str]:
         """The schemas unqualified names are looked up in (pg_catalog first unless listed)."""
-        path = list(self.catalog.search_path)
-        return path if "pg_catalog" in path else ["pg_catalog", *path]
+        return reads.lookup_path(self.catalog.search_path)
 
     def column_of(self, node: exp.Expression) -> Resolved | None:
         """The resolution of a (parenthesized) column reference; None for other expressions."""
