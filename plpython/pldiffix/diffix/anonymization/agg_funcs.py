@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the aggregates' modules import this one
 
     from pldiffix.diffix.anonymization.base import AnonymizingAggregate
     from pldiffix.diffix.anonymization.buckets import OutputRow
+    from pldiffix.diffix.anonymization.bulk import PerAid
     from pldiffix.diffix.anonymization.contributions import ContributionTracker, SummarizedTracker
     from pldiffix.diffix.anonymization.hashing import AidKind
     from pldiffix.diffix.anonymization.params import AnonymizationParams
@@ -156,6 +157,11 @@ class ValueTracker(abc.ABC):
     def row_columns(self, j: int, value: str, value_type: str) -> list[PerAidArray]:
         """Columns of a bucket row that ships rows for value column j (`value`, quoted)."""
         return []
+
+    def grouped_columns(self, j: int, per_aid: PerAid) -> dict[str, Any]:
+        """The per-AID columns of value column j (instance 0) from shipped rows grouped per AID
+        (`bucket_reader`), as `instance_columns` would have given them."""
+        return {}
 
     @abc.abstractmethod
     def per_aid_columns(self, js: Sequence[int], types: Sequence[str], sql: BucketSql) -> list[str]:

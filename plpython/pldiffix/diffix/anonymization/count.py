@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pldiffix.core.sqltext import identifier
 from pldiffix.diffix.anonymization import bucket_columns
@@ -28,6 +28,9 @@ from pldiffix.diffix.anonymization.base import AidContributions, BucketContext
 from pldiffix.diffix.anonymization.bucket_columns import VALUE, numbered
 from pldiffix.diffix.anonymization.contributions import ContributionTracker, ResultAccumulator
 from pldiffix.diffix.anonymization.hashing import AidKind
+
+if TYPE_CHECKING:
+    from pldiffix.diffix.anonymization.bulk import PerAid
 
 COUNTED = "c"  # c<j>, ac<j>_<k>, uc<j>_<k>: per AID, the non-NULL values of value column j
 
@@ -110,6 +113,12 @@ class _CountedValues(ValueTracker):
             unaccounted = bucket_columns.unaccounted(COUNTED, k, j)
             out.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS {unaccounted}")
         return out
+
+    def grouped_columns(self, j: int, per_aid: PerAid) -> dict[str, Any]:
+        return {
+            bucket_columns.per_aid(COUNTED, 0, j): per_aid.non_null[j],
+            bucket_columns.unaccounted(COUNTED, 0, j): 0,
+        }
 
 
 COUNTED_VALUES = _CountedValues()

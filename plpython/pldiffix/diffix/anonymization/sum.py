@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pldiffix.core.sqltext import identifier
 from pldiffix.core.validation.pgtypes import normalize_type
@@ -34,6 +34,9 @@ from pldiffix.diffix.anonymization.contributions import ContributionTracker, Res
 from pldiffix.diffix.anonymization.count import CountState
 from pldiffix.diffix.anonymization.hashing import AidKind
 from pldiffix.diffix.anonymization.numeric import float4, float8_to_numeric, numeric_div
+
+if TYPE_CHECKING:
+    from pldiffix.diffix.anonymization.bulk import PerAid
 
 # Per AID, the sums of the non-negative (`POSITIVE`) and the magnitudes of the non-positive
 # (`NEGATIVE`) values of value column j: sp<j>, asp<j>_<k>, usp<j>_<k> (likewise sn). Float sums
@@ -354,6 +357,17 @@ class _SummedValues(ValueTracker):
                     f"pg_catalog.max({identifier(total)}) "
                     f"FILTER (WHERE gs = {sql.labels_mask()}) AS {total}"
                 )
+        return out
+
+    def grouped_columns(self, j: int, per_aid: PerAid) -> dict[str, Any]:
+        if j not in per_aid.positive:
+            return {}
+        out: dict[str, Any] = {}
+        for leg, sums in ((POSITIVE, per_aid.positive), (NEGATIVE, per_aid.negative)):
+            out[cols.per_aid(leg, 0, j)], out[cols.unaccounted(leg, 0, j)] = sums[j], 0
+        totals = per_aid.totals.get(j, (0.0, 0.0))
+        out[cols.per_instance(TOTAL_POSITIVE, j, 0)] = totals[0]
+        out[cols.per_instance(TOTAL_NEGATIVE, j, 0)] = totals[1]
         return out
 
 
