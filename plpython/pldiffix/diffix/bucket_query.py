@@ -43,7 +43,7 @@ from pldiffix.diffix.anonymization.bucket_columns import (
     numbered,
 )
 from pldiffix.diffix.anonymization.registry import AGGREGATES, TRACKERS, find_agg_funcs
-from pldiffix.diffix.anonymization.sum import SummandType, summand_type
+from pldiffix.diffix.anonymization.summands import SummandType, summand_type
 from pldiffix.diffix.rewrite import SqlType, canonical_sql, sql, where_sql
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the aggregates' modules import this one
     from pldiffix.diffix.anonymization.contributions import ContributionTracker, SummarizedTracker
     from pldiffix.diffix.anonymization.hashing import AidKind
     from pldiffix.diffix.anonymization.params import AnonymizationParams
-    from pldiffix.diffix.anonymization.sum import SummandType
+    from pldiffix.diffix.anonymization.summands import SummandType
 
 
 @dataclass

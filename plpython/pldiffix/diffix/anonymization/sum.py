@@ -7,7 +7,6 @@ ignored entirely. ``avg`` is ``sum / count(col)`` with PostgreSQL's result typin
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pldiffix.core.sqltext import identifier
-from pldiffix.core.validation.pgtypes import normalize_type
 from pldiffix.diffix.anonymization import bucket_columns as cols
 from pldiffix.diffix.anonymization import count
 from pldiffix.diffix.anonymization._cnum import c_round_to_int
@@ -34,6 +32,7 @@ from pldiffix.diffix.anonymization.contributions import ContributionTracker, Res
 from pldiffix.diffix.anonymization.count import CountState
 from pldiffix.diffix.anonymization.hashing import AidKind
 from pldiffix.diffix.anonymization.numeric import float4, float8_to_numeric, numeric_div
+from pldiffix.diffix.anonymization.summands import SummandType, summand_type
 
 if TYPE_CHECKING:
     from pldiffix.diffix.anonymization.bulk import PerAid
@@ -47,31 +46,6 @@ NEGATIVE = "sn"
 TOTAL_POSITIVE = "tp"
 TOTAL_NEGATIVE = "tn"
 ROW_VALUES = "rv"
-
-
-class SummandType(enum.Enum):
-    INT2 = "int2"
-    INT4 = "int4"
-    INT8 = "int8"
-    NUMERIC = "numeric"
-    FLOAT4 = "float4"
-    FLOAT8 = "float8"
-
-    @property
-    def is_integer(self) -> bool:
-        return self in (SummandType.INT2, SummandType.INT4, SummandType.INT8)
-
-    @property
-    def result_type(self) -> str:
-        """SQL type of ``sum`` over this type."""
-        return {
-            SummandType.INT2: "int8",
-            SummandType.INT4: "int8",
-            SummandType.INT8: "numeric",
-            SummandType.NUMERIC: "numeric",
-            SummandType.FLOAT4: "float4",
-            SummandType.FLOAT8: "float8",
-        }[self]
 
 
 @dataclass(frozen=True)
@@ -230,11 +204,6 @@ class AvgState:
             assert isinstance(total, Decimal)
             return numeric_div(total, Decimal(count))
         return float(total) / float(count)
-
-
-def summand_type(type_name: str) -> SummandType:
-    name = normalize_type(type_name)
-    return SummandType(name) if name in {s.value for s in SummandType} else SummandType.FLOAT8
 
 
 # --- the bucket query's SQL of sums ---------------------------------------------------------------
