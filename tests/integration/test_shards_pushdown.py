@@ -10,6 +10,7 @@ import pytest
 from psycopg import sql
 from shard_fixtures import ROWS, SPLIT, create_sharded_tx, shard_database
 
+from pldiffix.core.query_model import RelationRef
 from pldiffix.core.relations import (
     ColumnInfo,
     FunctionInfo,
@@ -18,7 +19,6 @@ from pldiffix.core.relations import (
     StaticCatalog,
 )
 from pldiffix.diffix import bucket_query, rewrite, shards
-from pldiffix.diffix.query_model import RelationRef
 from pldiffix.diffix.validation import validate
 
 TX = RelationInfo(

@@ -113,13 +113,13 @@ class _Resolver:
             raise _reject("schema-qualified column references are not supported", node)
         qualifier = node.args.get("table")
         if qualifier is not None:
-            qualifier_name = qualifier.name if qualifier.quoted else qualifier.name.lower()
+            qualifier_name = sqltext.ident_name(qualifier)
             if qualifier_name not in self.names:
                 raise _reject(f"unknown table or alias {qualifier.name!r}", node)
         ident = node.this
         if not isinstance(ident, exp.Identifier):
             raise _reject("only plain column references are allowed", node)
-        name = ident.name if ident.quoted else ident.name.lower()
+        name = sqltext.ident_name(ident)
         column = self.table.columns.get(name)
         if column is None:
             raise QueryError(
@@ -223,13 +223,13 @@ def plan_query(tree: exp.Expression, table: CellKeyTable) -> Plan:
             raise _reject(f"{key} on the table is not supported", table_node)
     if not isinstance(table_node.this, exp.Identifier):
         raise _reject("the query must read a table", table_node)
-    table_name = table_node.name if table_node.this.quoted else table_node.name.lower()
+    table_name = sqltext.ident_name(table_node.this)
     names = {table_name}
     alias = table_node.args.get("alias")
     if alias is not None:
         if alias.args.get("columns"):
             raise _reject("column aliases on the table are not supported", table_node)
-        names = {alias.name if alias.this.quoted else alias.name.lower()}
+        names = {sqltext.ident_name(alias.this)}
     resolver = _Resolver(table, names)
 
     items: list[OutputItem] = []
@@ -425,7 +425,7 @@ def _order_index(node: exp.Expression, items: list[OutputItem]) -> int | None:
         position = int(node.this)
         return position - 1 if 1 <= position <= len(items) else None
     if isinstance(node, exp.Column) and not node.table:
-        name = node.name if node.this.quoted else node.name.lower()
+        name = sqltext.ident_name(node.this)
         for i, item in enumerate(items):
             if item.name == name:
                 return i

@@ -2,6 +2,10 @@
 numeric range labels, parsed and validated. Pure Python, standard library only.
 
 The perturbation that reads a configuration is `cellkey/tbe.py`; definitions: docs/tbe.md.
+
+Longer than the ~600 lines modules aim for: it is one input format (the seed's configuration
+files and the project's inline form), whose parts refer to each other (matrices to the
+parameters, scope keys and ranges to the field declarations) and are validated together.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""SQL fragments every mechanism emits around what it releases: released rows as a relation, and
-equality filters as a condition. Values go through core/sqltext.py; types must come from
-format_type() or a fixed list."""
+"""SQL fragments every mechanism emits around what it releases: the validated FROM tree,
+equality filters as a condition, and released rows as a relation. Values go through
+core/sqltext.py; types must come from format_type() or a fixed list."""
 
 from __future__ import annotations
 
@@ -9,7 +9,31 @@ from collections.abc import Iterable, Sequence
 from sqlglot import exp
 
 from pldiffix.core import sqltext
+from pldiffix.core.query_model import FromItem, Join, RangeEntry
 from pldiffix.core.sqltext import identifier
+
+
+def from_sql(item: FromItem) -> str:
+    """A validated FROM tree (core/query_model.py) as SQL: schema-qualified relations under their
+    range variables, join conditions as qualified column equalities."""
+    if isinstance(item, RangeEntry):
+        relation = item.relation
+        return (
+            f"{identifier(relation.schema)}.{identifier(relation.name)} AS {identifier(item.alias)}"
+        )
+    assert isinstance(item, Join)
+    left, right = from_sql(item.left), from_sql(item.right)
+    kind = {"inner": "INNER", "left": "LEFT", "right": "RIGHT", "full": "FULL"}[item.kind]
+    if not item.conditions:
+        if item.kind == "inner":
+            return f"({left} CROSS JOIN {right})"
+        return f"({left} {kind} JOIN {right} ON TRUE)"
+    condition = " AND ".join(
+        f"{sqltext.render(c.left.to_sql())} OPERATOR(pg_catalog.=) "
+        f"{sqltext.render(c.right.to_sql())}"
+        for c in item.conditions
+    )
+    return f"({left} {kind} JOIN {right} ON {condition})"
 
 
 def equalities_sql(equalities: Iterable[tuple[exp.Expression, exp.Expression]]) -> str:

@@ -71,12 +71,18 @@ def find(relations: Relations, schema: str | None, name: str) -> RelationInfo | 
     it)."""
     if schema is not None:
         return relations.get_relation(schema, name)
-    path = list(relations.search_path)
-    for candidate in path if "pg_catalog" in path else ["pg_catalog", *path]:
+    for candidate in lookup_path(relations.search_path):
         relation = relations.get_relation(candidate, name)
         if relation is not None:
             return relation
     return None
+
+
+def lookup_path(search_path: Sequence[str]) -> list[str]:
+    """The schemas an unqualified name is looked up in: pg_catalog first unless the path lists
+    it, as PostgreSQL does."""
+    path = list(search_path)
+    return path if "pg_catalog" in path else ["pg_catalog", *path]
 
 
 def relations_read(tree: exp.Expression, relations: Relations) -> list[RelationInfo]:

@@ -20,9 +20,17 @@ from typing import Any
 from sqlglot import exp
 
 from pldiffix.core import sqltext
+from pldiffix.core.emitted_sql import from_sql
+from pldiffix.core.query_model import Aggregate, AnonymizingQuery, ColumnRef, RangeEntry
 from pldiffix.core.sqltext import identifier
+from pldiffix.core.validation.pgtypes import normalize_type
 from pldiffix.diffix.anonymization import bucket_columns as cols
-from pldiffix.diffix.anonymization.agg_funcs import AggFuncs, AggregateInput
+from pldiffix.diffix.anonymization.agg_funcs import (
+    AggFuncs,
+    AggregateInput,
+    PerAidArray,
+    ValueTracker,
+)
 from pldiffix.diffix.anonymization.bucket_columns import (
     AID,
     KEY,
@@ -34,19 +42,9 @@ from pldiffix.diffix.anonymization.bucket_columns import (
     VALUE,
     numbered,
 )
-from pldiffix.diffix.anonymization.count import COUNTED
-from pldiffix.diffix.anonymization.registry import AGGREGATES, find_agg_funcs
-from pldiffix.diffix.anonymization.sum import (
-    NEGATIVE,
-    POSITIVE,
-    ROW_VALUES,
-    TOTAL_NEGATIVE,
-    TOTAL_POSITIVE,
-    SummandType,
-)
-from pldiffix.diffix.query_model import Aggregate, AnonymizingQuery, ColumnRef, RangeEntry
-from pldiffix.diffix.rewrite import SqlType, canonical_sql, from_sql, sql, summand_sql, where_sql
-from pldiffix.diffix.validation.pgtypes import normalize_type
+from pldiffix.diffix.anonymization.registry import AGGREGATES, TRACKERS, find_agg_funcs
+from pldiffix.diffix.anonymization.summands import SummandType, summand_type
+from pldiffix.diffix.rewrite import SqlType, canonical_sql, sql, where_sql
 
 
 @dataclass
@@ -117,11 +115,6 @@ def row_ranges(blocks: int, count: int) -> list[RowRange]:
     ]
 
 
-def summand_type(type_name: str) -> SummandType:
-    name = normalize_type(type_name)
-    return SummandType(name) if name in {s.value for s in SummandType} else SummandType.FLOAT8
-
-
 def _label_select(index: int, typ: SqlType) -> list[str]:
     """Output literal text and hash value of label `index`."""
     column = identifier(numbered(LABEL, index))
@@ -165,8 +158,7 @@ class _Plan:
         self.values: list[exp.Expression] = []
         self.value_types: list[str] = []
         self._value_index: dict[str, int] = {}
-        self.counts: set[int] = set()
-        self.sums: set[int] = set()
+        self.tracked: dict[ValueTracker, set[int]] = {}
         self._slots: dict[AggFuncs, int] = {}
 
     def argument(self, call: Aggregate) -> exp.Expression | None:
@@ -191,11 +183,8 @@ class _Plan:
     def summand(self, j: int) -> SummandType:
         return summand_type(self.value_types[j])
 
-    def count(self, j: int) -> None:
-        self.counts.add(j)
-
-    def sum(self, j: int) -> None:
-        self.sums.add(j)
+    def track(self, tracker: ValueTracker, j: int) -> None:
+        self.tracked.setdefault(tracker, set()).add(j)
 
     def slot(self, funcs: AggFuncs) -> int:
         slot = self._slots.get(funcs, 0)
@@ -214,6 +203,9 @@ class _Sql:
 
     def value_sql(self, j: int) -> str:
         return self.values[j]
+
+    def labels_mask(self) -> int:
+        return (1 << len(self.grouping_cols)) - 1
 
     def mask_at(self, position: int) -> int:
         """`gs` of the grouping set of the labels and grouping column `position`."""
@@ -264,7 +256,7 @@ def bucket_query(
     aids = model.aid_columns
     n_aids = len(aids)
     plan = _Plan(aids, column_type, distinct_aid_shortcut)
-    values, value_types, sums, counts = plan.values, plan.value_types, plan.sums, plan.counts
+    values, value_types = plan.values, plan.value_types
     calls: list[tuple[str, Aggregate | None]] = [(a.kind, a) for a in model.aggregates]
     if hidden_count:
         calls.append(("count_star", None))
@@ -283,12 +275,10 @@ def bucket_query(
     sql_parts = _Sql(n_aids, [identifier(numbered(LABEL, k)) for k in range(len(model.groups))])
     sql_parts.values = [sql(v) for v in values]
 
-    float_sums = sorted(
-        j
-        for j in sums
-        if summand_type(value_types[j])
-        in (SummandType.FLOAT4, SummandType.FLOAT8, SummandType.NUMERIC)
-    )
+    # per value tracker with requests, in registry order: the value columns it tracks
+    tracked = [(t, sorted(plan.tracked[t])) for t in TRACKERS if t in plan.tracked]
+    all_tracked = sorted({j for _, js in tracked for j in js})
+    totals = sorted({j for t, js in tracked for j in js if t.totals(value_types[j])})
 
     # base: one row per input row
     base: list[str] = []
@@ -298,8 +288,9 @@ def bucket_query(
         base.append(f"{sql(aid.to_sql())} AS {identifier(numbered(AID, k))}")
     for j, value in enumerate(values):
         expression = sql(value)
-        if j in sums:
-            expression = summand_sql(expression, value_types[j])
+        for tracker, js in tracked:
+            if j in js:
+                expression = tracker.row_value(expression, value_types[j])
         base.append(f"{expression} AS {identifier(numbered(VALUE, j))}")
     for funcs, items in own:
         base.extend(funcs.base_columns(items, sql_parts))
@@ -317,7 +308,12 @@ def bucket_query(
             raise ValueError("only a query over one relation can be read in row ranges")
         where = f"({where}) AND {row_range.predicate(model.from_tree.alias)}"
     base_sql = f"SELECT {', '.join(base)} FROM {from_sql(model.from_tree)} WHERE {where}"
-    if any(value_types[j] == "numeric" or not isinstance(values[j], exp.Column) for j in sums):
+    if any(
+        value_types[j] == "numeric" or not isinstance(values[j], exp.Column)
+        for tracker, js in tracked
+        if tracker.references_often
+        for j in js
+    ):
         # Each summand is referenced several times above (its NULL test, both legs, totals), and
         # PostgreSQL inlines a flattened subquery's expressions into every reference: a numeric
         # cast (numeric_out + strtod) would run that many times per row. OFFSET 0 keeps the
@@ -330,23 +326,26 @@ def bucket_query(
         bucket_sql: str, packed: dict[str, str], bytes_per_row: int, rows: bool = False
     ) -> BucketQuery:
         return BucketQuery(
-            bucket_sql, labels, aid_types, inputs, float_sums, packed, rows, bytes_per_row,
+            bucket_sql, labels, aid_types, inputs, totals, packed, rows, bytes_per_row,
             partitionable,
         )  # fmt: skip
 
     aid_format = normalize_type(aid_types[0]) if len(aid_types) == 1 else None
-    # at most: its AID, once more per column it is NULL in, and 8 bytes per summed value
-    row_bytes = (4 if aid_format == "int4" else 8) * (1 + len(counts | sums)) + 8 * len(sums)
+    # at most: its AID, once more per column it is NULL in, and what the trackers ship
+    row_bytes = (4 if aid_format == "int4" else 8) * (1 + len(all_tracked)) + sum(
+        t.row_bytes * len(js) for t, js in tracked
+    )
     if (
         row_bytes <= max_row_bytes
         and n_aids == 1
         and isinstance(model.from_tree, RangeEntry)
         and aid_format in ("int4", "int8")
         and combining
-        and all(value_types[j] in _ROW_SUMMANDS for j in sums)
+        and all(t.ships_rows(value_types[j]) for t, js in tracked for j in js)
     ):
-        row_sums = {j: _ROW_SUMMANDS[value_types[j]] for j in sums}
-        bucket_sql, packed = _row_query(model, labels, base_sql, aid_format, counts, row_sums, keys)
+        bucket_sql, packed = _row_query(
+            model, labels, base_sql, aid_format, tracked, value_types, keys
+        )
         return finish(bucket_sql, packed, row_bytes, rows=True)
     if row_range is not None:
         raise ValueError("only a query that ships rows can be read in row ranges")
@@ -356,12 +355,11 @@ def bucket_query(
     for funcs, items in own:
         grouping_cols.extend(funcs.grouping_columns(items, sql_parts))
     sql_parts.grouping_cols = grouping_cols
-    full = (1 << len(grouping_cols)) - 1
     mask = sql_parts.mask_at
 
     sets = [[*labels_cols, identifier(numbered(AID, k))] for k in range(n_aids)]
-    if float_sums:
-        sets.append(list(labels_cols))  # exact per-instance totals of float sums
+    if totals:
+        sets.append(list(labels_cols))  # exact per-instance totals
     for funcs, items in own:
         sets.extend(funcs.grouping_sets(items, sql_parts))
 
@@ -370,33 +368,8 @@ def bucket_query(
     per_aid: list[str] = [*labels_cols, *grouping_cols]
     per_aid.append("0 AS gs" if single_set else f"GROUPING({', '.join(grouping_cols)}) AS gs")
     per_aid.append(f"pg_catalog.count(*) FILTER (WHERE live) AS {ROWS}")
-    for j in sorted(counts):
-        v = identifier(numbered(VALUE, j))
-        counted = identifier(numbered(COUNTED, j))
-        per_aid.append(f"pg_catalog.count({v}) FILTER (WHERE live) AS {counted}")
-    for j in sorted(sums):
-        v = identifier(numbered(VALUE, j))
-        per_aid.append(
-            f"pg_catalog.sum({v}) FILTER (WHERE live AND {v} >= 0) "
-            f"AS {identifier(numbered(POSITIVE, j))}"
-        )
-        # -v overflows for an integer's minimum: negate the (wider) sum instead
-        negative = (
-            f"-pg_catalog.sum({v})"
-            if value_types[j] in ("int2", "int4", "int8")
-            else f"pg_catalog.sum(-{v})"
-        )
-        per_aid.append(
-            f"{negative} FILTER (WHERE live AND {v} <= 0) AS {identifier(numbered(NEGATIVE, j))}"
-        )
-    for j in float_sums:
-        v = identifier(numbered(VALUE, j))
-        for k in range(n_aids):
-            i = identifier(numbered(AID, k))
-            positive = _row_order_sum(v, f"{v} >= 0 AND {i} IS NOT NULL")
-            negative = _row_order_sum(f"-{v}", f"{v} <= 0 AND {i} IS NOT NULL")
-            per_aid.append(f"{positive} AS {identifier(cols.per_instance(TOTAL_POSITIVE, j, k))}")
-            per_aid.append(f"{negative} AS {identifier(cols.per_instance(TOTAL_NEGATIVE, j, k))}")
+    for tracker, js in tracked:
+        per_aid.extend(tracker.per_aid_columns(js, value_types, sql_parts))
     for funcs, items in own:
         per_aid.extend(funcs.per_aid_columns(items, sql_parts))
     if single_set:
@@ -432,45 +405,23 @@ def bucket_query(
         outer.append(
             f"pg_catalog.sum({ROWS}) FILTER (WHERE {absent}) AS {cols.unaccounted(ROWS, k)}"
         )
-        for j in sorted(counts):
-            c = identifier(numbered(COUNTED, j))
-            per_aid(cols.per_aid(COUNTED, k, j), c, "int8", present, False)
-            unaccounted = cols.unaccounted(COUNTED, k, j)
-            outer.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS {unaccounted}")
-        for j in sorted(sums):
-            leg_format = _SUM_FORMATS.get(value_types[j])
-            for leg in (POSITIVE, NEGATIVE):
-                c = identifier(numbered(leg, j))
-                per_aid(cols.per_aid(leg, k, j), c, leg_format, present, True)
-                unaccounted = cols.unaccounted(leg, k, j)
-                outer.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS {unaccounted}")
-        for j in float_sums:
-            for leg in (TOTAL_POSITIVE, TOTAL_NEGATIVE):
-                total = cols.per_instance(leg, j, k)
-                outer.append(
-                    f"pg_catalog.max({identifier(total)}) FILTER (WHERE gs = {full}) AS {total}"
-                )
+        for tracker, js in tracked:
+            for column in tracker.instance_columns(js, k, absent, value_types, sql_parts):
+                if isinstance(column, PerAidArray):
+                    per_aid(column.name, column.column, column.fmt, present, column.nullable)
+                else:
+                    outer.append(column)
     for funcs, items in own:
         outer.extend(funcs.bucket_columns(items, sql_parts))
     group_by = f" GROUP BY {', '.join(labels_cols)}" if labels_cols else ""
     bucket_sql = f"SELECT {', '.join(outer)} FROM ({per_aid_sql}) per_aid{group_by}"
     # Per input row at most one per-AID entry per instance: the AID and 8 bytes per value.
-    entry_bytes = 8 * (1 + len(counts) + 2 * len(sums)) + sum(
-        4 if normalize_type(t) == "int4" else 8 for t in aid_types
+    entry_bytes = (
+        8
+        + sum(t.entry_bytes * len(js) for t, js in tracked)
+        + sum(4 if normalize_type(t) == "int4" else 8 for t in aid_types)
     )
     return finish(bucket_sql, packed, entry_bytes)
-
-
-def _row_order_sum(value: str, condition: str) -> str:
-    """A float sum over the rows meeting `condition`, added in scan order from +0.0 as pg_diffix
-    adds it (PostgreSQL's sum() starts from the first value: a lone -0.0 would stay -0.0)."""
-    return f"(pg_catalog.sum({value}) FILTER (WHERE {condition}) + 0::pg_catalog.float8)"
-
-
-# Packed format of a per-AID sum, by summand type: sum(int2/int4) is int8, float4 and numeric
-# summands are summed as float8 (numeric is cast before summing); sum(int8) is numeric: an array.
-_SUM_FORMATS = {"int2": "int8", "int4": "int8", "float4": "float8", "float8": "float8",
-                "numeric": "float8"}  # fmt: skip
 
 
 def _per_aid_array(column: str, fmt: str | None, condition: str, nullable: bool) -> str:
@@ -487,19 +438,13 @@ def _per_aid_array(column: str, fmt: str | None, condition: str, nullable: bool)
     return f"diffix._array_bytes(pg_catalog.array_agg({value}) FILTER (WHERE {condition}))"
 
 
-# Summand types whose rows `_row_query` can ship, and how: per-AID sums of int2/int4 are exact in
-# int8; float8 (and numeric, summed as float8 as always) is added in row order (`bulk`). Not
-# float4: PostgreSQL sums it in float4 arithmetic. Not int8: its sums are numeric.
-_ROW_SUMMANDS = {"int2": "int8", "int4": "int8", "float8": "float8", "numeric": "float8"}
-
-
 def _row_query(
     model: AnonymizingQuery,
     labels: list[SqlType],
     base_sql: str,
     aid_format: str,
-    counts: set[int],
-    sums: dict[int, str],
+    tracked: list[tuple[ValueTracker, list[int]]],
+    value_types: list[str],
     keys: list[str],
 ) -> tuple[str, dict[str, str]]:
     """SQL returning one row per bucket carrying its *rows*, packed, and the packed formats:
@@ -519,18 +464,19 @@ def _row_query(
     present = f"{aid} IS NOT NULL"
     outer.append(f"{_per_aid_array(aid, aid_format, present, False)} AS {cols.aids(0)}")
     packed = {cols.aids(0): aid_format}
-    for j in sorted(counts | set(sums)):
+    for j in sorted({j for _, js in tracked for j in js}):
         v = identifier(numbered(VALUE, j))
         null_rows, name = f"{present} AND {v} IS NULL", numbered(NULL_ROWS, j)
         outer.append(f"{_per_aid_array(aid, aid_format, null_rows, False)} AS {name}")
         packed[name] = aid_format
-        if j in sums:
-            name = numbered(ROW_VALUES, j)
-            # CASE, not COALESCE: postgres_fdw 15 ships CASE to a shard (diffix/shards.py)
-            zeroed = f"CASE WHEN {v} IS NULL THEN 0 ELSE {v} END"
-            value = _per_aid_array(zeroed, sums[j], present, False)
-            outer.append(f"{value} AS {name}")
-            packed[name] = sums[j]
+        for tracker, js in tracked:
+            if j not in js:
+                continue
+            for column in tracker.row_columns(j, v, value_types[j]):
+                array = _per_aid_array(column.column, column.fmt, present, column.nullable)
+                outer.append(f"{array} AS {column.name}")
+                if column.fmt is not None:
+                    packed[column.name] = column.fmt
     labels_cols = [identifier(numbered(LABEL, k)) for k in range(len(model.groups))]
     group_by = f" GROUP BY {', '.join(labels_cols)}" if labels_cols else ""
     bucket_sql = f"SELECT {', '.join(outer)} FROM ({base_sql}) base{group_by}"

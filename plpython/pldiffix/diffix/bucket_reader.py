@@ -28,16 +28,11 @@ from pldiffix.diffix.anonymization.bucket_columns import (
     numbered,
 )
 from pldiffix.diffix.anonymization.contributions import ContributionTracker, SummarizedTracker
-from pldiffix.diffix.anonymization.count import COUNTED
 from pldiffix.diffix.anonymization.hashing import hash_aids, hash_string
 from pldiffix.diffix.anonymization.low_count import LowCountSummary
-from pldiffix.diffix.anonymization.registry import find_agg_funcs
+from pldiffix.diffix.anonymization.registry import TRACKERS, find_agg_funcs
 from pldiffix.diffix.anonymization.sum import (
-    NEGATIVE,
-    POSITIVE,
     ROW_VALUES,
-    TOTAL_NEGATIVE,
-    TOTAL_POSITIVE,
 )
 from pldiffix.diffix.bucket_query import BucketQuery
 from pldiffix.diffix.rewrite import SqlType
@@ -130,14 +125,9 @@ class BucketReader:
         out = {name: row[name] for name in row if name.startswith(LABEL_COLUMNS)}
         out.update({cols.aids(0): per_aid.aids, cols.per_aid(ROWS, 0): per_aid.rows})
         out[cols.unaccounted(ROWS, 0)] = 0
-        for j, non_null in per_aid.non_null.items():
-            out[cols.per_aid(COUNTED, 0, j)], out[cols.unaccounted(COUNTED, 0, j)] = non_null, 0
-            if j in per_aid.positive:
-                for leg, sums in ((POSITIVE, per_aid.positive), (NEGATIVE, per_aid.negative)):
-                    out[cols.per_aid(leg, 0, j)], out[cols.unaccounted(leg, 0, j)] = sums[j], 0
-                totals = per_aid.totals.get(j, (0.0, 0.0))
-                out[cols.per_instance(TOTAL_POSITIVE, j, 0)] = totals[0]
-                out[cols.per_instance(TOTAL_NEGATIVE, j, 0)] = totals[1]
+        for j in per_aid.non_null:
+            for tracker in TRACKERS:
+                out.update(tracker.grouped_columns(j, per_aid))
         return out
 
     def bucket(self, row: Any, per_aid: bulk.PerAid | None = None) -> tuple[Bucket, int]:

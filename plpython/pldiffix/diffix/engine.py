@@ -26,13 +26,15 @@ from typing import Any
 
 from sqlglot import exp
 
-from pldiffix.core import catalog, sqltext
+from pldiffix.core import catalog, reads, sqltext
 from pldiffix.core.emitted_sql import rows_relation
 from pldiffix.core.levels import AccessLevel
+from pldiffix.core.query_model import AnonymizingQuery, ColumnRef, RangeEntry, ValidatedQuery
 from pldiffix.core.relations import RelationKind
 from pldiffix.core.security_checks import SecurityChecks
 from pldiffix.core.sqltext import identifier
 from pldiffix.core.statements import QueryError
+from pldiffix.core.validation.pgtypes import normalize_type
 from pldiffix.diffix import bucket_query, reading, rewrite, seed_material, shards
 from pldiffix.diffix.anonymization import (
     AidKind,
@@ -49,10 +51,8 @@ from pldiffix.diffix.anonymization.hashing import hash_string
 from pldiffix.diffix.anonymization.led import MAX_LABELS_WITHOUT_LED
 from pldiffix.diffix.anonymization.registry import find_agg_funcs
 from pldiffix.diffix.bucket_reader import BucketReader
-from pldiffix.diffix.query_model import AnonymizingQuery, ColumnRef, RangeEntry, ValidatedQuery
 from pldiffix.diffix.rewrite import SqlType
 from pldiffix.diffix.validation import validate
-from pldiffix.diffix.validation.pgtypes import normalize_type
 
 # Packed rows of one relation the rows form may ship when the query cannot be split into passes.
 # Unless read in row ranges, the backend's hash aggregate holds all of them until it ends and one
@@ -345,31 +345,15 @@ def _row_ranges(
 def _empty_personal_reads(validated: ValidatedQuery, live: catalog.LiveCatalog) -> None:
     """Replaces personal tables outside anonymizing queries (e.g. under WHERE FALSE) by empty
     relations with the same columns, so the query never reads them."""
-    ctes = {cte.alias_or_name for cte in validated.ast.find_all(exp.CTE)}
-    path = list(live.search_path)
-    path = path if "pg_catalog" in path else ["pg_catalog", *path]
-    for table in list(validated.ast.find_all(exp.Table)):
-        if not isinstance(table.this, exp.Identifier):
-            continue
-        name = table.name
-        if table.db:
-            candidates = [table.db]
-        elif name in ctes:
-            continue
-        else:
-            candidates = path
-        info = None
-        for schema in candidates:
-            info = live.get_relation(schema, name)
-            if info is not None:
-                break
+    for read in reads.tables_read(validated.ast):
+        info = reads.resolve(read, live)
         if info is None or info.kind is not RelationKind.PERSONAL:
             continue
         columns = ", ".join(f"CAST(NULL AS {c.type}) AS {identifier(c.name)}" for c in info.columns)
         empty = exp.maybe_parse(f"(SELECT {columns} WHERE FALSE)", dialect="postgres")
-        alias = table.alias or name
+        alias = read.node.alias or read.name
         subquery = exp.Subquery(
             this=empty.this if isinstance(empty, exp.Subquery) else empty,
             alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)),
         )
-        table.replace(subquery)
+        read.node.replace(subquery)

@@ -19,7 +19,7 @@ from sqlglot.errors import ParseError
 
 from pldiffix.core.errors import INSUFFICIENT_PRIVILEGE, UserError
 from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind
-from pldiffix.diffix.validation.syntax import ident_name
+from pldiffix.core.sqltext import ident_name
 
 # The only clauses a row read may carry: anything else is an analyst's own query, judged as such.
 _ROW_READ_CLAUSES = frozenset({"expressions", "from_", "from", "limit", "offset"})

@@ -1,7 +1,8 @@
-"""The rewriter's SQL fragments: an anonymizing query's FROM and WHERE, canonical texts of values,
-conversions that cannot fail, and the analyst's statement turned into a SELECT over the
-anonymized rows (`replace_by_rows`). The per-bucket query is built in `bucket_query.py`, seed
-material in `seed_material.py`, the rows themselves by core/emitted_sql.py.
+"""The rewriter's SQL fragments: an anonymizing query's WHERE and label types (its FROM is
+core/emitted_sql.py's `from_sql`), canonical texts of values, conversions that cannot fail, and
+the analyst's statement turned into a SELECT over the anonymized rows (`replace_by_rows`). The
+per-bucket query is built in `bucket_query.py`, seed material in `seed_material.py`, the rows
+themselves by core/emitted_sql.py.
 
 Everything emitted by the rewriter (these modules and the aggregates' modules under
 anonymization/) comes from the validated model: schema-qualified relations from the catalog,
@@ -18,10 +19,10 @@ from typing import Any
 from sqlglot import exp
 
 from pldiffix.core import sqltext
-from pldiffix.core.emitted_sql import equalities_sql
+from pldiffix.core.emitted_sql import equalities_sql, from_sql
+from pldiffix.core.query_model import AnonymizingQuery
 from pldiffix.core.sqltext import identifier
 from pldiffix.diffix.anonymization.bucket_columns import LABEL, numbered
-from pldiffix.diffix.query_model import AnonymizingQuery, FromItem, Join, RangeEntry
 
 NUMERIC_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric"})
 TEXT_LABEL_TYPES = frozenset({"text", "varchar", "bpchar", "cstring"})
@@ -52,27 +53,7 @@ class SqlType:
         return self.name in TEXT_LABEL_TYPES
 
 
-# --- FROM / WHERE --------------------------------------------------------------------------------
-
-
-def from_sql(item: FromItem) -> str:
-    if isinstance(item, RangeEntry):
-        relation = item.relation
-        return (
-            f"{identifier(relation.schema)}.{identifier(relation.name)} AS {identifier(item.alias)}"
-        )
-    assert isinstance(item, Join)
-    left, right = from_sql(item.left), from_sql(item.right)
-    kind = {"inner": "INNER", "left": "LEFT", "right": "RIGHT", "full": "FULL"}[item.kind]
-    if not item.conditions:
-        if item.kind == "inner":
-            return f"({left} CROSS JOIN {right})"
-        return f"({left} {kind} JOIN {right} ON TRUE)"
-    condition = " AND ".join(
-        f"{sql(c.left.to_sql())} OPERATOR(pg_catalog.=) {sql(c.right.to_sql())}"
-        for c in item.conditions
-    )
-    return f"({left} {kind} JOIN {right} ON {condition})"
+# --- WHERE, label types --------------------------------------------------------------------------
 
 
 def where_sql(model: AnonymizingQuery) -> str:
@@ -115,12 +96,6 @@ _DATETIME = frozenset({"date", "time", "timetz", "timestamp", "timestamptz"})
 
 # --- conversions that cannot fail (an error only some row triggers tells of that row) ------------
 
-# |summand| beyond which (infinities included) a float summand counts as this much: no sum of
-# fewer than 1e18 (float8) or 3e10 (float4) rows can then overflow, which PostgreSQL reports as
-# an error, and the anonymizer's arithmetic (squares of per-AID sums, conversions to integers)
-# stays finite.
-_SUMMAND_LIMITS = {"float8": "1e100", "float4": "1e28", "numeric": "1e100"}
-
 
 def float8_of_numeric(expression: str) -> str:
     """A numeric as float8 without the errors of `::float8`: NULL beyond float8's range, 0 when
@@ -131,28 +106,6 @@ def float8_of_numeric(expression: str) -> str:
         f"pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 'Infinity' THEN NULL::pg_catalog.float8 "
         f"WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 1e-300 THEN 0::pg_catalog.float8 "
         f"ELSE {x}::pg_catalog.float8 END"
-    )
-
-
-def summand_sql(expression: str, type_name: str) -> str:
-    """A value to sum, as the engine sums it: integers as they are (their sums are wider); floats
-    and numerics (as float8) clamped to ±`_SUMMAND_LIMITS`, infinities included, NaN ignored
-    like NULL, numerics below 1e-300 as 0: nothing that can fail or overflow."""
-    if type_name not in _SUMMAND_LIMITS:
-        return expression
-    limit = _SUMMAND_LIMITS[type_name]
-    typ = "pg_catalog.float8" if type_name == "numeric" else f"pg_catalog.{type_name}"
-    x = f"(({expression})::pg_catalog.{type_name})"
-    tiny = (
-        f"WHEN pg_catalog.abs({x}) OPERATOR(pg_catalog.<) 1e-300 THEN 0::{typ} "
-        if type_name == "numeric"
-        else ""
-    )
-    return (
-        f"CASE WHEN {x} OPERATOR(pg_catalog.=) 'NaN' THEN NULL::{typ} "
-        f"WHEN {x} OPERATOR(pg_catalog.>) {limit} THEN {limit}::{typ} "
-        f"WHEN {x} OPERATOR(pg_catalog.<) -{limit} THEN (-{limit})::{typ} "
-        f"{tiny}ELSE {x}::{typ} END"
     )
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from sqlglot import exp
 
 from pldiffix.core import sqltext
-from pldiffix.diffix.query_model import AnonymizingQuery
-from pldiffix.diffix.validation.pgtypes import normalize_type
+from pldiffix.core.query_model import AnonymizingQuery
+from pldiffix.core.validation.pgtypes import normalize_type
 
 _FUNCTION_NAMES: dict[type, str] = {
     exp.Substring: "substring",

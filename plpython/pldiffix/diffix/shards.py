@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pldiffix.core import catalog
+from pldiffix.core.query_model import AnonymizingQuery, RangeEntry, RelationRef
 from pldiffix.core.sqltext import identifier
 from pldiffix.diffix import bucket_query, rewrite
 from pldiffix.diffix.anonymization import Bucket, partitions
-from pldiffix.diffix.query_model import AnonymizingQuery, RangeEntry, RelationRef
 
 
 def estimated_rows(plpy: Any, model: AnonymizingQuery, live: catalog.LiveCatalog) -> float | None:

@@ -18,6 +18,7 @@ from typing import Literal
 from sqlglot import exp
 
 from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, UserError
+from pldiffix.core.sqltext import ident_name
 
 MarkerName = Literal["dp_ci_low", "dp_ci_high", "dp_budget_remaining"]
 INTERVAL_MARKERS: tuple[MarkerName, ...] = ("dp_ci_low", "dp_ci_high")
@@ -43,7 +44,7 @@ def marker_of(node: exp.Expression) -> Marker | None:
     if not (
         isinstance(node, exp.Dot)
         and isinstance(node.this, exp.Identifier)
-        and (node.this.name if node.this.quoted else node.this.name.lower()) == _SCHEMA
+        and ident_name(node.this) == _SCHEMA
         and isinstance(node.expression, exp.Anonymous)
     ):
         return None

@@ -3,14 +3,15 @@ supported aggregates.
 
 `parse` finds the one SELECT that reads a personal table (the DP subquery; SQL around it is
 post-processing of its released rows, as for Diffix) and checks it. Grouping and filtering reuse
-the Diffix validator: the SELECT's grouping expressions and WHERE clause are validated as the
-query `SELECT <groups>, count(*) FROM <from> WHERE <where> GROUP BY <groups>` at the trusted
-level with the untrusted level's rules against expressions that can fail (an error only some row
+the statement validator of core/validation/ (Diffix's too): the SELECT's grouping expressions and
+WHERE clause are validated as the query
+`SELECT <groups>, count(*) FROM <from> WHERE <where> GROUP BY <groups>` at the trusted level
+with the untrusted level's rules against expressions that can fail (an error only some row
 triggers would answer a question about that row for nothing: validation/totality.py), which
 resolves names, checks the generalizations and the simple equality filters and yields them
 qualified, in the total form the engine runs. The aggregates, which Diffix does not all have,
 are checked here.
-Joins (docs/dp.md, "Joins on the privacy unit"): inner joins whose conditions the Diffix validator
+Joins (docs/dp.md, "Joins on the privacy unit"): inner joins whose conditions the validator
 accepts (equalities of plain columns that cannot fail), where every personal table's AID column
 is equal to another's by a condition of the join itself (so that a joined row belongs to one
 unit) and public tables join on any such equality. The first personal table in FROM is the
@@ -29,19 +30,20 @@ from typing import Literal
 from sqlglot import exp
 
 from pldiffix.core import reads, sqltext
-from pldiffix.core.emitted_sql import equalities_sql
+from pldiffix.core.emitted_sql import equalities_sql, from_sql
 from pldiffix.core.pgtypes import category, normalize_type
-from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
-from pldiffix.core.statements import QueryError
-from pldiffix.diffix import rewrite
-from pldiffix.diffix.query_model import (
+from pldiffix.core.query_model import (
     AnonymizingQuery,
     FromItem,
     Generalization,
     Join,
     RangeEntry,
 )
-from pldiffix.diffix.validation import TRUSTED, parse_statement, validate
+from pldiffix.core.relations import Catalog, RelationInfo, RelationKind
+from pldiffix.core.statements import QueryError
+from pldiffix.core.validation import TRUSTED, parse_statement, validate
+from pldiffix.core.validation.context import AggResult, Analysis
+from pldiffix.core.validation.syntax import walk_nodes
 from pldiffix.dp.markers import Marker, MarkerName, marker_of
 
 AggregateKind = Literal[
@@ -77,7 +79,8 @@ class DpOutput:
 @dataclass
 class DpQuery:
     """The validated DP subquery. `node` is the SELECT inside `tree` that gets replaced by its
-    released rows; `shadow` is the Diffix model of its grouping and filters."""
+    released rows; `shadow` is the validated model (core/query_model.py) of its grouping and
+    filters."""
 
     tree: exp.Expression
     node: exp.Select
@@ -101,7 +104,7 @@ class DpQuery:
     @property
     def from_sql(self) -> str:
         """The FROM items as the engine runs them: the validated join tree, qualified."""
-        return rewrite.from_sql(self.shadow.from_tree)
+        return from_sql(self.shadow.from_tree)
 
     def table_of(self, alias: str) -> str:
         """A FROM alias as a DpAggregate.table: "" for the primary table."""
@@ -114,7 +117,7 @@ class DpQuery:
 
     @property
     def where_sql(self) -> str:
-        """The filters as the Diffix rewriter emits them (what the security checks saw)."""
+        """The filters as a condition, in the total form the security checks saw."""
         return equalities_sql((f.subject.emitted, f.value) for f in self.shadow.filters)
 
 
@@ -153,6 +156,7 @@ def parse(sql: str, catalog: Catalog, *, treat_unmarked_tables_as_public: bool =
         shadow_sql,
         catalog,
         TRUSTED,
+        _SHADOW_AGGREGATES,
         treat_unmarked_tables_as_public=treat_unmarked_tables_as_public,
         total_expressions=True,
     ).anonymizing[0]
@@ -397,7 +401,7 @@ def _output_name(item: exp.Expression) -> str:
 
 
 def _shadow(node: exp.Select, groups: list[exp.Expression]) -> str:
-    """The Diffix query that validates the grouping and the filters."""
+    """The query the statement validator checks the grouping and the filters in."""
     shadow = exp.Select(expressions=[g.copy() for g in groups] + [exp.Count(this=exp.Star())])
     shadow.set("from_", node.args["from_"].copy())
     if node.args.get("joins"):
@@ -407,6 +411,22 @@ def _shadow(node: exp.Select, groups: list[exp.Expression]) -> str:
     if groups:
         shadow.set("group", exp.Group(expressions=[g.copy() for g in groups]))
     return sqltext.render(shadow)
+
+
+class _ShadowAggregates:
+    """The `AggregateRules` of the shadow query: its one count(*). Any other aggregate call there
+    comes from GROUP BY, where the grouping checks refuse it; the DP query's own aggregates are
+    checked by `_aggregate`."""
+
+    def check(self, analysis: Analysis, select: exp.Select) -> list[AggResult]:
+        return [
+            AggResult("count_star", node)
+            for node in walk_nodes(select.expressions)
+            if isinstance(node, exp.Count) and isinstance(node.this, exp.Star)
+        ]
+
+
+_SHADOW_AGGREGATES = _ShadowAggregates()
 
 
 def _aggregate(node: exp.Expression, sources: _Sources, aid: str) -> DpAggregate:

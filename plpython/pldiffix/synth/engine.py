@@ -7,6 +7,10 @@ charge, and the charge before any personal row is read. The charge is the admin'
 (diffix._charge_budget: the role the session acts as), mechanism 'synthetic', and the
 publication is written to the audit log (diffix._audit_publication). Exact counts never leave
 this function: only noisy counts reach the model, and only sampled rows the twin.
+
+Longer than the ~600 lines modules aim for: every statement a synthesis runs (checks, charge,
+measurements, the twin's writes, the report) stays in this one file, so that the order the
+accounting depends on can be reviewed in one place; the pure parts are in the sibling modules.
 """
 
 from __future__ import annotations

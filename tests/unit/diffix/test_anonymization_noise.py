@@ -8,6 +8,7 @@ import statistics
 
 import pytest
 
+from pldiffix.core.money import money_round
 from pldiffix.diffix.anonymization._cnum import c_div, c_max, c_round, to_int32
 from pldiffix.diffix.anonymization.hashing import hash_string
 from pldiffix.diffix.anonymization.noise import (
@@ -20,7 +21,6 @@ from pldiffix.diffix.anonymization.noise import (
     uniform_int,
 )
 from pldiffix.diffix.anonymization.params import AnonymizationParams
-from pldiffix.diffix.money import money_round
 
 
 def test_c_round_goes_away_from_zero() -> None:

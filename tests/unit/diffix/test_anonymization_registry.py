@@ -10,7 +10,7 @@ import pytest
 from pldiffix.diffix.anonymization import OutputRow, SummandType
 from pldiffix.diffix.anonymization.agg_funcs import AggregateInput
 from pldiffix.diffix.anonymization.registry import AGGREGATES, find_agg_funcs
-from pldiffix.diffix.query_model import AggregateKind
+from pldiffix.diffix.validation.aggregates import AggregateKind
 
 
 def test_every_aggregate_kind_has_one_implementation() -> None:

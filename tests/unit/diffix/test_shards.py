@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from pldiffix.core.query_model import RangeEntry, RelationRef
 from pldiffix.core.relations import RelationKind
-from pldiffix.diffix.query_model import RangeEntry, RelationRef
 from pldiffix.diffix.shards import per_partition_sql, plan_rows
 
 

@@ -13,6 +13,7 @@ import contextlib
 
 import pytest
 
+from pldiffix.core.query_model import ValidatedQuery
 from pldiffix.core.relations import (
     ColumnInfo,
     FunctionInfo,
@@ -20,7 +21,7 @@ from pldiffix.core.relations import (
     RelationKind,
     StaticCatalog,
 )
-from pldiffix.diffix.validation import ValidatedQuery, ValidationError, validate
+from pldiffix.diffix.validation import ValidationError, validate
 
 TRUSTED = "anonymized_trusted"
 UNTRUSTED = "anonymized_untrusted"

@@ -8,8 +8,8 @@ from sqlglot import exp
 from test_validation import CATALOG, TRUSTED, UNTRUSTED, check, make_catalog, reject
 
 from pldiffix.core.levels import AccessLevel
+from pldiffix.core.query_model import Join, RangeEntry
 from pldiffix.core.relations import RelationKind
-from pldiffix.diffix.query_model import Join, RangeEntry
 from pldiffix.diffix.validation import ValidationError, validate
 
 # Shapes accepted by pg_diffix in misc.sql, datetime.sql and count_histogram.sql.

@@ -14,7 +14,7 @@ from pldiffix.core.relations import (
     StaticCatalog,
 )
 from pldiffix.core.statements import QueryError
-from pldiffix.diffix.validation import ValidationError
+from pldiffix.core.validation import ValidationError
 from pldiffix.dp import planner, release
 from pldiffix.dp.query import parse
 

@@ -6,7 +6,7 @@ import pytest
 
 from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind, StaticCatalog
 from pldiffix.core.statements import QueryError
-from pldiffix.diffix.validation import ValidationError
+from pldiffix.core.validation import ValidationError
 from pldiffix.dp import joins, planner
 from pldiffix.dp.query import DpAggregate, parse
 

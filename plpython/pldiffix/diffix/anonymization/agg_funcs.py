@@ -3,7 +3,8 @@ module per aggregate (count.py, sum.py, count_distinct.py, count_histogram.py, s
 provides an `AggFuncs`, and `registry.find_agg_funcs(kind)` finds it.
 
 An aggregate says, for one call in an anonymizing query:
-- what its bucket row needs (`plan`): value columns, counts and sums of them, slots of its own;
+- what its bucket row needs (`plan`): value columns, per-AID statistics of them (a
+  `ValueTracker`: count.py's non-NULL counts, sum.py's sums), slots of its own;
 - the SQL of its own columns, at fixed places of the bucket query (the `*_columns` hooks;
   none by default), named by constants of its module;
 - how its state is built from a bucket row (`state`; the state merges as `AnonymizingAggregate`);
@@ -25,10 +26,11 @@ if TYPE_CHECKING:  # the aggregates' modules import this one
 
     from pldiffix.diffix.anonymization.base import AnonymizingAggregate
     from pldiffix.diffix.anonymization.buckets import OutputRow
+    from pldiffix.diffix.anonymization.bulk import PerAid
     from pldiffix.diffix.anonymization.contributions import ContributionTracker, SummarizedTracker
     from pldiffix.diffix.anonymization.hashing import AidKind
     from pldiffix.diffix.anonymization.params import AnonymizationParams
-    from pldiffix.diffix.anonymization.sum import SummandType
+    from pldiffix.diffix.anonymization.summands import SummandType
 
 
 @dataclass
@@ -60,11 +62,8 @@ class BucketPlan(Protocol):
     def summand(self, j: int) -> SummandType:
         """How value column j is summed."""
 
-    def count(self, j: int) -> None:
-        """Requests the per-AID count of non-NULL values of column j (count.COUNTED)."""
-
-    def sum(self, j: int) -> None:
-        """Requests the per-AID sums of column j (sum.POSITIVE, sum.NEGATIVE)."""
+    def track(self, tracker: ValueTracker, j: int) -> None:
+        """Requests the per-AID statistics `tracker` keeps of column j."""
 
     def slot(self, funcs: AggFuncs) -> int:
         """The next index among `funcs`' inputs with columns of their own."""
@@ -78,6 +77,9 @@ class BucketSql(Protocol):
 
     def value_sql(self, j: int) -> str:
         """SQL of value column j over an input row."""
+
+    def labels_mask(self) -> int:
+        """`gs` of the grouping set of the labels alone."""
 
     def mask(self, column: str) -> int:
         """`gs` (GROUPING(...)) of the grouping set of the labels and `column` (quoted)."""
@@ -115,6 +117,62 @@ class BucketRow(Protocol):
 
     def sum_totals(self, j: int) -> bool:
         """Whether value column j has exact per-instance totals (float sums)."""
+
+
+@dataclass(frozen=True)
+class PerAidArray:
+    """A column of the bucket row holding one value per AID of an instance (or per shipped row):
+    `column` of the rows of that AID instance, packed in format `fmt` when given; a `nullable`
+    column packs NULL as -1 (`bucket_query._per_aid_array`)."""
+
+    name: str
+    column: str
+    fmt: str | None
+    nullable: bool = False
+
+
+class ValueTracker(abc.ABC):
+    """Per-AID statistics of value columns that aggregates request (`BucketPlan.track`). Its
+    columns stand at fixed places of the bucket query, trackers in the order of
+    `registry.TRACKERS`; `js` are the value columns tracked (ascending) and `types` the
+    normalized types of all value columns."""
+
+    references_often: bool = False  # refers to a value several times per row
+    row_bytes: int = 0  # bytes a shipped row carries per tracked value (beyond NULL rows' AIDs)
+    entry_bytes: int = 8  # bytes of one per-AID entry per tracked value
+
+    def row_value(self, expression: str, value_type: str) -> str:
+        """The value column's SQL per input row, given its expression."""
+        return expression
+
+    def totals(self, value_type: str) -> bool:
+        """Whether value columns of this type get exact per-instance totals (the grouping set of
+        the labels alone)."""
+        return False
+
+    def ships_rows(self, value_type: str) -> bool:
+        """Whether Python can compute the statistics of such a column from shipped rows."""
+        return True
+
+    def row_columns(self, j: int, value: str, value_type: str) -> list[PerAidArray]:
+        """Columns of a bucket row that ships rows for value column j (`value`, quoted)."""
+        return []
+
+    def grouped_columns(self, j: int, per_aid: PerAid) -> dict[str, Any]:
+        """The per-AID columns of value column j (instance 0) from shipped rows grouped per AID
+        (`bucket_reader`), as `instance_columns` would have given them."""
+        return {}
+
+    @abc.abstractmethod
+    def per_aid_columns(self, js: Sequence[int], types: Sequence[str], sql: BucketSql) -> list[str]:
+        """Columns per grouping set (after the rows per AID)."""
+
+    @abc.abstractmethod
+    def instance_columns(
+        self, js: Sequence[int], k: int, absent: str, types: Sequence[str], sql: BucketSql
+    ) -> list[str | PerAidArray]:
+        """Columns of AID instance k in the bucket row (after its AIDs and rows); `absent` is the
+        condition of its rows without an AID."""
 
 
 class AggFuncs(abc.ABC):

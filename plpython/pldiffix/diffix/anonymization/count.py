@@ -10,14 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pldiffix.core.sqltext import identifier
 from pldiffix.diffix.anonymization import bucket_columns
 from pldiffix.diffix.anonymization._cnum import c_round_to_int
-from pldiffix.diffix.anonymization.agg_funcs import AggFuncs, AggregateInput, BucketPlan, BucketRow
+from pldiffix.diffix.anonymization.agg_funcs import (
+    AggFuncs,
+    AggregateInput,
+    BucketPlan,
+    BucketRow,
+    BucketSql,
+    PerAidArray,
+    ValueTracker,
+)
 from pldiffix.diffix.anonymization.base import AidContributions, BucketContext
+from pldiffix.diffix.anonymization.bucket_columns import VALUE, numbered
 from pldiffix.diffix.anonymization.contributions import ContributionTracker, ResultAccumulator
 from pldiffix.diffix.anonymization.hashing import AidKind
+
+if TYPE_CHECKING:
+    from pldiffix.diffix.anonymization.bulk import PerAid
 
 COUNTED = "c"  # c<j>, ac<j>_<k>, uc<j>_<k>: per AID, the non-NULL values of value column j
 
@@ -80,6 +93,37 @@ class CountState:
         return accumulator.reported_noise
 
 
+class _CountedValues(ValueTracker):
+    """Per AID, the non-NULL values of a value column (`COUNTED`); count(col) and avg(col)."""
+
+    def per_aid_columns(self, js: Sequence[int], types: Sequence[str], sql: BucketSql) -> list[str]:
+        return [
+            f"pg_catalog.count({identifier(numbered(VALUE, j))}) FILTER (WHERE live) "
+            f"AS {identifier(numbered(COUNTED, j))}"
+            for j in js
+        ]
+
+    def instance_columns(
+        self, js: Sequence[int], k: int, absent: str, types: Sequence[str], sql: BucketSql
+    ) -> list[str | PerAidArray]:
+        out: list[str | PerAidArray] = []
+        for j in js:
+            c = identifier(numbered(COUNTED, j))
+            out.append(PerAidArray(bucket_columns.per_aid(COUNTED, k, j), c, "int8"))
+            unaccounted = bucket_columns.unaccounted(COUNTED, k, j)
+            out.append(f"pg_catalog.sum({c}) FILTER (WHERE {absent}) AS {unaccounted}")
+        return out
+
+    def grouped_columns(self, j: int, per_aid: PerAid) -> dict[str, Any]:
+        return {
+            bucket_columns.per_aid(COUNTED, 0, j): per_aid.non_null[j],
+            bucket_columns.unaccounted(COUNTED, 0, j): 0,
+        }
+
+
+COUNTED_VALUES = _CountedValues()
+
+
 class _CountStar(AggFuncs):
     """count(*): the rows per AID (`bucket_columns.ROWS`), which every bucket row has."""
 
@@ -99,7 +143,7 @@ class _Count(AggFuncs):
 
     def plan(self, item: AggregateInput, call: Any, plan: BucketPlan) -> None:
         item.value = plan.value(call)
-        plan.count(item.value)
+        plan.track(COUNTED_VALUES, item.value)
 
     def state(self, item: AggregateInput, row: BucketRow) -> CountState:
         return CountState(row.trackers(COUNTED, item.value), "_noise" in item.kind)

@@ -14,10 +14,10 @@ import math
 from collections.abc import Sequence
 from functools import lru_cache
 
+from pldiffix.core.money import money_round
 from pldiffix.diffix.anonymization._cnum import UINT32_MASK, UINT64_MASK, c_max
 from pldiffix.diffix.anonymization.hashing import hash_string
 from pldiffix.diffix.anonymization.params import AnonymizationParams
-from pldiffix.diffix.money import money_round
 
 _MAX_UINT32 = 4294967295.0
 

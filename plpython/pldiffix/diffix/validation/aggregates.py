@@ -1,4 +1,5 @@
-"""Aggregates of an anonymizing SELECT: which calls are allowed and on what arguments.
+"""Diffix's aggregates: which calls an anonymizing SELECT may use and on what arguments (the
+`AggregateRules` the statement validator of core/validation/ is given).
 
 count, sum and avg of plain columns (count also with DISTINCT or `*`), the diffix noise and
 histogram aggregates, and nothing else; FILTER, WITHIN GROUP and ORDER BY inside a call are
@@ -7,19 +8,17 @@ refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
 from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
-from pldiffix.diffix.money import is_money_rounded
-
-from ..query_model import AggregateKind
-from .context import Analysis
-from .errors import error_at, error_rendered
-from .expressions import type_of, unwrap
-from .functions import DIFFIX_AGGREGATES, builtin_name
-from .pgtypes import (
+from pldiffix.core.money import is_money_rounded
+from pldiffix.core.validation.aggregates import aggregate_identity
+from pldiffix.core.validation.context import AggResult, Analysis
+from pldiffix.core.validation.errors import error_at, error_rendered
+from pldiffix.core.validation.expressions import type_of, unwrap
+from pldiffix.core.validation.pgtypes import (
     NUMERIC_TYPES,
     UNKNOWN,
     format_number,
@@ -27,9 +26,24 @@ from .pgtypes import (
     money_neighbours,
     type_display,
 )
-from .scope import Resolved
-from .syntax import literal_value, strip_parens, walk_nodes
-from .totality import check_aggregate_argument
+from pldiffix.core.validation.scope import Resolved
+from pldiffix.core.validation.syntax import literal_value, strip_parens, walk_nodes
+from pldiffix.core.validation.totality import check_aggregate_argument
+
+AggregateKind = Literal[
+    "count_star",
+    "count",
+    "count_distinct",
+    "sum",
+    "avg",
+    "count_noise_star",
+    "count_noise",
+    "count_distinct_noise",
+    "sum_noise",
+    "avg_noise",
+    "count_histogram",
+    "is_suppress_bin",
+]
 
 AGGREGATES_HINT = (
     "Supported aggregates: count(*), count(col), count(DISTINCT col), sum(col), avg(col), "
@@ -39,14 +53,11 @@ AGGREGATES_HINT = (
 )
 
 
-@dataclass
-class AggResult:
-    """A verified aggregate call."""
+class DiffixAggregates:
+    """The `AggregateRules` of Diffix's anonymizing queries."""
 
-    kind: AggregateKind
-    node: exp.Expression
-    column: Resolved | None = None
-    bin_size: int | None = None
+    def check(self, analysis: Analysis, select: exp.Select) -> list[AggResult]:
+        return check_aggregates(analysis, select)
 
 
 def check_aggregates(analysis: Analysis, select: exp.Select) -> list[AggResult]:
@@ -79,36 +90,6 @@ def check_aggregates(analysis: Analysis, select: exp.Select) -> list[AggResult]:
             for sub in node.walk():
                 seen.add(id(sub))
     return results
-
-
-def aggregate_identity(
-    analysis: Analysis, node: exp.Expression
-) -> tuple[str, list[exp.Expression]] | None:
-    """("sum", args) when `node` is an aggregate call, with "diffix." names for ours."""
-    if isinstance(node, exp.Count):
-        return "count", [node.this] if node.this is not None else []
-    if isinstance(node, exp.Sum):
-        return "sum", [node.this]
-    if isinstance(node, exp.Avg):
-        return "avg", [node.this]
-    if isinstance(node, exp.Window):
-        return None
-    if isinstance(node, exp.AggFunc):
-        return (builtin_name(node) or type(node).__name__.lower()), list(node.iter_expressions())
-    if isinstance(node, (exp.Anonymous, exp.Dot)):
-        found = analysis.function_of(node)
-        if found is None:
-            return None
-        info = analysis.lookup_function(found[0], found[1])
-        if info is None:
-            return None
-        func = node.expression if isinstance(node, exp.Dot) else node
-        args = list(func.expressions) if isinstance(func, exp.Anonymous) else []
-        if info.schema == "diffix" and info.name in DIFFIX_AGGREGATES:
-            return f"diffix.{info.name}", args
-        if info.kind == "aggregate":
-            return f"{info.schema}.{info.name}", args
-    return None
 
 
 def _check_aggregate(analysis: Analysis, node: exp.Expression) -> AggResult | None:

@@ -1,4 +1,5 @@
-"""The state one validation shares across its passes, and the catalog's functions.
+"""The state one validation shares across its passes, the catalog's functions, and the shape of a
+mechanism's aggregate rules (`AggregateRules`: which aggregate calls it accepts).
 
 An `Analysis` is created per statement. Name resolution fills `resolved` (column node -> what it
 points at), the passes record the relations and functions the statement uses, and every accepted
@@ -8,10 +9,12 @@ anonymizing SELECT adds its model to `anonymizing`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
+from pldiffix.core import reads
 from pldiffix.core.relations import Catalog, FunctionInfo
 
 from ..query_model import AnonymizingQuery, FunctionRef, RelationRef
@@ -19,6 +22,26 @@ from .errors import error_at
 from .functions import SYNTAX_NOT_FUNCTIONS, builtin_name
 from .scope import Resolved, Source
 from .syntax import ident_name, strip_parens
+
+
+@dataclass
+class AggResult:
+    """A verified aggregate call; `kind` is the mechanism's name for it."""
+
+    kind: str
+    node: exp.Expression
+    column: Resolved | None = None
+    bin_size: int | None = None
+
+
+class AggregateRules(Protocol):
+    """A mechanism's aggregates, as the validator asks for them."""
+
+    def check(self, analysis: Analysis, select: exp.Select) -> list[AggResult]:
+        """Every aggregate call in the select list, HAVING and ORDER BY, verified (raises
+        `ValidationError` for one the mechanism does not accept)."""
+        ...
+
 
 TRUSTED = "anonymized_trusted"
 UNTRUSTED = "anonymized_untrusted"
@@ -30,6 +53,7 @@ class Analysis:
 
     catalog: Catalog
     access_level: str
+    aggregate_rules: AggregateRules  # the mechanism's aggregates
     treat_unmarked_tables_as_public: bool = False
     total_expressions: bool = False  # the DP level asks for the untrusted level's total rules
     resolved: dict[int, Resolved] = field(default_factory=dict)
@@ -51,8 +75,7 @@ class Analysis:
 
     def search_path(self) -> list[str]:
         """The schemas unqualified names are looked up in (pg_catalog first unless listed)."""
-        path = list(self.catalog.search_path)
-        return path if "pg_catalog" in path else ["pg_catalog", *path]
+        return reads.lookup_path(self.catalog.search_path)
 
     def column_of(self, node: exp.Expression) -> Resolved | None:
         """The resolution of a (parenthesized) column reference; None for other expressions."""

@@ -14,7 +14,7 @@ from pldiffix.core.relations import Catalog
 
 from ..query_model import FunctionRef
 from .anonymizing import check_and_model, check_no_outer_references, check_single_level
-from .context import Analysis
+from .context import AggregateRules, Analysis
 from .errors import error_at, error_rendered
 from .resolve import (
     expand_stars,
@@ -34,12 +34,15 @@ def analyze(
     ast: exp.Query,
     catalog: Catalog,
     access_level: str,
+    aggregates: AggregateRules,
     *,
     treat_unmarked_tables_as_public: bool = False,
     total_expressions: bool = False,
 ) -> Analysis:
     """Resolve and check a whole statement; the result holds what it uses and its models."""
-    analysis = Analysis(catalog, access_level, treat_unmarked_tables_as_public, total_expressions)
+    analysis = Analysis(
+        catalog, access_level, aggregates, treat_unmarked_tables_as_public, total_expressions
+    )
     analyze_query(analysis, ast, None, {})
     return analysis
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
+from pldiffix.core import reads
 from pldiffix.core.relations import RelationKind
 
 from ..query_model import RelationRef
@@ -50,14 +51,7 @@ def resolve_relation(analysis: Analysis, table: exp.Table) -> Source:
             "database-qualified table names are not supported",
             "Write schema.table or just table.",
         )
-    info = None
-    if schema is not None:
-        info = analysis.catalog.get_relation(schema, name)
-    else:
-        for candidate in analysis.search_path():
-            info = analysis.catalog.get_relation(candidate, name)
-            if info is not None:
-                break
+    info = reads.find(analysis.catalog, schema, name)
     if info is None:
         shown = f"{schema}.{name}" if schema else name
         raise error_at(

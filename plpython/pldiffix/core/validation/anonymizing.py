@@ -10,7 +10,6 @@ from __future__ import annotations
 from sqlglot import exp
 
 from ..query_model import Aggregate, AnonymizingQuery, Filter, OutputColumn
-from .aggregates import check_aggregates
 from .clauses import check_grouping, check_post_processing, check_unsupported_features, check_where
 from .context import Analysis
 from .errors import error_at, error_rendered
@@ -82,7 +81,7 @@ def check_and_model(
     check_unsupported_features(analysis, select)
     check_cross_joins(analysis, select, tree)
     filters = check_where(analysis, select)
-    aggregates = check_aggregates(analysis, select)
+    aggregates = analysis.aggregate_rules.check(analysis, select)
     entries, from_model = check_from(analysis, tree)
     groups, explicit, implicit, output_groups = check_grouping(
         analysis, select, aliases, bool(aggregates)

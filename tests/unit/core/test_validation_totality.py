@@ -12,9 +12,10 @@ from pldiffix.core.relations import (
     RelationKind,
     StaticCatalog,
 )
+from pldiffix.core.validation import ValidationError, validate
+from pldiffix.core.validation.totality import cast_can_fail, comparison_can_fail
 from pldiffix.diffix import rewrite
-from pldiffix.diffix.validation import ValidationError, validate
-from pldiffix.diffix.validation.totality import cast_can_fail, comparison_can_fail
+from pldiffix.diffix.validation.aggregates import DiffixAggregates
 from pldiffix.dp.query import parse
 
 TRUSTED, UNTRUSTED = "anonymized_trusted", "anonymized_untrusted"
@@ -42,12 +43,12 @@ CATALOG = StaticCatalog(
 
 
 def _model(sql: str, level: str, total: bool = False):
-    return validate(sql, CATALOG, level, total_expressions=total).anonymizing[0]
+    return validate(sql, CATALOG, level, DiffixAggregates(), total_expressions=total).anonymizing[0]
 
 
 def _refusal(sql: str, level: str, total: bool = False) -> str:
     with pytest.raises(ValidationError) as error:
-        validate(sql, CATALOG, level, total_expressions=total)
+        validate(sql, CATALOG, level, DiffixAggregates(), total_expressions=total)
     return str(error.value)
 
 

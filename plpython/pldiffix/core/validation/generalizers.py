@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from pldiffix.core import errors as sqlstate
-from pldiffix.diffix.money import is_money_rounded
+from pldiffix.core.money import is_money_rounded
 
 from ..query_model import Generalization, GeneralizationKind
 from .context import Analysis

@@ -1,7 +1,8 @@
-"""The validated query model of the anonymizing subset.
+"""The validated query model of a SELECT over personal tables, shared by the mechanisms.
 
-`validation` turns analyst SQL into a `ValidatedQuery`; the rewriter turns that into SQL. Both sides
-only ever see resolved identifiers and sqlglot expressions, never pieces of the analyst's text.
+The statement validator (core/validation/) turns analyst SQL into a `ValidatedQuery`; Diffix's
+rewriter and DP's planner turn it into SQL. Both sides only ever see resolved identifiers and
+sqlglot expressions, never pieces of the analyst's text. Aggregate kinds are the mechanism's.
 """
 
 from __future__ import annotations
@@ -131,22 +132,6 @@ class Filter:
     value: exp.Expression
 
 
-AggregateKind = Literal[
-    "count_star",
-    "count",
-    "count_distinct",
-    "sum",
-    "avg",
-    "count_noise_star",
-    "count_noise",
-    "count_distinct_noise",
-    "sum_noise",
-    "avg_noise",
-    "count_histogram",
-    "is_suppress_bin",
-]
-
-
 @dataclass(frozen=True)
 class Aggregate:
     """An aggregate of an anonymizing query.
@@ -155,7 +140,7 @@ class Aggregate:
     `column` is the aggregated column (the counted AID for count_histogram), None for `*` forms.
     """
 
-    kind: AggregateKind
+    kind: str  # the mechanism's name (Diffix: diffix/validation/aggregates.py, AggregateKind)
     column: ColumnRef | None
     node: exp.Expression
     bin_size: int | None = None  # count_histogram only (defaults to 1)
