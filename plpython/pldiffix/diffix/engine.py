@@ -345,15 +345,18 @@ def _row_ranges(
 def _empty_personal_reads(validated: ValidatedQuery, live: catalog.LiveCatalog) -> None:
     """Replaces personal tables outside anonymizing queries (e.g. under WHERE FALSE) by empty
     relations with the same columns, so the query never reads them."""
-    ctes = {cte.alias_or_name for cte in validated.ast.find_all(exp.CTE)}
+    ctes = {
+        sqltext.ident_name(cte.args["alias"].this if cte.args.get("alias") else cte.alias_or_name)
+        for cte in validated.ast.find_all(exp.CTE)
+    }
     path = list(live.search_path)
     path = path if "pg_catalog" in path else ["pg_catalog", *path]
     for table in list(validated.ast.find_all(exp.Table)):
         if not isinstance(table.this, exp.Identifier):
             continue
-        name = table.name
+        name = sqltext.ident_name(table.this)  # names as PostgreSQL folds them
         if table.db:
-            candidates = [table.db]
+            candidates = [sqltext.ident_name(table.args["db"])]
         elif name in ctes:
             continue
         else:
@@ -367,7 +370,8 @@ def _empty_personal_reads(validated: ValidatedQuery, live: catalog.LiveCatalog) 
             continue
         columns = ", ".join(f"CAST(NULL AS {c.type}) AS {identifier(c.name)}" for c in info.columns)
         empty = exp.maybe_parse(f"(SELECT {columns} WHERE FALSE)", dialect="postgres")
-        alias = table.alias or name
+        given = table.args.get("alias")
+        alias = sqltext.ident_name(given.this) if given is not None and given.this else name
         subquery = exp.Subquery(
             this=empty.this if isinstance(empty, exp.Subquery) else empty,
             alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)),
