@@ -8,11 +8,13 @@ import threading
 
 import psycopg
 import pytest
+import sqlglot
 
 ODD = """
 CREATE TABLE odd (id integer PRIMARY KEY, f double precision, r real, n numeric, d date,
                   ts timestamp, tz timestamptz, b boolean, t text);
-INSERT INTO odd SELECT i, i, i, i, DATE '2000-01-01' + i, TIMESTAMP '2000-01-01' + i * INTERVAL '1 h',
+INSERT INTO odd SELECT i, i, i, i, DATE '2000-01-01' + i,
+  TIMESTAMP '2000-01-01' + i * INTERVAL '1 h',
   TIMESTAMPTZ '2000-01-01 00:00+00' + i * INTERVAL '1 h', i % 2 = 0, 'v' || i % 3
   FROM generate_series(1, 200) i;
 CALL diffix.mark_personal('odd', 'id');
@@ -76,9 +78,7 @@ def test_no_single_value_makes_a_sample_fail(odd, edge):
         rows = odd.as_role(analyst).execute("SELECT * FROM diffix.dp_sample('odd', 20, 0.5)")
         assert len(rows.fetchall()) == 20
     finally:
-        odd.admin.execute(
-            "UPDATE odd SET f = 7, r = 7, n = 7, t = 'v1' WHERE id = 7"
-        )
+        odd.admin.execute("UPDATE odd SET f = 7, r = 7, n = 7, t = 'v1' WHERE id = 7")
 
 
 def test_dates_and_timestamps_at_infinity_do_not_make_a_sample_fail(odd):
@@ -133,7 +133,7 @@ def test_two_sessions_racing_one_budget_spend_it_once(odd):
 def test_the_internal_function_samples_personal_tables_only(odd, target):
     analyst = _analyst(odd)
     relid = odd.execute("SELECT %s::regclass::oid::int8", (target,))[0][0]
-    with pytest.raises(psycopg.Error, match="only personal tables|no USAGE"):
+    with pytest.raises(psycopg.Error, match=r"only personal tables|no USAGE"):
         odd.as_role(analyst).execute(
             "SELECT * FROM diffix._dp_sample(%s::oid, 5, 0.5, 1e-6)", (relid,)
         )
@@ -142,10 +142,35 @@ def test_the_internal_function_samples_personal_tables_only(odd, target):
 
 def test_bogus_oids_are_refused_for_free(odd):
     analyst = _analyst(odd)
-    with pytest.raises(psycopg.Error, match="only personal tables|no USAGE"):
+    with pytest.raises(psycopg.Error, match=r"only personal tables|no USAGE"):
         odd.as_role(analyst).execute("SELECT * FROM diffix._dp_sample(0, 5, 0.5, 1e-6)")
-    with pytest.raises(psycopg.Error, match="only personal tables|no USAGE"):
+    with pytest.raises(psycopg.Error, match=r"only personal tables|no USAGE"):
         odd.as_role(analyst).execute(
             "SELECT * FROM diffix._dp_sample(4294967295::oid, 5, 0.5, 1e-6)"
         )
     assert _spent(odd, analyst) == []
+
+
+def test_the_logged_statement_of_a_hostile_table_name_reads_back_as_that_call(odd):
+    """The ledger and audit keep a runnable-looking statement: with a table named to close its
+    quote, it must still name the table, not carry a second statement."""
+    odd.admin.execute(
+        """
+        CREATE TABLE "o'); DROP TABLE odd; --" (id integer PRIMARY KEY, f double precision);
+        INSERT INTO "o'); DROP TABLE odd; --" SELECT i, i FROM generate_series(1, 50) i;
+        CALL diffix.mark_personal('"o''); DROP TABLE odd; --"', 'id');
+        CALL diffix.set_dp_bounds('"o''); DROP TABLE odd; --"', 'f', 0, 100);
+        """
+    )
+    analyst = _analyst(odd)
+    conn = odd.as_role(analyst)
+    conn.execute(
+        "SELECT * FROM diffix.dp_sample(%s, 5, 0.5)", ('"o\'); DROP TABLE odd; --"',)
+    ).fetchall()
+    (logged,) = odd.execute(
+        "SELECT sql FROM diffix.budget_ledger WHERE role_name = %s", (analyst,)
+    )[0]
+    assert logged == (
+        "SELECT * FROM diffix.dp_sample('\"public\".\"o''); DROP TABLE odd; --\"', 5, 0.5, 1e-06)"
+    )
+    assert len(sqlglot.parse(logged, read="postgres")) == 1  # one statement, as written
