@@ -206,6 +206,35 @@ AS $$
                 u.id)
   FROM diffix.unlabeled_tables u WHERE u.acknowledged_at IS NULL
   UNION ALL
+  -- Views and materialized views over personal rows (directly or through other views) that an
+  -- anonymized role can read: a view reads with its owner's privileges, so SELECT on it is SELECT
+  -- on the rows. The perturbed views (owner diffix_perturb_owner) are meant to be read.
+  SELECT 'critical', v.relid::regclass::text,
+         format('%s (%s) can read rows of %s through this view', a.rolname, a.level,
+                v.personal::regclass),
+         format('REVOKE SELECT ON %s FROM %I, or label the underlying table''s readers direct',
+                v.relid::regclass, a.rolname)
+  FROM (
+    WITH RECURSIVE tainted(relid, personal) AS (
+      SELECT p.oid, p.oid FROM personal p
+      UNION
+      SELECT rw.ev_class, t.personal FROM tainted t
+      JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.relid
+        AND d.classid = 'pg_rewrite'::regclass
+      JOIN pg_rewrite rw ON rw.oid = d.objid
+      WHERE rw.ev_class <> t.relid
+    )
+    SELECT DISTINCT ON (t.relid) t.relid, t.personal FROM tainted t
+    JOIN pg_class c ON c.oid = t.relid
+    WHERE c.relkind IN ('v', 'm') AND t.relid NOT IN (SELECT oid FROM personal)
+      AND NOT pg_has_role('diffix_perturb_owner', c.relowner, 'MEMBER')
+    ORDER BY t.relid, t.personal
+  ) v
+  CROSS JOIN anonymized a
+  WHERE NOT a.rolsuper AND a.rolname !~ '^diffix_'
+    AND (has_table_privilege(a.roleid, v.relid, 'SELECT')
+         OR has_any_column_privilege(a.roleid, v.relid, 'SELECT'))
+  UNION ALL
   SELECT * FROM diffix._ledger_findings()
   UNION ALL
   SELECT * FROM diffix._shard_findings()  -- servers holding partitions (44_partition_trees.sql)

@@ -186,7 +186,8 @@ def _tbe_range_call(node: exp.Expression) -> exp.Column | None:
     """The column of diffix.tbe_range(column); a QueryError for other tbe_range forms."""
     call: exp.Expression | None = None
     if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Anonymous):
-        if node.this.name.lower() == "diffix" and node.expression.name.lower() == "tbe_range":
+        schema = sqltext.ident_name(node.this)  # "DIFFIX" is another schema than diffix
+        if schema == "diffix" and node.expression.name.lower() == "tbe_range":
             call = node.expression
     elif isinstance(node, exp.Anonymous) and node.name.lower() == "tbe_range":
         raise _reject(

@@ -351,7 +351,8 @@ def _empty_personal_reads(validated: ValidatedQuery, live: catalog.LiveCatalog) 
             continue
         columns = ", ".join(f"CAST(NULL AS {c.type}) AS {identifier(c.name)}" for c in info.columns)
         empty = exp.maybe_parse(f"(SELECT {columns} WHERE FALSE)", dialect="postgres")
-        alias = read.node.alias or read.name
+        given = read.node.args.get("alias")  # folded as PostgreSQL folds it
+        alias = sqltext.ident_name(given.this) if given is not None and given.this else read.name
         subquery = exp.Subquery(
             this=empty.this if isinstance(empty, exp.Subquery) else empty,
             alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)),

@@ -76,7 +76,19 @@ def _oid(plpy: Any, relation: RelationInfo) -> int:
 
 
 def unit_paths(plpy: Any) -> dict[int, int]:
-    rows = catalog.query(plpy, "SELECT p.relid, p.target_relid FROM diffix.dp_unit_paths p")
+    """The declared paths whose two columns are still their tables' AID columns: a path says
+    what one column identifies, and re-marking a table with another AID (a merchant's instead
+    of a customer's) must not carry the declaration over to the new column."""
+    rows = catalog.query(
+        plpy,
+        "SELECT p.relid, p.target_relid FROM diffix.dp_unit_paths p "
+        "WHERE EXISTS (SELECT FROM diffix.column_labels s WHERE s.relid OPERATOR(pg_catalog.=) "
+        "p.relid AND s.attnum OPERATOR(pg_catalog.=) p.attnum AND s.label "
+        "OPERATOR(pg_catalog.=) 'aid') "
+        "AND EXISTS (SELECT FROM diffix.column_labels t WHERE t.relid OPERATOR(pg_catalog.=) "
+        "p.target_relid AND t.attnum OPERATOR(pg_catalog.=) p.target_attnum AND t.label "
+        "OPERATOR(pg_catalog.=) 'aid')",
+    )
     return {int(row["relid"]): int(row["target_relid"]) for row in rows}
 
 

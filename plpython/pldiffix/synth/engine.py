@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pldiffix.core import audit, catalog, context, ledger
+from pldiffix.core import audit, catalog, context, ledger, sqltext
 from pldiffix.core.errors import reports_errors
 from pldiffix.core.levels import AccessLevel
 from pldiffix.synth import accounting, model, noise, queries, report
@@ -215,7 +215,8 @@ def _sample_plan(
     _check_schema_usage(plpy, role, relid)  # before anything is said about the table
     source = _source(plpy, relid)
     description = (
-        f"SELECT * FROM diffix.dp_sample('{source.schema}.{source.table}', {k}, {epsilon:g}, "
+        "SELECT * FROM diffix.dp_sample("
+        f"{sqltext.literal(sqltext.qualified(source.schema, source.table))}, {k}, {epsilon:g}, "
         f"{delta:g})"
     )
     bounds, domains = _dp_columns(plpy, relid)

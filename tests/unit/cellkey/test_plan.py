@@ -75,6 +75,9 @@ def test_order_by_names_a_selected_expression():
         ("SELECT count(*) FROM sales LIMIT age", "LIMIT takes a non-negative integer"),
         ("SELECT diffix.tbe_range(age), count(*) FROM sales GROUP BY 1", "needs declared ranges"),
         ("SELECT tbe_range(age), count(*) FROM sales GROUP BY 1", "with its schema"),
+        # a quoted "DIFFIX" is another schema (an analyst's), not pldiffix's
+        ('SELECT "DIFFIX".tbe_range(age), count(*) FROM sales GROUP BY 1', "can be selected"),
+        ("SELECT DIFFIX.tbe_range(age), count(*) FROM sales GROUP BY 1", "needs declared ranges"),
         ("SELECT 1 UNION SELECT 2", "only a plain SELECT"),
     ],
 )

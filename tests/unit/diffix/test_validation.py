@@ -417,3 +417,26 @@ def test_trusted_rejections_hold_for_untrusted(sql: str) -> None:
 
 def test_round_by_is_accepted_for_trusted_analysts() -> None:
     check("SELECT diffix.round_by(discount, 2) from test_validation;", TRUSTED)
+
+
+def test_a_quoted_cte_name_keeps_its_case() -> None:
+    """WITH "Test_Customers" does not hide test_customers (PostgreSQL folds only the unquoted
+    name): the statement reads the personal table, so its WITH is refused."""
+    with pytest.raises(ValidationError, match="reads personal tables"):
+        validate(
+            'WITH "Test_Customers" AS (SELECT 1 AS city) SELECT city FROM test_customers',
+            make_catalog(),
+            TRUSTED,
+        )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "WITH Test_Customers AS (SELECT 1 AS city) SELECT city FROM test_customers",
+        'WITH test_customers AS (SELECT 1 AS city) SELECT city FROM "test_customers"',
+    ],
+)
+def test_an_unquoted_cte_name_folds_and_hides_the_table(sql: str) -> None:
+    relations = validate(sql, make_catalog(), TRUSTED).relations
+    assert not any(r.kind is P for r in relations)

@@ -96,7 +96,9 @@ def _with_clause(
     env = dict(ctes)
     recursive = bool(with_.args.get("recursive"))
     for cte in with_.expressions:
-        name = ident_name(cte.alias_or_name)
+        alias_node = cte.args.get("alias")
+        # folded as PostgreSQL folds it: WITH "Customers" does not hide the table customers
+        name = ident_name(alias_node.this if alias_node is not None else cte.alias_or_name)
         body = cte.this
         if not isinstance(body, exp.Query):
             raise error_at(
@@ -104,7 +106,6 @@ def _with_clause(
                 "only SELECT is allowed inside WITH",
                 "Data-modifying statements are not allowed; use a SELECT in the CTE.",
             )
-        alias_node = cte.args.get("alias")
         if recursive:
             names = [ident_name(c) for c in (alias_node.columns if alias_node else [])]
             env[name] = ([(n, None) for n in names], not names)
