@@ -55,7 +55,7 @@ class BucketQuery:
     labels: list[SqlType]
     aid_types: list[str]
     inputs: list[AggregateInput]
-    float_sums: list[int]  # value columns whose sums get an exact per-instance total
+    float_sums: list[int]  # float value columns whose sums get per-instance totals over rows
     packed: dict[str, str] = field(default_factory=dict)  # per-AID column -> binary format
     rows: bool = False  # packed columns hold rows, not AIDs (`_row_query`)
     # What the query collects per input row at most: packed rows, or one per-AID entry each.
@@ -283,10 +283,14 @@ def bucket_query(
     sql_parts = _Sql(n_aids, [identifier(numbered(LABEL, k)) for k in range(len(model.groups))])
     sql_parts.values = [sql(v) for v in values]
 
+    # Several AID instances: their exact ties decide whose noise is reported, so each instance's
+    # float total is added over its rows (one instance: over its contributions, exactly, in
+    # `bucket_reader`, whatever order parts and passes come in; `anonymization.exact_sum`).
     float_sums = sorted(
         j
         for j in sums
-        if summand_type(value_types[j])
+        if n_aids > 1
+        and summand_type(value_types[j])
         in (SummandType.FLOAT4, SummandType.FLOAT8, SummandType.NUMERIC)
     )
 

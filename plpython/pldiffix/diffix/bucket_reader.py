@@ -29,6 +29,7 @@ from pldiffix.diffix.anonymization.bucket_columns import (
 )
 from pldiffix.diffix.anonymization.contributions import ContributionTracker, SummarizedTracker
 from pldiffix.diffix.anonymization.count import COUNTED
+from pldiffix.diffix.anonymization.exact_sum import exact_total
 from pldiffix.diffix.anonymization.hashing import hash_aids, hash_string
 from pldiffix.diffix.anonymization.low_count import LowCountSummary
 from pldiffix.diffix.anonymization.registry import find_agg_funcs
@@ -36,8 +37,6 @@ from pldiffix.diffix.anonymization.sum import (
     NEGATIVE,
     POSITIVE,
     ROW_VALUES,
-    TOTAL_NEGATIVE,
-    TOTAL_POSITIVE,
 )
 from pldiffix.diffix.bucket_query import BucketQuery
 from pldiffix.diffix.rewrite import SqlType
@@ -135,9 +134,6 @@ class BucketReader:
             if j in per_aid.positive:
                 for leg, sums in ((POSITIVE, per_aid.positive), (NEGATIVE, per_aid.negative)):
                     out[cols.per_aid(leg, 0, j)], out[cols.unaccounted(leg, 0, j)] = sums[j], 0
-                totals = per_aid.totals.get(j, (0.0, 0.0))
-                out[cols.per_instance(TOTAL_POSITIVE, j, 0)] = totals[0]
-                out[cols.per_instance(TOTAL_NEGATIVE, j, 0)] = totals[1]
         return out
 
     def bucket(self, row: Any, per_aid: bulk.PerAid | None = None) -> tuple[Bucket, int]:
@@ -231,6 +227,12 @@ class _Row:
         kernel, packed = self._reader.kernel, self._packed
         values = self._reader.per_aid(self._row, name, packed)
         present = kernel.non_negative(values) if name in packed else None
+        if total is None and not integer:  # one AID instance: its contributions, added exactly
+            total = (
+                kernel.exact_total(values, present)
+                if name in packed
+                else exact_total(v for v in _numbers(values, False) if v is not None)
+            )
         if self.compact and name in packed:
             summary = kernel.summarize(
                 self._hashes[k], values, present, self.params.top_capacity, total, distinct=True

@@ -25,8 +25,9 @@ from pldiffix.diffix.anonymization.numeric import float4, float8_to_numeric, num
 
 # Per AID, the sums of the non-negative (`POSITIVE`) and the magnitudes of the non-positive
 # (`NEGATIVE`) values of value column j: sp<j>, asp<j>_<k>, usp<j>_<k> (likewise sn). Float sums
-# also get exact per-instance totals added in row order: tp<j>_<k>, tn<j>_<k>. A bucket row that
-# ships rows carries each row's value instead: rv<j>.
+# over several AID instances also get per-instance totals added in row order: tp<j>_<k>, tn<j>_<k>
+# (one instance totals its contributions exactly, `exact_sum`). A bucket row that ships rows
+# carries each row's value instead: rv<j>.
 POSITIVE = "sp"
 NEGATIVE = "sn"
 TOTAL_POSITIVE = "tp"
