@@ -15,7 +15,7 @@ from pldiffix.diffix.anonymization.partitions import combine_trackers
 
 def _terms(rng: random.Random) -> list[float]:
     terms = [rng.uniform(-1, 1) * 10.0 ** rng.randint(-300, 300) for _ in range(rng.randrange(60))]
-    return terms + [5e-324, -1e-310, -0.0, 0.1, 0.2, 0.3]
+    return [*terms, 5e-324, -1e-310, -0.0, 0.1, 0.2, 0.3]
 
 
 def test_the_total_is_the_exact_sum_rounded_once_in_any_order() -> None:
