@@ -8,12 +8,11 @@ from __future__ import annotations
 import pytest
 from shard_fixtures import SPLIT, create_sharded_tx, shard_database
 
-# One row per AID, magnitudes far apart: a float sum added in another order differs (1.0 vanishes
-# next to 1e16 in one order and not in another).
+# One row per AID; thirds and tenths: a float sum added in another order differs in its last bits.
 ROWS = """
 SELECT i AS aid, (ARRAY['card', 'cash'])[1 + i % 2] AS kind,
-       (CASE i % 5 WHEN 0 THEN 1e16 WHEN 1 THEN 1.0 WHEN 2 THEN 0.1 WHEN 3 THEN -1e16
-        ELSE 1.0 / i END)::float8 AS amount
+       ((CASE i % 5 WHEN 3 THEN -1 ELSE 1 END) * (1.0 / i + (i % 7) * 0.1 + i / 3.0))::float8
+         AS amount
 FROM generate_series(1, 400) i
 """
 PER_PARTITION = ["pldiffix: read 2 partitions in 1 passes"]

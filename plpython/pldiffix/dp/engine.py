@@ -294,7 +294,9 @@ def load_metadata(plpy: Any, query: DpQuery, relid: int) -> planner.TableMetadat
         "EXISTS (SELECT FROM pg_catalog.pg_index i "
         "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
         "WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 "
-        "AND i.indpred IS NULL AND a.attname = $2) AS unique_aid "
+        "AND i.indpred IS NULL AND a.attname = $2) "
+        # or declared by an administrator (sql/dp/56_unique_units.sql: sharded tables)
+        "OR EXISTS (SELECT FROM diffix.dp_unique_units u WHERE u.relid = $1) AS unique_aid "
         "FROM (SELECT $1::oid AS relid) r LEFT JOIN diffix.dp_tables t ON t.relid = r.relid",
         ("oid", "name"),
         (relid, query.aid),
