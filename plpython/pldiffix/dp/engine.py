@@ -33,6 +33,7 @@ from pldiffix.core.exact_sampling import rational_epsilon
 from pldiffix.core.relations import RelationKind
 from pldiffix.core.security_checks import SecurityChecks
 from pldiffix.core.statements import QueryError
+from pldiffix.diffix import shards
 from pldiffix.dp import joins, markers, planner, release, replay
 from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, parse
 
@@ -118,7 +119,7 @@ def run(
         mechanism=MECHANISM,
     )
 
-    groups = list(plpy.execute(plan.sql))
+    groups = list(plpy.execute(_statistics_sql(plpy, query, relid, plan.sql)))
     histograms = {  # read lazily, one group at a time, once the released groups are known
         index: _histograms(plpy, plan.histogram_sql(query, metadata, index), plan.group_count)
         for index, aggregate in enumerate(plan.aggregates)
@@ -275,6 +276,15 @@ def _inside(node: exp.Expression, ancestor: exp.Expression) -> bool:
             return True
         current = current.parent
     return False
+
+
+def _statistics_sql(plpy: Any, query: DpQuery, relid: int, sql: str) -> str:
+    """The plan's statistics, per partition over a table partitioned on its AID (shards)."""
+    if query.joined:
+        return sql
+    leaves = shards.partitions_on(plpy, relid, query.aid)
+    root = (query.relation.schema, query.relation.name)
+    return shards.dp_statistics_sql(plpy, sql, root, leaves)
 
 
 def _relation_oid(plpy: Any, query: DpQuery) -> int:
