@@ -35,6 +35,7 @@ bench: deps
 	$(PY) -m pldiffix_tools.bench $(BENCH_ARGS)
 	$(PY) -m pldiffix_tools.bench_proxy $(PROXY_BENCH_ARGS)
 	$(PY) -m pldiffix_tools.bench_synth $(SYNTH_BENCH_ARGS)
+	$(PY) -m pldiffix_tools.bench_shards $(SHARDS_BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
