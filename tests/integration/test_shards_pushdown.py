@@ -17,7 +17,7 @@ from pldiffix.core.relations import (
     RelationKind,
     StaticCatalog,
 )
-from pldiffix.diffix import rewrite, shards
+from pldiffix.diffix import bucket_query, rewrite, shards
 from pldiffix.diffix.query_model import RelationRef
 from pldiffix.diffix.validation import validate
 
@@ -57,7 +57,7 @@ def statement(query: str, labels: list[rewrite.SqlType], **options) -> str:
     model = validate(
         query, StaticCatalog({("public", "tx"): TX}, FUNCTIONS, ("public",)), "anonymized_trusted"
     ).anonymizing[0]
-    bucket = rewrite.bucket_query(
+    bucket = bucket_query.bucket_query(
         model, labels, ["integer"], lambda c: "float8", False, True, keyed=True, **options
     )
     leaves = [RelationRef("public", f"tx_p{k}", RelationKind.PERSONAL) for k in (0, 1)]
