@@ -123,7 +123,8 @@ TX = StaticCatalog(
     ],
 )
 def test_per_partition_statistics_equal_those_over_the_root(sharded, sql, unique):
-    """Bounded and clamped statistics, exactly: each unit is bounded in its own partition."""
+    """Bounded and clamped statistics, exactly: each unit is bounded in its own partition, whose
+    aggregation runs on its shard."""
     query = parse(sql, TX)
     metadata = planner.TableMetadata(2, unique, {"amount": planner.Bounds(0.0, 50.0)})
     plan = planner.plan(query, metadata, 11)
@@ -135,10 +136,13 @@ def test_per_partition_statistics_equal_those_over_the_root(sharded, sql, unique
         )
         over_root = sorted(sharded.admin.execute(plan.sql).fetchall(), key=repr)
         added = sorted(sharded.admin.execute(per_partition).fetchall(), key=repr)
+        explained = [row[0] for row in sharded.admin.execute("EXPLAIN VERBOSE " + per_partition)]
     finally:
         sharded.admin.execute("RESET ROLE")
     assert per_partition != plan.sql
     assert over_root and added == over_root
+    # the foreign partition's per-unit (or, with unique units, per-group) aggregation ships
+    assert any("Relations: Aggregate on (public.tx_p1" in line for line in explained), explained
 
 
 def test_only_an_administrator_declares_unique_units(sharded):
