@@ -38,12 +38,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 # BENCH_ARGS go to the engine benchmark, PROXY_BENCH_ARGS to the proxy's (overhead and load),
 # SYNTH_BENCH_ARGS to the synthesis-vs-MST comparison (MST in its own .venv-mst, made on first use),
-# DP_PEERS_ARGS to the DP side by side (pldiffix, SmartNoise SQL, OpenDP)
+# DP_PEERS_ARGS to the DP side by side (pldiffix, SmartNoise SQL, OpenDP),
+# SHARDS_BENCH_ARGS to local vs sharded over three loopback clusters
 bench: deps $(BENCH_STAMP)
 	$(PY) -m pldiffix_tools.bench $(BENCH_ARGS)
 	$(PY) -m pldiffix_tools.bench_proxy $(PROXY_BENCH_ARGS)
 	$(PY) -m pldiffix_tools.bench_synth $(SYNTH_BENCH_ARGS)
 	$(PY) -m pldiffix_tools.bench_dp_peers $(DP_PEERS_ARGS)
+	$(PY) -m pldiffix_tools.bench_shards $(SHARDS_BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

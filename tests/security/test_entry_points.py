@@ -32,6 +32,7 @@ PUBLIC_DEFINERS = {
     # level, k, cost, SELECT on the columns and budget checked inside before the charge
     "diffix._dp_sample": "charged to the caller's own budget",
     "diffix._set_dp_bounds_per_partition": "admin check",
+    "diffix._declare_dp_unique_units": "admin check",
     "diffix._set_dp_unit_path": "admin check",
     "diffix._dp_suggest_bounds": "admin check",
     "diffix.mark_role": "admin check",
@@ -60,6 +61,7 @@ ADMIN_ONLY_CALLS = [
     "SELECT diffix._set_dp_bounds('customers'::regclass, 'age', 0, 1)",
     "SELECT diffix._set_dp_max_contributions('customers'::regclass, 1)",
     "SELECT diffix._set_dp_bounds_per_partition('customers'::regclass, 2, 3)",
+    "SELECT diffix._declare_dp_unique_units('customers'::regclass, true)",
     "SELECT diffix._set_dp_unit_path('customers'::regclass, 'id', 'customers'::regclass, 'id')",
     "SELECT diffix._set_dp_domain('customers'::regclass, 'city', ARRAY['x'])",
     "SELECT * FROM diffix._dp_suggest_bounds('customers'::regclass, 'age', 1)",

@@ -53,7 +53,7 @@ class BucketQuery:
     labels: list[SqlType]
     aid_types: list[str]
     inputs: list[AggregateInput]
-    float_sums: list[int]  # value columns whose sums get an exact per-instance total
+    float_sums: list[int]  # float value columns whose sums get per-instance totals over rows
     packed: dict[str, str] = field(default_factory=dict)  # per-AID column -> binary format
     rows: bool = False  # packed columns hold rows, not AIDs (`_row_query`)
     # What the query collects per input row at most: packed rows, or one per-AID entry each.
@@ -278,7 +278,10 @@ def bucket_query(
     # per value tracker with requests, in registry order: the value columns it tracks
     tracked = [(t, sorted(plan.tracked[t])) for t in TRACKERS if t in plan.tracked]
     all_tracked = sorted({j for _, js in tracked for j in js})
-    totals = sorted({j for t, js in tracked for j in js if t.totals(value_types[j])})
+    # Several AID instances: their exact ties decide whose noise is reported, so each instance's
+    # float total is added over its rows (one instance: over its contributions, exactly, in
+    # `bucket_reader`, whatever order parts and passes come in; `anonymization.exact_sum`).
+    totals = sorted({j for t, js in tracked for j in js if n_aids > 1 and t.totals(value_types[j])})
 
     # base: one row per input row
     base: list[str] = []

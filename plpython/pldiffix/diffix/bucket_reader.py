@@ -28,6 +28,7 @@ from pldiffix.diffix.anonymization.bucket_columns import (
     numbered,
 )
 from pldiffix.diffix.anonymization.contributions import ContributionTracker, SummarizedTracker
+from pldiffix.diffix.anonymization.exact_sum import exact_total
 from pldiffix.diffix.anonymization.hashing import hash_aids, hash_string
 from pldiffix.diffix.anonymization.low_count import LowCountSummary
 from pldiffix.diffix.anonymization.registry import TRACKERS, find_agg_funcs
@@ -221,6 +222,12 @@ class _Row:
         kernel, packed = self._reader.kernel, self._packed
         values = self._reader.per_aid(self._row, name, packed)
         present = kernel.non_negative(values) if name in packed else None
+        if total is None and not integer:  # one AID instance: its contributions, added exactly
+            total = (
+                kernel.exact_total(values, present)
+                if name in packed
+                else exact_total(v for v in _numbers(values, False) if v is not None)
+            )
         if self.compact and name in packed:
             summary = kernel.summarize(
                 self._hashes[k], values, present, self.params.top_capacity, total, distinct=True

@@ -22,7 +22,7 @@ from typing import Any
 
 from pldiffix.core import catalog
 from pldiffix.core.query_model import AnonymizingQuery, RangeEntry, RelationRef
-from pldiffix.core.sqltext import identifier
+from pldiffix.core.sqltext import identifier, qualified
 from pldiffix.diffix import bucket_query, rewrite
 from pldiffix.diffix.anonymization import Bucket, partitions
 
@@ -80,12 +80,18 @@ def aid_partitions(
     details = live.details.get((entry.relation.schema, entry.relation.name))
     if details is None or details.relkind != "p":
         return []
-    rows = catalog.query(
-        plpy, _AID_PARTITIONS, ("oid", "name"), (details.oid, model.aid_columns[0].name)
-    )
-    if not all(row["readable"] for row in rows):  # attached since marking: read the root
+    leaves = partitions_on(plpy, details.oid, model.aid_columns[0].name)
+    return [RelationRef(schema, name, entry.relation.kind) for schema, name in leaves]
+
+
+def partitions_on(plpy: Any, relid: int, aid: str) -> list[tuple[str, str]]:
+    """(schema, name) of the partitions of table `relid` when it is partitioned on exactly its
+    column `aid` and the engine may read each; none otherwise (a partition attached since
+    marking is not readable yet: the table is read through its root)."""
+    rows = catalog.query(plpy, _AID_PARTITIONS, ("oid", "name"), (relid, aid))
+    if not all(row["readable"] for row in rows):
         return []
-    return [RelationRef(row["s"], row["r"], entry.relation.kind) for row in rows]
+    return [(row["s"], row["r"]) for row in rows]
 
 
 def per_partition_sql(bucket_sql: str, entry: RangeEntry, leaves: Sequence[RelationRef]) -> str:
@@ -133,3 +139,42 @@ def read_partitions(
                 buckets[key] = bucket
     plpy.debug(f"pldiffix: read {len(leaves)} partitions in {passes} passes")
     return list(buckets.values())
+
+
+# Types of the DP statistics' columns that a sum over the partitions' rows casts back to.
+_STATISTIC_TYPES = {20: "pg_catalog.int8", 23: "pg_catalog.int4", 1700: "pg_catalog.numeric"}
+
+
+def dp_statistics_sql(
+    plpy: Any, statistics_sql: str, root: tuple[str, str], leaves: Sequence[tuple[str, str]]
+) -> str:
+    """The DP plan's per-group statistics (`dp.planner.Plan.sql`, reading `root`, schema and
+    name) computed per partition and added up, when no unit crosses
+    partitions (the table is partitioned on its AID): contribution bounding is per unit, so
+    each partition bounds its own units, and every statistic (units, bounded counts and sums)
+    adds over disjoint sets of units. Each branch's per-(group, unit) aggregation is over one
+    partition, which postgres_fdw ships to its shard. `statistics_sql` unchanged when its
+    relation is not named once or a statistic's type does not add (the root is read then)."""
+    named = f"FROM {qualified(*root)} AS "
+    if len(leaves) < 2 or statistics_sql.count(named) != 1:
+        return statistics_sql
+    shape = plpy.execute(f"SELECT * FROM ({statistics_sql}) AS q LIMIT 0")
+    groups, added = [], []
+    for name, oid in zip(shape.colnames(), shape.coltypes(), strict=True):
+        if name[:1] == "g" and name[1:].isdigit():
+            groups.append(identifier(name))
+        elif oid in _STATISTIC_TYPES:
+            column = identifier(name)
+            added.append(f"CAST(pg_catalog.sum({column}) AS {_STATISTIC_TYPES[oid]}) AS {column}")
+        else:
+            return statistics_sql
+    branches = [
+        "(" + statistics_sql.replace(named, f"FROM {qualified(schema, name)} AS ") + ")"
+        for schema, name in leaves
+    ]
+    group_by = f" GROUP BY {', '.join(groups)}" if groups else ""
+    plpy.debug(f"pldiffix: DP statistics read per partition ({len(leaves)} partitions)")
+    return (
+        f"SELECT {', '.join([*groups, *added])} FROM ({' UNION ALL '.join(branches)}) AS parts"
+        f"{group_by}"
+    )

@@ -33,6 +33,7 @@ from pldiffix.core.exact_sampling import rational_epsilon
 from pldiffix.core.relations import RelationKind
 from pldiffix.core.security_checks import SecurityChecks
 from pldiffix.core.statements import QueryError
+from pldiffix.diffix import shards
 from pldiffix.dp import joins, markers, planner, release, replay
 from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, parse
 
@@ -118,7 +119,7 @@ def run(
         mechanism=MECHANISM,
     )
 
-    groups = list(plpy.execute(plan.sql))
+    groups = list(plpy.execute(_statistics_sql(plpy, query, relid, plan.sql)))
     histograms = {  # read lazily, one group at a time, once the released groups are known
         index: _histograms(plpy, plan.histogram_sql(query, metadata, index), plan.group_count)
         for index, aggregate in enumerate(plan.aggregates)
@@ -277,6 +278,15 @@ def _inside(node: exp.Expression, ancestor: exp.Expression) -> bool:
     return False
 
 
+def _statistics_sql(plpy: Any, query: DpQuery, relid: int, sql: str) -> str:
+    """The plan's statistics, per partition over a table partitioned on its AID (shards)."""
+    if query.joined:
+        return sql
+    leaves = shards.partitions_on(plpy, relid, query.aid)
+    root = (query.relation.schema, query.relation.name)
+    return shards.dp_statistics_sql(plpy, sql, root, leaves)
+
+
 def _relation_oid(plpy: Any, query: DpQuery) -> int:
     return catalog.query(
         plpy,
@@ -294,7 +304,9 @@ def load_metadata(plpy: Any, query: DpQuery, relid: int) -> planner.TableMetadat
         "EXISTS (SELECT FROM pg_catalog.pg_index i "
         "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
         "WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 "
-        "AND i.indpred IS NULL AND a.attname = $2) AS unique_aid "
+        "AND i.indpred IS NULL AND a.attname = $2) "
+        # or declared by an administrator (sql/dp/56_unique_units.sql: sharded tables)
+        "OR EXISTS (SELECT FROM diffix.dp_unique_units u WHERE u.relid = $1) AS unique_aid "
         "FROM (SELECT $1::oid AS relid) r LEFT JOIN diffix.dp_tables t ON t.relid = r.relid",
         ("oid", "name"),
         (relid, query.aid),

@@ -287,6 +287,15 @@ def _column_sql(query: DpQuery, aggregate: DpAggregate) -> str:
     return f"{identifier(alias)}.{identifier(aggregate.column)}"
 
 
+def _between(typ: str, value: str, lower: str, upper: str) -> str:
+    """`value` (float8 or numeric) clamped to [lower, upper] by the type's larger/smaller
+    functions, as LEAST(GREATEST()) would (NaN, the largest, becomes `upper`; NULL stays NULL):
+    functions postgres_fdw ships to a shard, where it ships no LEAST or GREATEST, so that a
+    partition's per-unit aggregation runs there (docs/scale-out.md)."""
+    prefix = {"float8": "float8", "numeric": "numeric_"}[typ]
+    return f"pg_catalog.{prefix}smaller(pg_catalog.{prefix}larger({value}, {lower}), {upper})"
+
+
 def _clamped(value: str, column_type: str | None, bounds: Bounds) -> str:
     """The value clamped to the bounds as double precision; NULL stays NULL (which greatest and
     least alone would replace by a bound), NaN becomes the upper bound.
@@ -299,15 +308,13 @@ def _clamped(value: str, column_type: str | None, bounds: Bounds) -> str:
     if column_type != "numeric":
         converted = f"CAST({value} AS double precision)"
     else:
-        within = f"LEAST(GREATEST({value}, {_decimal(bounds.lower)}), {_decimal(bounds.upper)})"
+        within = _between("numeric", value, _decimal(bounds.lower), _decimal(bounds.upper))
         converted = (
             f"CASE WHEN pg_catalog.abs({value}) < {_decimal(TINY_NUMERIC)} "
             f"THEN {_num(0.0)} ELSE CAST({within} AS double precision) END"
         )
-    return (
-        f"CASE WHEN {value} IS NULL THEN NULL ELSE LEAST(GREATEST({converted}, {lower}), "
-        f"{upper}) END"
-    )
+    clamped = _between("float8", converted, lower, upper)
+    return f"CASE WHEN {value} IS NULL THEN NULL ELSE {clamped} END"
 
 
 def _grid_units(value: str, step: float, limit: int) -> str:
@@ -323,14 +330,12 @@ def _grid_units(value: str, step: float, limit: int) -> str:
     rounded = f"pg_catalog.round(({value} OPERATOR(pg_catalog.*) {_num(1 / step)}))"
     if limit <= INT8_LIMIT:
         zero = "CAST(0 AS pg_catalog.int8)"
-        clamped = f"LEAST(GREATEST({rounded}, {_num(float(-limit))}), {_num(float(limit))})"
+        clamped = _between("float8", rounded, _num(float(-limit)), _num(float(limit)))
         units = f"CAST({clamped} AS pg_catalog.int8)"
     else:
         zero = "CAST(0 AS pg_catalog.numeric)"
-        units = (
-            f"LEAST(GREATEST(CAST({rounded} AS pg_catalog.numeric), {_decimal(-limit)}), "
-            f"{_decimal(limit)})"
-        )
+        numeric = f"CAST({rounded} AS pg_catalog.numeric)"
+        units = _between("numeric", numeric, _decimal(-limit), _decimal(limit))
     return (
         f"CASE WHEN {value} IS NULL THEN NULL WHEN pg_catalog.abs({value}) < {_num(step / 4)} "
         f"THEN {zero} ELSE {units} END"

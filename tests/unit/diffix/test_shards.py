@@ -9,7 +9,7 @@ import pytest
 
 from pldiffix.core.query_model import RangeEntry, RelationRef
 from pldiffix.core.relations import RelationKind
-from pldiffix.diffix.shards import per_partition_sql, plan_rows
+from pldiffix.diffix.shards import dp_statistics_sql, per_partition_sql, plan_rows
 
 
 def test_plan_rows_reads_the_top_node() -> None:
@@ -39,3 +39,58 @@ def test_per_partition_sql_refuses_a_query_naming_its_relation_twice() -> None:
     bucket = 'SELECT 1 FROM "public"."tx" AS "t" JOIN "public"."tx" AS "t" ON TRUE'
     with pytest.raises(ValueError):
         per_partition_sql(bucket, ENTRY, LEAVES)
+
+
+class _Shape:
+    def __init__(self, columns: list[tuple[str, int]]) -> None:
+        self.columns = columns
+
+    def colnames(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+    def coltypes(self) -> list[int]:
+        return [oid for _, oid in self.columns]
+
+
+class _Plpy:
+    def __init__(self, columns: list[tuple[str, int]]) -> None:
+        self.columns, self.executed, self.messages = columns, [], []
+
+    def execute(self, sql: str) -> _Shape:
+        self.executed.append(sql)
+        return _Shape(self.columns)
+
+    def debug(self, message: str) -> None:
+        self.messages.append(message)
+
+
+STATISTICS = 'SELECT g0, count(*) AS units, sum(x) AS a0_s FROM "public"."tx" AS "t" GROUP BY g0'
+DP_LEAVES = [("public", "tx_p0"), ("shard", "tx_p1")]
+
+
+def test_dp_statistics_add_up_over_the_partitions() -> None:
+    plpy = _Plpy([("g0", 25), ("units", 20), ("a0_s", 1700)])
+    sql = dp_statistics_sql(plpy, STATISTICS, ("public", "tx"), DP_LEAVES)
+    assert sql == (
+        'SELECT "g0", CAST(pg_catalog.sum("units") AS pg_catalog.int8) AS "units", '
+        'CAST(pg_catalog.sum("a0_s") AS pg_catalog.numeric) AS "a0_s" FROM (('
+        'SELECT g0, count(*) AS units, sum(x) AS a0_s FROM "public"."tx_p0" AS "t" GROUP BY g0'
+        ") UNION ALL ("
+        'SELECT g0, count(*) AS units, sum(x) AS a0_s FROM "shard"."tx_p1" AS "t" GROUP BY g0'
+        ')) AS parts GROUP BY "g0"'
+    )
+    assert plpy.messages == ["pldiffix: DP statistics read per partition (2 partitions)"]
+
+
+@pytest.mark.parametrize(
+    ("statistics", "columns", "leaves"),
+    [
+        (STATISTICS, [("g0", 25), ("units", 20), ("a0_s", 701)], DP_LEAVES),  # a float: the root
+        (STATISTICS, [("g0", 25), ("units", 20)], DP_LEAVES[:1]),  # one partition
+        (STATISTICS + " UNION ALL " + STATISTICS, [("units", 20)], DP_LEAVES),  # named twice
+    ],
+)
+def test_dp_statistics_read_through_the_root_otherwise(statistics, columns, leaves) -> None:
+    plpy = _Plpy(columns)
+    assert dp_statistics_sql(plpy, statistics, ("public", "tx"), leaves) == statistics
+    assert plpy.messages == []

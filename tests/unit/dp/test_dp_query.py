@@ -164,7 +164,7 @@ def test_plan_bounds_contributions_unless_the_aid_is_unique() -> None:
     assert "pg_catalog.hashtextextended(CAST(ROW(g0) AS pg_catalog.text), 42), g0" in ranked
     assert "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING" in ranked
     assert "LEAST(m, 3 OPERATOR(pg_catalog.-)" in ranked
-    assert "LEAST(GREATEST(" in bounded.sql  # clamping
+    assert "smaller(pg_catalog." in bounded.sql  # clamping
     count, total = bounded.aggregates
     assert count.statistics[0].sensitivity == 3
     # a unit's 3 rows each contribute at most 1000 / 0.1 grid steps

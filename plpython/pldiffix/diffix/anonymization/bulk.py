@@ -30,9 +30,10 @@ import heapq
 import operator
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from pldiffix.diffix.anonymization.exact_sum import ExactTotal, exact_total, exact_total_array
 from pldiffix.diffix.anonymization.hashing import FNV_OFFSET_BASIS, FNV_PRIME, AidKind, hash_aids
 
 try:
@@ -89,8 +90,6 @@ class PerAid:
     non_null: dict[int, Any]  # column -> non-NULL values per AID (rows minus NULL rows)
     positive: dict[int, Any]  # column -> sum of its values >= 0 per AID, -1 if it has none
     negative: dict[int, Any]  # column -> sum of -value over values <= 0 per AID, -1 if none
-    # float column -> (sum of values >= 0, sum of -value over values <= 0) over all rows
-    totals: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
 # What PostgreSQL's sum() does, for the legs of sum(col): add in row order, starting from 0 (so a
@@ -147,11 +146,6 @@ class PythonKernel:
                     kept = [sign * v for v in row_values if _in_leg(v, negative)]
                     legs.append(_fold(kept) if len(kept) > a else -1)
                 target[column] = legs
-            if any(isinstance(v, float) for v in column_values):
-                out.totals[column] = (
-                    _fold([v for v in column_values if _in_leg(v, False)]),
-                    _fold([-v for v in column_values if _in_leg(v, True)]),
-                )
         return out
 
     def count_rows(
@@ -181,6 +175,12 @@ class PythonKernel:
         if not any(v < 0 for v in values):
             return None
         return [not v < 0 for v in values]
+
+    def exact_total(self, values: Sequence[Number], present: Sequence[bool] | None) -> ExactTotal:
+        """The exact total (``exact_sum``) of the float contributions kept by ``present``."""
+        if present is None:
+            return exact_total(values)
+        return exact_total(v for v, keep in zip(values, present, strict=True) if keep)
 
     def hash_ints(self, values: Sequence[int], kind: AidKind) -> list[int]:
         return hash_aids(values, kind)
@@ -275,21 +275,15 @@ class NumpyKernel:
                 continue
             column_values = values[column]
             is_float = column_values.dtype.kind == "f"
-            totals = []
             for target, negative in ((out.positive, False), (out.negative, True)):
                 chosen = _in_leg(column_values, negative)
                 leg = np.where(chosen, -column_values if negative else column_values, 0)
                 if is_float:
                     sums = _sequential_sums(leg[order], starts, rows)
-                    # in row order; adding 0.0 for the rows left out changes no sum that
-                    # starts from +0.0
-                    totals.append(float(np.add.accumulate(np.concatenate(([0.0], leg)))[-1]))
                 else:
                     sums = np.add.reduceat(leg[order], starts)
                 counted = np.add.reduceat(chosen[order].astype(np.int64), starts)
                 target[column] = np.where(counted > absent, sums, -1)
-            if is_float:
-                out.totals[column] = (totals[0], totals[1])
         return out
 
     def non_negative(self, values: Any) -> Any:
@@ -314,6 +308,9 @@ class NumpyKernel:
         if data_bytes == 4:
             state *= self._prime_4
         return state
+
+    def exact_total(self, values: Any, present: Any) -> ExactTotal:
+        return exact_total_array(_np, values if present is None else values[present])
 
     def from_hashes(self, hashes: list[int]) -> Any:
         return _np.array(hashes, dtype=_np.uint64)

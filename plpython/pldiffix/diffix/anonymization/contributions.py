@@ -36,7 +36,9 @@ class ContributionTracker:
     ``total`` is the sum of all contributions. pg_diffix accumulates it row by row, so for float
     summands it can differ in the last bits from the sum of the per-AID totals; callers that can
     compute it over the rows (see ``AidContributions.total``) should pass it in, because exact
-    ties between AID instances decide which instance's noise is reported.
+    ties between AID instances decide which instance's noise is reported. The engine passes a
+    single instance's float total as an ``exact_sum.ExactTotal`` of its contributions, which
+    ``merge`` keeps exact.
     """
 
     contributions: dict[int, Number] = field(default_factory=dict)

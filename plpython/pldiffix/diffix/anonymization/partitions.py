@@ -12,9 +12,9 @@ This is exact only if two different AIDs never share a hash, since pg_diffix wou
 one contributor even when they sit in different passes: the engine splits only int4 AIDs, on which
 FNV-1a is injective (tests/unit/diffix/test_anonymization_partitions.py proves it).
 
-Float totals are added part by part, so they can differ in the last bits from a single pass that
-adds all rows in scan order (as PostgreSQL's own sum() differs between a serial and a parallel or
-sorted plan); everything else is exact.
+The float total of a single AID instance is an ``ExactTotal`` (``exact_sum``): parts add exactly,
+so the combined bucket totals exactly as a single pass does. Each AID's own contribution is in one
+part alone, added in that part's row order.
 """
 
 from __future__ import annotations

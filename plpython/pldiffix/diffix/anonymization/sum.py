@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 
 # Per AID, the sums of the non-negative (`POSITIVE`) and the magnitudes of the non-positive
 # (`NEGATIVE`) values of value column j: sp<j>, asp<j>_<k>, usp<j>_<k> (likewise sn). Float sums
-# also get exact per-instance totals added in row order: tp<j>_<k>, tn<j>_<k>. A bucket row that
-# ships rows carries each row's value instead: rv<j>.
+# over several AID instances also get per-instance totals added in row order: tp<j>_<k>, tn<j>_<k>
+# (one instance totals its contributions exactly, `exact_sum`). A bucket row that ships rows
+# carries each row's value instead: rv<j>.
 POSITIVE = "sp"
 NEGATIVE = "sn"
 TOTAL_POSITIVE = "tp"
@@ -334,9 +335,6 @@ class _SummedValues(ValueTracker):
         out: dict[str, Any] = {}
         for leg, sums in ((POSITIVE, per_aid.positive), (NEGATIVE, per_aid.negative)):
             out[cols.per_aid(leg, 0, j)], out[cols.unaccounted(leg, 0, j)] = sums[j], 0
-        totals = per_aid.totals.get(j, (0.0, 0.0))
-        out[cols.per_instance(TOTAL_POSITIVE, j, 0)] = totals[0]
-        out[cols.per_instance(TOTAL_NEGATIVE, j, 0)] = totals[1]
         return out
 
 

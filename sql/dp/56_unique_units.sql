@@ -1,0 +1,62 @@
+-- The unique-unit shortcut declared by an administrator (docs/dp.md, docs/scale-out.md): every
+-- privacy unit has at most one row in the table. The DP planner then bounds no contributions (one
+-- row per unit, nothing to rank). It takes the shortcut on its own only when a unique index on the
+-- AID column proves it; a partitioned table over foreign partitions (a sharded table) can have no
+-- such index, so an administrator who knows it (e.g. each shard has a unique index) declares it.
+-- Nothing checks the data: a wrong declaration lets a unit count more than once, so only an
+-- administrator may make it, and it goes with the table's personal label.
+
+CREATE TABLE IF NOT EXISTS diffix.dp_unique_units (
+  relid oid PRIMARY KEY REFERENCES diffix.table_labels (relid) ON DELETE CASCADE,
+  declared_by name NOT NULL,
+  declared_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+-- part of what an answer means, like the other DP metadata: everyone may read it
+REVOKE ALL ON diffix.dp_unique_units FROM PUBLIC;
+GRANT SELECT ON diffix.dp_unique_units TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION diffix._forget_unique_units() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NEW.label <> 'personal' THEN
+    DELETE FROM diffix.dp_unique_units u WHERE u.relid = NEW.relid;
+  END IF;
+  RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION diffix._forget_unique_units() FROM PUBLIC;
+DROP TRIGGER IF EXISTS forget_unique_units ON diffix.table_labels;
+CREATE TRIGGER forget_unique_units AFTER UPDATE OF label ON diffix.table_labels
+  FOR EACH ROW EXECUTE FUNCTION diffix._forget_unique_units();
+
+CREATE OR REPLACE FUNCTION diffix._declare_dp_unique_units(relid oid, is_unique boolean)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM diffix._dp_target(relid, NULL, 'declare unique privacy units');
+  IF is_unique IS NULL THEN
+    RAISE EXCEPTION 'is_unique must be true or false'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF is_unique THEN
+    INSERT INTO diffix.dp_unique_units (relid, declared_by) VALUES (relid, session_user)
+    ON CONFLICT ON CONSTRAINT dp_unique_units_pkey DO UPDATE
+      SET declared_by = EXCLUDED.declared_by, declared_at = EXCLUDED.declared_at;
+  ELSE
+    DELETE FROM diffix.dp_unique_units u WHERE u.relid = _declare_dp_unique_units.relid;
+  END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION diffix._declare_dp_unique_units(oid, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._declare_dp_unique_units(oid, boolean) TO PUBLIC;
+
+CREATE OR REPLACE PROCEDURE diffix.declare_dp_unique_units(table_name text,
+                                                           is_unique boolean DEFAULT true)
+LANGUAGE sql
+BEGIN ATOMIC
+  SELECT diffix._declare_dp_unique_units(diffix._resolve_table(table_name), is_unique);
+END;
