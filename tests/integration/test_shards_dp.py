@@ -10,8 +10,7 @@ import pytest
 from shard_fixtures import ROWS, SPLIT, create_sharded_tx, shard_database
 
 from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind, StaticCatalog
-from pldiffix.diffix import shards
-from pldiffix.dp import planner
+from pldiffix.dp import partitions, planner
 from pldiffix.dp.query import parse
 
 METADATA = """
@@ -74,7 +73,7 @@ def test_dp_answers_and_charges_over_shards_as_over_a_local_table(sharded):
 
 
 class _Plpy:
-    """What `shards.dp_statistics_sql` asks of PL/Python, over a psycopg connection."""
+    """What `dp.partitions.statistics_sql` asks of PL/Python, over a psycopg connection."""
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
@@ -131,7 +130,7 @@ def test_per_partition_statistics_equal_those_over_the_root(sharded, sql, unique
     leaves = [("public", "tx_p0"), ("public", "tx_p1")]
     sharded.admin.execute("SET ROLE diffix_engine")  # its user mapping reaches the shard
     try:
-        per_partition = shards.dp_statistics_sql(
+        per_partition = partitions.statistics_sql(
             _Plpy(sharded.admin), plan.sql, ("public", "tx"), leaves
         )
         over_root = sorted(sharded.admin.execute(plan.sql).fetchall(), key=repr)

@@ -20,9 +20,9 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from pldiffix.core import catalog
+from pldiffix.core import catalog, partition_trees
 from pldiffix.core.query_model import AnonymizingQuery, RangeEntry, RelationRef
-from pldiffix.core.sqltext import identifier, qualified
+from pldiffix.core.sqltext import identifier
 from pldiffix.diffix import bucket_query, rewrite
 from pldiffix.diffix.anonymization import Bucket, partitions
 
@@ -53,21 +53,6 @@ def plan_rows(document: Any) -> float | None:
 
 
 # The partitions of a table partitioned on exactly one column (not an expression) named $2.
-_AID_PARTITIONS = """
-SELECT n.nspname::pg_catalog.text AS s, c.relname::pg_catalog.text AS r,
-       pg_catalog.has_table_privilege(c.oid, 'SELECT') AS readable
-FROM pg_catalog.pg_partitioned_table p
-JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) p.partrelid
-  AND a.attnum OPERATOR(pg_catalog.=) p.partattrs[0]
-JOIN pg_catalog.pg_inherits i ON i.inhparent OPERATOR(pg_catalog.=) p.partrelid
-JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
-JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-WHERE p.partrelid OPERATOR(pg_catalog.=) $1 AND p.partnatts OPERATOR(pg_catalog.=) 1
-  AND a.attname OPERATOR(pg_catalog.=) $2
-ORDER BY c.oid
-"""
-
-
 def aid_partitions(
     plpy: Any, model: AnonymizingQuery, live: catalog.LiveCatalog
 ) -> list[RelationRef]:
@@ -80,18 +65,8 @@ def aid_partitions(
     details = live.details.get((entry.relation.schema, entry.relation.name))
     if details is None or details.relkind != "p":
         return []
-    leaves = partitions_on(plpy, details.oid, model.aid_columns[0].name)
+    leaves = partition_trees.partitions_on(plpy, details.oid, model.aid_columns[0].name)
     return [RelationRef(schema, name, entry.relation.kind) for schema, name in leaves]
-
-
-def partitions_on(plpy: Any, relid: int, aid: str) -> list[tuple[str, str]]:
-    """(schema, name) of the partitions of table `relid` when it is partitioned on exactly its
-    column `aid` and the engine may read each; none otherwise (a partition attached since
-    marking is not readable yet: the table is read through its root)."""
-    rows = catalog.query(plpy, _AID_PARTITIONS, ("oid", "name"), (relid, aid))
-    if not all(row["readable"] for row in rows):
-        return []
-    return [(row["s"], row["r"]) for row in rows]
 
 
 def per_partition_sql(bucket_sql: str, entry: RangeEntry, leaves: Sequence[RelationRef]) -> str:
@@ -139,42 +114,3 @@ def read_partitions(
                 buckets[key] = bucket
     plpy.debug(f"pldiffix: read {len(leaves)} partitions in {passes} passes")
     return list(buckets.values())
-
-
-# Types of the DP statistics' columns that a sum over the partitions' rows casts back to.
-_STATISTIC_TYPES = {20: "pg_catalog.int8", 23: "pg_catalog.int4", 1700: "pg_catalog.numeric"}
-
-
-def dp_statistics_sql(
-    plpy: Any, statistics_sql: str, root: tuple[str, str], leaves: Sequence[tuple[str, str]]
-) -> str:
-    """The DP plan's per-group statistics (`dp.planner.Plan.sql`, reading `root`, schema and
-    name) computed per partition and added up, when no unit crosses
-    partitions (the table is partitioned on its AID): contribution bounding is per unit, so
-    each partition bounds its own units, and every statistic (units, bounded counts and sums)
-    adds over disjoint sets of units. Each branch's per-(group, unit) aggregation is over one
-    partition, which postgres_fdw ships to its shard. `statistics_sql` unchanged when its
-    relation is not named once or a statistic's type does not add (the root is read then)."""
-    named = f"FROM {qualified(*root)} AS "
-    if len(leaves) < 2 or statistics_sql.count(named) != 1:
-        return statistics_sql
-    shape = plpy.execute(f"SELECT * FROM ({statistics_sql}) AS q LIMIT 0")
-    groups, added = [], []
-    for name, oid in zip(shape.colnames(), shape.coltypes(), strict=True):
-        if name[:1] == "g" and name[1:].isdigit():
-            groups.append(identifier(name))
-        elif oid in _STATISTIC_TYPES:
-            column = identifier(name)
-            added.append(f"CAST(pg_catalog.sum({column}) AS {_STATISTIC_TYPES[oid]}) AS {column}")
-        else:
-            return statistics_sql
-    branches = [
-        "(" + statistics_sql.replace(named, f"FROM {qualified(schema, name)} AS ") + ")"
-        for schema, name in leaves
-    ]
-    group_by = f" GROUP BY {', '.join(groups)}" if groups else ""
-    plpy.debug(f"pldiffix: DP statistics read per partition ({len(leaves)} partitions)")
-    return (
-        f"SELECT {', '.join([*groups, *added])} FROM ({' UNION ALL '.join(branches)}) AS parts"
-        f"{group_by}"
-    )

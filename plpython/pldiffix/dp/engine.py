@@ -26,15 +26,14 @@ from typing import Any
 
 from sqlglot import exp
 
-from pldiffix.core import catalog, ledger, reads, sqltext
+from pldiffix.core import catalog, ledger, partition_trees, reads, sqltext
 from pldiffix.core.emitted_sql import rows_relation
 from pldiffix.core.errors import UserError
 from pldiffix.core.exact_sampling import rational_epsilon
 from pldiffix.core.relations import RelationKind
 from pldiffix.core.security_checks import SecurityChecks
 from pldiffix.core.statements import QueryError
-from pldiffix.diffix import shards
-from pldiffix.dp import joins, markers, planner, release, replay
+from pldiffix.dp import joins, markers, partitions, planner, release, replay
 from pldiffix.dp.query import BOUNDED_KINDS, DpQuery, parse
 
 MECHANISM = "dp"
@@ -282,9 +281,9 @@ def _statistics_sql(plpy: Any, query: DpQuery, relid: int, sql: str) -> str:
     """The plan's statistics, per partition over a table partitioned on its AID (shards)."""
     if query.joined:
         return sql
-    leaves = shards.partitions_on(plpy, relid, query.aid)
+    leaves = partition_trees.partitions_on(plpy, relid, query.aid)
     root = (query.relation.schema, query.relation.name)
-    return shards.dp_statistics_sql(plpy, sql, root, leaves)
+    return partitions.statistics_sql(plpy, sql, root, leaves)
 
 
 def _relation_oid(plpy: Any, query: DpQuery) -> int:

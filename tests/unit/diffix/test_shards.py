@@ -9,7 +9,8 @@ import pytest
 
 from pldiffix.core.query_model import RangeEntry, RelationRef
 from pldiffix.core.relations import RelationKind
-from pldiffix.diffix.shards import dp_statistics_sql, per_partition_sql, plan_rows
+from pldiffix.diffix.shards import per_partition_sql, plan_rows
+from pldiffix.dp.partitions import statistics_sql as dp_statistics_sql
 
 
 def test_plan_rows_reads_the_top_node() -> None:
