@@ -267,6 +267,28 @@ def test_dp_answers_end_to_end(dpdb):
     assert _spent(dpdb, role) == (pytest.approx(2.0), 0.0)
 
 
+def test_the_bounding_memory_limit_ends_with_the_query(dpdb):
+    """The engine caps work_mem and hash_mem_multiplier for its own statements (docs/dp.md,
+    "Speed"), transaction-locally inside the gate: the caller's values are back when the query
+    returns, in its transaction too, and the answer is the same."""
+    role = _analyst(dpdb)
+    with dpdb.as_role(role) as conn:
+        conn.autocommit = False
+        conn.execute("SET work_mem = '1MB'")
+        conn.execute("SET hash_mem_multiplier = 4")
+        conn.commit()
+        doc = _dp(conn, "SELECT city, count(*), sum(amount) FROM visits GROUP BY city", 1.0)
+        assert sorted(row[0] for row in doc["rows"]) == ["Oslo", "Rome"]
+        inside = conn.execute(
+            "SELECT current_setting('work_mem'), current_setting('hash_mem_multiplier')"
+        ).fetchone()
+        conn.commit()
+        after = conn.execute(
+            "SELECT current_setting('work_mem'), current_setting('hash_mem_multiplier')"
+        ).fetchone()
+        assert inside == after == ("1MB", "4")
+
+
 def test_query_json_routes_a_dp_role_and_spends_its_session_epsilon(dpdb):
     role = _analyst(dpdb)
     with dpdb.as_role(role) as conn:

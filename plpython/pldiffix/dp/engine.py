@@ -27,6 +27,7 @@ from typing import Any
 from sqlglot import exp
 
 from pldiffix.core import catalog, ledger, partition_trees, reads, sqltext
+from pldiffix.core.context import prepared
 from pldiffix.core.emitted_sql import rows_relation
 from pldiffix.core.errors import UserError
 from pldiffix.core.exact_sampling import rational_epsilon
@@ -118,6 +119,7 @@ def run(
         mechanism=MECHANISM,
     )
 
+    callers_memory = _set_memory(plpy, BOUNDING_MEMORY)
     groups = list(plpy.execute(_statistics_sql(plpy, query, relid, plan.sql)))
     histograms = {  # read lazily, one group at a time, once the released groups are known
         index: _histograms(plpy, plan.histogram_sql(query, metadata, index), plan.group_count)
@@ -126,7 +128,8 @@ def run(
     }
     if not query.groups and not groups:  # a global aggregate over no rows is still one row
         groups = [{"units": 0} | {s.name: 0 for a in plan.aggregates for s in a.statistics}]
-    rows = release.release(plan, budget, groups, histograms, metadata)
+    rows = release.release(plan, budget, groups, histograms, metadata)  # reads the histograms
+    _set_memory(plpy, callers_memory)
     answer = {
         "query": _post_processing(placement, query, rows, remaining),
         "dp": {
@@ -403,6 +406,26 @@ def _check_budget(
 
 
 HISTOGRAM_FETCH = 10_000  # rows of a quantile's histogram fetched at a time
+
+
+# The memory of the bounding SQL (docs/dp.md, "Speed"): its hash aggregates spill to disk beyond
+# work_mem x hash_mem_multiplier and its tuple stores and sorts beyond work_mem, so these make a
+# DP query's backend peak a fixed amount whatever the server's work_mem and the table's size.
+# Set transaction-locally and set back once the statistics are read (an error instead aborts the
+# caller's transaction or savepoint, which undoes them): the gate's own SET clauses restore only
+# the settings they name.
+BOUNDING_MEMORY = (("work_mem", "64MB"), ("hash_mem_multiplier", "1"))
+_SET_SETTING = (
+    "SELECT pg_catalog.current_setting($1) AS previous, pg_catalog.set_config($1, $2, true)"
+)
+
+
+def _set_memory(plpy: Any, settings: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Sets each (name, value) for the rest of the transaction; returns the previous values."""
+    plan = prepared(plpy, _SET_SETTING, ("text", "text"))
+    return tuple(
+        (name, plpy.execute(plan, [name, value])[0]["previous"]) for name, value in settings
+    )
 
 
 def _histograms(

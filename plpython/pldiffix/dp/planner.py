@@ -1,10 +1,12 @@
 """The validated DP query as SQL: contribution bounding and per-group statistics in the executor.
 
 Bounding without sorting the rows: the rows are first aggregated per (group, privacy unit) (a
-hash aggregate, parallel), and only those aggregated rows, far fewer, are ranked per unit by a
-keyed hash of the group (a fresh random key per query, so the choice is pseudo-random and the
-same in every statement of one query). Two kinds of bounds (docs/dp.md, "Contribution
-bounding"):
+hash aggregate: in parallel workers without GROUP BY; with one, materialized for the steps
+below and run in one process, where it costs several times a plain GROUP BY when a unit's rows
+fall in many groups: docs/benchmarks.md, "The 3x target on `tx`"), and only the aggregated rows
+of crowded units are ranked per unit by a keyed hash of the group (a fresh random key per
+query, so the choice is pseudo-random and the same in every statement of one query). Two kinds
+of bounds (docs/dp.md, "Contribution bounding"):
 
 - per partition (`max_groups_per_unit` L0, `max_rows_per_group` Linf): a unit keeps its first L0
   groups in hash order and at most Linf rows' worth in each;
