@@ -292,6 +292,23 @@ class LiveCatalog:
         return FunctionInfo(schema, name, kind, bool(rows[0]["proretset"]))  # type: ignore[arg-type]
 
 
+# A valid, non-partial unique index whose only key column is the named one.
+_UNIQUE_COLUMN = (
+    "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a "
+    "ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid "
+    "AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0] "
+    "WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisunique AND i.indisvalid "
+    "AND i.indnkeyatts OPERATOR(pg_catalog.=) 1 AND i.indpred IS NULL "
+    "AND a.attname OPERATOR(pg_catalog.=) $2) AS u"
+)
+
+
+def has_unique_index(plpy: Any, relid: int, column: str) -> bool:
+    """Whether a unique index guarantees one row per value of `column` (e.g. one row per AID,
+    which lets contribution bounding be skipped)."""
+    return bool(query(plpy, _UNIQUE_COLUMN, ("oid", "name"), (relid, column))[0]["u"])
+
+
 def current_schemas(plpy: Any) -> list[str]:
     """The session's effective search path without implicit schemas."""
     rows = query(plpy, "SELECT CAST(pg_catalog.current_schemas(false) AS pg_catalog.text[]) AS s")

@@ -303,15 +303,11 @@ def load_metadata(plpy: Any, query: DpQuery, relid: int) -> planner.TableMetadat
     table = catalog.query(
         plpy,
         "SELECT t.max_contributions, t.max_groups_per_unit, t.max_rows_per_group, "
-        "EXISTS (SELECT FROM pg_catalog.pg_index i "
-        "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-        "WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 "
-        "AND i.indpred IS NULL AND a.attname = $2) "
-        # or declared by an administrator (sql/dp/56_unique_units.sql: sharded tables)
-        "OR EXISTS (SELECT FROM diffix.dp_unique_units u WHERE u.relid = $1) AS unique_aid "
+        # declared by an administrator (sql/dp/56_unique_units.sql: sharded tables)
+        "EXISTS (SELECT FROM diffix.dp_unique_units u WHERE u.relid = $1) AS declared_unique "
         "FROM (SELECT $1::oid AS relid) r LEFT JOIN diffix.dp_tables t ON t.relid = r.relid",
-        ("oid", "name"),
-        (relid, query.aid),
+        ("oid",),
+        (relid,),
     )[0]
     columns = catalog.query(
         plpy,
@@ -325,7 +321,8 @@ def load_metadata(plpy: Any, query: DpQuery, relid: int) -> planner.TableMetadat
         max_contributions=int(table["max_contributions"] or 1),
         max_groups_per_unit=table["max_groups_per_unit"],
         max_rows_per_group=table["max_rows_per_group"],
-        unique_aid=bool(table["unique_aid"]),
+        unique_aid=bool(table["declared_unique"])
+        or catalog.has_unique_index(plpy, relid, query.aid),
         bounds={
             row["attname"]: planner.Bounds(float(row["lower_bound"]), float(row["upper_bound"]))
             for row in columns

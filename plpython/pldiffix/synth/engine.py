@@ -480,17 +480,7 @@ def _source(plpy: Any, relid: int) -> _Source:
             f"{row['nspname']}.{row['relname']} has {len(aids)} AID columns; a synthesis "
             "bounds the contributions of one privacy unit",
         )
-    unique = catalog.query(
-        plpy,
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a "
-        "ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid "
-        "AND a.attnum OPERATOR(pg_catalog.=) i.indkey[0] "
-        "WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisunique AND i.indisvalid "
-        "AND i.indnkeyatts OPERATOR(pg_catalog.=) 1 AND i.indpred IS NULL "
-        "AND a.attname OPERATOR(pg_catalog.=) $2) AS u",
-        ("oid", "name"),
-        (relid, aids[0]),
-    )[0]["u"]
+    unique = catalog.has_unique_index(plpy, relid, aids[0])
     contributions = 1 if unique else int(row["max_contributions"] or 1)
     return _Source(row["nspname"], row["relname"], aids[0], contributions, bool(unique))
 
