@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from pldiffix.cellkey.tbe import round_half_away_from_zero
+from pldiffix.cellkey.tbe_config import TbeConfigError, transform_parameters
 from pldiffix.core.errors import UserError
 
 Number = int | float | Decimal
@@ -67,18 +68,10 @@ def parse_config(obj: Mapping[str, Any] | str) -> LaplaceConfig:
             raise LaplaceConfigError(f"configuration is not valid JSON: {exc}") from None
     if not isinstance(obj, Mapping):
         raise LaplaceConfigError("configuration must be a JSON object")
-    if "transform_definitions" in obj:
-        obj = obj["transform_definitions"]
-        if not isinstance(obj, Mapping) or TRANSFORM_NAME not in obj:
-            raise LaplaceConfigError(f"transform_definitions has no {TRANSFORM_NAME!r} entry")
-    if TRANSFORM_NAME in obj:
-        obj = obj[TRANSFORM_NAME]
-    elif any(isinstance(k, str) and k.endswith("_perturb") for k in obj):
-        raise LaplaceConfigError(f"transform_definitions has no {TRANSFORM_NAME!r} entry")
-    if isinstance(obj, Mapping) and "parameters" in obj:
-        obj = obj["parameters"]
-    if not isinstance(obj, Mapping):
-        raise LaplaceConfigError(f"{TRANSFORM_NAME}: parameters must be a JSON object")
+    try:  # the same shapes as a TBE transform's (tbe_config.transform_parameters)
+        obj = transform_parameters(obj, TRANSFORM_NAME)
+    except TbeConfigError as exc:
+        raise LaplaceConfigError(exc.message) from None
     unknown = sorted(set(obj) - PARAMETER_NAMES)
     if unknown:
         raise LaplaceConfigError(f"{TRANSFORM_NAME}: unknown parameter(s): {', '.join(unknown)}")
