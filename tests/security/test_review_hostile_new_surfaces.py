@@ -110,3 +110,20 @@ def test_internal_unit_path_helpers_are_closed(shop):
     ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
             conn.execute(call)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "CALL diffix.declare_dp_unique_units('transactions')",
+        "SELECT diffix._declare_dp_unique_units('transactions'::regclass, true)",
+    ],
+)
+def test_unique_unit_declarations_stay_closed_from_a_hostile_session(shop, call):
+    role, schema = _attacker(shop)
+    conn = shop.as_role(role)
+    _plant(conn, schema)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="declare unique privacy units"):
+        conn.execute(call)
+    assert shop.execute("SELECT relid::regclass::text FROM diffix.dp_unique_units") == []
+    _contained(shop, role, schema)
