@@ -345,9 +345,8 @@ def _is_protected(plpy: Any, name: str) -> bool:
     try:
         rows = catalog.query(
             plpy,
-            "SELECT 1 FROM diffix.table_labels l"
-            " WHERE l.relid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)"
-            " AND l.label OPERATOR(pg_catalog.=) ANY (ARRAY['personal', 'cellkey'])",
+            "SELECT 1 FROM diffix.protected_tables l"
+            " WHERE l.relid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)",
             ("text",),
             (name,),
         )

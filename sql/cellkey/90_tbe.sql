@@ -1,9 +1,11 @@
 -- Cell-key (TBE) perturbation and keyed Laplace noise (docs/tbe.md).
 --
--- A cell-key table carries the label 'cellkey' in diffix.table_labels, so it is protected like
--- a personal table (diffix._personal_table_exposures, the event trigger, check_security, mark_role
--- all cover it), and one row here with its validated configuration, everything inline. Dropping or
--- unmarking the table removes the row (foreign key); relabeling it removes it too (trigger below).
+-- A cell-key table carries the label 'cellkey' in diffix.table_labels, a protected label
+-- registered here, so it is protected like a personal table (diffix._personal_table_exposures,
+-- the event trigger, check_security, mark_role all cover it), and one row here with its validated
+-- configuration, everything inline. Dropping or unmarking the table removes the row (foreign
+-- key); relabeling it removes it too (registered in diffix.label_metadata).
+CALL diffix._register_label('cellkey', protected => true);
 
 CREATE TABLE IF NOT EXISTS diffix.perturbation_configs (
   relid oid PRIMARY KEY REFERENCES diffix.table_labels (relid) ON DELETE CASCADE,
@@ -15,20 +17,7 @@ CREATE TABLE IF NOT EXISTS diffix.perturbation_configs (
 REVOKE ALL ON diffix.perturbation_configs FROM PUBLIC;
 GRANT SELECT ON diffix.perturbation_configs TO diffix_engine;
 
-CREATE OR REPLACE FUNCTION diffix._forget_perturbation() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  IF NEW.label <> 'cellkey' THEN
-    DELETE FROM diffix.perturbation_configs p WHERE p.relid = NEW.relid;
-  END IF;
-  RETURN NULL;
-END
-$$;
-DROP TRIGGER IF EXISTS forget_perturbation ON diffix.table_labels;
-CREATE TRIGGER forget_perturbation AFTER UPDATE OF label ON diffix.table_labels
-  FOR EACH ROW EXECUTE FUNCTION diffix._forget_perturbation();
+CALL diffix._register_label_metadata('perturbation_configs', 'cellkey', 'relid');
 
 -- Validates the configuration against the table and its data (in Python, with the same parser the
 -- queries use), then labels the table, stores the configuration and moves SELECT to the engine.

@@ -12,7 +12,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
   WITH RECURSIVE labeled AS (
-    SELECT l.relid FROM diffix.table_labels l WHERE l.label IN ('personal', 'cellkey')
+    SELECT p.relid FROM diffix.protected_tables p
   ), down(relid, personal) AS (
     SELECT l.relid, l.relid FROM labeled l
     UNION

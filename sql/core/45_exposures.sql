@@ -8,8 +8,8 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
   WITH personal AS (
-    SELECT c.oid, c.relacl, c.relowner FROM diffix.table_labels l
-    JOIN pg_class c ON c.oid = l.relid WHERE l.label IN ('personal', 'cellkey')
+    SELECT c.oid, c.relacl, c.relowner FROM diffix.protected_tables l
+    JOIN pg_class c ON c.oid = l.relid
     UNION  -- tables perturbed row by row for the perturbed level (sql/perturb)
     SELECT c.oid, c.relacl, c.relowner FROM diffix.microdata_tables m
     JOIN pg_class c ON c.oid = m.relid

@@ -85,6 +85,33 @@ BEGIN
 END
 $$;
 
+-- When a table's label changes, the metadata that went with its old label goes (every table
+-- registered in diffix.label_metadata for another label than the new one, sql/core/10_schema.sql):
+-- a table marked personal again starts without the DP bounds of before, a cell-key table
+-- relabeled personal keeps no configuration. Dropping or unmarking the table removes them too
+-- (their foreign keys).
+CREATE OR REPLACE FUNCTION diffix._forget_on_relabel() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  registered record;
+BEGIN
+  FOR registered IN SELECT m.metadata_table, m.relid_columns FROM diffix.label_metadata m
+                    WHERE m.label <> NEW.label ORDER BY m.metadata_table LOOP
+    EXECUTE format('DELETE FROM diffix.%I WHERE %s', registered.metadata_table,
+                   (SELECT string_agg(format('%I = $1', c), ' OR ')
+                    FROM unnest(registered.relid_columns) c))
+      USING NEW.relid;
+  END LOOP;
+  RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION diffix._forget_on_relabel() FROM PUBLIC;
+DROP TRIGGER IF EXISTS forget_on_relabel ON diffix.table_labels;
+CREATE TRIGGER forget_on_relabel AFTER UPDATE OF label ON diffix.table_labels
+  FOR EACH ROW EXECUTE FUNCTION diffix._forget_on_relabel();
+
 CREATE OR REPLACE FUNCTION diffix._mark_personal(relid oid, aid_columns text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -160,7 +187,7 @@ UPDATE diffix.unlabeled_tables SET previous_label = 'cellkey' WHERE previous_lab
 REVOKE ALL ON diffix.unlabeled_tables FROM PUBLIC;
 GRANT SELECT ON diffix.unlabeled_tables TO PUBLIC;
 
--- What goes with a table's personal or perturbed label, in words; NULL for other tables.
+-- What goes with a table's protected label, in words; NULL for other tables.
 CREATE OR REPLACE FUNCTION diffix._protection_of(relid oid) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -171,8 +198,9 @@ DECLARE
   parts text[] := '{}';
   names text;
 BEGIN
-  SELECT l.label INTO table_label FROM diffix.table_labels l WHERE l.relid = _protection_of.relid;
-  IF table_label IS NULL OR table_label NOT IN ('personal', 'cellkey') THEN
+  SELECT p.label INTO table_label FROM diffix.protected_tables p
+  WHERE p.relid = _protection_of.relid;
+  IF table_label IS NULL THEN
     RETURN NULL;
   END IF;
   FOREACH column_label IN ARRAY ARRAY['aid', 'not_filterable'] LOOP

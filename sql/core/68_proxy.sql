@@ -36,10 +36,9 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   IF NOT EXISTS (
-    SELECT 1 FROM diffix.table_labels l
+    SELECT 1 FROM diffix.protected_tables l
     JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) l.relid
-    WHERE l.label OPERATOR(pg_catalog.=) ANY (ARRAY['personal', 'cellkey'])
-      AND pg_catalog.strpos(pg_catalog.lower(sql), pg_catalog.lower(c.relname))
+    WHERE pg_catalog.strpos(pg_catalog.lower(sql), pg_catalog.lower(c.relname))
           OPERATOR(pg_catalog.>) 0
   ) THEN
     -- invoker rights: every type and operator written out, whatever the caller's search_path

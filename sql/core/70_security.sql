@@ -32,8 +32,7 @@ AS $$
            ';' ORDER BY c.oid), ''))
   FROM pg_class c
   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
-    AND c.oid NOT IN (SELECT l.relid FROM diffix.table_labels l
-                      WHERE l.label IN ('personal', 'cellkey'))
+    AND c.oid NOT IN (SELECT p.relid FROM diffix.protected_tables p)
     AND c.oid NOT IN (SELECT m.relid FROM diffix.microdata_tables m)
     AND c.oid NOT IN (SELECT t.relid FROM diffix._personal_tree_members() t)
 $$;
@@ -108,8 +107,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
   WITH personal AS (
-    SELECT c.oid FROM diffix.table_labels l JOIN pg_class c ON c.oid = l.relid
-    WHERE l.label IN ('personal', 'cellkey')
+    SELECT c.oid FROM diffix.protected_tables l JOIN pg_class c ON c.oid = l.relid
     UNION
     SELECT m.relid FROM diffix.microdata_tables m
     UNION  -- partitions and parents holding a personal table's rows (44_partition_trees.sql)

@@ -2,7 +2,8 @@
 -- most rows one privacy unit contributes (in all, or per group and groups per unit), per column
 -- clamping bounds (sums, averages, deviations, quantiles) and an optional domain of grouping
 -- values (released without partition selection).
--- Rows go with the table's personal label (foreign key); relabeling the table removes them.
+-- Rows go with the table's personal label (foreign key); relabeling the table removes them
+-- (registered in diffix.label_metadata).
 
 CREATE TABLE IF NOT EXISTS diffix.dp_tables (
   relid oid PRIMARY KEY REFERENCES diffix.table_labels (relid) ON DELETE CASCADE,
@@ -31,21 +32,8 @@ CREATE TABLE IF NOT EXISTS diffix.dp_columns (
 REVOKE ALL ON diffix.dp_tables, diffix.dp_columns FROM PUBLIC;
 GRANT SELECT ON diffix.dp_tables, diffix.dp_columns TO PUBLIC;
 
-CREATE OR REPLACE FUNCTION diffix._forget_dp_metadata() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  IF NEW.label <> 'personal' THEN
-    DELETE FROM diffix.dp_tables t WHERE t.relid = NEW.relid;
-    DELETE FROM diffix.dp_columns c WHERE c.relid = NEW.relid;
-  END IF;
-  RETURN NULL;
-END
-$$;
-DROP TRIGGER IF EXISTS forget_dp_metadata ON diffix.table_labels;
-CREATE TRIGGER forget_dp_metadata AFTER UPDATE OF label ON diffix.table_labels
-  FOR EACH ROW EXECUTE FUNCTION diffix._forget_dp_metadata();
+CALL diffix._register_label_metadata('dp_tables', 'personal', 'relid');
+CALL diffix._register_label_metadata('dp_columns', 'personal', 'relid');
 
 -- The personal table and, unless column_name is NULL, the column's attnum; clear errors otherwise.
 CREATE OR REPLACE FUNCTION diffix._dp_target(relid oid, column_name text, action text)

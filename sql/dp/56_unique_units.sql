@@ -15,21 +15,7 @@ CREATE TABLE IF NOT EXISTS diffix.dp_unique_units (
 REVOKE ALL ON diffix.dp_unique_units FROM PUBLIC;
 GRANT SELECT ON diffix.dp_unique_units TO PUBLIC;
 
-CREATE OR REPLACE FUNCTION diffix._forget_unique_units() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  IF NEW.label <> 'personal' THEN
-    DELETE FROM diffix.dp_unique_units u WHERE u.relid = NEW.relid;
-  END IF;
-  RETURN NULL;
-END
-$$;
-REVOKE ALL ON FUNCTION diffix._forget_unique_units() FROM PUBLIC;
-DROP TRIGGER IF EXISTS forget_unique_units ON diffix.table_labels;
-CREATE TRIGGER forget_unique_units AFTER UPDATE OF label ON diffix.table_labels
-  FOR EACH ROW EXECUTE FUNCTION diffix._forget_unique_units();
+CALL diffix._register_label_metadata('dp_unique_units', 'personal', 'relid');
 
 CREATE OR REPLACE FUNCTION diffix._declare_dp_unique_units(relid oid, is_unique boolean)
 RETURNS void

@@ -14,20 +14,8 @@ CREATE TABLE IF NOT EXISTS diffix.dp_unit_paths (
 REVOKE ALL ON diffix.dp_unit_paths FROM PUBLIC;
 GRANT SELECT ON diffix.dp_unit_paths TO PUBLIC;
 
-CREATE OR REPLACE FUNCTION diffix._forget_dp_unit_paths() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  IF NEW.label <> 'personal' THEN
-    DELETE FROM diffix.dp_unit_paths p WHERE p.relid = NEW.relid OR p.target_relid = NEW.relid;
-  END IF;
-  RETURN NULL;
-END
-$$;
-DROP TRIGGER IF EXISTS forget_dp_unit_paths ON diffix.table_labels;
-CREATE TRIGGER forget_dp_unit_paths AFTER UPDATE OF label ON diffix.table_labels
-  FOR EACH ROW EXECUTE FUNCTION diffix._forget_dp_unit_paths();
+-- Relabeling either table removes the path.
+CALL diffix._register_label_metadata('dp_unit_paths', 'personal', 'relid', 'target_relid');
 
 -- The attnum of the single AID column of a personal table, or a clear error.
 CREATE OR REPLACE FUNCTION diffix._dp_unit_column(relid oid, column_name text)
@@ -110,8 +98,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION diffix._set_dp_unit_path(oid, text, oid, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION diffix._set_dp_unit_path(oid, text, oid, text) TO PUBLIC;
-REVOKE ALL ON FUNCTION diffix._dp_unit_column(oid, text), diffix._forget_dp_unit_paths()
-  FROM PUBLIC;
+REVOKE ALL ON FUNCTION diffix._dp_unit_column(oid, text) FROM PUBLIC;
 
 -- CALL diffix.set_dp_unit_path('transactions', 'cid', 'customers', 'id'); NULL, NULL for the
 -- target removes the path.

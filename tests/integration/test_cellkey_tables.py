@@ -470,10 +470,11 @@ def test_an_upgrade_relabels_tables_an_older_version_labeled_perturbed(dwellings
     a CHECK constraint and a relabel trigger of their own, and named the definer that marks them
     _mark_perturbed; reinstalling relabels the tables 'cellkey', keeps their configuration (the
     cell-key engine still answers), renames the label in the history of unlabeled tables and drops
-    the old definer."""
+    the old definer and trigger."""
     dwellings.admin.execute(
         """
-        ALTER TABLE diffix.table_labels DROP CONSTRAINT table_labels_label_check;
+        ALTER TABLE diffix.table_labels DROP CONSTRAINT table_labels_label_fkey;
+        DROP TRIGGER forget_on_relabel ON diffix.table_labels;
         CREATE OR REPLACE FUNCTION diffix._forget_perturbation() RETURNS trigger
         LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
         BEGIN
@@ -482,6 +483,8 @@ def test_an_upgrade_relabels_tables_an_older_version_labeled_perturbed(dwellings
           END IF;
           RETURN NULL;
         END $$;
+        CREATE TRIGGER forget_perturbation AFTER UPDATE OF label ON diffix.table_labels
+          FOR EACH ROW EXECUTE FUNCTION diffix._forget_perturbation();
         UPDATE diffix.table_labels SET label = 'perturbed' WHERE relid = 'dwellings'::regclass;
         ALTER TABLE diffix.table_labels ADD CONSTRAINT table_labels_label_check
           CHECK (label IN ('personal', 'public', 'perturbed'));
@@ -505,12 +508,13 @@ def test_an_upgrade_relabels_tables_an_older_version_labeled_perturbed(dwellings
     assert dwellings.execute("SELECT count(*) FROM diffix.perturbation_configs") == [(1,)]
     assert dwellings.execute(
         "SELECT to_regprocedure('diffix._mark_perturbed(oid, text, jsonb)'),"
-        " to_regprocedure('diffix._mark_perturbed_table(text, text, jsonb)')"
-    ) == [(None, None)]
+        " to_regprocedure('diffix._mark_perturbed_table(text, text, jsonb)'),"
+        " to_regprocedure('diffix._forget_perturbation()')"
+    ) == [(None, None, None)]
     assert dwellings.execute(
         "SELECT previous_label FROM diffix.unlabeled_tables WHERE table_name = 'public.gone'"
     ) == [("cellkey",)]
-    with pytest.raises(psycopg.errors.CheckViolation):
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
         dwellings.admin.execute(
             "UPDATE diffix.table_labels SET label = 'perturbed' WHERE relid = 'dwellings'::regclass"
         )

@@ -106,7 +106,7 @@ def test_internal_unit_path_helpers_are_closed(shop):
     conn = shop.as_role(role)
     for call in (
         "SELECT diffix._dp_unit_column('customers'::regclass, 'id')",
-        "SELECT diffix._forget_dp_unit_paths()",
+        "SELECT diffix._forget_on_relabel()",
     ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
             conn.execute(call)
