@@ -16,13 +16,14 @@ of bounds (docs/dp.md, "Contribution bounding"):
 A unit's kept rows in a group are `kept` <= its rows there; its statistics are bounded by `kept`:
 counts are least(count, kept), sums clamped to +-kept * the largest grid value, the sums of an
 average or a variance scaled by kept / count. Numeric values are clamped to the admin's bounds
-(greatest/least, NULLs kept) and put on a grid of integers (`grid_step`), so that sums are
+(NULLs kept) and put on a grid of integers (`grid.py`), so that sums are
 integers and get discrete noise; the integers are int8 or numeric and their sums numeric, so sums
 are exact at any size. When the AID column carries a unique index, a unit has at most one row: no
 bounding is needed and one level of aggregation suffices.
 
 No expression over the rows can fail, whatever a row holds (an error would tell whether some
-row exists): conversions, products and casts are guarded so that none overflows or underflows.
+row exists): conversions, products and casts are guarded so that none overflows or underflows
+(the per-row values: `grid.py`; the bounding here).
 
 Each statistic of a group is an integer column `a<i>_<part>` (count `n`, sum `s`, sum of squares
 `q`); `units` counts the group's privacy units (partition selection). Quantiles read the bounded
@@ -40,24 +41,21 @@ from sqlglot import exp
 from pldiffix.core import sqltext
 from pldiffix.core.sqltext import identifier
 from pldiffix.core.statements import QueryError
+from pldiffix.dp.grid import (
+    INT8_SQUARE_LIMIT,
+    Bounds,
+    clamp,
+    double,
+    grid_step,
+    grid_units,
+    grid_value,
+    numeric,
+    quantile_grid,
+)
 from pldiffix.dp.query import DpAggregate, DpQuery
 
 MAX_DOMAIN_CELLS = 10_000  # declared keys released at most (the cross product of the domains)
-INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
-INT8_LIMIT = 2**62  # grid values up to this are int8
-INT8_SQUARE_LIMIT = 3_037_000_499  # the largest n with n * n < 2^63
 _LE = "OPERATOR(pg_catalog.<=)"
-TINY_NUMERIC = 1e-300  # numerics of smaller magnitude count as 0 (their cast to double can fail)
-
-
-@dataclass(frozen=True)
-class Bounds:
-    lower: float
-    upper: float
-
-    @property
-    def middle(self) -> float:
-        return (self.lower + self.upper) / 2.0
 
 
 @dataclass(frozen=True)
@@ -115,15 +113,6 @@ class TableMetadata:
         return self.max_contributions
 
 
-def grid_step(bounds: Bounds, column_type: str | None) -> float:
-    """The grid values are rounded to: a power of ten giving at least 10^4 steps across the
-    bounds (1 at least for integer columns)."""
-    step = 10.0 ** math.floor(math.log10((bounds.upper - bounds.lower) / 1e4))
-    if column_type in INTEGER_TYPES:
-        step = max(1.0, step)
-    return step
-
-
 @dataclass(frozen=True)
 class Statistic:
     """One integer column per group and its L1 sensitivity over all groups."""
@@ -158,22 +147,16 @@ class Plan:
         groups = [f"g{i}" for i in range(self.group_count)]
         value = f"x{index}"
         half = quantile_grid(plan.bounds, plan.step)
-        offset = f"({value} OPERATOR(pg_catalog.-) {_num(plan.bounds.middle)})"
-        bin_sql = _grid_units(offset, plan.step, half)
+        offset = f"({value} OPERATOR(pg_catalog.-) {double(plan.bounds.middle)})"
+        bin_sql = grid_units(offset, plan.step, half)
         column = _column_sql(query, plan.aggregate)
-        clamped = {value: _clamped(column, plan.aggregate.column_type, plan.bounds)}
+        clamped = {value: clamp(column, plan.aggregate.column_type, plan.bounds)}
         keys = ", ".join([*groups, "bin"])
         return (
             f"WITH bounded AS ({bounded_rows(query, metadata, self.seed, clamped)}) "
             f"SELECT {', '.join([*groups, ''])}{bin_sql} AS bin, pg_catalog.count(*) AS n "
             f"FROM bounded WHERE {value} IS NOT NULL GROUP BY {keys} ORDER BY {keys}"
         )
-
-
-def quantile_grid(bounds: Bounds, step: float) -> int:
-    """half: the quantile's candidates are middle + j * step for j in [-half, half] (clamped
-    to the bounds), fewer than 10^5 + 3 of them (grid_step)."""
-    return math.ceil((bounds.upper - bounds.lower) / 2.0 / step)
 
 
 def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
@@ -210,7 +193,7 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
             continue
         if kind == "sum":
             largest = math.ceil(max(abs(bounds.lower), abs(bounds.upper)) / step)
-            row_columns[f"y{index}"] = _grid_value(
+            row_columns[f"y{index}"] = grid_value(
                 column, aggregate.column_type, bounds, step, largest, None
             )
             per_unit[f"{name}_s"] = f"pg_catalog.sum(y{index})"
@@ -223,7 +206,7 @@ def plan(query: DpQuery, metadata: TableMetadata, seed: int) -> Plan:
         half = math.ceil((bounds.upper - bounds.lower) / 2.0 / step)
         # grid_step leaves fewer than 10^5 steps across the bounds: squares of int8 grid values fit
         assert half <= INT8_SQUARE_LIMIT
-        row_columns[f"y{index}"] = _grid_value(
+        row_columns[f"y{index}"] = grid_value(
             column, aggregate.column_type, bounds, step, half, bounds.middle
         )
         centred = f"CAST(y{index} AS pg_catalog.int8)"
@@ -268,16 +251,6 @@ def _domain(query: DpQuery, metadata: TableMetadata, index: int) -> list[str] | 
     return metadata.domain_of(query.table_of(column.alias), column.name)
 
 
-def _num(value: float) -> str:
-    """A float as an SQL literal of type double precision."""
-    return f"CAST({value!r} AS double precision)"
-
-
-def _decimal(value: float | int) -> str:
-    """A number as an SQL literal of type numeric (a float's shortest decimal form)."""
-    return f"CAST('{value!r}' AS pg_catalog.numeric)"
-
-
 def _qualified(query: DpQuery, column: str) -> str:
     return f"{identifier(query.alias)}.{identifier(column)}"
 
@@ -287,111 +260,6 @@ def _column_sql(query: DpQuery, aggregate: DpAggregate) -> str:
     assert aggregate.column is not None
     alias = aggregate.table or query.alias
     return f"{identifier(alias)}.{identifier(aggregate.column)}"
-
-
-def _between(typ: str, value: str, lower: str, upper: str) -> str:
-    """`value` (float8 or numeric) clamped to [lower, upper] by the type's larger/smaller
-    functions, as LEAST(GREATEST()) would (NaN, the largest, becomes `upper`; NULL stays NULL):
-    functions postgres_fdw ships to a shard, where it ships no LEAST or GREATEST, so that a
-    partition's per-unit aggregation runs there (docs/scale-out.md)."""
-    prefix = {"float8": "float8", "numeric": "numeric_"}[typ]
-    return f"pg_catalog.{prefix}smaller(pg_catalog.{prefix}larger({value}, {lower}), {upper})"
-
-
-def _clamped(value: str, column_type: str | None, bounds: Bounds) -> str:
-    """The value clamped to the bounds as double precision; NULL stays NULL (which greatest and
-    least alone would replace by a bound), NaN becomes the upper bound.
-
-    Integers and floats convert to double precision whatever their value. A numeric does not:
-    beyond the range of a double, or so close to 0 that it would round to 0, the cast fails. So
-    a numeric is clamped as a numeric first, and a magnitude below 1e-300 counts as 0 (then
-    clamped again, in case 0 is outside the bounds)."""
-    lower, upper = _num(bounds.lower), _num(bounds.upper)
-    if column_type != "numeric":
-        converted = f"CAST({value} AS double precision)"
-    else:
-        within = _between("numeric", value, _decimal(bounds.lower), _decimal(bounds.upper))
-        converted = (
-            f"CASE WHEN pg_catalog.abs({value}) < {_decimal(TINY_NUMERIC)} "
-            f"THEN {_num(0.0)} ELSE CAST({within} AS double precision) END"
-        )
-    clamped = _between("float8", converted, lower, upper)
-    return f"CASE WHEN {value} IS NULL THEN NULL ELSE {clamped} END"
-
-
-def _grid_units(value: str, step: float, limit: int) -> str:
-    """round(value / step) for a double `value` (NULL stays NULL), as an integer clamped to
-    [-limit, limit], which the sensitivity assumes whatever the floating-point rounding did:
-    pg_catalog.int8 up to INT8_LIMIT (exact: a double at most 2^62 casts to int8 exactly), else
-    pg_catalog.numeric (then the cast keeps 15 significant digits). Their sums are numeric,
-    exact at any size. `limit` is the ceiling of a double, so a double itself: the clamp is exact.
-
-    Total over any row: a magnitude below step / 4 rounds to 0 without the multiplication, which
-    PostgreSQL would otherwise refuse as an underflow when it rounds to 0; the product of a
-    clamped value and 1 / step is far from overflowing; the cast to int8 comes after the clamp."""
-    rounded = f"pg_catalog.round(({value} OPERATOR(pg_catalog.*) {_num(1 / step)}))"
-    if limit <= INT8_LIMIT:
-        zero = "CAST(0 AS pg_catalog.int8)"
-        clamped = _between("float8", rounded, _num(float(-limit)), _num(float(limit)))
-        units = f"CAST({clamped} AS pg_catalog.int8)"
-    else:
-        zero = "CAST(0 AS pg_catalog.numeric)"
-        numeric = f"CAST({rounded} AS pg_catalog.numeric)"
-        units = _between("numeric", numeric, _decimal(-limit), _decimal(limit))
-    return (
-        f"CASE WHEN {value} IS NULL THEN NULL WHEN pg_catalog.abs({value}) < {_num(step / 4)} "
-        f"THEN {zero} ELSE {units} END"
-    )
-
-
-def _grid_value(
-    column: str,
-    column_type: str | None,
-    bounds: Bounds,
-    step: float,
-    limit: int,
-    centre: float | None,
-) -> str:
-    """A row's grid value: round((clamp(value) - centre) / step) as an integer in [-limit, limit]
-    (centre 0 when None); NULL stays NULL.
-
-    A numeric column is computed in numeric from start to end, without converting to double
-    precision (PostgreSQL converts a numeric to a double through its text, which cost more than
-    the rest of the row's work): clamped by numeric_larger and numeric_smaller (strict, so NULL
-    stays NULL; NaN is the largest numeric and becomes the upper bound), multiplied by the
-    integer 1 / step (step is a power of ten; when step > 1, divided by step), cast to int8
-    (which rounds) and clamped to +-limit in int8 (beyond INT8_LIMIT: rounded and clamped as a
-    numeric). Total: a product with an
-    integer keeps the value's scale, a quotient's scale is capped, and numeric has no underflow.
-    Each function reads the column once, so the planner may inline it into the aggregate (no
-    OFFSET 0 fence), which lets the per-row work run in parallel workers."""
-    if column_type != "numeric":
-        clamped = _clamped(column, column_type, bounds)
-        offset = clamped if centre is None else f"({clamped} OPERATOR(pg_catalog.-) {_num(centre)})"
-        return _grid_units(offset, step, limit)
-    value = (
-        f"pg_catalog.numeric_smaller(pg_catalog.numeric_larger({column}, "
-        f"{_decimal(bounds.lower)}), {_decimal(bounds.upper)})"
-    )
-    if centre is not None:
-        value = f"({value} OPERATOR(pg_catalog.-) {_decimal(centre)})"
-    if step <= 1:
-        value = f"({value} OPERATOR(pg_catalog.*) {_decimal(round(1 / step))})"
-    else:
-        value = f"({value} OPERATOR(pg_catalog./) {_decimal(step)})"
-    if limit <= INT8_LIMIT:
-        # the cast rounds (half away from zero) and cannot fail: the exact quotient is within
-        # the bounds' largest grid value, which Python rounded up in double precision (a relative
-        # error of 1e-16: far below 2^63 - 2^62); the clamp in int8 makes it exact
-        rounded = f"CAST({value} AS pg_catalog.int8)"
-        return (
-            f"pg_catalog.int8smaller(pg_catalog.int8larger({rounded}, "
-            f"CAST({-limit} AS pg_catalog.int8)), CAST({limit} AS pg_catalog.int8))"
-        )
-    return (
-        f"pg_catalog.numeric_smaller(pg_catalog.numeric_larger(pg_catalog.round({value}), "
-        f"{_decimal(-limit)}), {_decimal(limit)})"
-    )
 
 
 def _from_where(query: DpQuery) -> str:
@@ -409,7 +277,7 @@ def _clamped_sum(name: str, largest: int) -> str:
     NULL (no values) is 0 first: GREATEST and LEAST skip NULLs, and would return the bound.
     When the unit keeps all its m rows there (m <= kept) the sum is within that already (each
     row's value is within +-largest), and the numeric arithmetic is skipped."""
-    limit = f"(CAST(kept AS pg_catalog.numeric) OPERATOR(pg_catalog.*) {_decimal(largest)})"
+    limit = f"(CAST(kept AS pg_catalog.numeric) OPERATOR(pg_catalog.*) {numeric(largest)})"
     return (
         f"CASE WHEN m {_LE} kept THEN COALESCE({name}, 0) ELSE LEAST(GREATEST(COALESCE({name}, "
         f"0), OPERATOR(pg_catalog.-) {limit}), {limit}) END"

@@ -119,9 +119,9 @@ def test_post_processing_around_the_dp_subquery_is_kept() -> None:
 
 
 def test_order_by_and_limit_never_reach_the_aggregation() -> None:
-    """They order and cut the released rows (dp/engine.py); a LIMIT in the plan would decide
+    """They order and cut the released rows (dp/placement.py); a LIMIT in the plan would decide
     which rows are counted."""
-    from pldiffix.dp import engine
+    from pldiffix.dp import placement
 
     query = parse(
         "SELECT city AS c, count(*) AS n, diffix.dp_ci_low(count(*)) FROM customers "
@@ -131,7 +131,7 @@ def test_order_by_and_limit_never_reach_the_aggregation() -> None:
     sql = planner.plan(query, planner.TableMetadata(1, False, BOUNDS), seed=1).sql
     # (the planner's own OFFSET 0 fences are no cut)
     assert "LIMIT" not in sql and "OFFSET 2" not in sql and "ORDER BY n" not in sql
-    finishing = {key: clause.sql("postgres") for key, clause in engine._finishing(query).items()}
+    finishing = {key: clause.sql("postgres") for key, clause in placement.finishing(query).items()}
     assert finishing == {
         "order": "ORDER BY 2 DESC, 1, 3",
         "limit": "LIMIT 1",
