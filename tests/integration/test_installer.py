@@ -83,6 +83,58 @@ def test_reinstall_leaves_every_routine_as_a_fresh_install_makes_it(empty_db):
     assert empty_db.execute(ROUTINES) == fresh
 
 
+# An install from before the label registry: the labels in a CHECK constraint, one relabel
+# trigger per folder (DP's metadata shown; cell-key's is in test_cellkey_tables.py), nothing
+# registered. (The registry's tables and view stay: the routines of this version read them.)
+BEFORE_THE_REGISTRY = """
+ALTER TABLE diffix.table_labels DROP CONSTRAINT table_labels_label_fkey;
+DROP TRIGGER forget_on_relabel ON diffix.table_labels;
+DROP FUNCTION diffix._forget_on_relabel();
+DELETE FROM diffix.label_metadata;
+DELETE FROM diffix.registered_labels;
+ALTER TABLE diffix.table_labels ADD CONSTRAINT table_labels_label_check
+  CHECK (label IN ('personal', 'public', 'cellkey'));
+CREATE FUNCTION diffix._forget_dp_metadata() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NEW.label <> 'personal' THEN
+    DELETE FROM diffix.dp_tables t WHERE t.relid = NEW.relid;
+    DELETE FROM diffix.dp_columns c WHERE c.relid = NEW.relid;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER forget_dp_metadata AFTER UPDATE OF label ON diffix.table_labels
+  FOR EACH ROW EXECUTE FUNCTION diffix._forget_dp_metadata();
+"""
+
+
+def test_an_upgrade_replaces_the_label_check_and_relabel_triggers_by_the_registry(empty_db):
+    install.install(empty_db.dsn(), out=io.StringIO())
+    empty_db.admin.execute(
+        """
+        CREATE TABLE t (id int, amount numeric);
+        CALL diffix.mark_personal('t', 'id');
+        CALL diffix.set_dp_bounds('t', 'amount', 0, 100);
+        """
+    )
+    empty_db.admin.execute(BEFORE_THE_REGISTRY)
+    labels = empty_db.execute("SELECT * FROM diffix.show_labels()")
+    install.install(empty_db.dsn(), out=io.StringIO())
+    assert empty_db.execute("SELECT * FROM diffix.show_labels()") == labels
+    assert empty_db.execute("SELECT count(*) FROM diffix.dp_columns") == [(1,)]
+    assert empty_db.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'diffix.table_labels'::regclass"
+        " AND contype IN ('c', 'f') ORDER BY 1"
+    ) == [("table_labels_label_fkey",)]
+    assert empty_db.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'diffix.table_labels'::regclass"
+        " AND NOT tgisinternal"
+    ) == [("forget_on_relabel",)]
+    assert empty_db.execute("SELECT to_regprocedure('diffix._forget_dp_metadata()')") == [(None,)]
+    empty_db.admin.execute("CALL diffix.mark_public('t', force => true)")
+    assert empty_db.execute("SELECT count(*) FROM diffix.dp_columns") == [(0,)]
+
+
 def test_uninstall_removes_everything_and_is_idempotent(empty_db):
     install.install(empty_db.dsn(), out=io.StringIO())
     empty_db.admin.execute("CREATE TABLE t (id int); CALL diffix.mark_personal('t', 'id')")

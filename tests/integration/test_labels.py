@@ -261,3 +261,110 @@ def test_analysts_cannot_forge_or_clear_unlabel_records(db):
     ]:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(attack)
+
+
+# --- the label registry (sql/core/10_schema.sql) ---
+
+
+def test_the_registry_lists_each_label_and_the_metadata_that_goes_with_it(db):
+    assert db.execute("SELECT label, protected FROM diffix.registered_labels ORDER BY 1") == [
+        ("cellkey", True),
+        ("personal", True),
+        ("public", False),
+    ]
+    assert db.execute(
+        "SELECT metadata_table::text, label, relid_columns::text[] FROM diffix.label_metadata"
+        " ORDER BY 1"
+    ) == [
+        ("dp_columns", "personal", ["relid"]),
+        ("dp_tables", "personal", ["relid"]),
+        ("dp_unique_units", "personal", ["relid"]),
+        ("dp_unit_paths", "personal", ["relid", "target_relid"]),
+        ("perturbation_configs", "cellkey", ["relid"]),
+    ]
+
+
+def _personal_metadata(db) -> list[tuple]:
+    return db.execute(
+        "SELECT 'tables', count(*) FROM diffix.dp_tables UNION ALL "
+        "SELECT 'columns', count(*) FROM diffix.dp_columns UNION ALL "
+        "SELECT 'unique', count(*) FROM diffix.dp_unique_units UNION ALL "
+        "SELECT 'paths', count(*) FROM diffix.dp_unit_paths"
+    )
+
+
+@pytest.mark.parametrize("relabeled", ["customers", "orders"])
+def test_relabeling_forgets_the_metadata_of_every_registered_table(db, relabeled):
+    db.admin.execute(
+        """
+        CREATE TABLE customers (id int, amount numeric);
+        CREATE TABLE orders (cid int, amount numeric);
+        CALL diffix.mark_personal('customers', 'id');
+        CALL diffix.mark_personal('orders', 'cid');
+        CALL diffix.set_dp_max_contributions('customers', 2);
+        CALL diffix.set_dp_bounds('customers', 'amount', 0, 100);
+        CALL diffix.declare_dp_unique_units('customers');
+        CALL diffix.set_dp_unit_path('orders', 'cid', 'customers', 'id');
+        """
+    )
+    assert _personal_metadata(db) == [("tables", 1), ("columns", 1), ("unique", 1), ("paths", 1)]
+    db.admin.execute("CALL diffix.mark_public(%s, force => true)", (relabeled,))
+    # the path goes with either end; the other metadata with customers only
+    kept = 1 if relabeled == "orders" else 0
+    assert _personal_metadata(db) == [
+        ("tables", kept),
+        ("columns", kept),
+        ("unique", kept),
+        ("paths", 0),
+    ]
+
+
+def test_a_label_a_folder_registers_is_protected_and_its_metadata_forgotten(db):
+    """What a new mechanism's folder does: register its label and its metadata table; the table
+    is then protected like a personal one and relabeling it forgets its metadata."""
+    db.admin.execute(
+        """
+        CALL diffix._register_label('kanon', protected => true);
+        CREATE TABLE diffix.kanon_configs (relid oid PRIMARY KEY, k int);
+        CALL diffix._register_label_metadata('kanon_configs', 'kanon', 'relid');
+        CREATE TABLE people (id int);
+        INSERT INTO diffix.table_labels VALUES ('people'::regclass, 'kanon');
+        INSERT INTO diffix.kanon_configs VALUES ('people'::regclass, 5);
+        """
+    )
+    analyst = db.create_role("anonymized_untrusted")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.admin.execute(f'GRANT SELECT ON people TO "{analyst}"')
+    assert db.execute(
+        "SELECT label FROM diffix.protected_tables WHERE relid = 'people'::regclass"
+    ) == [("kanon",)]
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="kanon table"):
+        db.admin.execute("CALL diffix.mark_public('people')")
+    db.admin.execute("CALL diffix.mark_public('people', force => true)")
+    assert db.execute("SELECT count(*) FROM diffix.kanon_configs") == [(0,)]
+
+
+def test_a_label_no_folder_registered_is_refused(db):
+    db.admin.execute("CREATE TABLE t (id int)")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        db.admin.execute("INSERT INTO diffix.table_labels VALUES ('t'::regclass, 'kanon')")
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "INSERT INTO diffix.registered_labels VALUES ('mine', false)",
+        "UPDATE diffix.registered_labels SET protected = false",
+        "DELETE FROM diffix.label_metadata",
+        "INSERT INTO diffix.label_metadata VALUES ('table_labels', 'public', '{relid}')",
+        "CALL diffix._register_label('personal', protected => false)",
+        "CALL diffix._register_label_metadata('table_labels', 'public', 'relid')",
+        "SELECT diffix._forget_on_relabel()",
+    ],
+)
+def test_analysts_cannot_write_the_label_registry(db, attack):
+    analyst = db.create_role("direct")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.as_role(analyst).execute(attack)
+    assert db.execute("SELECT count(*) FROM diffix.registered_labels WHERE protected") == [(2,)]
+    assert db.execute("SELECT count(*) FROM diffix.label_metadata") == [(5,)]

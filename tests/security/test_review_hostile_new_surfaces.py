@@ -127,3 +127,46 @@ def test_unique_unit_declarations_stay_closed_from_a_hostile_session(shop, call)
         conn.execute(call)
     assert shop.execute("SELECT relid::regclass::text FROM diffix.dp_unique_units") == []
     _contained(shop, role, schema)
+
+
+def test_the_proxys_protected_tables_from_a_hostile_session(shop):
+    """diffix.proxy_plan tells statements over protected tables (diffix.protected_tables, the one
+    list of protected labels) from others with the caller's rights: shadowing operators and
+    objects named like the registry, first in search_path, do not make it pass one through."""
+    role, schema = _attacker(shop)
+    conn = shop.as_role(role)
+    _plant(conn, schema)
+    conn.execute(
+        f'CREATE VIEW "{schema}".protected_tables AS SELECT 0::oid AS relid, NULL::text AS label;'
+        f'CREATE VIEW "{schema}".registered_labels AS SELECT NULL::text AS label, false AS p'
+    )
+    [(route,)] = conn.execute(
+        "SELECT route FROM diffix.proxy_plan('SELECT count(*) FROM customers', false)"
+    ).fetchall()
+    assert route != "pass"
+    _contained(shop, role, schema)
+
+
+def test_relabeling_from_a_hostile_admin_session_forgets_the_metadata(shop):
+    """The one relabel trigger (diffix._forget_on_relabel) runs under the definer's pinned
+    settings, whatever the administrator's session shadows."""
+    admin = shop.create_role()
+    shop.admin.execute(f'GRANT diffix_admin TO "{admin}"')
+    schema = f"{admin}_own"
+    shop.admin.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{admin}"')
+    with shop.as_role(admin) as conn:
+        conn.execute(SPY.format(schema=schema))
+    shop.admin.execute(
+        "CREATE TABLE visits (vid integer, n integer);"
+        "CALL diffix.mark_personal('visits', 'vid');"
+        "CALL diffix.set_dp_bounds('visits', 'n', 0, 10);"
+        "CALL diffix.declare_dp_unique_units('visits')"
+    )
+    conn = shop.as_role(admin)
+    _plant(conn, schema)
+    conn.execute("CALL diffix.mark_public('visits', force => true)")
+    assert shop.execute(
+        "SELECT (SELECT count(*) FROM diffix.dp_columns WHERE relid = 'visits'::regclass),"
+        " (SELECT count(*) FROM diffix.dp_unique_units WHERE relid = 'visits'::regclass)"
+    ) == [(0, 0)]
+    _contained(shop, admin, schema)
