@@ -42,12 +42,12 @@ def quantile_grid(bounds: Bounds, step: float) -> int:
     return math.ceil((bounds.upper - bounds.lower) / 2.0 / step)
 
 
-def double(value: float) -> str:
+def double_literal(value: float) -> str:
     """A float as an SQL literal of type double precision."""
     return f"CAST({value!r} AS double precision)"
 
 
-def numeric(value: float | int) -> str:
+def numeric_literal(value: float | int) -> str:
     """A number as an SQL literal of type numeric (a float's shortest decimal form)."""
     return f"CAST('{value!r}' AS pg_catalog.numeric)"
 
@@ -69,14 +69,16 @@ def clamp(value: str, column_type: str | None, bounds: Bounds) -> str:
     beyond the range of a double, or so close to 0 that it would round to 0, the cast fails. So
     a numeric is clamped as a numeric first, and a magnitude below 1e-300 counts as 0 (then
     clamped again, in case 0 is outside the bounds)."""
-    lower, upper = double(bounds.lower), double(bounds.upper)
+    lower, upper = double_literal(bounds.lower), double_literal(bounds.upper)
     if column_type != "numeric":
         converted = f"CAST({value} AS double precision)"
     else:
-        within = _between("numeric", value, numeric(bounds.lower), numeric(bounds.upper))
+        within = _between(
+            "numeric", value, numeric_literal(bounds.lower), numeric_literal(bounds.upper)
+        )
         converted = (
-            f"CASE WHEN pg_catalog.abs({value}) < {numeric(TINY_NUMERIC)} "
-            f"THEN {double(0.0)} ELSE CAST({within} AS double precision) END"
+            f"CASE WHEN pg_catalog.abs({value}) < {numeric_literal(TINY_NUMERIC)} "
+            f"THEN {double_literal(0.0)} ELSE CAST({within} AS double precision) END"
         )
     clamped = _between("float8", converted, lower, upper)
     return f"CASE WHEN {value} IS NULL THEN NULL ELSE {clamped} END"
@@ -92,18 +94,20 @@ def grid_units(value: str, step: float, limit: int) -> str:
     Total over any row: a magnitude below step / 4 rounds to 0 without the multiplication, which
     PostgreSQL would otherwise refuse as an underflow when it rounds to 0; the product of a
     clamped value and 1 / step is far from overflowing; the cast to int8 comes after the clamp."""
-    rounded = f"pg_catalog.round(({value} OPERATOR(pg_catalog.*) {double(1 / step)}))"
+    rounded = f"pg_catalog.round(({value} OPERATOR(pg_catalog.*) {double_literal(1 / step)}))"
     if limit <= INT8_LIMIT:
         zero = "CAST(0 AS pg_catalog.int8)"
-        clamped = _between("float8", rounded, double(float(-limit)), double(float(limit)))
+        clamped = _between(
+            "float8", rounded, double_literal(float(-limit)), double_literal(float(limit))
+        )
         units = f"CAST({clamped} AS pg_catalog.int8)"
     else:
         zero = "CAST(0 AS pg_catalog.numeric)"
-        numeric = f"CAST({rounded} AS pg_catalog.numeric)"
-        units = _between("numeric", numeric, numeric(-limit), numeric(limit))
+        as_numeric = f"CAST({rounded} AS pg_catalog.numeric)"
+        units = _between("numeric", as_numeric, numeric_literal(-limit), numeric_literal(limit))
     return (
-        f"CASE WHEN {value} IS NULL THEN NULL WHEN pg_catalog.abs({value}) < {double(step / 4)} "
-        f"THEN {zero} ELSE {units} END"
+        f"CASE WHEN {value} IS NULL THEN NULL "
+        f"WHEN pg_catalog.abs({value}) < {double_literal(step / 4)} THEN {zero} ELSE {units} END"
     )
 
 
@@ -131,19 +135,21 @@ def grid_value(
     if column_type != "numeric":
         clamped = clamp(column, column_type, bounds)
         offset = (
-            clamped if centre is None else f"({clamped} OPERATOR(pg_catalog.-) {double(centre)})"
+            clamped
+            if centre is None
+            else f"({clamped} OPERATOR(pg_catalog.-) {double_literal(centre)})"
         )
         return grid_units(offset, step, limit)
     value = (
         f"pg_catalog.numeric_smaller(pg_catalog.numeric_larger({column}, "
-        f"{numeric(bounds.lower)}), {numeric(bounds.upper)})"
+        f"{numeric_literal(bounds.lower)}), {numeric_literal(bounds.upper)})"
     )
     if centre is not None:
-        value = f"({value} OPERATOR(pg_catalog.-) {numeric(centre)})"
+        value = f"({value} OPERATOR(pg_catalog.-) {numeric_literal(centre)})"
     if step <= 1:
-        value = f"({value} OPERATOR(pg_catalog.*) {numeric(round(1 / step))})"
+        value = f"({value} OPERATOR(pg_catalog.*) {numeric_literal(round(1 / step))})"
     else:
-        value = f"({value} OPERATOR(pg_catalog./) {numeric(step)})"
+        value = f"({value} OPERATOR(pg_catalog./) {numeric_literal(step)})"
     if limit <= INT8_LIMIT:
         # the cast rounds (half away from zero) and cannot fail: the exact quotient is within
         # the bounds' largest grid value, which Python rounded up in double precision (a relative
@@ -155,5 +161,5 @@ def grid_value(
         )
     return (
         f"pg_catalog.numeric_smaller(pg_catalog.numeric_larger(pg_catalog.round({value}), "
-        f"{numeric(-limit)}), {numeric(limit)})"
+        f"{numeric_literal(-limit)}), {numeric_literal(limit)})"
     )

@@ -45,11 +45,11 @@ from pldiffix.dp.grid import (
     INT8_SQUARE_LIMIT,
     Bounds,
     clamp,
-    double,
+    double_literal,
     grid_step,
     grid_units,
     grid_value,
-    numeric,
+    numeric_literal,
     quantile_grid,
 )
 from pldiffix.dp.query import DpAggregate, DpQuery
@@ -147,7 +147,7 @@ class Plan:
         groups = [f"g{i}" for i in range(self.group_count)]
         value = f"x{index}"
         half = quantile_grid(plan.bounds, plan.step)
-        offset = f"({value} OPERATOR(pg_catalog.-) {double(plan.bounds.middle)})"
+        offset = f"({value} OPERATOR(pg_catalog.-) {double_literal(plan.bounds.middle)})"
         bin_sql = grid_units(offset, plan.step, half)
         column = _column_sql(query, plan.aggregate)
         clamped = {value: clamp(column, plan.aggregate.column_type, plan.bounds)}
@@ -277,7 +277,7 @@ def _clamped_sum(name: str, largest: int) -> str:
     NULL (no values) is 0 first: GREATEST and LEAST skip NULLs, and would return the bound.
     When the unit keeps all its m rows there (m <= kept) the sum is within that already (each
     row's value is within +-largest), and the numeric arithmetic is skipped."""
-    limit = f"(CAST(kept AS pg_catalog.numeric) OPERATOR(pg_catalog.*) {numeric(largest)})"
+    limit = f"(CAST(kept AS pg_catalog.numeric) OPERATOR(pg_catalog.*) {numeric_literal(largest)})"
     return (
         f"CASE WHEN m {_LE} kept THEN COALESCE({name}, 0) ELSE LEAST(GREATEST(COALESCE({name}, "
         f"0), OPERATOR(pg_catalog.-) {limit}), {limit}) END"
