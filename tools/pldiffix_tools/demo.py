@@ -18,7 +18,8 @@ from pldiffix_installer.tables import format_table
 from pldiffix_tools.cluster import EmbeddedCluster
 from pldiffix_tools.proxy_process import running_proxy
 
-DATA = """
+# The bank's tables, as README.md's examples assume them.
+BANK_TABLES = """
 CREATE TABLE branches (id int PRIMARY KEY, city text, country text);
 INSERT INTO branches VALUES (1, 'Berlin', 'DE'), (2, 'Rome', 'IT'), (3, 'Oslo', 'NO'),
                             (4, 'Lisbon', 'PT');
@@ -39,6 +40,11 @@ INSERT INTO transactions
   FROM generate_series(1, 20000) j;
 
 GRANT SELECT ON branches, accounts, transactions TO PUBLIC;
+"""
+
+DATA = (
+    BANK_TABLES
+    + """
 CALL diffix.mark_personal('accounts', 'id');
 CALL diffix.mark_personal('transactions', 'sender', 'receiver');
 CALL diffix.mark_not_filterable('accounts', 'owner');
@@ -50,6 +56,7 @@ CALL diffix.mark_role('teller', 'direct');
 CALL diffix.mark_role('analyst', 'anonymized_untrusted');
 GRANT SELECT ON accounts, transactions TO teller;
 """
+)
 
 QUERIES = [
     ("Accounts per kind", "SELECT kind, count(*) FROM accounts GROUP BY kind ORDER BY kind"),
@@ -167,9 +174,8 @@ def _interval(bounds: list[float] | None) -> str:
     return "" if bounds is None else f"[{bounds[0]:.6g}, {bounds[1]:.6g}]"
 
 
-# The seed's patients (shared/seeds/000): row-level perturbation behind a view
-# (docs/perturbation.md).
-PATIENTS = """
+# The seed's patients (shared/seeds/000), as docs/perturbation.md's examples assume them.
+PATIENTS_TABLE = """
 CREATE TABLE patients (id SERIAL PRIMARY KEY, full_name VARCHAR(100), birth_date DATE,
                        country VARCHAR(50), medical_condition VARCHAR(100),
                        medical_expense DECIMAL(10,2));
@@ -184,6 +190,12 @@ INSERT INTO patients (full_name, birth_date, country, medical_condition, medical
   ('Tina Burns', '1958-05-29', 'Guadeloupe', 'Heart Condition', 1032.71),
   ('Margaret Skinner DVM', '1989-10-19', 'Brunei Darussalam', 'Heart Condition', 8953.92),
   ('Vanessa Weber', '1943-08-18', 'Jamaica', 'Kidney Disease', 6620.94);
+"""
+
+# Row-level perturbation behind a view (docs/perturbation.md).
+PATIENTS = (
+    PATIENTS_TABLE
+    + """
 GRANT SELECT ON patients TO teller;
 CALL diffix.mark_perturbed('patients', 'id');
 CALL diffix.perturb_column('patients', 'medical_expense', 'uniform', '{"a": 100, "min": 0}');
@@ -193,6 +205,7 @@ CALL diffix.set_quasi_identifiers('patients', 'birth_date', 'medical_condition')
 CREATE ROLE researcher LOGIN;
 CALL diffix.mark_role('researcher', 'perturbed');
 """
+)
 
 
 def _plain(conn: psycopg.Connection, sql: str) -> str:
