@@ -154,9 +154,10 @@ def test_parser_splits_statements_and_roles() -> None:
 
 
 @pytest.fixture
-def doc_roles(db, server_dsn: str) -> Iterator[None]:
+def doc_lock(server_dsn: str) -> Iterator[None]:
     """The docs create roles with fixed names (cluster-wide): one doc at a time on a shared
-    server (the lock is held in the database every test server has), and none that exists."""
+    server, from before its database is made until its roles are dropped with it (the lock is
+    held in the database every test server has)."""
     with psycopg.connect(make_conninfo(server_dsn, dbname="postgres"), autocommit=True) as lock:
         lock.execute("SELECT pg_advisory_lock(hashtext('pldiffix doc examples'))")
         yield
@@ -164,7 +165,7 @@ def doc_roles(db, server_dsn: str) -> Iterator[None]:
 
 @pytest.mark.db
 @pytest.mark.parametrize("doc", sorted(DOCS))
-def test_doc_examples_run(db, doc_roles: None, doc: str) -> None:
+def test_doc_examples_run(doc_lock: None, db, doc: str) -> None:
     path = REPO_ROOT / doc
     statements = doc_statements(path)
     assert statements, f"{doc} has no runnable sql block"
