@@ -87,3 +87,12 @@ def test_the_aggregation_runs_on_the_shard(sharded, query, labels):
         "Relations: Aggregate on (public.tx_p1 "
     ), plan
     assert len(remote) == 1 and "array_agg" in remote[0], plan
+
+
+def test_a_foreign_branch_runs_asynchronously(sharded):
+    # a branch is the Append's direct child (no Subquery Scan around it): with async_capable,
+    # postgres_fdw starts every foreign branch before waiting for any
+    sharded.admin.execute("ALTER SERVER shard1 OPTIONS (ADD async_capable 'true')")
+    plan = remote_plan(sharded, statement("SELECT count(*) FROM tx", [], max_row_bytes=math.inf))
+    assert any(line.startswith("->  Async Foreign Scan") for line in plan), plan
+    assert not any("Subquery Scan" in line for line in plan), plan
