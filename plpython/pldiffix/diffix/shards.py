@@ -111,7 +111,7 @@ def read_partitions(
     capacity = reader.params.top_capacity
     for index in range(passes):
         partition = bucket_query.Partition(index, passes) if passes > 1 else None
-        reader.query = make_query(partition=partition, keyed=True)
+        reader.query = make_query(partition=partition, keyed=True, sent=True)
         for bucket, key in read(plpy, reader, per_partition_sql(reader.query.sql, entry, leaves)):
             if key in buckets:
                 partitions.combine(buckets[key], bucket, capacity)
