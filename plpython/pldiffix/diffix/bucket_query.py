@@ -256,8 +256,9 @@ def bucket_query(
     With `partition`, only that pass's rows are read (`BucketQuery.partitionable` must hold);
     with `row_range`, only the rows in that range (the query must ship rows). Either adds the
     bucket key `k` (`_key_select`), as does `keyed` (per-partition statements, diffix/shards.py).
-    With `sent`, packed columns are built from built-in functions only, which postgres_fdw ships
-    to a shard (`_per_aid_array`).
+    With `sent`, the rows form's packed columns are built from built-in functions only, which
+    postgres_fdw ships to a shard (`_per_aid_array`); the per-AID form's outer aggregation never
+    ships (it aggregates an aggregation), so it packs arrays as always.
     """
     aids = model.aid_columns
     n_aids = len(aids)
@@ -336,7 +337,7 @@ def bucket_query(
     ) -> BucketQuery:
         return BucketQuery(
             bucket_sql, labels, aid_types, inputs, totals, packed, rows, bytes_per_row,
-            partitionable, sent,
+            partitionable, sent and rows,
         )  # fmt: skip
 
     aid_format = normalize_type(aid_types[0]) if len(aid_types) == 1 else None
@@ -397,7 +398,7 @@ def bucket_query(
     packed: dict[str, str] = {}
 
     def per_aid(name: str, column: str, fmt: str | None, condition: str, nullable: bool) -> None:
-        outer.append(f"{_per_aid_array(column, fmt, condition, nullable, sent)} AS {name}")
+        outer.append(f"{_per_aid_array(column, fmt, condition, nullable)} AS {name}")
         if fmt is not None:
             packed[name] = fmt
 
@@ -442,22 +443,21 @@ def _per_aid_array(
     Packed columns have no NULL: a nullable one (a sum leg, a magnitude, never below zero) packs
     NULL as -1, which `bulk` reads back as "not a contributor".
 
-    With `sent`, packed values are the concatenated results of their send function (`int4send`:
-    network byte order), built-in functions and aggregates that postgres_fdw ships to a shard;
-    its bytea output (hex) costs the shard and the coordinator less than an array's text, whose
-    every element is printed and parsed (docs/scale-out.md)."""
+    With `sent` (the rows form, whose columns are never nullable), packed values are the
+    concatenated results of their send function (`int4send`: network byte order), built-in
+    functions and aggregates that postgres_fdw ships to a shard; its bytea output (hex) costs
+    the shard and the coordinator less than an array's text, whose every element is printed and
+    parsed (docs/scale-out.md)."""
     if fmt is None:
         return f"pg_catalog.array_agg({column}) FILTER (WHERE {condition})"
     value = f"({column})::pg_catalog.{fmt}"
+    if nullable:
+        value = f"COALESCE({value}, -1)"
     if sent:
-        if nullable:  # CASE, not COALESCE: postgres_fdw 15 ships CASE
-            value = f"CASE WHEN {value} IS NULL THEN -1 ELSE {value} END"
         return (
             f"pg_catalog.string_agg(pg_catalog.{fmt}send({value}), "
             f"''::pg_catalog.bytea) FILTER (WHERE {condition})"
         )
-    if nullable:
-        value = f"COALESCE({value}, -1)"
     return f"diffix._array_bytes(pg_catalog.array_agg({value}) FILTER (WHERE {condition}))"
 
 
