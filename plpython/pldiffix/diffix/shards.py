@@ -74,7 +74,7 @@ _SELECT = "SELECT "
 
 def per_partition_sql(bucket_sql: str, entry: RangeEntry, leaves: Sequence[RelationRef]) -> str:
     """`bucket_sql` (over `entry` only) once per partition, as branches of a UNION ALL, rows in
-    partition order. Raises ValueError when the relation is not named exactly once."""
+    partition order. Raises ValueError when it is no SELECT naming the relation exactly once."""
     root = rewrite.from_sql(entry)
     if bucket_sql.count(root) != 1 or not bucket_sql.startswith(_SELECT):
         raise ValueError("the bucket query is no SELECT naming its relation once")
