@@ -46,3 +46,39 @@ LANGUAGE sql
 BEGIN ATOMIC
   SELECT diffix._declare_dp_unique_units(diffix._resolve_table(table_name), is_unique);
 END;
+
+-- One row per declared setting, in the style of show_labels(); here, after the tables it reads.
+CREATE OR REPLACE FUNCTION diffix.show_dp_metadata()
+RETURNS TABLE (objtype text, objname text, setting text, value text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT objtype, objname, setting, value FROM (
+    SELECT 'table' AS objtype, l.relid::regclass::text AS objname, 'max_contributions' AS setting,
+           COALESCE(t.max_contributions, 1)::text
+           || CASE WHEN t.relid IS NULL THEN ' (default)' ELSE '' END AS value
+    FROM diffix.table_labels l LEFT JOIN diffix.dp_tables t ON t.relid = l.relid
+    WHERE l.label = 'personal'
+    UNION ALL
+    SELECT 'table', u.relid::regclass::text, 'unique_units',
+           format('true (declared by %s)', u.declared_by)
+    FROM diffix.dp_unique_units u
+    UNION ALL
+    SELECT 'table', t.relid::regclass::text, 'max_groups_per_unit', t.max_groups_per_unit::text
+    FROM diffix.dp_tables t WHERE t.max_groups_per_unit IS NOT NULL
+    UNION ALL
+    SELECT 'table', t.relid::regclass::text, 'max_rows_per_group', t.max_rows_per_group::text
+    FROM diffix.dp_tables t WHERE t.max_rows_per_group IS NOT NULL
+    UNION ALL
+    SELECT 'column', c.relid::regclass::text || '.' || quote_ident(a.attname), 'bounds',
+           format('[%s, %s]', c.lower_bound, c.upper_bound)
+    FROM diffix.dp_columns c JOIN pg_attribute a ON a.attrelid = c.relid AND a.attnum = c.attnum
+    WHERE c.lower_bound IS NOT NULL AND NOT a.attisdropped
+    UNION ALL
+    SELECT 'column', c.relid::regclass::text || '.' || quote_ident(a.attname), 'domain',
+           c.domain::text
+    FROM diffix.dp_columns c JOIN pg_attribute a ON a.attrelid = c.relid AND a.attnum = c.attnum
+    WHERE c.domain IS NOT NULL AND NOT a.attisdropped
+  ) metadata
+  ORDER BY objtype DESC, objname, setting
+$$;

@@ -42,7 +42,7 @@ def _dp(conn, sql: str, epsilon: float = 8.0) -> tuple[dict, list[str]]:
         doc = conn.execute("SELECT diffix.dp_query_json(%s, %s, 0)", (sql, epsilon)).fetchone()[0]
     finally:
         conn.execute("RESET client_min_messages")
-    return doc, [m for m in messages if m.startswith("pldiffix: DP statistics")]
+    return doc, [m for m in messages if m.startswith("pldiffix: DP ")]
 
 
 def _ledger(db, role: str) -> list[tuple]:
@@ -72,8 +72,34 @@ def test_dp_answers_and_charges_over_shards_as_over_a_local_table(sharded):
     assert [r[:3] for r in sharded_ledger] == [r[:3] for r in local_ledger]
 
 
+def test_quantiles_and_joins_read_per_partition(sharded):
+    sharded.admin.execute(
+        """
+        CREATE TABLE customers AS SELECT DISTINCT aid AS id FROM local_copy.tx;
+        CALL diffix.mark_personal('customers', 'id');
+        CALL diffix.set_dp_unit_path('tx', 'aid', 'customers', 'id');
+        """
+    )
+    role = sharded.create_role("anonymized_dp")
+    sharded.admin.execute("CALL diffix.set_privacy_budget(%s, 100, 1e-3)", (role,))
+    conn = sharded.as_role(role)
+    per_partition = [
+        "pldiffix: DP statistics read per partition (2 partitions)",
+        "pldiffix: DP histogram read per partition (2 partitions)",
+    ]
+    for sql in (
+        "SELECT kind, count(*), median(amount) FROM tx GROUP BY kind",
+        "SELECT t.kind, count(*), median(t.amount) FROM tx t JOIN customers c ON c.id = t.aid "
+        "GROUP BY t.kind",
+    ):
+        doc, reads = _dp(conn, sql)
+        assert reads == per_partition, sql
+        assert sorted(row[0] for row in doc["rows"]) == ["card", "cash", "wire"]
+        assert all(0 <= row[2] <= 50 for row in doc["rows"])
+
+
 class _Plpy:
-    """What `dp.partitions.statistics_sql` asks of PL/Python, over a psycopg connection."""
+    """What `dp.partitions.per_partition_sql` asks of PL/Python, over a psycopg connection."""
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
@@ -130,7 +156,7 @@ def test_per_partition_statistics_equal_those_over_the_root(sharded, sql, unique
     leaves = [("public", "tx_p0"), ("public", "tx_p1")]
     sharded.admin.execute("SET ROLE diffix_engine")  # its user mapping reaches the shard
     try:
-        per_partition = partitions.statistics_sql(
+        per_partition = partitions.per_partition_sql(
             _Plpy(sharded.admin), plan.sql, ("public", "tx"), leaves
         )
         over_root = sorted(sharded.admin.execute(plan.sql).fetchall(), key=repr)
@@ -142,6 +168,27 @@ def test_per_partition_statistics_equal_those_over_the_root(sharded, sql, unique
     assert over_root and added == over_root
     # the foreign partition's per-unit (or, with unique units, per-group) aggregation ships
     assert any("Relations: Aggregate on (public.tx_p1" in line for line in explained), explained
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_per_partition_histograms_equal_those_over_the_root(sharded, unique):
+    """The bounded rows per group and grid point of a quantile, in the same order."""
+    query = parse("SELECT kind, median(amount) FROM tx GROUP BY kind", TX)
+    metadata = planner.TableMetadata(2, unique, {"amount": planner.Bounds(0.0, 50.0)})
+    plan = planner.plan(query, metadata, 11)
+    histogram = plan.histogram_sql(query, metadata, 0)
+    leaves = [("public", "tx_p0"), ("public", "tx_p1")]
+    sharded.admin.execute("SET ROLE diffix_engine")
+    try:
+        per_partition = partitions.per_partition_sql(
+            _Plpy(sharded.admin), histogram, ("public", "tx"), leaves, keys=("bin",), ordered=True
+        )
+        over_root = sharded.admin.execute(histogram).fetchall()
+        added = sharded.admin.execute(per_partition).fetchall()
+    finally:
+        sharded.admin.execute("RESET ROLE")
+    assert per_partition != histogram
+    assert len(over_root) > 3 and added == over_root
 
 
 def test_only_an_administrator_declares_unique_units(sharded):
@@ -173,7 +220,13 @@ def test_declared_unique_units_are_taken_as_one_row_each(db, server_dsn):
         declared = db.execute(
             "SELECT relid::regclass::text, declared_by FROM diffix.dp_unique_units"
         )
-        assert declared == [("tx", db.execute("SELECT session_user")[0][0])]
+        admin = db.execute("SELECT session_user")[0][0]
+        assert declared == [("tx", admin)]
+        # show_dp_metadata lists the declaration, to analysts too
+        shown = conn.execute(
+            "SELECT value FROM diffix.show_dp_metadata() WHERE setting = 'unique_units'"
+        ).fetchall()
+        assert shown == [(f"true (declared by {admin})",)]
         after, reads = _dp(conn, sql + " ")  # another text: not a replay of the first answer
         assert reads == ["pldiffix: DP statistics read per partition (2 partitions)"]
         # one row per unit: the count's sensitivity drops from 2 (max_contributions) to 1
@@ -182,3 +235,6 @@ def test_declared_unique_units_are_taken_as_one_row_each(db, server_dsn):
         assert abs(after["rows"][0][0] - 120) < 30
         db.admin.execute("CALL diffix.declare_dp_unique_units('tx', false)")
         assert db.execute("SELECT count(*) FROM diffix.dp_unique_units")[0][0] == 0
+        assert db.execute(
+            "SELECT count(*) FROM diffix.show_dp_metadata() WHERE setting = 'unique_units'"
+        ) == [(0,)]

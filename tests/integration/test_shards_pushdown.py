@@ -58,8 +58,9 @@ def statement(query: str, labels: list[rewrite.SqlType], **options) -> str:
         query, StaticCatalog({("public", "tx"): TX}, FUNCTIONS, ("public",)), "anonymized_trusted"
     ).anonymizing[0]
     bucket = bucket_query.bucket_query(
-        model, labels, ["integer"], lambda c: "float8", False, True, keyed=True, **options
-    )
+        model, labels, ["integer"], lambda c: "float8", False, True, keyed=True, sent=True,
+        **options,
+    )  # fmt: skip
     leaves = [RelationRef("public", f"tx_p{k}", RelationKind.PERSONAL) for k in (0, 1)]
     return shards.per_partition_sql(bucket.sql, model.from_tree, leaves)
 
@@ -86,4 +87,15 @@ def test_the_aggregation_runs_on_the_shard(sharded, query, labels):
     assert len(relations) == 1 and relations[0].startswith(
         "Relations: Aggregate on (public.tx_p1 "
     ), plan
-    assert len(remote) == 1 and "array_agg" in remote[0], plan
+    # packed per-AID values as bytea built on the shard (no function of the coordinator's)
+    assert len(remote) == 1 and "string_agg(int4send(aid)" in remote[0], plan
+    assert "diffix." not in remote[0], plan
+
+
+def test_a_foreign_branch_runs_asynchronously(sharded):
+    # a branch is the Append's direct child (no Subquery Scan around it): with async_capable,
+    # postgres_fdw starts every foreign branch before waiting for any
+    sharded.admin.execute("ALTER SERVER shard1 OPTIONS (ADD async_capable 'true')")
+    plan = remote_plan(sharded, statement("SELECT count(*) FROM tx", [], max_row_bytes=math.inf))
+    assert any(line.startswith("->  Async Foreign Scan") for line in plan), plan
+    assert not any("Subquery Scan" in line for line in plan), plan

@@ -61,6 +61,9 @@ class BucketQuery:
     # One AID instance and only aggregates whose parts combine (`anonymization.partitions`): the
     # query can be read in passes over disjoint AID partitions (`Partition`).
     partitionable: bool = False
+    # Packed columns are sent values (send functions' results, concatenated), not arrays
+    # (`_per_aid_array`, `bulk`).
+    sent: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,7 @@ def bucket_query(
     partition: Partition | None = None,
     row_range: RowRange | None = None,
     keyed: bool = False,
+    sent: bool = False,
 ) -> BucketQuery:
     """The SQL that returns one row per bucket (see the module docstring).
 
@@ -252,6 +256,9 @@ def bucket_query(
     With `partition`, only that pass's rows are read (`BucketQuery.partitionable` must hold);
     with `row_range`, only the rows in that range (the query must ship rows). Either adds the
     bucket key `k` (`_key_select`), as does `keyed` (per-partition statements, diffix/shards.py).
+    With `sent`, the rows form's packed columns are built from built-in functions only, which
+    postgres_fdw ships to a shard (`_per_aid_array`); the per-AID form's outer aggregation never
+    ships (it aggregates an aggregation), so it packs arrays as always.
     """
     aids = model.aid_columns
     n_aids = len(aids)
@@ -330,7 +337,7 @@ def bucket_query(
     ) -> BucketQuery:
         return BucketQuery(
             bucket_sql, labels, aid_types, inputs, totals, packed, rows, bytes_per_row,
-            partitionable,
+            partitionable, sent and rows,
         )  # fmt: skip
 
     aid_format = normalize_type(aid_types[0]) if len(aid_types) == 1 else None
@@ -347,7 +354,7 @@ def bucket_query(
         and all(t.ships_rows(value_types[j]) for t, js in tracked for j in js)
     ):
         bucket_sql, packed = _row_query(
-            model, labels, base_sql, aid_format, tracked, value_types, keys
+            model, labels, base_sql, aid_format, tracked, value_types, keys, sent
         )
         return finish(bucket_sql, packed, row_bytes, rows=True)
     if row_range is not None:
@@ -427,17 +434,30 @@ def bucket_query(
     return finish(bucket_sql, packed, entry_bytes)
 
 
-def _per_aid_array(column: str, fmt: str | None, condition: str, nullable: bool) -> str:
+def _per_aid_array(
+    column: str, fmt: str | None, condition: str, nullable: bool, sent: bool = False
+) -> str:
     """One value per AID of the bucket: an array, or with `fmt` the array's flat bytes
     (`diffix._array_bytes`), which Python reads in one piece (`anonymization.bulk`).
 
     Packed columns have no NULL: a nullable one (a sum leg, a magnitude, never below zero) packs
-    NULL as -1, which `bulk` reads back as "not a contributor"."""
+    NULL as -1, which `bulk` reads back as "not a contributor".
+
+    With `sent` (the rows form, whose columns are never nullable), packed values are the
+    concatenated results of their send function (`int4send`: network byte order), built-in
+    functions and aggregates that postgres_fdw ships to a shard; its bytea output (hex) costs
+    the shard and the coordinator less than an array's text, whose every element is printed and
+    parsed (docs/scale-out.md)."""
     if fmt is None:
         return f"pg_catalog.array_agg({column}) FILTER (WHERE {condition})"
     value = f"({column})::pg_catalog.{fmt}"
     if nullable:
         value = f"COALESCE({value}, -1)"
+    if sent:
+        return (
+            f"pg_catalog.string_agg(pg_catalog.{fmt}send({value}), "
+            f"''::pg_catalog.bytea) FILTER (WHERE {condition})"
+        )
     return f"diffix._array_bytes(pg_catalog.array_agg({value}) FILTER (WHERE {condition}))"
 
 
@@ -449,6 +469,7 @@ def _row_query(
     tracked: list[tuple[ValueTracker, list[int]]],
     value_types: list[str],
     keys: list[str],
+    sent: bool,
 ) -> tuple[str, dict[str, str]]:
     """SQL returning one row per bucket carrying its *rows*, packed, and the packed formats:
     the AID of each row with a non-NULL AID (`a0`), and per aggregated column the AIDs of its
@@ -465,18 +486,18 @@ def _row_query(
         outer.extend(_label_select(k, typ))
     aid = identifier(numbered(AID, 0))
     present = f"{aid} IS NOT NULL"
-    outer.append(f"{_per_aid_array(aid, aid_format, present, False)} AS {cols.aids(0)}")
+    outer.append(f"{_per_aid_array(aid, aid_format, present, False, sent)} AS {cols.aids(0)}")
     packed = {cols.aids(0): aid_format}
     for j in sorted({j for _, js in tracked for j in js}):
         v = identifier(numbered(VALUE, j))
         null_rows, name = f"{present} AND {v} IS NULL", numbered(NULL_ROWS, j)
-        outer.append(f"{_per_aid_array(aid, aid_format, null_rows, False)} AS {name}")
+        outer.append(f"{_per_aid_array(aid, aid_format, null_rows, False, sent)} AS {name}")
         packed[name] = aid_format
         for tracker, js in tracked:
             if j not in js:
                 continue
             for column in tracker.row_columns(j, v, value_types[j]):
-                array = _per_aid_array(column.column, column.fmt, present, column.nullable)
+                array = _per_aid_array(column.column, column.fmt, present, column.nullable, sent)
                 outer.append(f"{array} AS {column.name}")
                 if column.fmt is not None:
                     packed[column.name] = column.fmt

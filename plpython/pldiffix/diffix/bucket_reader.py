@@ -99,22 +99,22 @@ class BucketReader:
             return list(row[name] or [])
         if fmt == GROUPED:
             return row[name]
-        return self.kernel.decode(row[name], fmt)
+        return self.kernel.decode(row[name], fmt, self.query.sent)
 
     def decoded_rows(self, row: Any) -> tuple[Any, dict[int, Any], dict[int, Any]]:
         """A row of `bucket_query._row_query` (the bucket's rows) decoded: the AIDs of its rows,
         and per aggregated column the AIDs of its NULL rows and, if summed, its values."""
-        kernel, packed = self.kernel, self.query.packed
-        aids = kernel.decode(row[cols.aids(0)], packed[cols.aids(0)])
+        kernel, packed, sent = self.kernel, self.query.packed, self.query.sent
+        aids = kernel.decode(row[cols.aids(0)], packed[cols.aids(0)], sent)
         columns = sorted(
             int(name[len(NULL_ROWS) :]) for name in packed if name.startswith(NULL_ROWS)
         )
         nulls = {
-            j: kernel.decode(row[numbered(NULL_ROWS, j)], packed[numbered(NULL_ROWS, j)])
+            j: kernel.decode(row[numbered(NULL_ROWS, j)], packed[numbered(NULL_ROWS, j)], sent)
             for j in columns
         }
         values = {
-            j: kernel.decode(row[numbered(ROW_VALUES, j)], packed[numbered(ROW_VALUES, j)])
+            j: kernel.decode(row[numbered(ROW_VALUES, j)], packed[numbered(ROW_VALUES, j)], sent)
             for j in columns
             if numbered(ROW_VALUES, j) in packed
         }

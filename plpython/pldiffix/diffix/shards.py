@@ -69,19 +69,24 @@ def aid_partitions(
     return [RelationRef(schema, name, entry.relation.kind) for schema, name in leaves]
 
 
+_SELECT = "SELECT "
+
+
 def per_partition_sql(bucket_sql: str, entry: RangeEntry, leaves: Sequence[RelationRef]) -> str:
     """`bucket_sql` (over `entry` only) once per partition, as branches of a UNION ALL, rows in
-    partition order. Raises ValueError when the relation is not named exactly once."""
+    partition order. Raises ValueError when it is no SELECT naming the relation exactly once."""
     root = rewrite.from_sql(entry)
-    if bucket_sql.count(root) != 1:
-        raise ValueError("the bucket query does not name its relation once")
+    if bucket_sql.count(root) != 1 or not bucket_sql.startswith(_SELECT):
+        raise ValueError("the bucket query is no SELECT naming its relation once")
     branches = []
     for index, leaf in enumerate(leaves):
         over_leaf = bucket_sql.replace(
             root, rewrite.from_sql(dataclasses.replace(entry, relation=leaf))
         )
-        part = identifier(f"part{index}")
-        branches.append(f"SELECT {index} AS __part, * FROM ({over_leaf}) {part}")
+        # The partition number goes into the branch's own select list: a wrapping subquery
+        # would leave a Subquery Scan between the Append and each Foreign Scan, and postgres_fdw
+        # runs a foreign branch asynchronously only when it is the Append's direct child.
+        branches.append(f"{_SELECT}{index} AS __part, {over_leaf[len(_SELECT) :]}")
     # Parts in partition order, whatever order concurrent branches finish in: float totals are
     # then combined in the same order run after run.
     return f"SELECT * FROM ({' UNION ALL '.join(branches)}) parts ORDER BY __part"
@@ -106,7 +111,7 @@ def read_partitions(
     capacity = reader.params.top_capacity
     for index in range(passes):
         partition = bucket_query.Partition(index, passes) if passes > 1 else None
-        reader.query = make_query(partition=partition, keyed=True)
+        reader.query = make_query(partition=partition, keyed=True, sent=True)
         for bucket, key in read(plpy, reader, per_partition_sql(reader.query.sql, entry, leaves)):
             if key in buckets:
                 partitions.combine(buckets[key], bucket, capacity)

@@ -119,9 +119,23 @@ def run(
     )
 
     callers_memory = _set_memory(plpy, BOUNDING_MEMORY)
-    groups = list(plpy.execute(_statistics_sql(plpy, query, relid, plan.sql)))
+    leaves = partition_trees.partitions_on(plpy, relid, query.aid)  # shards, per partition
+    root = (query.relation.schema, query.relation.name)
+    groups = list(plpy.execute(partitions.per_partition_sql(plpy, plan.sql, root, leaves)))
     histograms = {  # read lazily, one group at a time, once the released groups are known
-        index: _histograms(plpy, plan.histogram_sql(query, metadata, index), plan.group_count)
+        index: _histograms(
+            plpy,
+            partitions.per_partition_sql(
+                plpy,
+                plan.histogram_sql(query, metadata, index),
+                root,
+                leaves,
+                "histogram",
+                keys=("bin",),
+                ordered=True,
+            ),
+            plan.group_count,
+        )
         for index, aggregate in enumerate(plan.aggregates)
         if aggregate.aggregate.kind == "quantile"
     }
@@ -277,15 +291,6 @@ def _inside(node: exp.Expression, ancestor: exp.Expression) -> bool:
             return True
         current = current.parent
     return False
-
-
-def _statistics_sql(plpy: Any, query: DpQuery, relid: int, sql: str) -> str:
-    """The plan's statistics, per partition over a table partitioned on its AID (shards)."""
-    if query.joined:
-        return sql
-    leaves = partition_trees.partitions_on(plpy, relid, query.aid)
-    root = (query.relation.schema, query.relation.name)
-    return partitions.statistics_sql(plpy, sql, root, leaves)
 
 
 def _relation_oid(plpy: Any, query: DpQuery) -> int:

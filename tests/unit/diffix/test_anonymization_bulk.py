@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import random
 import struct
@@ -25,6 +26,7 @@ from pldiffix.diffix.anonymization.low_count import LowCountState, LowCountSumma
 
 KERNELS = [PythonKernel(), NumpyKernel()]
 PARAMS = AnonymizationParams(salt="bulk")
+STRUCT_CODES = {"int4": "i", "int8": "q", "float8": "d"}
 
 
 @pytest.fixture(params=KERNELS, ids=lambda k: k.name)
@@ -43,6 +45,16 @@ def kernel(request):
 def test_decode_reads_the_arrays_the_server_packs(kernel, fmt, values) -> None:
     assert kernel.tolist(kernel.decode(packed(values, fmt), fmt)) == values
     assert kernel.tolist(kernel.decode(None, fmt)) == []
+    # what a shard sends: the send functions' results, network byte order, no header
+    sent = struct.pack(f">{len(values)}{STRUCT_CODES[fmt]}", *values)
+    decoded = kernel.decode(sent, fmt, sent=True)
+    assert kernel.tolist(decoded) == values
+    assert [math.copysign(1, v) for v in kernel.tolist(decoded)] == [
+        math.copysign(1, v) for v in values
+    ]
+    assert kernel.tolist(kernel.decode(None, fmt, sent=True)) == []
+    with pytest.raises(RuntimeError, match="not a sequence of"):
+        kernel.decode(sent[:-1], fmt, sent=True)
 
 
 def _header(ndim: int = 1, dataoffset: int = 0, oid: int = 23, length: int = 2) -> bytes:

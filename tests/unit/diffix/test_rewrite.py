@@ -126,6 +126,7 @@ def _bucket_query(
     max_row_bytes: float = 0.0,
     partition: bucket_query.Partition | None = None,
     row_range: bucket_query.RowRange | None = None,
+    sent: bool = False,
 ) -> bucket_query.BucketQuery:
     model = _model(sql)
     labels = [rewrite.SqlType(25, "text", "text", "S")] * len(model.groups)
@@ -139,6 +140,7 @@ def _bucket_query(
         max_row_bytes=max_row_bytes,
         partition=partition,
         row_range=row_range,
+        sent=sent,
     )
 
 
@@ -177,6 +179,26 @@ def test_bucket_rows_pack_aids_the_aids_of_null_rows_and_values() -> None:
         'diffix._array_bytes(pg_catalog.array_agg(("i0")::pg_catalog.int4) '
         'FILTER (WHERE "i0" IS NOT NULL AND "v0" IS NULL)) AS na0'
     ) in query.sql
+
+
+@pytest.mark.parametrize("max_row_bytes", [16.0, 0.0])  # rows, per-AID values
+def test_sent_packed_columns_of_the_rows_form_use_built_in_functions_only(
+    max_row_bytes: float,
+) -> None:
+    # what postgres_fdw ships to a shard: no diffix function, no COALESCE
+    sql = "SELECT city, sum(id) FROM test_customers GROUP BY 1"
+    query = _bucket_query(sql, ["int4"], max_row_bytes=max_row_bytes, sent=True)
+    assert query.rows is bool(max_row_bytes)
+    if query.rows:
+        assert query.sent
+        assert "diffix." not in query.sql and "COALESCE" not in query.sql
+        assert (
+            'pg_catalog.string_agg(pg_catalog.int4send(("i0")::pg_catalog.int4), '
+            "''::pg_catalog.bytea) FILTER (WHERE "
+        ) in query.sql
+    else:  # the per-AID form aggregates on the coordinator whatever it packs: arrays
+        assert not query.sent and "string_agg" not in query.sql
+    assert not _bucket_query(sql, ["int4"], max_row_bytes=max_row_bytes).sent
 
 
 def test_single_grouping_set_is_a_plain_group_by() -> None:

@@ -3,8 +3,10 @@
 The bucket query ships a bucket's integer AIDs and numeric per-AID contributions as binary
 strings (an int4, int8 or float8 array's flat in-memory form, ``diffix._array_bytes``), which
 reach Python as one ``bytes`` object instead of a list of a million Python objects. PL/Python runs
-in the server's process, so the elements are already in this Python's byte order. Two kernels
-turn them into what flattening needs:
+in the server's process, so the elements are already in this Python's byte order. Statements a
+shard runs send them instead as the concatenated results of the send functions (``int4send``...:
+network byte order, no header; ``sent``), which postgres_fdw ships to the shard and carries as
+bytea (diffix/shards.py). Two kernels turn them into what flattening needs:
 
 - ``NumpyKernel`` (numpy, e.g. Debian's python3-numpy, importable by the server's Python): FNV-1a
   over whole arrays with wrapping uint64 arithmetic, XOR seeds by reduction, top contributors by
@@ -29,6 +31,7 @@ import functools
 import heapq
 import operator
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +57,7 @@ _NUMPY_TYPES = {"int4": "=i4", "int8": "=i8", "float8": "=f8"}
 # from the length word, 20 here, whether MAXALIGN is 4 or 8).
 _ARRAY_HEADER = struct.Struct("=iiIii")
 _ARRAY_DATA_OFFSET = 20
+_SENT_NUMPY_TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}  # send functions' order
 
 
 def array_elements(data: bytes, fmt: str) -> tuple[int, int]:
@@ -69,6 +73,15 @@ def array_elements(data: bytes, fmt: str) -> tuple[int, int]:
         ):
             return _ARRAY_DATA_OFFSET, length
     raise RuntimeError(f"a packed column is not a one-dimensional {fmt} array without NULLs")
+
+
+def sent_elements(data: bytes, fmt: str) -> int:
+    """How many ``fmt`` values a sent packed column (send functions' results, concatenated)
+    holds; checks that it is whole values."""
+    count, rest = divmod(len(data), FORMATS[fmt])
+    if rest:
+        raise RuntimeError(f"a sent packed column is not a sequence of {fmt} values")
+    return count
 
 
 @dataclass(frozen=True)
@@ -110,14 +123,20 @@ class PythonKernel:
 
     name = "python"
 
-    def decode(self, data: bytes | None, fmt: str) -> list[Any]:
+    def decode(self, data: bytes | None, fmt: str, sent: bool = False) -> list[Any]:
         if not data:
             return []
-        start, _ = array_elements(data, fmt)
+        if sent:
+            sent_elements(data, fmt)
+            start = 0
+        else:
+            start, _ = array_elements(data, fmt)
         values = array.array(_ARRAY_CODES[fmt])
         if values.itemsize != FORMATS[fmt]:  # pragma: no cover
             raise RuntimeError(f"no native {FORMATS[fmt]}-byte array type for {fmt}")
         values.frombytes(memoryview(data)[start:])
+        if sent and sys.byteorder == "little":
+            values.byteswap()
         return values.tolist()
 
     def group_rows(
@@ -240,10 +259,14 @@ class NumpyKernel:
         self._basis = np.uint64(FNV_OFFSET_BASIS)
         self._prime_4 = np.uint64(pow(FNV_PRIME, 4, 1 << 64))
 
-    def decode(self, data: bytes | None, fmt: str) -> Any:
+    def decode(self, data: bytes | None, fmt: str, sent: bool = False) -> Any:
         np = _np
         if not data:
             return np.empty(0, dtype=_NUMPY_TYPES[fmt])
+        if sent:  # into this machine's byte order, as the array form's elements are
+            length = sent_elements(data, fmt)
+            sent_values = np.frombuffer(data, dtype=_SENT_NUMPY_TYPES[fmt], count=length)
+            return sent_values.astype(_NUMPY_TYPES[fmt])
         start, length = array_elements(data, fmt)
         # a read-only view of ``data``: nothing downstream writes into a decoded column
         return np.frombuffer(data, dtype=_NUMPY_TYPES[fmt], count=length, offset=start)
