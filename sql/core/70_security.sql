@@ -19,7 +19,8 @@ BEGIN
 END
 $$;
 
--- Fingerprint of the privileges on every relation that is not personal or perturbed. Taken before
+-- Fingerprint of the privileges on every relation that is not personal or perturbed and reads no
+-- personal rows. Taken before
 -- and after a GRANT, it tells whether the GRANT also opened other tables (see below).
 CREATE OR REPLACE FUNCTION diffix._other_tables_acl_digest() RETURNS text
 LANGUAGE sql STABLE
@@ -36,6 +37,7 @@ AS $$
                       WHERE l.label IN ('personal', 'cellkey'))
     AND c.oid NOT IN (SELECT m.relid FROM diffix.microdata_tables m)
     AND c.oid NOT IN (SELECT t.relid FROM diffix._personal_tree_members() t)
+    AND c.oid NOT IN (SELECT d.relid FROM diffix._derived_relations() d)
 $$;
 
 CREATE OR REPLACE FUNCTION diffix._note_acls_before_grant() RETURNS event_trigger
@@ -48,12 +50,17 @@ END
 $$;
 
 -- A GRANT (or ALTER TABLE ... OWNER TO) that would let an anonymized role or PUBLIC read a
--- personal table directly never takes effect on that table:
+-- personal table directly, or through a view or materialized view over its rows
+-- (46_derived_relations.sql), never takes effect on that relation:
 -- * a GRANT that also opened other tables (GRANT ... ON ALL TABLES IN SCHEMA, or a list mixing
 --   personal and other tables) keeps what it gave on the others; SELECT on the personal and
---   perturbed tables is revoked again and a NOTICE names them;
--- * any other such command (a GRANT naming only personal tables, a change of owner) is refused:
---   the whole command is rolled back.
+--   perturbed tables (SELECT, INSERT, UPDATE, DELETE on the views over them) is revoked again
+--   and a NOTICE names them;
+-- * any other such command (a GRANT naming only protected relations, a change of owner, a view
+--   created or replaced over personal rows where analysts already read it, default privileges
+--   that open a new view) is refused: the whole command is rolled back;
+-- * a materialized view over personal rows created by a role that is not an administrator is
+--   refused (it is a copy of the rows outside every label).
 -- Whether a GRANT opened other tables is told by the privilege fingerprint taken before it, or by
 -- the statement's text naming ALL TABLES IN SCHEMA (re-running such a grant changes nothing on
 -- the other tables). Either way no exposure survives: the choice is only between an error and a
@@ -66,8 +73,23 @@ DECLARE
   exposure record;
   opened_others boolean;
   withheld text;
+  copy record;
 BEGIN
-  IF NOT EXISTS (SELECT FROM diffix._personal_table_exposures()) THEN
+  IF tg_tag = 'CREATE MATERIALIZED VIEW' AND NOT diffix._is_admin(current_user) THEN
+    SELECT d.relid, d.personal INTO copy
+    FROM pg_event_trigger_ddl_commands() cmd
+    JOIN diffix._derived_relations() d ON d.relid = cmd.objid
+    WHERE cmd.classid = 'pg_class'::regclass LIMIT 1;
+    IF FOUND THEN
+      RAISE EXCEPTION 'CREATE MATERIALIZED VIEW refused: % would copy rows of %', copy.relid::regclass,
+        copy.personal::regclass
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'only superusers and members of diffix_admin create materialized views over '
+                     'personal rows; a view reads them without copying';
+    END IF;
+  END IF;
+  IF NOT EXISTS (SELECT FROM diffix._personal_table_exposures())
+     AND NOT EXISTS (SELECT FROM diffix._derived_exposures()) THEN
     RETURN;
   END IF;
   opened_others := tg_tag = 'GRANT' AND (
@@ -75,14 +97,23 @@ BEGIN
       IS DISTINCT FROM diffix._other_tables_acl_digest()
     OR current_query() ~* '\mall\s+tables\s+in\s+schema\M');
   IF opened_others THEN
-    SELECT string_agg(DISTINCT format('%s table %s', COALESCE(l.label, 'perturbed'), e.table_name),
-                      ', ')
-      INTO withheld
-    FROM diffix._personal_table_exposures() e LEFT JOIN diffix.table_labels l ON l.relid = e.relid
-    WHERE e.via IN ('table grant', 'column grant');
+    SELECT string_agg(DISTINCT w.name, ', ') INTO withheld FROM (
+      SELECT format('%s table %s', COALESCE(l.label, 'perturbed'), e.table_name) AS name
+      FROM diffix._personal_table_exposures() e
+      LEFT JOIN diffix.table_labels l ON l.relid = e.relid
+      WHERE e.via IN ('table grant', 'column grant')
+      UNION ALL
+      SELECT format('%s %s (reads %s)', CASE c.relkind WHEN 'v' THEN 'view'
+                                                      WHEN 'm' THEN 'materialized view'
+                                                      ELSE 'relation' END,
+                    e.relation_name, e.personal::regclass)
+      FROM diffix._derived_exposures() e JOIN pg_class c ON c.oid = e.relid
+      WHERE e.via IN ('table grant', 'column grant')) w;
     PERFORM diffix._revoke_exposures();
     RAISE NOTICE 'GRANT applied except SELECT on %', withheld
-      USING DETAIL = 'anonymized roles read personal and perturbed tables only through pldiffix',
+      USING DETAIL = 'anonymized roles read personal and perturbed tables only through pldiffix '
+                     '(nor read or write views over them: SELECT, INSERT, UPDATE and DELETE on '
+                     'those are withheld)',
             HINT = 'to give a role raw access, first CALL diffix.mark_role(role, ''direct'')';
   END IF;
   -- What could not be withheld (an owner change, another grantor's grant) refuses the command.
@@ -95,6 +126,19 @@ BEGIN
       USING ERRCODE = 'insufficient_privilege',
             HINT = 'anonymized roles query personal tables through diffix.query_json; to give a role '
                    'raw access, first CALL diffix.mark_role(role, ''direct'')';
+  END IF;
+  SELECT e.* INTO exposure FROM diffix._derived_exposures() e LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION '% refused: % reads rows of % and would be readable by % (%) outside '
+      'anonymization', tg_tag, exposure.relation_name, exposure.personal::regclass,
+      exposure.grantee, exposure.via
+      USING ERRCODE = 'insufficient_privilege',
+            DETAIL = 'a view or materialized view reads with its owner''s privileges: granting it '
+                     'grants the rows',
+            HINT = format('analysts query personal tables through diffix.query_json; if %s '
+                          'releases only what may be published, CALL diffix.mark_public(%L, '
+                          'force => true) first', exposure.relation_name,
+                          exposure.relation_name);
   END IF;
 END
 $$;
@@ -206,34 +250,62 @@ AS $$
                 u.id)
   FROM diffix.unlabeled_tables u WHERE u.acknowledged_at IS NULL
   UNION ALL
-  -- Views and materialized views over personal rows (directly or through other views) that an
-  -- anonymized role can read: a view reads with its owner's privileges, so SELECT on it is SELECT
-  -- on the rows. The perturbed views (owner diffix_perturb_owner) are meant to be read.
+  -- Views and materialized views over personal rows (directly or through other views,
+  -- 46_derived_relations.sql) that an anonymized role can read or write, also through role
+  -- membership, which no event trigger sees: a view reads with its owner's privileges, so SELECT
+  -- on it is SELECT on the rows. The perturbed views (owner diffix_perturb_owner) are meant to
+  -- be read.
   SELECT 'critical', v.relid::regclass::text,
          format('%s (%s) can read rows of %s through this view', a.rolname, a.level,
                 v.personal::regclass),
-         format('REVOKE SELECT ON %s FROM %I, or label the underlying table''s readers direct',
-                v.relid::regclass, a.rolname)
-  FROM (
-    WITH RECURSIVE tainted(relid, personal) AS (
-      SELECT p.oid, p.oid FROM personal p
-      UNION
-      SELECT rw.ev_class, t.personal FROM tainted t
-      JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.relid
-        AND d.classid = 'pg_rewrite'::regclass
-      JOIN pg_rewrite rw ON rw.oid = d.objid
-      WHERE rw.ev_class <> t.relid
-    )
-    SELECT DISTINCT ON (t.relid) t.relid, t.personal FROM tainted t
-    JOIN pg_class c ON c.oid = t.relid
-    WHERE c.relkind IN ('v', 'm') AND t.relid NOT IN (SELECT oid FROM personal)
-      AND NOT pg_has_role('diffix_perturb_owner', c.relowner, 'MEMBER')
-    ORDER BY t.relid, t.personal
-  ) v
+         format('REVOKE ALL ON %s FROM %I, or CALL diffix.mark_public(%L, force => true) if it '
+                'releases only what may be published', v.relid::regclass, a.rolname,
+                v.relid::regclass::text)
+  FROM diffix._derived_relations() v
+  JOIN pg_class c ON c.oid = v.relid
   CROSS JOIN anonymized a
   WHERE NOT a.rolsuper AND a.rolname !~ '^diffix_'
-    AND (has_table_privilege(a.roleid, v.relid, 'SELECT')
-         OR has_any_column_privilege(a.roleid, v.relid, 'SELECT'))
+    AND (c.relkind = 'm'  -- a view an anonymized role owns reads with that role's privileges
+         OR c.relowner NOT IN (SELECT o.roleid FROM anonymized o WHERE NOT o.rolsuper))
+    AND (has_table_privilege(a.roleid, v.relid, 'SELECT, INSERT, UPDATE, DELETE')
+         OR has_any_column_privilege(a.roleid, v.relid, 'SELECT, INSERT, UPDATE'))
+  UNION ALL
+  -- SECURITY DEFINER functions outside pldiffix run with their owner's privileges: one whose
+  -- owner reads personal rows and that an anonymized role may execute is a path to them.
+  -- Critical when it names such a relation (its body's text or, for BEGIN ATOMIC, its
+  -- dependencies), a warning otherwise (dynamic SQL may still build the name).
+  SELECT CASE WHEN f.names_one THEN 'critical' ELSE 'warning' END, f.oid::regprocedure::text,
+         format('SECURITY DEFINER function owned by %s, who can read personal rows (%s), '
+                'executable by %s', pg_get_userbyid(f.proowner), f.readable, f.callers),
+         format('ALTER FUNCTION %s SECURITY INVOKER, or REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC '
+                'and the anonymized roles', f.oid::regprocedure, f.oid::regprocedure)
+  FROM (
+    SELECT p.oid, p.proowner,
+           (SELECT string_agg(DISTINCT r.relid::regclass::text, ', ') FROM (
+              SELECT pr.oid AS relid FROM personal pr
+              UNION SELECT d.relid FROM diffix._derived_relations() d) r
+            WHERE has_table_privilege(p.proowner, r.relid, 'SELECT')
+               OR has_any_column_privilege(p.proowner, r.relid, 'SELECT')) AS readable,
+           EXISTS (SELECT FROM (SELECT pr.oid AS relid FROM personal pr
+                                UNION SELECT d.relid FROM diffix._derived_relations() d) r
+                   JOIN pg_class c ON c.oid = r.relid
+                   WHERE position(lower(c.relname) IN lower(p.prosrc)) > 0
+                      OR EXISTS (SELECT FROM pg_depend dep
+                                 WHERE dep.classid = 'pg_proc'::regclass AND dep.objid = p.oid
+                                   AND dep.refclassid = 'pg_class'::regclass
+                                   AND dep.refobjid = r.relid)) AS names_one,
+           (SELECT string_agg(format('%s (%s)', quote_ident(a.rolname), a.level), ', '
+                              ORDER BY a.rolname)
+            FROM anonymized a
+            WHERE NOT a.rolsuper AND a.rolname !~ '^diffix_'
+              AND has_function_privilege(a.roleid, p.oid, 'EXECUTE')
+              AND has_schema_privilege(a.roleid, p.pronamespace, 'USAGE')) AS callers
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.prosecdef AND n.nspname !~ '^(pg_|diffix)' AND n.nspname <> 'information_schema'
+      AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass
+                        AND e.objid = p.oid AND e.deptype = 'e')  -- extensions' own
+  ) f
+  WHERE f.readable IS NOT NULL AND f.callers IS NOT NULL
   UNION ALL
   SELECT * FROM diffix._ledger_findings()
   UNION ALL

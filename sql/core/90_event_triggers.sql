@@ -13,5 +13,6 @@ CREATE EVENT TRIGGER diffix_note_acls_before_grant ON ddl_command_start
 DROP EVENT TRIGGER IF EXISTS diffix_refuse_exposing_grants;
 CREATE EVENT TRIGGER diffix_refuse_exposing_grants ON ddl_command_end
   WHEN TAG IN ('GRANT', 'ALTER TABLE', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
-               'CREATE TABLE', 'CREATE FOREIGN TABLE')  -- partitions attached or created
+               'CREATE TABLE', 'CREATE FOREIGN TABLE',  -- partitions attached or created
+               'CREATE VIEW', 'ALTER VIEW', 'CREATE MATERIALIZED VIEW', 'CREATE RULE')  -- views over personal rows
   EXECUTE FUNCTION diffix._refuse_exposing_grants();
