@@ -12,6 +12,9 @@ BEGIN
   DELETE FROM diffix.microdata_tables m
   USING pg_event_trigger_dropped_objects() d
   WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND m.relid = d.objid;
+  DELETE FROM diffix.copied_tables k
+  USING pg_event_trigger_dropped_objects() d
+  WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND k.relid = d.objid;
   DELETE FROM diffix.column_labels c
   USING pg_event_trigger_dropped_objects() d
   WHERE d.classid = 'pg_class'::regclass AND d.objsubid > 0
@@ -40,12 +43,38 @@ AS $$
     AND c.oid NOT IN (SELECT d.relid FROM diffix._derived_relations() d)
 $$;
 
+-- Before a GRANT, the fingerprint above; before a CREATE TABLE AS or SELECT INTO, what has been
+-- read of protected rows so far (46_derived_relations.sql).
 CREATE OR REPLACE FUNCTION diffix._note_acls_before_grant() RETURNS event_trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM set_config('pldiffix.acl_digest_before_grant', diffix._other_tables_acl_digest(), true);
+  IF tg_tag = 'GRANT' THEN
+    PERFORM set_config('pldiffix.acl_digest_before_grant', diffix._other_tables_acl_digest(), true);
+  ELSE
+    PERFORM set_config('pldiffix.protected_reads_before', diffix._protected_reads()::text, true);
+  END IF;
+END
+$$;
+
+-- The protected table a CREATE TABLE AS or SELECT INTO that just ran read rows of, or NULL. Without
+-- statistics (track_counts off) any protected table the role can read counts as read.
+CREATE OR REPLACE FUNCTION diffix._copied_source() RETURNS oid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  before jsonb := COALESCE(NULLIF(current_setting('pldiffix.protected_reads_before', true), ''),
+                           '{}')::jsonb;
+BEGIN
+  IF current_setting('track_counts')::boolean THEN
+    RETURN (SELECT a.key::oid FROM jsonb_each_text(diffix._protected_reads()) a
+            WHERE a.value::numeric > COALESCE((before ->> a.key)::numeric, 0)
+            ORDER BY a.key::oid LIMIT 1);
+  END IF;
+  RETURN (SELECT a.key::oid FROM jsonb_each_text(diffix._protected_reads()) a
+          WHERE has_table_privilege(a.key::oid, 'SELECT') ORDER BY a.key::oid LIMIT 1);
 END
 $$;
 
@@ -59,8 +88,10 @@ $$;
 -- * any other such command (a GRANT naming only protected relations, a change of owner, a view
 --   created or replaced over personal rows where analysts already read it, default privileges
 --   that open a new view) is refused: the whole command is rolled back;
--- * a materialized view over personal rows created by a role that is not an administrator is
---   refused (it is a copy of the rows outside every label).
+-- * a materialized view over personal rows, or a table created AS SELECT from them, made by a
+--   role that is not an administrator is refused (it is a copy of the rows outside every label);
+--   an administrator's copy by CREATE TABLE AS is recorded (diffix.copied_tables) and protected
+--   like a view over its source.
 -- Whether a GRANT opened other tables is told by the privilege fingerprint taken before it, or by
 -- the statement's text naming ALL TABLES IN SCHEMA (re-running such a grant changes nothing on
 -- the other tables). Either way no exposure survives: the choice is only between an error and a
@@ -74,7 +105,33 @@ DECLARE
   opened_others boolean;
   withheld text;
   copy record;
+  source oid;
 BEGIN
+  IF tg_tag IN ('CREATE TABLE AS', 'SELECT INTO') THEN
+    source := diffix._copied_source();
+    IF source IS NOT NULL THEN
+      FOR copy IN SELECT cmd.objid FROM pg_event_trigger_ddl_commands() cmd
+                  JOIN pg_class c ON c.oid = cmd.objid
+                  WHERE cmd.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p')
+                    AND c.relpersistence <> 't' LOOP  -- no other session reads a temporary table
+        IF NOT diffix._is_admin(current_user) THEN
+          RAISE EXCEPTION '% refused: % would copy rows of %', tg_tag, copy.objid::regclass,
+            source::regclass
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'only superusers and members of diffix_admin copy personal rows into '
+                         'new tables';
+        END IF;
+        INSERT INTO diffix.copied_tables (relid, personal, copied_by)
+        VALUES (copy.objid, source, current_user)
+        ON CONFLICT (relid) DO UPDATE SET personal = excluded.personal,
+          copied_by = excluded.copied_by, copied_at = excluded.copied_at;
+        RAISE NOTICE '% holds rows of %: it is protected like a view over them',
+          copy.objid::regclass, source::regclass
+          USING HINT = 'mark it personal (diffix.mark_personal), or public with force => true '
+                       'if it holds only what may be published';
+      END LOOP;
+    END IF;
+  END IF;
   IF tg_tag = 'CREATE MATERIALIZED VIEW' AND NOT diffix._is_admin(current_user) THEN
     SELECT d.relid, d.personal INTO copy
     FROM pg_event_trigger_ddl_commands() cmd
@@ -265,7 +322,7 @@ AS $$
   JOIN pg_class c ON c.oid = v.relid
   CROSS JOIN anonymized a
   WHERE NOT a.rolsuper AND a.rolname !~ '^diffix_'
-    AND (c.relkind = 'm'  -- a view an anonymized role owns reads with that role's privileges
+    AND (v.holds_rows  -- a view an anonymized role owns reads with that role's privileges
          OR c.relowner NOT IN (SELECT o.roleid FROM anonymized o WHERE NOT o.rolsuper))
     AND (has_table_privilege(a.roleid, v.relid, 'SELECT, INSERT, UPDATE, DELETE')
          OR has_any_column_privilege(a.roleid, v.relid, 'SELECT, INSERT, UPDATE'))

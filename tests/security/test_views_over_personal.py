@@ -376,3 +376,57 @@ def test_security_definer_functions_that_read_personal_rows_are_reported(views, 
         )
         == []
     )
+
+
+@pytest.mark.parametrize(
+    "copy",
+    [
+        "CREATE TABLE {name} AS SELECT * FROM customers",
+        "CREATE TABLE {name} AS SELECT city FROM public.v WHERE age > 30",
+        "SELECT id, city INTO {name} FROM customers WHERE id = 5",
+        "CREATE TABLE {name} AS SELECT * FROM copied",
+    ],
+)
+def test_a_table_created_as_a_copy_of_personal_rows_is_protected(views, analyst, copy):
+    """CREATE TABLE AS and SELECT INTO leave no link to their source: the statistics of the
+    command tell that it read personal rows, and the copy is recorded."""
+    notices: list[str] = []
+    views.admin.add_notice_handler(lambda notice: notices.append(notice.message_primary))
+    views.admin.execute(copy.format(name="dump"))
+    assert any("public.dump holds rows of" in n for n in notices), notices
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"public\.dump reads rows of"):
+        views.admin.execute(f'GRANT SELECT ON dump TO "{analyst}"')
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="ownership"):
+        views.admin.execute(f'ALTER TABLE dump OWNER TO "{analyst}"')
+    views.admin.execute("CREATE VIEW over_dump AS SELECT * FROM dump")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="reads rows of"):
+        views.admin.execute("GRANT SELECT ON over_dump TO PUBLIC")
+    views.admin.execute(
+        "CALL diffix.mark_personal('dump', 'id')"
+        if "id" in copy or "*" in copy
+        else "CALL diffix.mark_public('dump', force => true)"
+    )
+    views.admin.execute("DROP TABLE dump CASCADE")
+    assert views.execute("SELECT count(*) FROM diffix.copied_tables") == [(0,)]
+
+
+def test_copies_that_read_no_personal_rows_are_ordinary_tables(views, analyst):
+    views.admin.execute(
+        "CREATE TABLE lookup AS SELECT * FROM cities;"
+        "CREATE TABLE empty_copy AS SELECT * FROM customers WITH NO DATA;"
+        "CREATE TABLE nothing AS SELECT * FROM customers WHERE false;"
+        f'GRANT SELECT ON lookup, empty_copy, nothing TO "{analyst}"'
+    )
+    assert views.execute("SELECT count(*) FROM diffix.copied_tables") == [(0,)]
+
+
+def test_copies_of_personal_rows_are_for_administrators(views):
+    direct = views.create_role("direct")
+    views.admin.execute(
+        f'GRANT SELECT ON customers TO "{direct}"; GRANT CREATE ON SCHEMA other TO "{direct}"'
+    )
+    conn = views.as_role(direct)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="would copy rows"):
+        conn.execute("CREATE TABLE other.mine AS SELECT * FROM public.customers")
+    conn.execute("CREATE TEMP TABLE scratch AS SELECT * FROM public.customers")  # this session's
+    assert conn.execute("SELECT count(*) FROM scratch").fetchone() == (60,)
