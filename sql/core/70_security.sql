@@ -59,7 +59,9 @@ END
 $$;
 
 -- The protected table a CREATE TABLE AS or SELECT INTO that just ran read rows of, or NULL. Without
--- statistics (track_counts off) any protected table the role can read counts as read.
+-- statistics (track_counts off) any protected table the role can read counts as read. Counts
+-- only grow: a count below the one noted before (the command set the setting itself) counts as
+-- read too. (Whoever can read the rows can copy them by other means; this catches mistakes.)
 CREATE OR REPLACE FUNCTION diffix._copied_source() RETURNS oid
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -70,7 +72,7 @@ DECLARE
 BEGIN
   IF current_setting('track_counts')::boolean THEN
     RETURN (SELECT a.key::oid FROM jsonb_each_text(diffix._protected_reads()) a
-            WHERE a.value::numeric > COALESCE((before ->> a.key)::numeric, 0)
+            WHERE a.value::numeric IS DISTINCT FROM COALESCE((before ->> a.key)::numeric, 0)
             ORDER BY a.key::oid LIMIT 1);
   END IF;
   RETURN (SELECT a.key::oid FROM jsonb_each_text(diffix._protected_reads()) a

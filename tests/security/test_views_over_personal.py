@@ -5,6 +5,8 @@ revokes it, and check_security reports the paths no event trigger sees."""
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
@@ -421,6 +423,7 @@ def test_copies_that_read_no_personal_rows_are_ordinary_tables(views, analyst):
 
 
 def test_copies_of_personal_rows_are_for_administrators(views):
+    """Also when the command overwrites what the trigger noted before it ran."""
     direct = views.create_role("direct")
     views.admin.execute(
         f'GRANT SELECT ON customers TO "{direct}"; GRANT CREATE ON SCHEMA other TO "{direct}"'
@@ -428,5 +431,16 @@ def test_copies_of_personal_rows_are_for_administrators(views):
     conn = views.as_role(direct)
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="would copy rows"):
         conn.execute("CREATE TABLE other.mine AS SELECT * FROM public.customers")
+    for noted in (
+        "{}",
+        '{"1": 0}',
+        json.dumps({str(views.execute("SELECT 'customers'::regclass::oid")[0][0]): 1e30}),
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="would copy rows"):
+            conn.execute(  # the command rewrites what the trigger noted before it
+                "CREATE TABLE other.mine AS SELECT c.*, "
+                "set_config('pldiffix.protected_reads_before', %s, true) FROM public.customers c",
+                (noted,),
+            )
     conn.execute("CREATE TEMP TABLE scratch AS SELECT * FROM public.customers")  # this session's
     assert conn.execute("SELECT count(*) FROM scratch").fetchone() == (60,)
