@@ -25,8 +25,9 @@ GRANT INSERT, UPDATE ON diffix.copied_tables TO diffix_admin;
 -- included: they are one ALTER VIEW away from reading as their owner.
 CREATE OR REPLACE FUNCTION diffix._derived_relations()
 RETURNS TABLE (relid oid, personal oid, holds_rows boolean)
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE ROWS 10
 SET search_path = pg_catalog, pg_temp
+SET jit = off  -- catalog queries of a few ms; compiling them would take longer
 AS $$
   WITH RECURSIVE protected AS (
     SELECT l.relid FROM diffix.table_labels l WHERE l.label IN ('personal', 'cellkey')
@@ -67,6 +68,7 @@ $$;
 CREATE OR REPLACE FUNCTION diffix._protected_reads() RETURNS jsonb
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET jit = off  -- catalog queries of a few ms; compiling them would take longer
 AS $$
   WITH held AS (
     SELECT l.relid FROM diffix.table_labels l WHERE l.label IN ('personal', 'cellkey')
@@ -90,8 +92,9 @@ $$;
 -- its ownership nor its grants are exposures.
 CREATE OR REPLACE FUNCTION diffix._derived_exposures()
 RETURNS TABLE (relid oid, relation_name text, grantee text, via text, personal oid)
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE ROWS 10
 SET search_path = pg_catalog, pg_temp
+SET jit = off  -- catalog queries of a few ms; compiling them would take longer
 AS $$
   WITH anonymized AS (
     SELECT a.roleid FROM diffix._anonymized_roles() a

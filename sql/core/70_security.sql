@@ -23,11 +23,12 @@ END
 $$;
 
 -- Fingerprint of the privileges on every relation that is not personal or perturbed and reads no
--- personal rows. Taken before
--- and after a GRANT, it tells whether the GRANT also opened other tables (see below).
+-- personal rows. Taken before and after a GRANT, it tells whether the GRANT also opened other
+-- tables (see below).
 CREATE OR REPLACE FUNCTION diffix._other_tables_acl_digest() RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
   SELECT md5(COALESCE(string_agg(
            c.oid::text || ':' || COALESCE(c.relacl::text, '') || ':' ||
@@ -209,6 +210,7 @@ CREATE OR REPLACE FUNCTION diffix.check_security()
 RETURNS TABLE (severity text, object text, finding text, fix text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off  -- catalog queries of a few ms; compiling them would take longer
 AS $$
   WITH personal AS (
     SELECT c.oid FROM diffix.table_labels l JOIN pg_class c ON c.oid = l.relid
@@ -339,15 +341,14 @@ AS $$
          format('ALTER FUNCTION %s SECURITY INVOKER, or REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC '
                 'and the anonymized roles', f.oid::regprocedure, f.oid::regprocedure)
   FROM (
+    WITH protected AS (  -- computed once for every function
+      SELECT pr.oid AS relid FROM personal pr UNION SELECT d.relid FROM diffix._derived_relations() d
+    )
     SELECT p.oid, p.proowner,
-           (SELECT string_agg(DISTINCT r.relid::regclass::text, ', ') FROM (
-              SELECT pr.oid AS relid FROM personal pr
-              UNION SELECT d.relid FROM diffix._derived_relations() d) r
+           (SELECT string_agg(DISTINCT r.relid::regclass::text, ', ') FROM protected r
             WHERE has_table_privilege(p.proowner, r.relid, 'SELECT')
                OR has_any_column_privilege(p.proowner, r.relid, 'SELECT')) AS readable,
-           EXISTS (SELECT FROM (SELECT pr.oid AS relid FROM personal pr
-                                UNION SELECT d.relid FROM diffix._derived_relations() d) r
-                   JOIN pg_class c ON c.oid = r.relid
+           EXISTS (SELECT FROM protected r JOIN pg_class c ON c.oid = r.relid
                    WHERE position(lower(c.relname) IN lower(p.prosrc)) > 0
                       OR EXISTS (SELECT FROM pg_depend dep
                                  WHERE dep.classid = 'pg_proc'::regclass AND dep.objid = p.oid
