@@ -52,7 +52,8 @@ AS $$
   SELECT oid, rolname, level FROM levels WHERE level <> 'direct'
 $$;
 
--- Removes direct grants on personal tables from roles that are (now) anonymized.
+-- Removes direct grants on personal tables, and on relations that read their rows, from PUBLIC
+-- and roles that are (now) anonymized.
 CREATE OR REPLACE FUNCTION diffix._revoke_exposures() RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -69,6 +70,16 @@ BEGIN
                    CASE exposure.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
                         ELSE quote_ident(exposure.grantee) END);
     -- column privileges go with the table-level REVOKE
+    revoked := revoked + 1;
+  END LOOP;
+  -- views and materialized views over personal rows (46_derived_relations.sql)
+  FOR exposure IN
+    SELECT DISTINCT e.relid, e.grantee FROM diffix._derived_exposures() e
+    WHERE e.via IN ('table grant', 'column grant')
+  LOOP
+    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON %s FROM %s', exposure.relid::regclass,
+                   CASE exposure.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
+                        ELSE quote_ident(exposure.grantee) END);
     revoked := revoked + 1;
   END LOOP;
   RETURN revoked;
@@ -128,7 +139,8 @@ BEGIN
   IF wanted <> 'direct' THEN
     revoked := diffix._revoke_exposures();
     IF revoked > 0 THEN
-      RAISE NOTICE 'revoked % direct grant(s) on personal tables that anonymized roles held', revoked;
+      RAISE NOTICE 'revoked % direct grant(s) on personal tables or views over them that anonymized roles held',
+        revoked;
     END IF;
     IF (SELECT rolsuper FROM pg_roles WHERE oid = target) THEN
       RAISE WARNING 'role "%" is a superuser and can still read personal tables directly', role_name

@@ -122,6 +122,7 @@ DECLARE
   attnums int2[] := '{}';
   aid_type oid;
   partition oid;
+  readers text;
 BEGIN
   PERFORM diffix._require_admin('label tables');
   PERFORM diffix._check_labelable(relid, 'personal');
@@ -152,10 +153,18 @@ BEGIN
   INSERT INTO diffix.column_labels (relid, attnum, label)
   SELECT _mark_personal.relid, unnest(attnums), 'aid';
 
-  -- Anonymized roles read personal tables only through the engine.
+  -- Anonymized roles read personal tables only through the engine, and not through the views
+  -- over them either (46_derived_relations.sql): their grants are revoked, with a NOTICE.
   EXECUTE format('REVOKE SELECT ON %s FROM PUBLIC, diffix_anonymized_trusted, '
                  'diffix_anonymized_untrusted, diffix_anonymized_dp', relid::regclass);
+  SELECT string_agg(DISTINCT format('%s from %s', e.relation_name, e.grantee), ', ') INTO readers
+  FROM diffix._derived_exposures() e WHERE e.via IN ('table grant', 'column grant');
   PERFORM diffix._revoke_exposures();
+  IF readers IS NOT NULL THEN
+    RAISE NOTICE 'revoked access to views over personal rows: %', readers
+      USING HINT = 'a view reads with its owner''s privileges; analysts query personal tables '
+                   'through diffix.query_json';
+  END IF;
   EXECUTE format('GRANT SELECT ON %s TO diffix_engine', relid::regclass);
   -- The engine reads a table partitioned on its AID partition by partition (docs/scale-out.md).
   FOR partition IN SELECT t.relid FROM pg_partition_tree(_mark_personal.relid) t
@@ -284,6 +293,7 @@ BEGIN
   PERFORM diffix._require_admin('label tables');
   PERFORM diffix._check_labelable(relid, 'public');
   PERFORM diffix._release_protection(relid, force, 'public');
+  PERFORM diffix._release_derived(relid, force);  -- a view over personal rows
   INSERT INTO diffix.table_labels (relid, label) VALUES (relid, 'public')
   ON CONFLICT ON CONSTRAINT table_labels_pkey DO UPDATE SET label = 'public';
   DELETE FROM diffix.column_labels c WHERE c.relid = _mark_public.relid;
@@ -296,6 +306,8 @@ CREATE OR REPLACE FUNCTION diffix._unmark_table(relid oid, force boolean) RETURN
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  revoked integer;
 BEGIN
   PERFORM diffix._require_admin('label tables');
   IF NOT EXISTS (SELECT FROM diffix.table_labels l WHERE l.relid = _unmark_table.relid) THEN
@@ -304,6 +316,11 @@ BEGIN
   PERFORM diffix._release_protection(relid, force, NULL);
   DELETE FROM diffix.table_labels l WHERE l.relid = _unmark_table.relid;
   EXECUTE format('REVOKE SELECT ON %s FROM diffix_engine', relid::regclass);
+  -- A view over personal rows that was labeled public is protected again.
+  revoked := diffix._revoke_exposures();
+  IF revoked > 0 THEN
+    RAISE NOTICE 'revoked % grant(s) through which anonymized roles read personal rows', revoked;
+  END IF;
 END
 $$;
 

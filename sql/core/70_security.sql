@@ -12,6 +12,9 @@ BEGIN
   DELETE FROM diffix.microdata_tables m
   USING pg_event_trigger_dropped_objects() d
   WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND m.relid = d.objid;
+  DELETE FROM diffix.copied_tables k
+  USING pg_event_trigger_dropped_objects() d
+  WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND k.relid = d.objid;
   DELETE FROM diffix.column_labels c
   USING pg_event_trigger_dropped_objects() d
   WHERE d.classid = 'pg_class'::regclass AND d.objsubid > 0
@@ -19,11 +22,13 @@ BEGIN
 END
 $$;
 
--- Fingerprint of the privileges on every relation that is not personal or perturbed. Taken before
--- and after a GRANT, it tells whether the GRANT also opened other tables (see below).
+-- Fingerprint of the privileges on every relation that is not personal or perturbed and reads no
+-- personal rows. Taken before and after a GRANT, it tells whether the GRANT also opened other
+-- tables (see below).
 CREATE OR REPLACE FUNCTION diffix._other_tables_acl_digest() RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
   SELECT md5(COALESCE(string_agg(
            c.oid::text || ':' || COALESCE(c.relacl::text, '') || ':' ||
@@ -35,24 +40,60 @@ AS $$
     AND c.oid NOT IN (SELECT p.relid FROM diffix.protected_tables p)
     AND c.oid NOT IN (SELECT m.relid FROM diffix.microdata_tables m)
     AND c.oid NOT IN (SELECT t.relid FROM diffix._personal_tree_members() t)
+    AND c.oid NOT IN (SELECT d.relid FROM diffix._derived_relations() d)
 $$;
 
+-- Before a GRANT, the fingerprint above; before a CREATE TABLE AS or SELECT INTO, what has been
+-- read of protected rows so far (46_derived_relations.sql).
 CREATE OR REPLACE FUNCTION diffix._note_acls_before_grant() RETURNS event_trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM set_config('pldiffix.acl_digest_before_grant', diffix._other_tables_acl_digest(), true);
+  IF tg_tag = 'GRANT' THEN
+    PERFORM set_config('pldiffix.acl_digest_before_grant', diffix._other_tables_acl_digest(), true);
+  ELSE
+    PERFORM set_config('pldiffix.protected_reads_before', diffix._protected_reads()::text, true);
+  END IF;
+END
+$$;
+
+-- The protected table a CREATE TABLE AS or SELECT INTO that just ran read rows of, or NULL. Without
+-- statistics (track_counts off) any protected table the role can read counts as read. Counts
+-- only grow: a count below the one noted before (the command set the setting itself) counts as
+-- read too. (Whoever can read the rows can copy them by other means; this catches mistakes.)
+CREATE OR REPLACE FUNCTION diffix._copied_source() RETURNS oid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  before jsonb := COALESCE(NULLIF(current_setting('pldiffix.protected_reads_before', true), ''),
+                           '{}')::jsonb;
+BEGIN
+  IF current_setting('track_counts')::boolean THEN
+    RETURN (SELECT a.key::oid FROM jsonb_each_text(diffix._protected_reads()) a
+            WHERE a.value::numeric IS DISTINCT FROM COALESCE((before ->> a.key)::numeric, 0)
+            ORDER BY a.key::oid LIMIT 1);
+  END IF;
+  RETURN (SELECT a.key::oid FROM jsonb_each_text(diffix._protected_reads()) a
+          WHERE has_table_privilege(a.key::oid, 'SELECT') ORDER BY a.key::oid LIMIT 1);
 END
 $$;
 
 -- A GRANT (or ALTER TABLE ... OWNER TO) that would let an anonymized role or PUBLIC read a
--- personal table directly never takes effect on that table:
+-- personal table directly, or through a view or materialized view over its rows
+-- (46_derived_relations.sql), never takes effect on that relation:
 -- * a GRANT that also opened other tables (GRANT ... ON ALL TABLES IN SCHEMA, or a list mixing
 --   personal and other tables) keeps what it gave on the others; SELECT on the personal and
---   perturbed tables is revoked again and a NOTICE names them;
--- * any other such command (a GRANT naming only personal tables, a change of owner) is refused:
---   the whole command is rolled back.
+--   perturbed tables (SELECT, INSERT, UPDATE, DELETE on the views over them) is revoked again
+--   and a NOTICE names them;
+-- * any other such command (a GRANT naming only protected relations, a change of owner, a view
+--   created or replaced over personal rows where analysts already read it, default privileges
+--   that open a new view) is refused: the whole command is rolled back;
+-- * a materialized view over personal rows, or a table created AS SELECT from them, made by a
+--   role that is not an administrator is refused (it is a copy of the rows outside every label);
+--   an administrator's copy by CREATE TABLE AS is recorded (diffix.copied_tables) and protected
+--   like a view over its source.
 -- Whether a GRANT opened other tables is told by the privilege fingerprint taken before it, or by
 -- the statement's text naming ALL TABLES IN SCHEMA (re-running such a grant changes nothing on
 -- the other tables). Either way no exposure survives: the choice is only between an error and a
@@ -65,8 +106,49 @@ DECLARE
   exposure record;
   opened_others boolean;
   withheld text;
+  copy record;
+  source oid;
 BEGIN
-  IF NOT EXISTS (SELECT FROM diffix._personal_table_exposures()) THEN
+  IF tg_tag IN ('CREATE TABLE AS', 'SELECT INTO') THEN
+    source := diffix._copied_source();
+    IF source IS NOT NULL THEN
+      FOR copy IN SELECT cmd.objid FROM pg_event_trigger_ddl_commands() cmd
+                  JOIN pg_class c ON c.oid = cmd.objid
+                  WHERE cmd.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p')
+                    AND c.relpersistence <> 't' LOOP  -- no other session reads a temporary table
+        IF NOT diffix._is_admin(current_user) THEN
+          RAISE EXCEPTION '% refused: % would copy rows of %', tg_tag, copy.objid::regclass,
+            source::regclass
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'only superusers and members of diffix_admin copy personal rows into '
+                         'new tables';
+        END IF;
+        INSERT INTO diffix.copied_tables (relid, personal, copied_by)
+        VALUES (copy.objid, source, current_user)
+        ON CONFLICT (relid) DO UPDATE SET personal = excluded.personal,
+          copied_by = excluded.copied_by, copied_at = excluded.copied_at;
+        RAISE NOTICE '% holds rows of %: it is protected like a view over them',
+          copy.objid::regclass, source::regclass
+          USING HINT = 'mark it personal (diffix.mark_personal), or public with force => true '
+                       'if it holds only what may be published';
+      END LOOP;
+    END IF;
+  END IF;
+  IF tg_tag = 'CREATE MATERIALIZED VIEW' AND NOT diffix._is_admin(current_user) THEN
+    SELECT d.relid, d.personal INTO copy
+    FROM pg_event_trigger_ddl_commands() cmd
+    JOIN diffix._derived_relations() d ON d.relid = cmd.objid
+    WHERE cmd.classid = 'pg_class'::regclass LIMIT 1;
+    IF FOUND THEN
+      RAISE EXCEPTION 'CREATE MATERIALIZED VIEW refused: % would copy rows of %', copy.relid::regclass,
+        copy.personal::regclass
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'only superusers and members of diffix_admin create materialized views over '
+                     'personal rows; a view reads them without copying';
+    END IF;
+  END IF;
+  IF NOT EXISTS (SELECT FROM diffix._personal_table_exposures())
+     AND NOT EXISTS (SELECT FROM diffix._derived_exposures()) THEN
     RETURN;
   END IF;
   opened_others := tg_tag = 'GRANT' AND (
@@ -74,14 +156,23 @@ BEGIN
       IS DISTINCT FROM diffix._other_tables_acl_digest()
     OR current_query() ~* '\mall\s+tables\s+in\s+schema\M');
   IF opened_others THEN
-    SELECT string_agg(DISTINCT format('%s table %s', COALESCE(l.label, 'perturbed'), e.table_name),
-                      ', ')
-      INTO withheld
-    FROM diffix._personal_table_exposures() e LEFT JOIN diffix.table_labels l ON l.relid = e.relid
-    WHERE e.via IN ('table grant', 'column grant');
+    SELECT string_agg(DISTINCT w.name, ', ') INTO withheld FROM (
+      SELECT format('%s table %s', COALESCE(l.label, 'perturbed'), e.table_name) AS name
+      FROM diffix._personal_table_exposures() e
+      LEFT JOIN diffix.table_labels l ON l.relid = e.relid
+      WHERE e.via IN ('table grant', 'column grant')
+      UNION ALL
+      SELECT format('%s %s (reads %s)', CASE c.relkind WHEN 'v' THEN 'view'
+                                                      WHEN 'm' THEN 'materialized view'
+                                                      ELSE 'relation' END,
+                    e.relation_name, e.personal::regclass)
+      FROM diffix._derived_exposures() e JOIN pg_class c ON c.oid = e.relid
+      WHERE e.via IN ('table grant', 'column grant')) w;
     PERFORM diffix._revoke_exposures();
     RAISE NOTICE 'GRANT applied except SELECT on %', withheld
-      USING DETAIL = 'anonymized roles read personal and perturbed tables only through pldiffix',
+      USING DETAIL = 'anonymized roles read personal and perturbed tables only through pldiffix '
+                     '(nor read or write views over them: SELECT, INSERT, UPDATE and DELETE on '
+                     'those are withheld)',
             HINT = 'to give a role raw access, first CALL diffix.mark_role(role, ''direct'')';
   END IF;
   -- What could not be withheld (an owner change, another grantor's grant) refuses the command.
@@ -95,6 +186,19 @@ BEGIN
             HINT = 'anonymized roles query personal tables through diffix.query_json; to give a role '
                    'raw access, first CALL diffix.mark_role(role, ''direct'')';
   END IF;
+  SELECT e.* INTO exposure FROM diffix._derived_exposures() e LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION '% refused: % reads rows of % and would be readable by % (%) outside '
+      'anonymization', tg_tag, exposure.relation_name, exposure.personal::regclass,
+      exposure.grantee, exposure.via
+      USING ERRCODE = 'insufficient_privilege',
+            DETAIL = 'a view or materialized view reads with its owner''s privileges: granting it '
+                     'grants the rows',
+            HINT = format('analysts query personal tables through diffix.query_json; if %s '
+                          'releases only what may be published, CALL diffix.mark_public(%L, '
+                          'force => true) first', exposure.relation_name,
+                          exposure.relation_name);
+  END IF;
 END
 $$;
 
@@ -105,6 +209,7 @@ CREATE OR REPLACE FUNCTION diffix.check_security()
 RETURNS TABLE (severity text, object text, finding text, fix text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off  -- catalog queries of a few ms; compiling them would take longer
 AS $$
   WITH personal AS (
     SELECT c.oid FROM diffix.protected_tables l JOIN pg_class c ON c.oid = l.relid
@@ -204,34 +309,61 @@ AS $$
                 u.id)
   FROM diffix.unlabeled_tables u WHERE u.acknowledged_at IS NULL
   UNION ALL
-  -- Views and materialized views over personal rows (directly or through other views) that an
-  -- anonymized role can read: a view reads with its owner's privileges, so SELECT on it is SELECT
-  -- on the rows. The perturbed views (owner diffix_perturb_owner) are meant to be read.
+  -- Views and materialized views over personal rows (directly or through other views,
+  -- 46_derived_relations.sql) that an anonymized role can read or write, also through role
+  -- membership, which no event trigger sees: a view reads with its owner's privileges, so SELECT
+  -- on it is SELECT on the rows. The perturbed views (owner diffix_perturb_owner) are meant to
+  -- be read.
   SELECT 'critical', v.relid::regclass::text,
          format('%s (%s) can read rows of %s through this view', a.rolname, a.level,
                 v.personal::regclass),
-         format('REVOKE SELECT ON %s FROM %I, or label the underlying table''s readers direct',
-                v.relid::regclass, a.rolname)
-  FROM (
-    WITH RECURSIVE tainted(relid, personal) AS (
-      SELECT p.oid, p.oid FROM personal p
-      UNION
-      SELECT rw.ev_class, t.personal FROM tainted t
-      JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.relid
-        AND d.classid = 'pg_rewrite'::regclass
-      JOIN pg_rewrite rw ON rw.oid = d.objid
-      WHERE rw.ev_class <> t.relid
-    )
-    SELECT DISTINCT ON (t.relid) t.relid, t.personal FROM tainted t
-    JOIN pg_class c ON c.oid = t.relid
-    WHERE c.relkind IN ('v', 'm') AND t.relid NOT IN (SELECT oid FROM personal)
-      AND NOT pg_has_role('diffix_perturb_owner', c.relowner, 'MEMBER')
-    ORDER BY t.relid, t.personal
-  ) v
+         format('REVOKE ALL ON %s FROM %I, or CALL diffix.mark_public(%L, force => true) if it '
+                'releases only what may be published', v.relid::regclass, a.rolname,
+                v.relid::regclass::text)
+  FROM diffix._derived_relations() v
+  JOIN pg_class c ON c.oid = v.relid
   CROSS JOIN anonymized a
   WHERE NOT a.rolsuper AND a.rolname !~ '^diffix_'
-    AND (has_table_privilege(a.roleid, v.relid, 'SELECT')
-         OR has_any_column_privilege(a.roleid, v.relid, 'SELECT'))
+    AND (v.holds_rows  -- a view an anonymized role owns reads with that role's privileges
+         OR c.relowner NOT IN (SELECT o.roleid FROM anonymized o WHERE NOT o.rolsuper))
+    AND (has_table_privilege(a.roleid, v.relid, 'SELECT, INSERT, UPDATE, DELETE')
+         OR has_any_column_privilege(a.roleid, v.relid, 'SELECT, INSERT, UPDATE'))
+  UNION ALL
+  -- SECURITY DEFINER functions outside pldiffix run with their owner's privileges: one whose
+  -- owner reads personal rows and that an anonymized role may execute is a path to them.
+  -- Critical when it names such a relation (its body's text or, for BEGIN ATOMIC, its
+  -- dependencies), a warning otherwise (dynamic SQL may still build the name).
+  SELECT CASE WHEN f.names_one THEN 'critical' ELSE 'warning' END, f.oid::regprocedure::text,
+         format('SECURITY DEFINER function owned by %s, who can read personal rows (%s), '
+                'executable by %s', pg_get_userbyid(f.proowner), f.readable, f.callers),
+         format('ALTER FUNCTION %s SECURITY INVOKER, or REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC '
+                'and the anonymized roles', f.oid::regprocedure, f.oid::regprocedure)
+  FROM (
+    WITH protected AS (  -- computed once for every function
+      SELECT pr.oid AS relid FROM personal pr UNION SELECT d.relid FROM diffix._derived_relations() d
+    )
+    SELECT p.oid, p.proowner,
+           (SELECT string_agg(DISTINCT r.relid::regclass::text, ', ') FROM protected r
+            WHERE has_table_privilege(p.proowner, r.relid, 'SELECT')
+               OR has_any_column_privilege(p.proowner, r.relid, 'SELECT')) AS readable,
+           EXISTS (SELECT FROM protected r JOIN pg_class c ON c.oid = r.relid
+                   WHERE position(lower(c.relname) IN lower(p.prosrc)) > 0
+                      OR EXISTS (SELECT FROM pg_depend dep
+                                 WHERE dep.classid = 'pg_proc'::regclass AND dep.objid = p.oid
+                                   AND dep.refclassid = 'pg_class'::regclass
+                                   AND dep.refobjid = r.relid)) AS names_one,
+           (SELECT string_agg(format('%s (%s)', quote_ident(a.rolname), a.level), ', '
+                              ORDER BY a.rolname)
+            FROM anonymized a
+            WHERE NOT a.rolsuper AND a.rolname !~ '^diffix_'
+              AND has_function_privilege(a.roleid, p.oid, 'EXECUTE')
+              AND has_schema_privilege(a.roleid, p.pronamespace, 'USAGE')) AS callers
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.prosecdef AND n.nspname !~ '^(pg_|diffix)' AND n.nspname <> 'information_schema'
+      AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass
+                        AND e.objid = p.oid AND e.deptype = 'e')  -- extensions' own
+  ) f
+  WHERE f.readable IS NOT NULL AND f.callers IS NOT NULL
   UNION ALL
   SELECT * FROM diffix._ledger_findings()
   UNION ALL

@@ -7,11 +7,13 @@ CREATE EVENT TRIGGER diffix_forget_dropped_objects ON sql_drop
 
 DROP EVENT TRIGGER IF EXISTS diffix_note_acls_before_grant;
 CREATE EVENT TRIGGER diffix_note_acls_before_grant ON ddl_command_start
-  WHEN TAG IN ('GRANT')
+  WHEN TAG IN ('GRANT', 'CREATE TABLE AS', 'SELECT INTO')
   EXECUTE FUNCTION diffix._note_acls_before_grant();
 
 DROP EVENT TRIGGER IF EXISTS diffix_refuse_exposing_grants;
 CREATE EVENT TRIGGER diffix_refuse_exposing_grants ON ddl_command_end
   WHEN TAG IN ('GRANT', 'ALTER TABLE', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
-               'CREATE TABLE', 'CREATE FOREIGN TABLE')  -- partitions attached or created
+               'CREATE TABLE', 'CREATE FOREIGN TABLE',  -- partitions attached or created
+               'CREATE VIEW', 'ALTER VIEW', 'CREATE MATERIALIZED VIEW', 'CREATE RULE',
+               'CREATE TABLE AS', 'SELECT INTO')  -- views over personal rows, copies of them
   EXECUTE FUNCTION diffix._refuse_exposing_grants();
