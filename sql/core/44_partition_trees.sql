@@ -128,4 +128,4 @@ AS $$
                     WHERE m.srvid = s.srvid AND r.rolname = 'diffix_engine')
 $$;
 REVOKE ALL ON FUNCTION diffix._shard_findings() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION diffix._shard_findings() TO PUBLIC;  -- check_security's callers
+GRANT EXECUTE ON FUNCTION diffix._shard_findings() TO diffix_admin;  -- check_security's callers

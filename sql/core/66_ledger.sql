@@ -342,6 +342,9 @@ AS $$
   WHERE NOT EXISTS (SELECT FROM diffix.ledger_link k WHERE k.options IS NOT NULL)
 $$;
 ALTER FUNCTION diffix._ledger_findings() OWNER TO diffix_ledger;
+-- read by check_security, which is for administrators (70_security.sql)
+REVOKE ALL ON FUNCTION diffix._ledger_findings() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix._ledger_findings() TO diffix_admin;
 
 ALTER FUNCTION diffix._loopback(text) OWNER TO diffix_ledger;
 ALTER FUNCTION diffix._ledger_probe(text) OWNER TO diffix_ledger;

@@ -375,3 +375,8 @@ AS $$
   WHERE r.rolcanlogin AND NOT r.rolsuper AND r.rolname !~ '^(pg_|diffix_)'
     AND diffix._stored_level(r.oid) IS NULL
 $$;
+
+-- For administrators (superusers bypass the grant): an analyst asking gets a plain permission
+-- error, never a partial report from the parts of the catalog it happens to reach.
+REVOKE ALL ON FUNCTION diffix.check_security() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION diffix.check_security() TO diffix_admin;

@@ -156,6 +156,28 @@ def test_check_security_reports_engine_membership_and_anonymized_superusers(bank
     assert ("critical", boss, "superuser with access level anonymized_trusted") in findings
 
 
+@pytest.mark.parametrize(
+    "level", ["anonymized_trusted", "anonymized_untrusted", "anonymized_dp", "perturbed", "direct"]
+)
+def test_check_security_is_for_administrators_only(bank, level):
+    role = bank.create_role(level)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="check_security"):
+        bank.as_role(role).execute("SELECT * FROM diffix.check_security()")
+
+
+def test_a_member_of_diffix_admin_gets_the_report(bank, analyst):
+    admin = bank.create_role()
+    bank.admin.execute(f'GRANT diffix_admin TO "{admin}"')
+    reader = bank.create_role(login=False)
+    bank.admin.execute(f'GRANT SELECT ON customers TO "{reader}"; GRANT "{reader}" TO "{analyst}"')
+    findings = (
+        bank.as_role(admin)
+        .execute("SELECT severity, object FROM diffix.check_security()")
+        .fetchall()
+    )
+    assert ("critical", "public.customers") in findings
+
+
 def test_a_clean_setup_has_no_critical_findings(bank, analyst):
     rows = bank.execute("SELECT severity FROM diffix.check_security() WHERE severity = 'critical'")
     assert rows == []

@@ -42,7 +42,6 @@ PUBLIC_DEFINERS = {
     "diffix.acknowledge_finding": "admin check",
     "diffix.audit_storage": "admin check",
     "diffix.show_audit": "admin check",
-    "diffix._ledger_findings": "check_security's ledger findings: names of roles, no data",
     "diffix._forget_dropped_objects": "event trigger: forgets labels of dropped objects",
     "diffix.show_perturbations": "configured cell-key tables and their parameters, no keys",
     # cell-key functions: direct-level roles and administrators only (checked inside)
