@@ -301,6 +301,96 @@ def test_the_proxy_grants_nothing_the_role_lacks(world):
             assert refused.value.sqlstate in ("42501", "0A000"), statement
 
 
+# Texts aimed at the router (core/proxy_routing.py: tokens first, then the parse), each reading
+# customers, whose two Nuuk rows a raw read would show and the engine suppresses. What each must
+# get: what diffix.query_json gives for it, rows or error ("engine"), the server's permission
+# error ("denied": a text the router cannot see through meets the privileges analysts lack), or
+# a refusal with this SQLSTATE.
+ROUTER_ATTACKS = [
+    ('SELECT city, count(*) FROM "customers" GROUP BY city', "engine"),
+    ("SELECT city, count(*) FROM public.customers GROUP BY city", "engine"),
+    ('SELECT city, count(*) FROM "public"."customers" GROUP BY city', "engine"),
+    ("select CITY, COUNT(*) from CUSTOMERS group by CITY", "engine"),
+    (
+        "/* FROM cities */ SELECT city, count(*) FROM /* x */ customers -- JOIN cities\n"
+        "GROUP BY city",
+        "engine",
+    ),
+    ("SELECT city, count(*) FROM customers /* a /* b */ FROM cities */ GROUP BY city", "engine"),
+    ("SELECT $$ FROM cities $$ AS s, city, count(*) FROM customers GROUP BY city", "engine"),
+    ("SELECT $a$ $$ $a$ AS s, city, count(*) FROM customers GROUP BY city", "engine"),
+    ("SELECT city AS x$a$, count(*) FROM customers AS c$a$ GROUP BY city", "engine"),
+    ("SELECT E'\\'' AS quote, city, count(*) FROM customers GROUP BY city", "engine"),
+    (
+        "SELECT city, count(*) FROM customers WHERE city IS DISTINCT FROM 'x' GROUP BY city",
+        "engine",
+    ),
+    ("SELECT city, count(*) FROM customers WHERE 1 = 1 GROUP BY city", "engine"),
+    ("SELECT city, count(*) FROM customers GROUP BY city LIMIT 10", "engine"),
+    ("SELECT city, count(*) FROM customers GROUP BY city;", "engine"),
+    # a CTE named like another table, over the protected one
+    (
+        "WITH cities AS (SELECT city FROM customers) SELECT city, count(*) FROM cities GROUP BY 1",
+        "engine",
+    ),
+    # a name the router does not decode (a Unicode escape): the server's privileges answer
+    ('SELECT city, count(*) FROM U&"\\0063ustomers" GROUP BY city', "denied"),
+    ('SELECT city, count(*) FROM public.U&"\\0063ustomers" GROUP BY city', "denied"),
+    # several statements: refused before the server sees any
+    ("SELECT city, count(*) FROM customers GROUP BY city; SELECT 1", "0A000"),
+    ("SELECT 1; SELECT city, count(*) FROM customers GROUP BY city", "0A000"),
+    ('SELECT 1; SELECT city, count(*) FROM U&"\\0063ustomers" GROUP BY city', "denied"),
+]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected", "prepare"),
+    [
+        pytest.param(sql, expected, prepare, id=f"{sql}-{'extended' if prepare else 'simple'}")
+        for sql, expected in ROUTER_ATTACKS
+        for prepare in (False, True)
+        if not prepare or ";" not in sql.rstrip(";")  # a Parse holds one statement
+    ],
+)
+def test_texts_aimed_at_the_router_never_read_raw_rows(world, sql, expected, prepare):
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        if expected != "engine":
+            with pytest.raises(psycopg.Error) as refused:
+                conn.execute(sql, prepare=prepare)
+            want = "42501" if expected == "denied" else expected
+            assert refused.value.sqlstate == want, refused.value
+            return
+        try:
+            got: object = normalized_rows(conn.execute(sql, prepare=prepare).fetchall())
+        except psycopg.Error as error:
+            got = (error.sqlstate, error.diag.message_primary)
+    try:
+        want: object = world.expected(sql)
+    except psycopg.Error as error:
+        want = (error.sqlstate, error.diag.message_primary)
+    assert got == want
+    assert "Nuuk" not in str(got)
+
+
+def test_a_cte_shadowing_a_protected_table_is_the_servers_to_answer(world):
+    sql = (
+        "WITH customers AS (SELECT 'Nuuk' AS city) SELECT city, count(*) FROM customers GROUP BY 1"
+    )
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        assert conn.execute(sql).fetchall() == [("Nuuk", 1)]
+        # the same CTE inside a subquery does not hide the table read beside it
+        with pytest.raises(psycopg.Error):
+            conn.execute(
+                "SELECT c.city FROM (WITH customers AS (SELECT 1 AS x) SELECT x FROM customers)"
+                " AS s, customers AS c"
+            )
+    with (
+        psycopg.connect(world.db.dsn(world.analyst), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT city, count(*) FROM customers GROUP BY city")  # the backstop
+
+
 def test_passwords_are_checked_by_the_server(world):
     admin = world.db.admin
     admin.execute(
