@@ -4,7 +4,8 @@
   diffix.proxy_plan first, which passes it without starting Python).
 - Anonymized: the analyst's diffix.query call straight to the server vs. the same plain SQL
   through the front, in the simple and the extended protocol, and in the simple protocol with a
-  new text each run on both sides (routing keeps parsed texts per session). Target: under 2 ms per query.
+  new text each run on both sides (routing keeps parsed texts per session). Target: under
+  2 ms per query.
 - Load: N concurrent clients x M queries through the front, with no error and no server
   connection left behind.
 
