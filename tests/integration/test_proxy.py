@@ -372,6 +372,24 @@ def test_texts_aimed_at_the_router_never_read_raw_rows(world, sql, expected, pre
     assert "Nuuk" not in str(got)
 
 
+def test_a_text_routed_from_its_tokens_that_sqlglot_cannot_parse_gets_an_error(world):
+    sql = "SELECT city, count(*) FROM customers GROUP BY city HAVING"
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as simple:
+            conn.execute(sql)
+        with pytest.raises(psycopg.Error) as extended:
+            conn.execute(sql, prepare=True)
+    with pytest.raises(psycopg.Error) as direct:
+        world.expected(sql)
+    # the gate's parse error, as diffix.query_json gives it; at Parse, the server's own
+    assert (simple.value.sqlstate, simple.value.diag.message_primary) == (
+        direct.value.sqlstate,
+        direct.value.diag.message_primary,
+    )
+    assert "could not parse" in direct.value.diag.message_primary
+    assert extended.value.sqlstate == "42601"
+
+
 def test_a_cte_shadowing_a_protected_table_is_the_servers_to_answer(world):
     sql = (
         "WITH customers AS (SELECT 'Nuuk' AS city) SELECT city, count(*) FROM customers GROUP BY 1"
