@@ -414,6 +414,21 @@ def test_a_cte_shadowing_a_protected_table_is_the_servers_to_answer(world):
         conn.execute("SELECT city, count(*) FROM customers GROUP BY city")  # the backstop
 
 
+def test_a_text_the_server_reads_otherwise_than_the_router_meets_its_privileges(world):
+    # With standard_conforming_strings off the server ends the first string at the second quote
+    # and reads customers; pldiffix reads strings as with it on, so it sees a dollar-quoted
+    # string hiding that FROM, and passes the text: the analyst's missing SELECT answers it.
+    sql = "SELECT 'a\\', $$' AS x, city FROM customers --$$"
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        conn.execute("SET standard_conforming_strings = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql, prepare=True)
+        conn.execute("SET standard_conforming_strings = on")
+        assert conn.execute(sql).fetchall() == [("a\\", "' AS x, city FROM customers --")]
+
+
 def test_passwords_are_checked_by_the_server(world):
     admin = world.db.admin
     admin.execute(
