@@ -9,13 +9,19 @@ from __future__ import annotations
 import itertools
 import json
 from collections import OrderedDict
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pldiffix.core import audit, catalog, results, session, settings, sqltext
 from pldiffix.core.errors import reports_errors
 from pldiffix.core.levels import AccessLevel
 from pldiffix.core.statements import parse_single_select
+
+if TYPE_CHECKING:
+    from sqlglot import exp
+
+    from pldiffix.core import proxy_routing
 
 # --- access levels -------------------------------------------------------------------------------
 
@@ -297,24 +303,21 @@ def proxy_plan(
     from pldiffix.core import proxy_routing
 
     level = catalog.person_level(plpy)
-    statements = proxy_routing.parse_statements(sql or "")
-    if level in (AccessLevel.DIRECT, AccessLevel.PERTURBED) or not statements:
+    if level in (AccessLevel.DIRECT, AccessLevel.PERTURBED):
         return [(proxy_routing.Route.PASS.value, None, None)]
-    try:
-        chosen = proxy_routing.route(statements, lambda name: _is_protected(plpy, name))
-    except proxy_routing.RoutingError as error:
-        mechanism = "dp" if level is AccessLevel.ANONYMIZED_DP else "diffix"
-        catalog.query(
-            plpy,
-            "SELECT diffix._audit_refusal($1, $2, $3)",
-            ("text", "text", "text"),
-            (sql, mechanism, audit.reason_of(error)),
-        )
-        raise
+    sql = sql or ""
+    surely_read = proxy_routing.tables_surely_read(sql)
+    if surely_read is not None and any(_is_protected(plpy, name) for name in surely_read):
+        chosen, statements = proxy_routing.Route.ENGINE, None  # the gate parses it, once
+    else:
+        statements = proxy_routing.parse_statements(sql)
+        if not statements:
+            return [(proxy_routing.Route.PASS.value, None, None)]
+        chosen = _full_route(plpy, level, sql, statements)
     if chosen is not proxy_routing.Route.ENGINE or not answer:
         return [(chosen.value, None, None)]
-    copied = proxy_routing.copied_query(statements[0])  # COPY (query) TO STDOUT: answer the query
-    query = statements[0] if copied is None else copied
+    # COPY (query) TO STDOUT: answer the query
+    copied = proxy_routing.copied_query(statements[0]) if statements else None
     statement = sql if copied is None else sqltext.render(copied)
     param_oids = list(param_types or [0] * len(params)) if params else []
     client_oids = list(column_types or [])
@@ -326,6 +329,7 @@ def proxy_plan(
         known = [
             n if oid else None for n, oid in zip(named[: len(param_oids)], param_oids, strict=True)
         ]
+        query = copied if copied is not None else _parsed_select(sql)
         statement = sqltext.render(proxy_routing.inline_parameters(query, params, known))
     names, types, rows = _answer_rows(plpy, statement)
     token = next(_proxy_tokens)
@@ -337,8 +341,36 @@ def proxy_plan(
         client_types = None
     if copied is not None:
         fetch = proxy_routing.fetch_statement(names, types, client_types, token=token)
-        return [(chosen.value, proxy_routing.copy_out(sql or "", fetch), None)]
+        return [(chosen.value, proxy_routing.copy_out(sql, fetch), None)]
     return [(chosen.value, proxy_routing.fetch_statement(names, types, client_types), token)]
+
+
+def _full_route(
+    plpy: Any, level: AccessLevel, sql: str, statements: Sequence[exp.Expression]
+) -> proxy_routing.Route:
+    """The route from the parsed statements; a refusal is logged in the audit log."""
+    from pldiffix.core import proxy_routing
+
+    try:
+        return proxy_routing.route(statements, lambda name: _is_protected(plpy, name))
+    except proxy_routing.RoutingError as error:
+        mechanism = "dp" if level is AccessLevel.ANONYMIZED_DP else "diffix"
+        catalog.query(
+            plpy,
+            "SELECT diffix._audit_refusal($1, $2, $3)",
+            ("text", "text", "text"),
+            (sql, mechanism, audit.reason_of(error)),
+        )
+        raise
+
+
+def _parsed_select(sql: str) -> exp.Expression:
+    """The one SELECT of `sql`, parsed (kept per text), to inline bound parameters into; the
+    gate's own error when it is not one (a text routed by its tokens alone, unparsed)."""
+    from pldiffix.core import proxy_routing
+
+    statements = proxy_routing.parse_statements(sql)
+    return statements[0] if statements and len(statements) == 1 else parse_single_select(sql)
 
 
 def _is_protected(plpy: Any, name: str) -> bool:

@@ -301,6 +301,136 @@ def test_the_proxy_grants_nothing_the_role_lacks(world):
             assert refused.value.sqlstate in ("42501", "0A000"), statement
 
 
+# Texts aimed at the router (core/proxy_routing.py: tokens first, then the parse), each reading
+# customers, whose two Nuuk rows a raw read would show and the engine suppresses. What each must
+# get: what diffix.query_json gives for it, rows or error ("engine"), the server's permission
+# error ("denied": a text the router cannot see through meets the privileges analysts lack), or
+# a refusal with this SQLSTATE.
+ROUTER_ATTACKS = [
+    ('SELECT city, count(*) FROM "customers" GROUP BY city', "engine"),
+    ("SELECT city, count(*) FROM public.customers GROUP BY city", "engine"),
+    ('SELECT city, count(*) FROM "public"."customers" GROUP BY city', "engine"),
+    ("select CITY, COUNT(*) from CUSTOMERS group by CITY", "engine"),
+    (
+        "/* FROM cities */ SELECT city, count(*) FROM /* x */ customers -- JOIN cities\n"
+        "GROUP BY city",
+        "engine",
+    ),
+    ("SELECT city, count(*) FROM customers /* a /* b */ FROM cities */ GROUP BY city", "engine"),
+    ("SELECT $$ FROM cities $$ AS s, city, count(*) FROM customers GROUP BY city", "engine"),
+    ("SELECT $a$ $$ $a$ AS s, city, count(*) FROM customers GROUP BY city", "engine"),
+    ("SELECT city AS x$a$, count(*) FROM customers AS c$a$ GROUP BY city", "engine"),
+    ("SELECT E'\\'' AS quote, city, count(*) FROM customers GROUP BY city", "engine"),
+    (
+        "SELECT city, count(*) FROM customers WHERE city IS DISTINCT FROM 'x' GROUP BY city",
+        "engine",
+    ),
+    ("SELECT city, count(*) FROM customers WHERE 1 = 1 GROUP BY city", "engine"),
+    ("SELECT city, count(*) FROM customers GROUP BY city LIMIT 10", "engine"),
+    ("SELECT city, count(*) FROM customers GROUP BY city;", "engine"),
+    # a CTE named like another table, over the protected one
+    (
+        "WITH cities AS (SELECT city FROM customers) SELECT city, count(*) FROM cities GROUP BY 1",
+        "engine",
+    ),
+    # a name the router does not decode (a Unicode escape): the server's privileges answer
+    ('SELECT city, count(*) FROM U&"\\0063ustomers" GROUP BY city', "denied"),
+    ('SELECT city, count(*) FROM public.U&"\\0063ustomers" GROUP BY city', "denied"),
+    # several statements: refused before the server sees any
+    ("SELECT city, count(*) FROM customers GROUP BY city; SELECT 1", "0A000"),
+    ("SELECT 1; SELECT city, count(*) FROM customers GROUP BY city", "0A000"),
+    ('SELECT 1; SELECT city, count(*) FROM U&"\\0063ustomers" GROUP BY city', "denied"),
+]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected", "prepare"),
+    [
+        pytest.param(sql, expected, prepare, id=f"{sql}-{'extended' if prepare else 'simple'}")
+        for sql, expected in ROUTER_ATTACKS
+        for prepare in (False, True)
+        if not prepare or ";" not in sql.rstrip(";")  # a Parse holds one statement
+    ],
+)
+def test_texts_aimed_at_the_router_never_read_raw_rows(world, sql, expected, prepare):
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        if expected != "engine":
+            with pytest.raises(psycopg.Error) as refused:
+                conn.execute(sql, prepare=prepare)
+            want = "42501" if expected == "denied" else expected
+            assert refused.value.sqlstate == want, refused.value
+            return
+        try:  # rows in any order: the texts have no ORDER BY
+            got: object = sorted(
+                normalized_rows(conn.execute(sql, prepare=prepare).fetchall()), key=repr
+            )
+        except psycopg.Error as error:
+            got = (error.sqlstate, error.diag.message_primary)
+    try:
+        want: object = sorted(world.expected(sql), key=repr)
+    except psycopg.Error as error:
+        want = (error.sqlstate, error.diag.message_primary)
+    assert got == want
+    assert "Nuuk" not in str(got)
+
+
+def test_a_text_routed_from_its_tokens_that_sqlglot_cannot_parse_gets_an_error(world):
+    sql = "SELECT city, count(*) FROM customers GROUP BY city HAVING"
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as simple:
+            conn.execute(sql)
+        with pytest.raises(psycopg.Error) as extended:
+            conn.execute(sql, prepare=True)
+    with pytest.raises(psycopg.Error) as direct:
+        world.expected(sql)
+    # the gate's parse error, as diffix.query_json gives it; at Parse, the server's own
+    assert (simple.value.sqlstate, simple.value.diag.message_primary) == (
+        direct.value.sqlstate,
+        direct.value.diag.message_primary,
+    )
+    assert "could not parse" in direct.value.diag.message_primary
+    assert extended.value.sqlstate == "42601"
+
+
+def test_a_cte_shadowing_a_protected_table_is_the_servers_to_answer(world):
+    sql = (
+        "WITH customers AS (SELECT 'Nuuk' AS city) SELECT city, count(*) FROM customers GROUP BY 1"
+    )
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        assert conn.execute(sql).fetchall() == [("Nuuk", 1)]
+        # the same CTE inside a subquery does not hide the table read beside it: the engine
+        # answers that (here with its refusal)
+        beside = (
+            "SELECT c.city, count(*) FROM (WITH customers AS (SELECT 1 AS x) SELECT x FROM"
+            " customers) AS s, customers AS c GROUP BY 1"
+        )
+        with pytest.raises(psycopg.Error) as through:
+            conn.execute(beside)
+    with pytest.raises(psycopg.Error) as engine:
+        world.expected(beside)
+    assert through.value.diag.message_primary == engine.value.diag.message_primary
+    with (
+        psycopg.connect(world.db.dsn(world.analyst), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT city, count(*) FROM customers GROUP BY city")  # the backstop
+
+
+def test_a_text_the_server_reads_otherwise_than_the_router_meets_its_privileges(world):
+    # With standard_conforming_strings off the server ends the first string at the second quote
+    # and reads customers; pldiffix reads strings as with it on, so it sees a dollar-quoted
+    # string hiding that FROM, and passes the text: the analyst's missing SELECT answers it.
+    sql = "SELECT 'a\\', $$' AS x, city FROM customers --$$"
+    with psycopg.connect(world.proxy_dsn(world.analyst), autocommit=True) as conn:
+        conn.execute("SET standard_conforming_strings = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql, prepare=True)
+        conn.execute("SET standard_conforming_strings = on")
+        assert conn.execute(sql).fetchall() == [("a\\", "' AS x, city FROM customers --")]
+
+
 def test_passwords_are_checked_by_the_server(world):
     admin = world.db.admin
     admin.execute(

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType
+from sqlglot.tokens import Token, TokenType
 
 from pldiffix.core import reads, sqltext
 from pldiffix.core.errors import FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, UserError
@@ -58,6 +58,138 @@ def _parse(sql: str) -> tuple[exp.Expression, ...] | None:
 
 
 _parse_kept = functools.lru_cache(maxsize=256)(_parse)
+
+
+# --- the tokens-only route ---------------------------------------------------------------------
+#
+# Most statements the front routes are one SELECT over a protected table. For those the route is
+# read from sqlglot's tokens (a tenth of a parse), and the gate parses the text once, for itself.
+# The tokens decide only `engine`, and only where the full route surely says so: a single
+# statement that starts with SELECT, holds no WITH (a CTE could shadow a table), and nothing
+# that could make it a type probe; `pass`, `probe` and every refusal still come from the parse.
+
+_POSTGRES = sqlglot.Dialect.get_or_raise("postgres")
+# An unquoted name as PostgreSQL writes one (as to_regclass reads it).
+_PLAIN_NAME = re.compile(r"[^\W\d$][\w$]*")
+# Tokens that may follow a table's name in FROM or JOIN.
+_AFTER_TABLE = frozenset(
+    {
+        TokenType.COMMA,
+        TokenType.R_PAREN,
+        TokenType.ALIAS,
+        TokenType.VAR,
+        TokenType.IDENTIFIER,
+        TokenType.WHERE,
+        TokenType.GROUP_BY,
+        TokenType.ORDER_BY,
+        TokenType.HAVING,
+        TokenType.LIMIT,
+        TokenType.OFFSET,
+        TokenType.WINDOW,
+        TokenType.UNION,
+        TokenType.EXCEPT,
+        TokenType.INTERSECT,
+        TokenType.JOIN,
+        TokenType.INNER,
+        TokenType.LEFT,
+        TokenType.RIGHT,
+        TokenType.FULL,
+        TokenType.CROSS,
+        TokenType.NATURAL,
+        TokenType.ON,
+        TokenType.USING,
+    }
+)
+_OPENING = {TokenType.R_PAREN: TokenType.L_PAREN, TokenType.R_BRACKET: TokenType.L_BRACKET}
+
+
+def tables_surely_read(sql: str) -> list[str] | None:
+    """The tables `sql` surely reads, from its tokens alone, as names for to_regclass; None
+    when the tokens leave any doubt that the full route could be other than `engine` should one
+    of them be protected (the caller then parses).
+
+    A name counts when it follows FROM or JOIN at the top level or directly inside a
+    parenthesized SELECT (not `IS DISTINCT FROM`, nor the FROM of extract, substring or trim,
+    which sit in a function's parentheses), is one or two plain or quoted names, and is
+    followed by what may follow a table (not `(`: a function)."""
+    try:
+        tokens = _POSTGRES.tokenize(sql)
+    except (TokenError, ValueError):
+        return None
+    while tokens and tokens[-1].token_type == TokenType.SEMICOLON:
+        tokens.pop()
+    if not tokens or tokens[0].token_type != TokenType.SELECT or _may_not_be_engine(tokens):
+        return None
+    names = []
+    opened: list[tuple[TokenType, bool]] = []  # each open bracket, and whether a query starts in it
+    for i, token in enumerate(tokens):
+        kind = token.token_type
+        if kind in (TokenType.L_PAREN, TokenType.L_BRACKET):
+            starts_query = i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.SELECT
+            opened.append((kind, kind == TokenType.L_PAREN and starts_query))
+        elif kind in _OPENING:
+            if not opened or opened.pop()[0] != _OPENING[kind]:
+                return None
+        elif (
+            kind in (TokenType.FROM, TokenType.JOIN)
+            and (not opened or opened[-1][1])
+            and tokens[i - 1].token_type != TokenType.DISTINCT
+        ):
+            name = _table_name(tokens, i + 1)
+            if name is not None:
+                names.append(name)
+    return names if names and not opened else None
+
+
+def _may_not_be_engine(tokens: Sequence[Token]) -> bool:
+    """True when the full route could differ from `engine`: several statements, a WITH, or
+    what could make a type probe (FALSE, a comparison of two constants, a LIMIT that is not a
+    positive integer). Checked anywhere in the text, which errs on the side of parsing."""
+    for i, token in enumerate(tokens):
+        kind = token.token_type
+        if kind in (TokenType.SEMICOLON, TokenType.WITH, TokenType.FALSE):
+            return True
+        if kind == TokenType.LIMIT and not _positive_integer(tokens, i + 1):
+            return True
+        if (
+            kind in _PROBE_COMPARISONS
+            and 0 < i < len(tokens) - 1
+            and tokens[i - 1].token_type in _CONSTANTS
+            and tokens[i + 1].token_type in _CONSTANTS
+        ):
+            return True
+    return False
+
+
+def _positive_integer(tokens: Sequence[Token], i: int) -> bool:
+    if i >= len(tokens) or tokens[i].token_type != TokenType.NUMBER:
+        return False
+    text = tokens[i].text
+    return text.isascii() and text.isdigit() and int(text) > 0
+
+
+def _table_name(tokens: Sequence[Token], start: int) -> str | None:
+    """The name of one or two parts from tokens[start], if a table's name surely ends there."""
+    parts = []
+    i = start
+    while i < len(tokens) and len(parts) < 3:
+        token = tokens[i]
+        if token.token_type == TokenType.VAR and _PLAIN_NAME.fullmatch(token.text):
+            parts.append(token.text)
+        elif token.token_type == TokenType.IDENTIFIER and "\x00" not in token.text:
+            parts.append(sqltext.identifier(token.text))
+        else:
+            return None
+        i += 1
+        if i < len(tokens) and tokens[i].token_type == TokenType.DOT:
+            i += 1
+            continue
+        break
+    else:
+        return None
+    if len(parts) > 2 or (i < len(tokens) and tokens[i].token_type not in _AFTER_TABLE):
+        return None
+    return ".".join(parts)
 
 
 def route(statements: Sequence[exp.Expression], is_protected: Callable[[str], bool]) -> Route:
@@ -186,6 +318,19 @@ _COMPARISONS: dict[type, Callable[[object, object], bool]] = {
     exp.GT: operator.gt,
     exp.GTE: operator.ge,
 }
+
+
+# The tokens that parse to the comparisons above, and those that may parse to a constant: a
+# text with such a comparison of two constants may be a type probe (tables_surely_read).
+_PROBE_COMPARISONS = frozenset(
+    token
+    for token, node in {
+        **_POSTGRES.parser_class.EQUALITY,
+        **_POSTGRES.parser_class.COMPARISON,
+    }.items()
+    if node in _COMPARISONS
+)
+_CONSTANTS = frozenset({TokenType.NUMBER, *(t for t in TokenType if t.name.endswith("STRING"))})
 
 
 def _constant_false(node: exp.Expression) -> bool:
