@@ -273,7 +273,8 @@ def _run_with_own_privileges(
 
 
 _COLUMN_NAMES = "SELECT * FROM ({}) AS q LIMIT 0"
-_ROWS_AS_JSON = "SELECT CAST(pg_catalog.row_to_json(q) AS TEXT) AS row FROM ({}) AS q"
+# q.* is the whole row even when the statement has an output column named q
+_ROWS_AS_JSON = "SELECT CAST(pg_catalog.row_to_json(q.*) AS TEXT) AS row FROM ({}) AS q"
 
 
 def _wrapped(statement: str, template: str) -> str:

@@ -47,6 +47,23 @@ def test_query_json_keeps_repeated_column_names(bank):
     }
 
 
+@pytest.mark.parametrize("level", ["direct", "anonymized_trusted"])
+def test_an_output_column_may_be_named_like_the_engines_own_alias(bank, level):
+    role = bank.create_role(level)
+    if level == "direct":
+        bank.admin.execute(f'GRANT SELECT ON customers TO "{role}"')
+    doc = (
+        bank.as_role(role)
+        .execute(
+            "SELECT diffix.query_json('SELECT city AS q, count(*) AS row FROM customers "
+            "GROUP BY city ORDER BY city')"
+        )
+        .fetchone()[0]
+    )
+    assert doc["columns"] == ["q", "row"]
+    assert [row[0] for row in doc["rows"]] == ["Berlin", "Oslo", "Rome"]
+
+
 def test_query_json_keeps_exact_decimals(bank):
     number = bank.admin.execute(
         "SELECT diffix.query_json('SELECT 12345678901234567890.123456789::numeric AS n')"
