@@ -28,20 +28,6 @@ from pldiffix_tools.cluster import EmbeddedCluster
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `pytest -n 2 --dist loadgroup` (make test) the tests of a module that share a
-    module-scoped fixture (a large table, extra clusters, a proxy) go to one worker, which builds
-    it once; every other test is scheduled on its own."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        scopes = {defs[-1].scope for defs in info.name2fixturedefs.values() if defs}
-        if scopes & {"module", "package", "class"}:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
 def _container_dsn() -> Iterator[str]:
     from testcontainers.core.image import DockerImage
     from testcontainers.postgres import PostgresContainer
