@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: deps client-deps
-	$(VENV)/bin/pytest -n 2
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit

@@ -8,7 +8,7 @@ import decimal
 import socket
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -49,6 +49,9 @@ class ProxyWorld:
     front: Front
     analyst: str
     direct: str
+    # the analyst's session straight to the server behind `expected`: kept for the module, as a
+    # session's first call loads the engine (about half a second)
+    straight: psycopg.Connection | None = field(default=None, repr=False)
 
     def proxy_dsn(self, user: str, *, port: int | None = None, **extra: Any) -> str:
         """A DSN for `user` through the module's front (or the one on `port`)."""
@@ -58,8 +61,16 @@ class ProxyWorld:
 
     def expected(self, sql: str) -> list[list[Any]]:
         """The rows diffix.query_json gives the analyst connected straight to the server."""
-        with psycopg.connect(self.db.dsn(self.analyst)) as conn:
-            return conn.execute("SELECT diffix.query_json(%s)", (sql,)).fetchone()[0]["rows"]
+        if self.straight is None or self.straight.closed:
+            self.straight = self.db.connect(self.analyst)  # closed with the module's database
+        answer = self.straight.execute("SELECT diffix.query_json(%s)", (sql,)).fetchone()[0]
+        return answer["rows"]
+
+    def straight_pid(self) -> int:
+        """The backend of the session behind `expected` (0: none open)."""
+        if self.straight is None or self.straight.closed:
+            return 0
+        return self.straight.info.backend_pid
 
 
 def normalized(value: Any) -> Any:

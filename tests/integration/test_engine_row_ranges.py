@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from engine_reads import Read, read_reported, same_answer
 
-ROWS = 200_000
+ROWS = 60_000
 
 QUERIES = [
     "SELECT grp, count(*) FROM shop GROUP BY grp",

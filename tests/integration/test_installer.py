@@ -74,13 +74,13 @@ WHERE n.nspname ~ '^diffix' ORDER BY 1
 """
 
 
-def test_reinstall_leaves_every_routine_as_a_fresh_install_makes_it(empty_db):
-    """Sources (with the shared code in place), pinned settings, owners and grants."""
-    install.install(empty_db.dsn(), out=io.StringIO())
-    fresh = empty_db.execute(ROUTINES)
+def test_reinstall_leaves_every_routine_as_a_fresh_install_makes_it(db):
+    """Sources (with the shared code in place), pinned settings, owners and grants; `db` is a
+    copy of the template's fresh install."""
+    fresh = db.execute(ROUTINES)
     assert not [name for name, source, *_ in fresh if "#@" in source or "--@" in source]
-    install.install(empty_db.dsn(), out=io.StringIO())
-    assert empty_db.execute(ROUTINES) == fresh
+    install.install(db.dsn(), out=io.StringIO())
+    assert db.execute(ROUTINES) == fresh
 
 
 # An install from before the label registry: the labels in a CHECK constraint, one relabel
@@ -313,32 +313,28 @@ def test_uninstall_in_another_database_keeps_this_ones_roles_and_levels(bank, em
     ) == [("postgres",)]
 
 
-def test_uninstall_says_what_is_lost_and_stops_unless_confirmed(empty_db):
-    install.install(empty_db.dsn(), out=io.StringIO())
-    analyst = empty_db.create_role("anonymized_untrusted")
-    empty_db.admin.execute("CALL diffix.set_privacy_budget(%s, 1, 0)", (analyst,))
-    empty_db.as_role(analyst).execute("SELECT diffix.query_json('SELECT 1 AS one')")
+def test_uninstall_says_what_is_lost_and_stops_unless_confirmed(db):
+    analyst = db.create_role("anonymized_untrusted")
+    db.admin.execute("CALL diffix.set_privacy_budget(%s, 1, 0)", (analyst,))
+    db.as_role(analyst).execute("SELECT diffix.query_json('SELECT 1 AS one')")
     asked = []
     out = io.StringIO()
     with pytest.raises(install.InstallError, match="not confirmed; nothing was dropped"):
-        uninstall.uninstall(
-            empty_db.dsn(), out=out, confirm=lambda name: asked.append(name) or False
-        )
-    assert asked == [empty_db.name]
+        uninstall.uninstall(db.dsn(), out=out, confirm=lambda name: asked.append(name) or False)
+    assert asked == [db.name]
     text = out.getvalue()
     assert "1 audit log rows" in text and "1 privacy budgets" in text and "the salt" in text
-    assert _schema_exists(empty_db)
+    assert _schema_exists(db)
 
 
 @pytest.mark.parametrize("suffix", [".json", ".csv"])
-def test_uninstall_exports_the_audit_log_and_budgets_first(empty_db, tmp_path, suffix):
-    install.install(empty_db.dsn(), out=io.StringIO())
-    analyst = empty_db.create_role("anonymized_untrusted")
-    empty_db.admin.execute("CALL diffix.set_privacy_budget(%s, 2, 0)", (analyst,))
-    empty_db.as_role(analyst).execute("SELECT diffix.query_json('SELECT 1 AS one')")
+def test_uninstall_exports_the_audit_log_and_budgets_first(db, tmp_path, suffix):
+    analyst = db.create_role("anonymized_untrusted")
+    db.admin.execute("CALL diffix.set_privacy_budget(%s, 2, 0)", (analyst,))
+    db.as_role(analyst).execute("SELECT diffix.query_json('SELECT 1 AS one')")
     target = tmp_path / f"kept{suffix}"
-    uninstall.uninstall(empty_db.dsn(), out=io.StringIO(), export_to=target)
-    assert not _schema_exists(empty_db)
+    uninstall.uninstall(db.dsn(), out=io.StringIO(), export_to=target)
+    assert not _schema_exists(db)
     if suffix == ".json":
         document = json.loads(target.read_text())
         [row] = document["audit_log"]
@@ -358,11 +354,10 @@ def test_uninstall_exports_the_audit_log_and_budgets_first(empty_db, tmp_path, s
         assert [(b["role"], b["epsilon_total"]) for b in budgets] == [(analyst, "2")]
 
 
-def test_an_export_that_cannot_be_written_drops_nothing(empty_db, tmp_path):
-    install.install(empty_db.dsn(), out=io.StringIO())
+def test_an_export_that_cannot_be_written_drops_nothing(db, tmp_path):
     with pytest.raises(install.InstallError, match="cannot write the export"):
-        uninstall.uninstall(empty_db.dsn(), out=io.StringIO(), export_to=tmp_path / "no" / "x.json")
-    assert _schema_exists(empty_db)
+        uninstall.uninstall(db.dsn(), out=io.StringIO(), export_to=tmp_path / "no" / "x.json")
+    assert _schema_exists(db)
 
 
 # --- the `pldiffix` command as a DBA runs it: errors are one line, never a traceback ---
@@ -422,19 +417,18 @@ def test_cli_audit_reports_an_unknown_role(bank):
     assert (result.returncode, result.stdout.strip()) == (0, "(no audited queries)")
 
 
-def test_cli_uninstall_without_a_terminal_needs_yes(empty_db):
-    install.install(empty_db.dsn(), out=io.StringIO())
-    result = _pldiffix("uninstall", "--dsn", empty_db.dsn())
+def test_cli_uninstall_without_a_terminal_needs_yes(db):
+    result = _pldiffix("uninstall", "--dsn", db.dsn())
     assert result.returncode == 2
     assert "drops for good" in result.stdout and "audit log rows" in result.stdout
     assert result.stderr.strip() == (
         "pldiffix uninstall: not confirmed (no terminal to ask on): run again with --yes; "
         "nothing was dropped"
     )
-    assert _schema_exists(empty_db)
-    result = _pldiffix("uninstall", "--dsn", empty_db.dsn(), "--yes")
+    assert _schema_exists(db)
+    result = _pldiffix("uninstall", "--dsn", db.dsn(), "--yes")
     assert result.returncode == 0, result.stderr
-    assert not _schema_exists(empty_db)
+    assert not _schema_exists(db)
 
 
 def test_the_last_database_to_uninstall_drops_the_cluster_wide_roles():

@@ -517,10 +517,11 @@ def _error_code(messages: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def _active_backends(world: ProxyWorld, role: str) -> int:
+    """The role's backends, besides the analyst's straight session behind world.expected."""
     return world.db.admin.execute(
         "SELECT count(*) FROM pg_stat_activity"
-        " WHERE usename = %s AND backend_type = 'client backend'",
-        (role,),
+        " WHERE usename = %s AND backend_type = 'client backend' AND pid <> %s",
+        (role, world.straight_pid()),
     ).fetchone()[0]
 
 

@@ -243,12 +243,18 @@ def _report(db: Any, table: str) -> dict[tuple, tuple]:
 
 def _linkage(originals: np.ndarray, perturbed: np.ndarray) -> float:
     """Nearest-neighbour linkage, brute force: distances from every perturbed record to every
-    original one, columns scaled by the original population sd; ties count as linked."""
+    original one, columns scaled by the original population sd; ties count as linked. The
+    squares are added column by column, in the order a sum over the columns adds them, without
+    a (rows x originals x columns) temporary."""
     scale = originals.std(axis=0)
     a, b = originals / scale, perturbed / scale
     linked = 0
     for i in range(0, len(b), 250):
-        d = np.sqrt(((b[i : i + 250, None, :] - a[None, :, :]) ** 2).sum(axis=2))
+        chunk = b[i : i + 250]
+        squares = (chunk[:, None, 0] - a[None, :, 0]) ** 2
+        for column in range(1, a.shape[1]):
+            squares += (chunk[:, None, column] - a[None, :, column]) ** 2
+        d = np.sqrt(squares)
         own = d[np.arange(len(d)), np.arange(i, i + len(d))]
         linked += int((own <= d.min(axis=1) + 1e-12).sum())
     return linked / len(b)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from shard_fixtures import ROWS, SPLIT, create_sharded_tx, shard_database
+from shard_fixtures import SPLIT, create_sharded_tx, shard_database
 
 from pldiffix.core.relations import ColumnInfo, RelationInfo, RelationKind, StaticCatalog
 from pldiffix.dp import partitions, planner
@@ -25,13 +25,12 @@ FROM generate_series(1, 120) i
 
 
 @pytest.fixture
-def sharded(db, server_dsn):
-    with shard_database(server_dsn, ROWS, f"aid >= {SPLIT}") as shard:
-        create_sharded_tx(db.admin, shard)
-        for table in ("tx", "local_copy.tx"):
-            db.admin.execute(METADATA.format(t=table))
-        db.admin.execute("CALL diffix.configure('dp_max_epsilon', '8')")
-        yield db
+def sharded(db, shard):
+    create_sharded_tx(db.admin, shard)
+    for table in ("tx", "local_copy.tx"):
+        db.admin.execute(METADATA.format(t=table))
+    db.admin.execute("CALL diffix.configure('dp_max_epsilon', '8')")
+    return db
 
 
 def _dp(conn, sql: str, epsilon: float = 8.0) -> tuple[dict, list[str]]:

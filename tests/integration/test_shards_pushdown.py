@@ -8,7 +8,7 @@ import math
 
 import pytest
 from psycopg import sql
-from shard_fixtures import ROWS, SPLIT, create_sharded_tx, shard_database
+from shard_fixtures import create_sharded_tx
 
 from pldiffix.core.query_model import RelationRef
 from pldiffix.core.relations import (
@@ -39,18 +39,15 @@ INT4 = rewrite.SqlType(23, "integer", "int4", "N")
 
 
 @pytest.fixture
-def sharded(db, server_dsn):
-    with shard_database(server_dsn, ROWS, f"aid >= {SPLIT}") as shard:
-        create_sharded_tx(db.admin, shard)
-        # EXPLAIN as the superuser needs a mapping of its own (test only)
-        db.admin.execute(
-            sql.SQL(
-                "CREATE USER MAPPING FOR CURRENT_USER SERVER shard1 OPTIONS (user {}, password {})"
-            )
-            .format(sql.Literal(shard.reader), sql.Literal(shard.password))
-            .as_string(db.admin)
-        )
-        yield db
+def sharded(db, shard):
+    create_sharded_tx(db.admin, shard)
+    # EXPLAIN as the superuser needs a mapping of its own (test only)
+    db.admin.execute(
+        sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER shard1 OPTIONS (user {}, password {})")
+        .format(sql.Literal(shard.reader), sql.Literal(shard.password))
+        .as_string(db.admin)
+    )
+    return db
 
 
 def statement(query: str, labels: list[rewrite.SqlType], **options) -> str:

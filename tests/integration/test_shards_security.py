@@ -7,13 +7,7 @@ import psycopg
 import pytest
 from engine_reads import same_answer
 from psycopg import sql
-from shard_fixtures import ROWS, SPLIT, create_sharded_tx, shard_database
-
-
-@pytest.fixture
-def shard(server_dsn):
-    with shard_database(server_dsn, ROWS, f"aid >= {SPLIT}") as shard:
-        yield shard
+from shard_fixtures import create_sharded_tx
 
 
 @pytest.fixture
