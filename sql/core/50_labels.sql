@@ -154,9 +154,10 @@ BEGIN
   SELECT _mark_personal.relid, unnest(attnums), 'aid';
 
   -- Anonymized roles read personal tables only through the engine, and not through the views
-  -- over them either (46_derived_relations.sql): their grants are revoked, with a NOTICE.
-  EXECUTE format('REVOKE SELECT ON %s FROM PUBLIC, diffix_anonymized_trusted, '
-                 'diffix_anonymized_untrusted, diffix_anonymized_dp', relid::regclass);
+  -- over them either (46_derived_relations.sql): their grants are revoked, with a NOTICE. They
+  -- write, truncate, reference or trigger on them neither (45_exposures.sql).
+  EXECUTE format('REVOKE ALL ON %s FROM PUBLIC, diffix_anonymized_trusted, '
+                 'diffix_anonymized_untrusted, diffix_anonymized_dp CASCADE', relid::regclass);
   SELECT string_agg(DISTINCT format('%s from %s', e.relation_name, e.grantee), ', ') INTO readers
   FROM diffix._derived_exposures() e WHERE e.via IN ('table grant', 'column grant');
   PERFORM diffix._revoke_exposures();
