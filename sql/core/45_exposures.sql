@@ -4,7 +4,7 @@
 -- a key exists, UPDATE and DELETE by their row counts (and destroy data), TRUNCATE destroys it,
 -- REFERENCES lets an analyst's own foreign key probe the key column, TRIGGER runs the analyst's
 -- function as whoever next writes the table. privileges lists them (SELECT first, then in
--- PostgreSQL's order; NULL for ownership).
+-- PostgreSQL's order; NULL for ownership; the constraint or trigger for what such grants left).
 -- Grants to the table owner and to superusers are left to diffix.check_security(), which reports
 -- every path; the event trigger refuses commands that would add one of these.
 -- Installs before the privileges column returned another row type, which CREATE OR REPLACE
@@ -56,4 +56,20 @@ AS $$
   UNION ALL
   SELECT p.oid, p.oid::regclass::text, pg_get_userbyid(p.relowner)::text, 'ownership', NULL
   FROM personal p WHERE p.relowner IN (SELECT roleid FROM anonymized)
+  UNION ALL
+  -- What a REFERENCES or TRIGGER grant left behind once revoked (mark_personal, mark_role): a
+  -- foreign key from a table an anonymized role owns is still checked, as the personal table's
+  -- owner, on every row that role writes; a trigger still runs its function, which that role
+  -- owns and may replace, as whoever writes the personal table.
+  SELECT p.oid, p.oid::regclass::text, pg_get_userbyid(r.relowner)::text, 'foreign key',
+         format('REFERENCES (constraint %I on %s)', con.conname, con.conrelid::regclass)
+  FROM personal p JOIN pg_constraint con ON con.confrelid = p.oid AND con.contype = 'f'
+  JOIN pg_class r ON r.oid = con.conrelid
+  WHERE r.relowner IN (SELECT roleid FROM anonymized)
+  UNION ALL
+  SELECT p.oid, p.oid::regclass::text, pg_get_userbyid(f.proowner)::text, 'trigger',
+         format('TRIGGER (%I runs %s)', t.tgname, f.oid::regprocedure)
+  FROM personal p JOIN pg_trigger t ON t.tgrelid = p.oid AND NOT t.tgisinternal
+  JOIN pg_proc f ON f.oid = t.tgfoid
+  WHERE f.proowner IN (SELECT roleid FROM anonymized)
 $$;

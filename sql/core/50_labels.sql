@@ -166,6 +166,20 @@ BEGIN
       USING HINT = 'a view reads with its owner''s privileges; analysts query personal tables '
                    'through diffix.query_json';
   END IF;
+  -- What no REVOKE takes back: an analyst owning the table, or a foreign key or trigger it made
+  -- with a grant it held. The call fails (the exposing-grants trigger would refuse the GRANT to
+  -- the engine below anyway) and leaves the table as it was.
+  SELECT string_agg(format('%s: %s', e.grantee, COALESCE(e.privileges, 'owner')), '; ')
+    INTO readers
+  FROM diffix._personal_table_exposures() e
+  WHERE e.relid = _mark_personal.relid AND e.via IN ('ownership', 'foreign key', 'trigger');
+  IF readers IS NOT NULL THEN
+    RAISE EXCEPTION '% cannot be marked personal: it would stay open to anonymized roles: %',
+      relid::regclass, readers
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'drop the constraint or trigger, or give its table, function or the table '
+                   'itself an owner of the direct level, first';
+  END IF;
   EXECUTE format('GRANT SELECT ON %s TO diffix_engine', relid::regclass);
   -- The engine reads a table partitioned on its AID partition by partition (docs/scale-out.md).
   FOR partition IN SELECT t.relid FROM pg_partition_tree(_mark_personal.relid) t

@@ -228,6 +228,8 @@ AS $$
          CASE e.via WHEN 'ownership' THEN format('%s can read it directly (ownership)', e.grantee)
               ELSE format('%s holds %s on it directly (%s)', e.grantee, e.privileges, e.via) END,
          CASE e.via WHEN 'ownership' THEN format('ALTER TABLE %s OWNER TO a direct role', e.table_name)
+              WHEN 'foreign key' THEN 'drop the constraint, or give its table a direct owner'
+              WHEN 'trigger' THEN 'drop the trigger, or give its function a direct owner'
               ELSE format('REVOKE ALL ON %s FROM %s', e.table_name,
                           CASE e.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
                                ELSE quote_ident(e.grantee) END) END

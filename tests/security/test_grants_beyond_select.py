@@ -366,3 +366,64 @@ def test_check_security_names_the_privilege(world, analyst):
     world.execute("SELECT diffix._revoke_exposures()")
     world.admin.execute(f'REVOKE "{writer}" FROM "{analyst}"')
     assert _critical(world) == []
+
+
+def test_what_a_references_or_trigger_grant_left_stops_mark_personal(world, analyst):
+    """A foreign key or trigger made while the grant was held would outlive its REVOKE:
+    mark_personal refuses and leaves the table as it was; check_security reports such leftovers
+    (here made by plain membership in a level, which no event trigger sees)."""
+    world.admin.execute(
+        f"""
+        CREATE TABLE later (id integer PRIMARY KEY);
+        INSERT INTO later SELECT generate_series(1, 20);
+        GRANT REFERENCES, TRIGGER ON later TO "{analyst}";
+        """
+    )
+    conn = world.as_role(analyst)
+    conn.execute("CREATE TABLE sandbox.probe (cid integer REFERENCES public.later (id))")
+    conn.execute(
+        "CREATE TRIGGER steal AFTER INSERT ON public.later "
+        "FOR EACH STATEMENT EXECUTE FUNCTION sandbox.as_writer()"
+    )
+    before = _acl(world, "later")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+        world.admin.execute("CALL diffix.mark_personal('later', 'id')")
+    message = refused.value.diag.message_primary
+    assert "public.later cannot be marked personal" in message
+    assert "REFERENCES (constraint probe_cid_fkey on sandbox.probe)" in message
+    assert "TRIGGER (steal runs sandbox.as_writer())" in message
+    assert _acl(world, "later") == before
+    assert world.execute(
+        "SELECT count(*) FROM diffix.table_labels WHERE relid = 'later'::regclass"
+    ) == [(0,)]
+    # made personal first, the leftovers a later level change leaves are findings
+    conn.execute("DROP TABLE sandbox.probe")
+    world.admin.execute("DROP TRIGGER steal ON later")
+    world.admin.execute(f'REVOKE ALL ON later FROM "{analyst}"')
+    world.admin.execute("CALL diffix.mark_personal('later', 'id')")
+    owner = world.create_role("direct")
+    world.admin.execute(
+        f'CREATE SCHEMA mine AUTHORIZATION "{owner}"; GRANT REFERENCES ON later TO "{owner}"'
+    )
+    world.as_role(owner).execute("CREATE TABLE mine.probe (cid integer REFERENCES public.later)")
+    world.admin.execute(f'REVOKE ALL ON later FROM "{owner}"')
+    world.admin.execute(f'GRANT diffix_anonymized_dp TO "{owner}"')
+    findings = {finding for _, finding in _critical(world)}
+    assert (
+        f"{owner} holds REFERENCES (constraint probe_cid_fkey on mine.probe) on it directly "
+        "(foreign key)" in findings
+    ), findings
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="refused"):
+        world.admin.execute(f'GRANT SELECT ON cities TO "{analyst}"')
+    world.admin.execute("DROP TABLE mine.probe")
+    assert _critical(world) == []
+    world.admin.execute(f'GRANT SELECT ON cities TO "{analyst}"')
+
+
+def test_a_trigger_running_an_analysts_function_on_a_personal_table_is_refused(world, analyst):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"\(TRIGGER \(steal runs"):
+        world.admin.execute(
+            "CREATE TRIGGER steal AFTER INSERT ON customers "
+            "FOR EACH STATEMENT EXECUTE FUNCTION sandbox.as_writer()"
+        )
+    assert world.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'steal'") == [(0,)]
