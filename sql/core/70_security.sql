@@ -182,7 +182,8 @@ BEGIN
   FROM diffix._personal_table_exposures() e LEFT JOIN diffix.table_labels l ON l.relid = e.relid
   LIMIT 1;
   IF FOUND THEN
-    RAISE EXCEPTION '% refused: % table % would be open to % (%) outside anonymization',
+    RAISE EXCEPTION
+      '% refused: % table % would be readable or writable by % (%) outside anonymization',
       tg_tag, exposure.label, exposure.table_name, exposure.grantee,
       COALESCE(exposure.privileges || ' by ', '') || exposure.via
       USING ERRCODE = 'insufficient_privilege',
