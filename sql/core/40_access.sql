@@ -52,8 +52,9 @@ AS $$
   SELECT oid, rolname, level FROM levels WHERE level <> 'direct'
 $$;
 
--- Removes direct grants on personal tables, and on relations that read their rows, from PUBLIC
--- and roles that are (now) anonymized.
+-- Removes direct grants on personal tables (every privilege, 45_exposures.sql), and on relations
+-- that read their rows, from PUBLIC and roles that are (now) anonymized. CASCADE: what such a role
+-- passed on with a grant option goes with it.
 CREATE OR REPLACE FUNCTION diffix._revoke_exposures() RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -66,7 +67,7 @@ BEGIN
     SELECT DISTINCT e.relid, e.grantee FROM diffix._personal_table_exposures() e
     WHERE e.via IN ('table grant', 'column grant')
   LOOP
-    EXECUTE format('REVOKE SELECT ON %s FROM %s', exposure.relid::regclass,
+    EXECUTE format('REVOKE ALL ON %s FROM %s CASCADE', exposure.relid::regclass,
                    CASE exposure.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
                         ELSE quote_ident(exposure.grantee) END);
     -- column privileges go with the table-level REVOKE

@@ -154,9 +154,10 @@ BEGIN
   SELECT _mark_personal.relid, unnest(attnums), 'aid';
 
   -- Anonymized roles read personal tables only through the engine, and not through the views
-  -- over them either (46_derived_relations.sql): their grants are revoked, with a NOTICE.
-  EXECUTE format('REVOKE SELECT ON %s FROM PUBLIC, diffix_anonymized_trusted, '
-                 'diffix_anonymized_untrusted, diffix_anonymized_dp', relid::regclass);
+  -- over them either (46_derived_relations.sql): their grants are revoked, with a NOTICE. They
+  -- write, truncate, reference or trigger on them neither (45_exposures.sql).
+  EXECUTE format('REVOKE ALL ON %s FROM PUBLIC, diffix_anonymized_trusted, '
+                 'diffix_anonymized_untrusted, diffix_anonymized_dp CASCADE', relid::regclass);
   SELECT string_agg(DISTINCT format('%s from %s', e.relation_name, e.grantee), ', ') INTO readers
   FROM diffix._derived_exposures() e WHERE e.via IN ('table grant', 'column grant');
   PERFORM diffix._revoke_exposures();
@@ -164,6 +165,20 @@ BEGIN
     RAISE NOTICE 'revoked access to views over personal rows: %', readers
       USING HINT = 'a view reads with its owner''s privileges; analysts query personal tables '
                    'through diffix.query_json';
+  END IF;
+  -- What no REVOKE takes back: an analyst owning the table, or a foreign key or trigger it made
+  -- with a grant it held. The call fails (the exposing-grants trigger would refuse the GRANT to
+  -- the engine below anyway) and leaves the table as it was.
+  SELECT string_agg(format('%s: %s', e.grantee, COALESCE(e.privileges, 'owner')), '; ')
+    INTO readers
+  FROM diffix._personal_table_exposures() e
+  WHERE e.relid = _mark_personal.relid AND e.via IN ('ownership', 'foreign key', 'trigger');
+  IF readers IS NOT NULL THEN
+    RAISE EXCEPTION '% cannot be marked personal: it would stay open to anonymized roles: %',
+      relid::regclass, readers
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'drop the constraint or trigger, or give its table, function or the table '
+                   'itself an owner of the direct level, first';
   END IF;
   EXECUTE format('GRANT SELECT ON %s TO diffix_engine', relid::regclass);
   -- The engine reads a table partitioned on its AID partition by partition (docs/scale-out.md).

@@ -80,12 +80,13 @@ BEGIN
 END
 $$;
 
--- A GRANT (or ALTER TABLE ... OWNER TO) that would let an anonymized role or PUBLIC read a
--- personal table directly, or through a view or materialized view over its rows
--- (46_derived_relations.sql), never takes effect on that relation:
+-- A GRANT (or ALTER TABLE ... OWNER TO) that would let an anonymized role or PUBLIC read, write
+-- or probe a personal table directly (any privilege, 45_exposures.sql), or read or write it
+-- through a view or materialized view over its rows (46_derived_relations.sql), never takes
+-- effect on that relation:
 -- * a GRANT that also opened other tables (GRANT ... ON ALL TABLES IN SCHEMA, or a list mixing
---   personal and other tables) keeps what it gave on the others; SELECT on the personal and
---   perturbed tables (SELECT, INSERT, UPDATE, DELETE on the views over them) is revoked again
+--   personal and other tables) keeps what it gave on the others; every privilege on the personal
+--   and perturbed tables (SELECT, INSERT, UPDATE, DELETE on the views over them) is revoked again
 --   and a NOTICE names them;
 -- * any other such command (a GRANT naming only protected relations, a change of owner, a view
 --   created or replaced over personal rows where analysts already read it, default privileges
@@ -156,23 +157,24 @@ BEGIN
       IS DISTINCT FROM diffix._other_tables_acl_digest()
     OR current_query() ~* '\mall\s+tables\s+in\s+schema\M');
   IF opened_others THEN
-    SELECT string_agg(DISTINCT w.name, ', ') INTO withheld FROM (
-      SELECT format('%s table %s', COALESCE(l.label, 'perturbed'), e.table_name) AS name
+    SELECT string_agg(DISTINCT w.name, '; ') INTO withheld FROM (
+      SELECT format('%s on %s table %s', e.privileges, COALESCE(l.label, 'perturbed'),
+                    e.table_name) AS name
       FROM diffix._personal_table_exposures() e
       LEFT JOIN diffix.table_labels l ON l.relid = e.relid
       WHERE e.via IN ('table grant', 'column grant')
       UNION ALL
-      SELECT format('%s %s (reads %s)', CASE c.relkind WHEN 'v' THEN 'view'
+      SELECT format('SELECT on %s %s (reads %s)', CASE c.relkind WHEN 'v' THEN 'view'
                                                       WHEN 'm' THEN 'materialized view'
                                                       ELSE 'relation' END,
                     e.relation_name, e.personal::regclass)
       FROM diffix._derived_exposures() e JOIN pg_class c ON c.oid = e.relid
       WHERE e.via IN ('table grant', 'column grant')) w;
     PERFORM diffix._revoke_exposures();
-    RAISE NOTICE 'GRANT applied except SELECT on %', withheld
+    RAISE NOTICE 'GRANT applied except %', withheld
       USING DETAIL = 'anonymized roles read personal and perturbed tables only through pldiffix '
-                     '(nor read or write views over them: SELECT, INSERT, UPDATE and DELETE on '
-                     'those are withheld)',
+                     'and hold no other privilege on them (nor read or write views over them: '
+                     'SELECT, INSERT, UPDATE and DELETE on those are withheld)',
             HINT = 'to give a role raw access, first CALL diffix.mark_role(role, ''direct'')';
   END IF;
   -- What could not be withheld (an owner change, another grantor's grant) refuses the command.
@@ -180,8 +182,10 @@ BEGIN
   FROM diffix._personal_table_exposures() e LEFT JOIN diffix.table_labels l ON l.relid = e.relid
   LIMIT 1;
   IF FOUND THEN
-    RAISE EXCEPTION '% refused: % table % would be readable by % (%) outside anonymization',
-      tg_tag, exposure.label, exposure.table_name, exposure.grantee, exposure.via
+    RAISE EXCEPTION
+      '% refused: % table % would be readable or writable by % (%) outside anonymization',
+      tg_tag, exposure.label, exposure.table_name, exposure.grantee,
+      COALESCE(exposure.privileges || ' by ', '') || exposure.via
       USING ERRCODE = 'insufficient_privilege',
             HINT = 'anonymized roles query personal tables through diffix.query_json; to give a role '
                    'raw access, first CALL diffix.mark_role(role, ''direct'')';
@@ -221,21 +225,39 @@ AS $$
     SELECT a.roleid, a.rolname, a.level, r.rolsuper, r.rolbypassrls, r.rolcanlogin
     FROM diffix._anonymized_roles() a JOIN pg_roles r ON r.oid = a.roleid
   )
-  SELECT 'critical', e.table_name, format('%s can read it directly (%s)', e.grantee, e.via),
+  SELECT 'critical', e.table_name,
+         CASE e.via WHEN 'ownership' THEN format('%s can read it directly (ownership)', e.grantee)
+              ELSE format('%s holds %s on it directly (%s)', e.grantee, e.privileges, e.via) END,
          CASE e.via WHEN 'ownership' THEN format('ALTER TABLE %s OWNER TO a direct role', e.table_name)
-              ELSE format('REVOKE SELECT ON %s FROM %s', e.table_name, e.grantee) END
+              WHEN 'foreign key' THEN 'drop the constraint, or give its table a direct owner'
+              WHEN 'trigger' THEN 'drop the trigger, or give its function a direct owner'
+              ELSE format('REVOKE ALL ON %s FROM %s', e.table_name,
+                          CASE e.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
+                               ELSE quote_ident(e.grantee) END) END
   FROM diffix._personal_table_exposures() e
   UNION ALL
-  SELECT 'critical', p.oid::regclass::text,
-         format('%s (%s) can read it through role membership', a.rolname, a.level),
-         format('find the role %s inherits SELECT from and revoke the grant or the membership',
-                a.rolname)
-  FROM personal p CROSS JOIN anonymized a
-  WHERE NOT a.rolsuper AND a.rolname !~ '^diffix_'
-    AND (has_table_privilege(a.roleid, p.oid, 'SELECT')
-         OR has_any_column_privilege(a.roleid, p.oid, 'SELECT'))
-    AND NOT EXISTS (SELECT FROM diffix._personal_table_exposures() e
-                    WHERE e.relid = p.oid AND e.grantee IN (a.rolname::text, 'PUBLIC'))
+  -- Every privilege counts (45_exposures.sql); one inherited from a table's owner role is all.
+  SELECT 'critical', m.relid::regclass::text,
+         CASE WHEN m.held = 'SELECT'
+              THEN format('%s (%s) can read it through role membership', m.rolname, m.level)
+              ELSE format('%s (%s) holds %s on it through role membership', m.rolname, m.level,
+                          m.held) END,
+         format('find the role %s inherits %s from and revoke the grant or the membership',
+                m.rolname, m.held)
+  FROM (
+    SELECT p.oid AS relid, a.rolname, a.level,
+           (SELECT string_agg(w.privilege, ', ' ORDER BY w.n)
+            FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES',
+                              'TRIGGER']) WITH ORDINALITY w(privilege, n)
+            WHERE has_table_privilege(a.roleid, p.oid, w.privilege)
+               OR (w.privilege IN ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES')
+                   AND has_any_column_privilege(a.roleid, p.oid, w.privilege))) AS held
+    FROM personal p CROSS JOIN anonymized a
+    WHERE NOT a.rolsuper AND a.rolname !~ '^diffix_'
+      AND NOT EXISTS (SELECT FROM diffix._personal_table_exposures() e
+                      WHERE e.relid = p.oid AND e.grantee IN (a.rolname::text, 'PUBLIC'))
+  ) m
+  WHERE m.held IS NOT NULL
   UNION ALL
   SELECT 'critical', quote_ident(a.rolname), format('superuser with access level %s', a.level),
          'superusers bypass every privilege check; use a non-superuser role for analysts'

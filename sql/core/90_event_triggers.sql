@@ -14,6 +14,7 @@ DROP EVENT TRIGGER IF EXISTS diffix_refuse_exposing_grants;
 CREATE EVENT TRIGGER diffix_refuse_exposing_grants ON ddl_command_end
   WHEN TAG IN ('GRANT', 'ALTER TABLE', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
                'CREATE TABLE', 'CREATE FOREIGN TABLE',  -- partitions attached or created
+               'CREATE TRIGGER',  -- an analyst's function on a personal table (45_exposures.sql)
                'CREATE VIEW', 'ALTER VIEW', 'CREATE MATERIALIZED VIEW', 'CREATE RULE',
                'CREATE TABLE AS', 'SELECT INTO')  -- views over personal rows, copies of them
   EXECUTE FUNCTION diffix._refuse_exposing_grants();
