@@ -64,21 +64,14 @@ DECLARE
   revoked integer := 0;
 BEGIN
   FOR exposure IN
-    SELECT DISTINCT e.relid, e.grantee FROM diffix._personal_table_exposures() e
+    SELECT e.relid, e.grantee FROM diffix._personal_table_exposures() e
+    WHERE e.via IN ('table grant', 'column grant')
+    UNION  -- views and materialized views over personal rows (46_derived_relations.sql)
+    SELECT e.relid, e.grantee FROM diffix._derived_exposures() e
     WHERE e.via IN ('table grant', 'column grant')
   LOOP
-    EXECUTE format('REVOKE ALL ON %s FROM %s CASCADE', exposure.relid::regclass,
-                   CASE exposure.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
-                        ELSE quote_ident(exposure.grantee) END);
     -- column privileges go with the table-level REVOKE
-    revoked := revoked + 1;
-  END LOOP;
-  -- views and materialized views over personal rows (46_derived_relations.sql)
-  FOR exposure IN
-    SELECT DISTINCT e.relid, e.grantee FROM diffix._derived_exposures() e
-    WHERE e.via IN ('table grant', 'column grant')
-  LOOP
-    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON %s FROM %s', exposure.relid::regclass,
+    EXECUTE format('REVOKE ALL ON %s FROM %s CASCADE', exposure.relid::regclass,
                    CASE exposure.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
                         ELSE quote_ident(exposure.grantee) END);
     revoked := revoked + 1;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from grant_checks import acl_of, critical_findings
 
 PRIVILEGES = ["INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
 COLUMN_PRIVILEGES = ["INSERT", "UPDATE", "REFERENCES"]
@@ -66,21 +67,6 @@ def team(world):
     return group, member
 
 
-def _acl(db, relation: str) -> list[tuple]:
-    return db.execute(
-        "SELECT c.relacl::text, (SELECT array_agg(a.attacl::text ORDER BY a.attnum) "
-        "FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL) "
-        "FROM pg_class c WHERE c.oid = %s::regclass",
-        (relation,),
-    )
-
-
-def _critical(db) -> list[tuple]:
-    return db.execute(
-        "SELECT object, finding FROM diffix.check_security() WHERE severity = 'critical'"
-    )
-
-
 def _attack(db, role: str, privilege: str, table: str) -> None:
     """Runs the privilege's attack as the role, each statement in a transaction rolled back."""
     conn = db.as_role(role)
@@ -133,18 +119,18 @@ def test_a_grant_of_any_privilege_on_a_personal_table_is_refused(
     world, analyst, team, privilege, grant
 ):
     group, member = team
-    before = _acl(world, "customers")
+    before = acl_of(world, "customers")
     with pytest.raises(
         psycopg.errors.InsufficientPrivilege,
         match=r"refused: personal table public\.customers would be readable or writable by "
         rf".*\({privilege} by table grant\)",
     ):
         world.admin.execute(grant.format(p=privilege, analyst=analyst, group=group))
-    assert _acl(world, "customers") == before  # nothing half-done
+    assert acl_of(world, "customers") == before  # nothing half-done
     for role in (analyst, member):
         _denied(world, role, privilege)
     assert world.execute("SELECT * FROM diffix._personal_table_exposures()") == []
-    assert _critical(world) == []
+    assert critical_findings(world) == []
 
 
 @pytest.mark.parametrize("privilege", COLUMN_PRIVILEGES)
@@ -152,12 +138,12 @@ def test_a_grant_of_any_privilege_on_a_personal_table_is_refused(
 def test_a_column_grant_of_any_privilege_is_refused(world, analyst, team, privilege, grantee):
     group, member = team
     grantee = grantee.format(analyst=analyst, group=group)
-    before = _acl(world, "customers")
+    before = acl_of(world, "customers")
     with pytest.raises(
         psycopg.errors.InsufficientPrivilege, match=rf"\({privilege} by column grant\)"
     ):
         world.admin.execute(f"GRANT {privilege} (id, age) ON customers TO {grantee}")
-    assert _acl(world, "customers") == before
+    assert acl_of(world, "customers") == before
     for role in (analyst, member):
         _denied(world, role, privilege)
 
@@ -230,7 +216,7 @@ def test_a_broad_grant_opens_the_other_tables_and_withholds_every_privilege(
             "SELECT has_table_privilege(%s, 'notes', %s)", (reader, privilege)
         ) == [(True,)]
     assert world.execute("SELECT * FROM diffix._personal_table_exposures()") == []
-    assert _critical(world) == []
+    assert critical_findings(world) == []
     for privilege in PRIVILEGES:
         _denied(world, analyst, privilege)
 
@@ -265,7 +251,7 @@ def test_marking_personal_revokes_every_privilege_analysts_held(world, analyst, 
         for privilege in PRIVILEGES:
             _denied(world, role, privilege, "public.later")
     assert world.as_role(direct).execute("DELETE FROM later WHERE id = 1").rowcount == 1
-    assert _critical(world) == []
+    assert critical_findings(world) == []
 
 
 def test_marking_a_role_anonymized_revokes_its_other_privileges(world):
@@ -303,12 +289,12 @@ def test_a_refused_grant_rolls_back_with_its_transaction(world, analyst):
 
 
 def test_a_broad_grant_rolled_back_leaves_nothing(world, analyst):
-    before = {rel: _acl(world, rel) for rel in ("customers", "notes", "cities")}
+    before = {rel: acl_of(world, rel) for rel in ("customers", "notes", "cities")}
     conn = world.connect()
     conn.autocommit = False
     conn.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{analyst}"')
     conn.rollback()
-    assert {rel: _acl(world, rel) for rel in before} == before
+    assert {rel: acl_of(world, rel) for rel in before} == before
 
 
 def test_direct_roles_may_read_and_write(world):
@@ -365,7 +351,7 @@ def test_check_security_names_the_privilege(world, analyst):
     ), findings
     world.execute("SELECT diffix._revoke_exposures()")
     world.admin.execute(f'REVOKE "{writer}" FROM "{analyst}"')
-    assert _critical(world) == []
+    assert critical_findings(world) == []
 
 
 def test_what_a_references_or_trigger_grant_left_stops_mark_personal(world, analyst):
@@ -385,14 +371,14 @@ def test_what_a_references_or_trigger_grant_left_stops_mark_personal(world, anal
         "CREATE TRIGGER steal AFTER INSERT ON public.later "
         "FOR EACH STATEMENT EXECUTE FUNCTION sandbox.as_writer()"
     )
-    before = _acl(world, "later")
+    before = acl_of(world, "later")
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
         world.admin.execute("CALL diffix.mark_personal('later', 'id')")
     message = refused.value.diag.message_primary
     assert "public.later cannot be marked personal" in message
     assert "REFERENCES (constraint probe_cid_fkey on sandbox.probe)" in message
     assert "TRIGGER (steal runs sandbox.as_writer())" in message
-    assert _acl(world, "later") == before
+    assert acl_of(world, "later") == before
     assert world.execute(
         "SELECT count(*) FROM diffix.table_labels WHERE relid = 'later'::regclass"
     ) == [(0,)]
@@ -408,7 +394,7 @@ def test_what_a_references_or_trigger_grant_left_stops_mark_personal(world, anal
     world.as_role(owner).execute("CREATE TABLE mine.probe (cid integer REFERENCES public.later)")
     world.admin.execute(f'REVOKE ALL ON later FROM "{owner}"')
     world.admin.execute(f'GRANT diffix_anonymized_dp TO "{owner}"')
-    findings = {finding for _, finding in _critical(world)}
+    findings = {finding for _, finding in critical_findings(world)}
     assert (
         f"{owner} holds REFERENCES (constraint probe_cid_fkey on mine.probe) on it directly "
         "(foreign key)" in findings
@@ -416,7 +402,7 @@ def test_what_a_references_or_trigger_grant_left_stops_mark_personal(world, anal
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="refused"):
         world.admin.execute(f'GRANT SELECT ON cities TO "{analyst}"')
     world.admin.execute("DROP TABLE mine.probe")
-    assert _critical(world) == []
+    assert critical_findings(world) == []
     world.admin.execute(f'GRANT SELECT ON cities TO "{analyst}"')
 
 

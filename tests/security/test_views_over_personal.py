@@ -9,6 +9,7 @@ import json
 
 import psycopg
 import pytest
+from grant_checks import acl_of, critical_findings
 
 VIEWS = """
 CREATE VIEW v AS SELECT id, city, age FROM customers;
@@ -39,21 +40,6 @@ def analyst(views):
     return views.create_role("anonymized_untrusted")
 
 
-def _acl(db, relation: str) -> list[tuple]:
-    return db.execute(
-        "SELECT c.relacl::text, (SELECT array_agg(a.attacl::text) FROM pg_attribute a "
-        "WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL) FROM pg_class c "
-        "WHERE c.oid = %s::regclass",
-        (relation,),
-    )
-
-
-def _critical(db) -> list[tuple]:
-    return db.execute(
-        "SELECT object, finding FROM diffix.check_security() WHERE severity = 'critical'"
-    )
-
-
 def _cannot_read(db, role: str, relation: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         db.as_role(role).execute(f"SELECT * FROM {relation}")
@@ -77,12 +63,12 @@ def test_grants_of_a_relation_over_personal_rows_to_analysts_are_refused(
 ):
     if relation == "exists_oracle":
         grant = grant.replace("(city)", "(name)")
-    before = _acl(views, relation)
+    before = acl_of(views, relation)
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"reads rows of public\.cust"):
         views.admin.execute(grant.format(rel=relation, analyst=analyst))
-    assert _acl(views, relation) == before  # nothing half-done
+    assert acl_of(views, relation) == before  # nothing half-done
     _cannot_read(views, analyst, relation)
-    assert _critical(views) == []
+    assert critical_findings(views) == []
 
 
 def test_a_role_that_is_a_member_of_an_analyst_level_is_an_analyst(views):
@@ -126,7 +112,7 @@ def test_a_broad_grant_opens_the_others_and_withholds_the_views(views, analyst, 
     for relation in ("v", "copied"):
         _cannot_read(views, analyst, relation)
     assert views.execute("SELECT * FROM diffix._derived_exposures()") == []
-    assert _critical(views) == []
+    assert critical_findings(views) == []
 
 
 def test_a_refused_grant_rolls_back_with_its_transaction(views, analyst):
@@ -197,7 +183,7 @@ def test_owner_changes(views, analyst):
     other = views.create_role("anonymized_trusted")
     conn.execute(f'GRANT SELECT ON vv TO "{other}"')  # it reads as its owner: nothing
     _cannot_read(views, other, "vv")
-    assert _critical(views) == []
+    assert critical_findings(views) == []
 
 
 def test_views_an_analyst_creates_read_nothing(views, analyst):
@@ -213,7 +199,7 @@ def test_views_an_analyst_creates_read_nothing(views, analyst):
         conn.execute(
             "CREATE MATERIALIZED VIEW sandbox.empty AS SELECT * FROM public.customers WITH NO DATA"
         )
-    assert _critical(views) == []
+    assert critical_findings(views) == []
 
 
 def test_materialized_views_over_personal_rows_are_for_administrators(views):
@@ -254,7 +240,7 @@ def test_marking_a_table_personal_revokes_the_views_over_it(db):
     assert any("public.people_v from PUBLIC" in n for n in notices), notices
     _cannot_read(db, analyst, "people_vv")
     _cannot_read(db, analyst, "people_v")
-    assert _critical(db) == []
+    assert critical_findings(db) == []
 
 
 def test_an_analyst_owned_copy_stops_the_labeling(db):
@@ -286,7 +272,7 @@ def test_an_administrator_may_publish_a_view_with_force(views, analyst):
         "SELECT fix FROM diffix.check_security() WHERE object = 'public.per_city'"
     )
     assert len(finding) == 1 and "acknowledge_finding" in finding[0][0]
-    assert _critical(views) == []
+    assert critical_findings(views) == []
     number = views.execute(
         "SELECT id FROM diffix.unlabeled_tables WHERE table_name = 'public.per_city'"
     )[0][0]
@@ -344,7 +330,7 @@ def test_a_hostile_search_path_during_the_admins_grant_changes_nothing(views, an
     admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{analyst}"')
     _cannot_read(views, analyst, "public.vv")
     assert views.execute("SELECT count(*) FROM trap.ran") == [(0,)]
-    assert _critical(views) == []
+    assert critical_findings(views) == []
 
 
 def test_security_definer_functions_that_read_personal_rows_are_reported(views, analyst):
