@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pldiffix_tools import bench
+from pldiffix_tools.bench_server import connect
 
 pytestmark = pytest.mark.db
 
@@ -57,7 +58,7 @@ def test_bench_runs_end_to_end_on_a_tiny_scale(server_dsn, tmp_path, capsys):
     first = scale["first_call"]
     assert first["error"] is None, first["error"]
     assert first["access_level_first_ms"] > 0 and first["query_json_public_first_ms"] > 0
-    with bench._connect(server_dsn, "postgres") as conn:  # the benchmark cleans up after itself
+    with connect(server_dsn, "postgres") as conn:  # the benchmark cleans up after itself
         left = conn.execute(
             "SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'"
         ).fetchall()

@@ -3,6 +3,8 @@
 The issue 4 workload: N customers and 3N transactions, five queries, each timed plain as a
 direct-level role and anonymized as an anonymized_trusted role. Warm-up run, then best of
 --repeat. The server backend's private memory is sampled from /proc while the queries run.
+This module is the workload, its set-up and the command line; bench_report.py formats the
+results, bench_server.py runs the server and measures in it.
 """
 
 from __future__ import annotations
@@ -11,16 +13,12 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
 import platform
-import re
-import statistics
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +27,27 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
 from pldiffix_installer import install
-from pldiffix_tools.cluster import EmbeddedCluster
-
-# Server settings for the reference machine (2 cores, 24 GiB RAM). Documented in
-# docs/benchmarks.md; --setting KEY=VALUE overrides any of them.
-SERVER_SETTINGS: dict[str, str] = {
-    "shared_buffers": "6GB",  # a quarter of RAM: the 10M data set (~2.5 GB) stays cached
-    "effective_cache_size": "16GB",
-    "work_mem": "256MB",  # hash aggregates over 1M-10M groups stay in memory
-    "maintenance_work_mem": "1GB",
-    "max_worker_processes": "4",
-    "max_parallel_workers": "2",  # two cores
-    "max_parallel_workers_per_gather": "2",
-    "jit": "off",  # JIT compile time is noise at these sizes, and varies run to run
-    "autovacuum": "off",  # the benchmark runs VACUUM ANALYZE itself; nothing runs behind it
-    "wal_level": "minimal",  # bulk loads skip WAL; nothing replicates a throwaway cluster
-    "max_wal_senders": "0",
-    "max_wal_size": "8GB",
-    "checkpoint_timeout": "30min",
-}
+from pldiffix_tools.bench_report import (
+    FirstCall,
+    QueryResult,
+    ScaleResult,
+    SynthesisResult,
+    format_rows,
+    format_scale,
+    format_scaling,
+    format_synthesis,
+    parse_rows,
+    parse_scales,
+    to_json,
+)
+from pldiffix_tools.bench_server import (
+    connect,
+    error_text,
+    first_call_latency,
+    measure,
+    server,
+    setting_arg,
+)
 
 ROLE_DIRECT = "bench_direct"
 ROLE_ANONYMIZED = "bench_anonymized"
@@ -144,301 +144,7 @@ PERTURBED_READ = Query("read every customer", "SELECT * FROM customers")
 PERTURBED_VIEW_SQL = "SELECT * FROM diffix_perturbed.customers"
 
 
-# --- pure helpers ---------------------------------------------------------------------------
-
-_SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
-
-
-def parse_rows(text: str) -> int:
-    """'2000', '100k', '1M', '2.5M', '1_000_000' -> a positive number of rows."""
-    match = re.fullmatch(r"\s*([0-9][0-9_]*(?:\.[0-9]+)?)\s*([kKmMgG]?)\s*", text)
-    if not match:
-        raise ValueError(f"not a row count: {text!r} (examples: 2000, 100k, 1M, 2.5M)")
-    value = float(match.group(1).replace("_", "")) * _SUFFIXES[match.group(2).lower()]
-    if value < 1 or value != int(value):
-        raise ValueError(f"not a whole positive row count: {text!r}")
-    return int(value)
-
-
-def parse_scales(text: str) -> list[int]:
-    """'1M,10M' -> [1000000, 10000000]."""
-    parts = [part for part in text.split(",") if part.strip()]
-    if not parts:
-        raise ValueError("empty scale list")
-    return [parse_rows(part) for part in parts]
-
-
-def format_rows(count: int) -> str:
-    """1000000 -> '1M', 100000 -> '100k', 2500 -> '2500'."""
-    for suffix, factor in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
-        if count >= factor and count % factor == 0:
-            return f"{count // factor}{suffix}"
-    return str(count)
-
-
-def geomean(values: Sequence[float | None]) -> float | None:
-    """Geometric mean of the positive values; None when there are none."""
-    usable = [v for v in values if v is not None and v > 0]
-    if not usable:
-        return None
-    return math.exp(sum(math.log(v) for v in usable) / len(usable))
-
-
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or denominator is None or denominator <= 0:
-        return None
-    return numerator / denominator
-
-
-def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:.{digits}f}{suffix}"
-
-
-def render_table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
-) -> str:
-    """Text table; columns whose index is in `right` are right-aligned."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-
-    def line(values: Sequence[str]) -> str:
-        cells = [
-            v.rjust(w) if i in right else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return ("  " + " | ".join(cells)).rstrip()
-
-    separator = "  " + "-+-".join("-" * w for w in widths)
-    return "\n".join([line(headers), separator, *(line(row) for row in rows)])
-
-
-def _short_error(message: str | None, limit: int = 70) -> str:
-    if not message:
-        return ""
-    first = message.strip().splitlines()[0]
-    return first if len(first) <= limit else first[: limit - 3] + "..."
-
-
-# --- results ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Measurement:
-    """One query on one path: best wall-clock time and the backend's memory."""
-
-    best_ms: float | None = None
-    runs_ms: list[float] = field(default_factory=list)
-    warmup_ms: float | None = None
-    error: str | None = None
-    rows: int | None = None
-    backend_pid: int | None = None
-    start_private_kib: int | None = None  # RssAnon after connecting, before the query
-    peak_private_kib: int | None = None  # highest RssAnon sampled during warm-up and runs
-    peak_rss_kib: int | None = None  # VmHWM: includes the shared buffers the backend touched
-
-
-@dataclass
-class QueryResult:
-    name: str
-    sql: str
-    plain: Measurement
-    anonymized: Measurement
-    pg_diffix_plain: Measurement | None = None  # plain, in pg_diffix's database, as superuser
-    pg_diffix: Measurement | None = None
-
-    @property
-    def ratio(self) -> float | None:
-        return ratio(self.anonymized.best_ms, self.plain.best_ms)
-
-    @property
-    def pg_diffix_ratio(self) -> float | None:
-        if self.pg_diffix is None or self.pg_diffix_plain is None:
-            return None
-        return ratio(self.pg_diffix.best_ms, self.pg_diffix_plain.best_ms)
-
-
-@dataclass
-class FirstCall:
-    """Latency of a fresh session's first and second calls (median over sessions)."""
-
-    sessions: int = 0
-    connect_ms: float | None = None
-    access_level_first_ms: float | None = None
-    access_level_second_ms: float | None = None
-    query_json_public_first_ms: float | None = None
-    query_json_public_second_ms: float | None = None
-    private_kib_after_import: int | None = None
-    error: str | None = None
-
-
-@dataclass
-class ScaleResult:
-    customers: int
-    transactions: int
-    build_seconds: float
-    queries: list[QueryResult]
-    first_call: FirstCall
-    pg_diffix_note: str | None = None
-    dp: list[QueryResult] = field(default_factory=list)  # `anonymized` is the DP answer
-    # plain: the base table as the direct role; anonymized: the perturbed view (target: 3x)
-    perturbed_read: QueryResult | None = None
-
-    @property
-    def geomean(self) -> float | None:
-        return geomean([q.ratio for q in self.queries])
-
-    @property
-    def pg_diffix_geomean(self) -> float | None:
-        return geomean([q.pg_diffix_ratio for q in self.queries])
-
-
-def _mib(kib: int | None) -> float | None:
-    return None if kib is None else kib / 1024
-
-
-def format_scale(result: ScaleResult) -> str:
-    """The results table of one scale, geometric means and notes."""
-    with_pg_diffix = any(q.pg_diffix is not None for q in result.queries)
-    headers = ["query", "plain ms", "anonymized ms", "ratio", "anon peak MiB"]
-    if with_pg_diffix:
-        headers += ["pg_diffix plain ms", "pg_diffix ms", "pg_diffix ratio"]
-    headers.append("notes")
-    rows = []
-    for q in result.queries:
-        row = [
-            q.name,
-            _fmt(q.plain.best_ms),
-            "error" if q.anonymized.error else _fmt(q.anonymized.best_ms),
-            _fmt(q.ratio, 2, "x"),
-            _fmt(_mib(q.anonymized.peak_private_kib)),
-        ]
-        notes = []
-        if q.plain.error:
-            notes.append(f"plain: {_short_error(q.plain.error)}")
-        if q.anonymized.error:
-            notes.append(f"anonymized: {_short_error(q.anonymized.error)}")
-        if with_pg_diffix:
-            pgd_plain = q.pg_diffix_plain or Measurement(error="not run")
-            pgd = q.pg_diffix or Measurement(error="not run")
-            row += [
-                "error" if pgd_plain.error else _fmt(pgd_plain.best_ms),
-                "error" if pgd.error else _fmt(pgd.best_ms),
-                _fmt(q.pg_diffix_ratio, 2, "x"),
-            ]
-            if pgd_plain.error:
-                notes.append(f"pg_diffix plain: {_short_error(pgd_plain.error)}")
-            if pgd.error:
-                notes.append(f"pg_diffix: {_short_error(pgd.error)}")
-        row.append("; ".join(notes))
-        rows.append(row)
-    summary = ["geomean", "", "", _fmt(result.geomean, 2, "x"), ""]
-    if with_pg_diffix:
-        summary += ["", "", _fmt(result.pg_diffix_geomean, 2, "x")]
-    summary.append("")
-    rows.append(summary)
-    right = [1, 2, 3, 4] + ([5, 6, 7] if with_pg_diffix else [])
-    title = (
-        f"== {format_rows(result.customers)} customers, {format_rows(result.transactions)} "
-        f"transactions (built in {result.build_seconds:.0f} s)"
-    )
-    lines = [title, render_table(headers, rows, right)]
-    if result.dp:
-        dp_rows = [
-            [
-                q.name,
-                _fmt(q.plain.best_ms),
-                "error" if q.anonymized.error else _fmt(q.anonymized.best_ms),
-                _fmt(q.ratio, 2, "x"),
-                _fmt(_mib(q.anonymized.peak_private_kib)),
-                _short_error(q.anonymized.error or q.plain.error),
-            ]
-            for q in result.dp
-        ]
-        dp_headers = ["DP query (epsilon 1, delta 1e-6)", "plain ms", "DP ms", "ratio"]
-        dp_headers += ["DP peak MiB", "notes"]
-        lines.append(render_table(dp_headers, dp_rows, [1, 2, 3, 4]))
-    read = result.perturbed_read
-    if read is not None:
-        error = read.plain.error or read.anonymized.error
-        lines.append(
-            f"  perturbed view ({read.name}): base table {_fmt(read.plain.best_ms)} ms, "
-            f"perturbed view {_fmt(read.anonymized.best_ms)} ms, ratio {_fmt(read.ratio, 2, 'x')}"
-            + (f" ({_short_error(error)})" if error else "")
-        )
-    if result.pg_diffix_note:
-        lines.append(f"  pg_diffix: {result.pg_diffix_note}")
-    fc = result.first_call
-    if fc.error:
-        lines.append(f"  first call of a new session: {fc.error}")
-    else:
-        lines.append(
-            f"  new session (median of {fc.sessions}): connect {_fmt(fc.connect_ms)} ms, "
-            f"first diffix.access_level() {_fmt(fc.access_level_first_ms)} ms "
-            f"(then {_fmt(fc.access_level_second_ms, 2)} ms), first query_json on a public "
-            f"table {_fmt(fc.query_json_public_first_ms)} ms "
-            f"(then {_fmt(fc.query_json_public_second_ms, 2)} ms), backend private memory "
-            f"after import {_fmt(_mib(fc.private_kib_after_import))} MiB"
-        )
-    return "\n".join(lines)
-
-
-def format_scaling(results: Sequence[ScaleResult]) -> str | None:
-    """How each ratio changed from the first scale to the others (target: within 20%)."""
-    if len(results) < 2:
-        return None
-    base = results[0]
-    headers = ["query"] + [
-        f"{format_rows(r.customers)} vs {format_rows(base.customers)}" for r in results[1:]
-    ]
-    rows = []
-    for index, query in enumerate(base.queries):
-        row = [query.name]
-        for other in results[1:]:
-            change = ratio(other.queries[index].ratio, query.ratio)
-            row.append(_fmt(None if change is None else (change - 1) * 100, 0, "%"))
-        rows.append(row)
-    return "== change of anonymized/plain ratio with scale\n" + render_table(
-        headers, rows, right=range(1, len(headers))
-    )
-
-
-def to_json(results: Sequence[ScaleResult], meta: dict[str, Any]) -> dict[str, Any]:
-    scales = []
-    for r in results:
-        queries = []
-        for q in r.queries:
-            entry = asdict(q)
-            entry["ratio"] = q.ratio
-            entry["pg_diffix_ratio"] = q.pg_diffix_ratio
-            queries.append(entry)
-        scales.append(
-            {
-                "customers": r.customers,
-                "transactions": r.transactions,
-                "build_seconds": r.build_seconds,
-                "geomean_ratio": r.geomean,
-                "pg_diffix_geomean_ratio": r.pg_diffix_geomean,
-                "pg_diffix_note": r.pg_diffix_note,
-                "first_call": asdict(r.first_call),
-                "queries": queries,
-                "dp": [asdict(q) | {"ratio": q.ratio} for q in r.dp],
-                "perturbed_read": None
-                if r.perturbed_read is None
-                else {**asdict(r.perturbed_read), "ratio": r.perturbed_read.ratio},
-            }
-        )
-    return {**meta, "scales": scales}
-
-
 # --- arguments --------------------------------------------------------------------------------
-
-
-def _setting(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return name.strip(), value.strip()
 
 
 def _rows_arg(text: str) -> int:
@@ -483,7 +189,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--setting",
-        type=_setting,
+        type=setting_arg,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -491,7 +197,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pldiffix-setting",
-        type=_setting,
+        type=setting_arg,
         action="append",
         default=[],
         metavar="NAME=VALUE",
@@ -516,158 +222,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# --- measuring --------------------------------------------------------------------------------
-
-
-def _proc_status(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM, RssAnon... of a local process in KiB; empty when unreadable."""
-    values: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return values
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if len(parts) == 2 and parts[1] == "kB":
-            values[key] = int(parts[0])
-    return values
-
-
-def _reset_peak(pid: int) -> None:
-    """Resets VmHWM (needs the right to write /proc/<pid>/clear_refs)."""
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-class MemorySampler:
-    """Samples a process's private memory (RssAnon) in a thread and keeps the peak."""
-
-    def __init__(self, pid: int, interval: float = 0.005):
-        self.pid = pid
-        self.interval = interval
-        self.peak: int | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> None:
-        value = _proc_status(self.pid).get("RssAnon")
-        if value is not None and (self.peak is None or value > self.peak):
-            self.peak = value
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-
-
-def _error_text(error: Exception) -> str:
-    if isinstance(error, psycopg.Error) and error.diag.message_primary:
-        return error.diag.message_primary
-    return str(error).strip() or type(error).__name__
-
-
-def _run_once(conn: psycopg.Connection, query: str, params: Sequence[Any] | None) -> int:
-    with conn.cursor() as cur:
-        cur.execute(query, params, prepare=False)
-        return len(cur.fetchall())
-
-
-def measure(
-    dsn: str, query: str, params: Sequence[Any] | None, repeat: int, timeout: float
-) -> Measurement:
-    """Fresh session; warm-up run, then best of `repeat`; never raises."""
-    result = Measurement()
-    try:
-        conn = psycopg.connect(dsn, autocommit=True)
-    except psycopg.Error as error:
-        result.error = f"cannot connect: {_error_text(error)}"
-        return result
-    with conn:
-        try:
-            conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
-            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-            result.backend_pid = pid
-            result.start_private_kib = _proc_status(pid).get("RssAnon")
-            _reset_peak(pid)
-            with MemorySampler(pid) as sampler:
-                start = time.perf_counter()
-                result.rows = _run_once(conn, query, params)
-                result.warmup_ms = (time.perf_counter() - start) * 1000
-                for _ in range(repeat):
-                    start = time.perf_counter()
-                    _run_once(conn, query, params)
-                    result.runs_ms.append((time.perf_counter() - start) * 1000)
-            result.peak_private_kib = sampler.peak
-            result.peak_rss_kib = _proc_status(pid).get("VmHWM")
-            result.best_ms = min(result.runs_ms)
-        except Exception as error:  # the benchmark reports every failure and goes on
-            result.error = _error_text(error)
-    return result
-
-
-def first_call_latency(dsn: str, sessions: int) -> FirstCall:
-    """Fresh sessions of the anonymized role: the import of the deployed code on first call."""
-    samples: dict[str, list[float]] = {
-        "connect_ms": [],
-        "access_level_first_ms": [],
-        "access_level_second_ms": [],
-        "query_json_public_first_ms": [],
-        "query_json_public_second_ms": [],
-        "private_kib_after_import": [],
-    }
-
-    def timed(conn: psycopg.Connection, query: str, params: Any = None) -> float:
-        start = time.perf_counter()
-        conn.execute(query, params).fetchall()
-        return (time.perf_counter() - start) * 1000
-
-    try:
-        for _ in range(sessions):
-            start = time.perf_counter()
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                samples["connect_ms"].append((time.perf_counter() - start) * 1000)
-                samples["access_level_first_ms"].append(timed(conn, "SELECT diffix.access_level()"))
-                samples["access_level_second_ms"].append(
-                    timed(conn, "SELECT diffix.access_level()")
-                )
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-                query = "SELECT diffix.query_json(%s)"
-                samples["query_json_public_first_ms"].append(timed(conn, query, (PUBLIC_QUERY,)))
-                samples["query_json_public_second_ms"].append(timed(conn, query, (PUBLIC_QUERY,)))
-                private = _proc_status(pid).get("RssAnon")
-                if private is not None:
-                    samples["private_kib_after_import"].append(private)
-    except Exception as error:
-        return FirstCall(sessions=sessions, error=_error_text(error))
-    medians: dict[str, Any] = {
-        key: statistics.median(values) if values else None for key, values in samples.items()
-    }
-    if medians["private_kib_after_import"] is not None:
-        medians["private_kib_after_import"] = int(medians["private_kib_after_import"])
-    return FirstCall(sessions=sessions, **medians)
-
-
 # --- setting up -------------------------------------------------------------------------------
 
 
-def _connect(dsn: str, dbname: str, user: str | None = None) -> psycopg.Connection:
-    extra = {"user": user} if user else {}
-    return psycopg.connect(make_conninfo(dsn, dbname=dbname, **extra), autocommit=True)
-
-
 def _drop_everything(dsn: str) -> None:
-    with _connect(dsn, "postgres") as admin:
+    with connect(dsn, "postgres") as admin:
         for db in (DB_PLDIFFIX, DB_PG_DIFFIX, DB_DATA):
             admin.execute(
                 pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(db))
@@ -679,9 +238,9 @@ def _drop_everything(dsn: str) -> None:
 def build_data(dsn: str, customers: int) -> float:
     """The workload in a template database; returns seconds taken."""
     start = time.perf_counter()
-    with _connect(dsn, "postgres") as admin:
+    with connect(dsn, "postgres") as admin:
         admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(DB_DATA)))
-    with _connect(dsn, DB_DATA) as conn:
+    with connect(dsn, DB_DATA) as conn:
         conn.execute(
             DATA_SQL.format(n=customers, tx=3 * customers, tx_customers=max(1, customers // 5))
         )
@@ -690,7 +249,7 @@ def build_data(dsn: str, customers: int) -> float:
 
 
 def _clone(dsn: str, name: str) -> None:
-    with _connect(dsn, "postgres") as admin:
+    with connect(dsn, "postgres") as admin:
         admin.execute(
             pgsql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
                 pgsql.Identifier(name), pgsql.Identifier(DB_DATA)
@@ -710,7 +269,7 @@ def setup_pldiffix(dsn: str, configure: Sequence[tuple[str, str]] = ()) -> None:
     `configure` (name, value)."""
     _clone(dsn, DB_PLDIFFIX)
     install.install(make_conninfo(dsn, dbname=DB_PLDIFFIX), out=io.StringIO())
-    with _connect(dsn, DB_PLDIFFIX) as conn:
+    with connect(dsn, DB_PLDIFFIX) as conn:
         conn.execute(
             f"""
             {LABELS}
@@ -729,7 +288,7 @@ def setup_pldiffix(dsn: str, configure: Sequence[tuple[str, str]] = ()) -> None:
 
 def setup_perturbation(dsn: str) -> None:
     """The customers table perturbed row by row, and a role at the perturbed level."""
-    with _connect(dsn, DB_PLDIFFIX) as conn:
+    with connect(dsn, DB_PLDIFFIX) as conn:
         conn.execute(PERTURBATION)
         conn.execute(f"CREATE ROLE {ROLE_PERTURBED} LOGIN")
         conn.execute(f"CALL diffix.mark_role('{ROLE_PERTURBED}', 'perturbed')")
@@ -738,26 +297,26 @@ def setup_perturbation(dsn: str) -> None:
 def pg_diffix_available(dsn: str) -> str | None:
     """None when the server offers pg_diffix, else why not."""
     try:
-        with _connect(dsn, "postgres") as conn:
+        with connect(dsn, "postgres") as conn:
             row = conn.execute(
                 "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_diffix'"
             ).fetchone()
     except psycopg.Error as error:
-        return _error_text(error)
+        return error_text(error)
     return None if row else "the server does not offer the pg_diffix extension"
 
 
 def setup_pg_diffix(dsn: str) -> None:
     """pg_diffix in its own database with the same data, labels and a trusted role."""
     _clone(dsn, DB_PG_DIFFIX)
-    with _connect(dsn, DB_PG_DIFFIX) as conn:
+    with connect(dsn, DB_PG_DIFFIX) as conn:
         conn.execute("CREATE EXTENSION pg_diffix")
         conn.execute(
             pgsql.SQL("ALTER DATABASE {} SET session_preload_libraries TO 'pg_diffix'").format(
                 pgsql.Identifier(DB_PG_DIFFIX)
             )
         )
-    with _connect(dsn, DB_PG_DIFFIX) as conn:  # a new session loads the library
+    with connect(dsn, DB_PG_DIFFIX) as conn:  # a new session loads the library
         conn.execute(
             f"""
             {LABELS}
@@ -780,10 +339,10 @@ def run_scale(
         try:
             setup_pg_diffix(dsn)
         except Exception as error:
-            note = f"setup failed, continuing without it: {_error_text(error)}"
+            note = f"setup failed, continuing without it: {error_text(error)}"
     if note:
         print(f"   pg_diffix: {note}")
-    with _connect(dsn, "postgres") as admin:
+    with connect(dsn, "postgres") as admin:
         admin.execute(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(DB_DATA)))
     direct = make_conninfo(dsn, dbname=DB_PLDIFFIX, user=ROLE_DIRECT)
     anonymized = make_conninfo(dsn, dbname=DB_PLDIFFIX, user=ROLE_ANONYMIZED)
@@ -808,14 +367,14 @@ def run_scale(
         results.append(QueryResult(query.name, query.sql, plain, anon, pgd_plain, pgd))
     dp_results = measure_dp(dsn, direct, args)
     read = measure_perturbed_read(dsn, direct, args)
-    first = first_call_latency(anonymized, args.sessions)
+    first = first_call_latency(anonymized, args.sessions, PUBLIC_QUERY)
     return ScaleResult(
         customers, 3 * customers, build_seconds, results, first, note, dp_results, read
     )
 
 
 def measure_dp(dsn: str, direct: str, args: argparse.Namespace) -> list[QueryResult]:
-    with _connect(dsn, DB_PLDIFFIX) as conn:
+    with connect(dsn, DB_PLDIFFIX) as conn:
         conn.execute("ALTER TABLE customers ADD PRIMARY KEY (id)")
         conn.execute("ANALYZE customers")
     dp = make_conninfo(dsn, dbname=DB_PLDIFFIX, user=ROLE_DP)
@@ -823,7 +382,7 @@ def measure_dp(dsn: str, direct: str, args: argparse.Namespace) -> list[QueryRes
     for query in DP_QUERIES:
         print(f"   {query.name} ...", flush=True)
         if query.setup:
-            with _connect(dsn, DB_PLDIFFIX) as conn:
+            with connect(dsn, DB_PLDIFFIX) as conn:
                 conn.execute(query.setup)
         plain = measure(direct, query.sql, None, args.repeat, args.timeout)
         answer = measure(dp, DP_CALL, (query.sql,), args.repeat, args.timeout)
@@ -857,7 +416,7 @@ def _meta(dsn: str, settings: dict[str, str], args: argparse.Namespace) -> dict[
         "settings": settings,
         "pldiffix_settings": dict(args.pldiffix_setting),
     }
-    with contextlib.suppress(psycopg.Error), _connect(dsn, "postgres") as conn:
+    with contextlib.suppress(psycopg.Error), connect(dsn, "postgres") as conn:
         meta["server_version"] = conn.execute("SHOW server_version").fetchone()[0]
     return meta
 
@@ -917,28 +476,18 @@ SYNTH_CALL = (
 )
 
 
-@dataclass
-class SynthesisResult:
-    rows: int
-    build_seconds: float
-    scan_ms: float  # the source's GROUP BY of one column, for scale
-    synthesize_seconds: float | None = None
-    twin_rows: int | None = None
-    error: str | None = None
-
-
 def measure_synthesis(dsn: str, rows: int) -> SynthesisResult:
     """diffix.synthesize of an 8-column personal table of `rows` rows (7 modeled columns: 28
     two-way marginals for selection, 13 measured), after a warm-up synthesis that loads the
     modules; wall-clock time of the CALL."""
-    with _connect(dsn, "postgres") as admin:
+    with connect(dsn, "postgres") as admin:
         admin.execute(
             pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(DB_SYNTH))
         )
         admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(DB_SYNTH)))
     install.install(make_conninfo(dsn, dbname=DB_SYNTH), out=io.StringIO())
     try:
-        with _connect(dsn, DB_SYNTH) as conn:
+        with connect(dsn, DB_SYNTH) as conn:
             start = time.perf_counter()
             conn.execute(SYNTH_SQL.format(rows=rows))
             build = time.perf_counter() - start
@@ -954,9 +503,9 @@ def measure_synthesis(dsn: str, rows: int) -> SynthesisResult:
                     "SELECT count(*) FROM diffix_synthetic.people_twin"
                 ).fetchone()[0]
             except psycopg.Error as error:
-                result.error = _error_text(error)
+                result.error = error_text(error)
     finally:
-        with _connect(dsn, "postgres") as admin:
+        with connect(dsn, "postgres") as admin:
             admin.execute(
                 pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     pgsql.Identifier(DB_SYNTH)
@@ -965,31 +514,9 @@ def measure_synthesis(dsn: str, rows: int) -> SynthesisResult:
     return result
 
 
-def format_synthesis(result: SynthesisResult) -> str:
-    if result.error:
-        return f"== synthesis of {format_rows(result.rows)} rows: {result.error}"
-    return (
-        f"== synthesis of {format_rows(result.rows)} rows x 8 columns (epsilon 1, delta 1e-6): "
-        f"{_fmt(result.synthesize_seconds, 2)} s for {result.twin_rows} synthetic rows "
-        f"(one GROUP BY over the source: {_fmt(result.scan_ms)} ms; table built in "
-        f"{result.build_seconds:.0f} s)"
-    )
-
-
-@contextlib.contextmanager
-def _server(args: argparse.Namespace) -> Iterator[tuple[str, dict[str, str]]]:
-    if args.dsn:
-        yield args.dsn, {}
-        return
-    settings = SERVER_SETTINGS | dict(args.setting)
-    print("== starting a throwaway PostgreSQL cluster")
-    with EmbeddedCluster(settings=settings) as cluster:
-        yield cluster.dsn, settings
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with _server(args) as (dsn, settings):
+    with server(args.dsn, args.setting) as (dsn, settings):
         if args.synthesis:
             for rows in args.synthesis:
                 print(format_synthesis(measure_synthesis(dsn, rows)), flush=True)

@@ -41,7 +41,8 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
 from pldiffix_installer import install
-from pldiffix_tools.bench import SERVER_SETTINGS, _setting, format_rows, parse_rows
+from pldiffix_tools.bench_report import format_rows, parse_rows
+from pldiffix_tools.bench_server import SERVER_SETTINGS, setting_arg
 from pldiffix_tools.cluster import EmbeddedCluster
 
 EPSILON = 1.0
@@ -497,7 +498,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dsn", help="superuser DSN of an existing server")
     parser.add_argument(
         "--setting",
-        type=_setting,
+        type=setting_arg,
         action="append",
         default=[],
         metavar="KEY=VALUE",

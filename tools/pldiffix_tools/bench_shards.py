@@ -218,7 +218,7 @@ def format_result(result: Result) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from pldiffix_tools.bench import parse_rows
+    from pldiffix_tools.bench_report import parse_rows
 
     parser = argparse.ArgumentParser(
         prog="python -m pldiffix_tools.bench_shards",

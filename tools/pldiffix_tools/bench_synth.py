@@ -346,7 +346,7 @@ def run_pldiffix(dsn: str, rows: int) -> tuple[Run, np.ndarray, list[int]]:
 
     from pldiffix.synth.engine import stored_columns
     from pldiffix_installer import install
-    from pldiffix_tools.bench import MemorySampler, _reset_peak
+    from pldiffix_tools.bench_server import MemorySampler, reset_peak
 
     with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True) as admin:
         admin.execute(
@@ -360,7 +360,7 @@ def run_pldiffix(dsn: str, rows: int) -> tuple[Run, np.ndarray, list[int]]:
         print(f"== table of {rows} rows built in {time.perf_counter() - start:.0f} s", flush=True)
         conn.execute("CALL diffix.synthesize('warm', 1, 1e-6, 'warm_twin')")
         pid = conn.info.backend_pid
-        _reset_peak(pid)
+        reset_peak(pid)
         with MemorySampler(pid) as memory:
             start = time.perf_counter()
             conn.execute(SYNTH_CALL, (EPSILON, DELTA))
@@ -412,7 +412,7 @@ def format_comparison(result: Comparison) -> str:
 
 
 def _rows(text: str) -> int:
-    from pldiffix_tools.bench import parse_rows
+    from pldiffix_tools.bench_report import parse_rows
 
     try:
         return parse_rows(text)
@@ -437,7 +437,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from pldiffix_tools.bench import SERVER_SETTINGS
+    from pldiffix_tools.bench_server import SERVER_SETTINGS
     from pldiffix_tools.cluster import EmbeddedCluster
 
     result = Comparison(args.rows, EPSILON, DELTA)

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from pldiffix_tools import bench
-from pldiffix_tools.bench import FirstCall, Measurement, QueryResult, ScaleResult
+from pldiffix_tools import bench, bench_report, bench_server
+from pldiffix_tools.bench_report import FirstCall, Measurement, QueryResult, ScaleResult
 
 
 @pytest.mark.parametrize(
@@ -25,46 +25,48 @@ from pldiffix_tools.bench import FirstCall, Measurement, QueryResult, ScaleResul
     ],
 )
 def test_parse_rows(text, rows):
-    assert bench.parse_rows(text) == rows
+    assert bench_report.parse_rows(text) == rows
 
 
 @pytest.mark.parametrize("text", ["", "0", "-5", "1.5", "1.0001k", "ten", "1T", "1e6"])
 def test_parse_rows_rejects(text):
     with pytest.raises(ValueError):
-        bench.parse_rows(text)
+        bench_report.parse_rows(text)
 
 
 def test_parse_scales():
-    assert bench.parse_scales("1M,10M") == [1_000_000, 10_000_000]
-    assert bench.parse_scales("2000, 4k,") == [2000, 4000]
+    assert bench_report.parse_scales("1M,10M") == [1_000_000, 10_000_000]
+    assert bench_report.parse_scales("2000, 4k,") == [2000, 4000]
     with pytest.raises(ValueError):
-        bench.parse_scales(" , ")
+        bench_report.parse_scales(" , ")
 
 
 @pytest.mark.parametrize(
     ("rows", "text"), [(1_000_000, "1M"), (100_000, "100k"), (2500, "2500"), (1500, "1500")]
 )
 def test_format_rows(rows, text):
-    assert bench.format_rows(rows) == text
-    assert bench.parse_rows(text) == rows
+    assert bench_report.format_rows(rows) == text
+    assert bench_report.parse_rows(text) == rows
 
 
 def test_geomean():
-    assert bench.geomean([2.0, 8.0]) == pytest.approx(4.0)
-    assert bench.geomean([22.7, 19.9, 30.4, 19.6, 15.6]) == pytest.approx(21.1, abs=0.05)
-    assert bench.geomean([3.0, None, 0.0, 3.0]) == pytest.approx(3.0)  # unusable values skipped
-    assert bench.geomean([]) is None
-    assert bench.geomean([None]) is None
+    assert bench_report.geomean([2.0, 8.0]) == pytest.approx(4.0)
+    assert bench_report.geomean([22.7, 19.9, 30.4, 19.6, 15.6]) == pytest.approx(21.1, abs=0.05)
+    assert bench_report.geomean([3.0, None, 0.0, 3.0]) == pytest.approx(
+        3.0
+    )  # unusable values skipped
+    assert bench_report.geomean([]) is None
+    assert bench_report.geomean([None]) is None
 
 
 def test_ratio():
-    assert bench.ratio(10.0, 4.0) == 2.5
-    assert bench.ratio(None, 4.0) is None
-    assert bench.ratio(1.0, 0.0) is None
+    assert bench_report.ratio(10.0, 4.0) == 2.5
+    assert bench_report.ratio(None, 4.0) is None
+    assert bench_report.ratio(1.0, 0.0) is None
 
 
 def test_render_table_aligns_columns():
-    text = bench.render_table(["name", "ms"], [["a", "1.0"], ["longer", "10.5"]], right=[1])
+    text = bench_report.render_table(["name", "ms"], [["a", "1.0"], ["longer", "10.5"]], right=[1])
     lines = text.splitlines()
     assert lines[0] == "  name   |   ms"
     assert lines[1] == "  -------+-----"
@@ -103,7 +105,7 @@ def test_format_scale_shows_ratios_errors_and_geomean():
     result = _scale(1_000_000, 40.0)
     assert result.geomean == pytest.approx(4.0)
     assert result.pg_diffix_geomean == pytest.approx(20.0)
-    text = bench.format_scale(result)
+    text = bench_report.format_scale(result)
     assert text.startswith("== 1M customers, 3M transactions (built in 12 s)")
     header = text.splitlines()[1]
     for column in ("query", "plain ms", "anonymized ms", "ratio", "anon peak MiB", "pg_diffix ms"):
@@ -120,21 +122,21 @@ def test_format_scale_without_pg_diffix_and_with_first_call_error():
     result = _scale(2000, 40.0, with_pg_diffix=False)
     result.pg_diffix_note = "the server does not offer the pg_diffix extension"
     result.first_call = FirstCall(sessions=1, error="no such function")
-    text = bench.format_scale(result)
+    text = bench_report.format_scale(result)
     assert "pg_diffix ms" not in text
     assert "pg_diffix: the server does not offer" in text
     assert "first call of a new session: no such function" in text
 
 
 def test_format_scaling_compares_ratios_with_the_first_scale():
-    assert bench.format_scaling([_scale(1_000_000, 40.0)]) is None
-    text = bench.format_scaling([_scale(1_000_000, 40.0), _scale(10_000_000, 46.0)])
+    assert bench_report.format_scaling([_scale(1_000_000, 40.0)]) is None
+    text = bench_report.format_scaling([_scale(1_000_000, 40.0), _scale(10_000_000, 46.0)])
     assert "10M vs 1M" in text
     assert "15%" in text
 
 
 def test_to_json_is_serializable():
-    doc = bench.to_json([_scale(2000, 40.0)], {"repeat": 1})
+    doc = bench_report.to_json([_scale(2000, 40.0)], {"repeat": 1})
     text = json.dumps(doc)
     back = json.loads(text)
     scale = back["scales"][0]
@@ -191,7 +193,7 @@ def test_parse_args_rejects(argv, capsys):
 def test_proc_status_of_this_process_and_of_a_missing_one():
     import os
 
-    status = bench._proc_status(os.getpid())
+    status = bench_server.proc_status(os.getpid())
     if status:  # Linux
         assert status["VmRSS"] > 0
-    assert bench._proc_status(2**31 - 1) == {}
+    assert bench_server.proc_status(2**31 - 1) == {}
