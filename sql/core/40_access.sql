@@ -52,8 +52,9 @@ AS $$
   SELECT oid, rolname, level FROM levels WHERE level <> 'direct'
 $$;
 
--- Removes direct grants on personal tables (every privilege, 45_exposures.sql), and on relations
--- that read their rows, from PUBLIC and roles that are (now) anonymized. CASCADE: what such a role
+-- Removes direct grants on personal tables (every privilege, 45_exposures.sql), on relations
+-- that read their rows, and INSERT and UPDATE on tables with a foreign key into one, from PUBLIC
+-- and roles that are (now) anonymized. CASCADE: what such a role
 -- passed on with a grant option goes with it.
 CREATE OR REPLACE FUNCTION diffix._revoke_exposures() RETURNS integer
 LANGUAGE plpgsql
@@ -64,14 +65,17 @@ DECLARE
   revoked integer := 0;
 BEGIN
   FOR exposure IN
-    SELECT e.relid, e.grantee FROM diffix._personal_table_exposures() e
+    SELECT e.relid, e.grantee, 'ALL' AS privileges FROM diffix._personal_table_exposures() e
     WHERE e.via IN ('table grant', 'column grant')
     UNION  -- views and materialized views over personal rows (46_derived_relations.sql)
-    SELECT e.relid, e.grantee FROM diffix._derived_exposures() e
+    SELECT e.relid, e.grantee, 'ALL' FROM diffix._derived_exposures() e
     WHERE e.via IN ('table grant', 'column grant')
+    UNION  -- writes to a table with a foreign key into a personal table (45_exposures.sql)
+    SELECT e.relid, e.grantee, 'INSERT, UPDATE' FROM diffix._personal_table_exposures() e
+    WHERE e.via LIKE 'foreign key % into %'
   LOOP
     -- column privileges go with the table-level REVOKE
-    EXECUTE format('REVOKE ALL ON %s FROM %s CASCADE', exposure.relid::regclass,
+    EXECUTE format('REVOKE %s ON %s FROM %s CASCADE', exposure.privileges, exposure.relid::regclass,
                    CASE exposure.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
                         ELSE quote_ident(exposure.grantee) END);
     revoked := revoked + 1;

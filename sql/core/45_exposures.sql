@@ -72,4 +72,23 @@ AS $$
   FROM personal p JOIN pg_trigger t ON t.tgrelid = p.oid AND NOT t.tgisinternal
   JOIN pg_proc f ON f.oid = t.tgfoid
   WHERE f.proowner IN (SELECT roleid FROM anonymized)
+  UNION ALL
+  -- INSERT or UPDATE on another role's table with a foreign key into a personal table: every
+  -- value written is checked against the personal table, so a foreign key violation (or none)
+  -- answers whether a person's key exists. relid is the referencing table (the one to revoke on);
+  -- every INSERT or UPDATE grant on it counts, table or column, whichever column it names.
+  SELECT r.oid, r.oid::regclass::text,
+         CASE g.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(g.grantee)::text END,
+         format('foreign key %I into %s', con.conname, p.oid::regclass),
+         string_agg(DISTINCT g.privilege_type, ', ')
+  FROM personal p JOIN pg_constraint con ON con.confrelid = p.oid AND con.contype = 'f'
+  JOIN pg_class r ON r.oid = con.conrelid,
+  LATERAL (SELECT acl.grantee, acl.privilege_type FROM aclexplode(r.relacl) acl
+           UNION
+           SELECT acl.grantee, acl.privilege_type
+           FROM pg_attribute att, aclexplode(att.attacl) acl
+           WHERE att.attrelid = r.oid AND att.attacl IS NOT NULL) g
+  WHERE g.privilege_type IN ('INSERT', 'UPDATE') AND g.grantee <> r.relowner
+    AND (g.grantee = 0 OR g.grantee IN (SELECT roleid FROM anonymized))
+  GROUP BY r.oid, g.grantee, con.conname, p.oid
 $$;

@@ -41,6 +41,13 @@ AS $$
     AND c.oid NOT IN (SELECT m.relid FROM diffix.microdata_tables m)
     AND c.oid NOT IN (SELECT t.relid FROM diffix._personal_tree_members() t)
     AND c.oid NOT IN (SELECT d.relid FROM diffix._derived_relations() d)
+    -- tables with a foreign key into a personal one: writing them probes it (45_exposures.sql)
+    AND c.oid NOT IN (SELECT con.conrelid FROM pg_constraint con
+                      WHERE con.contype = 'f'
+                        AND (con.confrelid IN (SELECT p.relid FROM diffix.protected_tables p)
+                             OR con.confrelid IN (SELECT m.relid FROM diffix.microdata_tables m)
+                             OR con.confrelid IN (SELECT t.relid
+                                                  FROM diffix._personal_tree_members() t)))
 $$;
 
 -- Before a GRANT, the fingerprint above; before a CREATE TABLE AS or SELECT INTO, what has been
@@ -164,6 +171,9 @@ BEGIN
       LEFT JOIN diffix.table_labels l ON l.relid = e.relid
       WHERE e.via IN ('table grant', 'column grant')
       UNION ALL
+      SELECT format('%s on %s (%s)', e.privileges, e.table_name, e.via)
+      FROM diffix._personal_table_exposures() e WHERE e.via LIKE 'foreign key % into %'
+      UNION ALL
       SELECT format('SELECT on %s %s (reads %s)', CASE c.relkind WHEN 'v' THEN 'view'
                                                       WHEN 'm' THEN 'materialized view'
                                                       ELSE 'relation' END,
@@ -178,6 +188,15 @@ BEGIN
             HINT = 'to give a role raw access, first CALL diffix.mark_role(role, ''direct'')';
   END IF;
   -- What could not be withheld (an owner change, another grantor's grant) refuses the command.
+  SELECT e.* INTO exposure FROM diffix._personal_table_exposures() e
+  WHERE e.via LIKE 'foreign key % into %' LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION '% refused: % would hold % on % (%): its foreign key violations tell '
+      'whether a key exists in a protected table', tg_tag, exposure.grantee, exposure.privileges,
+      exposure.table_name, exposure.via
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'grant writes on it to direct roles only, or drop the foreign key';
+  END IF;
   SELECT e.*, COALESCE(l.label, 'perturbed') AS label INTO exposure
   FROM diffix._personal_table_exposures() e LEFT JOIN diffix.table_labels l ON l.relid = e.relid
   LIMIT 1;
@@ -231,9 +250,13 @@ AS $$
          CASE e.via WHEN 'ownership' THEN format('ALTER TABLE %s OWNER TO a direct role', e.table_name)
               WHEN 'foreign key' THEN 'drop the constraint, or give its table a direct owner'
               WHEN 'trigger' THEN 'drop the trigger, or give its function a direct owner'
-              ELSE format('REVOKE ALL ON %s FROM %s', e.table_name,
+              ELSE CASE WHEN e.via LIKE 'foreign key % into %'
+                        THEN format('REVOKE INSERT, UPDATE ON %s FROM %s, or drop the constraint',
+                                    e.table_name, CASE e.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
+                                                       ELSE quote_ident(e.grantee) END)
+                        ELSE format('REVOKE ALL ON %s FROM %s', e.table_name,
                           CASE e.grantee WHEN 'PUBLIC' THEN 'PUBLIC'
-                               ELSE quote_ident(e.grantee) END) END
+                               ELSE quote_ident(e.grantee) END) END END
   FROM diffix._personal_table_exposures() e
   UNION ALL
   -- Every privilege counts (45_exposures.sql); one inherited from a table's owner role is all.

@@ -413,3 +413,144 @@ def test_a_trigger_running_an_analysts_function_on_a_personal_table_is_refused(w
             "FOR EACH STATEMENT EXECUTE FUNCTION sandbox.as_writer()"
         )
     assert world.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'steal'") == [(0,)]
+
+
+# A table the DBA owns with a foreign key into a personal table: whoever may write it learns, by
+# a foreign key violation or none, whether a person's key exists.
+
+
+@pytest.fixture
+def visits(world):
+    world.admin.execute(
+        "CREATE TABLE visits (cid integer REFERENCES customers (id), note text);"
+        "CREATE TABLE plain_visits (pid integer REFERENCES people (id), note text)"
+    )
+    return world
+
+
+def _fk_refused(db, grant: str) -> None:
+    with pytest.raises(
+        psycopg.errors.InsufficientPrivilege,
+        match=r"would hold (INSERT|UPDATE).* on public\.visits \(foreign key visits_cid_fkey "
+        r"into public\.customers\)",
+    ):
+        db.admin.execute(grant)
+
+
+def test_a_foreign_key_into_an_unprotected_table_is_an_oracle(visits, analyst):
+    visits.admin.execute(f'GRANT INSERT ON plain_visits TO "{analyst}"')
+    conn = visits.as_role(analyst)
+    conn.execute("INSERT INTO plain_visits (pid) VALUES (7)")  # person 7 exists
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        conn.execute("INSERT INTO plain_visits (pid) VALUES (8)")  # person 8 does not
+
+
+@pytest.mark.parametrize(
+    "grant",
+    [
+        'GRANT INSERT ON visits TO "{analyst}"',
+        'GRANT UPDATE (cid) ON visits TO "{analyst}"',
+        'GRANT INSERT (note) ON visits TO "{analyst}"',
+        "GRANT INSERT ON visits TO diffix_anonymized_untrusted",
+        'GRANT UPDATE ON visits TO "{group}"',
+        "GRANT INSERT, UPDATE ON visits TO PUBLIC",
+    ],
+)
+def test_a_write_grant_on_a_table_referencing_a_personal_one_is_refused(
+    visits, analyst, team, grant
+):
+    group, member = team
+    before = acl_of(visits, "visits")
+    _fk_refused(visits, grant.format(analyst=analyst, group=group))
+    assert acl_of(visits, "visits") == before
+    for role in (analyst, member):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            visits.as_role(role).execute("INSERT INTO visits (cid) VALUES (7)")
+    assert critical_findings(visits) == []
+
+
+def test_a_broad_grant_withholds_writes_on_the_referencing_table(visits, analyst):
+    notices: list[str] = []
+    visits.admin.add_notice_handler(lambda notice: notices.append(notice.message_primary))
+    visits.admin.execute(f'GRANT INSERT, SELECT ON ALL TABLES IN SCHEMA public TO "{analyst}"')
+    assert len(notices) == 1
+    assert notices[0].startswith("GRANT applied except ")
+    assert (
+        "INSERT on public.visits (foreign key visits_cid_fkey into public.customers)"
+        in (notices[0])
+    )
+    conn = visits.as_role(analyst)
+    assert conn.execute("SELECT count(*) FROM visits").fetchall() == [(0,)]  # SELECT kept
+    assert visits.execute(
+        "SELECT has_table_privilege(%s, 'notes', 'INSERT'), "
+        "has_table_privilege(%s, 'plain_visits', 'INSERT'), "
+        "has_table_privilege(%s, 'visits', 'INSERT')",
+        (analyst, analyst, analyst),
+    ) == [(True, True, False)]
+    assert critical_findings(visits) == []
+
+
+def test_adding_the_foreign_key_while_analysts_write_the_table_is_refused(world, analyst):
+    world.admin.execute(f'CREATE TABLE visits (cid integer); GRANT INSERT ON visits TO "{analyst}"')
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="visits_cid_fkey"):
+        world.admin.execute("ALTER TABLE visits ADD FOREIGN KEY (cid) REFERENCES customers (id)")
+    assert world.execute(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'visits'::regclass"
+    ) == [(0,)]
+
+
+def test_marking_the_referenced_table_personal_revokes_the_writes(world, analyst, team):
+    group, member = team
+    world.admin.execute(
+        f"""
+        CREATE TABLE later (id integer PRIMARY KEY);
+        INSERT INTO later SELECT generate_series(1, 20);
+        CREATE TABLE later_visits (lid integer REFERENCES later (id), note text);
+        GRANT SELECT, INSERT ON later_visits TO "{analyst}";
+        GRANT UPDATE (lid) ON later_visits TO "{group}";
+        """
+    )
+    world.admin.execute("CALL diffix.mark_personal('later', 'id')")
+    assert world.execute(
+        "SELECT has_table_privilege(%s, 'later_visits', 'SELECT'), "
+        "has_table_privilege(%s, 'later_visits', 'INSERT'), "
+        "has_column_privilege(%s, 'later_visits', 'lid', 'UPDATE')",
+        (analyst, analyst, member),
+    ) == [(True, False, False)]
+    assert critical_findings(world) == []
+
+
+def test_check_security_names_table_constraint_and_role(visits):
+    holder = visits.create_role("direct")
+    visits.admin.execute(f'GRANT INSERT ON visits TO "{holder}"')
+    visits.admin.execute(f'GRANT diffix_anonymized_dp TO "{holder}"')  # no event trigger sees it
+    findings = visits.execute(
+        "SELECT object, finding, fix FROM diffix.check_security() WHERE severity = 'critical'"
+    )
+    assert (
+        "public.visits",
+        f"{holder} holds INSERT on it directly (foreign key visits_cid_fkey into public.customers)",
+        f"REVOKE INSERT, UPDATE ON public.visits FROM {holder}, or drop the constraint",
+    ) in findings, findings
+    visits.execute("SELECT diffix._revoke_exposures()")
+    assert critical_findings(visits) == []
+
+
+def test_direct_roles_may_write_the_referencing_table(visits):
+    direct = visits.create_role("direct")
+    visits.admin.execute(f'GRANT INSERT, UPDATE ON visits TO "{direct}"')
+    conn = visits.as_role(direct)
+    conn.autocommit = False
+    conn.execute("INSERT INTO visits (cid) VALUES (1)")
+    conn.rollback()
+
+
+def test_a_refused_write_grant_rolled_back_leaves_nothing(visits, analyst):
+    before = {rel: acl_of(visits, rel) for rel in ("visits", "notes")}
+    conn = visits.connect()
+    conn.autocommit = False
+    conn.execute(f'GRANT INSERT ON notes TO "{analyst}"')
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(f'GRANT INSERT ON visits TO "{analyst}"')
+    conn.rollback()
+    assert {rel: acl_of(visits, rel) for rel in before} == before
