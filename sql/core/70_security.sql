@@ -88,7 +88,8 @@ END
 $$;
 
 -- A GRANT (or ALTER TABLE ... OWNER TO) that would let an anonymized role or PUBLIC read, write
--- or probe a personal table directly (any privilege, 45_exposures.sql), or read or write it
+-- or probe a personal table directly (any privilege, 45_exposures.sql; INSERT or UPDATE on a
+-- table with a foreign key into it), or read or write it
 -- through a view or materialized view over its rows (46_derived_relations.sql), never takes
 -- effect on that relation:
 -- * a GRANT that also opened other tables (GRANT ... ON ALL TABLES IN SCHEMA, or a list mixing
@@ -281,6 +282,26 @@ AS $$
                       WHERE e.relid = p.oid AND e.grantee IN (a.rolname::text, 'PUBLIC'))
   ) m
   WHERE m.held IS NOT NULL
+  UNION ALL
+  -- Writes on a table with a foreign key into a personal one, inherited through membership.
+  SELECT 'critical', w.relid::regclass::text,
+         format('%s (%s) holds %s on it through role membership (foreign key %I into %s)',
+                w.rolname, w.level, w.held, w.conname, w.personal::regclass),
+         format('find the role %s inherits %s from and revoke the grant or the membership',
+                w.rolname, w.held)
+  FROM (
+    SELECT con.conrelid AS relid, con.conname, con.confrelid AS personal, a.rolname, a.level,
+           (SELECT string_agg(v.privilege, ', ' ORDER BY v.privilege)
+            FROM unnest(ARRAY['INSERT', 'UPDATE']) v(privilege)
+            WHERE has_table_privilege(a.roleid, con.conrelid, v.privilege)
+               OR has_any_column_privilege(a.roleid, con.conrelid, v.privilege)) AS held
+    FROM pg_constraint con JOIN pg_class r ON r.oid = con.conrelid CROSS JOIN anonymized a
+    WHERE con.contype = 'f' AND con.confrelid IN (SELECT oid FROM personal)
+      AND NOT a.rolsuper AND a.rolname !~ '^diffix_' AND a.roleid <> r.relowner
+      AND NOT EXISTS (SELECT FROM diffix._personal_table_exposures() e
+                      WHERE e.relid = con.conrelid AND e.grantee IN (a.rolname::text, 'PUBLIC'))
+  ) w
+  WHERE w.held IS NOT NULL
   UNION ALL
   SELECT 'critical', quote_ident(a.rolname), format('superuser with access level %s', a.level),
          'superusers bypass every privilege check; use a non-superuser role for analysts'

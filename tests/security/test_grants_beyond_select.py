@@ -554,3 +554,17 @@ def test_a_refused_write_grant_rolled_back_leaves_nothing(visits, analyst):
         conn.execute(f'GRANT INSERT ON visits TO "{analyst}"')
     conn.rollback()
     assert {rel: acl_of(visits, rel) for rel in before} == before
+
+
+def test_check_security_names_writes_inherited_through_membership(visits, analyst):
+    writer = visits.create_role(login=False)
+    visits.admin.execute(
+        f'GRANT UPDATE (cid) ON visits TO "{writer}"; GRANT "{writer}" TO "{analyst}"'
+    )
+    findings = {finding for _, finding in critical_findings(visits)}
+    assert (
+        f"{analyst} (anonymized_untrusted) holds UPDATE on it through role membership "
+        "(foreign key visits_cid_fkey into public.customers)" in findings
+    ), findings
+    visits.admin.execute(f'REVOKE "{writer}" FROM "{analyst}"')
+    assert critical_findings(visits) == []
